@@ -1,0 +1,34 @@
+"""The shared model layer: loading, named activation sites, caching and patching.
+
+Public API::
+
+    load(name_or_path) -> (model, tokenizer)     # "smollm2-135m", organism, HF name or path
+    tiny(arch, seed) -> (model, tokenizer)        # tiny random Qwen3 / Llama / GPT-2, offline
+    to_bridge(model, tokenizer)                   # TransformerLens TransformerBridge
+    Site(hook, head=None, pos=None), Site.resid(K)
+    sites(model) -> [hook names]
+    cache(model, inputs, sites) -> {str(site): tensor}
+    patch(model, inputs, {site: tensor | fn}) -> logits
+    patching(model, {site: tensor | fn}), caching(model, sites)   # context managers
+    Checkpointer(folder)                          # atomic, resumable checkpoints
+"""
+
+from probity.models.checkpoint import Checkpointer
+from probity.models.load import SMOLLM2, load, smollm2_gguf, tiny, to_bridge, word_tokenizer
+from probity.models.sites import (
+    PatchError,
+    Site,
+    SiteError,
+    cache,
+    caching,
+    model_dtype,
+    patch,
+    patching,
+    run,
+    sites,
+)
+
+__all__ = [
+    "SMOLLM2", "Checkpointer", "PatchError", "Site", "SiteError", "cache", "caching", "load", "model_dtype",
+    "patch", "patching", "run", "sites", "smollm2_gguf", "tiny", "to_bridge", "word_tokenizer",
+]

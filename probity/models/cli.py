@@ -1,0 +1,33 @@
+"""`probity models ...`: inspect models and their activation sites."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Inspect models: list activation sites.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("sites")
+def sites_command(
+    name: str = typer.Argument(..., help="smollm2-135m, tiny-qwen3|tiny-llama|tiny-gpt2, an organism, an HF name or a local path."),
+    bridge: bool = typer.Option(False, help="List the sites of the model wrapped in a TransformerLens bridge."),
+    full: bool = typer.Option(False, help="One line per site instead of the compressed summary."),
+) -> None:
+    """List every activation site NAME exposes (TransformerLens hook names)."""
+    from probity import models
+    from probity.models.sites import summarize_sites
+
+    with console.status(f"loading {name}"):
+        model, tokenizer = models.load(name)
+        if bridge:
+            model = models.to_bridge(model, tokenizer)
+    names = models.sites(model)
+    if full:
+        for n in names:
+            console.print(n)
+    else:
+        for part in summarize_sites(names).split(", "):
+            console.print(part)
+    console.print(f"[bold]{len(names)}[/bold] sites on {type(model).__name__}")
