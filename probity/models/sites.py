@@ -55,6 +55,10 @@ class Site:
     head: int | None = None
     pos: Index = None
 
+    def __post_init__(self):
+        if isinstance(self.pos, list):  # keep Site hashable: usable as a dict key in patch()
+            object.__setattr__(self, "pos", tuple(self.pos))
+
     @staticmethod
     def resid(layer: int, pos: Index = None) -> "Site":
         """The residual stream after block ``layer`` (HF ``hidden_states[layer + 1]``)."""
@@ -87,7 +91,7 @@ class Site:
         pos_axis, head_axis = self._axes()
         index: list = [slice(None)] * act.ndim
         if self.head is not None:
-            if act.ndim <= head_axis:
+            if act.ndim < 4:  # per-head hooks are (batch, pos, head, d_head) or (batch, head, q, k)
                 raise SiteError(f"{self}: hook {self.hook} has no head axis (shape {tuple(act.shape)}); drop head=")
             if not -act.shape[head_axis] <= self.head < act.shape[head_axis]:
                 raise SiteError(f"{self}: head {self.head} out of range; the model has {act.shape[head_axis]} heads here")
@@ -111,6 +115,7 @@ class _HookPoint:
     reads_input: bool  # True: the module's first input; False: its (first) output
     n_heads: int | None = None  # reshape (b, p, h*d) -> (b, p, h, d)
     fused: tuple[int, int] | None = None  # (i, n): the i-th of n equal chunks of the last dim
+    lens: bool = False  # a TransformerLens HookPoint: hook through its own API (it reshapes)
 
 
 def _is_bridge(model: nn.Module) -> bool:
@@ -164,7 +169,7 @@ def _hf_hook_points(model: nn.Module) -> dict[str, _HookPoint]:
 
 def _hook_points(model: nn.Module) -> dict[str, _HookPoint]:
     if _is_bridge(model):
-        return {name: _HookPoint(hp, False) for name, hp in model.hook_dict.items()}
+        return {name: _HookPoint(hp, False, lens=True) for name, hp in model.hook_dict.items()}
     return _hf_hook_points(model)
 
 
@@ -206,6 +211,18 @@ def resolve(model: nn.Module, site_list: Sequence[Site | str]) -> tuple[list[Sit
 # Hooks.
 
 
+@dataclass
+class _LensRemover:
+    """Removes one hook from a TransformerLens HookPoint (its own API removes all)."""
+
+    hook_point: nn.Module
+    handle: object
+
+    def remove(self) -> None:
+        self.handle.hook.remove()
+        self.hook_point.fwd_hooks = [h for h in self.hook_point.fwd_hooks if h is not self.handle]
+
+
 def _register(point: _HookPoint, edit: Callable[[torch.Tensor], torch.Tensor | None]):
     """Install a hook that shows ``edit`` the activation at ``point`` (per-head view where
     relevant) and writes back whatever ``edit`` returns (``None`` leaves it unchanged)."""
@@ -232,6 +249,9 @@ def _register(point: _HookPoint, edit: Callable[[torch.Tensor], torch.Tensor | N
         new = edit(view(t))
         return None if new is None else unview(t, new)
 
+    if point.lens:
+        handle = point.module.add_hook(lambda act, hook: apply(act))
+        return _LensRemover(point.module, handle)
     if point.reads_input:
 
         def pre_hook(module, args, kwargs):
