@@ -1,0 +1,24 @@
+"""Mechanistic estimation of random MLPs: expected outputs without sampling.
+
+Cumulant propagation (ARC, "Estimating the expected output of wide random MLPs more
+efficiently than sampling", 2026) written from the math, Monte Carlo with cached
+ground truth, FLOP accounting, and a sampler that uses the analytic estimate.
+
+    mlp = RandomMLP.random(width=64, hidden_layers=4, activation="relu", seed=0)
+    est = kprop(mlp, order=3)               # LayerMeans: .pre, .act, .out
+    truth = ground_truth(mlp, 10**7, cache_dir="cache")
+    mse_over_var(est.out, truth.out_mean, truth.out_var, truth.n_samples)
+"""
+
+from probity.estimate.estimators import Blend, blend, count_flops, linear_surrogate, mc_flops_per_sample, mse_over_var, x_mc
+from probity.estimate.gauss import derivative_expectations, gaussian_cumulants
+from probity.estimate.kprop import ORDERS, VARIANTS, LayerMeans, kprop
+from probity.estimate.mlp import ACTIVATIONS, RandomMLP
+from probity.estimate.sampling import SampleStats, ground_truth, monte_carlo
+
+__all__ = [
+    "RandomMLP", "ACTIVATIONS", "kprop", "LayerMeans", "ORDERS", "VARIANTS",
+    "monte_carlo", "ground_truth", "SampleStats", "blend", "Blend", "linear_surrogate",
+    "count_flops", "mc_flops_per_sample", "mse_over_var", "x_mc",
+    "derivative_expectations", "gaussian_cumulants",
+]  # fmt: skip

@@ -1,0 +1,157 @@
+"""Random MLPs in ARC's convention, and a validated forward pass.
+
+A ``RandomMLP`` with ``hidden_layers = H`` has H+1 square linear layers of width n:
+
+    z_1 = W_1 x + b_1,   a_l = phi(z_l),   z_{l+1} = W_{l+1} a_l + b_{l+1},   out = z_{H+1}
+
+with x ~ N(0, I_n). Layer l (1-based) has pre-activation ``pre[l-1]`` and activation
+``act[l-1]``; ``out`` has no activation. Weights are N(0, w_var_l / n): w_var_1 = 1 and,
+for He init, w_var_l = 1 / E[phi(Z)^2] (2 for ReLU) so every pre-activation has
+variance about 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+ACTIVATIONS = {
+    "relu": torch.relu,
+    "gelu": F.gelu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "silu": F.silu,
+    "softplus": F.softplus,
+}
+INITS = ("he", "critical")
+
+
+def check_activation(activation: str) -> None:
+    """Raise a one-line ValueError unless ``activation`` is supported."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+@dataclass
+class RandomMLP:
+    """A square random MLP. ``weights[l]`` is (n, n) float64, ``biases[l]`` is (n,) or None.
+
+    Build one with ``RandomMLP.random(width, hidden_layers, ...)`` or from your own
+    weights with ``RandomMLP.from_weights(weights, activation)``."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor | None]
+    activation: str
+
+    @property
+    def width(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def hidden_layers(self) -> int:
+        return len(self.weights) - 1
+
+    @property
+    def phi(self):
+        return ACTIVATIONS[self.activation]
+
+    @classmethod
+    def random(
+        cls,
+        width: int,
+        hidden_layers: int,
+        activation: str = "relu",
+        init: str = "he",
+        bias: bool = False,
+        seed: int = 0,
+        q_star: float = 1.0,
+    ) -> "RandomMLP":
+        """Draw a network from ``torch.manual_seed(seed)`` semantics (a private generator,
+        so global RNG state is untouched). ``init="critical"`` puts the network at the edge
+        of chaos for fixed point variance ``q_star`` (Pennington et al.), adding bias
+        variance where the activation needs it; ``bias=True`` with He init draws biases
+        N(0, 0.1)."""
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be an integer >= 1, got {width!r}")
+        if not isinstance(hidden_layers, int) or hidden_layers < 0:
+            raise ValueError(f"hidden_layers must be an integer >= 0, got {hidden_layers!r}")
+        check_activation(activation)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        w_vars, b_var = _layer_variances(activation, init, hidden_layers, bias, q_star)
+        gen = torch.Generator().manual_seed(seed)
+        weights, biases = [], []
+        for w_var in w_vars:
+            w = torch.randn(width, width, generator=gen) * math.sqrt(w_var / width)
+            weights.append(w.double())
+            has_bias = b_var > 0
+            biases.append(torch.randn(width, generator=gen).double() * math.sqrt(b_var) if has_bias else None)
+        return cls(weights, biases, activation)
+
+    @classmethod
+    def from_weights(cls, weights, activation: str = "relu", biases=None) -> "RandomMLP":
+        """Wrap a user's list of (n, n) weight matrices (and optional (n,) biases)."""
+        check_activation(activation)
+        if not weights:
+            raise ValueError("weights is empty; pass a list of (n, n) matrices, one per linear layer")
+        ws = [torch.as_tensor(w).double() for w in weights]
+        n = ws[0].shape[0] if ws[0].ndim == 2 else -1
+        for i, w in enumerate(ws):
+            if w.shape != (n, n):
+                raise ValueError(f"weights[{i}] has shape {tuple(w.shape)}; every layer must be square ({n}, {n})")
+            if not torch.isfinite(w).all():
+                raise ValueError(f"weights[{i}] contains NaN or inf; pass finite weights")
+        bs = [None] * len(ws) if biases is None else [None if b is None else torch.as_tensor(b).double() for b in biases]
+        if len(bs) != len(ws):
+            raise ValueError(f"got {len(bs)} biases for {len(ws)} weight matrices; pass one per layer (None for none)")
+        for i, b in enumerate(bs):
+            if b is not None and (b.shape != (n,) or not torch.isfinite(b).all()):
+                raise ValueError(f"biases[{i}] must be a finite vector of shape ({n},)")
+        return cls(ws, bs, activation)
+
+    def validate(self) -> None:
+        """Raise a one-line ValueError if weights are non-finite or mis-shaped."""
+        RandomMLP.from_weights(self.weights, self.activation, self.biases)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """x: (B, n) -> (pre: H tensors (B, n), act: H tensors (B, n), out: (B, n)), in x's dtype."""
+        pre, act = [], []
+        h = x
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w.to(x.dtype).T
+            if b is not None:
+                h = h + b.to(x.dtype)
+            if l == self.hidden_layers:
+                return pre, act, h
+            pre.append(h)
+            h = self.phi(h)
+            act.append(h)
+        raise AssertionError("unreachable")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Flat tensor dict (for hashing and saving)."""
+        out = {f"w{i}": w for i, w in enumerate(self.weights)}
+        out.update({f"b{i}": b for i, b in enumerate(self.biases) if b is not None})
+        return out
+
+
+def _layer_variances(activation: str, init: str, hidden_layers: int, bias: bool, q_star: float):
+    """Per-layer weight variances (times fan-in) and the bias variance."""
+    from probity.estimate.gauss import gaussian_moment
+
+    zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    if init == "he":
+        he = 1.0 / gaussian_moment(activation, 2, zero, one).item()
+        return [1.0] + [he] * hidden_layers, (0.1 if bias else 0.0)
+    if q_star <= 0:
+        raise ValueError(f"q_star must be > 0 for critical init, got {q_star}")
+    q = torch.full((1,), q_star, dtype=torch.float64)
+    sigma_w2 = 1.0 / gaussian_moment(activation, 2, zero, q, derivative=True).item()
+    sigma_b2 = q_star - sigma_w2 * gaussian_moment(activation, 2, zero, q).item()
+    if sigma_b2 < -1e-9:
+        raise ValueError(f"critical init infeasible for {activation} at q_star={q_star} (bias variance {sigma_b2:.3g} < 0); try another q_star")
+    sigma_b2 = sigma_b2 if sigma_b2 > 1e-9 else 0.0
+    return [q_star - sigma_b2] + [sigma_w2] * hidden_layers, sigma_b2
