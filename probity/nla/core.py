@@ -1,0 +1,398 @@
+"""The two halves of a natural-language autoencoder, and the metric that scores them.
+
+Verbalizer (AV): a copy of the target chat model. An activation, L2-rescaled to
+the injection scale, overwrites the input embedding of one placeholder token in
+a fixed chat prompt; the model then writes a description from ``inputs_embeds``.
+
+Reconstructor (AR): the target truncated after block K (the activation's layer),
+final norm replaced by the identity, plus a Linear(d, d) head initialised to the
+identity, read at the last token of a fixed template around the description.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from probity.nla.config import NLAConfig
+
+
+def normalise(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rescale the last dim of ``x`` (..., d) to L2 norm ``scale`` (zeros stay zero)."""
+    return x * (scale / x.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)).to(x.dtype)
+
+
+def direction_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row MSE (N,) between ``pred`` and ``target`` (N, d), both rescaled to norm
+    sqrt(d) first, so the value is 2(1 - cos) in [0, 4]."""
+    d = target.shape[-1]
+    return (normalise(pred.float(), math.sqrt(d)) - normalise(target.float(), math.sqrt(d))).pow(2).mean(-1)
+
+
+def fve(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of variance explained on normalised vectors: 1 - MSE(pred, target) /
+    MSE(mean target, target), with every row of both rescaled to norm sqrt(d).
+    ``pred`` and ``target`` are (N, d), N >= 2."""
+    if pred.shape != target.shape or pred.ndim != 2 or len(target) < 2:
+        raise ValueError(f"fve needs two (N>=2, d) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    d = target.shape[-1]
+    t = normalise(target.float(), math.sqrt(d))
+    baseline = (t - t.mean(0, keepdim=True)).pow(2).mean()
+    return float(1 - direction_mse(pred, target).mean() / baseline.clamp_min(1e-12))
+
+
+@dataclasses.dataclass
+class Activations:
+    """Residual-stream vectors with where they came from.
+
+    vectors (N, d); text_index (N,) which input text; position (N,) token index
+    in that text; token: the token string at that position."""
+
+    vectors: torch.Tensor
+    text_index: list[int]
+    position: list[int]
+    token: list[str]
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def subset(self, idx: Sequence[int]) -> "Activations":
+        """The rows ``idx``, in that order."""
+        idx = list(idx)
+        return Activations(self.vectors[idx], [self.text_index[i] for i in idx], [self.position[i] for i in idx], [self.token[i] for i in idx])
+
+
+def _ids(tokenizer, text: str | Sequence[int]) -> list[int]:
+    return list(text) if not isinstance(text, str) else tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+@torch.no_grad()
+def extract(model, tokenizer, texts: Sequence[str | Sequence[int]], layer: int, positions="all", progress: bool = False) -> Activations:
+    """Residual stream after block ``layer`` (site ``blocks.{layer}.hook_resid_post``)
+    at chosen token positions of each text.
+
+    ``texts``: strings (tokenised with special tokens) or token-id lists.
+    ``positions``: "all"; an int for every text (negative counts from the end); or
+    one int or list of ints per text. Returns :class:`Activations` with (N, d) vectors.
+    """
+    from probity.models import Site, cache
+
+    n_layers = model.config.num_hidden_layers
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} out of range: this model has blocks 0..{n_layers - 1}")
+    if not isinstance(positions, (str, int)) and len(positions) != len(texts):
+        raise ValueError(f"positions has {len(positions)} entries for {len(texts)} texts; give one per text, one int, or 'all'")
+    site = Site.resid(layer)
+    vecs, text_index, pos_out, tokens = [], [], [], []
+    for i, text in enumerate(_progress(texts, "extract", progress)):
+        ids = _ids(tokenizer, text)
+        want = positions if isinstance(positions, (str, int)) else positions[i]
+        want = range(len(ids)) if want == "all" else [want] if isinstance(want, int) else want
+        want = [p % len(ids) if -len(ids) <= p < len(ids) else _bad_position(p, len(ids), i) for p in want]
+        acts = cache(model, torch.tensor([ids]), [site])
+        acts = next(iter(acts.values()))[0]
+        vecs.append(acts[want].float())
+        text_index += [i] * len(want)
+        pos_out += want
+        tokens += tokenizer.convert_ids_to_tokens([ids[p] for p in want])
+    return Activations(torch.cat(vecs), text_index, pos_out, tokens)
+
+
+def _bad_position(p: int, n: int, i: int):
+    raise ValueError(f"position {p} out of range for text {i} of {n} tokens")
+
+
+def _progress(items, label: str, show: bool):
+    if not show:
+        return items
+    from rich.progress import track
+
+    return track(items, description=label)
+
+
+def _chat_ids(tokenizer, content: str, use_chat: bool) -> list[int]:
+    if use_chat and getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True)
+        out = out["input_ids"] if hasattr(out, "keys") else out
+        return list(out[0] if out and isinstance(out[0], list) else out)
+    return tokenizer(content, add_special_tokens=True)["input_ids"]
+
+
+def _end_ids(tokenizer) -> list[int]:
+    """Token ids that end a description: eos plus the chat template's end-of-turn token."""
+    ends = {tokenizer.eos_token_id} - {None}
+    for name in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<eot>"):
+        tid = tokenizer.convert_tokens_to_ids(name) if name in tokenizer.get_vocab() else None
+        if tid is not None:
+            ends.add(tid)
+    if not ends:
+        raise ValueError("the tokenizer has no eos token; set tokenizer.eos_token so descriptions can end")
+    return sorted(ends)
+
+
+class Verbalizer(nn.Module):
+    """Activation -> description. Wraps a causal LM (the AV) and an :class:`NLAConfig`.
+
+    The prompt is fixed: the chat template around ``config.av_prompt`` with the
+    placeholder token; its input embedding is replaced by the activation rescaled
+    to ``config.injection_scale``. Descriptions end with the tokenizer's eos (or
+    end-of-turn) token.
+    """
+
+    def __init__(self, model, tokenizer, config: NLAConfig):
+        super().__init__()
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        ids = _chat_ids(tokenizer, config.av_prompt.format(placeholder=config.placeholder), config.chat_template)
+        where = [i for i, t in enumerate(ids) if t == config.placeholder_id]
+        if len(where) != 1:
+            raise ValueError(f"placeholder id {config.placeholder_id} ({config.placeholder!r}) appears {len(where)} times in the verbalizer prompt; it must appear once (pick a token that is one token and absent from the template)")
+        p = where[0]
+        if config.placeholder_neighbors is not None and 0 < p < len(ids) - 1 and (ids[p - 1], ids[p + 1]) != tuple(config.placeholder_neighbors):
+            raise ValueError(f"placeholder neighbours {(ids[p - 1], ids[p + 1])} differ from the sidecar's {tuple(config.placeholder_neighbors)}: tokenizer or template drift")
+        self.register_buffer("prompt_ids", torch.tensor(ids), persistent=False)
+        self.slot = p
+        self.end_ids = _end_ids(tokenizer)
+
+    @classmethod
+    def create(cls, model, tokenizer, layer: int, placeholder: str | None = None, **config) -> "Verbalizer":
+        """A verbalizer on a copy of ``model`` with a fresh :class:`NLAConfig`.
+        ``placeholder``: a token that encodes to one id (default: a rarely used token)."""
+        placeholder = placeholder or _pick_placeholder(tokenizer, config.get("av_prompt", NLAConfig.av_prompt))
+        pid = tokenizer.get_vocab().get(placeholder)
+        if pid is None:
+            raise ValueError(f"placeholder {placeholder!r} is not a token of this tokenizer; pick one from its vocabulary")
+        config = {"model": getattr(model.config, "name_or_path", ""), **config}
+        cfg = NLAConfig(layer=layer, d_model=model.config.hidden_size, placeholder=placeholder, placeholder_id=pid, **config)
+        return cls(copy.deepcopy(model), tokenizer, cfg)
+
+    def embeds(self, acts: torch.Tensor) -> torch.Tensor:
+        """Prompt embeddings (B, T, d) with row ``slot`` replaced by the rescaled ``acts`` (B, d)."""
+        if acts.ndim != 2 or acts.shape[1] != self.config.d_model:
+            raise ValueError(f"activations must be (B, {self.config.d_model}), got {tuple(acts.shape)}")
+        if not torch.isfinite(acts).all():
+            raise ValueError("activations contain NaN or inf")
+        table = self.model.get_input_embeddings()
+        base = table(self.prompt_ids.to(table.weight.device))[None].expand(len(acts), -1, -1)
+        inject = normalise(acts.float(), self.config.injection_scale).to(base.dtype)
+        mask = torch.zeros(base.shape[1], 1, dtype=torch.bool, device=base.device)
+        mask[self.slot] = True
+        return torch.where(mask, inject[:, None, :], base)
+
+    @torch.no_grad()
+    def generate(self, acts: torch.Tensor, samples: int = 1, temperature: float = 1.0, greedy: bool = False, max_new_tokens: int | None = None) -> list[list[int]]:
+        """Sample ``samples`` descriptions per activation (B, d): a list of B*samples
+        token-id lists (activation-major), each ending with an end id unless cut
+        at ``max_new_tokens`` (then it is malformed)."""
+        emb = self.embeds(acts).repeat_interleave(samples, 0)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_ids[0]
+        kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if not greedy else dict(do_sample=False)
+        out = self.model.generate(
+            inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+            max_new_tokens=max_new_tokens or self.config.max_new_tokens, eos_token_id=self.end_ids, pad_token_id=pad, **kw,
+        )
+        seqs = []
+        for row in out.tolist():
+            cut = next((i + 1 for i, t in enumerate(row) if t in self.end_ids), len(row))
+            seqs.append(row[:cut])
+        return seqs
+
+    def decode(self, seqs: Sequence[Sequence[int]]) -> list[str]:
+        """Description text of each token sequence (end token and explanation tags removed)."""
+        texts = [self.tokenizer.decode([t for t in s if t not in self.end_ids], skip_special_tokens=True).strip() for s in seqs]
+        if self.config.explanation_tags:
+            open_, close = self.config.explanation_tags
+            texts = [t.split(open_, 1)[-1].split(close, 1)[0].strip() for t in texts]
+        return texts
+
+    def encode(self, descriptions: Sequence[str]) -> list[list[int]]:
+        """Target token sequences for teacher descriptions (each ends with the end token)."""
+        tags = self.config.explanation_tags
+        out = []
+        for d in descriptions:
+            text = f"{tags[0]}\n{d}\n{tags[1]}" if tags else d
+            out.append(self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end_ids[0]])
+        return out
+
+    def is_well_formed(self, seq: Sequence[int]) -> bool:
+        """A description is well formed when it ends with an end token and says something."""
+        return len(seq) > 1 and seq[-1] in self.end_ids
+
+    def describe(self, acts: torch.Tensor, greedy: bool = True, batch_size: int = 64) -> list[str]:
+        """One description per activation (N, d), greedy by default."""
+        out = []
+        for i in range(0, len(acts), batch_size):
+            out += self.decode(self.generate(acts[i : i + batch_size], greedy=greedy))
+        return out
+
+    def token_logprobs(self, acts: torch.Tensor, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of each response token given the injected prompt.
+
+        acts (B, d), seqs B token lists. Returns (logp (B, L), mask (B, L)) with L
+        the longest sequence; mask is 1 on real tokens. Differentiable."""
+        if len(seqs) != len(acts):
+            raise ValueError(f"{len(seqs)} sequences for {len(acts)} activations")
+        L = max(len(s) for s in seqs)
+        ids = torch.zeros(len(seqs), L, dtype=torch.long, device=acts.device)
+        mask = torch.zeros(len(seqs), L, device=acts.device)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        prompt = self.embeds(acts)
+        emb = torch.cat([prompt, self.model.get_input_embeddings()(ids)], 1)
+        attn = torch.cat([torch.ones(prompt.shape[:2], device=acts.device), mask], 1).long()
+        logits = self.model(inputs_embeds=emb, attention_mask=attn).logits[:, prompt.shape[1] - 1 : -1].float()
+        logp = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
+        return logp * mask, mask
+
+
+def _pick_placeholder(tokenizer, av_prompt: str) -> str:
+    """A placeholder token absent from the prompt: a dedicated unused token if the
+    vocab has one (the unknown token qualifies: real text never contains it), else
+    the last ordinary vocabulary entry."""
+    vocab = tokenizer.get_vocab()
+    used = set(tokenizer(av_prompt.format(placeholder=""), add_special_tokens=True)["input_ids"])
+    specials = set(tokenizer.all_special_tokens)
+    ordinary = sorted((t for t in vocab if t not in specials), key=vocab.get, reverse=True)
+    candidates = ["<placeholder>", "<|reserved_special_token_0|>", "<unused0>", "㈎", "<act>", tokenizer.unk_token, *ordinary]
+    return next(c for c in candidates if c in vocab and vocab[c] not in used)
+
+
+def _backbone(model):
+    """The decoder stack of an HF causal LM: (module, name of its layer list, name of its final norm)."""
+    for attr, layers, norm in (("model", "layers", "norm"), ("transformer", "h", "ln_f"), ("gpt_neox", "layers", "final_layer_norm")):
+        inner = getattr(model, attr, None)
+        if inner is not None and hasattr(inner, layers):
+            return inner, layers, norm
+    if hasattr(model, "layers") and hasattr(model, "norm"):
+        return model, "layers", "norm"
+    raise TypeError(f"cannot find the decoder layers of {type(model).__name__}; supported: Llama/Qwen/Mistral-style (.model.layers), GPT-2 (.transformer.h), GPT-NeoX")
+
+
+class Reconstructor(nn.Module):
+    """Description -> activation: the target truncated after block ``layer``, final
+    norm replaced by the identity, a Linear(d, d) head, read at the template's last token."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear, tokenizer, config: NLAConfig):
+        super().__init__()
+        self.backbone, self.head, self.tokenizer, self.config = backbone, head, tokenizer, config
+
+    @classmethod
+    def from_target(cls, model, tokenizer, config: NLAConfig) -> "Reconstructor":
+        """Copy ``model``, keep blocks 0..config.layer, drop the final norm and the
+        LM head, add a Linear(d, d) head initialised to the identity."""
+        inner, layers_name, norm_name = _backbone(model)
+        n = len(getattr(inner, layers_name))
+        if not 0 <= config.layer < n:
+            raise ValueError(f"layer {config.layer} out of range: the target has blocks 0..{n - 1}")
+        keep = config.layer + 1
+        backbone = copy.deepcopy(inner)
+        setattr(backbone, layers_name, nn.ModuleList(list(getattr(backbone, layers_name))[:keep]))
+        setattr(backbone, norm_name, nn.Identity())
+        cfg = backbone.config
+        for name in ("num_hidden_layers", "n_layer"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, keep)
+        if getattr(cfg, "layer_types", None):
+            cfg.layer_types = list(cfg.layer_types)[:keep]
+        d = config.d_model
+        head = nn.Linear(d, d, bias=False)
+        with torch.no_grad():
+            head.weight.copy_(torch.eye(d))
+        return cls(backbone, head.to(next(backbone.parameters()).dtype), tokenizer, config)
+
+    def forward(self, descriptions: Sequence[str]) -> torch.Tensor:
+        """Predicted activations (B, d) for B descriptions."""
+        rows = [self.tokenizer(self.config.ar_template.format(description=d), add_special_tokens=True)["input_ids"] for d in descriptions]
+        L = max(len(r) for r in rows)
+        device = self.head.weight.device
+        ids = torch.zeros(len(rows), L, dtype=torch.long, device=device)
+        mask = torch.zeros(len(rows), L, dtype=torch.long, device=device)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        hidden = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        last = hidden[torch.arange(len(rows), device=device), mask.sum(1) - 1]
+        return self.head(last)
+
+    @torch.no_grad()
+    def predict(self, descriptions: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Batched, gradient-free :meth:`forward`: (N, d) float32."""
+        return torch.cat([self(descriptions[i : i + batch_size]).float() for i in range(0, len(descriptions), batch_size)])
+
+
+def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None):
+    """Write a checkpoint directory: ``nla.json`` (the sidecar), ``av/`` (an HF
+    model + tokenizer folder) and, if given, ``ar/`` (the truncated backbone as an
+    HF base-model folder plus ``value_head.safetensors``). Returns the directory."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    av.model.save_pretrained(directory / "av")
+    av.tokenizer.save_pretrained(directory / "av")
+    av.config.save(directory / "av")
+    if ar is not None:
+        ar.backbone.save_pretrained(directory / "ar")
+        ar.tokenizer.save_pretrained(directory / "ar")
+        save_file({"weight": ar.head.weight.detach().contiguous()}, str(directory / "ar" / "value_head.safetensors"))
+        ar.config.save(directory / "ar")
+    av.config.save(directory)
+    return directory
+
+
+def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Verbalizer, Reconstructor | None]:
+    """Load ``(verbalizer, reconstructor or None)`` from a checkpoint written by
+    :func:`save_nla`, or from the anchor's released format: pass the actor folder
+    (HF model + ``nla_meta.yaml``) as ``directory`` and the critic folder (truncated
+    model + ``value_head.safetensors`` + ``nla_meta.yaml``) as ``ar_directory``."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoint directory {directory}")
+    ours = (directory / "av").is_dir()
+    av_dir = directory / "av" if ours else directory
+    ar_dir = directory / "ar" if ours and (directory / "ar").is_dir() else (Path(ar_directory) if ar_directory else None)
+    config = _load_config(av_dir, layer, None if ar_dir is None else ar_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
+    av = Verbalizer(AutoModelForCausalLM.from_pretrained(str(av_dir)).eval(), tokenizer, config)
+    if ar_dir is None:
+        return av, None
+    ar_config = dataclasses.replace(config, **{k: getattr(_load_config(ar_dir, config.layer, ar_dir), k) for k in ("ar_template", "mse_scale")})
+    backbone = AutoModel.from_pretrained(str(ar_dir)).eval()
+    norm_name = next((n for n in ("norm", "ln_f", "final_layer_norm") if hasattr(backbone, n)), None)
+    if norm_name is None:
+        raise TypeError(f"cannot find the final norm of {type(backbone).__name__} in {ar_dir}")
+    setattr(backbone, norm_name, nn.Identity())
+    head = nn.Linear(config.d_model, config.d_model, bias=False)
+    head.load_state_dict(load_file(str(ar_dir / "value_head.safetensors")))
+    return av, Reconstructor(backbone, head.to(next(backbone.parameters()).dtype), AutoTokenizer.from_pretrained(str(ar_dir)), ar_config)
+
+
+def _load_config(directory, layer, ar_dir) -> NLAConfig:
+    """The sidecar in ``directory``; for anchor sidecars without a layer, the AR's depth gives it."""
+    from pathlib import Path
+
+    try:
+        return NLAConfig.load(directory)
+    except ValueError as err:
+        if "names no layer" not in str(err) or (layer is None and ar_dir is None):
+            raise
+        import json
+
+        import yaml
+
+        from probity.nla.config import ANCHOR_SIDECAR, from_anchor_meta
+
+        if layer is None:
+            layer = json.loads((Path(ar_dir) / "config.json").read_text())["num_hidden_layers"] - 1
+        return from_anchor_meta(yaml.safe_load((Path(directory) / ANCHOR_SIDECAR).read_text()), layer=layer)

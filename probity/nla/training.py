@@ -1,0 +1,341 @@
+"""Training a natural-language autoencoder: AR SFT, AV SFT, then GRPO on the AV.
+
+One global step counter runs through three phases:
+
+1. AR SFT: regress the reconstructor's output on teacher descriptions onto the
+   activations (loss = MSE of vectors normalised to sqrt(d) = 2(1 - cos)).
+2. AV SFT: maximise the verbalizer's log-likelihood of the teacher description
+   given the injected activation.
+3. GRPO: per activation sample a group of descriptions (length-capped), reward
+   each with -MSE(AR(description), activation) (a malformed one gets -2, the
+   reward of an orthogonal vector), normalise rewards within the group, and take
+   one policy-gradient step with a per-token KL penalty to the frozen SFT
+   verbaliser (k3 estimator). The AR takes one regression step on the same fresh
+   rollouts every step, so it keeps up with (and is not gamed by) the policy.
+
+Each step is one optimiser update, so rollouts are on-policy and the PPO ratio
+is 1 (no clipping needed). Under ``torch.distributed`` each process draws its own
+batch and gradients are averaged across processes before every update (DDP
+semantics, gloo or nccl); one process needs no launcher. Checkpoints (models,
+optimisers, history) are written atomically every ``checkpoint_every`` steps and
+training resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from probity.nla.core import Reconstructor, Verbalizer, direction_mse, fve
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Schedule and optimiser settings. Steps are global optimiser updates; an SFT
+    step takes ``batch_size`` activations, an RL step ``batch_size // group``
+    activations with ``group`` rollouts each (``batch_size`` rollouts)."""
+
+    ar_sft_steps: int = 300
+    av_sft_steps: int = 300
+    rl_steps: int = 200
+    batch_size: int = 16
+    group: int = 4
+    lr_ar: float = 3e-4
+    lr_av: float = 3e-4
+    lr_rl: float = 3e-5
+    lr_ar_rl: float = 1e-4
+    kl_coef: float = 0.02
+    temperature: float = 1.0
+    eval_every: int = 50
+    eval_size: int = 256
+    checkpoint_every: int = 50
+    shuffled_control: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 4 <= self.group <= 64:
+            raise ValueError(f"group must be in 4..64 (GRPO needs several samples per activation), got {self.group}")
+        if min(self.ar_sft_steps, self.av_sft_steps, self.rl_steps) < 0 or self.batch_size < 1:
+            raise ValueError("step counts must be >= 0 and batch_size >= 1")
+        if min(self.eval_every, self.checkpoint_every) < 1:
+            raise ValueError("eval_every and checkpoint_every must be >= 1")
+
+    @property
+    def total_steps(self) -> int:
+        return self.ar_sft_steps + self.av_sft_steps + self.rl_steps
+
+
+@dataclasses.dataclass
+class CurvePoint:
+    """Held-out FVE at one step: round trip (AV greedy -> AR) and AR on teacher labels."""
+
+    step: int
+    phase: str
+    fve_round_trip: float
+    fve_ar_teacher: float
+    mean_reward: float | None = None
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Held-out metrics of a training run and its FVE-over-training curve."""
+
+    fve_ar_sft: float
+    fve_sft: float
+    fve_rl: float
+    fve_shuffled: float | None
+    seconds: float
+    steps: int
+    processes: int
+    curve: list[CurvePoint]
+
+    def figures(self) -> dict:
+        """The FVE-over-training curve."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        steps = [p.step for p in self.curve]
+        ax.plot(steps, [p.fve_round_trip for p in self.curve], "o-", label="round trip (AV -> AR)")
+        ax.plot(steps, [p.fve_ar_teacher for p in self.curve], "s--", label="AR on teacher labels")
+        ax.axhline(self.fve_ar_sft, color="grey", lw=0.8, ls=":", label=f"AR-SFT baseline {self.fve_ar_sft:.2f}")
+        if self.fve_shuffled is not None:
+            ax.axhline(self.fve_shuffled, color="red", lw=0.8, ls=":", label=f"shuffled control {self.fve_shuffled:.2f}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("held-out FVE")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return {"FVE over training": fig}
+
+
+def _world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def _sync_grads(params) -> None:
+    """Average gradients across processes (no-op in a single process)."""
+    rank, world = _world()
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
+def _broadcast_params(module) -> None:
+    if _world()[1] > 1:
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+def _trainable(module) -> list[torch.nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def _step(opt, params, loss, max_norm: float = 1.0) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    _sync_grads(params)
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+
+
+def _set_lr(opt, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def ar_loss(ar: Reconstructor, descriptions, targets: torch.Tensor) -> torch.Tensor:
+    """Mean direction MSE (2(1 - cos)) of the AR's predictions against ``targets`` (B, d)."""
+    return direction_mse(ar(descriptions), targets).mean()
+
+
+def av_sft_loss(av: Verbalizer, acts: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+    """Mean per-token negative log-likelihood of teacher token sequences."""
+    logp, mask = av.token_logprobs(acts, targets)
+    return -(logp.sum() / mask.sum())
+
+
+def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Tensor, cfg: TrainConfig, opt_av, opt_ar) -> dict:
+    """One GRPO update of the AV and one regression update of the AR on the same rollouts.
+
+    acts (B, d). Returns statistics: mean reward, malformed fraction, KL."""
+    G = cfg.group
+    seqs = av.generate(acts, samples=G, temperature=cfg.temperature)
+    texts = av.decode(seqs)
+    ok = torch.tensor([av.is_well_formed(s) for s in seqs])
+    targets = acts.repeat_interleave(G, 0)
+    with torch.no_grad():
+        reward = -direction_mse(ar.predict(texts), targets)
+    reward = torch.where(ok, reward, torch.full_like(reward, -2.0))
+    grouped = reward.view(-1, G)
+    adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(-1)
+
+    logp, mask = av.token_logprobs(targets, seqs)
+    with torch.no_grad():
+        ref_logp, _ = ref.token_logprobs(targets, seqs)
+    delta = (ref_logp - logp) * mask
+    kl = (delta.exp() - delta - 1) * mask
+    norm = av.config.max_new_tokens
+    policy = -(adv[:, None] * logp).sum(1) / norm
+    loss = (policy + cfg.kl_coef * kl.sum(1) / norm).mean()
+    _step(opt_av, _trainable(av), loss)
+
+    keep = ok.nonzero()[:, 0].tolist()
+    if keep:
+        _step(opt_ar, _trainable(ar), ar_loss(ar, [texts[i] for i in keep], targets[keep]))
+    return {"reward": float(reward.mean()), "malformed": float(1 - ok.float().mean()), "kl": float((kl.sum(1) / mask.sum(1).clamp_min(1)).mean().detach())}
+
+
+@torch.no_grad()
+def round_trip_fve(av: Verbalizer, ar: Reconstructor, acts: torch.Tensor) -> tuple[float, list[str]]:
+    """Held-out FVE of AR(greedy AV description) against the activations (N, d)."""
+    texts = av.describe(acts)
+    return fve(ar.predict(texts), acts), texts
+
+
+def _shuffled_control(model, tokenizer, config, train_labels, train_acts, eval_labels, eval_acts, cfg: TrainConfig) -> float:
+    """FVE of an AR trained for the same AR-SFT budget on teacher labels paired with
+    permuted activations: what a reconstructor gets from the labels' format alone."""
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    perm = torch.randperm(len(train_acts), generator=g)
+    ar = Reconstructor.from_target(model, tokenizer, config).train()
+    opt = torch.optim.AdamW(_trainable(ar), lr=cfg.lr_ar, weight_decay=0.0)
+    for step in range(cfg.ar_sft_steps):
+        idx = torch.randint(len(train_acts), (cfg.batch_size,), generator=g)
+        _step(opt, _trainable(ar), ar_loss(ar, [train_labels[i] for i in idx], train_acts[perm[idx]]))
+    return fve(ar.eval().predict(eval_labels), eval_acts)
+
+
+def train(
+    model,
+    tokenizer,
+    av: Verbalizer,
+    train_acts: torch.Tensor,
+    train_labels: list[str],
+    eval_acts: torch.Tensor,
+    eval_labels: list[str],
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Verbalizer, Reconstructor, TrainResult]:
+    """Train an NLA on ``train_acts`` (N, d) with teacher descriptions ``train_labels``,
+    scoring on held-out ``eval_acts`` (M, d) / ``eval_labels``.
+
+    ``av`` is a fresh :class:`Verbalizer` (it is trained in place); ``model`` is the
+    target (the AR is cut from it). With ``out_dir``, checkpoints go to
+    ``out_dir/checkpoints`` and a run killed at any point resumes from the newest.
+    Returns (verbalizer, reconstructor, :class:`TrainResult`)."""
+    from probity.models import Checkpointer
+
+    if len(train_acts) != len(train_labels) or len(eval_acts) != len(eval_labels):
+        raise ValueError(f"need one label per activation: {len(train_acts)} vs {len(train_labels)} (train), {len(eval_acts)} vs {len(eval_labels)} (eval)")
+    if len(eval_acts) < 2 or len(train_acts) < 1:
+        raise ValueError("need at least 1 training and 2 held-out activations")
+    for name, t in (("train_acts", train_acts), ("eval_acts", eval_acts)):
+        if t.ndim != 2 or t.shape[1] != av.config.d_model or not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite (N, {av.config.d_model}), got {tuple(t.shape)}")
+    rank, world = _world()
+    eval_acts, eval_labels = eval_acts[: cfg.eval_size], eval_labels[: cfg.eval_size]
+    ar = Reconstructor.from_target(model, tokenizer, av.config)
+    for m in (av, ar):
+        _broadcast_params(m)
+    opt_av = torch.optim.AdamW(_trainable(av), lr=cfg.lr_av, weight_decay=0.0)
+    opt_ar = torch.optim.AdamW(_trainable(ar), lr=cfg.lr_ar, weight_decay=0.0)
+    teacher_ids = av.encode(train_labels)
+    state = {"curve": [], "metrics": {}, "seconds": 0.0}
+    ckpt = Checkpointer(Path(out_dir) / "checkpoints") if out_dir is not None else None
+    ref = None
+    start = 0
+    if ckpt is not None and (found := ckpt.latest()) is not None:
+        start, saved = found
+        av.model.load_state_dict(saved["av"])
+        ar.load_state_dict(saved["ar"])
+        opt_av.load_state_dict(saved["opt_av"])
+        opt_ar.load_state_dict(saved["opt_ar"])
+        state = saved["state"]
+        if saved.get("ref") is not None:
+            ref = copy.deepcopy(av).eval()
+            ref.model.load_state_dict(saved["ref"])
+
+    sft_end = cfg.ar_sft_steps + cfg.av_sft_steps
+    t0 = time.perf_counter() - state["seconds"]
+
+    def evaluate(step: int, phase: str, reward=None) -> None:
+        av.eval(), ar.eval()
+        rt, _ = round_trip_fve(av, ar, eval_acts) if step > cfg.ar_sft_steps else (float("nan"), None)
+        teacher = fve(ar.predict(eval_labels), eval_acts)
+        state["curve"].append(CurvePoint(step, phase, rt, teacher, reward))
+        av.train(), ar.train()
+
+    def save(step: int) -> None:
+        if ckpt is not None and rank == 0:
+            state["seconds"] = time.perf_counter() - t0
+            ckpt.save(step, {"av": av.model.state_dict(), "ar": ar.state_dict(), "opt_av": opt_av.state_dict(),
+                             "opt_ar": opt_ar.state_dict(), "state": state, "ref": None if ref is None else ref.model.state_dict()})
+        if world > 1:
+            dist.barrier()
+
+    av.train(), ar.train()
+    rewards = []
+    from rich.progress import Progress
+
+    with Progress(disable=not (progress and rank == 0)) as bar:
+        task = bar.add_task("nla train", total=cfg.total_steps, completed=start)
+        for step in range(start, cfg.total_steps):
+            torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+            idx = torch.randint(len(train_acts), (cfg.batch_size,))
+            if step < cfg.ar_sft_steps:
+                phase = "ar_sft"
+                _step(opt_ar, _trainable(ar), ar_loss(ar, [train_labels[i] for i in idx], train_acts[idx]))
+            elif step < sft_end:
+                phase = "av_sft"
+                _step(opt_av, _trainable(av), av_sft_loss(av, train_acts[idx], [teacher_ids[i] for i in idx]))
+            else:
+                phase = "rl"
+                if ref is None:
+                    ref = copy.deepcopy(av).eval().requires_grad_(False)
+                    _set_lr(opt_av, cfg.lr_rl), _set_lr(opt_ar, cfg.lr_ar_rl)
+                stats = grpo_step(av, ref, ar, train_acts[idx[: max(1, cfg.batch_size // cfg.group)]], cfg, opt_av, opt_ar)
+                rewards.append(stats["reward"])
+            done = step + 1
+            bar.update(task, advance=1, description=f"nla {phase}")
+            boundary = done in (cfg.ar_sft_steps, sft_end, cfg.total_steps)
+            if rank == 0 and (done % cfg.eval_every == 0 or boundary):
+                evaluate(done, phase, sum(rewards[-cfg.eval_every:]) / len(rewards[-cfg.eval_every:]) if rewards else None)
+                if done == cfg.ar_sft_steps:
+                    state["metrics"]["fve_ar_sft"] = state["curve"][-1].fve_ar_teacher
+                if done == sft_end:
+                    state["metrics"]["fve_sft"] = state["curve"][-1].fve_round_trip
+                    state["metrics"].setdefault("fve_ar_sft", state["curve"][-1].fve_ar_teacher)
+            if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
+                save(done)
+
+    av.eval(), ar.eval()
+    if rank == 0 and not state["curve"]:
+        evaluate(cfg.total_steps, "final")
+    metrics = state["metrics"]
+    last = state["curve"][-1] if state["curve"] else None
+    shuffled = None
+    if cfg.shuffled_control and rank == 0:
+        shuffled = _shuffled_control(model, tokenizer, av.config, train_labels, train_acts, eval_labels, eval_acts, cfg)
+    result = TrainResult(
+        fve_ar_sft=metrics.get("fve_ar_sft", last.fve_ar_teacher if last else float("nan")),
+        fve_sft=metrics.get("fve_sft", float("nan")),
+        fve_rl=last.fve_round_trip if last and cfg.rl_steps else float("nan"),
+        fve_shuffled=shuffled,
+        seconds=time.perf_counter() - t0,
+        steps=cfg.total_steps,
+        processes=world,
+        curve=list(state["curve"]),
+    )
+    return av, ar, result

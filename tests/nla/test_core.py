@@ -1,0 +1,163 @@
+"""Verbalizer, Reconstructor, FVE, extract, sidecars and checkpoint loading on tiny random models."""
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from probity.models import Site, cache, tiny
+from probity.nla import NLAConfig, Reconstructor, Verbalizer, extract, fve, load_nla, save_nla
+from probity.nla.core import direction_mse, normalise
+
+PROMPT = "w10 w11 {placeholder} w12"
+TEMPLATE = "w20 {description} w21"
+
+
+def make(arch="qwen3", layer=1):
+    model, tok = tiny(arch)
+    av = Verbalizer.create(model, tok, layer, placeholder="w99", av_prompt=PROMPT, ar_template=TEMPLATE, max_new_tokens=6)
+    return model, tok, av
+
+
+def test_fve_perfect_mean_and_scale_invariance():
+    torch.manual_seed(0)
+    x = torch.randn(50, 16) + 3
+    assert fve(x, x) == pytest.approx(1.0, abs=1e-6)
+    assert fve(x * 7.0, x) == pytest.approx(1.0, abs=1e-6)  # normalised vectors: scale does not count
+    unit = normalise(x, 4.0)
+    mean = unit.mean(0, keepdim=True).expand_as(x)
+    assert -0.1 < fve(mean, x) <= 0.0  # the mean direction explains nothing (a bit less once renormalised)
+    assert direction_mse(x, -x).mean() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="fve needs"):
+        fve(x[:1], x[:1])
+
+
+def test_extract_matches_cache_and_checks_input():
+    model, tok = tiny("qwen3")
+    acts = extract(model, tok, ["w1 w2 w3 w4", "w5 w6"], layer=0, positions=[[1, -1], 0])
+    assert acts.vectors.shape == (3, 32) and acts.position == [1, 3, 0] and acts.token == ["w2", "w4", "w5"]
+    full = cache(model, torch.tensor([tok("w1 w2 w3 w4")["input_ids"]]), [Site.resid(0)])[str(Site.resid(0))][0]
+    torch.testing.assert_close(acts.vectors[1], full[3])
+    with pytest.raises(ValueError, match="out of range"):
+        extract(model, tok, ["w1"], layer=5)
+    with pytest.raises(ValueError, match="one per text"):
+        extract(model, tok, ["w1", "w2"], layer=0, positions=[[0]])
+    with pytest.raises(ValueError, match="position 9 out of range"):
+        extract(model, tok, ["w1 w2"], layer=0, positions=9)
+
+
+def test_verbalizer_injects_rescaled_activation_at_the_placeholder():
+    model, tok, av = make()
+    acts = torch.randn(3, 32)
+    emb = av.embeds(acts)
+    table = model.get_input_embeddings().weight
+    ids = av.prompt_ids.tolist()
+    assert ids[av.slot] == av.config.placeholder_id
+    torch.testing.assert_close(emb[:, av.slot].norm(dim=-1), torch.full((3,), math.sqrt(32)))
+    torch.testing.assert_close(emb[1, av.slot], normalise(acts[1], math.sqrt(32)))
+    others = [i for i in range(len(ids)) if i != av.slot]
+    torch.testing.assert_close(emb[2, others], table[[ids[i] for i in others]])
+    # log-probs depend on the direction of the activation, not its norm
+    seqs = av.generate(acts, greedy=True)
+    lp1, mask = av.token_logprobs(acts, seqs)
+    lp2, _ = av.token_logprobs(5 * acts, seqs)
+    torch.testing.assert_close(lp1, lp2)
+    lp3, _ = av.token_logprobs(torch.randn(3, 32), seqs)
+    assert not torch.allclose(lp1, lp3)
+    assert torch.all(lp1.sum(1) <= 0) and torch.all(mask.sum(1) == torch.tensor([len(s) for s in seqs], dtype=torch.float))
+    with pytest.raises(ValueError, match=r"must be \(B, 32\)"):
+        av.embeds(torch.randn(2, 31))
+    with pytest.raises(ValueError, match="NaN"):
+        av.embeds(torch.full((1, 32), float("nan")))
+
+
+def test_greedy_generation_agrees_with_token_logprobs():
+    model, tok, av = make()
+    acts = torch.randn(2, 32)
+    seqs = av.generate(acts, greedy=True, max_new_tokens=4)
+    for act, seq in zip(acts, seqs):
+        for k in range(len(seq)):
+            prefix = seq[:k]
+            emb = av.embeds(act[None])
+            if prefix:
+                emb = torch.cat([emb, model.get_input_embeddings()(torch.tensor([prefix]))], 1)
+            nxt = av.model(inputs_embeds=emb).logits[0, -1].argmax().item()
+            assert nxt == seq[k]
+
+
+def test_placeholder_must_appear_once():
+    model, tok = tiny("qwen3")
+    with pytest.raises(ValueError, match="appears 2 times"):
+        Verbalizer.create(model, tok, 1, placeholder="w10", av_prompt="w10 {placeholder}")
+    with pytest.raises(ValueError, match="not a token"):
+        Verbalizer.create(model, tok, 1, placeholder="zzz", av_prompt=PROMPT)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "llama", "gpt2"])
+def test_reconstructor_starts_as_the_truncated_target(arch):
+    model, tok, av = make(arch, layer=0)
+    ar = Reconstructor.from_target(model, tok, av.config)
+    descriptions = ["w1 w2 w3", "w4"]
+    pred = ar.predict(descriptions)
+    for d, p in zip(descriptions, pred):
+        ids = tok(TEMPLATE.format(description=d))["input_ids"]
+        want = cache(model, torch.tensor([ids]), [Site.resid(0)])[str(Site.resid(0))][0, -1]
+        torch.testing.assert_close(p, want, rtol=1e-4, atol=1e-4)
+    assert len(list(ar.backbone.parameters())) < len(list(model.parameters()))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model, tok, av = make()
+    ar = Reconstructor.from_target(model, tok, av.config)
+    with torch.no_grad():
+        ar.head.weight.mul_(0.5).add_(0.01)
+    save_nla(tmp_path, av, ar)
+    sidecar = json.loads((tmp_path / "nla.json").read_text())
+    assert sidecar["placeholder_id"] == av.config.placeholder_id and sidecar["layer"] == 1 and sidecar["av_prompt"] == PROMPT
+    av2, ar2 = load_nla(tmp_path)
+    assert av2.config == av.config and av2.slot == av.slot
+    acts = torch.randn(2, 32)
+    seqs = av.generate(acts, greedy=True)
+    torch.testing.assert_close(av2.token_logprobs(acts, seqs)[0], av.token_logprobs(acts, seqs)[0])
+    torch.testing.assert_close(ar2.predict(["w3 w4"]), ar.predict(["w3 w4"]))
+    with pytest.raises(FileNotFoundError, match="nla.json or nla_meta.yaml"):
+        NLAConfig.load(tmp_path / "nowhere")
+
+
+def test_loads_anchor_format(tmp_path):
+    """Actor folder (HF model + nla_meta.yaml) and critic folder (truncated CausalLM with
+    num_hidden_layers = K+1, value_head.safetensors, nla_meta.yaml), as the anchor releases."""
+    from safetensors.torch import save_file
+    from transformers import Qwen3ForCausalLM
+
+    model, tok = tiny("qwen3", num_hidden_layers=3)
+    vocab = tok.get_vocab()
+    ids = [vocab[w] for w in ("w10", "w99", "w12")]
+    meta = {
+        "kind": "nla_model", "d_model": 32,
+        "tokens": {"injection_char": "w99", "injection_token_id": ids[1], "injection_left_neighbor_id": ids[0], "injection_right_neighbor_id": ids[2]},
+        "prompt_templates": {"actor": "w10 {injection_char} w12", "critic": "w20 {explanation} w21"},
+        "extraction": {"injection_scale": 9.5, "mse_scale": "sqrt_d_model"},
+    }
+    actor, critic = tmp_path / "actor", tmp_path / "critic"
+    model.save_pretrained(actor)
+    tok.save_pretrained(actor)
+    (actor / "nla_meta.yaml").write_text(yaml.safe_dump({**meta, "role": "actor"}))
+    cfg = model.config.to_dict() | {"num_hidden_layers": 2, "layer_types": model.config.layer_types[:2]}
+    truncated = Qwen3ForCausalLM(type(model.config).from_dict(cfg))
+    truncated.load_state_dict(model.state_dict(), strict=False)
+    truncated.save_pretrained(critic)
+    tok.save_pretrained(critic)
+    head = torch.randn(32, 32) / 6
+    save_file({"weight": head}, str(critic / "value_head.safetensors"))
+    (critic / "nla_meta.yaml").write_text(yaml.safe_dump({**meta, "role": "critic"}))
+
+    av, ar = load_nla(actor, critic)
+    assert av.config.layer == 1 and av.config.injection_scale == 9.5 and av.config.mse_scale == pytest.approx(math.sqrt(32))
+    assert av.config.placeholder_neighbors == (ids[0], ids[2]) and av.config.av_prompt == "w10 {placeholder} w12"
+    x = tok("w20 w7 w8 w21")["input_ids"]
+    want = cache(model, torch.tensor([x]), [Site.resid(1)])[str(Site.resid(1))][0, -1] @ head.T
+    torch.testing.assert_close(ar.predict(["w7 w8"])[0], want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(av.embeds(torch.ones(1, 32))[0, av.slot].norm(), torch.tensor(9.5))
