@@ -1,0 +1,238 @@
+"""The estimation benchmark: every estimator against Monte Carlo on the same networks.
+
+For each (width, seed): a cached ground truth of ``gt_samples`` samples; kprop at each
+(order, variant); plain Monte Carlo and ``blend`` at a ladder of sample budgets. Each
+row records MSE/Var at the output (ground-truth noise subtracted), FLOPs
+(FlopCounterMode), wall time and x-MC. ``summary`` averages MSE/Var over seeds before
+taking x-MC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+
+from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample, mse_over_var, x_mc
+from probity.estimate.kprop import check_order, kprop
+from probity.estimate.mlp import RandomMLP, check_activation
+from probity.estimate.sampling import _Moments, _sample_into, ground_truth, monte_carlo
+
+
+@dataclass
+class BenchConfig:
+    """What to run. ``mc_budgets``/``blend_budgets``: sample counts for the sampling
+    methods; ``blend_order``/``blend_variant``: the kprop inside ``blend``."""
+
+    activation: str = "relu"
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    hidden_layers: int = 4
+    orders: list[int] = field(default_factory=lambda: [1, 2, 3])
+    variants: list[str] = field(default_factory=lambda: ["simple", "augment"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    gt_samples: int = 10**7
+    cache_dir: str = "bench/results/cache"
+    mc_budgets: list[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 100000])
+    blend_budgets: list[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 100000])
+    blend_order: int = 2
+    blend_variant: str = "augment"
+
+    def validate(self) -> None:
+        """One-line errors for bad settings, before any sampling."""
+        check_activation(self.activation)
+        if not self.widths or any(not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ValueError(f"widths must be integers >= 1, got {self.widths}")
+        if self.hidden_layers < 1:
+            raise ValueError(f"hidden_layers must be >= 1, got {self.hidden_layers}")
+        for order in self.orders:
+            for variant in self.variants:
+                check_order(order, variant)
+        check_order(self.blend_order, self.blend_variant)
+        if self.gt_samples < 1000:
+            raise ValueError(f"gt_samples must be >= 1000 for a usable ground truth, got {self.gt_samples}")
+        if not self.seeds:
+            raise ValueError("seeds is empty; pass at least one seed")
+        if any(b < 2 for b in self.mc_budgets + self.blend_budgets):
+            raise ValueError("sample budgets must be >= 2")
+
+
+@dataclass
+class Row:
+    """One estimator on one network."""
+
+    method: str  # "kprop" | "mc" | "blend"
+    variant: str
+    order: int
+    width: int
+    hidden_layers: int
+    activation: str
+    seed: int
+    mse_over_var: float
+    flops: int
+    wall_s: float
+    x_mc: float | None
+    n_samples: int = 0
+    mc_flops_per_sample: float = 0.0
+
+
+@dataclass
+class Summary:
+    """Seed-averaged MSE/Var and FLOPs for one (method, variant, order, width, budget)."""
+
+    method: str
+    variant: str
+    order: int
+    width: int
+    n_samples: int
+    seeds: int
+    mse_over_var: float
+    flops: float
+    wall_s: float
+    x_mc: float | None
+
+
+@dataclass
+class WallRace:
+    """Best estimator vs Monte Carlo given the same wall time, same process."""
+
+    width: int
+    hidden_layers: int
+    seed: int
+    method: str
+    est_wall_s: float
+    est_mse_over_var: float
+    mc_samples: int
+    mc_wall_s: float
+    mc_mse_over_var: float
+    mse_ratio_mc_over_est: float | None
+
+
+@dataclass
+class BenchResult:
+    """All rows, the seed-averaged summary, and optional wall-clock races."""
+
+    config: BenchConfig
+    summary: list[Summary]
+    rows: list[Row]
+    races: list[WallRace] = field(default_factory=list)
+
+    def figures(self) -> dict:
+        """Error (MSE/Var) against FLOPs, one panel per width, every method."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        widths = sorted({s.width for s in self.summary})
+        fig, axes = plt.subplots(1, len(widths), figsize=(4.2 * len(widths), 3.8), squeeze=False)
+        for ax, width in zip(axes[0], widths):
+            rows = [s for s in self.summary if s.width == width and s.mse_over_var > 0]
+            for (method, variant, order), marker in _series(rows):
+                pts = sorted((s.flops, s.mse_over_var) for s in rows if (s.method, s.variant, s.order) == (method, variant, order))
+                label = method if method == "mc" else f"{method} K={order} {variant}"
+                ax.plot(*zip(*pts), marker=marker, linestyle="-" if len(pts) > 1 else "none", label=label)
+            mc = [s for s in rows if s.method == "mc"]
+            if mc:
+                fps = mc[0].flops / mc[0].n_samples
+                xs = [min(s.flops for s in rows), max(s.flops for s in rows)]
+                ax.plot(xs, [fps / x for x in xs], "k:", lw=1, label="MC theory 1/N")
+            ax.set(xscale="log", yscale="log", xlabel="FLOPs", ylabel="MSE / Var (output)", title=f"width {width}")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        return {"error vs FLOPs": fig}
+
+
+def _series(rows):
+    markers = {"mc": "o", "blend": "s", "kprop": "^"}
+    keys = sorted({(s.method, s.variant, s.order) for s in rows})
+    return [(k, markers[k[0]]) for k in keys]
+
+
+def _timed(fn, *args, **kwargs):
+    with torch.no_grad():
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        return out, time.perf_counter() - t
+
+
+def _network_rows(cfg: BenchConfig, width: int, seed: int) -> list[Row]:
+    mlp = RandomMLP.random(width, cfg.hidden_layers, cfg.activation, seed=seed)
+    gt = ground_truth(mlp, cfg.gt_samples, cache_dir=cfg.cache_dir, out_only=True, progress=False)
+    fps = mc_flops_per_sample(mlp)
+    base = dict(width=width, hidden_layers=cfg.hidden_layers, activation=cfg.activation, seed=seed)
+
+    def row(method, variant, order, out, flops, wall, n_samples=0):
+        mse = mse_over_var(out, gt.out_mean, gt.out_var, gt.n_samples)
+        return Row(method, variant, order, mse_over_var=mse, flops=flops, wall_s=wall, x_mc=x_mc(mse, flops, fps), n_samples=n_samples, mc_flops_per_sample=fps, **base)
+
+    rows = []
+    for order in cfg.orders:
+        for variant in cfg.variants:
+            est, flops = count_flops(kprop, mlp, order, variant)
+            _, wall = _timed(kprop, mlp, order, variant)
+            rows.append(row("kprop", variant, order, est.out, flops, wall))
+    for n in cfg.mc_budgets:
+        gen = torch.Generator().manual_seed(1_000 + seed)
+        stats, wall = _timed(monte_carlo, mlp, n, generator=gen, out_only=True)
+        rows.append(row("mc", "", 0, stats.out_mean, int(n * fps), wall, n))
+    for n in cfg.blend_budgets:
+        gen = torch.Generator().manual_seed(2_000 + seed)
+        with torch.no_grad():
+            res, flops = count_flops(blend, mlp, n, cfg.blend_order, cfg.blend_variant, generator=gen)
+        _, wall = _timed(blend, mlp, n, cfg.blend_order, cfg.blend_variant, generator=torch.Generator().manual_seed(2_000 + seed))
+        rows.append(row("blend", cfg.blend_variant, cfg.blend_order, res.out, flops, wall, n))
+    return rows
+
+
+def summarise(rows: list[Row]) -> list[Summary]:
+    """Average MSE/Var, FLOPs and wall time over seeds; x-MC from the averages."""
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.variant, r.order, r.width, r.n_samples), []).append(r)
+    out = []
+    for (method, variant, order, width, n), rs in groups.items():
+        mse = sum(r.mse_over_var for r in rs) / len(rs)
+        flops = sum(r.flops for r in rs) / len(rs)
+        fps = rs[0].mc_flops_per_sample
+        out.append(Summary(method, variant, order, width, n, len(rs), mse, flops, sum(r.wall_s for r in rs) / len(rs), x_mc(mse, flops, fps)))
+    return sorted(out, key=lambda s: (s.width, s.method, s.order, s.variant, s.n_samples))
+
+
+def run_bench(cfg: BenchConfig, console=None) -> BenchResult:
+    """Run the protocol of ``cfg`` (ground truths come from the cache when present)."""
+    cfg.validate()
+    Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    jobs = [(w, s) for w in cfg.widths for s in cfg.seeds]
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("estimate bench", total=len(jobs))
+        for width, seed in jobs:
+            bar.update(task, description=f"width {width} seed {seed}")
+            rows.extend(_network_rows(cfg, width, seed))
+            bar.advance(task)
+    return BenchResult(cfg, summarise(rows), rows)
+
+
+def wall_race(width: int, hidden_layers: int, seed: int, order: int, variant: str, gt_samples: int, cache_dir: str, activation: str = "relu") -> WallRace:
+    """Run kprop, then Monte Carlo for the same wall time (batches until the clock runs
+    out, same process), and compare their MSE/Var against the cached ground truth."""
+    mlp = RandomMLP.random(width, hidden_layers, activation, seed=seed)
+    gt = ground_truth(mlp, gt_samples, cache_dir=cache_dir, out_only=True, progress=False)
+    _timed(kprop, mlp, order, variant)  # warm up allocations and kernels
+    est, est_wall = _timed(kprop, mlp, order, variant)
+    est_mse = mse_over_var(est.out, gt.out_mean, gt.out_var, gt.n_samples)
+    gen = torch.Generator().manual_seed(3_000 + seed)
+    batch = 4096
+    _timed(monte_carlo, mlp, batch, batch=batch, generator=torch.Generator().manual_seed(0), out_only=True)
+    t0 = time.perf_counter()
+    acc = _Moments()
+    with torch.no_grad():
+        while time.perf_counter() - t0 < est_wall or acc.count < 2:
+            _sample_into(acc, mlp, batch, batch, gen, out_only=True)
+    mc_wall = time.perf_counter() - t0
+    stats = acc.stats(0)
+    mc_mse = mse_over_var(stats.out_mean, gt.out_mean, gt.out_var, gt.n_samples)
+    return WallRace(width, hidden_layers, seed, f"kprop K={order} {variant}", est_wall, est_mse, acc.count, mc_wall, mc_mse, mc_mse / est_mse if est_mse > 0 else None)
