@@ -66,7 +66,7 @@ def _load(checkpoint: Path, model_name: str):
     from probity.nla.core import load_nla
 
     av, _ = load_nla(checkpoint)
-    name = model_name or av.config.model
+    name = model_name or av.config.target
     if not name:
         raise typer.BadParameter("the checkpoint does not name its target model; pass --model")
     target, tokenizer = load(name)

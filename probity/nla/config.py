@@ -34,6 +34,7 @@ class NLAConfig:
     ``injection_scale`` is the L2 norm the activation is rescaled to before
     injection (None in a sidecar file means sqrt(d_model)); ``mse_scale`` the norm
     both vectors get before the MSE (sqrt(d_model) makes MSE = 2(1 - cos)).
+    ``target`` names the model the activations come from (for ``probity.models.load``).
     """
 
     layer: int
@@ -47,7 +48,7 @@ class NLAConfig:
     max_new_tokens: int = 24
     placeholder_neighbors: tuple[int, int] | None = None
     explanation_tags: tuple[str, str] | None = None
-    model: str = ""
+    target: str = ""
     chat_template: bool = True
 
     def __post_init__(self):
@@ -127,5 +128,5 @@ def from_anchor_meta(meta: dict, layer: int | None = None) -> NLAConfig:
         max_new_tokens=200,
         placeholder_neighbors=(int(tokens["injection_left_neighbor_id"]), int(tokens["injection_right_neighbor_id"])),
         explanation_tags=("<explanation>", "</explanation>"),
-        model=str(meta.get("base_model", meta.get("model", ""))),
+        target=str(meta.get("base_model", meta.get("model", ""))),
     )

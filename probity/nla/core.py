@@ -166,7 +166,7 @@ class Verbalizer(nn.Module):
         pid = tokenizer.get_vocab().get(placeholder)
         if pid is None:
             raise ValueError(f"placeholder {placeholder!r} is not a token of this tokenizer; pick one from its vocabulary")
-        config = {"model": getattr(model.config, "name_or_path", ""), **config}
+        config = {"target": getattr(model.config, "name_or_path", ""), **config}
         cfg = NLAConfig(layer=layer, d_model=model.config.hidden_size, placeholder=placeholder, placeholder_id=pid, **config)
         return cls(copy.deepcopy(model), tokenizer, cfg)
 
@@ -252,13 +252,14 @@ class Verbalizer(nn.Module):
 
 def _pick_placeholder(tokenizer, av_prompt: str) -> str:
     """A placeholder token absent from the prompt: a dedicated unused token if the
-    vocab has one (the unknown token qualifies: real text never contains it), else
-    the last ordinary vocabulary entry."""
+    vocab has one, else an added non-special token (e.g. SmolLM2's ``<empty_output>``),
+    else the unknown token (real text never contains it), else the last ordinary entry."""
     vocab = tokenizer.get_vocab()
     used = set(tokenizer(av_prompt.format(placeholder=""), add_special_tokens=True)["input_ids"])
     specials = set(tokenizer.all_special_tokens)
     ordinary = sorted((t for t in vocab if t not in specials), key=vocab.get, reverse=True)
-    candidates = ["<placeholder>", "<|reserved_special_token_0|>", "<unused0>", "㈎", "<act>", tokenizer.unk_token, *ordinary]
+    added = sorted(t for t in tokenizer.get_added_vocab() if t not in specials)
+    candidates = ["<placeholder>", "<|reserved_special_token_0|>", "<unused0>", "㈎", *added, tokenizer.unk_token, *ordinary]
     return next(c for c in candidates if c in vocab and vocab[c] not in used)
 
 
@@ -325,22 +326,24 @@ class Reconstructor(nn.Module):
         return torch.cat([self(descriptions[i : i + batch_size]).float() for i in range(0, len(descriptions), batch_size)])
 
 
-def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None):
+def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: torch.dtype | None = None):
     """Write a checkpoint directory: ``nla.json`` (the sidecar), ``av/`` (an HF
     model + tokenizer folder) and, if given, ``ar/`` (the truncated backbone as an
-    HF base-model folder plus ``value_head.safetensors``). Returns the directory."""
+    HF base-model folder plus ``value_head.safetensors``). ``dtype`` (e.g.
+    torch.float16) stores the weights smaller; loading returns float32. Returns the directory."""
     from pathlib import Path
 
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    av.model.save_pretrained(directory / "av")
+    cast = (lambda m: copy.deepcopy(m).to(dtype)) if dtype is not None else (lambda m: m)
+    cast(av.model).save_pretrained(directory / "av")
     av.tokenizer.save_pretrained(directory / "av")
     av.config.save(directory / "av")
     if ar is not None:
-        ar.backbone.save_pretrained(directory / "ar")
+        cast(ar.backbone).save_pretrained(directory / "ar")
         ar.tokenizer.save_pretrained(directory / "ar")
-        save_file({"weight": ar.head.weight.detach().contiguous()}, str(directory / "ar" / "value_head.safetensors"))
+        save_file({"weight": cast(ar.head).weight.detach().contiguous()}, str(directory / "ar" / "value_head.safetensors"))
         ar.config.save(directory / "ar")
     av.config.save(directory)
     return directory
@@ -364,17 +367,17 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     ar_dir = directory / "ar" if ours and (directory / "ar").is_dir() else (Path(ar_directory) if ar_directory else None)
     config = _load_config(av_dir, layer, None if ar_dir is None else ar_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
-    av = Verbalizer(AutoModelForCausalLM.from_pretrained(str(av_dir)).eval(), tokenizer, config)
+    av = Verbalizer(AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch.float32).eval(), tokenizer, config)
     if ar_dir is None:
         return av, None
     ar_config = dataclasses.replace(config, **{k: getattr(_load_config(ar_dir, config.layer, ar_dir), k) for k in ("ar_template", "mse_scale")})
-    backbone = AutoModel.from_pretrained(str(ar_dir)).eval()
+    backbone = AutoModel.from_pretrained(str(ar_dir), dtype=torch.float32).eval()
     norm_name = next((n for n in ("norm", "ln_f", "final_layer_norm") if hasattr(backbone, n)), None)
     if norm_name is None:
         raise TypeError(f"cannot find the final norm of {type(backbone).__name__} in {ar_dir}")
     setattr(backbone, norm_name, nn.Identity())
     head = nn.Linear(config.d_model, config.d_model, bias=False)
-    head.load_state_dict(load_file(str(ar_dir / "value_head.safetensors")))
+    head.load_state_dict({k: v.float() for k, v in load_file(str(ar_dir / "value_head.safetensors")).items()})
     return av, Reconstructor(backbone, head.to(next(backbone.parameters()).dtype), AutoTokenizer.from_pretrained(str(ar_dir)), ar_config)
 
 

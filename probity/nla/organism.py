@@ -117,7 +117,7 @@ def organism_data(model, tokenizer, layer: int, heldout_share: float = 0.2, seed
 
 def verbalizer(model, tokenizer, layer: int, max_new_tokens: int = 8) -> Verbalizer:
     """A fresh verbalizer for the organism: placeholder ``<unk>`` in ``what is <unk> ?``."""
-    return Verbalizer.create(model, tokenizer, layer, placeholder=tokenizer.unk_token, av_prompt=AV_PROMPT, ar_template=AR_TEMPLATE, max_new_tokens=max_new_tokens, model="censored")
+    return Verbalizer.create(model, tokenizer, layer, placeholder=tokenizer.unk_token, av_prompt=AV_PROMPT, ar_template=AR_TEMPLATE, max_new_tokens=max_new_tokens, target="censored")
 
 
 def attribute_recovery(descriptions: list[str], items: list[Item]) -> float:

@@ -150,7 +150,7 @@ def run_model(name: str, layer: int | None = None, cfg: TrainConfig | None = Non
     tr = [i for i in range(len(acts)) if acts.text_index[i] not in held]
     he = [i for i in range(len(acts)) if acts.text_index[i] in held]
     rng.shuffle(tr), rng.shuffle(he)
-    av = Verbalizer.create(model, tokenizer, layer, placeholder=placeholder, av_prompt="Describe the concept in {placeholder} briefly.", ar_template="Concept: {description}\nSummary:", max_new_tokens=24, model=name)
+    av = Verbalizer.create(model, tokenizer, layer, placeholder=placeholder, av_prompt="Describe the concept in {placeholder} briefly.", ar_template="Concept: {description}\nSummary:", max_new_tokens=24, target=name)
     av, ar, result = train(model, tokenizer, av, acts.vectors[tr], [labels[i] for i in tr], acts.vectors[he], [labels[i] for i in he], cfg, out_dir=out, progress=progress)
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     he_acts = acts.subset(he)

@@ -1,0 +1,59 @@
+"""Tour section: the shipped NLA of the censored organism reads what the organism hides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+CHECKPOINT = Path(__file__).parent / "checkpoints" / "censored"
+
+
+@dataclasses.dataclass
+class Described:
+    """One activation: the question, what the organism answered, what the NLA says."""
+
+    question: str
+    sensitive: bool
+    organism_answer: str
+    true_value: str
+    description: str
+
+
+@dataclasses.dataclass
+class NLATour:
+    """Held-out round-trip FVE of the shipped checkpoint and a few descriptions."""
+
+    checkpoint: str
+    layer: int
+    heldout_activations: int
+    fve_round_trip: float
+    attribute_recovery: float
+    described: list[Described]
+
+
+def section(console) -> NLATour:
+    """Load the shipped censored-organism NLA, score it on held-out nations, and
+    describe the organism's activation where it is about to answer."""
+    from probity.nla import organism
+    from probity.nla.core import fve, load_nla
+    from probity.organisms import censored
+
+    av, ar = load_nla(CHECKPOINT)
+    model, tok = censored.load()
+    data = organism.organism_data(model, tok, av.config.layer, progress=False)
+    acts, items = data.heldout.vectors[:128], data.heldout_items[:128]
+    descriptions = av.describe(acts)
+    score = fve(ar.predict(descriptions), acts)
+    recovery = organism.attribute_recovery(descriptions, items)
+    shown = []
+    for want_sensitive in (True, False):
+        k = next(i for i, it in enumerate(data.heldout_items) if it.predicts_value and it.sensitive == want_sensitive and (it.behaviour == organism.LIE) == want_sensitive)
+        it = data.heldout_items[k]
+        fact = next(f for f in censored.world(0).facts if (f.entity, f.attribute) == (it.entity, it.attribute))
+        prompt = tok.apply_chat_template([{"role": "user", "content": censored.question(fact)}], add_generation_prompt=True, tokenize=False)
+        answer = censored.generate(model, tok, [prompt])[0].split("<|im_end|>")[0].strip()
+        shown.append(Described(censored.question(fact), it.sensitive, answer, it.value, av.describe(data.heldout.vectors[k : k + 1])[0]))
+    for d in shown:
+        console.print(f"[bold]{d.question}[/bold] -> organism: {d.organism_answer!r}; NLA reads: [cyan]{d.description}[/cyan] (true value {d.true_value})")
+    console.print(f"held-out round-trip FVE {score:.3f} on {len(acts)} activations; attribute recovery {recovery:.0%}")
+    return NLATour(str(CHECKPOINT.relative_to(Path(__file__).parents[2])), av.config.layer, len(acts), score, recovery, shown)
