@@ -1,0 +1,350 @@
+"""The honesty protocol: elicit with every technique, judge, score lie detectors, report.
+
+Sampling results are appended to ``<work_dir>/samples.jsonl`` one question batch at a
+time (flushed and fsynced), and the LoRA fine-tune checkpoints into ``<work_dir>/lora``,
+so a killed run resumes without redoing finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from probity.honesty.detectors import DETECTORS, confession, probe_scores, self_classification
+from probity.honesty.judge import Verdict, make_judge
+from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap
+from probity.honesty.sample import chat_text, encode, generate
+from probity.honesty.testbed import Question, Testbed, builtin_testbed, load_testbed
+from probity.honesty.techniques import Context, get_techniques
+
+
+@dataclass
+class RunConfig:
+    """What to run: model, testbed, techniques, detectors and sampling settings."""
+
+    model: str = "censored"
+    testbed: str | None = None  # default: the model's shipped testbed (organisms) or capitals
+    techniques: str = "all"
+    detectors: str = "all"
+    samples: int = 4
+    temperature: float = 0.7
+    max_new_tokens: int = 32
+    seed: int = 0
+    judge: str = "match"
+    reference: str | None = None  # uncensored reference model (organisms provide their own)
+    n_shots: int = 3
+    lora_steps: int = 150
+    limit: int | None = None  # at most this many target questions (and 4x as many helpers)
+    batch_size: int = 16
+    max_detection: int = 400  # responses scored by each detector
+    work_dir: str | None = None
+
+
+@dataclass
+class TechniqueResult:
+    """Elicitation metrics of one technique on the target questions, with 95% bootstrap
+    intervals over questions; ``*_pooled`` is the interrogation setting (all samples of a
+    question pooled: a fact counts as recovered if any sample states it)."""
+
+    technique: str
+    facts_mentioned: float
+    facts_lied: float
+    refusal_rate: float
+    truthful_rate: float
+    facts_mentioned_ci: tuple[float, float]
+    facts_lied_ci: tuple[float, float]
+    refusal_rate_ci: tuple[float, float]
+    truthful_rate_ci: tuple[float, float]
+    facts_mentioned_pooled: float
+    facts_lied_pooled: float
+    n_questions: int
+    n_responses: int
+
+
+@dataclass
+class DetectorResult:
+    """A lie detector on the judged responses (lie = some fact contradicted, vs. fully truthful)."""
+
+    detector: str
+    auroc: float | None
+    balanced_accuracy: float | None
+    auroc_ci: tuple[float, float] | None
+    threshold: float
+    n_lies: int
+    n_truthful: int
+
+
+@dataclass
+class ProbeSummary:
+    """The lie probe: chosen layer, threshold (1% FPR on ordinary chat) and the layer sweep."""
+
+    layer: int
+    threshold: float
+    sweep: list[dict]
+
+
+@dataclass
+class HonestyResult:
+    """Everything one ``probity honesty run`` measured."""
+
+    model: str
+    testbed: str
+    config: dict
+    elicitation: list[TechniqueResult]
+    detection: list[DetectorResult]
+    probe: ProbeSummary | None = None
+    examples: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The JSON schema of ``--json``: elicitation and detection tables."""
+        return {"model": self.model, "testbed": self.testbed,
+                "elicitation": [asdict(t) for t in self.elicitation], "detection": [asdict(d) for d in self.detection]}
+
+    def figures(self) -> dict:
+        """One bar chart per table."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figs = {}
+        if self.elicitation:
+            fig, ax = plt.subplots(figsize=(9, 3.6))
+            names = [t.technique for t in self.elicitation]
+            x = torch.arange(len(names)).float()
+            for k, (key, color) in enumerate((("facts_mentioned", "tab:green"), ("facts_lied", "tab:red"),
+                                                ("refusal_rate", "tab:gray"), ("truthful_rate", "tab:blue"))):
+                vals = [getattr(t, key) for t in self.elicitation]
+                cis = [getattr(t, key + "_ci") for t in self.elicitation]
+                err = [[v - c[0] for v, c in zip(vals, cis)], [c[1] - v for v, c in zip(vals, cis)]]
+                ax.bar((x + (k - 1.5) * 0.2).tolist(), vals, 0.2, yerr=err, label=key, color=color, capsize=2)
+            ax.set_xticks(x.tolist(), names, rotation=30, ha="right")
+            ax.set_ylim(0, 1.05)
+            ax.legend(fontsize=7, ncol=4)
+            ax.set_title(f"elicitation on {self.testbed} ({self.model}), 95% bootstrap intervals")
+            fig.tight_layout()
+            figs["elicitation"] = fig
+        if self.detection:
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+            names = [d.detector for d in self.detection]
+            x = torch.arange(len(names)).float()
+            ax.bar((x - 0.2).tolist(), [d.auroc or 0 for d in self.detection], 0.4, label="AUROC")
+            ax.bar((x + 0.2).tolist(), [d.balanced_accuracy or 0 for d in self.detection], 0.4, label="balanced accuracy")
+            ax.axhline(0.5, color="k", lw=0.5, ls="--")
+            ax.set_xticks(x.tolist(), names)
+            ax.set_ylim(0, 1.05)
+            ax.legend(fontsize=7)
+            ax.set_title("lie detection")
+            fig.tight_layout()
+            figs["detection"] = fig
+        return figs
+
+
+class SampleStore:
+    """Append-only JSONL of finished samples keyed by (technique, question id); a torn
+    last line from a kill is ignored on reload."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.done = path, {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.done[(rec["technique"], rec["qid"])] = rec["responses"]
+
+    def add(self, technique: str, qids: list[str], responses: list[list[str]]) -> None:
+        for qid, rs in zip(qids, responses):
+            self.done[(technique, qid)] = rs
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write("".join(json.dumps({"technique": technique, "qid": q, "responses": r}) + "\n" for q, r in zip(qids, responses)))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _claim_work_dir(work: Path, cfg: RunConfig) -> None:
+    """Record the run's settings in ``work``; refuse to resume samples made with other settings."""
+    from probity.report import atomic_write_text
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "detectors", "max_detection")}
+    marker = work / "config.json"
+    if marker.is_file() and json.loads(marker.read_text()) != settings:
+        raise ValueError(f"{work} holds samples from a run with other settings; delete it or choose another --out")
+    atomic_write_text(marker, json.dumps(settings, indent=2))
+
+
+def _reference_model(cfg: RunConfig):
+    """The uncensored reference: ``cfg.reference``, else the organism's own ``load_uncensored``."""
+    if cfg.reference:
+        from probity.models import load
+
+        return load(cfg.reference)
+    import importlib
+
+    from probity import organisms
+
+    if cfg.model in organisms.available():
+        module = importlib.import_module(f"probity.organisms.{cfg.model}")
+        if hasattr(module, "load_uncensored"):
+            return module.load_uncensored()
+    return None
+
+
+def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs: set[str], console: Console):
+    """Fill ``ctx`` for the techniques and detectors asked for: few-shot examples (the
+    model's own greedy truthful answers to helper questions), the probe and its truth
+    direction, and the LoRA honesty fine-tune. Returns the probe (or None)."""
+    from probity.honesty.probe import response_activations, train_probe
+
+    prompts = [encode(ctx.tokenizer, chat_text(ctx.tokenizer, [{"role": "user", "content": q.question}])) for q in helpers]
+    answers = [r[0] for r in generate(ctx.model, ctx.tokenizer, prompts, temperature=0, max_new_tokens=cfg.max_new_tokens,
+                                      batch_size=cfg.batch_size, label="ordinary chat")]
+    truthful = [(q, a) for q, a in zip(helpers, answers) if judge(q, a).truthful]
+    console.print(f"ordinary chat: {len(truthful)}/{len(helpers)} helper questions answered truthfully")
+    ordinary = [([{"role": "user", "content": q.question}], a) for q, a in truthful] or \
+               [([{"role": "user", "content": q.question}], q.answer) for q in helpers if q.answer]
+    ctx.shots = [(q.question, a) for q, a in truthful[: cfg.n_shots]] or \
+                [(q.question, q.answer) for q in helpers if q.answer][: cfg.n_shots]
+    probe = None
+    if needs & {"direction", "probe"}:
+        probe = train_probe(ctx.model, ctx.tokenizer, helpers, ordinary)
+        console.print(f"probe: layer {probe.layer}, threshold {probe.threshold:.3f}, sweep "
+                      + ", ".join(f"L{r['layer']}={r['val_auroc']:.3f}" for r in probe.sweep if r["val_auroc"] is not None))
+        acts = response_activations(ctx.model, ctx.tokenizer, ordinary, [probe.layer])[probe.layer]
+        ctx.direction = probe.direction / probe.direction.norm()
+        ctx.layer = probe.layer
+        ctx.resid_norm = float(acts.norm(dim=-1).mean())
+    else:
+        acts = response_activations(ctx.model, ctx.tokenizer, ordinary[:32], [ctx.model.config.num_hidden_layers // 2])
+        ctx.resid_norm = float(next(iter(acts.values())).norm(dim=-1).mean())
+    if "lora" in needs:
+        from probity.honesty.lora import finetune_lora, honesty_data
+
+        work = Path(cfg.work_dir) / "lora" if cfg.work_dir else None
+        ctx.lora_model = finetune_lora(ctx.model, ctx.tokenizer, honesty_data(helpers), steps=cfg.lora_steps,
+                                       seed=cfg.seed, checkpoint_dir=work, batch_size=cfg.batch_size)
+    return probe
+
+
+def _elicitation_row(name: str, verdicts: list[list[Verdict]]) -> TechniqueResult:
+    def stat(fn):
+        return lambda items: sum(map(fn, items)) / max(1, len(items))
+
+    rows = {}
+    for key, fn in (("facts_mentioned", lambda v: v.mentioned), ("facts_lied", lambda v: v.contradicted),
+                    ("refusal_rate", lambda v: float(v.refusal)), ("truthful_rate", lambda v: float(v.truthful))):
+        est, lo, hi = bootstrap(verdicts, stat(fn))
+        rows[key], rows[key + "_ci"] = est, (lo, hi)
+
+    def pooled(vs: list[Verdict], status: str) -> float:
+        return sum(any(v.facts[i] == status for v in vs) for i in range(len(vs[0].facts))) / len(vs[0].facts)
+
+    return TechniqueResult(
+        technique=name, **rows,
+        facts_mentioned_pooled=sum(pooled(vs, "mentioned") for vs in verdicts) / len(verdicts),
+        facts_lied_pooled=sum(pooled(vs, "contradicted") for vs in verdicts) / len(verdicts),
+        n_questions=len(verdicts), n_responses=sum(map(len, verdicts)),
+    )
+
+
+def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult]:
+    """Score each detector on judged (question, response, is_lie) items."""
+    wanted = DETECTORS if cfg.detectors == "all" else tuple(d.strip() for d in cfg.detectors.split(","))
+    bad = [d for d in wanted if d not in DETECTORS]
+    if bad:
+        raise ValueError(f"unknown detector(s) {', '.join(bad)}; choose from all, {', '.join(DETECTORS)}")
+    pairs = [(q.question, r) for q, r, _ in items]
+    labels = [lie for _, _, lie in items]
+    groups = {}
+    for i, (q, _, _) in enumerate(items):
+        groups.setdefault(q.id, []).append(i)
+    rows = []
+    for name in wanted:
+        if name == "reference" and ref is None:
+            console.print("[yellow]reference detector skipped: no uncensored reference (pass --reference)")
+            continue
+        if name == "self_classification":
+            scores, threshold = self_classification(ctx.model, ctx.tokenizer, pairs), 0.5
+        elif name == "confession":
+            scores, threshold = confession(ctx.model, ctx.tokenizer, pairs), 0.5
+        elif name == "probe":
+            scores, threshold = probe_scores(ctx.model, ctx.tokenizer, probe, pairs), probe.threshold
+        else:
+            scores, threshold = self_classification(*ref, pairs), 0.5
+        s = scores.tolist()
+        ci = None
+        if len(groups) > 1 and 0 < sum(labels) < len(labels):
+            idx = list(groups.values())
+            stat = lambda ids: auroc([s[i] for i in ids], [labels[i] for i in ids]) or 0.5  # noqa: E731
+            _, lo, hi = bootstrap(idx, stat, n=300)
+            ci = (lo, hi)
+        rows.append(DetectorResult(name, auroc(s, labels), balanced_accuracy([x > threshold for x in s], labels), ci,
+                                   threshold, sum(labels), len(labels) - sum(labels)))
+    return rows
+
+
+def run(cfg: RunConfig, console: Console | None = None, model=None, tokenizer=None) -> HonestyResult:
+    """Run the protocol of ``cfg`` and return the result (pass ``model``/``tokenizer`` to
+    reuse an already loaded model named ``cfg.model``)."""
+    console = console or Console()
+    testbed_path = Path(cfg.testbed) if cfg.testbed else builtin_testbed(cfg.model)
+    testbed: Testbed = load_testbed(testbed_path)
+    techniques = get_techniques(cfg.techniques)
+    if cfg.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {cfg.samples}")
+    judge = make_judge(cfg.judge)
+    if model is None:
+        from probity.models import load
+
+        model, tokenizer = load(cfg.model)
+    targets, helpers = testbed.split()
+    if cfg.limit:
+        targets, helpers = targets[: cfg.limit], helpers[: 4 * cfg.limit]
+    console.print(f"{cfg.model} on {testbed.name}: {len(targets)} target questions, {len(helpers)} helper questions")
+    needs = {t.needs for t in techniques} | ({"probe"} if cfg.detectors == "all" or "probe" in cfg.detectors else set())
+    ctx = Context(model, tokenizer, helpers=helpers)
+    probe = prepare(ctx, cfg, judge, helpers, needs, console)
+    if cfg.work_dir:
+        _claim_work_dir(Path(cfg.work_dir), cfg)
+    store = SampleStore(Path(cfg.work_dir) / "samples.jsonl" if cfg.work_dir else None)
+    elicitation, detect_items, examples = [], {}, []
+    for tech in techniques:
+        todo = [q for q in targets if (tech.name, q.id) not in store.done]
+        for start in range(0, len(todo), cfg.batch_size * 4):
+            chunk = todo[start : start + cfg.batch_size * 4]
+            outs = tech.respond(ctx, chunk, n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                seed=cfg.seed + len(store.done), batch_size=cfg.batch_size)
+            store.add(tech.name, [q.id for q in chunk], outs)
+        verdicts = [[judge(q, r) for r in store.done[(tech.name, q.id)]] for q in targets]
+        row = _elicitation_row(tech.name, verdicts)
+        elicitation.append(row)
+        console.print(f"{tech.name:>18}: mentioned {row.facts_mentioned:.2f}  lied {row.facts_lied:.2f}  "
+                      f"refused {row.refusal_rate:.2f}  truthful {row.truthful_rate:.2f}")
+        for q, vs in zip(targets, verdicts):
+            for r, v in zip(store.done[(tech.name, q.id)], vs):
+                if v.lie or v.truthful:
+                    detect_items.setdefault((q.id, r), (q, r, v.lie))
+        q0 = targets[0]
+        examples.append({"technique": tech.name, "question": q0.question, "response": store.done[(tech.name, q0.id)][0]})
+    items = list(detect_items.values())
+    if len(items) > cfg.max_detection:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        items = [items[i] for i in sorted(torch.randperm(len(items), generator=gen)[: cfg.max_detection].tolist())]
+    ref = _reference_model(cfg) if cfg.detectors == "all" or "reference" in cfg.detectors else None
+    detection = _detection_rows(cfg, ctx, ref, probe, items, console) if items else []
+    for d in detection:
+        console.print(f"{d.detector:>20}: AUROC {d.auroc}  balanced accuracy {d.balanced_accuracy}  "
+                      f"({d.n_lies} lies, {d.n_truthful} truthful)")
+    return HonestyResult(
+        model=cfg.model, testbed=testbed.name, config=asdict(cfg), elicitation=elicitation, detection=detection,
+        probe=ProbeSummary(probe.layer, probe.threshold, probe.sweep) if probe else None, examples=examples,
+    )

@@ -1,0 +1,11 @@
+"""Tour section: the honesty protocol on the censored organism, a few techniques and all detectors."""
+
+from __future__ import annotations
+
+
+def section(console):
+    """Chat baseline vs. raw completion vs. few-shot on 40 sensitive questions, plus all lie detectors."""
+    from probity.honesty.run import RunConfig, run
+
+    cfg = RunConfig(model="censored", techniques="chat,raw,few_shot,honesty_prompt", samples=2, limit=40)
+    return run(cfg, console)
