@@ -39,11 +39,13 @@ VARIANTS = ("simple", "augment")
 @dataclass
 class LayerMeans:
     """Per-layer mean estimates: ``pre[l]``, ``act[l]`` for hidden layer l+1, each (n,); ``out`` (n,).
-    ``slope[l]`` (n,) is E_G[phi'(pre[l])], the Gaussian-closure slope of each neuron."""
+    ``pre_var[l]`` (n,) is the estimated variance of each pre-activation and ``slope[l]``
+    (n,) is E_G[phi'(pre[l])], the Gaussian-closure slope of each neuron."""
 
     pre: list[torch.Tensor]
     act: list[torch.Tensor]
     out: torch.Tensor
+    pre_var: list[torch.Tensor]
     slope: list[torch.Tensor]
 
 
@@ -64,16 +66,17 @@ def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order:
     mlp.validate()
     P = series_order if series_order is not None else 2 * order + 2
     state = _input_state(mlp, order, variant)
-    pre, act, slope = [], [], []
+    pre, act, pre_var, slope = [], [], [], []
     for layer in range(mlp.hidden_layers):
         pre.append(state.mean)
+        pre_var.append(state.cov if order == 1 else torch.diagonal(state.cov))
         # The output's mean needs only the last activation's mean: skip its other cumulants.
         mean_only = layer == mlp.hidden_layers - 1
         a = _nonlinear(state, mlp.activation, order, variant, P, mean_only)
         act.append(a.mean)
         slope.append(a.slope)
         state = _linear(a, mlp.weights[layer + 1], mlp.biases[layer + 1], order, variant)
-    return LayerMeans(pre, act, state.mean, slope)
+    return LayerMeans(pre, act, state.mean, pre_var, slope)
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""FLOP accounting, x-MC, the blend estimator, the bench runner and the CLI."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from probity.estimate import RandomMLP, blend, count_flops, ground_truth, kprop, mc_flops_per_sample, monte_carlo, mse_over_var, x_mc
+from probity.estimate.cli import app
+
+
+def test_flops_scale_with_width():
+    """K=1 costs O(n^2) per layer, K=2 and K=3 O(n^3); a sample costs about 2 L n^2."""
+    flops = {K: [count_flops(kprop, RandomMLP.random(n, 3, seed=0), K)[1] for n in (32, 64)] for K in (1, 2, 3)}
+    assert 3 < flops[1][1] / flops[1][0] < 4.5  # O(n^2) plus O(n) coefficient work
+    assert 7 < flops[2][1] / flops[2][0] < 8.5 and 7 < flops[3][1] / flops[3][0] < 8.5
+    assert flops[1][1] < flops[2][1] < flops[3][1]
+    fps = mc_flops_per_sample(RandomMLP.random(64, 3, seed=0))
+    assert 2 * 4 * 64**2 <= fps < 1.05 * 2 * 4 * 64**2
+    assert x_mc(0.01, 1000, 500) == 50 and x_mc(-1e-9, 1000, 500) is None
+
+
+def test_blend_beats_both_parts(tmp_path):
+    """blend is never worse than kprop alone or plain sampling at the same sample count."""
+    mlp = RandomMLP.random(32, 4, "relu", seed=1)
+    gt = ground_truth(mlp, 10**6, cache_dir=tmp_path, out_only=True, progress=False)
+    k2 = mse_over_var(kprop(mlp, 2, "augment").out, gt.out_mean, gt.out_var, gt.n_samples)
+    for n in (30, 3_000, 100_000):
+        b = blend(mlp, n, order=2, variant="augment", generator=torch.Generator().manual_seed(n))
+        mc = monte_carlo(mlp, n, generator=torch.Generator().manual_seed(n), out_only=True)
+        mse_b = mse_over_var(b.out, gt.out_mean, gt.out_var, gt.n_samples)
+        mse_mc = mse_over_var(mc.out_mean, gt.out_mean, gt.out_var, gt.n_samples)
+        assert mse_b <= 1.05 * min(k2, mse_mc), (n, mse_b, k2, mse_mc)
+    assert b.weight.mean() > 0.5  # with 10^5 samples the sampled side dominates
+
+
+def test_cli_run_and_bench(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "--width", "8", "--hidden-layers", "2", "--order", "3", "--check", "2000"])
+    assert res.exit_code == 0, res.output
+    assert "act2" in res.output and "out" in res.output
+    bad = runner.invoke(app, ["run", "--order", "5"])
+    assert bad.exit_code != 0 and "order must be one of" in bad.output
+    out_json = tmp_path / "bench.json"
+    args = ["bench", "--widths", "8", "--seeds", "0,1", "--orders", "1,3", "--gt-samples", "20000", "--mc-budgets", "100",
+            "--blend-budgets", "100", "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json), "--out", str(tmp_path / "report")]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out_json.read_text())["rows"]
+    assert {r["method"] for r in rows} == {"kprop", "mc", "blend"} and len(rows) == 2 * (4 + 1 + 1)
+    keys = {"method", "variant", "order", "width", "hidden_layers", "activation", "seed", "mse_over_var", "flops", "wall_s", "x_mc"}
+    assert keys <= set(rows[0])
+    assert "data:image/png;base64" in (tmp_path / "report" / "index.html").read_text()
+    assert runner.invoke(app, ["bench", "--widths", "0"]).exit_code != 0

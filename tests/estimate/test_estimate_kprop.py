@@ -1,0 +1,102 @@
+"""kprop correctness: exactness where the math is exact, convergence in K, gradients."""
+
+import math
+
+import pytest
+import torch
+from scipy import integrate
+
+from probity.estimate import RandomMLP, derivative_expectations, ground_truth, kprop, monte_carlo, mse_over_var
+from probity.estimate.kprop import _nonlinear, _State
+from probity.estimate.mlp import ACTIVATIONS
+
+SMOOTH = ["gelu", "tanh", "sigmoid"]
+
+
+def _quad_mean(activation, mean, sd):
+    f = lambda z: float(ACTIVATIONS[activation](torch.tensor(mean + sd * z, dtype=torch.float64))) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    return integrate.quad(f, -40, 40, epsabs=1e-13, epsrel=1e-13, limit=400, points=[-mean / sd])[0]
+
+
+@pytest.mark.parametrize("activation", ["relu"] + SMOOTH)
+def test_k1_exact_at_first_hidden_layer(activation):
+    """Pre-activations of layer 1 are exactly Gaussian, so K=1 is exact there (1e-9)."""
+    mlp = RandomMLP.random(12, 2, activation, seed=3, bias=True)
+    est = kprop(mlp, order=1)
+    w, b = mlp.weights[0], mlp.biases[0]
+    sd = w.pow(2).sum(1).sqrt()
+    exact = torch.tensor([_quad_mean(activation, float(b[i]), float(sd[i])) for i in range(12)], dtype=torch.float64)
+    assert torch.allclose(est.pre[0], b, atol=1e-15)
+    assert (est.act[0] - exact).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_derivative_expectations_match_quadrature(activation):
+    """E[phi^(k)(z)] (closed form for ReLU, Hermite quadrature otherwise) vs finite differences of E[phi(z + h)]."""
+    mean, var = torch.tensor([0.4, -1.1], dtype=torch.float64), torch.tensor([0.7, 1.9], dtype=torch.float64)
+    D = derivative_expectations(activation, 1, mean, var, 3)
+    for i in range(2):
+        sd = math.sqrt(var[i])
+        h = 1e-3
+        m = [_quad_mean(activation, float(mean[i]) + j * h, sd) for j in (-2, -1, 0, 1, 2)]
+        fd1 = (m[3] - m[1]) / (2 * h)
+        fd2 = (m[3] - 2 * m[2] + m[1]) / h**2
+        fd3 = (m[4] - 2 * m[3] + 2 * m[1] - m[0]) / (2 * h**3)
+        assert abs(D[0, i] - m[2]) < 1e-10
+        assert abs(D[1, i] - fd1) < 1e-6 and abs(D[2, i] - fd2) < 1e-5 and abs(D[3, i] - fd3) < 1e-3
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_k2_covariance_exact_for_gaussian_input(activation):
+    """Mehler covariance of phi(z) for Gaussian z (width 8) agrees with 10^6 samples within noise."""
+    g = torch.Generator().manual_seed(0)
+    L = torch.randn(8, 8, generator=g, dtype=torch.float64) / math.sqrt(8)
+    S = L @ L.T + 0.3 * torch.eye(8, dtype=torch.float64)
+    mu = 0.5 * torch.randn(8, generator=g, dtype=torch.float64)
+    a = _nonlinear(_State(mu, S), activation, order=2, variant="simple", P=12)
+    z = mu + torch.randn(1_000_000, 8, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(S).T
+    y = ACTIVATIONS[activation](z)
+    yc = y - y.mean(0)
+    C = yc.T @ yc / (len(y) - 1)
+    # standard error of a sample covariance entry: sqrt(Var((y_i - m_i)(y_j - m_j)) / N)
+    prods = torch.einsum("ni,nj->ij", yc**2, yc**2) / len(y) - C**2
+    se = (prods / len(y)).sqrt()
+    zscores = (a.cov - C) / se
+    assert zscores.abs().max() < 5, zscores.abs().max()
+    assert (a.mean - y.mean(0)).abs().max() < 5 * (y.var(0) / len(y)).sqrt().max()
+
+
+def test_k2_two_layer_network_within_noise():
+    """Width 8, 2 hidden layers: K=2's variance of the second pre-activation (exact, since
+    layer-1 pre-activations are Gaussian) agrees with 10^6 samples; K=1's diagonal one does not."""
+    mlp = RandomMLP.random(8, 2, "relu", seed=1)
+    stats = monte_carlo(mlp, 1_000_000, generator=torch.Generator().manual_seed(5))
+    N = stats.n_samples
+    k2, k1 = kprop(mlp, order=2), kprop(mlp, order=1)
+    # Var of a sample variance ~ 2 var^2 / N for near-Gaussian z; allow for kurtosis with 5 sigma of 2x that.
+    se_var = (4 * stats.pre_var[1] ** 2 / N).sqrt()
+    assert ((k2.pre_var[1] - stats.pre_var[1]).abs() / se_var).max() < 5
+    assert ((k1.pre_var[1] - stats.pre_var[1]).abs() / se_var).max() > 10
+    se_mean = (stats.pre_var[1] / N).sqrt()
+    assert ((k2.pre[1] - stats.pre_mean[1]).abs() / se_mean).max() < 5
+
+
+def test_error_falls_with_order(tmp_path):
+    """At width 32, 4 hidden layers: MSE/Var(K=3) < MSE/Var(K=2) / 2 and MSE/Var(K=2) < MSE/Var(K=1) / 2."""
+    mlp = RandomMLP.random(32, 4, "relu", seed=0)
+    gt = ground_truth(mlp, 10**6, cache_dir=tmp_path, out_only=True, progress=False)
+    mse = {K: mse_over_var(kprop(mlp, K).out, gt.out_mean, gt.out_var, gt.n_samples) for K in (1, 2, 3)}
+    assert mse[3] < mse[2] / 2 and mse[2] < mse[1] / 2, mse
+
+
+@pytest.mark.parametrize("order,variant,activation", [(1, "augment", "relu"), (2, "simple", "gelu"), (3, "augment", "relu"), (3, "simple", "tanh")])
+def test_gradients_match_finite_differences(order, variant, activation):
+    """The estimate is differentiable in the weights: autograd == central differences."""
+    base = RandomMLP.random(5, 2, activation, seed=2)
+    r = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def f(*ws):
+        return (kprop(RandomMLP(list(ws), base.biases, activation), order, variant).out * r).sum()
+
+    ws = tuple(w.clone().requires_grad_(True) for w in base.weights)
+    assert torch.autograd.gradcheck(f, ws, eps=1e-6, atol=1e-6, rtol=1e-4)
