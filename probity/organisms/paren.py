@@ -1,0 +1,154 @@
+"""``paren``: a balanced-parentheses classifier shaped like Redwood's causal-scrubbing organism.
+
+3 layers, 2 heads of width 28, d_model 56, ReLU MLPs of width 56, pre-LayerNorm,
+bidirectional attention, learned positions, n_ctx 42. Input: ``START ( ) ... END PAD...``
+(up to 40 parens); the two logits (unbalanced, balanced) are read at position 0.
+
+Training data: even lengths 2-40; a quarter balanced (uniform over balanced strings of
+that length), a quarter adversarial "count passes, horizon fails" (equal opens and
+closes but some suffix holds more opens than closes), a quarter "horizon passes, count fails" and a
+quarter uniformly random strings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from probity.organisms import _native
+
+NAME = "paren"
+PAD, UNK, START, END, OPEN, CLOSE = range(6)
+N_CTX = 42
+MAX_PARENS = N_CTX - 2
+TL_CONFIG = dict(
+    d_model=56, d_head=28, n_heads=2, n_layers=3, n_ctx=N_CTX, d_vocab=6, d_vocab_out=2, d_mlp=56,
+    act_fn="relu", normalization_type="LN", attention_dir="bidirectional", positional_embedding_type="standard",
+)
+KINDS = ("balanced", "count_pass_horizon_fail", "horizon_pass_count_fail", "random")
+
+
+def _one(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """One string of ``n`` parens (+1 open, -1 close) of the given kind, by rejection sampling."""
+    while True:
+        if kind in ("balanced", "count_pass_horizon_fail"):
+            s = rng.permutation(np.repeat(np.array([1, -1]), n // 2))
+        else:
+            s = rng.choice(np.array([1, -1]), n)
+        high, total = np.cumsum(s[::-1]).max(), s.sum()  # horizon: no suffix has more opens than closes
+        ok = {"balanced": high <= 0,
+              "count_pass_horizon_fail": high > 0,
+              "horizon_pass_count_fail": high <= 0 and total != 0,
+              "random": True}[kind]
+        if ok:
+            return s
+
+
+def sample(n: int, seed: int = 0, kinds: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)) -> torch.Tensor:
+    """``n`` token rows ``[n, 42]`` (int64) drawn from the training distribution with ``seed``."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.choice(np.arange(2, MAX_PARENS + 1, 2), n)
+    which = rng.choice(len(KINDS), n, p=np.asarray(kinds) / np.sum(kinds))
+    tokens = np.full((n, N_CTX), PAD, dtype=np.int64)
+    tokens[:, 0] = START
+    for i, (length, k) in enumerate(zip(lengths, which)):
+        s = _one(KINDS[k], int(length), rng)
+        tokens[i, 1:length + 1] = np.where(s > 0, OPEN, CLOSE)
+        tokens[i, length + 1] = END
+    return torch.from_numpy(tokens)
+
+
+def features(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Ground-truth features of token rows ``[n, 42]``: per-row ``balanced``, ``count_test``,
+    ``horizon_test``, ``starts_open``, ``open_proportion``, ``length`` ([n]), and per-position
+    ``elevation`` (opens minus closes from position i to the end) and ``horizon_ok``
+    (that elevation is <= 0, i.e. no suffix has more opens than closes) ([n, 42])."""
+    step = (tokens == OPEN).long() - (tokens == CLOSE).long()
+    is_paren = (tokens == OPEN) | (tokens == CLOSE)
+    length = is_paren.sum(1)
+    suffix = step.flip(1).cumsum(1).flip(1)  # opens - closes from i to the end
+    count = suffix[:, 1] == 0
+    horizon_ok = (suffix <= 0) | ~is_paren
+    horizon = horizon_ok.all(1)
+    return {
+        "balanced": count & horizon, "count_test": count, "horizon_test": horizon,
+        "starts_open": tokens[:, 1] == OPEN,
+        "open_proportion": (tokens == OPEN).sum(1).float() / length.clamp(min=1).float(),
+        "length": length, "elevation": suffix, "horizon_ok": horizon_ok,
+    }
+
+
+def labels(tokens: torch.Tensor) -> torch.Tensor:
+    """1 for balanced rows, 0 otherwise ([n], int64)."""
+    return features(tokens)["balanced"].long()
+
+
+def tokenizer():
+    """Word-level tokenizer over ``( )`` with ``<pad> <unk> <bos>=START <eos>=END``."""
+    from probity.models import word_tokenizer
+
+    return word_tokenizer(["(", ")"], name="probity-paren")
+
+
+def encode(strings: list[str]) -> torch.Tensor:
+    """Token rows ``[n, 42]`` for paren strings such as ``"(()())"``."""
+    tokens = torch.full((len(strings), N_CTX), PAD, dtype=torch.long)
+    tokens[:, 0] = START
+    for i, s in enumerate(strings):
+        if len(s) > MAX_PARENS or set(s) - {"(", ")"}:
+            raise ValueError(f"paren strings hold at most {MAX_PARENS} of '(' and ')', got {s!r}")
+        tokens[i, 1:len(s) + 1] = torch.tensor([OPEN if c == "(" else CLOSE for c in s], dtype=torch.long)
+        tokens[i, len(s) + 1] = END
+    return tokens
+
+
+def logits(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The classifier's two logits ``[n, 2]`` (unbalanced, balanced), read at position 0."""
+    return model(tokens)[:, 0, :]
+
+
+def load():
+    """The shipped organism: ``(TransformerBridge, tokenizer)``."""
+    return _native.load_organism(NAME, tokenizer())
+
+
+@torch.no_grad()
+def evaluate(model=None, tokenizer=None, n: int = 20000, seed: int = 12345) -> dict:
+    """Held-out accuracy overall, per data kind, on uniform random strings, and mean BCE."""
+    if model is None:
+        model, _ = load()
+    accs = {}
+    for i, kind in enumerate(KINDS):
+        onehot = tuple(float(j == i) for j in range(len(KINDS)))
+        toks = sample(n // len(KINDS), seed=seed + i, kinds=onehot)
+        pred = logits(model, toks).argmax(-1)
+        accs[kind] = (pred == labels(toks)).float().mean().item()
+    toks = sample(n, seed=seed + 99)
+    out = logits(model, toks)
+    return {
+        "accuracy": (out.argmax(-1) == labels(toks)).float().mean().item(),
+        "loss": F.cross_entropy(out, labels(toks)).item(),
+        **{f"accuracy_{k}": v for k, v in accs.items()},
+    }
+
+
+def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = None) -> dict:
+    """Train from synthetic data (AdamW, batches of 128 from a pool of fresh rows) and save weights.
+
+    ``quick`` runs a short schedule for tests. Resumes from ``out_dir/ckpt`` after a kill."""
+    out_dir = _native.WEIGHTS / NAME if out_dir is None else out_dir
+    steps = steps or (600 if quick else 5000)
+    model = _native.native_model(TL_CONFIG, seed=seed)
+    pool = sample(min(400_000, steps * 128), seed=seed + 1)
+    pool_labels = labels(pool)
+
+    def batch_loss(gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(pool), (128,), generator=gen)
+        return F.cross_entropy(logits(model, pool[idx]), pool_labels[idx])
+
+    seconds = _native.fit(model, batch_loss, steps, seed, 2e-3, out_dir, NAME)
+    metrics = evaluate(model)
+    metrics.update(steps=steps, seed=seed, train_seconds=round(seconds, 1))
+    _native.save(out_dir, model, TL_CONFIG, {"metrics": metrics})
+    return metrics

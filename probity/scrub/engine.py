@@ -1,0 +1,216 @@
+"""The fast scrubbing evaluator: compile a hypothesis into a shared expression graph, then run it.
+
+``compile_plan`` walks the treeified model once, symbolically: every receiver input is
+a sum of sender terms, each tagged with the rows (which sampled input) it runs on.
+Identical (component, node) pairs become one expression (hash-consing), identity
+children alias their parent's rows, and any subtree that runs entirely on one input
+becomes a ``Gather`` from one clean forward pass over the dataset. ``execute`` then
+evaluates the graph on chunks of reference examples: only components with patched
+ancestry are recomputed, batched over the chunk, and only up to what the output needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from probity.scrub.hypothesis import Resolved
+from probity.scrub.model import Component, Decomposed
+
+Rows = tuple[int, int]  # (node index, 0 = node's input | 1 = its rest input)
+
+
+@dataclass(frozen=True)
+class Gather:
+    """A clean activation on sampled rows: a component's output, or ``resid`` = the sum of all
+    senders into ``target`` minus those in ``exclude`` (clean, without biases)."""
+
+    target: Component
+    rows: Rows
+    resid: bool = False
+    exclude: tuple[Component, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sum:
+    """A receiver's input: biases plus terms, each on all positions or only on ``positions``."""
+
+    receiver: Component
+    parts: tuple[tuple[object, tuple[int, ...] | None], ...]
+
+
+@dataclass(frozen=True)
+class Head:
+    component: Component
+    q: Sum
+    k: Sum
+    v: Sum
+
+
+@dataclass(frozen=True)
+class Mlp:
+    component: Component
+    x: Sum
+
+
+@dataclass(frozen=True)
+class Unembed:
+    x: Sum
+
+
+def compile_plan(model: Decomposed, root: Resolved, n_ctx: int):
+    """The output expression for hypothesis ``root`` (see module doc)."""
+    interned: dict = {}
+    alias: dict[int, Rows] = {}
+
+    def rows_of(node: Resolved, parent_rows: Rows | None) -> Rows:
+        own = (node.index, 0)
+        alias[node.index] = parent_rows if node.node.feature == "identity" and parent_rows is not None else own
+        return alias[node.index]
+
+    def intern(x):
+        return interned.setdefault(x, x)
+
+    def rest_rows(node: Resolved) -> Rows:
+        return alias[node.index] if node.node.rest == "self" else (node.index, 1)
+
+    def out(c: Component, node: Resolved):
+        rows = alias[node.index]
+        if node.leaf or c.kind in ("embed", "pos"):
+            return intern(Gather(c, rows))
+        if c.kind == "head":
+            return intern(Head(c, *(inp(c, k, node) for k in ("q", "k", "v"))))
+        if c.kind == "mlp":
+            return intern(Mlp(c, inp(c, "in", node)))
+        return intern(Unembed(inp(c, "in", node)))
+
+    def inp(c: Component, kind: str, node: Resolved) -> Sum:
+        parts, rest = [], []
+        for s in model.senders(c):
+            claims = [j for j in node.children if s in j.components and kind in j.via]
+            if s in node.components:
+                parts.append((out(s, node), None))
+                continue
+            covered: set[int] = set()
+            for j in claims:
+                term = intern(Gather(s, alias[j.index])) if j.per_position else out(s, j)
+                parts.append((term, j.positions))
+                covered |= set(range(n_ctx)) if j.positions is None else set(j.positions)
+            if not claims:
+                rest.append(s)
+            elif len(covered) < n_ctx:
+                parts.append((intern(Gather(s, rest_rows(node))), tuple(p for p in range(n_ctx) if p not in covered)))
+        if rest:
+            everything = model.senders(c)
+            excluded = tuple(s for s in everything if s not in rest)
+            if len(excluded) < len(rest):
+                parts.append((intern(Gather(c, rest_rows(node), resid=True, exclude=excluded)), None))
+            else:
+                parts += [(intern(Gather(s, rest_rows(node))), None) for s in rest]
+        return intern(Sum(c, tuple(parts)))
+
+    def assign(node: Resolved, parent_rows: Rows | None) -> None:
+        mine = rows_of(node, parent_rows)
+        for child in node.children:
+            assign(child, mine)
+
+    assign(root, None)
+    top = root.components
+    return out(model.output, root) if model.output in top else None
+
+
+def gather_targets(expr) -> set[tuple[Component, bool]]:
+    """Every (component, resid?) the plan gathers: what the clean cache must hold."""
+    seen, found, stack = set(), set(), [expr]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, Gather):
+            found.add((e.target, e.resid))
+            found |= {(x, False) for x in e.exclude}
+        elif isinstance(e, Sum):
+            stack += [p for p, _ in e.parts]
+        elif isinstance(e, Head):
+            stack += [e.q, e.k, e.v]
+        elif isinstance(e, (Mlp, Unembed)):
+            stack.append(e.x)
+    return found
+
+
+class CleanCache:
+    """Clean activations of the whole dataset for the gathered targets, from one chunked forward pass.
+
+    With ``enabled=False`` nothing is stored and every gather reruns the model on the
+    gathered rows instead (slow; the invariance tests compare the two)."""
+
+    def __init__(self, model: Decomposed, tokens: torch.Tensor, targets: set[tuple[Component, bool]],
+                 chunk: int = 256, enabled: bool = True, progress=None):
+        self.model, self.tokens, self.targets, self.enabled = model, tokens, targets, enabled
+        self.store: dict[tuple[Component, bool], torch.Tensor] = {}
+        if enabled:
+            pieces = [self._forward(tokens[i:i + chunk]) for i in range(0, len(tokens), chunk)]
+            self.store = {t: torch.cat([p[t] for p in pieces]) for t in targets}
+
+    def _forward(self, tokens: torch.Tensor) -> dict[tuple[Component, bool], torch.Tensor]:
+        logits, outs = self.model.run(tokens)
+        out = {}
+        for comp, resid in self.targets:
+            if comp == self.model.output and not resid:
+                out[(comp, resid)] = logits
+            elif resid:
+                out[(comp, resid)] = sum(outs[s] for s in self.model.senders(comp))
+            else:
+                out[(comp, resid)] = outs[comp]
+        return out
+
+    def gather(self, target: tuple[Component, bool], rows: torch.Tensor) -> torch.Tensor:
+        """Clean ``target`` on ``rows``: ``[B, P, d]`` (``rows [B]``) or position-wise ``[B, P, d]`` (``rows [B, P]``)."""
+        if self.enabled:
+            full = self.store[target]
+            return full[rows] if rows.dim() == 1 else full[rows, torch.arange(rows.shape[1])]
+        flat = rows.reshape(-1)
+        value = self._forward(self.tokens[flat])[target]
+        if rows.dim() == 1:
+            return value
+        b, p = rows.shape
+        return value.view(b, p, p, -1)[:, torch.arange(p), torch.arange(p)]
+
+
+@torch.no_grad()
+def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: CleanCache) -> torch.Tensor:
+    """Evaluate the plan ``expr`` for one chunk: ``rows`` maps row keys to that chunk's rows. Returns logits."""
+    memo: dict[int, torch.Tensor] = {}
+
+    def ev(e) -> torch.Tensor:
+        key = id(e)
+        if key in memo:
+            return memo[key]
+        if isinstance(e, Gather):
+            r = rows[e.rows]
+            val = cache.gather((e.target, e.resid), r)
+            for x in e.exclude:
+                val = val - cache.gather((x, False), r)
+        elif isinstance(e, Sum):
+            val = model.bias(e.receiver).expand(cache.tokens.shape[1], -1).clone()
+            for part, positions in e.parts:
+                t = ev(part)
+                if positions is None:
+                    val = val + t
+                else:
+                    idx = torch.tensor(positions)
+                    val = val.expand_as(t).clone() if val.dim() < t.dim() else val
+                    val[:, idx] = val[:, idx] + t[:, idx]
+        elif isinstance(e, Head):
+            c = e.component
+            val = model.heads(c.layer, [c.head], ev(e.q)[:, None], ev(e.k)[:, None], ev(e.v)[:, None])[:, 0]
+        elif isinstance(e, Mlp):
+            val = model.mlp(e.component.layer, ev(e.x))
+        else:
+            val = model.unembed(ev(e.x))
+        memo[key] = val
+        return val
+
+    return ev(expr)

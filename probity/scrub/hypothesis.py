@@ -1,0 +1,271 @@
+"""Hypotheses as data: a tree of interpretation nodes mapped to paths in the model.
+
+Each ``Node`` names a feature of the input (a key of the task's features: a value per
+row ``[N]`` or per row and position ``[N, P]``; ``identity`` = the row itself, ``none``
+= one class) and the model sites it claims: components (``Decomposed.parse`` names,
+``*`` for every sender of the parent) whose outputs reach one of the parent's sites
+through the residual stream via the parent's ``via`` inputs (``q``, ``k``, ``v`` of a
+head, ``in`` of an MLP or the output; ``direct`` = all), optionally only at some
+``positions``. The root's sites include ``output``.
+
+Scrubbing semantics (Chan et al. 2022; rust_circuit's ``other_inputs_sampler``): a node
+runs on an input that agrees with its parent's input on its feature. A leaf's whole
+subtree runs on that input. For a node with children, each child's claimed paths run
+on the child's input, edges between the node's own sites stay on the node's input,
+and every other path below the node runs on the node's ``rest`` input: ``random``
+(an independent uniform draw), ``self`` (the node's own input) or a feature name (a
+fresh input agreeing with the node's on that feature). A per-position feature samples
+a separate input for every position of the claimed outputs (leaves only).
+
+Hypotheses load from Python (``Hypothesis.from_dict``), YAML or JSON (``load``), and
+serialise back (``to_dict``, ``save``). ``validate`` checks them against a model and
+a task before any forward pass and raises a one-line ``HypothesisError``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from probity.scrub.model import KINDS, OUTPUT, Component, Decomposed
+
+SPECIAL_FEATURES = ("identity", "none")
+ALL_VIA = (*KINDS, "in")
+MIN_CLASS_ROWS = 5
+
+
+class HypothesisError(ValueError):
+    """A malformed hypothesis; the message names the node and what to fix."""
+
+
+@dataclass
+class Node:
+    """One interpretation node: ``feature`` computed by ``sites`` (see module doc)."""
+
+    name: str
+    sites: list[str]
+    feature: str = "identity"
+    via: list[str] = field(default_factory=lambda: ["direct"])
+    positions: list[int] | None = None
+    rest: str = "random"
+    children: list["Node"] = field(default_factory=list)
+
+    def walk(self):
+        """This node and its descendants, depth first (pre-order)."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def to_dict(self) -> dict:
+        """A plain dict (YAML/JSON ready); defaults are left out."""
+        out: dict = {"name": self.name, "sites": list(self.sites)}
+        if self.feature != "identity":
+            out["feature"] = self.feature
+        if self.via != ["direct"]:
+            out["via"] = list(self.via)
+        if self.positions is not None:
+            out["positions"] = list(self.positions)
+        if self.rest != "random":
+            out["rest"] = self.rest
+        if self.children:
+            out["children"] = [c.to_dict() for c in self.children]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "hypothesis") -> "Node":
+        """Parse a node dict (``site`` or ``sites``; ``via`` a string or list; nested ``children``)."""
+        if not isinstance(d, dict):
+            raise HypothesisError(f"{where}: a node must be a mapping, got {type(d).__name__}")
+        known = {"name", "site", "sites", "feature", "via", "positions", "rest", "children"}
+        if unknown := set(d) - known:
+            raise HypothesisError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        name = str(d.get("name", where))
+        sites = d.get("sites", d.get("site"))
+        if sites is None:
+            raise HypothesisError(f"node {name!r}: give `site` or `sites`")
+        sites = [sites] if isinstance(sites, str) else [str(s) for s in sites]
+        via = d.get("via", "direct")
+        via = [via] if isinstance(via, str) else list(via)
+        positions = d.get("positions")
+        return cls(name=name, sites=sites, feature=str(d.get("feature", "identity")), via=via,
+                   positions=None if positions is None else [int(p) for p in positions], rest=str(d.get("rest", "random")),
+                   children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(d.get("children", []))])
+
+
+@dataclass
+class Hypothesis:
+    """A named interpretation tree; ``root`` claims the output."""
+
+    name: str
+    root: Node
+    description: str = ""
+    paper: float | None = None  # the paper's loss recovered for the matching hypothesis, if any
+
+    def nodes(self) -> list[Node]:
+        """All nodes, root first (depth-first pre-order: the sampling order)."""
+        return list(self.root.walk())
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "description": self.description, "root": self.root.to_dict()}
+        if self.paper is not None:
+            out["paper"] = self.paper
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Hypothesis":
+        if not isinstance(d, dict) or "root" not in d:
+            raise HypothesisError("a hypothesis is a mapping with a `root` node (and optional name, description)")
+        paper = d.get("paper")
+        return cls(name=str(d.get("name", "custom")), root=Node.from_dict(d["root"], "root"),
+                   description=str(d.get("description", "")), paper=None if paper is None else float(paper))
+
+    def save(self, path: str | Path) -> None:
+        """Write YAML (``.yaml``/``.yml``) or JSON."""
+        from probity.report import atomic_write_text
+
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+
+def load(path: str | Path) -> Hypothesis:
+    """Read a hypothesis from a YAML or JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no hypothesis file {path}; give a built-in name (probity scrub list) or a YAML/JSON path")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    return Hypothesis.from_dict(data)
+
+
+@dataclass
+class Resolved:
+    """A validated node: its components, the input kinds it claims, positions, children."""
+
+    node: Node
+    index: int
+    components: tuple[Component, ...]
+    via: frozenset[str]
+    positions: tuple[int, ...] | None
+    per_position: bool
+    children: list["Resolved"]
+
+    @property
+    def leaf(self) -> bool:
+        return not self.children
+
+
+def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tensor], n_ctx: int) -> Resolved:
+    """Check ``hyp`` against the model and the task's precomputed ``features`` and resolve its sites.
+
+    Raises ``HypothesisError`` (one line, naming the node) for unknown sites or features, a
+    child not below its parent, overlapping claims, bad positions or ``rest``; warns when a
+    feature class holds fewer than ``MIN_CLASS_ROWS`` rows."""
+    counter = iter(range(10**9))
+    names: set[str] = set()
+
+    def resolve(node: Node, parent: Resolved | None) -> Resolved:
+        if node.name in names:
+            raise HypothesisError(f"two nodes are named {node.name!r}; node names must be unique")
+        names.add(node.name)
+        for feat in (node.feature, node.rest):
+            if feat not in features and feat not in SPECIAL_FEATURES and feat not in ("random", "self"):
+                raise HypothesisError(f"node {node.name!r}: unknown feature {feat!r}; available: {', '.join([*SPECIAL_FEATURES, *features])}")
+        if node.feature in ("random", "self"):
+            raise HypothesisError(f"node {node.name!r}: {node.feature!r} is a `rest` option, not a feature")
+        via = set()
+        for v in node.via:
+            if v not in (*ALL_VIA, "direct"):
+                raise HypothesisError(f"node {node.name!r}: via {v!r} is not one of direct, q, k, v, in")
+            via |= set(ALL_VIA) if v == "direct" else {v}
+        if parent is None:
+            comps = []
+            for s in node.sites:
+                comps.append(_parse(model, s, node))
+            if model.output not in comps:
+                raise HypothesisError(f"root node {node.name!r} must claim the `output` site")
+        else:
+            comps = []
+            for s in node.sites:
+                if s == "*":
+                    comps += [c for c in model.components if any(model.below(p, c) for p in parent.components)]
+                else:
+                    comps.append(_parse(model, s, node))
+            for c in comps:
+                if c == model.output:
+                    raise HypothesisError(f"node {node.name!r}: only the root may claim `output`")
+                if c in parent.components:
+                    raise HypothesisError(f"node {node.name!r}: site {c} is already a site of its parent {parent.node.name!r}")
+                if not any(model.below(p, c) and via & set(p.inputs) for p in parent.components):
+                    raise HypothesisError(f"node {node.name!r}: site {c} does not feed any site of its parent "
+                                          f"{parent.node.name!r} via {sorted(via)}; a child must sit below its parent")
+        if len(set(comps)) != len(comps):
+            raise HypothesisError(f"node {node.name!r} lists a site twice")
+        positions = None
+        if node.positions is not None:
+            if parent is None:
+                raise HypothesisError(f"root node {node.name!r} cannot restrict positions")
+            if bad := [p for p in node.positions if not 0 <= p < n_ctx]:
+                raise HypothesisError(f"node {node.name!r}: positions {bad} outside 0..{n_ctx - 1}")
+            positions = tuple(sorted(set(node.positions)))
+        feat = features.get(node.feature)
+        per_position = feat is not None and feat.dim() == 2
+        if node.rest in features and features[node.rest].dim() == 2:
+            raise HypothesisError(f"node {node.name!r}: rest feature {node.rest!r} is per-position; use a per-row feature")
+        if per_position and parent is None:
+            raise HypothesisError(f"root node {node.name!r} cannot use the per-position feature {node.feature!r}")
+        out = Resolved(node, next(counter), tuple(sorted(set(comps))), frozenset(via), positions, per_position, [])
+        out.children = [resolve(c, out) for c in node.children]
+        if per_position and out.children:
+            raise HypothesisError(f"node {node.name!r}: a per-position feature ({node.feature!r}) is only supported on leaf nodes")
+        _check_overlaps(out)
+        return out
+
+    root = resolve(hyp.root, None)
+    _warn_small_classes(hyp, features)
+    return root
+
+
+def _parse(model: Decomposed, site: str, node: Node) -> Component:
+    try:
+        return model.parse(site)
+    except KeyError as e:
+        raise HypothesisError(f"node {node.name!r}: {e.args[0]}") from None
+
+
+def _check_overlaps(node: Resolved) -> None:
+    """Siblings may not claim the same (sender, input kind, position) below a common parent site."""
+    for i, a in enumerate(node.children):
+        for b in node.children[i + 1:]:
+            shared = set(a.components) & set(b.components)
+            kinds = a.via & b.via
+            pos_overlap = a.positions is None or b.positions is None or set(a.positions) & set(b.positions)
+            if shared and kinds and pos_overlap:
+                c = min(shared)
+                raise HypothesisError(f"nodes {a.node.name!r} and {b.node.name!r} both claim {c} via {sorted(kinds)} "
+                                      f"into {node.node.name!r}; give them disjoint sites, via or positions")
+
+
+def _warn_small_classes(hyp: Hypothesis, features: dict[str, torch.Tensor]) -> None:
+    for node in hyp.nodes():
+        for name in {node.feature, node.rest} & set(features):
+            values = features[name]
+            if values.dim() == 2:  # per position: classes are (position, value) pairs
+                values = values * values.shape[1] + torch.arange(values.shape[1])
+            _, counts = torch.unique(values.reshape(-1), return_counts=True)
+            if small := int((counts < MIN_CLASS_ROWS).sum()):
+                warnings.warn(f"feature {name!r} (node {node.name!r}) has {small} class(es) with fewer than "
+                              f"{MIN_CLASS_ROWS} rows; their samples are nearly fixed, use more samples", stacklevel=3)

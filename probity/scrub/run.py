@@ -1,0 +1,235 @@
+"""Running a scrub: losses, loss recovered with a bootstrap standard error, per-subset and
+per-node tables, and the cancellation check of Scheurer et al. ("Practical Pitfalls of
+Causal Scrubbing")."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from probity.scrub import engine
+from probity.scrub.hypothesis import Hypothesis, Node, Resolved, validate
+from probity.scrub.model import Decomposed
+from probity.scrub.sampling import Classes, row_keys, sample_tree
+from probity.scrub.task import Task
+
+EMPTY = Hypothesis("empty", Node("output", ["output"], feature="none"), "every path resampled: the fully scrubbed baseline")
+IDENTITY = Hypothesis("identity", Node("output", ["output"]), "the model unchanged: every path on the reference input")
+
+
+class Scrubber:
+    """Scrubs hypotheses on one model and task with one clean cache and one seed.
+
+    ``batch_size`` bounds memory (reference examples per chunk); ``cache=False`` reruns the
+    model for every gather instead of reading one clean forward pass (for checking)."""
+
+    def __init__(self, model, task: Task, seed: int = 0, batch_size: int = 512, cache: bool = True):
+        self.model = model if isinstance(model, Decomposed) else Decomposed(model)
+        self.task, self.seed, self.batch_size, self.use_cache = task, seed, batch_size, cache
+        if task.tokens.max() >= self.model.cfg.d_vocab:
+            raise ValueError(f"task tokens go up to {int(task.tokens.max())} but the model's vocabulary has {self.model.cfg.d_vocab}")
+        if task.n_ctx > self.model.cfg.n_ctx:
+            raise ValueError(f"task rows have {task.n_ctx} positions, more than the model's n_ctx={self.model.cfg.n_ctx}")
+        self.keys = row_keys(task.tokens)
+        n = len(task.tokens)
+        self.classes = {name: Classes(v, self.keys) for name, v in task.features.items()}
+        self.classes["none"] = Classes(torch.zeros(n, dtype=torch.long), self.keys)
+        self.refs = torch.arange(n)
+        self._cache: engine.CleanCache | None = None
+
+    def resolve(self, hyp: Hypothesis) -> Resolved:
+        """Validate ``hyp`` against this model and task (no forward pass)."""
+        return validate(hyp, self.model, self.task.features, self.task.n_ctx)
+
+    def sample(self, hyp: Hypothesis) -> tuple[Resolved, dict]:
+        """The validated hypothesis and its whole sampled input tree."""
+        root = self.resolve(hyp)
+        return root, sample_tree(root, self.classes, self.refs, self.keys, self.seed, self.task.n_ctx)
+
+    def _clean(self, targets) -> engine.CleanCache:
+        have = set() if self._cache is None else self._cache.targets
+        if self._cache is None or not targets <= have:
+            self._cache = engine.CleanCache(self.model, self.task.tokens, targets | have, enabled=self.use_cache)
+        return self._cache
+
+    def logits(self, hyp: Hypothesis, progress=None):
+        """Scrubbed logits per chunk: yields ``(rows [b], logits [b, P, V])``."""
+        root, rows = self.sample(hyp)
+        plan = engine.compile_plan(self.model, root, self.task.n_ctx)
+        cache = self._clean(engine.gather_targets(plan))
+        for start in range(0, len(self.refs), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            yield self.refs[chunk], engine.execute(self.model, plan, {k: v[chunk] for k, v in rows.items()}, cache)
+            if progress is not None:
+                progress()
+
+    def losses(self, hyp: Hypothesis, model_logits: list | None = None, keep: bool = False):
+        """``(loss [N], kl [N], logits)``: per-example loss of ``hyp``, KL to ``model_logits`` (a list of
+        per-chunk clean logits; zeros when None) and, with ``keep``, the list of per-chunk logits."""
+        loss, kl, kept = [], [], []
+        for i, (refs, logits) in enumerate(self.logits(hyp)):
+            loss.append(self.task.per_example_loss(logits, refs))
+            kl.append(self.task.per_example_kl(model_logits[i], logits, refs) if model_logits else torch.zeros(len(refs)))
+            if keep:
+                kept.append(logits)
+        return torch.cat(loss), torch.cat(kl), kept
+
+
+@dataclass
+class NodeResult:
+    """Loss when only this node's subtree is scrubbed (ancestors exact), and the loss recovered then."""
+
+    node: str
+    sites: str
+    feature: str
+    loss: float
+    loss_recovered: float
+
+
+@dataclass
+class SubsetRow:
+    subset: str
+    n: int
+    loss_model: float
+    loss_scrubbed_all: float
+    loss_hypothesis: float
+    loss_recovered: float
+
+
+@dataclass
+class Cancellation:
+    """Does the recovered loss hide examples made worse, or lose to a constant predictor?"""
+
+    share_worse: float  # examples whose loss rose by more than 1% of (L_all - L_model)
+    share_better: float  # examples whose loss fell below the model's by that much
+    cancelled: float  # improvement mass / degradation mass: 0 = no cancellation
+    mean_abs_change: float
+    kl_to_model: float
+    constant_loss: float
+    worse_than_constant: bool
+    cancellation_suspected: bool
+    histogram_edges: list[float] = field(default_factory=list)
+    histogram_counts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ScrubResult:
+    """One hypothesis scrubbed on one task (see ``scrub``)."""
+
+    task: str
+    hypothesis: str
+    description: str
+    n: int
+    seed: int
+    loss_model: float
+    loss_scrubbed_all: float
+    loss_hypothesis: float
+    loss_recovered: float
+    stderr: float
+    paper: float | None
+    seconds: float
+    examples_per_second: float
+    per_node: list[NodeResult]
+    subsets: list[SubsetRow]
+    cancellation: Cancellation
+    hypothesis_tree: dict
+
+    def figures(self) -> dict:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        c = self.cancellation
+        edges = c.histogram_edges
+        ax.stairs(c.histogram_counts, edges, fill=True, alpha=0.7)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel("per-example loss change, hypothesis - model")
+        ax.set_ylabel("examples")
+        ax.set_title(f"{self.task} / {self.hypothesis}: {c.share_worse:.0%} worse, {c.share_better:.0%} better")
+        fig.tight_layout()
+        return {"loss change histogram": fig}
+
+
+def recovered(l_model: torch.Tensor, l_all: torch.Tensor, l_hyp: torch.Tensor) -> float:
+    """(L_all - L_hyp) / (L_all - L_model) from per-example losses."""
+    return float((l_all.mean() - l_hyp.mean()) / (l_all.mean() - l_model.mean()))
+
+
+def bootstrap_stderr(l_model, l_all, l_hyp, samples: int = 1000, seed: int = 0) -> float:
+    """Standard error of the loss recovered, resampling reference examples with replacement."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(l_model), (samples, len(l_model)), generator=g)
+    m, a, h = l_model[idx].mean(1), l_all[idx].mean(1), l_hyp[idx].mean(1)
+    return float(((a - h) / (a - m)).std())
+
+
+def only_subtree(hyp: Hypothesis, name: str) -> Hypothesis:
+    """``hyp`` with everything exact except the subtree of node ``name`` (its ancestors become
+    identity nodes that keep only the child on the way to it, their rest on the reference)."""
+
+    def cut(node: Node) -> Node | None:
+        if node.name == name:
+            return copy.deepcopy(node)
+        for child in node.children:
+            if (kept := cut(child)) is not None:
+                return Node(node.name, node.sites, "identity", node.via, node.positions, "self", [kept])
+        return None
+
+    root = cut(hyp.root)
+    if root is None:
+        raise KeyError(f"no node {name!r} in hypothesis {hyp.name!r}")
+    return Hypothesis(f"{hyp.name}:{name}", root)
+
+
+def scrub(model, task: Task, hyp: Hypothesis, seed: int = 0, batch_size: int = 512, cache: bool = True,
+          per_node: bool = True, scrubber: Scrubber | None = None) -> ScrubResult:
+    """Scrub ``hyp`` on ``task``: L_model, L_scrubbed_all (the empty hypothesis, same seed), L_hypothesis,
+    loss recovered with a bootstrap stderr, per-subset and per-node tables and the cancellation check."""
+    s = scrubber or Scrubber(model, task, seed=seed, batch_size=batch_size, cache=cache)
+    s.resolve(hyp)
+    t0 = time.perf_counter()
+    l_model, _, model_logits = s.losses(IDENTITY, keep=True)
+    l_all, _, _ = s.losses(EMPTY)
+    t1 = time.perf_counter()
+    l_hyp, kl, _ = s.losses(hyp, model_logits)
+    seconds = time.perf_counter() - t1
+    nodes = []
+    if per_node:
+        for node in hyp.nodes()[1:]:
+            l_node, _, _ = s.losses(only_subtree(hyp, node.name))
+            nodes.append(NodeResult(node.name, ", ".join(node.sites), node.feature, float(l_node.mean()),
+                                    recovered(l_model, l_all, l_node)))
+    subsets = [SubsetRow("all", len(l_model), float(l_model.mean()), float(l_all.mean()), float(l_hyp.mean()),
+                         recovered(l_model, l_all, l_hyp))]
+    for name, mask in task.subsets.items():
+        if mask.any():
+            subsets.append(SubsetRow(name, int(mask.sum()), float(l_model[mask].mean()), float(l_all[mask].mean()),
+                                     float(l_hyp[mask].mean()), recovered(l_model[mask], l_all[mask], l_hyp[mask])))
+    return ScrubResult(
+        task=task.name, hypothesis=hyp.name, description=hyp.description, n=len(l_model), seed=seed,
+        loss_model=float(l_model.mean()), loss_scrubbed_all=float(l_all.mean()), loss_hypothesis=float(l_hyp.mean()),
+        loss_recovered=recovered(l_model, l_all, l_hyp), stderr=bootstrap_stderr(l_model, l_all, l_hyp, seed=seed),
+        paper=hyp.paper, seconds=round(seconds + (t1 - t0) / 2, 3), examples_per_second=len(l_model) / max(seconds, 1e-9),
+        per_node=nodes, subsets=subsets, cancellation=cancellation(l_model, l_all, l_hyp, kl, task.constant_loss()),
+        hypothesis_tree=hyp.to_dict())
+
+
+def cancellation(l_model, l_all, l_hyp, kl, constant: float, bins: int = 40) -> Cancellation:
+    """The cancellation check from per-example losses ``[N]`` and KL ``[N]``."""
+    change = l_hyp - l_model
+    scale = float(l_all.mean() - l_model.mean())
+    tol = 0.01 * abs(scale)
+    worse, better = change.clamp(min=0).sum(), (-change).clamp(min=0).sum()
+    cancelled = float(better / worse) if worse > 0 else 0.0
+    lo, hi = float(change.min()), float(change.max())
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = torch.histc(change.float(), bins=bins, min=lo, max=hi)
+    return Cancellation(
+        share_worse=float((change > tol).float().mean()), share_better=float((change < -tol).float().mean()),
+        cancelled=cancelled, mean_abs_change=float(change.abs().mean()), kl_to_model=float(kl.mean()),
+        constant_loss=constant, worse_than_constant=bool(l_hyp.mean() > constant),
+        cancellation_suspected=cancelled > 0.25,
+        histogram_edges=torch.linspace(lo, hi, bins + 1).tolist(), histogram_counts=[int(c) for c in counts])

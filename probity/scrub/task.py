@@ -1,0 +1,146 @@
+"""What a model is scrubbed on: a dataset, the loss, the features hypotheses may name, and subsets.
+
+A ``Task`` holds token rows ``[N, P]``, targets and a mask of the positions where the
+loss is counted (``ce``: cross-entropy against integer targets; ``mse``: squared error
+of logit 0 against float targets), precomputed features (one value per row ``[N]`` or
+per row and position ``[N, P]``) and named subsets of rows for the per-subset table.
+``paren_task`` and ``induction_task`` build the two case studies' tasks from the organisms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from probity.scrub.hypothesis import HypothesisError
+
+
+@dataclass
+class Task:
+    """A scrubbing dataset and loss (see module doc)."""
+
+    name: str
+    tokens: torch.Tensor
+    targets: torch.Tensor
+    loss_mask: torch.Tensor
+    features: dict[str, torch.Tensor]
+    subsets: dict[str, torch.Tensor] = field(default_factory=dict)
+    loss_kind: str = "ce"
+
+    def __post_init__(self):
+        n, p = self.tokens.shape
+        if self.loss_kind not in ("ce", "mse"):
+            raise ValueError(f"loss_kind must be 'ce' or 'mse', got {self.loss_kind!r}")
+        if self.targets.shape != (n, p) or self.loss_mask.shape != (n, p):
+            raise ValueError(f"targets and loss_mask must be [N, P] = {[n, p]} like tokens, got "
+                             f"{list(self.targets.shape)} and {list(self.loss_mask.shape)}")
+        if not bool(self.loss_mask.any(1).all()):
+            raise ValueError(f"row {int((~self.loss_mask.any(1)).nonzero()[0])} has no position in loss_mask; drop it or mark one")
+        for name, values in self.features.items():
+            check_feature(name, values, n, p)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.tokens.shape[1]
+
+    def per_example_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Loss of each reference example ``[B]``: mean over its masked positions; ``logits [B, P, V]``."""
+        mask = self.loss_mask[rows].float()
+        if self.loss_kind == "ce":
+            nll = -logits.log_softmax(-1).gather(-1, self.targets[rows].long()[..., None])[..., 0]
+        else:
+            nll = (logits[..., 0] - self.targets[rows].float()) ** 2
+        return (nll * mask).sum(1) / mask.sum(1)
+
+    def per_example_kl(self, model_logits: torch.Tensor, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """KL(model || scrubbed) per example ``[B]``, averaged over masked positions (0 for ``mse``)."""
+        if self.loss_kind != "ce":
+            return torch.zeros(len(rows))
+        mask = self.loss_mask[rows].float()
+        kl = F.kl_div(logits.log_softmax(-1), model_logits.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+        return (kl * mask).sum(1) / mask.sum(1)
+
+    def constant_loss(self) -> float:
+        """Loss of the best constant predictor: the entropy of the masked targets (``ce``) or their variance (``mse``)."""
+        t = self.targets[self.loss_mask]
+        if self.loss_kind == "mse":
+            return float(t.float().var(unbiased=False))
+        p = torch.bincount(t.long()).double()
+        p = p[p > 0] / p.sum()
+        return float(-(p * p.log()).sum())
+
+
+def check_feature(name: str, values: torch.Tensor, n: int, p: int) -> None:
+    """One-line error unless ``values`` is ``[n]`` or ``[n, p]`` with no NaN."""
+    if not isinstance(values, torch.Tensor) or values.shape not in ((n,), (n, p)):
+        shape = list(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise HypothesisError(f"feature {name!r} must give one value per row [{n}] or per row and position [{n}, {p}], got {shape}")
+    if values.is_floating_point() and bool(values.isnan().any()):
+        row = int(values.isnan().reshape(n, -1).any(1).nonzero()[0])
+        raise HypothesisError(f"feature {name!r} is NaN on dataset row {row}; fix the feature function")
+
+
+def compute_features(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run each feature function once over ``tokens [N, P]`` and check its output."""
+    out = {}
+    for name, fn in fns.items():
+        try:
+            values = torch.as_tensor(fn(tokens))
+        except Exception as e:  # a user's feature code: report which feature failed, not a deep traceback
+            raise HypothesisError(f"feature {name!r} failed on the dataset: {type(e).__name__}: {e}") from e
+        check_feature(name, values, *tokens.shape)
+        out[name] = values
+    return out
+
+
+def paren_task(n: int = 2000, seed: int = 0) -> Task:
+    """The paren case study: ``n`` rows from the organism's data distribution; loss = BCE at position 0."""
+    from probity.organisms import paren
+
+    tokens = paren.sample(n, seed=10_000 + seed)
+    f = paren.features(tokens)
+    targets = torch.zeros_like(tokens)
+    targets[:, 0] = f["balanced"].long()
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    mask[:, 0] = True
+    pair = lambda a, b: a.long() * 2 + b.long()  # noqa: E731  (joint class of two booleans)
+    features = compute_features({
+        "balanced": lambda t: f["balanced"],
+        "count_test": lambda t: f["count_test"],
+        "horizon_test": lambda t: f["horizon_test"],
+        "starts_open": lambda t: f["starts_open"],
+        "count_and_start": lambda t: pair(f["count_test"], f["starts_open"]),
+        "horizon_and_start": lambda t: pair(f["horizon_test"], f["starts_open"]),
+        "open_proportion": lambda t: (f["open_proportion"] * 1000).round().long(),
+        "horizon_ok": lambda t: f["horizon_ok"],
+        "elevation": lambda t: f["elevation"],
+    }, tokens)
+    subsets = {
+        "balanced": f["balanced"],
+        "unbalanced": ~f["balanced"],
+        "count_fails": ~f["count_test"],
+        "horizon_fails": ~f["horizon_test"],
+        "count_passes_horizon_fails": f["count_test"] & ~f["horizon_test"],
+        "horizon_passes_count_fails": f["horizon_test"] & ~f["count_test"],
+    }
+    return Task("paren", tokens, targets, mask, features, subsets, "ce")
+
+
+def induction_task(n: int = 400, seed: int = 0) -> Task:
+    """The induction case study: ``n`` rows of Zipf noise with repeated spans; loss = next-token
+    cross-entropy at the candidate positions (predictable by induction)."""
+    from probity.organisms import induction
+
+    tokens, cand = induction.sample_with_candidates(n, seed=20_000 + seed)
+    targets = torch.zeros_like(tokens)
+    targets[:, :-1] = tokens[:, 1:]
+    count = cand.sum(1)
+    features = compute_features({"token": lambda t: t, "n_candidates": lambda t: count}, tokens)
+    median = count.float().median()
+    subsets = {"few_candidates": count <= median, "many_candidates": count > median}
+    keep = count > 0
+    return Task("induction", tokens[keep], targets[keep], cand[keep], {k: v[keep] for k, v in features.items()},
+                {k: v[keep] for k, v in subsets.items()}, "ce")
