@@ -1,0 +1,22 @@
+"""Causal scrubbing (Chan et al., Redwood Research 2022) on TransformerLens models.
+
+Public API::
+
+    Hypothesis, Node, load_hypothesis(path)      # hypotheses as data (Python, YAML, JSON)
+    Task, paren_task(n, seed), induction_task(n, seed)
+    scrub(model, task, hypothesis, seed) -> ScrubResult
+    Scrubber(model, task, seed)                  # shares one clean cache across hypotheses
+    builtin(organism, meta) -> {name: Hypothesis}
+    case_study(organism) -> CaseStudy            # all built-ins, ours beside the paper
+"""
+
+from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node
+from probity.scrub.hypothesis import load as load_hypothesis
+from probity.scrub.library import builtin
+from probity.scrub.model import Decomposed
+from probity.scrub.run import EMPTY, IDENTITY, Scrubber, ScrubResult, scrub
+from probity.scrub.study import CaseStudy, case_study, setup
+from probity.scrub.task import Task, induction_task, paren_task
+
+__all__ = ["EMPTY", "IDENTITY", "CaseStudy", "Decomposed", "Hypothesis", "HypothesisError", "Node", "ScrubResult",
+           "Scrubber", "Task", "builtin", "case_study", "induction_task", "load_hypothesis", "paren_task", "scrub", "setup"]

@@ -1,0 +1,98 @@
+"""Case studies: every built-in hypothesis of an organism scrubbed with one seed, beside the paper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probity.scrub.hypothesis import Hypothesis
+from probity.scrub.library import builtin
+from probity.scrub.run import Scrubber, ScrubResult, scrub
+from probity.scrub.task import Task, induction_task, paren_task
+
+
+def setup(organism: str, samples: int | None = None, seed: int = 0):
+    """``(model, task, built-in hypotheses)`` for the shipped ``paren`` or ``induction`` organism."""
+    from probity.organisms import induction, paren
+
+    if organism not in ("paren", "induction"):
+        raise KeyError(f"unknown organism {organism!r}; choose paren or induction")
+    module = paren if organism == "paren" else induction
+    model, _ = module.load()
+    task: Task = paren_task(samples or 2000, seed) if organism == "paren" else induction_task(samples or 300, seed)
+    return model, task, builtin(organism, model.probity_meta, model.cfg.n_heads)
+
+
+@dataclass
+class StudyRow:
+    hypothesis: str
+    loss_recovered: float
+    stderr: float
+    paper: float | None
+    loss_hypothesis: float
+    share_worse: float
+    kl_to_model: float
+    worse_than_constant: bool
+    cancellation_suspected: bool
+    description: str
+
+
+@dataclass
+class CaseStudy:
+    """Loss recovered by each hypothesis on one organism, ours beside the paper's."""
+
+    organism: str
+    n: int
+    seed: int
+    loss_model: float
+    loss_scrubbed_all: float
+    constant_loss: float
+    rows: list[StudyRow]
+    in_paper_order: bool
+    details: list[ScrubResult]
+
+    def figures(self) -> dict:
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        rows = [r for r in self.rows if r.hypothesis not in ("identity", "empty")]
+        x = np.arange(len(rows))
+        fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(rows), 3.2))
+        ax.bar(x - 0.2, [r.loss_recovered for r in rows], 0.4, yerr=[r.stderr for r in rows], label="probity (ours)")
+        ax.bar(x + 0.2, [r.paper if r.paper is not None else 0 for r in rows], 0.4, label="paper (Redwood, their model)")
+        ax.set_xticks(x, [r.hypothesis for r in rows], rotation=30)
+        ax.set_ylabel("loss recovered")
+        ax.set_ylim(min(0, *[r.loss_recovered for r in rows]) - 0.05, 1.1)
+        ax.axhline(1, color="k", lw=0.6)
+        ax.legend(fontsize=8)
+        ax.set_title(f"causal scrubbing: {self.organism}")
+        fig.tight_layout()
+        return {f"{self.organism}: loss recovered, ours vs paper": fig}
+
+
+def paper_order_holds(rows: list[StudyRow], slack: float = 0.0) -> bool:
+    """Whether our ranking agrees with the paper's on every pair the paper separates by > 0.02."""
+    ranked = [r for r in rows if r.paper is not None]
+    for a in ranked:
+        for b in ranked:
+            if a.paper > b.paper + 0.02 and a.loss_recovered + slack < b.loss_recovered:
+                return False
+    return True
+
+
+def case_study(organism: str, names: list[str] | None = None, samples: int | None = None, seed: int = 0,
+               per_node: bool = False, progress=None) -> CaseStudy:
+    """Scrub the built-in hypotheses ``names`` (default: all) of ``organism`` with one seed and one clean cache."""
+    model, task, hyps = setup(organism, samples, seed)
+    chosen: list[Hypothesis] = [hyps[n] for n in (names or list(hyps))]
+    scrubber = Scrubber(model, task, seed=seed)
+    details = []
+    for hyp in chosen:
+        details.append(scrub(model, task, hyp, seed=seed, per_node=per_node, scrubber=scrubber))
+        if progress is not None:
+            progress(hyp.name)
+    rows = [StudyRow(d.hypothesis, d.loss_recovered, d.stderr, d.paper, d.loss_hypothesis, d.cancellation.share_worse,
+                     d.cancellation.kl_to_model, d.cancellation.worse_than_constant, d.cancellation.cancellation_suspected,
+                     d.description) for d in details]
+    first = details[0]
+    return CaseStudy(organism, first.n, seed, first.loss_model, first.loss_scrubbed_all, task.constant_loss(), rows,
+                     paper_order_holds(rows), details)
