@@ -201,7 +201,8 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
             comps = []
             for s in node.sites:
                 if s == "*":
-                    comps += [c for c in model.components if any(model.below(p, c) for p in parent.components)]
+                    comps += [c for c in model.components if c not in parent.components
+                              and any(model.below(p, c) for p in parent.components)]
                 else:
                     comps.append(_parse(model, s, node))
             for c in comps:
