@@ -17,7 +17,7 @@ import torch
 from rich.progress import Progress
 
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample, mse_over_var, x_mc
-from probity.estimate.kprop import check_order, kprop
+from probity.estimate.propagate import check_order, kprop
 from probity.estimate.mlp import RandomMLP, check_activation
 from probity.estimate.sampling import _Moments, _sample_into, ground_truth, monte_carlo
 

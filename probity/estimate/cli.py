@@ -36,7 +36,7 @@ def run(
     import torch
 
     from probity.estimate import RandomMLP, count_flops, kprop, monte_carlo, mse_over_var
-    from probity.estimate.kprop import check_order
+    from probity.estimate.propagate import check_order
 
     try:
         check_order(order, variant)

@@ -10,7 +10,9 @@ estimate by empirical Bayes:
 2. Per coordinate, delta_i = (that sample mean) - (kprop estimate). Treating kprop's
    errors as draws with variance tau^2 across coordinates, tau^2 is estimated as
    mean(delta^2) - mean(noise), noise_i = Var_i(f - Jx) / N, and the posterior mean
-   kprop_i + tau^2 / (tau^2 + noise_i) * delta_i is returned. With few samples it
+   kprop_i + tau^2 / (tau^2 + noise_i) * delta_i is returned. tau^2 counts as zero
+   unless it exceeds 3 standard errors of its own noise (computed from the samples'
+   full covariance, since output coordinates are correlated) and N >= max(64, n). With few samples it
    stays at kprop; with many it tends to the unbiased sample mean; in between its
    error is below both.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from probity.estimate.kprop import kprop
+from probity.estimate.propagate import kprop
 from probity.estimate.mlp import RandomMLP
 from probity.estimate.sampling import _check_samples, _Moments
 
@@ -102,6 +104,21 @@ class Blend:
     n_samples: int
 
 
+_TAU2_THRESHOLD = 3.0  # standard errors by which tau^2 must exceed zero before samples get weight
+_MIN_SAMPLES = 64  # below this (or below the width) the covariance behind that error is unreliable
+
+
+def _noise_sd(cross: torch.Tensor, s1: torch.Tensor, N: int, n: int) -> torch.Tensor:
+    """Standard error of mean_i(delta_i^2) when kprop is exact: sqrt(2 tr(S^2)) / (n N), with
+    S the samples' covariance (coordinates are correlated, so this is not the iid value);
+    tr(S^2) is debiased for Gaussian data."""
+    mean_shift = s1 / N
+    S = (cross - N * torch.outer(mean_shift, mean_shift)) / (N - 1)
+    tr2, tr = (S * S).sum(), torch.diagonal(S).sum()
+    tr_sigma2 = (N - 1) ** 2 / ((N - 2) * (N + 1)) * (tr2 - tr * tr / (N - 1)) if N > 2 else tr2
+    return (2 * tr_sigma2.clamp_min(0)).sqrt() / (n * N)
+
+
 def linear_surrogate(mlp: RandomMLP, slopes: list[torch.Tensor]) -> torch.Tensor:
     """J (n, n): the network linearised with per-neuron slopes, W_L diag(s_{L-1}) ... W_1."""
     J = mlp.weights[-1]
@@ -123,17 +140,22 @@ def blend(
     est = kprop(mlp, order, variant)
     J = linear_surrogate(mlp, est.slope).float()
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    acc, done = _Moments(), 0
+    acc, done, cross = _Moments(), 0, 0.0
     while done < n_samples:
         b = min(batch, n_samples - done)
         x = torch.randn(b, mlp.width, generator=gen)
         _, _, out = mlp.forward(x)
-        acc.add([out - x @ J.T])
+        y = out - x @ J.T
+        acc.add([y])
+        yc = (y - acc.shift[0].float()).double()
+        cross = cross + yc.T @ yc
         done += b
     stats = acc.stats(0)
+    n, N = est.out.numel(), n_samples
     delta = stats.out_mean - est.out
-    noise = stats.out_var / n_samples
+    noise = stats.out_var / N
     tau2 = (delta * delta).mean() - noise.mean()
-    tau2 = tau2.clamp_min(0.0)
+    trusted = N >= max(_MIN_SAMPLES, n) and tau2 > _TAU2_THRESHOLD * _noise_sd(cross, acc.s1[0], N, n)
+    tau2 = tau2 if trusted else tau2 * 0
     weight = tau2 / (tau2 + noise).clamp_min(1e-300)
     return Blend(est.out + weight * delta, est.out, stats.out_mean, weight, float(tau2), n_samples)

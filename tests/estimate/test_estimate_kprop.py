@@ -7,7 +7,7 @@ import torch
 from scipy import integrate
 
 from probity.estimate import RandomMLP, derivative_expectations, ground_truth, kprop, monte_carlo, mse_over_var
-from probity.estimate.kprop import _nonlinear, _State
+from probity.estimate.propagate import _nonlinear, _State
 from probity.estimate.mlp import ACTIVATIONS
 
 SMOOTH = ["gelu", "tanh", "sigmoid"]

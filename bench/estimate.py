@@ -1,0 +1,100 @@
+"""Benchmark for probity.estimate: kprop vs Monte Carlo (and blend) on random ReLU MLPs.
+
+Protocol (ARC's setting): ReLU, He init, 4 hidden layers, widths 16-128 on 5 seeds with
+a 10^7-sample ground truth, width 256 on 2 seeds with 4x10^6; MSE/Var at the output,
+ground-truth noise subtracted; FLOPs by FlopCounterMode; x-MC. Then a wall-clock race at
+width 256 and the K=2 exactness check on a width-8 network against 10^8 samples.
+Ground truths are cached under bench/results/cache/ (resumable), so a rerun is quick.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/estimate.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from probity import report
+from probity.estimate import RandomMLP, ground_truth, kprop
+from probity.estimate.bench import BenchConfig, BenchResult, run_bench, summarise, wall_race
+from probity.estimate.cli import print_summary
+
+ROOT = Path(__file__).resolve().parent
+CACHE = str(ROOT / "results" / "cache")
+# ARC's own code, ReLU, n=64, 4 hidden layers, two seeds (DESIGN.md / issue 3).
+REFERENCE = {(1, "simple"): (40, 70), (2, "simple"): (12, 16), (2, "augment"): (10, 15), (3, "simple"): (12, 22), (3, "augment"): (5, 7)}
+
+
+def exactness_check(samples: int = 10**8) -> dict:
+    """Width 8, 2 hidden layers: layer-2 pre-activation mean and variance are exact under K=2
+    (layer-1 pre-activations are Gaussian); compare with ``samples`` samples (z-scores)."""
+    mlp = RandomMLP.random(8, 2, "relu", seed=0)
+    gt = ground_truth(mlp, samples, cache_dir=CACHE, progress=True)
+    N = gt.n_samples
+    se_mean = (gt.pre_var[1] / N).sqrt()
+    se_var = (2 * gt.pre_var[1] ** 2 / N).sqrt()  # Gaussian approximation of a sample variance's sd
+    out = {"width": 8, "hidden_layers": 2, "samples": N}
+    for K in (1, 2):
+        est = kprop(mlp, K)
+        out[f"K{K}_layer2_mean_max_abs_z"] = float(((est.pre[1] - gt.pre_mean[1]).abs() / se_mean).max())
+        out[f"K{K}_layer2_var_max_abs_z"] = float(((est.pre_var[1] - gt.pre_var[1]).abs() / se_var).max())
+        out[f"K{K}_output_mse_over_var"] = float(((est.out - gt.out_mean) ** 2).mean() / gt.out_var.mean() - 1 / N)
+    return out
+
+
+def reference_table(result: BenchResult, console: Console) -> list[dict]:
+    rows = []
+    table = Table(title="x-MC at n=64 (seed mean), ours vs ARC's reference code")
+    for col in ["K", "variant", "ours", "reference", "MSE/Var", "FLOPs"]:
+        table.add_column(col, justify="right")
+    for s in result.summary:
+        if s.method == "kprop" and s.width == 64:
+            ref = REFERENCE.get((s.order, s.variant))
+            rows.append({"order": s.order, "variant": s.variant, "x_mc": s.x_mc, "reference": ref})
+            table.add_row(str(s.order), s.variant, f"{s.x_mc:.1f}", f"{ref[0]}-{ref[1]}" if ref else "-", f"{s.mse_over_var:.3g}", f"{s.flops:.3g}")
+    console.print(table)
+    return rows
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    console = Console(width=140)
+    quick = "--quick" in sys.argv
+    main_cfg = BenchConfig(cache_dir=CACHE)
+    wide_cfg = BenchConfig(widths=[256], seeds=[0, 1], gt_samples=4 * 10**6, cache_dir=CACHE, mc_budgets=[100, 1000, 10000], blend_budgets=[100, 1000, 10000])
+    if quick:
+        main_cfg.widths, main_cfg.seeds, wide_cfg.widths = [16, 32], [0, 1], []
+    result = run_bench(main_cfg, console)
+    rows = result.rows + (run_bench(wide_cfg, console).rows if wide_cfg.widths else [])
+    result = BenchResult(main_cfg, summarise(rows), rows)
+    print_summary(result, console)
+    ref = reference_table(result, console)
+
+    for width, seeds in ([] if quick else [(256, [0, 1])]):
+        for seed in seeds:
+            for order in (2, 3):
+                race = wall_race(width, 4, seed, order, "augment", wide_cfg.gt_samples, CACHE)
+                result.races.append(race)
+                console.print(
+                    f"wall race n={width} seed {seed} {race.method}: {race.est_wall_s:.3f} s, MSE/Var {race.est_mse_over_var:.3g}; "
+                    f"MC in the same time: {race.mc_samples} samples, MSE/Var {race.mc_mse_over_var:.3g} -> MC/ours = {race.mse_ratio_mc_over_est:.1f}"
+                )
+    exact = exactness_check(10**6 if quick else 10**8)
+    console.print(f"exactness (width 8, 2 hidden layers, {exact['samples']:.0e} samples): {exact}")
+
+    payload = report.to_jsonable(result)
+    payload.update({"wide_config": asdict(wide_cfg), "reference_n64": ref, "exactness": exact})
+    out = ROOT / "results" / ("estimate_quick.json" if quick else "estimate.json")
+    report.atomic_write_text(out, json.dumps(payload, indent=1, allow_nan=False))
+    console.print(f"[green]wrote[/green] {out}")
+    console.print(f"[green]report:[/green] {report.save(result, 'runs/estimate-bench', title='probity estimate bench')}")
+
+
+if __name__ == "__main__":
+    main()
