@@ -26,6 +26,15 @@ ACTIVATIONS = {
     "silu": F.silu,
     "softplus": F.softplus,
 }
+# phi' in closed form (differentiable, unlike autograd of a detached input).
+SLOPES = {
+    "relu": lambda z: (z > 0).to(z.dtype),
+    "gelu": lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
+    "tanh": lambda z: 1 - torch.tanh(z) ** 2,
+    "sigmoid": lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
+    "silu": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
+    "softplus": torch.sigmoid,
+}
 INITS = ("he", "critical")
 
 

@@ -95,6 +95,8 @@ class _State:
     k3: torch.Tensor | None = None
     k4: torch.Tensor | None = None
     fresh: tuple | None = None
+    quartic: tuple | None = None
+    P: torch.Tensor | None = None
     slope: torch.Tensor | None = None
 
 
@@ -113,6 +115,7 @@ def _input_state(mlp: RandomMLP, order: int, variant: str) -> _State:
         B=empty if order == 3 else None,
         k3=zeros if (variant == "augment" and order < 3) else None,
         k4=zeros if variant == "augment" else None,
+        P=w.new_zeros(n, n) if (variant == "augment" and order == 3) else None,
     )
 
 
@@ -163,16 +166,33 @@ def _nonlinear(s: _State, activation: str, order: int, variant: str, P: int, mea
         M = (2.0 / 3.0) * (s.A * s.B) @ s.B.T + (1.0 / 3.0) * (s.B * s.B) @ s.A.T
         shift = 0.5 * c[2][:, None] * c[1][None, :] * M
         cov = cov + shift + shift.T
+        if s.P is not None:  # pair fourth cumulants k4(z)_iijj shift it by c2_i c2_j k4_iijj / 4
+            cov = cov + 0.25 * torch.outer(c[2], c[2]) * s.P
     eye = torch.eye(S.shape[0], dtype=S.dtype)
     out.cov = cov * (1 - eye) + torch.diag(a_var)
     if order == 3:
-        out.A, out.B, out.fresh = _third_factors(s, c, d2, activation, var)
+        out.A, out.B, out.fresh = _third_factors(s, c, d2, activation, var, M)
+        if variant == "augment":
+            out.quartic = _quartic_terms(s, c, d2)
     return out
 
 
-def _third_factors(s: _State, c: torch.Tensor, d2: torch.Tensor, activation: str, var: torch.Tensor):
+def _quartic_terms(s: _State, c, d2):
+    """The fourth cumulants of a that reach O(1/n) in the next layer (tree diagrams), by
+    Mehler's formula for (phi_j - c0_j)^2 against (phi_k - c0_k)^2: pairs
+    k4(a)_jjkk = h_j h_k (k4(z)_jjkk + 2 S_jk^2) - 2 c1_j^2 c1_k^2 S_jk^2 and stars
+    k4(a)_jjkl = e2_j (c1_k S_kj)(c1_l S_lj), with h = E[((phi - c0)^2)'']/2 and
+    e2 = 2 h - 2 c1^2. Returns (pair matrix with zero diagonal, e2)."""
+    S = s.cov
+    h = d2[2] / 2 - c[0] * c[2]
+    c1sq = c[1] * c[1]
+    pairs = torch.outer(h, h) * (s.P + 2 * S * S) - 2 * torch.outer(c1sq, c1sq) * S * S
+    return pairs * (1 - torch.eye(S.shape[0], dtype=S.dtype)), 2 * h - 2 * c1sq
+
+
+def _third_factors(s: _State, c: torch.Tensor, d2: torch.Tensor, activation: str, var: torch.Tensor, M: torch.Tensor):
     """k3(a): the transported factors of k3(z) (scaled by c1) and the fresh terms: stars
-    centred at each neuron and the (j,j,l)/(j,j,j) slices."""
+    centred at each neuron and the (j,j,l)/(j,j,j) slices. ``M[j, l]`` = k3(z)_jjl."""
     S = s.cov
     n = S.shape[0]
     eye = torch.eye(n, dtype=S.dtype)
@@ -182,6 +202,11 @@ def _third_factors(s: _State, c: torch.Tensor, d2: torch.Tensor, activation: str
     e1 = d2[1] - 2 * c[0] * c[1]
     e2 = d2[2] - 2 * c[0] * c[2]
     slab = e1[:, None] * c[1][None, :] * S + 0.5 * e2[:, None] * c[2][None, :] * S * S - c[2][None, :] * G * G
+    # k3(z)_jjl is coherent across j (about the same for every j), so its second-order
+    # Mehler coefficient matters; the transported factors already carry c1_j^2 c1_l of it.
+    slab = slab + (0.5 * e2 - c[1] ** 2)[:, None] * c[1][None, :] * M
+    if s.P is not None:  # and so is k4(z)_jjll, through Cov(h_j dz_j^2, c2_l dz_l^2 / 2)
+        slab = slab + 0.25 * e2[:, None] * c[2][None, :] * s.P
     k3_gauss = gaussian_cumulants(activation, s.mean, var, 3)[2]
     slab = slab * (1 - eye) + torch.diag(k3_gauss / 3)
     return c[1][:, None] * s.A, c[1][:, None] * s.B, (c[2], G, slab)
@@ -203,6 +228,16 @@ def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, vari
         out.k4 = (w2 * w2) @ a.k4
     if a.A is not None:
         c2, G, slab = a.fresh
+        WG = w @ G
         out.A = torch.cat([w @ a.A, w * (3 * c2)[None, :], 3 * (w @ slab.T)], dim=1)
-        out.B = torch.cat([w @ a.B, w @ G, w], dim=1)
+        out.B = torch.cat([w @ a.B, WG, w], dim=1)
+        if a.quartic is not None:
+            pairs, e2 = a.quartic
+            XP = w2 @ pairs
+            Y = WG * WG - w2 @ (G * G)  # sum over ordered k != l of W_ik W_il G_kj G_lj
+            Xe2 = w2 * e2[None, :]
+            out.k4 = out.k4 + 3 * (XP * w2).sum(1) + 6 * (Xe2 * Y).sum(1)
+            star = Xe2 @ Y.T
+            P = (XP + w2 * a.k4[None, :]) @ w2.T + star + star.T
+            out.P = P * (1 - torch.eye(P.shape[0], dtype=P.dtype))
     return out
