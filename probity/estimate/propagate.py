@@ -17,9 +17,17 @@ O(n^-1/2), third and fourth cumulants of a pre-activation O(n^-1). Orders:
   neuron m, and the (j,j,l) and (j,j,j) slices), never materialised as n^3 entries.
   It corrects means and variances (k3_iii) and covariances (k3_iij). O(L n^3) per layer.
 
-``variant="augment"`` also tracks per-neuron fourth (and at K<3 third) cumulants of the
-pre-activations as independent sums, k_p(z_i) = sum_j W_ij^p k_p(a_j), an O(n^2) extra
-that adds their Edgeworth corrections.
+``variant="augment"`` adds fourth cumulants. At K=1 and K=2: per-neuron third and
+fourth cumulants of the pre-activations as independent sums, k_p(z_i) = sum_j W_ij^p
+k_p(a_j), an O(n^2) extra feeding the Edgeworth terms. At K=3: per-neuron k4 plus the
+n x n pair slice P_jk = k4(z)_jjkk, which is O(1/n) for every pair with a coherent sign
+(so it survives summation), with star terms k4(a)_jjkl; P shifts covariances by
+c2_i c2_j P_ij / 4 and third-cumulant slabs, at about 6 n^3 more per layer.
+
+Which terms to keep was decided by power counting and then checked against sampled
+cumulants layer by layer: a term whose sign is coherent across the summed index
+(squares of weights, k4(z)_jjkk, k3(z)_jjl) counts one order higher than its entry size
+suggests; terms with random signs do not.
 """
 
 from __future__ import annotations
