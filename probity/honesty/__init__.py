@@ -16,7 +16,7 @@ from probity.honesty.judge import FactMatcher, LLMJudge, Verdict, hf_backend, ma
 from probity.honesty.lora import finetune_lora, honesty_data
 from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap
 from probity.honesty.probe import Probe, train_probe
-from probity.honesty.run import HonestyResult, RunConfig, run
+from probity.honesty.protocol import HonestyResult, RunConfig, run
 from probity.honesty.techniques import TECHNIQUES, Context, Technique, elicit, get_techniques
 from probity.honesty.testbed import Fact, Question, Testbed, TestbedError, load_testbed, parse_testbed
 

@@ -36,7 +36,7 @@ def run_command(
 ) -> None:
     """Run every technique and detector; resumes from OUT/work after a kill."""
     from probity import report
-    from probity.honesty.run import RunConfig, run
+    from probity.honesty.protocol import RunConfig, run
 
     cfg = RunConfig(model=model, testbed=str(testbed) if testbed else None, techniques=techniques, detectors=detectors,
                     samples=samples, temperature=temperature, judge=judge, reference=reference, limit=limit,

@@ -118,10 +118,15 @@ def train_probe(model, tokenizer, helpers: list[Question], ordinary: list[tuple[
     acts_val = response_activations(model, tokenizer, val_x, layers)
     ytr = torch.tensor(train_y)
     sweep = []
+    yval = torch.tensor(val_y)
     for layer in layers:
         w, b = fit_logistic(acts_train[layer], ytr)
-        sweep.append({"layer": layer, "val_auroc": auroc((acts_val[layer].double() @ w + b).tolist(), val_y)})
-    best = max(sweep, key=lambda r: (r["val_auroc"] or 0.0, -r["layer"]))["layer"]
+        s = acts_val[layer].double() @ w + b
+        # separation d' breaks the ties AUROC has on small validation sets
+        spread = ((s[yval].var() + s[~yval].var()) / 2).sqrt().clamp_min(1e-9)
+        sweep.append({"layer": layer, "val_auroc": auroc(s.tolist(), val_y),
+                      "val_separation": float((s[yval].mean() - s[~yval].mean()) / spread)})
+    best = max(sweep, key=lambda r: (r["val_auroc"] or 0.0, r["val_separation"]))["layer"]
     all_x, all_y = instruction_data(usable)
     w, b = fit_logistic(response_activations(model, tokenizer, all_x, [best])[best], torch.tensor(all_y))
     probe = Probe(best, w.float(), b, sweep=sweep)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def section(console):
     """Chat baseline vs. raw completion vs. few-shot on 40 sensitive questions, plus all lie detectors."""
-    from probity.honesty.run import RunConfig, run
+    from probity.honesty.protocol import RunConfig, run
 
     cfg = RunConfig(model="censored", techniques="chat,raw,few_shot,honesty_prompt", samples=2, limit=40)
     return run(cfg, console)
