@@ -19,13 +19,19 @@ import torch
 WEIGHTS = Path(__file__).parent / "weights"
 
 
-def native_model(tl_config: dict, seed: int = 0) -> torch.nn.Module:
-    """A freshly initialised ``NativeModel`` for the ``TransformerBridgeConfig`` fields in ``tl_config``."""
+def native_model(tl_config: dict, seed: int = 0, gpt2_init: bool = False) -> torch.nn.Module:
+    """A freshly initialised ``NativeModel`` for the ``TransformerBridgeConfig`` fields in ``tl_config``:
+    PyTorch's default init, or with ``gpt2_init`` TransformerLens' GPT-2 init (normal, std 0.8/sqrt(d_model))."""
     from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge.sources.native import initialize_native_model
     from transformer_lens.model_bridge.sources.native.model import NativeModel
 
     torch.manual_seed(seed)
-    return NativeModel(TransformerBridgeConfig(**tl_config))
+    cfg = TransformerBridgeConfig(**tl_config)
+    model = NativeModel(cfg)
+    if gpt2_init:
+        initialize_native_model(model, cfg, seed=seed)
+    return model
 
 
 def bridge(model: torch.nn.Module, tokenizer=None):
@@ -105,6 +111,16 @@ def fit(model: torch.nn.Module, batch_loss, steps: int, seed: int, lr: float, ou
                 ckpt.save(step + 1, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state()})
     model.eval()
     return time.time() - t0
+
+
+def quick_record(train, seed: int, quick: bool) -> dict | None:
+    """The metrics of ``train``'s short schedule (run in a temporary folder), for a full run; None for a quick one."""
+    if quick:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return train(out_dir=tmp, seed=seed, quick=True)
 
 
 def _lr_at(step: int, steps: int, lr: float, warmup: int = 100) -> float:

@@ -11,6 +11,8 @@ the previous token and which layer-1 heads do induction (scores in ``config.json
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,7 @@ TL_CONFIG = dict(
     normalization_type="LN", attention_dir="causal", positional_embedding_type="standard",
 )
 PREV_THRESHOLD, INDUCTION_THRESHOLD = 0.4, 0.3
+LR = 3e-3
 
 
 def _zipf(rng: np.random.Generator, shape) -> np.ndarray:
@@ -33,14 +36,14 @@ def _zipf(rng: np.random.Generator, shape) -> np.ndarray:
 
 
 def sample_with_candidates(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(tokens [n, 128] int64, candidates [n, 128] bool)``: Zipf noise with 1-3 repeated
-    spans of 6-24 tokens; candidate t means token t+1 is predictable by induction."""
+    """``(tokens [n, 128] int64, candidates [n, 128] bool)``: Zipf noise with 2-4 repeated
+    spans of 8-32 tokens; candidate t means token t+1 is predictable by induction."""
     rng = np.random.default_rng(seed)
     tokens = _zipf(rng, (n, N_CTX))
     cand = np.zeros((n, N_CTX), dtype=bool)
     for i in range(n):
-        for _ in range(rng.integers(1, 4)):
-            length = int(rng.integers(6, 25))
+        for _ in range(rng.integers(2, 5)):
+            length = int(rng.integers(8, 33))
             src = int(rng.integers(0, N_CTX - 2 * length))
             dst = int(rng.integers(src + length, N_CTX - length + 1))
             tokens[i, dst:dst + length] = tokens[i, src:src + length]
@@ -107,19 +110,21 @@ def evaluate(model=None, tokenizer=None, n: int = 256, seed: int = 12345) -> dic
 def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = None) -> dict:
     """Train on synthetic batches of 32 (AdamW) and save weights plus the heads it formed.
 
-    ``quick`` runs a short schedule for tests. Resumes from ``out_dir/ckpt`` after a kill."""
+    ``quick`` runs a short schedule for tests; a full run also records that schedule's metrics
+    (``meta["quick"]``) so the test can check the recipe. Resumes from ``out_dir/ckpt`` after a kill."""
     out_dir = _native.WEIGHTS / NAME if out_dir is None else out_dir
-    steps = steps or (400 if quick else 3000)
-    model = _native.native_model(TL_CONFIG, seed=seed)
+    steps = steps or (100 if quick else 3000)
+    model = _native.native_model(TL_CONFIG, seed=seed, gpt2_init=True)
     pool, _ = sample_with_candidates(min(40_000, steps * 32), seed=seed + 1)
 
     def batch_loss(gen: torch.Generator) -> torch.Tensor:
         toks = pool[torch.randint(len(pool), (32,), generator=gen)]
         return F.cross_entropy(model(toks)[:, :-1].reshape(-1, VOCAB), toks[:, 1:].reshape(-1))
 
-    seconds = _native.fit(model, batch_loss, steps, seed, 3e-3, out_dir, NAME)
-    metrics = evaluate(_native.bridge(model))
+    seconds = _native.fit(model, batch_loss, steps, seed, LR, out_dir, NAME)
+    metrics = evaluate(_native.bridge(copy.deepcopy(model)))  # bridging rewires the module in place
     metrics.update(steps=steps, seed=seed, train_seconds=round(seconds, 1))
     _native.save(out_dir, model, TL_CONFIG, {"metrics": metrics, "prev_token_heads": metrics["prev_token_heads"],
-                                              "induction_heads": metrics["induction_heads"]})
+                                              "induction_heads": metrics["induction_heads"],
+                                              "quick": _native.quick_record(train, seed, quick)})
     return metrics

@@ -136,9 +136,10 @@ def evaluate(model=None, tokenizer=None, n: int = 20000, seed: int = 12345) -> d
 def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = None) -> dict:
     """Train from synthetic data (AdamW, batches of 128 from a pool of fresh rows) and save weights.
 
-    ``quick`` runs a short schedule for tests. Resumes from ``out_dir/ckpt`` after a kill."""
+    ``quick`` runs a short schedule for tests; a full run also records that schedule's metrics
+    (``meta["quick"]``) so the test can check the recipe. Resumes from ``out_dir/ckpt`` after a kill."""
     out_dir = _native.WEIGHTS / NAME if out_dir is None else out_dir
-    steps = steps or (600 if quick else 5000)
+    steps = steps or (100 if quick else 5000)
     model = _native.native_model(TL_CONFIG, seed=seed)
     pool = sample(min(400_000, steps * 128), seed=seed + 1)
     pool_labels = labels(pool)
@@ -150,5 +151,5 @@ def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = 
     seconds = _native.fit(model, batch_loss, steps, seed, 2e-3, out_dir, NAME)
     metrics = evaluate(model)
     metrics.update(steps=steps, seed=seed, train_seconds=round(seconds, 1))
-    _native.save(out_dir, model, TL_CONFIG, {"metrics": metrics})
+    _native.save(out_dir, model, TL_CONFIG, {"metrics": metrics, "quick": _native.quick_record(train, seed, quick)})
     return metrics

@@ -11,7 +11,7 @@ from __future__ import annotations
 from probity.scrub.hypothesis import Hypothesis, Node
 from probity.scrub.run import EMPTY, IDENTITY
 
-PAREN_ROLES = {"count": ["1.0", "2.0"], "horizon": ["2.1"], "proportion": ["0.0"], "top": ["output", "mlp2"]}
+PAREN_ROLES = {"count": ["1.0", "2.0"], "horizon": ["2.1"], "proportion": ["0.0"], "start": [], "top": ["output", "mlp2"]}
 
 
 def paren(roles: dict | None = None) -> dict[str, Hypothesis]:
@@ -30,20 +30,23 @@ def paren(roles: dict | None = None) -> dict[str, Hypothesis]:
     def hyp(name, paper, text, *children) -> Hypothesis:
         return Hypothesis(name, Node("out", r["top"], children=list(children)), text, paper)
 
+    # Where the organism has a separate head checking that the string starts with an open paren
+    # (ours: 1.1), hypotheses from 1b on claim it too; Redwood's model folds that check into 2.1.
+    start = [Node("start", r["start"], "starts_open")] if r.get("start") else []
     return {h.name: h for h in [
         hyp("1a", 0.88, "count heads compute the count test; the horizon head the horizon test; nothing else reaches the output",
             count(), horizon("horizon_test")),
-        hyp("1b", 0.93, "1a, and the horizon head also reads whether the string starts with an open paren",
-            count(), horizon("horizon_and_start")),
+        hyp("1b", 0.93, "1a, and the starts-with-open check: the horizon head reads it, and so does the start head if there is one",
+            count(), horizon("horizon_and_start"), *start),
         hyp("2a", 0.88, "1b, and the count heads' value from position 1 of the proportion head depends only on the proportion of opens",
-            count("self"), horizon("horizon_and_start")),
+            count("self"), horizon("horizon_and_start"), *start),
         hyp("2b", 0.87, "2a, and the count heads' other inputs only carry the count test (a fresh input agreeing on it)",
-            count("count_test"), horizon("horizon_and_start")),
+            count("count_test"), horizon("horizon_and_start"), *start),
         hyp("3a", 0.74, "1b, and the horizon head's value at each position depends only on that position's horizon check",
-            count(), horizon("horizon_and_start", "self")),
+            count(), horizon("horizon_and_start", "self"), *start),
         hyp("3b", 0.74, "3a, and the horizon head's queries and keys only carry its feature (a fresh input agreeing on it)",
-            count(), horizon("horizon_and_start", "horizon_and_start")),
-        hyp("4", 0.72, "2b and 3b together", count("count_test"), horizon("horizon_and_start", "horizon_and_start")),
+            count(), horizon("horizon_and_start", "horizon_and_start"), *start),
+        hyp("4", 0.72, "2b and 3b together", count("count_test"), horizon("horizon_and_start", "horizon_and_start"), *start),
     ]}
 
 
