@@ -79,8 +79,8 @@ def load_weights(folder: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 def fit(model: torch.nn.Module, batch_loss, steps: int, seed: int, lr: float, out_dir: str | Path, label: str) -> float:
-    """AdamW with warm-up and cosine decay for ``steps`` steps; ``batch_loss(generator)`` draws a batch
-    and returns its loss. Checkpoints atomically to ``out_dir/ckpt`` every 500 steps and resumes
+    """AdamW with warm-up and cosine decay for ``steps`` steps; ``batch_loss(generator, step)`` draws a
+    batch and returns its loss. Checkpoints atomically to ``out_dir/ckpt`` every 500 steps and resumes
     from there after a kill. Returns the seconds spent in this call."""
     from rich.progress import Progress
 
@@ -102,7 +102,7 @@ def fit(model: torch.nn.Module, batch_loss, steps: int, seed: int, lr: float, ou
         for step in range(start, steps):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr)
-            loss = batch_loss(gen)
+            loss = batch_loss(gen, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

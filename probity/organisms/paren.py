@@ -144,7 +144,7 @@ def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = 
     pool = sample(min(400_000, steps * 128), seed=seed + 1)
     pool_labels = labels(pool)
 
-    def batch_loss(gen: torch.Generator) -> torch.Tensor:
+    def batch_loss(gen: torch.Generator, step: int) -> torch.Tensor:
         idx = torch.randint(len(pool), (128,), generator=gen)
         return F.cross_entropy(logits(model, pool[idx]), pool_labels[idx])
 

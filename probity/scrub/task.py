@@ -114,7 +114,8 @@ def paren_task(n: int = 2000, seed: int = 0) -> Task:
         "starts_open": lambda t: f["starts_open"],
         "count_and_start": lambda t: pair(f["count_test"], f["starts_open"]),
         "horizon_and_start": lambda t: pair(f["horizon_test"], f["starts_open"]),
-        "open_proportion": lambda t: (f["open_proportion"] * 1000).round().long(),
+        # proportion of opens in bins of 0.05, with exactly one half (the count test) a class of its own
+        "open_proportion": lambda t: torch.where(f["count_test"], -1, (f["open_proportion"] * 20).round().long()),
         "horizon_ok": lambda t: f["horizon_ok"],
         "elevation": lambda t: f["elevation"],
     }, tokens)
