@@ -65,13 +65,15 @@ def run(
 
 
 def print_summary(result, console: Console) -> None:
-    """The seed-averaged table of a BenchResult."""
-    table = Table(title="MSE/Var at the output (seed mean; ground-truth noise subtracted) and x-MC")
-    for col in ["width", "method", "K", "variant", "samples", "seeds", "MSE/Var", "FLOPs", "wall s", "x-MC"]:
-        table.add_column(col, justify="right")
+    """The seed-averaged table of a BenchResult (N: samples; aug: augment)."""
+    seeds = max(s.seeds for s in result.summary)
+    table = Table(title=f"MSE/Var at the output, mean over {seeds} seed(s), ground-truth noise subtracted")
+    for col in ["n", "method", "K", "variant", "N", "MSE/Var", "FLOPs", "s", "x-MC"]:
+        table.add_column(col, justify="right", no_wrap=True)
     for s in result.summary:
         xmc = "-" if s.x_mc is None else f"{s.x_mc:.1f}"
-        table.add_row(str(s.width), s.method, str(s.order or ""), s.variant, str(s.n_samples or ""), str(s.seeds), f"{s.mse_over_var:.3g}", f"{s.flops:.3g}", f"{s.wall_s:.3f}", xmc)
+        variant = "aug" if s.variant == "augment" else s.variant
+        table.add_row(str(s.width), s.method, str(s.order or ""), variant, str(s.n_samples or ""), f"{s.mse_over_var:.2e}", f"{s.flops:.1e}", f"{s.wall_s:.3f}", xmc)
     console.print(table)
 
 
