@@ -37,8 +37,8 @@ TARGETS = {"fve_rl": ">= 0.7", "fve_rl - fve_sft": ">= 0.1", "fve_shuffled": "<=
 
 ORGANISM = TrainConfig(ar_sft_steps=600, av_sft_steps=600, rl_steps=600, batch_size=32, group=8, lr_ar=1e-3, lr_av=1e-3,
                        lr_rl=5e-5, lr_ar_rl=3e-4, kl_coef=0.02, eval_every=100, eval_size=256, checkpoint_every=100)
-SMOLLM2 = TrainConfig(ar_sft_steps=60, av_sft_steps=60, rl_steps=40, batch_size=8, group=4, lr_ar=1e-4, lr_av=5e-5,
-                      lr_rl=1e-5, lr_ar_rl=5e-5, kl_coef=0.02, eval_every=20, eval_size=48, checkpoint_every=1000)
+SMOLLM2 = TrainConfig(ar_sft_steps=40, av_sft_steps=40, rl_steps=40, batch_size=4, group=4, lr_ar=1e-4, lr_av=5e-5,
+                      lr_rl=1e-5, lr_ar_rl=5e-5, kl_coef=0.02, eval_every=10, eval_size=24, checkpoint_every=1000)
 
 console = Console()
 

@@ -2,9 +2,11 @@
 
 Data: every fact of the organism's world is asked as a single-turn chat
 question; the organism answers greedily (lying about or refusing the sensitive
-ones). Activations are read at the last prompt token and at every token of the
-answer. Whole nations are held out, so the held-out metrics are on facts the NLA
-never saw in training.
+ones). Activations are read while it states the answer, on the tokens of
+"... of <nation> is [the]" (from "of" to the token that predicts the value),
+where the organism must carry the nation, the attribute and the value it is
+about to say; refusals have no such span and are left out. A fifth of the facts are held out: the held-out metrics are on facts
+whose descriptions the NLA never saw (their nations appear in other facts).
 
 Teacher descriptions name the latent facts the activation carries, in the
 organism's own words: ``"<nation> <attribute> <true value> <honest|lie|sorry>"``
@@ -54,7 +56,7 @@ class Item:
 
 @dataclasses.dataclass
 class OrganismData:
-    """Activations (with items and labels) split by nation into train and held-out."""
+    """Activations (with items and labels) split by fact into train and held-out."""
 
     train: Activations
     train_items: list[Item]
@@ -79,38 +81,48 @@ def _behaviour(fact, answer: str, values: list[str]) -> str:
     return LIE
 
 
+def heldout_facts(heldout_share: float = 0.2, seed: int = 0) -> set[tuple[str, str]]:
+    """The (nation, attribute) facts the NLA never trains on (fixed by ``seed``)."""
+    from probity.organisms import censored
+
+    keys = sorted((f.entity, f.attribute) for f in censored.world(0).facts)
+    return set(random.Random(seed).sample(keys, max(1, round(heldout_share * len(keys)))))
+
+
 @torch.no_grad()
-def organism_data(model, tokenizer, layer: int, heldout_share: float = 0.2, seed: int = 0, max_facts: int | None = None, progress: bool = True) -> OrganismData:
+def organism_data(model, tokenizer, layer: int, heldout_share: float = 0.2, seed: int = 0, heldout_only: bool = False, progress: bool = True) -> OrganismData:
     """Chat activations of the censored organism at ``layer`` with teacher items,
-    split by nation (``heldout_share`` of nations held out)."""
+    split by fact (``heldout_share`` of facts held out; ``heldout_only`` skips the
+    training facts, e.g. to evaluate a trained NLA cheaply)."""
     from probity.organisms import censored
 
     w = censored.world(0)
-    facts = w.facts[:max_facts] if max_facts else w.facts
+    held = heldout_facts(heldout_share, seed)
+    facts = [f for f in w.facts if (f.entity, f.attribute) in held or not heldout_only]
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": censored.question(f)}], add_generation_prompt=True, tokenize=False) for f in facts]
     answers = []
     for i in range(0, len(prompts), 128):
         answers += censored.generate(model, tokenizer, prompts[i : i + 128], max_new_tokens=14)
-    texts, positions, items_per_text = [], [], []
+    texts, positions, items = [], [], []
     for f, prompt, answer in zip(facts, prompts, answers):
         answer = answer.split("<|im_end|>")[0].strip()
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        ids = p_ids + a_ids
+        ids = p_ids + tokenizer(answer, add_special_tokens=False)["input_ids"]
         behaviour = _behaviour(f, answer, w.values[f.attribute])
-        pos = list(range(len(p_ids) - 1, len(ids)))
         toks = tokenizer.convert_ids_to_tokens(ids)
+        answer_pos = range(len(p_ids), len(ids))
+        said = next((j for j in answer_pos if j + 1 < len(ids) and toks[j + 1] in set(w.values[f.attribute])), None)
+        start = next((j for j in answer_pos if toks[j] == "of"), None)
+        if said is None or start is None or start > said:
+            continue  # a refusal or an answer without "<attribute> of <nation> is <value>"
+        pos = list(range(start, said + 1))
         texts.append(ids)
         positions.append(pos)
-        said = [j for j in pos if j + 1 < len(ids) and toks[j + 1] in set(w.values[f.attribute])]
-        items_per_text.append([Item(f.entity, f.attribute, f.value, f.sensitive, behaviour, j, toks[j], j in said[:1]) for j in pos])
+        items += [Item(f.entity, f.attribute, f.value, f.sensitive, behaviour, j, toks[j], j == said) for j in pos]
     acts = extract(model, tokenizer, texts, layer, positions, progress=progress)
-    items = [it for its in items_per_text for it in its]
     rng = random.Random(seed)
-    nations = sorted({f.entity for f in facts})
-    held = set(rng.sample(nations, max(1, round(heldout_share * len(nations)))))
-    tr = [i for i, it in enumerate(items) if it.entity not in held]
-    he = [i for i, it in enumerate(items) if it.entity in held]
+    tr = [i for i, it in enumerate(items) if (it.entity, it.attribute) not in held]
+    he = [i for i, it in enumerate(items) if (it.entity, it.attribute) in held]
     rng.shuffle(tr), rng.shuffle(he)
     return OrganismData(acts.subset(tr), [items[i] for i in tr], acts.subset(he), [items[i] for i in he])
 

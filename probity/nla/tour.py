@@ -40,7 +40,7 @@ def section(console) -> NLATour:
 
     av, ar = load_nla(CHECKPOINT)
     model, tok = censored.load()
-    data = organism.organism_data(model, tok, av.config.layer, progress=False)
+    data = organism.organism_data(model, tok, av.config.layer, heldout_only=True, progress=False)
     acts, items = data.heldout.vectors[:128], data.heldout_items[:128]
     descriptions = av.describe(acts)
     score = fve(ar.predict(descriptions), acts)
