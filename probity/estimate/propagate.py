@@ -134,6 +134,19 @@ def _third_diag(s: _State) -> torch.Tensor | None:
     return s.k3
 
 
+MAX_STANDARDISED = {3: 1.0, 4: 2.0}
+
+
+def _perturbative(k: torch.Tensor | None, var: torch.Tensor, p: int) -> torch.Tensor | None:
+    """Clip the standardised cumulant k / var^(p/2) to +-MAX_STANDARDISED[p]: beyond that a
+    truncated Edgeworth series is meaningless (it happens to narrow neurons at n <= 16)."""
+    if k is None:
+        return None
+    scale = var ** (p / 2)
+    lim = MAX_STANDARDISED[p]
+    return torch.maximum(torch.minimum(k, lim * scale), -lim * scale)
+
+
 def _edgeworth(D: torch.Tensor, k3: torch.Tensor | None, k4: torch.Tensor | None) -> torch.Tensor:
     """E[g(z)] from Gaussian derivative expectations D[k] = E_G[g^(k)] and small k3, k4."""
     out = D[0]
@@ -149,7 +162,7 @@ def _nonlinear(s: _State, activation: str, order: int, variant: str, P: int, mea
     var = s.cov if order == 1 else torch.diagonal(s.cov)
     kmax = max(P, 4)
     c = derivative_expectations(activation, 1, s.mean, var, kmax)  # c[k] = E_G[phi^(k)]
-    k3z, k4z = _third_diag(s), s.k4
+    k3z, k4z = _perturbative(_third_diag(s), var, 3), _perturbative(s.k4, var, 4)
     mean = _edgeworth(c, k3z, k4z)
     if mean_only:
         return _State(mean, None, slope=c[1])
