@@ -59,8 +59,9 @@ def run(
     console.print(table)
     if json_path:
         payload = {"order": order, "variant": variant, "flops": flops, "act": [a.tolist() for a in est.act], "pre": [p.tolist() for p in est.pre], "out": est.out.tolist()}
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(payload))
+        from probity.report import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps(payload))
         console.print(f"[green]wrote[/green] {json_path}")
 
 
