@@ -72,7 +72,7 @@ def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order:
     weights' dtype (float64) and is differentiable with respect to them."""
     check_order(order, variant)
     mlp.validate()
-    P = series_order if series_order is not None else 2 * order + 2
+    terms = series_order if series_order is not None else 2 * order + 2
     state = _input_state(mlp, order, variant)
     pre, act, pre_var, slope = [], [], [], []
     for layer in range(mlp.hidden_layers):
@@ -80,7 +80,7 @@ def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order:
         pre_var.append(state.cov if order == 1 else torch.diagonal(state.cov))
         # The output's mean needs only the last activation's mean: skip its other cumulants.
         mean_only = layer == mlp.hidden_layers - 1
-        a = _nonlinear(state, mlp.activation, order, variant, P, mean_only)
+        a = _nonlinear(state, mlp.activation, order, variant, terms, mean_only)
         act.append(a.mean)
         slope.append(a.slope)
         state = _linear(a, mlp.weights[layer + 1], mlp.biases[layer + 1], order, variant)
@@ -94,7 +94,9 @@ class _State:
     per-neuron cumulants propagated as independent sums (augment). After a nonlinear
     step, ``fresh = (c2, G, slab)`` holds the new third-cumulant terms in the structured
     form Sym(3 c2_m e_m, G_m, G_m) + Sym(3 slab_j, e_j, e_j), so that the linear step
-    multiplies W by a diagonal and an identity for free."""
+    multiplies W by a diagonal and an identity for free. K=3 augment also carries ``P``
+    (n, n), the pair fourth cumulants k4(z)_jjkk (zero diagonal), and after a nonlinear
+    step ``quartic = (pairs, t)`` from ``_quartic_terms``."""
 
     mean: torch.Tensor
     cov: torch.Tensor
@@ -157,10 +159,11 @@ def _edgeworth(D: torch.Tensor, k3: torch.Tensor | None, k4: torch.Tensor | None
     return out
 
 
-def _nonlinear(s: _State, activation: str, order: int, variant: str, P: int, mean_only: bool = False) -> _State:
-    """Cumulants of a = phi(z) from those of z (only the mean when ``mean_only``)."""
+def _nonlinear(s: _State, activation: str, order: int, variant: str, terms: int, mean_only: bool = False) -> _State:
+    """Cumulants of a = phi(z) from those of z (only the mean when ``mean_only``), keeping
+    ``terms`` Mehler terms for off-diagonal covariances."""
     var = s.cov if order == 1 else torch.diagonal(s.cov)
-    kmax = max(P, 4)
+    kmax = max(terms, 4)
     c = derivative_expectations(activation, 1, s.mean, var, kmax)  # c[k] = E_G[phi^(k)]
     k3z, k4z = _perturbative(_third_diag(s), var, 3), _perturbative(s.k4, var, 4)
     mean = _edgeworth(c, k3z, k4z)
@@ -179,7 +182,7 @@ def _nonlinear(s: _State, activation: str, order: int, variant: str, P: int, mea
     S = s.cov
     cov = torch.zeros_like(S)
     S_pow = torch.ones_like(S)
-    for k in range(1, P + 1):
+    for k in range(1, terms + 1):
         S_pow = S_pow * S
         cov = cov + (c[k][:, None] * c[k][None, :] / math.factorial(k)) * S_pow
     if order == 3:
@@ -202,8 +205,8 @@ def _quartic_terms(s: _State, c, d2):
     """The fourth cumulants of a that reach O(1/n) in the next layer (tree diagrams), by
     Mehler's formula for (phi_j - c0_j)^2 against (phi_k - c0_k)^2: pairs
     k4(a)_jjkk = h_j h_k (k4(z)_jjkk + 2 S_jk^2) - 2 c1_j^2 c1_k^2 S_jk^2 and stars
-    k4(a)_jjkl = e2_j (c1_k S_kj)(c1_l S_lj), with h = E[((phi - c0)^2)'']/2 and
-    e2 = 2 h - 2 c1^2. Returns (pair matrix with zero diagonal, e2)."""
+    k4(a)_jjkl = t_j (c1_k S_kj)(c1_l S_lj), with h = E[((phi - c0)^2)'']/2 and
+    t = 2 h - 2 c1^2. Returns (pairs (n, n) with zero diagonal, t (n,))."""
     S = s.cov
     h = d2[2] / 2 - c[0] * c[2]
     c1sq = c[1] * c[1]
@@ -253,12 +256,12 @@ def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, vari
         out.A = torch.cat([w @ a.A, w * (3 * c2)[None, :], 3 * (w @ slab.T)], dim=1)
         out.B = torch.cat([w @ a.B, WG, w], dim=1)
         if a.quartic is not None:
-            pairs, e2 = a.quartic
+            pairs, t = a.quartic
             XP = w2 @ pairs
             Y = WG * WG - w2 @ (G * G)  # sum over ordered k != l of W_ik W_il G_kj G_lj
-            Xe2 = w2 * e2[None, :]
-            out.k4 = out.k4 + 3 * (XP * w2).sum(1) + 6 * (Xe2 * Y).sum(1)
-            star = Xe2 @ Y.T
+            Xt = w2 * t[None, :]
+            out.k4 = out.k4 + 3 * (XP * w2).sum(1) + 6 * (Xt * Y).sum(1)
+            star = Xt @ Y.T
             P = (XP + w2 * a.k4[None, :]) @ w2.T + star + star.T
             out.P = P * (1 - torch.eye(P.shape[0], dtype=P.dtype))
     return out
