@@ -29,7 +29,7 @@ def run(
     variant: str = typer.Option("simple", help="simple or augment."),
     init: str = typer.Option("he", help="he or critical."),
     seed: int = typer.Option(0, help="Network seed."),
-    check: int = typer.Option(0, help="Also sample this many inputs and report MSE/Var per layer (0: no sampling)."),
+    check: int = typer.Option(0, help="Also sample this many inputs and report MSE/Var per layer, their noise subtracted (0: no sampling)."),
     json_path: Path = typer.Option(None, "--json", help="Write every layer's estimate vector here."),
 ) -> None:
     """Print per-layer mean estimates of a random MLP under Gaussian input."""
@@ -40,6 +40,8 @@ def run(
 
     try:
         check_order(order, variant)
+        if check and check < 2:
+            raise ValueError(f"--check must be 0 (no sampling) or >= 2 samples, got {check}")
         mlp = RandomMLP.random(width, hidden_layers, activation, init=init, seed=seed)
     except ValueError as e:
         raise typer.BadParameter(str(e))
@@ -54,7 +56,7 @@ def run(
     for name, vec, mean, var in layers:
         cells = [name, f"{vec.mean():.5f}", f"{vec.std():.5f}", " ".join(f"{v:.4f}" for v in vec[:4].tolist())]
         if check:
-            cells.append(f"{mse_over_var(vec, mean, var):.3g}")
+            cells.append(f"{mse_over_var(vec, mean, var, check):.3g}")
         table.add_row(*cells)
     console.print(table)
     if json_path:

@@ -107,7 +107,9 @@ class RandomMLP:
         if not weights:
             raise ValueError("weights is empty; pass a list of (n, n) matrices, one per linear layer")
         ws = [torch.as_tensor(w).double() for w in weights]
-        n = ws[0].shape[0] if ws[0].ndim == 2 else -1
+        if ws[0].ndim != 2:
+            raise ValueError(f"weights[0] has shape {tuple(ws[0].shape)}; pass (n, n) matrices, one per linear layer")
+        n = ws[0].shape[0]
         for i, w in enumerate(ws):
             if w.shape != (n, n):
                 raise ValueError(f"weights[{i}] has shape {tuple(w.shape)}; every layer must be square ({n}, {n})")

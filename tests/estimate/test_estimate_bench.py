@@ -41,6 +41,8 @@ def test_cli_run_and_bench(tmp_path):
     assert "act2" in res.output and "out" in res.output
     bad = runner.invoke(app, ["run", "--order", "5"])
     assert bad.exit_code != 0 and "order must be one of" in bad.output
+    bad = runner.invoke(app, ["run", "--check", "1"])
+    assert bad.exit_code == 2 and "--check must be 0" in bad.output  # a usage error, not a traceback
     out_json = tmp_path / "bench.json"
     args = ["bench", "--widths", "8", "--seeds", "0,1", "--orders", "1,3", "--gt-samples", "20000", "--mc-budgets", "100",
             "--blend-budgets", "100", "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json), "--out", str(tmp_path / "report")]  # fmt: skip
