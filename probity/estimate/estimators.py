@@ -72,8 +72,9 @@ def mc_flops_per_sample(mlp: RandomMLP) -> float:
 
 
 def mse_over_var(estimate: torch.Tensor, truth_mean: torch.Tensor, truth_var: torch.Tensor, truth_samples: int | None = None) -> float:
-    """mean_i (estimate_i - truth_i)^2 / mean_i Var_i, minus the ground truth's own noise
-    (mean_i Var_i / N / mean_i Var_i = 1/N) when ``truth_samples`` N is given."""
+    """mean_i (estimate_i - truth_i)^2 / mean_i Var_i over the (n,) vectors ``estimate``,
+    ``truth_mean``, ``truth_var``, minus the ground truth's own noise (mean_i Var_i / N /
+    mean_i Var_i = 1/N) when ``truth_samples`` N is given; so it can fall below zero."""
     if estimate.shape != truth_mean.shape:
         raise ValueError(f"estimate has shape {tuple(estimate.shape)} but the truth has {tuple(truth_mean.shape)}")
     if not torch.isfinite(estimate).all():

@@ -98,7 +98,7 @@ def derivative_expectations(activation: str, p: int, mean: torch.Tensor, var: to
 
 
 def gaussian_moment(activation: str, p: int, mean: torch.Tensor, var: torch.Tensor, derivative: bool = False) -> torch.Tensor:
-    """E[phi(z)^p] (or E[phi'(z)^p] when ``derivative``), z ~ N(mean, var)."""
+    """E[phi(z)^p] (or E[phi'(z)^p] when ``derivative``), z ~ N(mean, var) elementwise: shaped like ``mean``."""
     if not derivative:
         return derivative_expectations(activation, p, mean, var, 0)[0]
     if activation == "relu":
@@ -109,7 +109,8 @@ def gaussian_moment(activation: str, p: int, mean: torch.Tensor, var: torch.Tens
 
 
 def gaussian_cumulants(activation: str, mean: torch.Tensor, var: torch.Tensor, order: int) -> list[torch.Tensor]:
-    """First ``order`` (<= 4) cumulants of phi(z), z ~ N(mean, var): [mean, var, k3, k4][:order]."""
+    """First ``order`` (<= 4) cumulants of phi(z), z ~ N(mean, var) elementwise:
+    [mean, var, k3, k4][:order], each shaped like ``mean``."""
     m = [derivative_expectations(activation, p, mean, var, 0)[0] for p in range(1, order + 1)]
     out = [m[0]]
     if order >= 2:

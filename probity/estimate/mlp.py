@@ -57,14 +57,17 @@ class RandomMLP:
 
     @property
     def width(self) -> int:
+        """n, the width of every layer."""
         return self.weights[0].shape[0]
 
     @property
     def hidden_layers(self) -> int:
+        """H: the number of activations (one fewer than linear layers)."""
         return len(self.weights) - 1
 
     @property
     def phi(self):
+        """The activation function, elementwise on any shape."""
         return ACTIVATIONS[self.activation]
 
     @classmethod

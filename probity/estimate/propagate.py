@@ -66,8 +66,9 @@ def check_order(order: int, variant: str) -> None:
 
 
 def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order: int | None = None) -> LayerMeans:
-    """Estimate E[pre], E[act] of every hidden layer and E[out] for x ~ N(0, I), by
-    cumulant propagation of order ``order`` (1, 2 or 3). ``series_order`` is the number
+    """Estimate E[pre], E[act] of every hidden layer and E[out] for x ~ N(0, I_n), by
+    cumulant propagation of order ``order`` (1, 2 or 3): a ``LayerMeans`` of (n,) vectors,
+    H per field for the hidden layers and one for the output. ``series_order`` is the number
     of Mehler terms kept for off-diagonal covariances (default 2*order + 2). Works in the
     weights' dtype (float64) and is differentiable with respect to them."""
     check_order(order, variant)

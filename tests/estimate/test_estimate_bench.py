@@ -51,6 +51,7 @@ def test_cli_run_and_bench(tmp_path):
     rows = json.loads(out_json.read_text())["rows"]
     assert {r["method"] for r in rows} == {"kprop", "mc", "blend"} and len(rows) == 2 * (4 + 1 + 1)
     keys = {"method", "variant", "order", "width", "hidden_layers", "activation", "seed", "mse_over_var", "flops", "wall_s", "x_mc"}
-    assert keys <= set(rows[0])
+    assert all(keys <= set(r) for r in rows)
+    assert all(r["x_mc"] is None or r["x_mc"] > 0 for r in rows) and all(r["flops"] > 0 for r in rows)
     assert "data:image/png;base64" in (tmp_path / "report" / "index.html").read_text()
     assert runner.invoke(app, ["bench", "--widths", "0"]).exit_code != 0
