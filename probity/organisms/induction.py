@@ -4,9 +4,9 @@ Data: Zipf-distributed token noise (vocabulary 256, length 128) with repeated sp
 copied from earlier in the sequence at random offsets, so only some positions are
 predictable by induction. ``sample_with_candidates`` marks them (position t where token
 t+1 repeats the token after an earlier copy of the span); the scrubbing loss is
-counted there, as in Redwood's induction case study. Training uses next-token loss
-at every position. After training the organism records which layer-0 heads attend to
-the previous token and which layer-1 heads do induction (scores in ``config.json``).
+counted there, in training as in Redwood's induction case study. After training the
+organism records which layer-0 heads attend to the previous token and which layer-1
+heads do induction (scores in ``config.json``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ TL_CONFIG = dict(
     d_model=64, d_head=16, n_heads=4, n_layers=2, n_ctx=N_CTX, d_vocab=VOCAB, attn_only=True,
     normalization_type="LN", attention_dir="causal", positional_embedding_type="standard",
 )
-PREV_THRESHOLD, INDUCTION_THRESHOLD = 0.4, 0.3
+PREV_THRESHOLD, INDUCTION_THRESHOLD = 0.15, 0.15  # mean attention to the one right key; chance is about 0.03
 LR = 3e-3
+ZIPF_EXPONENT = 1.0
+SPANS, SPAN_LENGTH = (2, 4), (8, 32)
 
 
 def _zipf(rng: np.random.Generator, shape) -> np.ndarray:
     ranks = np.arange(1, VOCAB - N_SPECIAL + 1)
-    p = 1.0 / ranks
+    p = 1.0 / ranks**ZIPF_EXPONENT
     return rng.choice(np.arange(N_SPECIAL, VOCAB), size=shape, p=p / p.sum())
 
 
@@ -42,8 +44,8 @@ def sample_with_candidates(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
     tokens = _zipf(rng, (n, N_CTX))
     cand = np.zeros((n, N_CTX), dtype=bool)
     for i in range(n):
-        for _ in range(rng.integers(2, 5)):
-            length = int(rng.integers(8, 33))
+        for _ in range(rng.integers(SPANS[0], SPANS[1] + 1)):
+            length = int(rng.integers(SPAN_LENGTH[0], SPAN_LENGTH[1] + 1))
             src = int(rng.integers(0, N_CTX - 2 * length))
             dst = int(rng.integers(src + length, N_CTX - length + 1))
             tokens[i, dst:dst + length] = tokens[i, src:src + length]
@@ -85,7 +87,7 @@ def head_scores(model, n: int = 64, seed: int = 7) -> dict:
     pats = cache(model, toks, ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"])
     p0, p1 = pats["blocks.0.attn.hook_pattern"], pats["blocks.1.attn.hook_pattern"]  # [n, head, q, k]
     prev = p0.diagonal(offset=-1, dim1=-2, dim2=-1).mean((0, 2))
-    ind = p1[:, :, half:, :].diagonal(offset=-(half - 1), dim1=-2, dim2=-1).mean((0, 2))
+    ind = p1[:, :, half:, :].diagonal(offset=1, dim1=-2, dim2=-1).mean((0, 2))  # query half+i -> key i+1
     return {"prev_token": [round(v, 4) for v in prev.tolist()], "induction": [round(v, 4) for v in ind.tolist()]}
 
 
@@ -108,18 +110,20 @@ def evaluate(model=None, tokenizer=None, n: int = 256, seed: int = 12345) -> dic
 
 
 def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = None) -> dict:
-    """Train on synthetic batches of 32 (AdamW) and save weights plus the heads it formed.
+    """Train on synthetic batches of 32 (AdamW), next-token loss at the candidate positions only,
+    and save weights plus the heads it formed.
 
     ``quick`` runs a short schedule for tests; a full run also records that schedule's metrics
     (``meta["quick"]``) so the test can check the recipe. Resumes from ``out_dir/ckpt`` after a kill."""
     out_dir = _native.WEIGHTS / NAME if out_dir is None else out_dir
     steps = steps or (100 if quick else 3000)
     model = _native.native_model(TL_CONFIG, seed=seed, gpt2_init=True)
-    pool, _ = sample_with_candidates(min(40_000, steps * 32), seed=seed + 1)
+    pool, cand = sample_with_candidates(min(40_000, steps * 32), seed=seed + 1)
 
-    def batch_loss(gen: torch.Generator) -> torch.Tensor:
-        toks = pool[torch.randint(len(pool), (32,), generator=gen)]
-        return F.cross_entropy(model(toks)[:, :-1].reshape(-1, VOCAB), toks[:, 1:].reshape(-1))
+    def batch_loss(gen: torch.Generator, step: int) -> torch.Tensor:
+        idx = torch.randint(len(pool), (32,), generator=gen)
+        toks, mask = pool[idx], cand[idx, :-1]
+        return F.cross_entropy(model(toks)[:, :-1][mask], toks[:, 1:][mask])
 
     seconds = _native.fit(model, batch_loss, steps, seed, LR, out_dir, NAME)
     metrics = evaluate(_native.bridge(copy.deepcopy(model)))  # bridging rewires the module in place

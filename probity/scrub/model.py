@@ -62,6 +62,7 @@ class Decomposed:
         if type(native).__name__ != "NativeModel":
             raise TypeError(f"scrub needs a TransformerLens native model (or a bridge over one), got {type(native).__name__}; "
                             "build organisms with probity.organisms or TransformerBridge.boot_native")
+        self.native = native = _plain(native)
         cfg = native.cfg
         bad = {"rotary positions": native.pos is None, "grouped-query attention": (cfg.n_key_value_heads or cfg.n_heads) != cfg.n_heads,
                "soft caps": float(cfg.attn_scores_soft_cap) > 0 or float(cfg.output_logits_soft_cap) > 0,
@@ -130,12 +131,21 @@ class Decomposed:
         attn = block.attn
         idx = torch.tensor(heads)
 
+        normed = {}
+
         def project(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+            if id(x) not in normed:  # q, k and v often share one input: normalise it once
+                normed[id(x)] = block.ln1(x)
             w = lin.weight.view(self.n_heads, self.d_head, -1)[idx]  # [n, dh, d]
             b = lin.bias.view(self.n_heads, self.d_head)[idx]
-            return torch.einsum("bnpd,nhd->bnph", block.ln1(x), w) + b[None, :, None, :]
+            return torch.einsum("bnpd,nhd->bnph", normed[id(x)], w) + b[None, :, None, :]
 
         q, k, v = project(attn.q, q_in), project(attn.k, k_in), project(attn.v, v_in)
+        return self._attend(layer, q, k, v, idx)
+
+    def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Per-head outputs ``[b, n, p, d]`` from queries, keys, values ``[b, n, p, dh]`` of heads ``idx``."""
+        attn = self.native.layers[layer].attn
         scores = q @ k.transpose(-1, -2) / attn.scale
         if self.causal:
             p = scores.shape[-1]
@@ -143,6 +153,17 @@ class Decomposed:
         z = scores.softmax(-1) @ v  # [b, n, p, dh]
         w_o = attn.o.weight.view(-1, self.n_heads, self.d_head).permute(1, 2, 0)[idx]  # [n, dh, d]
         return torch.einsum("bnph,nhd->bnpd", z, w_o)
+
+    def all_heads(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``[b, n_heads, p, d]`` of every head of ``layer`` on one residual input ``x [b, p, d]``."""
+        block = self.native.layers[layer]
+        h = block.ln1(x)
+        b, p, _ = x.shape
+
+        def split(lin: torch.nn.Linear) -> torch.Tensor:
+            return lin(h).view(b, p, self.n_heads, self.d_head).transpose(1, 2)
+
+        return self._attend(layer, split(block.attn.q), split(block.attn.k), split(block.attn.v), torch.arange(self.n_heads))
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """MLP output ``[b, p, d]`` (without the output bias) for residual input ``x``."""
@@ -166,11 +187,9 @@ class Decomposed:
         resid = self.embed(tokens) + self.pos_embed(tokens)
         outs[self.components[0]] = self.embed(tokens)
         outs[self.components[1]] = self.pos_embed(tokens)
-        all_heads = list(range(self.n_heads))
         for layer in range(self.n_layers):
-            x = resid[:, None].expand(-1, self.n_heads, -1, -1)
-            h = self.heads(layer, all_heads, x, x, x)
-            for i in all_heads:
+            h = self.all_heads(layer, resid)
+            for i in range(self.n_heads):
                 outs[Component(layer, 0, "head", i)] = h[:, i]
             resid = resid + h.sum(1) + self.native.layers[layer].attn.o.bias
             if not self.attn_only:
@@ -182,3 +201,16 @@ class Decomposed:
             outs = {c: v for c, v in outs.items() if c in keep}
         return logits, outs
 
+
+def _plain(native: torch.nn.Module) -> torch.nn.Module:
+    """A plain ``NativeModel`` with the weights of ``native``: wrapping in a bridge rewires the module's
+    children through hook components, which are slow to call; the weights are the same."""
+    from transformer_lens.model_bridge.sources.native.model import NativeModel
+
+    state = {k.replace("._original_component", "").replace("_original_component.", ""): v
+             for k, v in native.state_dict().items()}
+    plain = NativeModel(native.cfg)
+    missing, _aliases = plain.load_state_dict(state, strict=False)  # the bridge adds alias names (mlp.in, ...)
+    if missing:
+        raise ValueError(f"could not read weights {missing[:3]} from the model")
+    return plain.eval()
