@@ -152,6 +152,13 @@ class RandomMLP:
         return out
 
 
+def check_mlp(mlp) -> None:
+    """Raise a one-line error unless ``mlp`` is a RandomMLP with finite, square weights."""
+    if not isinstance(mlp, RandomMLP):
+        raise TypeError(f"expected a RandomMLP, got {type(mlp).__name__}; wrap your weights with RandomMLP.from_weights(weights, activation)")
+    mlp.validate()
+
+
 def _layer_variances(activation: str, init: str, hidden_layers: int, bias: bool, q_star: float):
     """Per-layer weight variances (times fan-in) and the bias variance."""
     from probity.estimate.gauss import gaussian_moment

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from probity.estimate.gauss import derivative_expectations, gaussian_cumulants
-from probity.estimate.mlp import RandomMLP
+from probity.estimate.mlp import RandomMLP, check_mlp
 
 ORDERS = (1, 2, 3)
 VARIANTS = ("simple", "augment")
@@ -72,7 +72,9 @@ def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order:
     of Mehler terms kept for off-diagonal covariances (default 2*order + 2). Works in the
     weights' dtype (float64) and is differentiable with respect to them."""
     check_order(order, variant)
-    mlp.validate()
+    if series_order is not None and (not isinstance(series_order, int) or series_order < 1):
+        raise ValueError(f"series_order must be an integer >= 1 (Mehler terms kept), got {series_order!r}")
+    check_mlp(mlp)
     terms = series_order if series_order is not None else 2 * order + 2
     state = _input_state(mlp, order, variant)
     pre, act, pre_var, slope = [], [], [], []

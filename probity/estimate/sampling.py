@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from rich.progress import Progress
 
-from probity.estimate.mlp import RandomMLP
+from probity.estimate.mlp import RandomMLP, check_mlp
 from probity.report import atomic_write_bytes
 
 CHUNK = 1_000_000  # samples per checkpointed chunk of a ground-truth run
@@ -109,7 +109,7 @@ def monte_carlo(mlp: RandomMLP, n_samples: int, batch: int = 65536, generator: t
     every layer's sample mean and variance (float64; only the output's when
     ``out_only``, which halves the cost). Memory is O(batch * n)."""
     _check_samples(n_samples, batch)
-    mlp.validate()
+    check_mlp(mlp)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     acc = _Moments()
     if progress:
@@ -151,7 +151,7 @@ def ground_truth(
     (seed, chunk), and checkpoints atomically after each chunk, so a killed run resumes
     where it stopped and gives the same result as an uninterrupted one."""
     _check_samples(n_samples, batch)
-    mlp.validate()
+    check_mlp(mlp)
     key = network_key(mlp, n_samples, seed, out_only)
     final = partial = None
     if cache_dir is not None:

@@ -80,9 +80,17 @@ def test_random_mlp_conventions():
         (lambda: RandomMLP.from_weights([torch.ones(3)]), "pass \\(n, n\\) matrices"),
         (lambda: RandomMLP.from_weights([torch.eye(3), torch.ones(3, 4)]), "square"),
         (lambda: monte_carlo(RandomMLP.random(8, 1), 1), "n_samples"),
+        (lambda: kprop(RandomMLP.random(8, 1), 2, series_order=0), "series_order"),
     ],
 )
 def test_bad_input_one_line_errors(call, message):
     with pytest.raises(ValueError, match=message) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("call", [lambda: kprop([torch.eye(3)], 1), lambda: monte_carlo(torch.eye(3), 10), lambda: ground_truth(None, 10)])
+def test_non_mlp_input_gets_a_one_line_type_error(call):
+    with pytest.raises(TypeError, match="RandomMLP.from_weights") as info:
         call()
     assert "\n" not in str(info.value)
