@@ -82,9 +82,9 @@ def print_summary(result, console: Console) -> None:
 
 @app.command()
 def bench(
-    activation: str = typer.Option("relu"),
+    activation: str = typer.Option("relu", help="relu, gelu, tanh, sigmoid, silu or softplus."),
     widths: str = typer.Option("16,32,64,128", help="Comma-separated widths."),
-    hidden_layers: int = typer.Option(4),
+    hidden_layers: int = typer.Option(4, help="Hidden layers of every network."),
     orders: str = typer.Option("1,2,3", help="Comma-separated kprop orders."),
     variants: str = typer.Option("simple,augment", help="Comma-separated kprop variants."),
     seeds: str = typer.Option("0,1,2,3,4", help="Comma-separated network seeds."),
