@@ -40,7 +40,7 @@ def test_cli_run_and_bench(tmp_path):
     assert res.exit_code == 0, res.output
     assert "act2" in res.output and "out" in res.output
     bad = runner.invoke(app, ["run", "--order", "5"])
-    assert bad.exit_code != 0 and "order must be one of" in bad.output
+    assert bad.exit_code == 2 and "order must be one of" in bad.output
     bad = runner.invoke(app, ["run", "--check", "1"])
     assert bad.exit_code == 2 and "--check must be 0" in bad.output  # a usage error, not a traceback
     out_json = tmp_path / "bench.json"
@@ -54,4 +54,6 @@ def test_cli_run_and_bench(tmp_path):
     assert all(keys <= set(r) for r in rows)
     assert all(r["x_mc"] is None or r["x_mc"] > 0 for r in rows) and all(r["flops"] > 0 for r in rows)
     assert "data:image/png;base64" in (tmp_path / "report" / "index.html").read_text()
-    assert runner.invoke(app, ["bench", "--widths", "0"]).exit_code != 0
+    for bad_args, message in [(["--widths", "0"], "widths must be integers"), (["--widths", "a,b"], "comma-separated integers"), (["--gt-samples", "10"], "gt_samples must be")]:
+        bad = runner.invoke(app, ["bench", *bad_args])
+        assert bad.exit_code == 2 and message in bad.output, bad.output  # usage errors before any sampling
