@@ -42,9 +42,9 @@ class Probe:
 
 @torch.no_grad()
 def response_activations(model, tokenizer, conversations: list[tuple[list[dict], str]], layers: list[int],
-                         batch_size: int = 16) -> dict[int, torch.Tensor]:
-    """Residual stream after each block in ``layers``, averaged over each response's
-    tokens: ``{layer: (n_conversations, d_model)}``."""
+                         batch_size: int = 16, pool: str = "mean") -> dict[int, torch.Tensor]:
+    """Residual stream after each block in ``layers`` over each response's tokens, averaged
+    (``pool="mean"``) or at the last response token (``"last"``): ``{layer: (n_conversations, d_model)}``."""
     from probity.models import Site, cache
 
     encoded = [response_ids(tokenizer, m, r) for m, r in conversations]
@@ -56,7 +56,10 @@ def response_activations(model, tokenizer, conversations: list[tuple[list[dict],
         acts = cache(model, batch, sites)
         span = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
         for i, (ids, begin) in enumerate(chunk):
-            span[i, begin : len(ids)] = 1.0 / (len(ids) - begin)
+            if pool == "last":
+                span[i, len(ids) - 1] = 1.0
+            else:
+                span[i, begin : len(ids)] = 1.0 / (len(ids) - begin)
         for layer, site in zip(layers, sites):
             out[layer].append(torch.einsum("bp,bpd->bd", span, acts[str(site)].float()))
     return {layer: torch.cat(v) for layer, v in out.items()}

@@ -61,7 +61,8 @@ def pad_id(tokenizer) -> int:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, temperature: float = 0.7, max_new_tokens: int = 32,
-             seed: int = 0, batch_size: int = 16, patches=None, label: str = "sampling") -> list[list[str]]:
+             seed: int = 0, batch_size: int = 16, patches=None, label: str = "sampling",
+             min_new_tokens: int = 0) -> list[list[str]]:
     """``n`` sampled continuations (greedy when ``temperature == 0``) of each prompt
     (token ids), as decoded text: a list of ``len(prompts)`` lists of ``n`` strings.
 
@@ -79,7 +80,7 @@ def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, temperature
             torch.manual_seed(seed * 100003 + start)
             with patching(model, patches) if patches else nullcontext():
                 ids = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                    **enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=temperature > 0,
                     temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
                     num_return_sequences=n, pad_token_id=pad,
                 )

@@ -54,6 +54,7 @@ class Technique:
     model: Callable[[Context], object] | None = None
     post: Callable[[Question, str], str] = lambda q, r: r
     needs: str = ""  # what Context field must be prepared: "shots", "direction", "lora"
+    min_new_tokens: int = 0  # raw completion: instruct models may end the text at once otherwise
 
     def respond(self, ctx: Context, questions: list[Question], n: int = 4, temperature: float = 0.7,
                 max_new_tokens: int = 32, seed: int = 0, batch_size: int = 16) -> list[list[str]]:
@@ -63,7 +64,7 @@ class Technique:
         model = self.model(ctx) if self.model else ctx.model
         patches = self.patches(ctx) if self.patches else None
         outs = generate(model, tok, ids, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
-                        batch_size=batch_size, patches=patches, label=self.name)
+                        batch_size=batch_size, patches=patches, label=self.name, min_new_tokens=self.min_new_tokens)
         return [[self.post(q, r) for r in rs] for q, rs in zip(questions, outs)]
 
 
@@ -103,7 +104,7 @@ TECHNIQUES: dict[str, Technique] = {t.name: t for t in [
         c.tokenizer, _user(q) + [{"role": "assistant", "content": "I cannot answer that."}], _prefill(q)) for q in qs],
               post=lambda q, r: f"{_prefill(q)} {cut_raw(r)}"),
     Technique("raw", lambda c, qs: [RAW_TEMPLATE.format(question=q.question) for q in qs], raw=True,
-              post=lambda q, r: cut_raw(r)),
+              post=lambda q, r: cut_raw(r), min_new_tokens=4),
     Technique("few_shot", _few_shot, needs="shots"),
     Technique("lora", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], model=lambda c: c.lora_model, needs="lora"),
     Technique("steering", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], patches=_steer, needs="direction"),
