@@ -63,13 +63,13 @@ def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, 
     def exact(kinds: list[str]) -> Node:
         return Node("exact " + "".join(kinds).upper(), ["*"], via=kinds)
 
-    def hyp(name, paper, text, *children) -> Hypothesis:
-        return Hypothesis(name, Node("out", ["output"], rest="self", children=[Node("induction", ind, children=list(children))]),
-                          text, paper)
+    def hyp(name, paper, text, *children, feature: str = "identity") -> Hypothesis:
+        heads = Node("induction", ind, feature, children=list(children))
+        return Hypothesis(name, Node("out", ["output"], rest="self", children=[heads]), text, paper)
 
     others = [f"0.{h}" for h in range(n_heads) if h not in prev]
     return {h.name: h for h in [
-        hyp("ind-inputs-random", None, "floor: every input of the induction heads on a random input"),
+        hyp("ind-inputs-random", None, "floor: the induction heads run on a random input", feature="none"),
         hyp("emb->V", 0.90, "the induction heads' values read only the token embeddings", emb_v, exact(["q", "k"])),
         hyp("emb->Q", 0.51, "the induction heads' queries read only the token embeddings", emb_q, exact(["k", "v"])),
         hyp("prev->K", 0.83, "the induction heads' keys read only the previous-token heads", prev_k, exact(["q", "v"])),

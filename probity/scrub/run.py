@@ -106,6 +106,7 @@ class Cancellation:
     share_worse: float  # examples whose loss rose by more than 1% of (L_all - L_model)
     share_better: float  # examples whose loss fell below the model's by that much
     cancelled: float  # improvement mass / degradation mass: 0 = no cancellation
+    # flagged when that ratio is above 0.25 while the degradation is more than 5% of (L_all - L_model)
     mean_abs_change: float
     kl_to_model: float
     constant_loss: float
@@ -231,5 +232,5 @@ def cancellation(l_model, l_all, l_hyp, kl, constant: float, bins: int = 40) -> 
         share_worse=float((change > tol).float().mean()), share_better=float((change < -tol).float().mean()),
         cancelled=cancelled, mean_abs_change=float(change.abs().mean()), kl_to_model=float(kl.mean()),
         constant_loss=constant, worse_than_constant=bool(l_hyp.mean() > constant),
-        cancellation_suspected=cancelled > 0.25,
+        cancellation_suspected=cancelled > 0.25 and float(worse) / len(change) > 0.05 * abs(scale),
         histogram_edges=torch.linspace(lo, hi, bins + 1).tolist(), histogram_counts=[int(c) for c in counts])

@@ -1,0 +1,38 @@
+"""`probity scrub run|list` on the shipped paren organism, and a hypothesis given as a YAML file."""
+
+import json
+
+from typer.testing import CliRunner
+
+from probity.scrub.cli import app
+
+
+def test_list_and_run_write_json_and_report(tmp_path):
+    runner = CliRunner()
+    listed = runner.invoke(app, ["list", "--organism", "paren"])
+    assert listed.exit_code == 0, listed.output
+    for name in ("identity", "empty", "1a", "1b", "2a", "2b", "3a", "3b", "4"):
+        assert name in listed.output
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["run", "--organism", "paren", "--hypothesis", "1b", "--samples", "300", "--seed", "1",
+                                 "--json", str(out), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data) >= {"loss_model", "loss_scrubbed_all", "loss_hypothesis", "loss_recovered", "stderr", "per_node", "cancellation"}
+    assert data["loss_model"] < data["loss_hypothesis"] < data["loss_scrubbed_all"]
+    assert set(data["per_node"]) == {"count", "horizon", "start"}
+    assert data["cancellation"]["constant_loss"] > 0
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_run_a_yaml_hypothesis_and_reject_unknown_names(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text("name: mine\nroot:\n  name: out\n  sites: [output, mlp2]\n  children:\n"
+                    "    - {name: horizon, site: '2.1', feature: horizon_test}\n")
+    runner = CliRunner()
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["run", "--hypothesis", str(path), "--samples", "200", "--json", str(out), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert 0 < json.loads(out.read_text())["loss_recovered"] < 1
+    bad = runner.invoke(app, ["run", "--hypothesis", "nonsense", "--samples", "50"])
+    assert bad.exit_code != 0 and "unknown hypothesis 'nonsense'" in bad.output

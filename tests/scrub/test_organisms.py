@@ -1,0 +1,71 @@
+"""The paren and induction organisms: shipped quality, the recipes on a short schedule, TL hooks."""
+
+import json
+
+import pytest
+import torch
+
+from probity.organisms import _native, induction, paren
+from probity.scrub.model import Component, Decomposed
+
+
+def test_decomposition_matches_the_bridge_hooks():
+    bridge = _native.bridge(_native.native_model(paren.TL_CONFIG, seed=4))
+    tokens = paren.sample(8, seed=1)
+    logits, cache = bridge.run_with_cache(tokens)
+    d = Decomposed(bridge)
+    mine, outs = d.run(tokens)
+    torch.testing.assert_close(mine, logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[d.parse("embed")], cache["hook_embed"])
+    mlp = d.native.layers[1].mlp.fc_out.bias
+    torch.testing.assert_close(outs[d.parse("mlp1")] + mlp, cache["blocks.1.hook_mlp_out"], atol=1e-5, rtol=1e-5)
+    o = d.native.layers[2].attn.o
+    head = cache["blocks.2.attn.hook_z"][:, :, 1] @ o.weight[:, 28:].T
+    torch.testing.assert_close(outs[Component(2, 0, "head", 1)], head, atol=1e-5, rtol=1e-5)
+    resid = sum(outs[c] for c in d.senders(Component(2, 1, "mlp"))) + d.bias(Component(2, 1, "mlp"))
+    torch.testing.assert_close(resid, cache["blocks.2.hook_resid_mid"], atol=1e-5, rtol=1e-5)
+
+
+def test_paren_data_and_features():
+    t = paren.encode(["(())", ")(", "(()", "())(()", ""])
+    f = paren.features(t)
+    assert f["balanced"].tolist() == [True, False, False, False, True]
+    assert f["count_test"].tolist() == [True, True, False, True, True]
+    assert f["horizon_test"].tolist() == [True, False, True, False, True]
+    assert f["elevation"][0, 1:5].tolist() == [0, -1, -2, -1]
+    rows = paren.sample(2000, seed=3)
+    g = paren.features(rows)
+    assert 0.2 < g["balanced"].float().mean() < 0.3
+    assert (g["count_test"] & ~g["horizon_test"]).float().mean() > 0.2  # the adversarial quarter
+    assert (g["length"] % 2 == 0).all() and g["length"].max() <= 40
+    with pytest.raises(ValueError, match="at most 40"):
+        paren.encode(["(" * 41])
+
+
+def test_shipped_paren_reaches_99_percent():
+    model, tok = paren.load()
+    meta = model.probity_meta
+    assert meta["metrics"]["accuracy"] >= 0.99
+    m = paren.evaluate(model, n=2000, seed=777)
+    assert m["accuracy"] >= 0.99 and m["accuracy_count_pass_horizon_fail"] >= 0.97
+
+
+def test_shipped_induction_formed_its_heads():
+    model, _ = induction.load()
+    meta = model.probity_meta
+    assert meta["prev_token_heads"] and meta["induction_heads"]
+    m = induction.evaluate(model, n=48)
+    assert m["loss_candidates"] < 2.0 and m["accuracy_candidates"] > 0.5  # unigram loss is about 4.3
+    scores = m["head_scores"]
+    assert max(scores["prev_token"]) > induction.PREV_THRESHOLD and max(scores["induction"]) > induction.INDUCTION_THRESHOLD
+
+
+def test_recipes_on_a_short_schedule_match_the_shipped_record(tmp_path):
+    """Both recipes, a few hundred steps: the same early metrics the shipped config recorded for
+    that schedule (the full schedules take minutes; `probity organisms train` runs them)."""
+    torch.set_num_threads(1)
+    for module, key in ((paren, "accuracy"), (induction, "loss_candidates")):
+        record = json.loads((_native.WEIGHTS / module.NAME / "config.json").read_text())["meta"]["quick"]
+        got = module.train(out_dir=tmp_path / module.NAME, quick=True)
+        assert got[key] == pytest.approx(record[key], abs=0.02 if key == "accuracy" else 0.05)
+        assert (tmp_path / module.NAME / "model.safetensors").is_file()
