@@ -55,6 +55,13 @@ class RandomMLP:
     biases: list[torch.Tensor | None]
     activation: str
 
+    def __post_init__(self):
+        if not isinstance(self.weights, (list, tuple)):
+            raise TypeError(
+                f"RandomMLP(weights, biases, activation) wraps a list of weight matrices, got {type(self.weights).__name__}; "
+                "draw a network with RandomMLP.random(width, hidden_layers, activation, init, bias, seed)"
+            )
+
     @property
     def width(self) -> int:
         """n, the width of every layer."""

@@ -89,8 +89,16 @@ def test_bad_input_one_line_errors(call, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("call", [lambda: kprop([torch.eye(3)], 1), lambda: monte_carlo(torch.eye(3), 10), lambda: ground_truth(None, 10)])
-def test_non_mlp_input_gets_a_one_line_type_error(call):
-    with pytest.raises(TypeError, match="RandomMLP.from_weights") as info:
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: kprop([torch.eye(3)], 1), "RandomMLP.from_weights"),
+        (lambda: monte_carlo(torch.eye(3), 10), "RandomMLP.from_weights"),
+        (lambda: ground_truth(None, 10), "RandomMLP.from_weights"),
+        (lambda: RandomMLP(64, 4, "relu"), "RandomMLP.random"),
+    ],
+)
+def test_non_mlp_input_gets_a_one_line_type_error(call, message):
+    with pytest.raises(TypeError, match=message) as info:
         call()
     assert "\n" not in str(info.value)
