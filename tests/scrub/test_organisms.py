@@ -31,7 +31,7 @@ def test_paren_data_and_features():
     f = paren.features(t)
     assert f["balanced"].tolist() == [True, False, False, False, True]
     assert f["count_test"].tolist() == [True, True, False, True, True]
-    assert f["horizon_test"].tolist() == [True, False, True, False, True]
+    assert f["horizon_test"].tolist() == [True, False, False, False, True]  # right to left: no suffix has more opens
     assert f["elevation"][0, 1:5].tolist() == [0, -1, -2, -1]
     rows = paren.sample(2000, seed=3)
     g = paren.features(rows)
