@@ -76,23 +76,25 @@ def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order:
         raise ValueError(f"series_order must be an integer >= 1 (Mehler terms kept), got {series_order!r}")
     check_mlp(mlp)
     terms = series_order if series_order is not None else 2 * order + 2
-    state = _input_state(mlp, order, variant)
+    # The output's mean needs only the last activation's mean, which needs only the
+    # per-neuron cumulants of the last pre-activation: off-diagonal ones are skipped there.
+    last = mlp.hidden_layers - 1
+    state = _input_state(mlp, order, variant, diag_only=last == 0)
     pre, act, pre_var, slope = [], [], [], []
     for layer in range(mlp.hidden_layers):
         pre.append(state.mean)
-        pre_var.append(state.cov if order == 1 else torch.diagonal(state.cov))
-        # The output's mean needs only the last activation's mean: skip its other cumulants.
-        mean_only = layer == mlp.hidden_layers - 1
-        a = _nonlinear(state, mlp.activation, order, variant, terms, mean_only)
+        pre_var.append(_diag(state.cov))
+        a = _nonlinear(state, mlp.activation, order, variant, terms, mean_only=layer == last)
         act.append(a.mean)
         slope.append(a.slope)
-        state = _linear(a, mlp.weights[layer + 1], mlp.biases[layer + 1], order, variant)
+        state = _linear(a, mlp.weights[layer + 1], mlp.biases[layer + 1], order, variant, diag_only=layer + 1 == last)
     return LayerMeans(pre, act, state.mean, pre_var, slope)
 
 
 @dataclass
 class _State:
-    """Cumulants of one layer's neurons. ``cov`` is (n,) (K=1: the diagonal) or (n, n);
+    """Cumulants of one layer's neurons. ``cov`` is (n, n), or its diagonal (n,) at K=1 and
+    at the last hidden layer;
     the third cumulant is sum_r Sym(A[:, r], B[:, r], B[:, r]) (K=3); ``k3``/``k4`` are
     per-neuron cumulants propagated as independent sums (augment). After a nonlinear
     step, ``fresh = (c2, G, slab)`` holds the new third-cumulant terms in the structured
@@ -113,12 +115,12 @@ class _State:
     slope: torch.Tensor | None = None
 
 
-def _input_state(mlp: RandomMLP, order: int, variant: str) -> _State:
+def _input_state(mlp: RandomMLP, order: int, variant: str, diag_only: bool = False) -> _State:
     """First pre-activation z = W_1 x + b_1: exactly Gaussian."""
     w, b = mlp.weights[0], mlp.biases[0]
     n = w.shape[0]
     mean = b.clone() if b is not None else w.new_zeros(n)
-    cov = (w * w).sum(1) if order == 1 else w @ w.T
+    cov = (w * w).sum(1) if (order == 1 or diag_only) else w @ w.T
     zeros = w.new_zeros(n)
     empty = w.new_zeros(n, 0)
     return _State(
@@ -130,6 +132,11 @@ def _input_state(mlp: RandomMLP, order: int, variant: str) -> _State:
         k4=zeros if variant == "augment" else None,
         P=w.new_zeros(n, n) if (variant == "augment" and order == 3) else None,
     )
+
+
+def _diag(cov: torch.Tensor) -> torch.Tensor:
+    """Per-neuron variances from a covariance (n, n) or its stored diagonal (n,)."""
+    return cov if cov.ndim == 1 else torch.diagonal(cov)
 
 
 def _third_diag(s: _State) -> torch.Tensor | None:
@@ -165,7 +172,7 @@ def _edgeworth(D: torch.Tensor, k3: torch.Tensor | None, k4: torch.Tensor | None
 def _nonlinear(s: _State, activation: str, order: int, variant: str, terms: int, mean_only: bool = False) -> _State:
     """Cumulants of a = phi(z) from those of z (only the mean when ``mean_only``), keeping
     ``terms`` Mehler terms for off-diagonal covariances."""
-    var = s.cov if order == 1 else torch.diagonal(s.cov)
+    var = _diag(s.cov)
     kmax = max(terms, 4)
     c = derivative_expectations(activation, 1, s.mean, var, kmax)  # c[k] = E_G[phi^(k)]
     k3z, k4z = _perturbative(_third_diag(s), var, 3), _perturbative(s.k4, var, 4)
@@ -239,15 +246,18 @@ def _third_factors(s: _State, c: torch.Tensor, d2: torch.Tensor, activation: str
     return c[1][:, None] * s.A, c[1][:, None] * s.B, (c[2], G, slab)
 
 
-def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, variant: str) -> _State:
-    """Cumulants of z = W a + b."""
+def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, variant: str, diag_only: bool = False) -> _State:
+    """Cumulants of z = W a + b (per-neuron ones only when ``diag_only``)."""
     mean = w @ a.mean
     if b is not None:
         mean = mean + b
     if a.cov is None:
         return _State(mean, None)
     w2 = w * w
-    cov = w2 @ a.cov if order == 1 else w @ a.cov @ w.T
+    if order == 1:
+        cov = w2 @ a.cov
+    else:
+        cov = ((w @ a.cov) * w).sum(1) if diag_only else w @ a.cov @ w.T
     out = _State(mean, cov)
     if a.k3 is not None:
         out.k3 = (w2 * w) @ a.k3
@@ -264,7 +274,8 @@ def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, vari
             Y = WG * WG - w2 @ (G * G)  # sum over ordered k != l of W_ik W_il G_kj G_lj
             Xt = w2 * t[None, :]
             out.k4 = out.k4 + 3 * (XP * w2).sum(1) + 6 * (Xt * Y).sum(1)
-            star = Xt @ Y.T
-            P = (XP + w2 * a.k4[None, :]) @ w2.T + star + star.T
-            out.P = P * (1 - torch.eye(P.shape[0], dtype=P.dtype))
+            if not diag_only:
+                star = Xt @ Y.T
+                P = (XP + w2 * a.k4[None, :]) @ w2.T + star + star.T
+                out.P = P * (1 - torch.eye(P.shape[0], dtype=P.dtype))
     return out
