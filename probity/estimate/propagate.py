@@ -94,9 +94,9 @@ def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order:
 @dataclass
 class _State:
     """Cumulants of one layer's neurons. ``cov`` is (n, n), or its diagonal (n,) at K=1 and
-    at the last hidden layer;
-    the third cumulant is sum_r Sym(A[:, r], B[:, r], B[:, r]) (K=3); ``k3``/``k4`` are
-    per-neuron cumulants propagated as independent sums (augment). After a nonlinear
+    at the last hidden layer; the third cumulant is sum_r Sym(A[:, r], B[:, r], B[:, r])
+    (K=3); ``k3``/``k4`` are per-neuron cumulants propagated as independent sums
+    (augment). After a nonlinear
     step, ``fresh = (c2, G, slab)`` holds the new third-cumulant terms in the structured
     form Sym(3 c2_m e_m, G_m, G_m) + Sym(3 slab_j, e_j, e_j), so that the linear step
     multiplies W by a diagonal and an identity for free. K=3 augment also carries ``P``
