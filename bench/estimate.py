@@ -34,7 +34,7 @@ REFERENCE = {(1, "simple"): (40, 70), (2, "simple"): (12, 16), (2, "augment"): (
 def exactness_check(samples: int = 10**8) -> dict:
     """Width 8, 2 hidden layers: layer-2 pre-activation mean and variance are exact under K=2
     (layer-1 pre-activations are Gaussian); compare with ``samples`` samples (z-scores)."""
-    mlp = RandomMLP.random(8, 2, "relu", seed=0)
+    mlp = RandomMLP(8, 2, "relu", seed=0)
     gt = ground_truth(mlp, samples, cache_dir=CACHE, progress=True)
     N = gt.n_samples
     se_mean = (gt.pre_var[1] / N).sqrt()

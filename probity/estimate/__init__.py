@@ -4,7 +4,7 @@ Cumulant propagation (ARC, "Estimating the expected output of wide random MLPs m
 efficiently than sampling", 2026) written from the math, Monte Carlo with cached
 ground truth, FLOP accounting, and a sampler that uses the analytic estimate.
 
-    mlp = RandomMLP.random(width=64, hidden_layers=4, activation="relu", seed=0)
+    mlp = RandomMLP(width=64, hidden_layers=4, activation="relu", seed=0)
     est = kprop(mlp, order=3)               # LayerMeans: .pre, .act, .out
     truth = ground_truth(mlp, 10**7, cache_dir="cache")
     mse_over_var(est.out, truth.out_mean, truth.out_var, truth.n_samples)

@@ -159,7 +159,7 @@ def _timed(fn, *args, **kwargs):
 
 
 def _network_rows(cfg: BenchConfig, width: int, seed: int) -> list[Row]:
-    mlp = RandomMLP.random(width, cfg.hidden_layers, cfg.activation, seed=seed)
+    mlp = RandomMLP(width, cfg.hidden_layers, cfg.activation, seed=seed)
     gt = ground_truth(mlp, cfg.gt_samples, cache_dir=cfg.cache_dir, out_only=True, progress=False)
     fps = mc_flops_per_sample(mlp)
     base = dict(width=width, hidden_layers=cfg.hidden_layers, activation=cfg.activation, seed=seed)
@@ -219,7 +219,7 @@ def run_bench(cfg: BenchConfig, console=None) -> BenchResult:
 def wall_race(width: int, hidden_layers: int, seed: int, order: int, variant: str, gt_samples: int, cache_dir: str, activation: str = "relu") -> WallRace:
     """Run kprop, then Monte Carlo for the same wall time (batches until the clock runs
     out, same process), and compare their MSE/Var against the cached ground truth."""
-    mlp = RandomMLP.random(width, hidden_layers, activation, seed=seed)
+    mlp = RandomMLP(width, hidden_layers, activation, seed=seed)
     gt = ground_truth(mlp, gt_samples, cache_dir=cache_dir, out_only=True, progress=False)
     _timed(kprop, mlp, order, variant)  # warm up allocations and kernels
     est, est_wall = _timed(kprop, mlp, order, variant)

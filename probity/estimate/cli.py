@@ -42,7 +42,7 @@ def run(
         check_order(order, variant)
         if check and check < 2:
             raise ValueError(f"--check must be 0 (no sampling) or >= 2 samples, got {check}")
-        mlp = RandomMLP.random(width, hidden_layers, activation, init=init, seed=seed)
+        mlp = RandomMLP(width, hidden_layers, activation, init=init, seed=seed)
     except ValueError as e:
         raise typer.BadParameter(str(e))
     with torch.no_grad():

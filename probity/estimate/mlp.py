@@ -13,7 +13,6 @@ variance about 1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,23 +43,47 @@ def check_activation(activation: str) -> None:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
-@dataclass
 class RandomMLP:
     """A square random MLP. ``weights[l]`` is (n, n) float64, ``biases[l]`` is (n,) or None.
 
-    Build one with ``RandomMLP.random(width, hidden_layers, ...)`` or from your own
-    weights with ``RandomMLP.from_weights(weights, activation)``."""
+    ``RandomMLP(width, hidden_layers, activation, init, bias, seed)`` draws a network;
+    ``RandomMLP.from_weights(weights, activation)`` wraps your own weights."""
 
     weights: list[torch.Tensor]
     biases: list[torch.Tensor | None]
     activation: str
 
-    def __post_init__(self):
-        if not isinstance(self.weights, (list, tuple)):
-            raise TypeError(
-                f"RandomMLP(weights, biases, activation) wraps a list of weight matrices, got {type(self.weights).__name__}; "
-                "draw a network with RandomMLP.random(width, hidden_layers, activation, init, bias, seed)"
-            )
+    def __init__(
+        self,
+        width: int,
+        hidden_layers: int,
+        activation: str = "relu",
+        init: str = "he",
+        bias: bool = False,
+        seed: int = 0,
+        q_star: float = 1.0,
+    ):
+        """Draw a network from ``torch.manual_seed(seed)`` semantics (a private generator,
+        so global RNG state is untouched). ``init="critical"`` puts the network at the edge
+        of chaos for fixed point variance ``q_star`` (Pennington et al.), adding bias
+        variance where the activation needs it; ``bias=True`` with He init draws biases
+        N(0, 0.1)."""
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            shown = repr(width) if isinstance(width, (int, float, str)) else type(width).__name__
+            raise ValueError(f"width must be an integer >= 1, got {shown}; to wrap your own weights use RandomMLP.from_weights")
+        if not isinstance(hidden_layers, int) or hidden_layers < 0:
+            raise ValueError(f"hidden_layers must be an integer >= 0, got {hidden_layers!r}")
+        check_activation(activation)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        w_vars, b_var = _layer_variances(activation, init, hidden_layers, bias, q_star)
+        gen = torch.Generator().manual_seed(seed)
+        self.weights, self.biases, self.activation = [], [], activation
+        for w_var in w_vars:
+            w = torch.randn(width, width, generator=gen) * math.sqrt(w_var / width)
+            self.weights.append(w.double())
+            has_bias = b_var > 0
+            self.biases.append(torch.randn(width, generator=gen).double() * math.sqrt(b_var) if has_bias else None)
 
     @property
     def width(self) -> int:
@@ -78,44 +101,11 @@ class RandomMLP:
         return ACTIVATIONS[self.activation]
 
     @classmethod
-    def random(
-        cls,
-        width: int,
-        hidden_layers: int,
-        activation: str = "relu",
-        init: str = "he",
-        bias: bool = False,
-        seed: int = 0,
-        q_star: float = 1.0,
-    ) -> "RandomMLP":
-        """Draw a network from ``torch.manual_seed(seed)`` semantics (a private generator,
-        so global RNG state is untouched). ``init="critical"`` puts the network at the edge
-        of chaos for fixed point variance ``q_star`` (Pennington et al.), adding bias
-        variance where the activation needs it; ``bias=True`` with He init draws biases
-        N(0, 0.1)."""
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be an integer >= 1, got {width!r}")
-        if not isinstance(hidden_layers, int) or hidden_layers < 0:
-            raise ValueError(f"hidden_layers must be an integer >= 0, got {hidden_layers!r}")
-        check_activation(activation)
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
-        w_vars, b_var = _layer_variances(activation, init, hidden_layers, bias, q_star)
-        gen = torch.Generator().manual_seed(seed)
-        weights, biases = [], []
-        for w_var in w_vars:
-            w = torch.randn(width, width, generator=gen) * math.sqrt(w_var / width)
-            weights.append(w.double())
-            has_bias = b_var > 0
-            biases.append(torch.randn(width, generator=gen).double() * math.sqrt(b_var) if has_bias else None)
-        return cls(weights, biases, activation)
-
-    @classmethod
     def from_weights(cls, weights, activation: str = "relu", biases=None) -> "RandomMLP":
         """Wrap a user's list of (n, n) weight matrices (and optional (n,) biases)."""
         check_activation(activation)
-        if not weights:
-            raise ValueError("weights is empty; pass a list of (n, n) matrices, one per linear layer")
+        if not isinstance(weights, (list, tuple)) or not weights:
+            raise ValueError("weights must be a non-empty list of (n, n) matrices, one per linear layer")
         ws = [torch.as_tensor(w).double() for w in weights]
         if ws[0].ndim != 2:
             raise ValueError(f"weights[0] has shape {tuple(ws[0].shape)}; pass (n, n) matrices, one per linear layer")
@@ -131,7 +121,9 @@ class RandomMLP:
         for i, b in enumerate(bs):
             if b is not None and (b.shape != (n,) or not torch.isfinite(b).all()):
                 raise ValueError(f"biases[{i}] must be a finite vector of shape ({n},)")
-        return cls(ws, bs, activation)
+        mlp = cls.__new__(cls)
+        mlp.weights, mlp.biases, mlp.activation = ws, bs, activation
+        return mlp
 
     def validate(self) -> None:
         """Raise a one-line ValueError if weights are non-finite or mis-shaped."""

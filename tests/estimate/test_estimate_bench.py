@@ -12,11 +12,11 @@ from probity.estimate.cli import app
 
 def test_flops_scale_with_width():
     """K=1 costs O(n^2) per layer, K=2 and K=3 O(n^3); a sample costs about 2 L n^2."""
-    flops = {K: [count_flops(kprop, RandomMLP.random(n, 3, seed=0), K)[1] for n in (64, 128)] for K in (1, 2, 3)}
+    flops = {K: [count_flops(kprop, RandomMLP(n, 3, seed=0), K)[1] for n in (64, 128)] for K in (1, 2, 3)}
     assert 3 < flops[1][1] / flops[1][0] < 4.5  # O(n^2) plus O(n) coefficient work
     assert 7 < flops[2][1] / flops[2][0] < 8.5 and 7 < flops[3][1] / flops[3][0] < 8.5
     assert flops[1][1] < flops[2][1] < flops[3][1]
-    fps = mc_flops_per_sample(RandomMLP.random(64, 3, seed=0))
+    fps = mc_flops_per_sample(RandomMLP(64, 3, seed=0))
     assert 2 * 4 * 64**2 <= fps < 1.05 * 2 * 4 * 64**2
     assert x_mc(0.01, 1000, 500) == 50 and x_mc(-1e-9, 1000, 500) is None
 
@@ -26,13 +26,13 @@ def test_k2_matrix_products_are_exactly_counted():
     the diagonal of the last one (2 n^3): (4H - 4) n^3 for H >= 2 hidden layers."""
     for H, n in [(2, 16), (4, 24)]:
         with FlopCounterMode(display=False) as counter:  # torch's own counts: matrix products only
-            kprop(RandomMLP.random(n, H, seed=0), 2)
+            kprop(RandomMLP(n, H, seed=0), 2)
         assert counter.get_total_flops() == (4 * H - 4) * n**3
 
 
 def test_blend_beats_both_parts(tmp_path):
     """blend is never worse than kprop alone or plain sampling at the same sample count."""
-    mlp = RandomMLP.random(32, 4, "relu", seed=1)
+    mlp = RandomMLP(32, 4, "relu", seed=1)
     gt = ground_truth(mlp, 10**6, cache_dir=tmp_path, out_only=True, progress=False)
     k2 = mse_over_var(kprop(mlp, 2, "augment").out, gt.out_mean, gt.out_var, gt.n_samples)
     for n in (30, 3_000, 100_000):

@@ -22,7 +22,7 @@ def _quad_mean(activation, mean, sd, power=lambda a: a):
 @pytest.mark.parametrize("activation", ["relu"] + SMOOTH)
 def test_k1_exact_at_first_hidden_layer(activation):
     """Pre-activations of layer 1 are exactly Gaussian, so K=1 is exact there (1e-9)."""
-    mlp = RandomMLP.random(12, 2, activation, seed=3, bias=True)
+    mlp = RandomMLP(12, 2, activation, seed=3, bias=True)
     est = kprop(mlp, order=1)
     w, b = mlp.weights[0], mlp.biases[0]
     sd = w.pow(2).sum(1).sqrt()
@@ -70,7 +70,7 @@ def test_k2_covariance_exact_for_gaussian_input(activation):
 def test_k2_two_layer_network_within_noise():
     """Width 8, 2 hidden layers: K=2's variance of the second pre-activation (exact, since
     layer-1 pre-activations are Gaussian) agrees with 10^6 samples; K=1's diagonal one does not."""
-    mlp = RandomMLP.random(8, 2, "relu", seed=1)
+    mlp = RandomMLP(8, 2, "relu", seed=1)
     stats = monte_carlo(mlp, 1_000_000, generator=torch.Generator().manual_seed(5))
     N = stats.n_samples
     k2, k1 = kprop(mlp, order=2), kprop(mlp, order=1)
@@ -84,7 +84,7 @@ def test_k2_two_layer_network_within_noise():
 
 def test_error_falls_with_order(tmp_path):
     """At width 32, 4 hidden layers: MSE/Var(K=3) < MSE/Var(K=2) / 2 and MSE/Var(K=2) < MSE/Var(K=1) / 2."""
-    mlp = RandomMLP.random(32, 4, "relu", seed=0)
+    mlp = RandomMLP(32, 4, "relu", seed=0)
     gt = ground_truth(mlp, 10**6, cache_dir=tmp_path, out_only=True, progress=False)
     mse = {K: mse_over_var(kprop(mlp, K).out, gt.out_mean, gt.out_var, gt.n_samples) for K in (1, 2, 3)}
     assert mse[3] < mse[2] / 2 and mse[2] < mse[1] / 2, mse
@@ -93,11 +93,11 @@ def test_error_falls_with_order(tmp_path):
 @pytest.mark.parametrize("order,variant,activation", [(1, "augment", "relu"), (2, "simple", "gelu"), (3, "augment", "relu"), (3, "simple", "tanh")])
 def test_gradients_match_finite_differences(order, variant, activation):
     """The estimate is differentiable in the weights: autograd == central differences."""
-    base = RandomMLP.random(5, 2, activation, seed=2)
+    base = RandomMLP(5, 2, activation, seed=2)
     r = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
     def f(*ws):
-        return (kprop(RandomMLP(list(ws), base.biases, activation), order, variant).out * r).sum()
+        return (kprop(RandomMLP.from_weights(list(ws), activation, base.biases), order, variant).out * r).sum()
 
     ws = tuple(w.clone().requires_grad_(True) for w in base.weights)
     assert torch.autograd.gradcheck(f, ws, eps=1e-6, atol=1e-6, rtol=1e-4)
@@ -105,7 +105,7 @@ def test_gradients_match_finite_differences(order, variant, activation):
 
 def test_edgeworth_stays_perturbative_on_narrow_networks(tmp_path):
     """At n=16 some neurons get standardised k4 ~ 75; clipping keeps K=3 better than K=1 there."""
-    mlp = RandomMLP.random(16, 4, "relu", seed=4)
+    mlp = RandomMLP(16, 4, "relu", seed=4)
     gt = ground_truth(mlp, 10**6, cache_dir=tmp_path, out_only=True, progress=False)
     mse = {K: mse_over_var(kprop(mlp, K, "augment").out, gt.out_mean, gt.out_var, gt.n_samples) for K in (1, 3)}
     assert mse[3] < mse[1] / 3, mse
