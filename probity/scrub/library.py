@@ -74,6 +74,11 @@ def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, 
         hyp("emb->Q", 0.51, "the induction heads' queries read only the token embeddings", emb_q, exact(["k", "v"])),
         hyp("prev->K", 0.83, "the induction heads' keys read only the previous-token heads", prev_k, exact(["q", "v"])),
         hyp("all-three", 0.36, "values and queries from the embeddings, keys from the previous-token heads", emb_v, emb_q, prev_k),
+        # ours: the current token reaches the induction heads' values through the non-previous-token
+        # layer-0 heads (0.0 here) as much as directly; these two make that claim explicit
+        hyp("emb+L0->V", None, "emb->V, with the non-previous-token layer-0 heads also allowed into the values",
+            Node("emb+L0->V", ["embed", *others], via=["v"]), exact(["q", "k"])),
+        hyp("all-three+L0", None, "all-three with emb+L0->V", Node("emb+L0->V", ["embed", *others], via=["v"]), emb_q, prev_k),
         hyp("refined", 0.89, "all-three, plus positions everywhere, the other layer-0 heads into queries and values, embeddings into keys",
             Node("V", ["embed", "pos", *others], via=["v"]), Node("Q", ["embed", "pos", *prev_sites, *others], via=["q"]),
             Node("K", ["embed", "pos", *prev_sites], via=["k"])),
