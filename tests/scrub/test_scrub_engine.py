@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from oracle import naive_logits
+from scrub_oracle import naive_logits
 
 from probity.scrub import engine
 from probity.scrub.hypothesis import Hypothesis, Node
