@@ -44,7 +44,7 @@ def run_command(
     try:
         result = run(cfg, console)
     except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(2) from None
     table = Table(title=f"elicitation ({result.testbed})")
     for col in ("technique", "facts mentioned", "pooled", "facts lied", "refusal", "truthful"):

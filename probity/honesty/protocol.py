@@ -151,13 +151,20 @@ class SampleStore:
 
     def __init__(self, path: Path | None):
         self.path, self.done = path, {}
-        if path is not None and path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.done[(rec["technique"], rec["qid"])] = rec["responses"]
+        if path is None or not path.is_file():
+            return
+        from probity.report import atomic_write_text
+
+        text, good = path.read_text(), []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.done[(rec["technique"], rec["qid"])] = rec["responses"]
+            good.append(line)
+        if text != "".join(line + "\n" for line in good):  # drop a torn tail before appending again
+            atomic_write_text(path, "".join(line + "\n" for line in good))
 
     def add(self, technique: str, qids: list[str], responses: list[list[str]]) -> None:
         for qid, rs in zip(qids, responses):

@@ -93,7 +93,7 @@ def test_cli_writes_json_and_html(tmp_path):
     assert {"detector", "auroc", "balanced_accuracy"} <= set(data["detection"][0])
     assert (out / "index.html").read_text().count("data:image/png") >= 2
     bad = CliRunner().invoke(app, ["honesty", "run", "--testbed", str(tmp_path / "nope.yaml")])
-    assert bad.exit_code == 2 and "not found" in bad.output
+    assert bad.exit_code == 2 and "not found" in " ".join(bad.output.split())
 
 
 def test_real_smollm2_end_to_end(smollm2):
