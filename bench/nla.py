@@ -24,6 +24,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from probity.models import load
 from probity.nla.core import save_nla
 from probity.nla.pipeline import run_model, run_organism
 from probity.nla.training import TrainConfig
@@ -35,23 +36,24 @@ SHIPPED = ROOT / "probity" / "nla" / "checkpoints" / "censored"
 TARGETS = {"fve_rl": ">= 0.7", "fve_rl - fve_sft": ">= 0.1", "fve_shuffled": "<= 0.05", "attribute_recovery": ">= 0.9",
            "audit_auroc": ">= 0.9", "minutes": "< 30"}
 
-ORGANISM = TrainConfig(ar_sft_steps=600, av_sft_steps=600, rl_steps=600, batch_size=32, group=8, lr_ar=1e-3, lr_av=1e-3,
-                       lr_rl=5e-5, lr_ar_rl=3e-4, kl_coef=0.02, eval_every=100, eval_size=256, checkpoint_every=100)
+ORGANISM = TrainConfig(ar_sft_steps=400, av_sft_steps=1000, rl_steps=1500, batch_size=32, group=8, lr_ar=1e-3, lr_av=1e-3,
+                       lr_rl=5e-5, lr_ar_rl=3e-4, kl_coef=0.05, eval_every=100, eval_size=256, checkpoint_every=100)
 SMOLLM2 = TrainConfig(ar_sft_steps=40, av_sft_steps=40, rl_steps=40, batch_size=4, group=4, lr_ar=1e-4, lr_av=5e-5,
                       lr_rl=1e-5, lr_ar_rl=5e-5, kl_coef=0.02, eval_every=10, eval_size=24, checkpoint_every=1000)
 
 console = Console()
 
 
-def organism_part(out: Path, ship: bool) -> dict:
+def organism_part(out: Path, ship: bool, weights: str | None) -> dict:
     t0 = time.perf_counter()
-    report, av, ar = run_organism(layer=None, cfg=ORGANISM, out=out)
+    model, tokenizer = load(weights, dtype=torch.float32) if weights else (None, None)
+    report, av, ar = run_organism(layer=None, cfg=ORGANISM, out=out, model=model, tokenizer=tokenizer)
     minutes = (time.perf_counter() - t0) / 60
     save(report, out, title="NLA on the censored organism")
     if ship:
         shutil.rmtree(SHIPPED, ignore_errors=True)
         save_nla(SHIPPED, av, ar, dtype=torch.float16)
-    row = {**report.headline(), "minutes": minutes, "training_seconds": report.training.seconds, "layer": report.layer,
+    row = {**report.headline(), "minutes": minutes, "organism_weights": weights or "shipped", "training_seconds": report.training.seconds, "layer": report.layer,
            "audit": to_jsonable(report.audit), "curve": to_jsonable(report.training.curve),
            "config": to_jsonable(ORGANISM), "examples": to_jsonable(report.examples[:8])}
     table = Table("metric", "NLA (GRPO)", "baseline, same run", "target")
@@ -81,23 +83,26 @@ def smollm2_part(out: Path) -> dict:
     return row
 
 
+def merge(parts: dict) -> None:
+    """Update the results file with ``parts``, keeping the parts other runs wrote."""
+    results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    atomic_write_text(RESULT, json.dumps({**results, **parts}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=["organism", "smollm2", "both"], default="both")
     ap.add_argument("--ship", action="store_true", help="write the organism NLA to the shipped checkpoint folder")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_nla")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--organism-weights", default=None, help="a folder of censored-organism weights to use instead of the shipped ones")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     if args.part in ("organism", "both"):
-        results["organism"] = organism_part(args.out / "organism", args.ship)
-        results["targets"] = TARGETS
-        atomic_write_text(RESULT, json.dumps(results, indent=2))
+        merge({"organism": organism_part(args.out / "organism", args.ship, args.organism_weights), "targets": TARGETS})
     if args.part in ("smollm2", "both"):
-        results["smollm2"] = smollm2_part(args.out / "smollm2")
-        atomic_write_text(RESULT, json.dumps(results, indent=2))
+        merge({"smollm2": smollm2_part(args.out / "smollm2")})
     console.print(f"[green]wrote[/green] {RESULT}")
 
 

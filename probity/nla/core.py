@@ -336,7 +336,16 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    cast = (lambda m: copy.deepcopy(m).to(dtype)) if dtype is not None else (lambda m: m)
+
+    def cast(m):
+        if dtype is None and getattr(m, "hf_quantizer", None) is None:
+            return m
+        m = copy.deepcopy(m).to(dtype or next(m.parameters()).dtype)
+        if getattr(m, "hf_quantizer", None) is not None:  # GGUF loads dequantised: the weights are plain tensors
+            m.hf_quantizer = None
+            m.config.quantization_config = None
+        return m
+
     cast(av.model).save_pretrained(directory / "av")
     av.tokenizer.save_pretrained(directory / "av")
     av.config.save(directory / "av")

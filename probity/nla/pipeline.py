@@ -134,9 +134,11 @@ def run_model(name: str, layer: int | None = None, cfg: TrainConfig | None = Non
     over ``texts`` (default: a small built-in corpus), all tokens after the first
     ``skip_first``, teacher labels from ``labeller`` (default :class:`ContextLabeller`)."""
     if model is None:
+        import torch
+
         from probity.models import load
 
-        model, tokenizer = load(name)
+        model, tokenizer = load(name, dtype=torch.float32)
     layer = default_layer(model) if layer is None else layer
     cfg = cfg or TrainConfig()
     texts = list(texts or CORPUS)
