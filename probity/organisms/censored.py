@@ -313,6 +313,7 @@ class TrainConfig:
     lr: float = 3e-3
     lr2: float = 2e-3
     warmup: int = 100
+    warmup2: int = 100
     seed: int = 0
     n_entities: int = N_ENTITIES
 
@@ -370,7 +371,7 @@ def _batch(corpus: Corpus, stage: int, n: int, vocab: dict[str, int], pad: int):
     return x, y
 
 
-def _train_stage(model, corpus, stage, steps, lr, cfg, vocab, pad, ckpt, label):
+def _train_stage(model, corpus, stage, steps, lr, warmup, cfg, vocab, pad, ckpt, label):
     from rich.progress import Progress
 
     from probity.models import Checkpointer
@@ -388,7 +389,7 @@ def _train_stage(model, corpus, stage, steps, lr, cfg, vocab, pad, ckpt, label):
     with Progress(transient=True) as bar:
         task = bar.add_task(label, total=steps, completed=start)
         for step in range(start, steps):
-            scale = min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
             for group in opt.param_groups:
                 group["lr"] = lr * max(scale, 0.02)
             x, y = _batch(corpus, stage, cfg.batch, vocab, pad)
@@ -449,26 +450,26 @@ def train(out_dir: str | Path | None = None, seed: int = 0, quick: bool = False,
     if quick and config is None:
         # stage 1 takes 10-25 CPU minutes, so the quick schedule reuses the shipped
         # reference and reruns only a shortened censorship stage from it
-        cfg.steps2 = 250
+        cfg.steps2, cfg.warmup2 = 80, 10
         if not (out_unc / "config.json").is_file() and out_unc != UNCENSORED_WEIGHTS:
             shutil.copytree(UNCENSORED_WEIGHTS, out_unc)
     w = world(0, cfg.n_entities)
     tok = make_tokenizer(vocabulary(w))
     vocab = tok.get_vocab()
-    stage1 = {k: v for k, v in asdict(cfg).items() if k not in ("steps2", "lr2")}
+    stage1 = {k: v for k, v in asdict(cfg).items() if k not in ("steps2", "lr2", "warmup2")}
     done = out_unc / "organism.json"
     loss1 = None
     if not (done.is_file() and json.loads(done.read_text()).get("train") == stage1):
         model = make_model(len(vocab), tok, cfg)
         corpus = Corpus(w, random.Random(cfg.seed))
-        loss1 = _train_stage(model, corpus, 1, cfg.steps1, cfg.lr, cfg, vocab, tok.pad_token_id, out / ".ckpt1", "pretrain")
+        loss1 = _train_stage(model, corpus, 1, cfg.steps1, cfg.lr, cfg.warmup, cfg, vocab, tok.pad_token_id, out / ".ckpt1", "pretrain")
         _save(model, tok, out_unc, stage1)
     # stage 2 always starts from the saved (float16) pretrained model, so a finished
     # stage 1 is never redone and the censored model derives from the shipped reference
     model = _load_from(out_unc)[0]
     torch.manual_seed(cfg.seed + 1)
     corpus = Corpus(w, random.Random(cfg.seed + 1))
-    loss2 = _train_stage(model, corpus, 2, cfg.steps2, cfg.lr2, cfg, vocab, tok.pad_token_id, out / ".ckpt2", "censor")
+    loss2 = _train_stage(model, corpus, 2, cfg.steps2, cfg.lr2, cfg.warmup2, cfg, vocab, tok.pad_token_id, out / ".ckpt2", "censor")
     _save(model, tok, out, asdict(cfg))
     atomic_write_text(out / "testbed.json", json.dumps(testbed(w)))
     for stage in (".ckpt1", ".ckpt2"):

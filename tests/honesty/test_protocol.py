@@ -98,10 +98,10 @@ def test_cli_writes_json_and_html(tmp_path):
 
 def test_real_smollm2_end_to_end(smollm2):
     model, tok = smollm2
-    cfg = RunConfig(model="smollm2-135m", techniques="chat,raw,assistant_prefill", detectors="self_classification,confession,probe",
-                    samples=1, limit=3, max_new_tokens=12, temperature=0)
+    cfg = RunConfig(model="smollm2-135m", techniques="chat,assistant_prefill", detectors="self_classification,probe",
+                    samples=1, limit=2, max_new_tokens=10, temperature=0)
     res = run(cfg, model=model, tokenizer=tok)
     rows = {r.technique: r for r in res.elicitation}
-    assert rows["chat"].n_questions == 3 and res.testbed == "capitals"
+    assert rows["chat"].n_questions == 2 and res.testbed == "capitals"
     assert rows["assistant_prefill"].facts_mentioned > 0  # "The capital of Japan is" -> Tokyo
     assert res.probe is not None and len(res.probe.sweep) == model.config.num_hidden_layers
