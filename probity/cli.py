@@ -47,13 +47,6 @@ def main(
     """probity: audit what neural networks compute, not only what they output."""
 
 
-@dataclasses.dataclass
-class Tour:
-    """The tour's report: one section per instrument."""
-
-    sections: dict
-
-
 @app.command()
 def tour(
     out: Path = typer.Option(Path("runs/tour"), help="Folder for result.json and index.html."),
@@ -69,5 +62,7 @@ def tour(
             continue
         console.rule(f"[bold]{name}")
         sections[name] = importlib.import_module(f"probity.{name}.tour").section(console)
-    path = report.save(Tour(sections=sections), out, title="probity tour")
+    # One field per section that ran, so each renders as a top-level section of the page.
+    tour_result = dataclasses.make_dataclass("Tour", [(name, type(result)) for name, result in sections.items()])
+    path = report.save(tour_result(**sections), out, title="probity tour")
     console.print(f"[green]report:[/green] {path}")
