@@ -12,7 +12,6 @@ Ground truths are cached under bench/results/cache/ (resumable), so a rerun is q
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def main() -> None:
     payload = report.to_jsonable(result)
     payload.update({"reference_n64": ref, "exactness": exact})
     out = Path("runs/estimate_quick.json") if quick else ROOT / "results" / "estimate.json"
-    report.atomic_write_text(out, json.dumps(payload, indent=1, allow_nan=False))
+    report.write_json(out, payload, indent=1)
     console.print(f"[green]wrote[/green] {out}")
     console.print(f"[green]report:[/green] {report.save(result, 'runs/estimate-bench', title='probity estimate bench')}")
 

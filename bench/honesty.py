@@ -10,7 +10,6 @@ bench/results/honesty.json. About 5 minutes on 2 busy CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probity.honesty import RunConfig, run
-from probity.report import atomic_write_text, to_jsonable
+from probity.report import to_jsonable, write_json
 
 OUT = Path(__file__).parent / "results" / "honesty.json"
 
@@ -82,7 +81,7 @@ def main() -> None:
     console.print(table)
     payload = {"config": to_jsonable(cfg), "wall_s": round(time.time() - start, 1), "targets": checks,
                "probe": to_jsonable(result.probe), **to_jsonable(result.summary())}
-    atomic_write_text(OUT, json.dumps(payload, indent=2))
+    write_json(OUT, payload)
     console.print(f"[green]wrote[/green] {OUT}")
 
 

@@ -28,7 +28,7 @@ from probity.models import load
 from probity.nla.core import save_nla
 from probity.nla.pipeline import run_model, run_organism
 from probity.nla.training import TrainConfig
-from probity.report import atomic_write_text, save, to_jsonable
+from probity.report import save, to_jsonable, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "nla.json"
@@ -86,7 +86,7 @@ def smollm2_part(out: Path) -> dict:
 def merge(parts: dict) -> None:
     """Update the results file with ``parts``, keeping the parts other runs wrote."""
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
-    atomic_write_text(RESULT, json.dumps({**results, **parts}, indent=2))
+    write_json(RESULT, {**results, **parts})
 
 
 def main() -> None:

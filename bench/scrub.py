@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from probity import report
 from probity.scrub import Scrubber, case_study, setup
 from probity.scrub import engine
 
@@ -139,8 +140,7 @@ def main() -> None:
                           f"{r['spread_over_seeds']:.3f}", f"{r['mean_bootstrap_stderr']:.3f}", f"{r['share_worse']:.2f}", flags)
         console.print(table)
         console.print(f"paper order holds per seed: {study['in_paper_order_per_seed']}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    report.write_json(out, results)
     console.print(f"wrote {out}")
 
 

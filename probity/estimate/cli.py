@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -61,9 +60,9 @@ def run(
     console.print(table)
     if json_path:
         payload = {"order": order, "variant": variant, "flops": flops, "act": [a.tolist() for a in est.act], "pre": [p.tolist() for p in est.pre], "out": est.out.tolist()}
-        from probity.report import atomic_write_text
+        from probity.report import write_json
 
-        atomic_write_text(json_path, json.dumps(payload))
+        write_json(json_path, payload, indent=None)
         console.print(f"[green]wrote[/green] {json_path}")
 
 
@@ -118,7 +117,6 @@ def bench(
     result = run_bench(cfg, console)
     print_summary(result, console)
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        report.atomic_write_text(json_path, json.dumps(report.to_jsonable(result), indent=1, allow_nan=False))
+        report.write_json(json_path, result, indent=1)
         console.print(f"[green]wrote[/green] {json_path}")
     console.print(f"[green]report:[/green] {report.save(result, out, title='probity estimate bench')}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -60,6 +59,6 @@ def run_command(
         table.add_row(d.detector, _fmt(d.auroc), _fmt(d.balanced_accuracy), str(d.n_lies), str(d.n_truthful))
     console.print(table)
     if json_path is not None:
-        report.atomic_write_text(json_path, json.dumps(report.to_jsonable(result.summary()), indent=2))
+        report.write_json(json_path, result.summary())
         console.print(f"[green]json:[/green] {json_path}")
     console.print(f"[green]report:[/green] {report.save(result, out, title=f'honesty: {model}')}")

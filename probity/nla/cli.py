@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -50,7 +49,7 @@ def train(
     html = report.save(result, out, title=f"NLA on {model}")
     _print_headline(result.headline())
     if json_path is not None:
-        report.atomic_write_text(json_path, json.dumps(report.to_jsonable(result.headline()), indent=2))
+        report.write_json(json_path, result.headline())
     console.print(f"[green]checkpoint:[/green] {result.checkpoint}   [green]report:[/green] {html}")
 
 

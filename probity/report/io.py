@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -37,6 +38,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """``atomic_write_bytes`` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> Path:
+    """Write ``value`` (dataclasses, tensors and arrays included) to ``path`` as strict
+    JSON, atomically; non-finite floats become ``null``."""
+    return atomic_write_text(path, json.dumps(to_jsonable(value), indent=indent, allow_nan=False))
 
 
 def to_jsonable(value: Any) -> Any:

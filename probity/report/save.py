@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from probity.report.html import render_html
-from probity.report.io import atomic_write_text, to_jsonable
+from probity.report.io import atomic_write_text, write_json
 
 T = TypeVar("T")
 
@@ -20,8 +20,7 @@ def save(result: Any, out_dir: str | os.PathLike, title: str | None = None) -> P
     if not (dataclasses.is_dataclass(result) and not isinstance(result, type)):
         raise TypeError(f"save() takes a result dataclass instance, got {type(result).__name__}")
     out = Path(out_dir)
-    payload = {"type": type(result).__name__, "result": to_jsonable(result)}
-    atomic_write_text(out / "result.json", json.dumps(payload, indent=2, allow_nan=False))
+    write_json(out / "result.json", {"type": type(result).__name__, "result": result})
     html = render_html(result, title or type(result).__name__)
     return atomic_write_text(out / "index.html", html)
 

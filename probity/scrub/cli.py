@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -56,10 +55,8 @@ def run(
                   f"constant predictor {c.constant_loss:.4f}" + (" [red]WORSE THAN CONSTANT[/red]" if c.worse_than_constant else "")
                   + (" [red]CANCELLATION SUSPECTED[/red]" if c.cancellation_suspected else ""))
     if json_path is not None:
-        from probity.report import atomic_write_text, to_jsonable
-
         headline = {k: getattr(result, k) for k in ("loss_model", "loss_scrubbed_all", "loss_hypothesis", "loss_recovered", "stderr")}
-        headline["per_node"] = {n.node: to_jsonable(n) for n in result.per_node}
-        headline["cancellation"] = to_jsonable(c)
-        atomic_write_text(json_path, json.dumps(headline, indent=2))
+        headline["per_node"] = {n.node: n for n in result.per_node}
+        headline["cancellation"] = c
+        report.write_json(json_path, headline)
     console.print(f"[green]report:[/green] {report.save(result, out, title=f'scrub {organism} {hyp.name}')}")
