@@ -7,7 +7,6 @@ reference mean so that sum-of-squares variances keep their precision at 10^8 sam
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 from rich.progress import Progress
 
 from probity.estimate.mlp import RandomMLP, check_mlp
-from probity.report import atomic_write_bytes
+from probity.models.checkpoint import atomic_torch_save
 
 CHUNK = 1_000_000  # samples per checkpointed chunk of a ground-truth run
 
@@ -131,12 +130,6 @@ def network_key(mlp: RandomMLP, n_samples: int, seed: int, out_only: bool = Fals
     return h.hexdigest()[:24]
 
 
-def _save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def ground_truth(
     mlp: RandomMLP,
     n_samples: int,
@@ -174,9 +167,9 @@ def ground_truth(
             acc.merge(part)
             chunk += 1
             if partial is not None and chunk < n_chunks:
-                _save({"moments": acc.state(), "chunk": chunk}, partial)
+                atomic_torch_save(partial, {"moments": acc.state(), "chunk": chunk})
     stats = acc.stats(0 if out_only else mlp.hidden_layers)
     if final is not None:
-        _save(stats.__dict__, final)
+        atomic_torch_save(final, stats.__dict__)
         partial.unlink(missing_ok=True)
     return stats

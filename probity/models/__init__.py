@@ -13,7 +13,7 @@ Public API::
     Checkpointer(folder)                          # atomic, resumable checkpoints
 """
 
-from probity.models.checkpoint import Checkpointer
+from probity.models.checkpoint import Checkpointer, atomic_torch_save
 from probity.models.load import SMOLLM2, load, smollm2_gguf, tiny, to_bridge, word_tokenizer
 from probity.models.sites import (
     PatchError,
@@ -29,6 +29,6 @@ from probity.models.sites import (
 )
 
 __all__ = [
-    "SMOLLM2", "Checkpointer", "PatchError", "Site", "SiteError", "cache", "caching", "load", "model_dtype",
+    "SMOLLM2", "Checkpointer", "atomic_torch_save", "PatchError", "Site", "SiteError", "cache", "caching", "load", "model_dtype",
     "patch", "patching", "run", "sites", "smollm2_gguf", "tiny", "to_bridge", "word_tokenizer",
 ]

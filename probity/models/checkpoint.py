@@ -12,6 +12,13 @@ import torch
 from probity.report.io import atomic_write_bytes
 
 
+def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    """``torch.save(obj, path)`` through a temp file and a rename (never a torn file)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 class Checkpointer:
     """Keeps ``step-XXXXXXXX.pt`` files in ``folder``; each is written to a temp file and
     renamed, so a job killed mid-write leaves the previous checkpoint intact.
@@ -30,9 +37,7 @@ class Checkpointer:
 
     def save(self, step: int, state: Any) -> Path:
         """Write the checkpoint for ``step`` and drop all but the newest ``keep``."""
-        buf = io.BytesIO()
-        torch.save({"step": step, "state": state}, buf)
-        path = atomic_write_bytes(self.folder / f"step-{step:08d}.pt", buf.getvalue())
+        path = atomic_torch_save(self.folder / f"step-{step:08d}.pt", {"step": step, "state": state})
         for old in self._steps()[: -self.keep]:
             (self.folder / f"step-{old:08d}.pt").unlink(missing_ok=True)
         return path

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from probity.scrub.model import KINDS, OUTPUT, Component, Decomposed
+from probity.scrub.model import KINDS, Component, Decomposed
 
 SPECIAL_FEATURES = ("identity", "none")
 ALL_VIA = (*KINDS, "in")
