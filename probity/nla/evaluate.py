@@ -14,14 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probity.nla.core import Verbalizer, extract
-
-
-def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
-    """Area under the ROC curve: P(score of a random positive > random negative), ties 1/2."""
-    if not positive or not negative:
-        raise ValueError("auroc needs at least one positive and one negative score")
-    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
-    return wins / (len(positive) * len(negative))
+from probity.report.metrics import auroc
 
 
 @dataclasses.dataclass
@@ -107,5 +100,5 @@ def audit(model, tokenizer, av: Verbalizer, texts: Sequence[str], concept: str, 
         rows.append(TranscriptFlags(i, len(flagged) / max(1, len(mine)), labels[i], flagged))
     score = None
     if all(lab is not None for lab in labels) and len(set(labels)) == 2:
-        score = auroc([r.score for r in rows if r.label], [r.score for r in rows if not r.label])
+        score = auroc([r.score for r in rows], [bool(r.label) for r in rows])
     return AuditReport(concept, len(texts), len(descriptions), sum(len(r.flagged) for r in rows), score, rows)

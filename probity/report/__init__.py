@@ -5,6 +5,8 @@ A result is any dataclass. ``save(result, dir)`` writes ``result.json`` and
 key/value table, a list of flat dicts or dataclasses becomes a table, a nested
 dataclass becomes a section, and any object with a ``figures()`` method
 (returning ``{title: matplotlib Figure}``) contributes inline PNG figures.
+``probity.report.metrics`` holds the classification metrics instruments share
+(AUROC, balanced accuracy).
 """
 
 from probity.report.io import atomic_write_bytes, atomic_write_text, to_jsonable, write_json

@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from probity.nla.cli import app
-from probity.nla.evaluate import auroc, mentions, read_transcripts
+from probity.nla.evaluate import mentions, read_transcripts
+from probity.report.metrics import auroc
 
 runner = CliRunner()
 
@@ -61,5 +62,5 @@ def test_bad_input_fails_fast(tmp_path):
 
 
 def test_auroc_and_mentions():
-    assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1], [1]) == 0.5 and auroc([0, 2], [1]) == 0.5
+    assert auroc([3, 4, 1, 2], [1, 1, 0, 0]) == 1.0 and auroc([1, 1], [1, 0]) == 0.5 and auroc([0, 2, 1], [1, 1, 0]) == 0.5
     assert mentions("The model  is LYING here", "is lying") and not mentions("honest", "lie")
