@@ -62,12 +62,14 @@ def sample(n: int, seed: int = 0, kinds: tuple[float, ...] = (0.25, 0.25, 0.25, 
 def features(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """Ground-truth features of token rows ``[n, 42]``: per-row ``balanced``, ``count_test``,
     ``horizon_test``, ``starts_open``, ``open_proportion``, ``length`` ([n]), and per-position
-    ``elevation`` (opens minus closes from position i to the end) and ``horizon_ok``
-    (that elevation is <= 0, i.e. no suffix has more opens than closes) ([n, 42])."""
+    ``elevation`` (opens minus closes from position i to the end), ``horizon_ok``
+    (that elevation is <= 0, i.e. no suffix has more opens than closes) and ``open_after``
+    (the proportion of opens among the parens from position i to the end; NaN where none) ([n, 42])."""
     step = (tokens == OPEN).long() - (tokens == CLOSE).long()
     is_paren = (tokens == OPEN) | (tokens == CLOSE)
     length = is_paren.sum(1)
     suffix = step.flip(1).cumsum(1).flip(1)  # opens - closes from i to the end
+    parens_after = is_paren.long().flip(1).cumsum(1).flip(1)
     count = suffix[:, 1] == 0
     horizon_ok = (suffix <= 0) | ~is_paren
     horizon = horizon_ok.all(1)
@@ -76,6 +78,7 @@ def features(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         "starts_open": tokens[:, 1] == OPEN,
         "open_proportion": (tokens == OPEN).sum(1).float() / length.clamp(min=1).float(),
         "length": length, "elevation": suffix, "horizon_ok": horizon_ok,
+        "open_after": (parens_after + suffix).float() / 2 / parens_after.float(),
     }
 
 

@@ -3,11 +3,11 @@
 Public API::
 
     Hypothesis, Node, load_hypothesis(path)      # hypotheses as data (Python, YAML, JSON)
-    Task, paren_task(n, seed), induction_task(n, seed)
-    scrub(model, task, hypothesis, seed) -> ScrubResult
+    Task, paren_task(n, seed, model), induction_task(n, seed)
+    scrub(model, task, hypothesis, seed, replicates=0) -> ScrubResult   # stderr; stderr_experiment
     Scrubber(model, task, seed)                  # shares one clean cache across hypotheses
     builtin(organism, meta) -> {name: Hypothesis}
-    case_study(organism) -> CaseStudy            # all built-ins, ours beside the paper
+    case_study(organism, roles=None) -> CaseStudy   # all built-ins, ours beside the paper
 """
 
 from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node

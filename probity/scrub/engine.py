@@ -33,6 +33,17 @@ class Gather:
 
 
 @dataclass(frozen=True)
+class Phi:
+    """A component's output split into its linear fit on a per-row ``feature`` (a vector per
+    position times the feature), computed on ``rows``, plus the fit's residual on ``rest``."""
+
+    target: Component
+    rows: Rows
+    rest: Rows
+    feature: str
+
+
+@dataclass(frozen=True)
 class Sum:
     """A receiver's input: biases plus terms, each on all positions or only on ``positions``."""
 
@@ -77,6 +88,8 @@ def compile_plan(model: Decomposed, root: Resolved, n_ctx: int):
 
     def out(c: Component, node: Resolved):
         rows = alias[node.index]
+        if node.node.phi is not None and c.kind not in ("embed", "pos"):
+            return intern(Phi(c, rows, rest_rows(node), node.node.phi))
         if node.leaf or c.kind in ("embed", "pos"):
             return intern(Gather(c, rows))
         if c.kind == "head":
@@ -131,6 +144,8 @@ def gather_targets(expr) -> set[tuple[Component, bool]]:
         if isinstance(e, Gather):
             found.add((e.target, e.resid))
             found |= {(x, False) for x in e.exclude}
+        elif isinstance(e, Phi):
+            found.add((e.target, False))
         elif isinstance(e, Sum):
             stack += [p for p, _ in e.parts]
         elif isinstance(e, Head):
@@ -147,15 +162,21 @@ class CleanCache:
     gathered rows instead (slow; the invariance tests compare the two)."""
 
     def __init__(self, model: Decomposed, tokens: torch.Tensor, targets: set[tuple[Component, bool]],
-                 chunk: int = 256, enabled: bool = True, progress=None):
+                 chunk: int = 256, enabled: bool = True, progress=None, features: dict | None = None):
         self.model, self.tokens, self.targets, self.enabled = model, tokens, targets, enabled
+        self.features = features or {}
         self.store: dict[tuple[Component, bool], torch.Tensor] = {}
+        self.fits: dict[tuple[Component, str], torch.Tensor] = {}
         if enabled:
             pieces = [self._forward(tokens[i:i + chunk]) for i in range(0, len(tokens), chunk)]
             self.store = {t: torch.cat([p[t] for p in pieces]) for t in targets}
 
+    def _run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
+        """Clean logits and every component's output on ``tokens``."""
+        return self.model.run(tokens)
+
     def _forward(self, tokens: torch.Tensor) -> dict[tuple[Component, bool], torch.Tensor]:
-        logits, outs = self.model.run(tokens)
+        logits, outs = self._run(tokens)
         out = {}
         for comp, resid in self.targets:
             if comp == self.model.output and not resid:
@@ -165,6 +186,15 @@ class CleanCache:
             else:
                 out[(comp, resid)] = outs[comp]
         return out
+
+    def fit(self, target: Component, feature: str) -> torch.Tensor:
+        """Least-squares direction ``[P, d]`` of ``target``'s clean output on the per-row ``feature``
+        over the whole dataset (no intercept: output ~ v_p * f)."""
+        if (target, feature) not in self.fits:
+            f = self.features[feature].double()
+            out = self.gather((target, False), torch.arange(len(self.tokens))).double()
+            self.fits[(target, feature)] = (torch.einsum("b,bpd->pd", f, out) / (f @ f).clamp(min=1e-12)).float()
+        return self.fits[(target, feature)]
 
     def gather(self, target: tuple[Component, bool], rows: torch.Tensor) -> torch.Tensor:
         """Clean ``target`` on ``rows``: ``[B, P, d]`` (``rows [B]``) or position-wise ``[B, P, d]`` (``rows [B, P]``)."""
@@ -193,6 +223,10 @@ def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: Clea
             val = cache.gather((e.target, e.resid), r)
             for x in e.exclude:
                 val = val - cache.gather((x, False), r)
+        elif isinstance(e, Phi):
+            r, rest = rows[e.rows], rows[e.rest]
+            f = cache.features[e.feature].float()
+            val = cache.gather((e.target, False), rest) + (f[r] - f[rest])[:, None, None] * cache.fit(e.target, e.feature)
         elif isinstance(e, Sum):
             val = model.bias(e.receiver).expand(cache.tokens.shape[1], -1).clone()
             for part, positions in e.parts:

@@ -17,6 +17,12 @@ and every other path below the node runs on the node's ``rest`` input: ``random`
 fresh input agreeing with the node's on that feature). A per-position feature samples
 a separate input for every position of the claimed outputs (leaves only).
 
+A leaf may also claim less than its sites' whole outputs: with ``phi`` (a per-row
+feature f) each site's output is split into its least-squares fit ``v_p f(x)`` (one
+vector per position, fitted over the dataset's clean outputs) computed on the node's
+input, plus the fit's residual computed on the node's ``rest`` input -- Redwood's
+"phi" rewrite of head 0.0 in the paren case study.
+
 Hypotheses load from Python (``Hypothesis.from_dict``), YAML or JSON (``load``), and
 serialise back (``to_dict``, ``save``). ``validate`` checks them against a model and
 a task before any forward pass and raises a one-line ``HypothesisError``.
@@ -53,6 +59,7 @@ class Node:
     positions: list[int] | None = None
     rest: str = "random"
     children: list["Node"] = field(default_factory=list)
+    phi: str | None = None
 
     def walk(self):
         """This node and its descendants, depth first (pre-order)."""
@@ -71,6 +78,8 @@ class Node:
             out["positions"] = list(self.positions)
         if self.rest != "random":
             out["rest"] = self.rest
+        if self.phi is not None:
+            out["phi"] = self.phi
         if self.children:
             out["children"] = [c.to_dict() for c in self.children]
         return out
@@ -80,7 +89,7 @@ class Node:
         """Parse a node dict (``site`` or ``sites``; ``via`` a string or list; nested ``children``)."""
         if not isinstance(d, dict):
             raise HypothesisError(f"{where}: a node must be a mapping, got {type(d).__name__}")
-        known = {"name", "site", "sites", "feature", "via", "positions", "rest", "children"}
+        known = {"name", "site", "sites", "feature", "via", "positions", "rest", "children", "phi"}
         if unknown := set(d) - known:
             raise HypothesisError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
         name = str(d.get("name", where))
@@ -93,7 +102,8 @@ class Node:
         positions = d.get("positions")
         return cls(name=name, sites=sites, feature=str(d.get("feature", "identity")), via=via,
                    positions=None if positions is None else [int(p) for p in positions], rest=str(d.get("rest", "random")),
-                   children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(d.get("children", []))])
+                   children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(d.get("children", []))],
+                   phi=None if d.get("phi") is None else str(d["phi"]))
 
 
 @dataclass
@@ -232,6 +242,12 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
         out.children = [resolve(c, out) for c in node.children]
         if per_position and out.children:
             raise HypothesisError(f"node {node.name!r}: a per-position feature ({node.feature!r}) is only supported on leaf nodes")
+        if node.phi is not None:
+            if node.phi not in features or features[node.phi].dim() != 1:
+                raise HypothesisError(f"node {node.name!r}: phi must name a per-row feature, got {node.phi!r}; "
+                                      f"available: {', '.join(k for k, v in features.items() if v.dim() == 1)}")
+            if out.children or per_position or parent is None:
+                raise HypothesisError(f"node {node.name!r}: phi is only supported on non-root leaf nodes with a per-row feature")
         _check_overlaps(out)
         return out
 

@@ -2,8 +2,42 @@
 
 Paper figures are the loss recovered reported by Redwood for their own models; our
 organisms are trained differently, so their head roles (which head computes the count
-test, which the horizon test; which heads are previous-token and induction heads) are
-read from each organism's ``config.json`` (``roles``) when present.
+test, which the horizon test, which the proportion of opens; which heads are
+previous-token and induction heads) are read from each organism's ``config.json``
+(``roles``) when present.
+
+The paren hypotheses follow Redwood's own reproduction of the post (the REMIX "paren
+balancer" exercises, rust_circuit): every claimed head is its own interpretation node
+with its own input, claimed only along its direct path to the logits, and everything
+not claimed (every MLP, the other heads, the embeddings) runs on a random input.
+
+- 1a: the count heads' outputs depend only on the count test, the horizon head's only
+  on the horizon test.
+- 1b: the count heads use "count test passed and the string starts with an open paren"
+  (``count_open``); the horizon head is unchanged.
+- 2a: 1b, and each count head reads only its input at position 1, where the proportion
+  head's output depends only on the proportion of opens (exactly; one class for strings
+  starting with a close paren) and every other term only on whether the string starts
+  open. Redwood's matchers also route the proportion head's contribution *inside* the
+  other layer-0/1 terms to the proportion input; here those terms (``mlp0``, the other
+  heads) run entirely on the starts-open input.
+- 2b: 2a with the proportion head's output at position 1 replaced by its linear fit
+  ``phi(p) = v (2p - 1)`` on the proportion input plus the fit's residual on a random
+  input (Redwood fit ``v`` from the weights; we fit it by least squares, ``phi`` nodes).
+- 3a: 1b, and the horizon head's input at each position depends only on that position's
+  horizon class (padding / END after an open / END after a close / the parens from there
+  on hold more opens than closes / not), the head's node on the horizon test.
+- 3b: 3a with the classes computed from the "adjusted" proportion: opens weighted as the
+  proportion head attends (``task.adjusted_open_after``).
+- 4: 2b and 3b together.
+
+The role ``top`` names the model nodes the root (the answer, computed from the heads)
+maps to: ``output`` in Redwood's model, whose heads write the answer directly. Our
+paren organism records ``["output", "mlp2"]``: its last MLP computes the answer from
+the heads (measured with seed 0, 2000 rows: mlp2's direct path alone on the reference,
+all else random, recovers 0.93 of the loss; the direct paths of heads 1.0, 2.0 and 2.1
+together 0.32). ``case_study(..., roles={"top": ["output"]})`` runs Redwood's strict
+correspondence on it.
 """
 
 from __future__ import annotations
@@ -11,42 +45,59 @@ from __future__ import annotations
 from probity.scrub.hypothesis import Hypothesis, Node
 from probity.scrub.run import EMPTY, IDENTITY
 
-PAREN_ROLES = {"count": ["1.0", "2.0"], "horizon": ["2.1"], "proportion": ["0.0"], "start": [], "top": ["output", "mlp2"]}
+PAREN_ROLES = {"count": ["1.0", "2.0"], "horizon": ["2.1"], "proportion": ["0.0"], "top": ["output"]}
 
 
-def paren(roles: dict | None = None) -> dict[str, Hypothesis]:
-    """The paren-balance case study (hypotheses 1a-4), with ``roles`` naming the heads."""
+def _senders(head: str, n_heads: int) -> list[str]:
+    """Every residual-stream term that reaches head ``head`` ("L.H"): embeddings, earlier heads and MLPs."""
+    layer = int(head.split(".")[0])
+    return ["embed", "pos", *[f"{l}.{h}" for l in range(layer) for h in range(n_heads)], *[f"mlp{l}" for l in range(layer)]]
+
+
+def paren(roles: dict | None = None, n_heads: int = 2) -> dict[str, Hypothesis]:
+    """The paren-balance case study (hypotheses 1a-4, see module doc), with ``roles`` naming the heads."""
     r = {**PAREN_ROLES, **(roles or {})}
+    prop = r["proportion"][0]
 
-    def count(refine: str | None = None) -> Node:
-        children = [] if refine is None else [
-            Node("open_proportion@1", r["proportion"], "open_proportion", via=["v"], positions=[1])]
-        return Node("count", r["count"], "count_test", rest=refine or "random", children=children)
+    def count(head: str, feature: str, at1: str | None = None) -> Node:  # at1: None, "exact" or "phi"
+        if at1 is None:
+            return Node(head, [head], feature)
+        kw = {"phi": "open_centered"} if at1 == "phi" else {}
+        others = [s for s in _senders(head, n_heads) if s != prop]
+        return Node(head, [head], feature, children=[
+            Node(f"{head}<-{prop}@1", [prop], "p_if_starts_open", positions=[1], **kw),
+            Node(f"{head}<-rest@1", others, "starts_open", positions=[1])])
 
-    def horizon(feature: str, refine: str | None = None) -> Node:
-        children = [] if refine is None else [Node("horizon@pos", ["*"], "horizon_ok", via=["v"])]
-        return Node("horizon", r["horizon"], feature, rest=refine or "random", children=children)
+    def horizon(head: str, classes: str | None = None) -> Node:
+        if classes is None:
+            return Node(head, [head], "horizon_test")
+        every = "horizon_all" + classes.removeprefix("horizon_class")
+        return Node(head, [head], every, children=[Node(f"{head}@each position", ["*"], classes)])
 
-    def hyp(name, paper, text, *children) -> Hypothesis:
-        return Hypothesis(name, Node("out", r["top"], children=list(children)), text, paper)
+    def hyp(name, paper, text, counts, horizons) -> Hypothesis:
+        children = [*counts, *horizons]
+        return Hypothesis(name, Node("out", r["top"], children=children), text, paper)
 
-    # Where the organism has a separate head checking that the string starts with an open paren
-    # (ours: 1.1), hypotheses from 1b on claim it too; Redwood's model folds that check into 2.1.
-    start = [Node("start", r["start"], "starts_open")] if r.get("start") else []
+    c1a = [count(h, "count_test") for h in r["count"]]
+    c1b = [count(h, "count_open") for h in r["count"]]
+    c2a = [count(h, "count_open", "exact") for h in r["count"]]
+    c2b = [count(h, "count_open", "phi") for h in r["count"]]
+    h1 = [horizon(h) for h in r["horizon"]]
+    h3a = [horizon(h, "horizon_class") for h in r["horizon"]]
+    h3b = [horizon(h, "horizon_class_adjusted") for h in r["horizon"]]
     return {h.name: h for h in [
-        hyp("1a", 0.88, "count heads compute the count test; the horizon head the horizon test; nothing else reaches the output",
-            count(), horizon("horizon_test")),
-        hyp("1b", 0.93, "1a, and the starts-with-open check: the horizon head reads it, and so does the start head if there is one",
-            count(), horizon("horizon_and_start"), *start),
-        hyp("2a", 0.88, "1b, and the count heads' value from position 1 of the proportion head depends only on the proportion of opens",
-            count("self"), horizon("horizon_and_start"), *start),
-        hyp("2b", 0.87, "2a, and the count heads' other inputs only carry the count test (a fresh input agreeing on it)",
-            count("count_test"), horizon("horizon_and_start"), *start),
-        hyp("3a", 0.74, "1b, and the horizon head's value at each position depends only on that position's horizon check",
-            count(), horizon("horizon_and_start", "self"), *start),
-        hyp("3b", 0.74, "3a, and the horizon head's queries and keys only carry its feature (a fresh input agreeing on it)",
-            count(), horizon("horizon_and_start", "horizon_and_start"), *start),
-        hyp("4", 0.72, "2b and 3b together", count("count_test"), horizon("horizon_and_start", "horizon_and_start"), *start),
+        hyp("1a", 0.88, "the count heads' direct outputs depend only on the count test, the horizon head's only on "
+            "the horizon test; every other path runs on a random input", c1a, h1),
+        hyp("1b", 0.93, "1a with the count heads on 'count test passed and starts with an open paren'", c1b, h1),
+        hyp("2a", 0.88, "1b, and each count head reads only position 1, where the proportion head depends only on "
+            "the proportion of opens and everything else only on the first paren", c2a, h1),
+        hyp("2b", 0.87, "2a with the proportion head's output at position 1 replaced by v(2p-1) on the proportion "
+            "input plus the residual on a random input", c2b, h1),
+        hyp("3a", 0.74, "1b, and the horizon head's input at each position depends only on that position's horizon "
+            "class", c1b, h3a),
+        hyp("3b", 0.74, "3a with horizon classes from the proportion head's attention-weighted (adjusted) "
+            "proportion", c1b, h3b),
+        hyp("4", 0.72, "2b and 3b together", c2b, h3b),
     ]}
 
 
@@ -89,7 +140,7 @@ def builtin(organism: str, meta: dict | None = None, n_heads: int = 4) -> dict[s
     """All built-in hypotheses for ``organism`` (``paren`` or ``induction``), with ``identity`` and ``empty``."""
     meta = meta or {}
     if organism == "paren":
-        found = paren(meta.get("roles"))
+        found = paren(meta.get("roles"), n_heads)
     elif organism == "induction":
         found = induction(meta.get("prev_token_heads") or [0], meta.get("induction_heads") or list(range(n_heads)), n_heads)
     else:

@@ -1,6 +1,16 @@
-"""Running a scrub: losses, loss recovered with a bootstrap standard error, per-subset and
+"""Running a scrub: losses, loss recovered with bootstrap standard errors, per-subset and
 per-node tables, and the cancellation check of Scheurer et al. ("Practical Pitfalls of
-Causal Scrubbing")."""
+Causal Scrubbing").
+
+Two standard errors. ``stderr`` resamples the reference examples with their sampled
+input trees held fixed: cheap, but it treats the per-example losses as independent,
+while the dataset is also the pool every scrubbed input is drawn from -- a pool row
+drawn into many references' trees moves all their losses together, and a new seed
+draws a new dataset *and* new trees. ``stderr_experiment`` (``replicates`` > 0)
+bootstraps that whole experiment: each replicate draws the dataset rows with
+replacement (as references and as the pool), redraws every tree with its own seed
+and rescrubs; it is the one to compare with a spread over seeds.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +62,8 @@ class Scrubber:
     def _clean(self, targets) -> engine.CleanCache:
         have = set() if self._cache is None else self._cache.targets
         if self._cache is None or not targets <= have:
-            self._cache = engine.CleanCache(self.model, self.task.tokens, targets | have, enabled=self.use_cache)
+            self._cache = engine.CleanCache(self.model, self.task.tokens, targets | have, enabled=self.use_cache,
+                                            features=self.task.features)
         return self._cache
 
     def logits(self, hyp: Hypothesis, progress=None):
@@ -130,6 +141,7 @@ class ScrubResult:
     loss_hypothesis: float
     loss_recovered: float
     stderr: float
+    stderr_experiment: float | None
     paper: float | None
     seconds: float
     examples_per_second: float
@@ -166,6 +178,20 @@ def bootstrap_stderr(l_model, l_all, l_hyp, samples: int = 1000, seed: int = 0) 
     return float(((a - h) / (a - m)).std())
 
 
+def experiment_stderr(model, task: Task, hyp: Hypothesis, seed: int = 0, replicates: int = 10,
+                      batch_size: int = 512) -> float:
+    """Standard deviation of the loss recovered over ``replicates`` rescrubs, each on the dataset
+    rows drawn with replacement and with its own input trees (see module doc)."""
+    g = torch.Generator().manual_seed(10_007 * seed + 1)
+    values = []
+    for b in range(replicates):
+        rows = torch.randint(len(task.tokens), (len(task.tokens),), generator=g)
+        s = Scrubber(model, task.select(rows), seed=1_000_003 * (seed + 1) + b, batch_size=batch_size)
+        l_model, l_all, l_hyp = (s.losses(h)[0] for h in (IDENTITY, EMPTY, hyp))
+        values.append(recovered(l_model, l_all, l_hyp))
+    return float(torch.tensor(values).std())
+
+
 def only_subtree(hyp: Hypothesis, name: str) -> Hypothesis:
     """``hyp`` with everything exact except the subtree of node ``name`` (its ancestors become
     identity nodes that keep only the child on the way to it, their rest on the reference)."""
@@ -185,9 +211,10 @@ def only_subtree(hyp: Hypothesis, name: str) -> Hypothesis:
 
 
 def scrub(model, task: Task, hyp: Hypothesis, seed: int = 0, batch_size: int = 512, cache: bool = True,
-          per_node: bool = True, scrubber: Scrubber | None = None) -> ScrubResult:
+          per_node: bool = True, scrubber: Scrubber | None = None, replicates: int = 0) -> ScrubResult:
     """Scrub ``hyp`` on ``task``: L_model, L_scrubbed_all (the empty hypothesis, same seed), L_hypothesis,
-    loss recovered with a bootstrap stderr, per-subset and per-node tables and the cancellation check."""
+    loss recovered with bootstrap stderrs (the whole-experiment one with ``replicates`` > 0, see module
+    doc), per-subset and per-node tables and the cancellation check."""
     s = scrubber or Scrubber(model, task, seed=seed, batch_size=batch_size, cache=cache)
     s.resolve(hyp)
     t0 = time.perf_counter()
@@ -212,6 +239,7 @@ def scrub(model, task: Task, hyp: Hypothesis, seed: int = 0, batch_size: int = 5
         task=task.name, hypothesis=hyp.name, description=hyp.description, n=len(l_model), seed=seed,
         loss_model=float(l_model.mean()), loss_scrubbed_all=float(l_all.mean()), loss_hypothesis=float(l_hyp.mean()),
         loss_recovered=recovered(l_model, l_all, l_hyp), stderr=bootstrap_stderr(l_model, l_all, l_hyp, seed=seed),
+        stderr_experiment=experiment_stderr(s.model, task, hyp, seed, replicates, batch_size) if replicates else None,
         paper=hyp.paper, seconds=round(seconds + (t1 - t0) / 2, 3), examples_per_second=len(l_model) / max(seconds, 1e-9),
         per_node=nodes, subsets=subsets, cancellation=cancellation(l_model, l_all, l_hyp, kl, task.constant_loss()),
         hypothesis_tree=hyp.to_dict())

@@ -105,7 +105,7 @@ def sample_tree(root: Resolved, classes: dict[str, Classes], refs: torch.Tensor,
     def visit(node: Resolved, parents: torch.Tensor) -> None:
         rows = draw(node.node.feature, parents, node.index, 0)
         out[(node.index, 0)] = rows
-        if node.children:
+        if node.children or node.node.phi is not None:
             rest = node.node.rest
             out[(node.index, 1)] = rows if rest == "self" else draw("none" if rest == "random" else rest, rows, node.index, 1)
             for child in node.children:

@@ -10,16 +10,18 @@ from probity.scrub.run import Scrubber, ScrubResult, scrub
 from probity.scrub.task import Task, induction_task, paren_task
 
 
-def setup(organism: str, samples: int | None = None, seed: int = 0):
-    """``(model, task, built-in hypotheses)`` for the shipped ``paren`` or ``induction`` organism."""
+def setup(organism: str, samples: int | None = None, seed: int = 0, roles: dict | None = None):
+    """``(model, task, built-in hypotheses)`` for the shipped ``paren`` or ``induction`` organism;
+    ``roles`` overrides head roles recorded in its config (e.g. ``{"top": ["output"]}``)."""
     from probity.organisms import induction, paren
 
     if organism not in ("paren", "induction"):
         raise KeyError(f"unknown organism {organism!r}; choose paren or induction")
     module = paren if organism == "paren" else induction
     model, _ = module.load()
-    task: Task = paren_task(samples or 2000, seed) if organism == "paren" else induction_task(samples or 300, seed)
-    return model, task, builtin(organism, model.probity_meta, model.cfg.n_heads)
+    task: Task = paren_task(samples or 2000, seed, model) if organism == "paren" else induction_task(samples or 300, seed)
+    meta = {**model.probity_meta, "roles": {**model.probity_meta.get("roles", {}), **(roles or {})}}
+    return model, task, builtin(organism, meta, model.cfg.n_heads)
 
 
 @dataclass
@@ -27,6 +29,7 @@ class StudyRow:
     hypothesis: str
     loss_recovered: float
     stderr: float
+    stderr_experiment: float | None
     paper: float | None
     loss_hypothesis: float
     share_worse: float
@@ -80,17 +83,20 @@ def paper_order_holds(rows: list[StudyRow], slack: float = 0.0) -> bool:
 
 
 def case_study(organism: str, names: list[str] | None = None, samples: int | None = None, seed: int = 0,
-               per_node: bool = False, progress=None) -> CaseStudy:
-    """Scrub the built-in hypotheses ``names`` (default: all) of ``organism`` with one seed and one clean cache."""
-    model, task, hyps = setup(organism, samples, seed)
+               per_node: bool = False, progress=None, replicates: int = 0, roles: dict | None = None) -> CaseStudy:
+    """Scrub the built-in hypotheses ``names`` (default: all) of ``organism`` with one seed and one clean
+    cache; ``replicates`` > 0 adds the whole-experiment bootstrap stderr (``run.experiment_stderr``);
+    ``roles`` overrides the organism's recorded head roles."""
+    model, task, hyps = setup(organism, samples, seed, roles)
     chosen: list[Hypothesis] = [hyps[n] for n in (names or list(hyps))]
     scrubber = Scrubber(model, task, seed=seed)
     details = []
     for hyp in chosen:
-        details.append(scrub(model, task, hyp, seed=seed, per_node=per_node, scrubber=scrubber))
+        details.append(scrub(model, task, hyp, seed=seed, per_node=per_node, scrubber=scrubber,
+                             replicates=replicates if hyp.paper is not None else 0))
         if progress is not None:
             progress(hyp.name)
-    rows = [StudyRow(d.hypothesis, d.loss_recovered, d.stderr, d.paper, d.loss_hypothesis, d.cancellation.share_worse,
+    rows = [StudyRow(d.hypothesis, d.loss_recovered, d.stderr, d.stderr_experiment, d.paper, d.loss_hypothesis, d.cancellation.share_worse,
                      d.cancellation.kl_to_model, d.cancellation.worse_than_constant, d.cancellation.cancellation_suspected,
                      d.description) for d in details]
     first = details[0]

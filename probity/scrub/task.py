@@ -42,6 +42,12 @@ class Task:
         for name, values in self.features.items():
             check_feature(name, values, n, p)
 
+    def select(self, rows: torch.Tensor) -> "Task":
+        """The task on dataset rows ``rows [M]`` (repeats allowed: a bootstrap draw of the dataset)."""
+        return Task(self.name, self.tokens[rows], self.targets[rows], self.loss_mask[rows],
+                    {k: v[rows] for k, v in self.features.items()}, {k: v[rows] for k, v in self.subsets.items()},
+                    self.loss_kind)
+
     @property
     def n_ctx(self) -> int:
         return self.tokens.shape[1]
@@ -96,8 +102,52 @@ def compute_features(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], tok
     return out
 
 
-def paren_task(n: int = 2000, seed: int = 0) -> Task:
-    """The paren case study: ``n`` rows from the organism's data distribution; loss = BCE at position 0."""
+def horizon_classes(tokens: torch.Tensor, open_after: torch.Tensor) -> torch.Tensor:
+    """Redwood's five horizon classes per position ``[N, P]``: 0 padding, -1 / 1 the END token after
+    an open / a close paren, -2 / 2 elsewhere when the parens from there on hold more / not more
+    opens than closes (``open_after [N, P]`` > 0.5 / <= 0.5)."""
+    from probity.organisms import paren
+
+    after_open = torch.zeros_like(tokens, dtype=torch.bool)
+    after_open[:, 1:] = tokens[:, :-1] == paren.OPEN
+    end = tokens == paren.END
+    out = torch.where(open_after > 0.5, -2, 2)
+    out = torch.where(end, torch.where(after_open, -1, 1), out)
+    return torch.where(tokens == paren.PAD, 0, out)
+
+
+@torch.no_grad()
+def adjusted_open_after(model, tokens: torch.Tensor, head: str) -> torch.Tensor:
+    """Redwood's "adjusted" proportion of opens after each position ``[N, P]``: the opens weighted
+    as the proportion head ``head`` ("L.H") attends, with its mean attention per paren key before
+    and on-or-after the query, averaged over the rows of each length (so the weights depend only on
+    the length and the query position, not on the parens)."""
+    from probity.models import cache
+    from probity.organisms import paren
+
+    layer, h = (int(x) for x in head.split("."))
+    name = f"blocks.{layer}.attn.hook_pattern"
+    pattern = torch.cat([cache(model, tokens[i:i + 500], [name])[name][:, h] for i in range(0, len(tokens), 500)])
+    n, p = tokens.shape
+    is_paren = ((tokens == paren.OPEN) | (tokens == paren.CLOSE)).float()
+    before = torch.ones(p, p).tril(-1).bool()  # [q, k]: key before the query
+    region = {}
+    for name_, mask in (("before", before), ("after", ~before)):
+        keys = is_paren[:, None, :] * mask.float()  # [n, q, k]
+        mean = (pattern * keys).sum(-1) / keys.sum(-1).clamp(min=1)  # mean attention per paren key, [n, q]
+        length = is_paren.sum(1).long()
+        total = torch.zeros(p + 1, p).index_add_(0, length, mean)
+        count = torch.zeros(p + 1).index_add_(0, length, torch.ones(n))
+        region[name_] = ((total / count.clamp(min=1)[:, None])[length][:, :, None] * keys)  # weight per key
+    weights = region["before"] + region["after"]
+    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)
+    return (weights * (tokens == paren.OPEN).float()[:, None, :]).sum(-1)
+
+
+def paren_task(n: int = 2000, seed: int = 0, model=None) -> Task:
+    """The paren case study: ``n`` rows from the organism's data distribution; loss = BCE at position 0.
+    With ``model`` (the organism, its ``probity_meta`` naming the proportion head), also the
+    adjusted horizon features of Redwood's hypothesis 3b."""
     from probity.organisms import paren
 
     tokens = paren.sample(n, seed=10_000 + seed)
@@ -106,19 +156,24 @@ def paren_task(n: int = 2000, seed: int = 0) -> Task:
     targets[:, 0] = f["balanced"].long()
     mask = torch.zeros_like(tokens, dtype=torch.bool)
     mask[:, 0] = True
-    pair = lambda a, b: a.long() * 2 + b.long()  # noqa: E731  (joint class of two booleans)
-    features = compute_features({
+    p = f["open_proportion"]
+    fns = {
         "balanced": lambda t: f["balanced"],
         "count_test": lambda t: f["count_test"],
         "horizon_test": lambda t: f["horizon_test"],
         "starts_open": lambda t: f["starts_open"],
-        "count_and_start": lambda t: pair(f["count_test"], f["starts_open"]),
-        "horizon_and_start": lambda t: pair(f["horizon_test"], f["starts_open"]),
-        # proportion of opens in bins of 0.05, with exactly one half (the count test) a class of its own
-        "open_proportion": lambda t: torch.where(f["count_test"], -1, (f["open_proportion"] * 20).round().long()),
-        "horizon_ok": lambda t: f["horizon_ok"],
-        "elevation": lambda t: f["elevation"],
-    }, tokens)
+        "count_open": lambda t: f["count_test"] & f["starts_open"],
+        # the exact proportion of opens when the string starts with an open paren, one class otherwise
+        "p_if_starts_open": lambda t: torch.where(f["starts_open"], (p * 2**20).round().long(), -1),
+        "open_centered": lambda t: 2 * p - 1,  # what head 0.0 writes at position 1, up to a direction (2b's phi)
+        "horizon_class": lambda t: horizon_classes(t, f["open_after"]),
+        "horizon_all": lambda t: (horizon_classes(t, f["open_after"]) >= 0).all(1),
+    }
+    if model is not None:
+        head = model.probity_meta.get("roles", {}).get("proportion", ["0.0"])[0]
+        adjusted = horizon_classes(tokens, adjusted_open_after(model, tokens, head))
+        fns |= {"horizon_class_adjusted": lambda t: adjusted, "horizon_all_adjusted": lambda t: (adjusted >= 0).all(1)}
+    features = compute_features(fns, tokens)
     subsets = {
         "balanced": f["balanced"],
         "unbalanced": ~f["balanced"],

@@ -24,5 +24,6 @@ def tiny_task():
     targets[:, 0] = tokens.sum(1) % 5
     mask = torch.zeros_like(tokens, dtype=torch.bool)
     mask[:, 0] = True
-    feats = {"first": tokens[:, 0], "parity": tokens.sum(1) % 2, "tok": tokens, "big": (tokens >= 3).long()}
+    feats = {"first": tokens[:, 0], "parity": tokens.sum(1) % 2, "tok": tokens, "big": (tokens >= 3).long(),
+             "big_rows": (tokens >= 3).sum(1)}
     return Task("tiny", tokens, targets, mask, feats, {"even": feats["parity"] == 0})

@@ -10,8 +10,9 @@ import torch
 from probity.scrub.model import Decomposed
 
 
-def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: int) -> torch.Tensor:
-    """Scrubbed logits ``[P, V]`` for reference example ``b`` given the sampled rows."""
+def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: int, features: dict | None = None) -> torch.Tensor:
+    """Scrubbed logits ``[P, V]`` for reference example ``b`` given the sampled rows (``features``: the
+    task's, for ``phi`` nodes)."""
     P = tokens.shape[1]
 
     clean: dict = {}  # a subtree entirely on one row is that row's clean forward: compute it once
@@ -44,6 +45,12 @@ def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: i
 
     def in_node(c, node) -> torch.Tensor:  # c is one of node's sites
         r = rows[(node.index, 0)][b]
+        if node.node.phi is not None and c.kind not in ("embed", "pos"):
+            f = features[node.node.phi].double()
+            outs = torch.stack([on_row(c, i) for i in range(len(tokens))]).double()
+            v = (torch.einsum("b,bpd->pd", f, outs) / (f @ f)).float()  # least-squares fit, no intercept
+            rest = int(rows[(node.index, 1)][b])
+            return on_row(c, rest) + (f[int(r)] - f[rest]).float() * v
         if not node.children or c.kind in ("embed", "pos"):
             return on_row(c, int(r))
         rest = int(rows[(node.index, 1)][b])

@@ -20,7 +20,7 @@ def test_list_and_run_write_json_and_report(tmp_path):
     data = json.loads(out.read_text())
     assert set(data) >= {"loss_model", "loss_scrubbed_all", "loss_hypothesis", "loss_recovered", "stderr", "per_node", "cancellation"}
     assert data["loss_model"] < data["loss_hypothesis"] < data["loss_scrubbed_all"]
-    assert set(data["per_node"]) == {"count", "horizon", "start"}
+    assert set(data["per_node"]) == {"1.0", "2.0", "2.1"}  # one node per claimed head, as in Redwood's correspondence
     assert data["cancellation"]["constant_loss"] > 0
     assert (tmp_path / "report" / "index.html").is_file()
 

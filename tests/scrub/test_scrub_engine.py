@@ -23,6 +23,11 @@ BANK = {
         Node("late", ["1.0", "1.1", "mlp1"], positions=[3, 5], feature="first", children=[
             Node("deep", ["0.0"], feature="none", positions=[2])]),
     ]),
+    "phi": Node("out", ["output"], children=[
+        Node("h11", ["1.1"], feature="first", children=[
+            Node("fit", ["0.0", "mlp0"], feature="parity", positions=[1, 2], phi="first"),
+            Node("e", ["embed"], via="v", feature="none")]),
+        Node("fit10", ["1.0"], feature="parity", rest="first", phi="big_rows")]),
     "per_position": Node("out", ["output", "1.1"], children=[
         Node("tokv", ["0.0", "0.1", "embed", "mlp0"], via="v", feature="tok"),
         Node("direct", ["mlp1", "1.0"], feature="big"),
@@ -37,7 +42,8 @@ def test_fast_path_equals_naive_oracle(tiny_model, tiny_task, name):
     root, rows = s.sample(hyp)
     fast = torch.cat([lg for _, lg in s.logits(hyp)])
     for b in (0, 17, 42, 63):
-        torch.testing.assert_close(fast[b], naive_logits(tiny_model, root, rows, tiny_task.tokens, b), atol=1e-4, rtol=1e-4)
+        naive = naive_logits(tiny_model, root, rows, tiny_task.tokens, b, tiny_task.features)
+        torch.testing.assert_close(fast[b], naive, atol=1e-4, rtol=1e-4)
 
 
 def test_identity_is_the_model_and_empty_is_fully_scrubbed(tiny_model, tiny_task):

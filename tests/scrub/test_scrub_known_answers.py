@@ -42,40 +42,62 @@ def test_sampler_agrees_with_parent_and_is_uniform_within_class():
     assert chisquare(torch.bincount(rest, minlength=n).double().numpy()).pvalue > 1e-3
 
 
-def test_linear_model_matches_the_closed_form():
-    """y = (1/P) sum_i w_i x_i read at position 0 (uniform attention); scrubbing input i adds
-    2 (w_i/P)^2 Var(x_i) to the MSE, and resampling everything adds the sum over i."""
-    P, K, n = 4, 6, 4000
-    w = torch.tensor([3.0, -1.0, 2.0, 0.5])
+P, K, W = 4, 6, torch.tensor([3.0, -1.0, 2.0, 0.5])
+
+
+def _linear(n: int, seed: int = 1):
+    """y = (1/P) sum_i w_i x_i read at position 0 (uniform attention) and ``n`` rows of inputs."""
     model = _blank(d_model=2, d_head=1, n_heads=1, n_ctx=P, d_vocab=P * K, d_vocab_out=1)
     with torch.no_grad():
         values = torch.arange(K).float()
-        model.tok_embed.weight[:, 0] = (w[:, None] * values[None, :]).reshape(-1)  # token p*K+v at position p
+        model.tok_embed.weight[:, 0] = (W[:, None] * values[None, :]).reshape(-1)  # token p*K+v at position p
         model.layers[0].attn.v.weight[0, 0] = 1.0
         model.layers[0].attn.o.weight[1, 0] = 1.0
         model.head.weight[0, 1] = 1.0
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     v = torch.randint(0, K, (n, P), generator=g) ** torch.tensor([1, 1, 2, 1])  # unequal variances
     v = v.clamp(max=K - 1)
     tokens = v + torch.arange(P) * K
-    y = (w * v.float()).sum(1) / P
     targets = torch.zeros(n, P)
-    targets[:, 0] = y
+    targets[:, 0] = (W * v.float()).sum(1) / P
     mask = torch.zeros(n, P, dtype=torch.bool)
     mask[:, 0] = True
-    task = Task("linear", tokens, targets, mask, {}, loss_kind="mse")
-    var = v.float().var(0, unbiased=False)
+    return model, Task("linear", tokens, targets, mask, {}, loss_kind="mse"), v.float().var(0, unbiased=False)
+
+
+def _drop(i: int) -> Hypothesis:
+    keep = [p for p in range(P) if p != i]
+    return Hypothesis(f"drop{i}", Node("out", ["output"], children=[Node("head", ["0.0"], children=[
+        Node("others", ["embed", "pos"], via=["v"], positions=keep), Node("qk", ["*"], via=["q", "k"])])]))
+
+
+def test_linear_model_matches_the_closed_form():
+    """Scrubbing input i adds 2 (w_i/P)^2 Var(x_i) to the MSE, and resampling everything adds the sum over i."""
+    model, task, var = _linear(4000)
+    w = W
     expected_all = float((2 * (w / P) ** 2 * var).sum())
     for i in range(P):
-        keep = [p for p in range(P) if p != i]
-        hyp = Hypothesis(f"drop{i}", Node("out", ["output"], children=[Node("head", ["0.0"], children=[
-            Node("others", ["embed", "pos"], via=["v"], positions=keep), Node("qk", ["*"], via=["q", "k"])])]))
-        r = scrub(model, task, hyp, seed=i, per_node=False)
+        r = scrub(model, task, _drop(i), seed=i, per_node=False)
         expected = float(2 * (w[i] / P) ** 2 * var[i])
         assert r.loss_model < 1e-8
         assert r.loss_hypothesis == pytest.approx(expected, rel=0.08)
         assert r.loss_scrubbed_all == pytest.approx(expected_all, rel=0.08)
         assert r.loss_recovered == pytest.approx(1 - expected / expected_all, abs=3 * r.stderr + 0.01)
+
+
+def test_whole_experiment_stderr_matches_the_spread_over_seeds():
+    """A seed draws a new dataset (references and pool) and new trees; the whole-experiment bootstrap
+    on one seed should predict the spread of the loss recovered over many seeds."""
+    from probity.scrub.run import experiment_stderr
+
+    values = []
+    for seed in range(40):
+        model, task, _ = _linear(150, seed=100 + seed)
+        values.append(scrub(model, task, _drop(2), seed=seed, per_node=False).loss_recovered)
+    spread = float(torch.tensor(values).std())
+    model, task, _ = _linear(150, seed=100)
+    predicted = experiment_stderr(model, task, _drop(2), seed=0, replicates=40)
+    assert 0.6 < predicted / spread < 1.6, (predicted, spread)
 
 
 @pytest.fixture(scope="module")
