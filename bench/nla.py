@@ -37,7 +37,7 @@ TARGETS = {"fve_rl": ">= 0.7", "fve_rl - fve_sft": ">= 0.1", "fve_shuffled": "<=
            "audit_auroc": ">= 0.9", "minutes": "< 30"}
 
 ORGANISM = TrainConfig(ar_sft_steps=400, av_sft_steps=1000, rl_steps=1500, batch_size=32, group=8, lr_ar=1e-3, lr_av=1e-3,
-                       lr_rl=5e-5, lr_ar_rl=3e-4, kl_coef=0.05, eval_every=100, eval_size=256, checkpoint_every=100)
+                       lr_rl=5e-5, lr_ar_rl=3e-4, kl_coef=0.05, replay_coef=1.0, eval_every=100, eval_size=256, checkpoint_every=100)
 SMOLLM2 = TrainConfig(ar_sft_steps=40, av_sft_steps=40, rl_steps=40, batch_size=4, group=4, lr_ar=1e-4, lr_av=5e-5,
                       lr_rl=1e-5, lr_ar_rl=5e-5, kl_coef=0.02, eval_every=10, eval_size=24, checkpoint_every=1000)
 
@@ -53,15 +53,24 @@ def organism_part(out: Path, ship: bool, weights: str | None) -> dict:
     if ship:
         shutil.rmtree(SHIPPED, ignore_errors=True)
         save_nla(SHIPPED, av, ar, dtype=torch.float16)
-    row = {**report.headline(), "minutes": minutes, "organism_weights": weights or "shipped", "training_seconds": report.training.seconds, "layer": report.layer,
-           "audit": to_jsonable(report.audit), "curve": to_jsonable(report.training.curve),
+    row = {**report.headline(), "recovery_by_position": report.recovery_by_position, "audit_auroc_answer_span": report.audit.auroc_answer_span,
+           "sft_baseline": report.training.sft_probe, "minutes": minutes, "organism_weights": weights or "shipped",
+           "training_seconds": report.training.seconds, "layer": report.layer, "audit": to_jsonable(report.audit), "curve": to_jsonable(report.training.curve),
            "config": to_jsonable(ORGANISM), "examples": to_jsonable(report.examples[:8])}
     table = Table("metric", "NLA (GRPO)", "baseline, same run", "target")
     table.add_row("held-out FVE", f"{row['fve_rl']:.3f}", f"AR-SFT {row['fve_ar_sft']:.3f} / SFT round trip {row['fve_sft']:.3f}", TARGETS["fve_rl"])
     table.add_row("FVE gain over SFT", f"{row['fve_rl'] - row['fve_sft']:+.3f}", "", TARGETS["fve_rl - fve_sft"])
     table.add_row("shuffled control FVE", f"{row['fve_shuffled']:.3f}", "", TARGETS["fve_shuffled"])
-    table.add_row("attribute recovery", f"{row['attribute_recovery']:.3f}", "", TARGETS["attribute_recovery"])
-    table.add_row("audit AUROC", f"{row['audit_auroc']:.3f}", f"{report.audit.n_lie} lies vs {report.audit.n_control} controls", TARGETS["audit_auroc"])
+    sft = report.training.sft_probe or {}
+
+    def positions(d):
+        return ", ".join(f"{k} {v:.2f}" for k, v in (d or {}).items())
+
+    table.add_row("attribute recovery", f"{row['attribute_recovery']:.3f} ({positions(row['recovery_by_position'])})",
+                  f"SFT {sft.get('attribute_recovery', float('nan')):.3f} ({positions(sft.get('recovery_by_position'))})", TARGETS["attribute_recovery"])
+    table.add_row(f"audit AUROC, value token ({report.audit.n_lie} lies / {report.audit.n_control} controls)", f"{row['audit_auroc']:.3f}",
+                  f"SFT {sft.get('audit_auroc', float('nan')):.3f}", TARGETS["audit_auroc"])
+    table.add_row("audit AUROC, answer span", f"{row['audit_auroc_answer_span']:.3f}", f"SFT {sft.get('audit_auroc_answer_span', float('nan')):.3f}", "")
     table.add_row("wall minutes (shared 2 cores)", f"{minutes:.1f}", f"torch threads {torch.get_num_threads()}", TARGETS["minutes"])
     console.print(table)
     return row

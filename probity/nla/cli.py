@@ -25,6 +25,7 @@ def train(
     texts: Path = typer.Option(None, help="Real models: a text file, one training text per line (default: built-in corpus)."),
     labeller_url: str = typer.Option("", help="Real models: OpenAI-compatible endpoint for teacher labels (default: context labels)."),
     labeller_model: str = typer.Option("", help="Model name at --labeller-url."),
+    replay: float = typer.Option(1.0, help="Weight of the knowledge-replay KL to the target (organism: documents of the training facts; real models: the training texts); 0 turns it off."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit."""
@@ -37,7 +38,7 @@ def train(
         raise typer.BadParameter("give both --labeller-url and --labeller-model, or neither")
     if texts is not None and not texts.is_file():
         raise typer.BadParameter(f"no text file {texts}")
-    cfg = TrainConfig(ar_sft_steps=sft_steps, av_sft_steps=sft_steps, rl_steps=steps, batch_size=batch_size, group=group, seed=seed,
+    cfg = TrainConfig(ar_sft_steps=sft_steps, av_sft_steps=sft_steps, rl_steps=steps, batch_size=batch_size, group=group, seed=seed, replay_coef=replay,
                       eval_every=max(1, (2 * sft_steps + steps) // 12))
     lay = None if layer < 0 else layer
     if model == "censored":

@@ -85,6 +85,7 @@ class NLAReport:
     audit: object | None
     examples: list[Example]
     checkpoint: str | None
+    recovery_by_position: dict[str, float] | None = None
 
     def headline(self) -> dict:
         """The numbers ``probity nla train --json`` writes."""
@@ -115,15 +116,26 @@ def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: 
     cfg = cfg or TrainConfig()
     data = organism.organism_data(model, tokenizer, layer, seed=cfg.seed, progress=progress)
     av = organism.verbalizer(model, tokenizer, layer)
-    av, ar, result = train(model, tokenizer, av, data.train.vectors, data.train_labels, data.heldout.vectors, data.heldout_labels, cfg, out_dir=out, progress=progress)
     n = min(cfg.eval_size, len(data.heldout))
-    descriptions = av.describe(data.heldout.vectors[:n])
-    recovery = organism.attribute_recovery(descriptions, data.heldout_items[:n])
-    audit = organism.audit(av, data.heldout.vectors, data.heldout_items, samples=audit_samples)
+
+    def score(av: Verbalizer):
+        """Greedy descriptions of the held-out activations, recovery (overall, by position), audit."""
+        descriptions = av.describe(data.heldout.vectors[:n])
+        items = data.heldout_items[:n]
+        audit = organism.audit(av, data.heldout.vectors, data.heldout_items, samples=audit_samples)
+        return descriptions, organism.attribute_recovery(descriptions, items), organism.recovery_by_position(descriptions, items), audit
+
+    def sft_baseline(av: Verbalizer) -> dict:
+        _, recovery, by_position, audit = score(av)
+        return {"attribute_recovery": recovery, "recovery_by_position": by_position, "audit_auroc": audit.auroc, "audit_auroc_answer_span": audit.auroc_answer_span}
+
+    av, ar, result = train(model, tokenizer, av, data.train.vectors, data.train_labels, data.heldout.vectors, data.heldout_labels, cfg, out_dir=out, progress=progress,
+                           replay_texts=organism.replay_texts(data.train_items), on_sft_end=sft_baseline)
+    descriptions, recovery, by_position, audit = score(av)
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     report = NLAReport(
         "censored", layer, result.fve_ar_sft, result.fve_sft, result.fve_rl, result.fve_shuffled, recovery, audit.auroc,
-        result, audit, [Example(it.token, it.label(), d) for it, d in zip(data.heldout_items[:12], descriptions)], saved,
+        result, audit, [Example(it.token, it.label(), d) for it, d in zip(data.heldout_items[:12], descriptions)], saved, by_position,
     )
     return report, av, ar
 
@@ -153,7 +165,8 @@ def run_model(name: str, layer: int | None = None, cfg: TrainConfig | None = Non
     he = [i for i in range(len(acts)) if acts.text_index[i] in held]
     rng.shuffle(tr), rng.shuffle(he)
     av = Verbalizer.create(model, tokenizer, layer, placeholder=placeholder, av_prompt="Describe the concept in {placeholder} briefly.", ar_template="Concept: {description}\nSummary:", max_new_tokens=24, target=name)
-    av, ar, result = train(model, tokenizer, av, acts.vectors[tr], [labels[i] for i in tr], acts.vectors[he], [labels[i] for i in he], cfg, out_dir=out, progress=progress)
+    av, ar, result = train(model, tokenizer, av, acts.vectors[tr], [labels[i] for i in tr], acts.vectors[he], [labels[i] for i in he], cfg, out_dir=out, progress=progress,
+                           replay_texts=[t for i, t in enumerate(texts) if i not in held])
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     he_acts = acts.subset(he)
     report = NLAReport(name, layer, result.fve_ar_sft, result.fve_sft, result.fve_rl, result.fve_shuffled, None, None, result, None,

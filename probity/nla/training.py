@@ -13,6 +13,12 @@ One global step counter runs through three phases:
    verbaliser (k3 estimator). The AR takes one regression step on the same fresh
    rollouts every step, so it keeps up with (and is not gamed by) the policy.
 
+Knowledge replay (``replay_coef`` > 0 with ``replay_texts``): every AV update
+also pays a KL to the frozen target on plain texts. The AV is a copy of the
+target and can name what the activation only points at (a fact's value) from
+the target's own knowledge; full fine-tuning on the teacher descriptions of a
+few hundred facts erases that knowledge for the others unless it is replayed.
+
 Each step is one optimiser update, so rollouts are on-policy and the PPO ratio
 is 1 (no clipping needed). Under ``torch.distributed`` each process draws its own
 batch and gradients are averaged across processes before every update (DDP
@@ -50,6 +56,8 @@ class TrainConfig:
     lr_rl: float = 3e-5
     lr_ar_rl: float = 1e-4
     kl_coef: float = 0.02
+    replay_coef: float = 0.0
+    replay_batch: int = 16
     temperature: float = 1.0
     eval_every: int = 50
     eval_size: int = 256
@@ -62,8 +70,10 @@ class TrainConfig:
             raise ValueError(f"group must be in 4..64 (GRPO needs several samples per activation), got {self.group}")
         if min(self.ar_sft_steps, self.av_sft_steps, self.rl_steps) < 0 or self.batch_size < 1:
             raise ValueError("step counts must be >= 0 and batch_size >= 1")
-        if min(self.eval_every, self.checkpoint_every) < 1:
-            raise ValueError("eval_every and checkpoint_every must be >= 1")
+        if min(self.eval_every, self.checkpoint_every, self.replay_batch) < 1:
+            raise ValueError("eval_every, checkpoint_every and replay_batch must be >= 1")
+        if min(self.kl_coef, self.replay_coef) < 0:
+            raise ValueError(f"kl_coef and replay_coef must be >= 0, got {self.kl_coef} and {self.replay_coef}")
 
     @property
     def total_steps(self) -> int:
@@ -93,6 +103,7 @@ class TrainResult:
     steps: int
     processes: int
     curve: list[CurvePoint]
+    sft_probe: dict | None = None
 
     def figures(self) -> dict:
         """The FVE-over-training curve."""
@@ -165,10 +176,27 @@ def av_sft_loss(av: Verbalizer, acts: torch.Tensor, targets: list[list[int]]) ->
     return -(logp.sum() / mask.sum())
 
 
-def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Tensor, cfg: TrainConfig, opt_av, opt_ar) -> dict:
+def replay_loss(av: Verbalizer, target, tokenizer, texts: list[str]) -> torch.Tensor:
+    """Mean per-token KL(target || AV) of next-token distributions on plain ``texts``:
+    keeps the verbalizer's knowledge that of the target it was copied from."""
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    L = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), L, dtype=torch.long)
+    mask = torch.zeros(len(rows), L)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    with torch.no_grad():
+        ref = torch.log_softmax(target(input_ids=ids, attention_mask=mask.long()).logits.float(), -1)
+    logp = torch.log_softmax(av.model(input_ids=ids, attention_mask=mask.long()).logits.float(), -1)
+    kl = (ref.exp() * (ref - logp)).sum(-1)
+    return (kl * mask).sum() / mask.sum()
+
+
+def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Tensor, cfg: TrainConfig, opt_av, opt_ar, replay=None) -> dict:
     """One GRPO update of the AV and one regression update of the AR on the same rollouts.
 
-    acts (B, d). Returns statistics: mean reward, malformed fraction, KL."""
+    acts (B, d); ``replay``: a callable giving the ``replay_coef`` term, or None.
+    Returns statistics: mean reward, malformed fraction, KL."""
     G = cfg.group
     seqs = av.generate(acts, samples=G, temperature=cfg.temperature)
     texts = av.decode(seqs)
@@ -188,6 +216,8 @@ def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Te
     norm = av.config.max_new_tokens
     policy = -(adv[:, None] * logp).sum(1) / norm
     loss = (policy + cfg.kl_coef * kl.sum(1) / norm).mean()
+    if replay is not None:
+        loss = loss + cfg.replay_coef * replay()
     _step(opt_av, _trainable(av), loss)
 
     keep = ok.nonzero()[:, 0].tolist()
@@ -201,6 +231,15 @@ def round_trip_fve(av: Verbalizer, ar: Reconstructor, acts: torch.Tensor) -> tup
     """Held-out FVE of AR(greedy AV description) against the activations (N, d)."""
     texts = av.describe(acts)
     return fve(ar.predict(texts), acts), texts
+
+
+def _digest(labels: list[str], acts: torch.Tensor) -> str:
+    """A fingerprint of the training data, so a checkpoint is only resumed by the run that wrote it."""
+    import hashlib
+
+    h = hashlib.sha256("\n".join(labels).encode())
+    h.update(acts.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _shuffled_control(model, tokenizer, config, train_labels, train_acts, eval_labels, eval_acts, cfg: TrainConfig) -> float:
@@ -227,6 +266,8 @@ def train(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    replay_texts: list[str] | None = None,
+    on_sft_end=None,
 ) -> tuple[Verbalizer, Reconstructor, TrainResult]:
     """Train an NLA on ``train_acts`` (N, d) with teacher descriptions ``train_labels``,
     scoring on held-out ``eval_acts`` (M, d) / ``eval_labels``.
@@ -234,6 +275,10 @@ def train(
     ``av`` is a fresh :class:`Verbalizer` (it is trained in place); ``model`` is the
     target (the AR is cut from it). With ``out_dir``, checkpoints go to
     ``out_dir/checkpoints`` and a run killed at any point resumes from the newest.
+    With ``replay_texts`` and ``cfg.replay_coef`` > 0, every AV update also pays
+    ``replay_coef`` x KL(target || AV) on a batch of those texts (see :func:`replay_loss`).
+    ``on_sft_end(av) -> dict`` scores the SFT verbaliser before GRPO (e.g. the
+    organism's attribute recovery and audit), kept as ``TrainResult.sft_probe``.
     Returns (verbalizer, reconstructor, :class:`TrainResult`)."""
     from probity.models import Checkpointer
 
@@ -256,8 +301,11 @@ def train(
     ckpt = Checkpointer(Path(out_dir) / "checkpoints") if out_dir is not None else None
     ref = None
     start = 0
+    run_id = {"config": dataclasses.asdict(cfg), "data": _digest(train_labels, train_acts)}
     if ckpt is not None and (found := ckpt.latest()) is not None:
         start, saved = found
+        if saved.get("run") != run_id:
+            raise ValueError(f"{ckpt.folder} holds checkpoints of a different run (other config or data); pass a fresh output folder or delete that one")
         av.model.load_state_dict(saved["av"])
         ar.load_state_dict(saved["ar"])
         opt_av.load_state_dict(saved["opt_av"])
@@ -268,6 +316,13 @@ def train(
             ref.model.load_state_dict(saved["ref"])
 
     sft_end = cfg.ar_sft_steps + cfg.av_sft_steps
+    replay = None
+    if replay_texts and cfg.replay_coef > 0:
+        target = model.eval()
+
+        def replay() -> torch.Tensor:
+            pick = torch.randint(len(replay_texts), (cfg.replay_batch,)).tolist()
+            return replay_loss(av, target, tokenizer, [replay_texts[i] for i in pick])
     t0 = time.perf_counter() - state["seconds"]
 
     def evaluate(step: int, phase: str, reward=None) -> None:
@@ -281,7 +336,7 @@ def train(
         if ckpt is not None and rank == 0:
             state["seconds"] = time.perf_counter() - t0
             ckpt.save(step, {"av": av.model.state_dict(), "ar": ar.state_dict(), "opt_av": opt_av.state_dict(),
-                             "opt_ar": opt_ar.state_dict(), "state": state, "ref": None if ref is None else ref.model.state_dict()})
+                             "opt_ar": opt_ar.state_dict(), "state": state, "ref": None if ref is None else ref.model.state_dict(), "run": run_id})
         if world > 1:
             dist.barrier()
 
@@ -299,13 +354,14 @@ def train(
                 _step(opt_ar, _trainable(ar), ar_loss(ar, [train_labels[i] for i in idx], train_acts[idx]))
             elif step < sft_end:
                 phase = "av_sft"
-                _step(opt_av, _trainable(av), av_sft_loss(av, train_acts[idx], [teacher_ids[i] for i in idx]))
+                loss = av_sft_loss(av, train_acts[idx], [teacher_ids[i] for i in idx])
+                _step(opt_av, _trainable(av), loss if replay is None else loss + cfg.replay_coef * replay())
             else:
                 phase = "rl"
                 if ref is None:
                     ref = copy.deepcopy(av).eval().requires_grad_(False)
                     _set_lr(opt_av, cfg.lr_rl), _set_lr(opt_ar, cfg.lr_ar_rl)
-                stats = grpo_step(av, ref, ar, train_acts[idx[: max(1, cfg.batch_size // cfg.group)]], cfg, opt_av, opt_ar)
+                stats = grpo_step(av, ref, ar, train_acts[idx[: max(1, cfg.batch_size // cfg.group)]], cfg, opt_av, opt_ar, replay)
                 rewards.append(stats["reward"])
             done = step + 1
             bar.update(task, advance=1, description=f"nla {phase}")
@@ -316,6 +372,10 @@ def train(
                     state["metrics"]["fve_ar_sft"] = state["curve"][-1].fve_ar_teacher
                 if done == sft_end:
                     state["metrics"]["fve_sft"] = state["curve"][-1].fve_round_trip
+                    if on_sft_end is not None:
+                        av.eval()
+                        state["metrics"]["sft_probe"] = on_sft_end(av)
+                        av.train()
                     state["metrics"].setdefault("fve_ar_sft", state["curve"][-1].fve_ar_teacher)
             if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
                 save(done)
@@ -336,6 +396,7 @@ def train(
         seconds=time.perf_counter() - t0,
         steps=cfg.total_steps,
         processes=world,
+        sft_probe=metrics.get("sft_probe"),
         curve=list(state["curve"]),
     )
     return av, ar, result

@@ -1,5 +1,6 @@
 """NLA training on a tiny random Qwen3: it learns, the controls hold, it resumes, it runs under DDP."""
 
+import dataclasses
 import functools
 import random
 
@@ -62,6 +63,26 @@ def test_grpo_step_rewards_and_penalises_malformed_output():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, av.parameters()))
 
 
+def test_replay_term_pulls_the_av_back():
+    """The knowledge-replay KL is zero for an unchanged copy of the target and grows
+    as the AV drifts; a GRPO step where only that term acts moves the AV back towards the target."""
+    model, tok, av, acts, labels = task()
+    texts = [" ".join(labels[i : i + 3]) for i in range(0, 30, 3)]
+    assert train_mod.replay_loss(av, model, tok, texts) < 1e-6
+    with torch.no_grad():
+        for p in av.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    drift = train_mod.replay_loss(av, model, tok, texts).item()
+    assert drift > 1e-4
+    ar = train_mod.Reconstructor.from_target(model, tok, av.config)
+    cfg = TrainConfig(group=4, batch_size=8, kl_coef=0.0, replay_coef=10.0)
+    opt_av = torch.optim.SGD(av.parameters(), lr=0.05)
+    opt_ar = torch.optim.SGD(ar.parameters(), lr=0.0)
+    av.config.max_new_tokens = 1  # all rollouts malformed: zero advantage, only the replay term acts
+    train_mod.grpo_step(av, Verbalizer(model, tok, av.config), ar, acts[:2], cfg, opt_av, opt_ar, lambda: train_mod.replay_loss(av, model, tok, texts))
+    assert train_mod.replay_loss(av, model, tok, texts).item() < drift
+
+
 def test_resumes_after_a_kill(tmp_path, monkeypatch):
     cfg = TrainConfig(ar_sft_steps=6, av_sft_steps=6, rl_steps=6, batch_size=8, group=4, eval_every=3, checkpoint_every=4, shuffled_control=False)
     model, tok, av, acts, labels = task()
@@ -90,6 +111,10 @@ def test_resumes_after_a_kill(tmp_path, monkeypatch):
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
     assert [p.step for p in res.curve] == [p.step for p in res_ref.curve]
     assert res.fve_rl == pytest.approx(res_ref.fve_rl, abs=1e-4)
+    # another run's checkpoints are never resumed
+    model, tok, av, acts, labels = task()
+    with pytest.raises(ValueError, match="different run"):
+        train(model, tok, av, acts[:90], labels[:90], acts[90:], labels[90:], dataclasses.replace(cfg, kl_coef=0.5), out_dir=tmp_path, progress=False)
 
 
 def _ddp_worker(rank, world, port, out):
