@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from rich.console import Console
@@ -26,6 +27,7 @@ from rich.table import Table
 from probity import report
 from probity.scrub import Scrubber, case_study, setup
 from probity.scrub import engine
+from probity.scrub.study import order_violations
 
 ROOT = Path(__file__).resolve().parent
 console = Console()
@@ -100,7 +102,11 @@ def seeds_table(organism: str, seeds: list[int], samples: int, replicates: int, 
                      "share_worse": round(float(torch.tensor([run.rows[i].share_worse for run in runs]).mean()), 4)})
     return {"organism": organism, "roles_override": roles, "samples": samples, "seeds": seeds, "loss_model": runs[0].loss_model,
             "loss_scrubbed_all": runs[0].loss_scrubbed_all, "constant_loss": runs[0].constant_loss,
-            "in_paper_order_per_seed": [run.in_paper_order for run in runs], "rows": rows}
+            "in_paper_order_per_seed": [run.in_paper_order for run in runs],
+            "order_violations_per_seed": [run.order_violations for run in runs],
+            "order_violations_of_means": order_violations([SimpleNamespace(hypothesis=r["hypothesis"], paper=r["paper"],
+                                                                           loss_recovered=r["mean"]) for r in rows]),
+            "rows": rows}
 
 
 def main() -> None:
@@ -138,7 +144,8 @@ def main() -> None:
                           f"{r['spread_over_seeds']:.3f}", f"{r['mean_bootstrap_stderr']:.3f}",
                           "" if r["mean_experiment_stderr"] is None else f"{r['mean_experiment_stderr']:.3f}", f"{r['share_worse']:.2f}", flags)
         console.print(table)
-        console.print(f"paper order holds per seed: {study['in_paper_order_per_seed']}")
+        console.print(f"paper order holds per seed: {study['in_paper_order_per_seed']}; "
+                      f"pairs ranked against the paper (means): {', '.join(study['order_violations_of_means']) or 'none'}")
     report.write_json(out, results)
     console.print(f"wrote {out}")
 

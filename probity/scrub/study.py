@@ -51,6 +51,7 @@ class CaseStudy:
     constant_loss: float
     rows: list[StudyRow]
     in_paper_order: bool
+    order_violations: list[str]
     details: list[ScrubResult]
 
     def figures(self) -> dict:
@@ -72,14 +73,12 @@ class CaseStudy:
         return {f"{self.organism}: loss recovered, ours vs paper": fig}
 
 
-def paper_order_holds(rows: list[StudyRow], slack: float = 0.0) -> bool:
-    """Whether our ranking agrees with the paper's on every pair the paper separates by > 0.02."""
+def order_violations(rows: list, slack: float = 0.0) -> list[str]:
+    """The pairs the paper separates by > 0.02 that we rank the other way, as "a < b" strings
+    (rows: anything with ``hypothesis``, ``paper`` and ``loss_recovered``)."""
     ranked = [r for r in rows if r.paper is not None]
-    for a in ranked:
-        for b in ranked:
-            if a.paper > b.paper + 0.02 and a.loss_recovered + slack < b.loss_recovered:
-                return False
-    return True
+    return [f"{a.hypothesis} < {b.hypothesis}" for a in ranked for b in ranked
+            if a.paper > b.paper + 0.02 and a.loss_recovered + slack < b.loss_recovered]
 
 
 def case_study(organism: str, names: list[str] | None = None, samples: int | None = None, seed: int = 0,
@@ -101,4 +100,4 @@ def case_study(organism: str, names: list[str] | None = None, samples: int | Non
                      d.description) for d in details]
     first = details[0]
     return CaseStudy(organism, first.n, seed, first.loss_model, first.loss_scrubbed_all, task.constant_loss(), rows,
-                     paper_order_holds(rows), details)
+                     not order_violations(rows), order_violations(rows), details)
