@@ -130,16 +130,15 @@ def adjusted_open_after(model, tokens: torch.Tensor, head: str) -> torch.Tensor:
     pattern = torch.cat([cache(model, tokens[i:i + 500], [name])[name][:, h] for i in range(0, len(tokens), 500)])
     n, p = tokens.shape
     is_paren = ((tokens == paren.OPEN) | (tokens == paren.CLOSE)).float()
+    length = is_paren.sum(1).long()  # rows of one length have their parens at the same positions
+    count = torch.zeros(p + 1).index_add_(0, length, torch.ones(n)).clamp(min=1)
     before = torch.ones(p, p).tril(-1).bool()  # [q, k]: key before the query
-    region = {}
-    for name_, mask in (("before", before), ("after", ~before)):
-        keys = is_paren[:, None, :] * mask.float()  # [n, q, k]
+    weights = torch.zeros(n, p, p)
+    for side in (before, ~before):
+        keys = is_paren[:, None, :] * side.float()  # [n, q, k]
         mean = (pattern * keys).sum(-1) / keys.sum(-1).clamp(min=1)  # mean attention per paren key, [n, q]
-        length = is_paren.sum(1).long()
-        total = torch.zeros(p + 1, p).index_add_(0, length, mean)
-        count = torch.zeros(p + 1).index_add_(0, length, torch.ones(n))
-        region[name_] = ((total / count.clamp(min=1)[:, None])[length][:, :, None] * keys)  # weight per key
-    weights = region["before"] + region["after"]
+        by_length = torch.zeros(p + 1, p).index_add_(0, length, mean) / count[:, None]
+        weights += by_length[length][:, :, None] * keys
     weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)
     return (weights * (tokens == paren.OPEN).float()[:, None, :]).sum(-1)
 

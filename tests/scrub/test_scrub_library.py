@@ -38,3 +38,15 @@ def test_refinements_keep_every_node_of_1b_and_add_structure():
     four = {(n.name, n.feature, n.phi) for n in hyps["4"].nodes()}
     assert {(n.name, n.feature, n.phi) for n in hyps["2b"].nodes() if not n.name.startswith("2.1")} <= four
     assert {(n.name, n.feature, n.phi) for n in hyps["3b"].nodes() if not n.name.startswith(("1.0", "2.0"))} <= four
+
+
+def test_adjusted_proportion_is_exact_where_no_paren_precedes_the_query():
+    from probity.scrub.task import adjusted_open_after
+
+    model, _ = paren.load()
+    tokens = paren.sample(64, seed=5)
+    adjusted = adjusted_open_after(model, tokens, "0.0")
+    exact = paren.features(tokens)["open_after"]
+    # at START and at the first paren every paren is on or after the query: one weight per key, the exact proportion
+    torch.testing.assert_close(adjusted[:, :2], exact[:, :2])
+    assert bool(((adjusted >= 0) & (adjusted <= 1)).all())
