@@ -21,8 +21,10 @@ few hundred facts erases that knowledge for the others unless it is replayed.
 
 Each step is one optimiser update, so rollouts are on-policy and the PPO ratio
 is 1 (no clipping needed). Under ``torch.distributed`` each process draws its own
-batch and gradients are averaged across processes before every update (DDP
-semantics, gloo or nccl); one process needs no launcher. Checkpoints (models,
+batch; the AV and the AR are each wrapped in torch's DistributedDataParallel
+(weights broadcast from rank 0, gradients averaged on backward; gloo or nccl),
+with all of a step's differentiable work in one wrapped call; one process
+needs no launcher. Checkpoints (models,
 optimisers, history) are written atomically every ``checkpoint_every`` steps and
 training resumes from the newest one.
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from probity.nla.core import Reconstructor, Verbalizer, direction_mse, fve
 
@@ -130,22 +133,31 @@ def _world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
-def _sync_grads(params) -> None:
-    """Average gradients across processes (no-op in a single process)."""
-    rank, world = _world()
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
+class _Loss(nn.Module):
+    """Holds a model for torch's DistributedDataParallel: ``forward(fn, *args)`` returns
+    ``fn(*args)``, all of one optimiser step's differentiable work in one call, so DDP
+    sees one forward per backward and averages the gradients across processes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, *args):
+        return fn(*args)
 
 
-def _broadcast_params(module) -> None:
-    if _world()[1] > 1:
-        for t in module.state_dict().values():
-            dist.broadcast(t, 0)
+def _direct(fn, *args):
+    return fn(*args)
+
+
+def _ddp(model: nn.Module):
+    """``run(fn, *args)`` computing a loss of ``model`` (the parameters are broadcast
+    from rank 0 once, gradients averaged on backward), or a plain call in one process."""
+    if _world()[1] == 1:
+        return _direct
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_Loss(model))
 
 
 def _trainable(module) -> list[torch.nn.Parameter]:
@@ -155,7 +167,6 @@ def _trainable(module) -> list[torch.nn.Parameter]:
 def _step(opt, params, loss, max_norm: float = 1.0) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    _sync_grads(params)
     torch.nn.utils.clip_grad_norm_(params, max_norm)
     opt.step()
 
@@ -192,10 +203,11 @@ def replay_loss(av: Verbalizer, target, tokenizer, texts: list[str]) -> torch.Te
     return (kl * mask).sum() / mask.sum()
 
 
-def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Tensor, cfg: TrainConfig, opt_av, opt_ar, replay=None) -> dict:
+def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Tensor, cfg: TrainConfig, opt_av, opt_ar, replay=None, run_av=_direct, run_ar=_direct) -> dict:
     """One GRPO update of the AV and one regression update of the AR on the same rollouts.
 
-    acts (B, d); ``replay``: a callable giving the ``replay_coef`` term, or None.
+    acts (B, d); ``replay``: a callable giving the ``replay_coef`` term, or None;
+    ``run_av`` / ``run_ar``: how a loss is computed (see :func:`_ddp`).
     Returns statistics: mean reward, malformed fraction, KL."""
     G = cfg.group
     seqs = av.generate(acts, samples=G, temperature=cfg.temperature)
@@ -208,22 +220,25 @@ def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Te
     grouped = reward.view(-1, G)
     adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(-1)
 
-    logp, mask = av.token_logprobs(targets, seqs)
     with torch.no_grad():
         ref_logp, _ = ref.token_logprobs(targets, seqs)
-    delta = (ref_logp - logp) * mask
-    kl = (delta.exp() - delta - 1) * mask
     norm = av.config.max_new_tokens
-    policy = -(adv[:, None] * logp).sum(1) / norm
-    loss = (policy + cfg.kl_coef * kl.sum(1) / norm).mean()
-    if replay is not None:
-        loss = loss + cfg.replay_coef * replay()
+
+    def policy_loss():
+        logp, mask = av.token_logprobs(targets, seqs)
+        delta = (ref_logp - logp) * mask
+        kl = (delta.exp() - delta - 1) * mask
+        loss = (-(adv[:, None] * logp).sum(1) / norm + cfg.kl_coef * kl.sum(1) / norm).mean()
+        return (loss if replay is None else loss + cfg.replay_coef * replay()), (kl.sum(1) / mask.sum(1).clamp_min(1)).mean()
+
+    loss, kl = run_av(policy_loss)
     _step(opt_av, _trainable(av), loss)
 
-    keep = ok.nonzero()[:, 0].tolist()
-    if keep:
-        _step(opt_ar, _trainable(ar), ar_loss(ar, [texts[i] for i in keep], targets[keep]))
-    return {"reward": float(reward.mean()), "malformed": float(1 - ok.float().mean()), "kl": float((kl.sum(1) / mask.sum(1).clamp_min(1)).mean().detach())}
+    def reconstruction_loss():  # malformed rollouts weigh 0 (every process must still take the step)
+        return (direction_mse(ar(texts), targets) * ok).sum() / ok.sum().clamp_min(1)
+
+    _step(opt_ar, _trainable(ar), run_ar(reconstruction_loss))
+    return {"reward": float(reward.mean()), "malformed": float(1 - ok.float().mean()), "kl": float(kl.detach())}
 
 
 @torch.no_grad()
@@ -292,8 +307,6 @@ def train(
     rank, world = _world()
     eval_acts, eval_labels = eval_acts[: cfg.eval_size], eval_labels[: cfg.eval_size]
     ar = Reconstructor.from_target(model, tokenizer, av.config)
-    for m in (av, ar):
-        _broadcast_params(m)
     opt_av = torch.optim.AdamW(_trainable(av), lr=cfg.lr_av, weight_decay=0.0)
     opt_ar = torch.optim.AdamW(_trainable(ar), lr=cfg.lr_ar, weight_decay=0.0)
     teacher_ids = av.encode(train_labels)
@@ -315,6 +328,7 @@ def train(
             ref = copy.deepcopy(av).eval()
             ref.model.load_state_dict(saved["ref"])
 
+    run_av, run_ar = _ddp(av), _ddp(ar)  # after a resume: every process holds rank 0's weights
     sft_end = cfg.ar_sft_steps + cfg.av_sft_steps
     replay = None
     if replay_texts and cfg.replay_coef > 0:
@@ -351,17 +365,20 @@ def train(
             idx = torch.randint(len(train_acts), (cfg.batch_size,))
             if step < cfg.ar_sft_steps:
                 phase = "ar_sft"
-                _step(opt_ar, _trainable(ar), ar_loss(ar, [train_labels[i] for i in idx], train_acts[idx]))
+                _step(opt_ar, _trainable(ar), run_ar(ar_loss, ar, [train_labels[i] for i in idx], train_acts[idx]))
             elif step < sft_end:
                 phase = "av_sft"
-                loss = av_sft_loss(av, train_acts[idx], [teacher_ids[i] for i in idx])
-                _step(opt_av, _trainable(av), loss if replay is None else loss + cfg.replay_coef * replay())
+                def sft_loss():
+                    loss = av_sft_loss(av, train_acts[idx], [teacher_ids[i] for i in idx])
+                    return loss if replay is None else loss + cfg.replay_coef * replay()
+
+                _step(opt_av, _trainable(av), run_av(sft_loss))
             else:
                 phase = "rl"
                 if ref is None:
                     ref = copy.deepcopy(av).eval().requires_grad_(False)
                     _set_lr(opt_av, cfg.lr_rl), _set_lr(opt_ar, cfg.lr_ar_rl)
-                stats = grpo_step(av, ref, ar, train_acts[idx[: max(1, cfg.batch_size // cfg.group)]], cfg, opt_av, opt_ar, replay)
+                stats = grpo_step(av, ref, ar, train_acts[idx[: max(1, cfg.batch_size // cfg.group)]], cfg, opt_av, opt_ar, replay, run_av, run_ar)
                 rewards.append(stats["reward"])
             done = step + 1
             bar.update(task, advance=1, description=f"nla {phase}")
