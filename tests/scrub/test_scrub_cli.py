@@ -15,11 +15,12 @@ def test_list_and_run_write_json_and_report(tmp_path):
         assert name in listed.output
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["run", "--organism", "paren", "--hypothesis", "1b", "--samples", "300", "--seed", "1",
-                                 "--json", str(out), "--out", str(tmp_path / "report")])
+                                 "--json", str(out), "--out", str(tmp_path / "report"), "--replicates", "2"])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data) >= {"loss_model", "loss_scrubbed_all", "loss_hypothesis", "loss_recovered", "stderr", "per_node", "cancellation"}
     assert data["loss_model"] < data["loss_hypothesis"] < data["loss_scrubbed_all"]
+    assert data["stderr_experiment"] > 0  # two whole-experiment replicates: dataset and trees redrawn
     assert set(data["per_node"]) == {"1.0", "2.0", "2.1"}  # one node per claimed head, as in Redwood's correspondence
     assert data["cancellation"]["constant_loss"] > 0
     assert (tmp_path / "report" / "index.html").is_file()
