@@ -21,5 +21,6 @@ def section(console) -> ScrubTour:
         for r in study.rows:
             paper = "" if r.paper is None else f" (paper {r.paper:.2f})"
             console.print(f"{organism:9s} {r.hypothesis:18s} recovered {r.loss_recovered:6.3f} ± {r.stderr:.3f}{paper}")
+        console.print(f"{organism:9s} ranked against the paper: {', '.join(study.order_violations) or 'none'}")
         out[organism] = study
     return ScrubTour(**out)
