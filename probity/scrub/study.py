@@ -98,6 +98,6 @@ def case_study(organism: str, names: list[str] | None = None, samples: int | Non
     rows = [StudyRow(d.hypothesis, d.loss_recovered, d.stderr, d.stderr_experiment, d.paper, d.loss_hypothesis, d.cancellation.share_worse,
                      d.cancellation.kl_to_model, d.cancellation.worse_than_constant, d.cancellation.cancellation_suspected,
                      d.description) for d in details]
-    first = details[0]
+    first, violations = details[0], order_violations(rows)
     return CaseStudy(organism, first.n, seed, first.loss_model, first.loss_scrubbed_all, task.constant_loss(), rows,
-                     not order_violations(rows), order_violations(rows), details)
+                     not violations, violations, details)
