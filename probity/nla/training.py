@@ -190,16 +190,12 @@ def av_sft_loss(av: Verbalizer, acts: torch.Tensor, targets: list[list[int]]) ->
 def replay_loss(av: Verbalizer, target, tokenizer, texts: list[str]) -> torch.Tensor:
     """Mean per-token KL(target || AV) of next-token distributions on plain ``texts``:
     keeps the verbalizer's knowledge that of the target it was copied from."""
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    L = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), L, dtype=torch.long)
-    mask = torch.zeros(len(rows), L)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
     with torch.no_grad():
-        ref = torch.log_softmax(target(input_ids=ids, attention_mask=mask.long()).logits.float(), -1)
-    logp = torch.log_softmax(av.model(input_ids=ids, attention_mask=mask.long()).logits.float(), -1)
+        ref = torch.log_softmax(target(**batch).logits.float(), -1)
+    logp = torch.log_softmax(av.model(**batch).logits.float(), -1)
     kl = (ref.exp() * (ref - logp)).sum(-1)
+    mask = batch["attention_mask"].float()
     return (kl * mask).sum() / mask.sum()
 
 
