@@ -122,7 +122,7 @@ def _is_bridge(model: nn.Module) -> bool:
     return hasattr(model, "hook_dict") and hasattr(model, "run_with_hooks")
 
 
-def _hf_parts(model: nn.Module):
+def hf_parts(model: nn.Module):
     """(embed, pos_embed, layers, final_norm) of an HF causal LM, or raise."""
     base = getattr(model, "model", None)
     if base is not None and hasattr(base, "layers") and hasattr(base, "embed_tokens"):
@@ -137,7 +137,7 @@ def _hf_parts(model: nn.Module):
 
 
 def _hf_hook_points(model: nn.Module) -> dict[str, _HookPoint]:
-    embed, pos_embed, layers, final_norm = _hf_parts(model)
+    embed, pos_embed, layers, final_norm = hf_parts(model)
     cfg = model.config
     n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
     n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads

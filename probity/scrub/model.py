@@ -9,14 +9,23 @@ biases, so one sender's term can be swapped in one receiver's input only.
     senders    hook_embed, hook_pos_embed, blocks.L.attn.hook_result[H], blocks.L.hook_mlp_out
     receivers  blocks.L.attn.hook_{q,k,v}_input[H], blocks.L.hook_mlp_in, output (the logits)
 
-It is built from a ``TransformerBridge`` over TransformerLens' native transformer (what
-the probity organisms are) or from that ``NativeModel`` directly; its plain forward
-equals the bridge's logits.
+Two backends compute the components, and ``Decomposed``'s plain forward equals the
+model's logits in both:
+
+- TransformerLens' native transformer (what the probity organisms are), given as a
+  ``TransformerBridge`` over it or as the ``NativeModel`` itself;
+- Hugging Face pre-norm decoders of the Llama family (Llama, Mistral, Qwen2, Qwen3:
+  RMSNorm, rotary positions, grouped-query attention, gated MLPs, Qwen3's per-head
+  q/k norms) and GPT-2, given as the HF model or a ``TransformerBridge`` over one.
+  Rotary models have no ``hook_pos_embed`` sender: positions enter inside every
+  head's queries and keys. With grouped-query attention, a head's K and V inputs
+  are still its own (the shared projection is applied to each head's input).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -55,32 +64,37 @@ class Component:
 
 
 class Decomposed:
-    """A native-TransformerLens transformer as residual-stream components (see module doc)."""
+    """A transformer as residual-stream components (see module doc)."""
 
     def __init__(self, model):
-        native = getattr(model, "original_model", model)
-        if type(native).__name__ != "NativeModel":
-            raise TypeError(f"scrub needs a TransformerLens native model (or a bridge over one), got {type(native).__name__}; "
-                            "build organisms with probity.organisms or TransformerBridge.boot_native")
-        self.native = native = _plain(native)
-        cfg = native.cfg
-        bad = {"rotary positions": native.pos is None, "grouped-query attention": (cfg.n_key_value_heads or cfg.n_heads) != cfg.n_heads,
-               "soft caps": float(cfg.attn_scores_soft_cap) > 0 or float(cfg.output_logits_soft_cap) > 0,
-               "gated MLPs": bool(cfg.gated_mlp)}
-        if any(bad.values()):
-            raise ValueError(f"scrub does not support {', '.join(k for k, v in bad.items() if v)} yet; use a standard pre-norm model")
-        self.native = native.eval()
-        self.cfg = cfg
-        self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
-        self.attn_only = bool(cfg.attn_only)
-        self.causal = cfg.attention_dir == "causal"
-        self.components = [Component(-1, 0, "embed"), Component(-1, 1, "pos")]
+        inner = getattr(model, "original_model", model)
+        if type(inner).__name__ == "NativeModel":
+            self.backend = _Native(inner)
+        elif getattr(getattr(inner, "config", None), "model_type", None) in _HFBackend.SUPPORTED:
+            self.backend = _HFBackend(inner)
+        else:
+            raise TypeError(f"scrub needs a TransformerLens native model or an HF {'/'.join(_HFBackend.SUPPORTED)} decoder "
+                            f"(or a TransformerBridge over one), got {type(inner).__name__}")
+        b = self.backend
+        self.n_layers, self.n_heads, self.d_head, self.attn_only = b.n_layers, b.n_heads, b.d_head, b.attn_only
+        self.d_vocab, self.n_ctx, self.causal = b.d_vocab, b.n_ctx, b.causal
+        self.components = [Component(-1, 0, "embed")] + [Component(-1, 1, "pos")] * b.has_pos
         for layer in range(self.n_layers):
             self.components += [Component(layer, 0, "head", h) for h in range(self.n_heads)]
             if not self.attn_only:
                 self.components.append(Component(layer, 1, "mlp"))
         self.output = Component(self.n_layers, 0, "output")
         self.by_name = {c.name: c for c in self.components + [self.output]}
+
+    @property
+    def native(self) -> torch.nn.Module:
+        """The plain TransformerLens ``NativeModel`` (native backend only)."""
+        return self.backend.native
+
+    @property
+    def cfg(self):
+        """The TransformerLens config (native backend) or the HF config."""
+        return self.backend.cfg
 
     # ---- names and graph -------------------------------------------------------------
     def parse(self, site: str) -> Component:
@@ -108,29 +122,109 @@ class Decomposed:
     # ---- component functions (pure, batched) ---------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token embeddings ``[b, p, d]``."""
-        return self.native.tok_embed(tokens)
+        return self.backend.embed(tokens)
 
     def pos_embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Positional embeddings ``[b, p, d]`` (input independent)."""
-        return self.native.pos.weight[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+        """Learned positional embeddings ``[b, p, d]`` (input independent; not for rotary models)."""
+        return self.backend.pos_embed(tokens)
 
     def bias(self, receiver: Component) -> torch.Tensor:
         """The constant part of ``receiver``'s input: the attention and MLP output biases below it ``[d]``."""
-        total = torch.zeros(self.cfg.d_model)
+        b = self.backend
+        total = torch.zeros(b.d_model, dtype=b.dtype)
         for layer in range(min(receiver.layer + 1, self.n_layers)):
             if layer < receiver.layer or receiver.order > 0:
-                total = total + self.native.layers[layer].attn.o.bias.detach()
+                total = total + b.attn_bias(layer)
             if not self.attn_only and layer < receiver.layer:
-                total = total + self.native.layers[layer].mlp.fc_out.bias.detach()
+                total = total + b.mlp_bias(layer)
         return total
 
     def heads(self, layer: int, heads: list[int], q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
         """Outputs ``[b, n, p, d]`` of ``heads`` of ``layer`` (without the output bias), given per-head
         residual inputs ``[b, n, p, d]`` for their queries, keys and values."""
+        q, k, v, w_o = self.backend.qkv(layer, torch.tensor(heads), q_in, k_in, v_in)
+        scores = self.backend.scores(layer, q, k)
+        if self.causal:
+            p = scores.shape[-1]
+            scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
+        z = scores.softmax(-1) @ v  # [b, n, p, dh]
+        return torch.einsum("bnph,nhd->bnpd", z, w_o)
+
+    def all_heads(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``[b, n_heads, p, d]`` of every head of ``layer`` on one residual input ``x [b, p, d]``."""
+        x = x[:, None].expand(-1, self.n_heads, -1, -1)
+        return self.heads(layer, list(range(self.n_heads)), x, x, x)
+
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """MLP output ``[b, p, d]`` (without the output bias) for residual input ``x``."""
+        return self.backend.mlp(layer, x)
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[b, p, vocab]`` from the final residual stream ``x``."""
+        return self.backend.unembed(x)
+
+    # ---- clean forward ------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, tokens: torch.Tensor, keep: set[Component] | None = None) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
+        """Plain forward on ``tokens [b, p]``: ``(logits [b, p, vocab], {component: output [b, p, d]})``
+        for the components in ``keep`` (all when ``None``)."""
+        b = self.backend
+        outs: dict[Component, torch.Tensor] = {self.components[0]: self.embed(tokens)}
+        if b.has_pos:
+            outs[self.components[1]] = self.pos_embed(tokens)
+        resid = sum(outs.values())
+        for layer in range(self.n_layers):
+            h = self.all_heads(layer, resid)
+            for i in range(self.n_heads):
+                outs[Component(layer, 0, "head", i)] = h[:, i]
+            resid = resid + h.sum(1) + b.attn_bias(layer)
+            if not self.attn_only:
+                m = self.mlp(layer, resid)
+                outs[Component(layer, 1, "mlp")] = m
+                resid = resid + m + b.mlp_bias(layer)
+        logits = self.unembed(resid)
+        if keep is not None:
+            outs = {c: v for c, v in outs.items() if c in keep}
+        return logits, outs
+
+
+class _Native:
+    """Weights of a TransformerLens ``NativeModel`` (learned positions, pre-norm, plain MLPs)."""
+
+    has_pos = True
+
+    def __init__(self, native):
+        self.native = native = _plain(native)
+        cfg = self.cfg = native.cfg
+        bad = {"rotary positions": native.pos is None, "grouped-query attention": (cfg.n_key_value_heads or cfg.n_heads) != cfg.n_heads,
+               "soft caps": float(cfg.attn_scores_soft_cap) > 0 or float(cfg.output_logits_soft_cap) > 0,
+               "gated MLPs": bool(cfg.gated_mlp)}
+        if any(bad.values()):
+            raise ValueError(f"scrub does not support native models with {', '.join(k for k, v in bad.items() if v)}; "
+                             "use a standard pre-norm model")
+        self.n_layers, self.n_heads, self.d_head, self.d_model = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
+        self.attn_only, self.causal = bool(cfg.attn_only), cfg.attention_dir == "causal"
+        self.d_vocab, self.n_ctx, self.dtype = cfg.d_vocab, cfg.n_ctx, native.tok_embed.weight.dtype
+
+    def embed(self, tokens):
+        return self.native.tok_embed(tokens)
+
+    def pos_embed(self, tokens):
+        return self.native.pos.weight[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+
+    def attn_bias(self, layer: int) -> torch.Tensor:
+        return self.native.layers[layer].attn.o.bias.detach()
+
+    def mlp_bias(self, layer: int) -> torch.Tensor:
+        return self.native.layers[layer].mlp.fc_out.bias.detach()
+
+    def scores(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return q @ k.transpose(-1, -2) / self.native.layers[layer].attn.scale
+
+    def qkv(self, layer, idx, q_in, k_in, v_in):
+        """Per-head queries, keys, values ``[b, n, p, dh]`` of heads ``idx`` and their W_O ``[n, dh, d]``."""
         block = self.native.layers[layer]
         attn = block.attn
-        idx = torch.tensor(heads)
-
         normed = {}
 
         def project(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -140,33 +234,10 @@ class Decomposed:
             b = lin.bias.view(self.n_heads, self.d_head)[idx]
             return torch.einsum("bnpd,nhd->bnph", normed[id(x)], w) + b[None, :, None, :]
 
-        q, k, v = project(attn.q, q_in), project(attn.k, k_in), project(attn.v, v_in)
-        return self._attend(layer, q, k, v, idx)
+        w_o = attn.o.weight.view(-1, self.n_heads, self.d_head).permute(1, 2, 0)[idx]
+        return project(attn.q, q_in), project(attn.k, k_in), project(attn.v, v_in), w_o
 
-    def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Per-head outputs ``[b, n, p, d]`` from queries, keys, values ``[b, n, p, dh]`` of heads ``idx``."""
-        attn = self.native.layers[layer].attn
-        scores = q @ k.transpose(-1, -2) / attn.scale
-        if self.causal:
-            p = scores.shape[-1]
-            scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
-        z = scores.softmax(-1) @ v  # [b, n, p, dh]
-        w_o = attn.o.weight.view(-1, self.n_heads, self.d_head).permute(1, 2, 0)[idx]  # [n, dh, d]
-        return torch.einsum("bnph,nhd->bnpd", z, w_o)
-
-    def all_heads(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        """Outputs ``[b, n_heads, p, d]`` of every head of ``layer`` on one residual input ``x [b, p, d]``."""
-        block = self.native.layers[layer]
-        h = block.ln1(x)
-        b, p, _ = x.shape
-
-        def split(lin: torch.nn.Linear) -> torch.Tensor:
-            return lin(h).view(b, p, self.n_heads, self.d_head).transpose(1, 2)
-
-        return self._attend(layer, split(block.attn.q), split(block.attn.k), split(block.attn.v), torch.arange(self.n_heads))
-
-    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        """MLP output ``[b, p, d]`` (without the output bias) for residual input ``x``."""
+    def mlp(self, layer, x):
         block = self.native.layers[layer]
         mlp = block.mlp
         mid = mlp.act(mlp.fc_in(block.ln2(x)))
@@ -174,42 +245,125 @@ class Decomposed:
             mid = mlp.ln(mid)
         return mid @ mlp.fc_out.weight.T
 
-    def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[b, p, vocab]`` from the final residual stream ``x``."""
+    def unembed(self, x):
         return self.native.head(self.native.ln_out(x))
 
-    # ---- clean forward ------------------------------------------------------------------
-    @torch.no_grad()
-    def run(self, tokens: torch.Tensor, keep: set[Component] | None = None) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
-        """Plain forward on ``tokens [b, p]``: ``(logits [b, p, vocab], {component: output [b, p, d]})``
-        for the components in ``keep`` (all when ``None``)."""
-        outs: dict[Component, torch.Tensor] = {}
-        resid = self.embed(tokens) + self.pos_embed(tokens)
-        outs[self.components[0]] = self.embed(tokens)
-        outs[self.components[1]] = self.pos_embed(tokens)
-        for layer in range(self.n_layers):
-            h = self.all_heads(layer, resid)
-            for i in range(self.n_heads):
-                outs[Component(layer, 0, "head", i)] = h[:, i]
-            resid = resid + h.sum(1) + self.native.layers[layer].attn.o.bias
-            if not self.attn_only:
-                m = self.mlp(layer, resid)
-                outs[Component(layer, 1, "mlp")] = m
-                resid = resid + m + self.native.layers[layer].mlp.fc_out.bias
-        logits = self.unembed(resid)
-        if keep is not None:
-            outs = {c: v for c, v in outs.items() if c in keep}
-        return logits, outs
+
+class _HFBackend:
+    """Weights of an HF Llama-family decoder or GPT-2, read from its own modules (see module doc)."""
+
+    SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gpt2")
+    causal = True
+
+    def __init__(self, model):
+        from probity.models.sites import hf_parts
+
+        self.hf = model = _plain(model) if _wrapped(model) else model.eval()
+        cfg = model.config
+        self.cfg = cfg
+        self.tok_embed, self.pos, self.layers, self.final_norm = hf_parts(model)
+        self.gpt2 = cfg.model_type == "gpt2"
+        self.has_pos, self.attn_only = self.pos is not None, False
+        self.n_layers = len(self.layers)
+        self.n_heads = cfg.num_attention_heads
+        self.d_model = cfg.hidden_size
+        self.d_head = getattr(cfg, "head_dim", None) or self.d_model // self.n_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.d_vocab = cfg.vocab_size
+        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        self.n_ctx = min(cfg.max_position_embeddings, window or cfg.max_position_embeddings)
+        self.dtype = self.tok_embed.weight.dtype
+        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "attn_logit_softcapping", None):
+            raise ValueError("scrub does not support soft-capped logits")
+        if self.gpt2 and cfg.scale_attn_by_inverse_layer_idx:
+            raise ValueError("scrub does not support GPT-2's scale_attn_by_inverse_layer_idx")
+        if not self.gpt2:
+            self.rotary = model.model.rotary_emb
+            self.rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+
+    def embed(self, tokens):
+        return self.tok_embed(tokens)
+
+    def pos_embed(self, tokens):
+        return self.pos.weight[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+
+    def _attn(self, layer):
+        block = self.layers[layer]
+        return block.attn if self.gpt2 else block.self_attn
+
+    def attn_bias(self, layer: int) -> torch.Tensor:
+        out = self._attn(layer).c_proj if self.gpt2 else self._attn(layer).o_proj
+        return torch.zeros(self.d_model, dtype=self.dtype) if out.bias is None else out.bias.detach()
+
+    def mlp_bias(self, layer: int) -> torch.Tensor:
+        mlp = self.layers[layer].mlp
+        out = mlp.c_proj if self.gpt2 else mlp.down_proj
+        return torch.zeros(self.d_model, dtype=self.dtype) if out.bias is None else out.bias.detach()
+
+    def scores(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(-1, -2)) * self._attn(layer).scaling
+
+    def _weights(self, layer):
+        """``(W_q [H, dh, d], b_q, W_k [KV, dh, d], b_k, W_v, b_v, W_o [H, dh, d])`` (biases may be None)."""
+        attn, H, KV, dh, d = self._attn(layer), self.n_heads, self.n_kv, self.d_head, self.d_model
+        if self.gpt2:  # Conv1D: y = x @ W + b with W [d, 3d] = q | k | v
+            w, b = attn.c_attn.weight, attn.c_attn.bias
+            split = [(w[:, i * d:(i + 1) * d].T.reshape(H, dh, d), b[i * d:(i + 1) * d].view(H, dh)) for i in range(3)]
+            return (*split[0], *split[1], *split[2], attn.c_proj.weight.view(H, dh, d))
+
+        def lin(m, n):
+            return m.weight.view(n, dh, d), None if m.bias is None else m.bias.view(n, dh)
+
+        w_o = attn.o_proj.weight.view(d, H, dh).permute(1, 2, 0)
+        return (*lin(attn.q_proj, H), *lin(attn.k_proj, KV), *lin(attn.v_proj, KV), w_o)
+
+    def qkv(self, layer, idx, q_in, k_in, v_in):
+        """Per-head queries, keys, values ``[b, n, p, dh]`` of heads ``idx`` and their W_O ``[n, dh, d]``;
+        rotary models get their q/k norms and rotary positions here."""
+        block, attn = self.layers[layer], self._attn(layer)
+        norm = block.ln_1 if self.gpt2 else block.input_layernorm
+        wq, bq, wk, bk, wv, bv, w_o = self._weights(layer)
+        kv = idx // (self.n_heads // self.n_kv)
+        normed = {}
+
+        def project(x, w, b):
+            if id(x) not in normed:
+                normed[id(x)] = norm(x)
+            y = torch.einsum("bnpd,nhd->bnph", normed[id(x)], w)
+            return y if b is None else y + b[None, :, None, :]
+
+        q, k, v = project(q_in, wq[idx], None if bq is None else bq[idx]), project(k_in, wk[kv], None if bk is None else bk[kv]), \
+            project(v_in, wv[kv], None if bv is None else bv[kv])
+        if not self.gpt2:
+            if hasattr(attn, "q_norm"):
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            p = q.shape[2]
+            cos, sin = self.rotary(q, torch.arange(p)[None])
+            q, k = self.rope(q, k, cos, sin)
+        return q, k, v, w_o[idx]
+
+    def mlp(self, layer, x):
+        block = self.layers[layer]
+        out = block.mlp(block.ln_2(x) if self.gpt2 else block.post_attention_layernorm(x))
+        return out - self.mlp_bias(layer)
+
+    def unembed(self, x):
+        return self.hf.lm_head(self.final_norm(x))
 
 
-def _plain(native: torch.nn.Module) -> torch.nn.Module:
-    """A plain ``NativeModel`` with the weights of ``native``: wrapping in a bridge rewires the module's
-    children through hook components, which are slow to call; the weights are the same."""
-    from transformer_lens.model_bridge.sources.native.model import NativeModel
+def _wrapped(model: torch.nn.Module) -> bool:
+    """Whether a ``TransformerBridge`` has rewired ``model``'s modules."""
+    return any("_original_component" in k for k in model.state_dict())
 
+
+def _plain(model: torch.nn.Module) -> torch.nn.Module:
+    """A plain copy (same class, same config) of a model a ``TransformerBridge`` wraps: wrapping
+    rewires the module's children through hook components, which are slow to call (and hide
+    the HF modules' own helpers); the weights are the same."""
     state = {k.replace("._original_component", "").replace("_original_component.", ""): v
-             for k, v in native.state_dict().items()}
-    plain = NativeModel(native.cfg)
+             for k, v in model.state_dict().items()}
+    config = model.cfg if type(model).__name__ == "NativeModel" else model.config
+    plain = type(model)(config).to(next(model.parameters()).dtype)
     missing, _aliases = plain.load_state_dict(state, strict=False)  # the bridge adds alias names (mlp.in, ...)
     if missing:
         raise ValueError(f"could not read weights {missing[:3]} from the model")

@@ -39,10 +39,10 @@ class Scrubber:
     def __init__(self, model, task: Task, seed: int = 0, batch_size: int = 512, cache: bool = True):
         self.model = model if isinstance(model, Decomposed) else Decomposed(model)
         self.task, self.seed, self.batch_size, self.use_cache = task, seed, batch_size, cache
-        if task.tokens.max() >= self.model.cfg.d_vocab:
-            raise ValueError(f"task tokens go up to {int(task.tokens.max())} but the model's vocabulary has {self.model.cfg.d_vocab}")
-        if task.n_ctx > self.model.cfg.n_ctx:
-            raise ValueError(f"task rows have {task.n_ctx} positions, more than the model's n_ctx={self.model.cfg.n_ctx}")
+        if task.tokens.max() >= self.model.d_vocab:
+            raise ValueError(f"task tokens go up to {int(task.tokens.max())} but the model's vocabulary has {self.model.d_vocab}")
+        if task.n_ctx > self.model.n_ctx:
+            raise ValueError(f"task rows have {task.n_ctx} positions, more than the model's n_ctx={self.model.n_ctx}")
         self.keys = row_keys(task.tokens)
         n = len(task.tokens)
         self.classes = {name: Classes(v, self.keys) for name, v in task.features.items()}
