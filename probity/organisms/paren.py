@@ -8,6 +8,13 @@ Training data: even lengths 2-40; a quarter balanced (uniform over balanced stri
 that length), a quarter adversarial "count passes, horizon fails" (equal opens and
 closes but some suffix holds more opens than closes), a quarter "horizon passes, count fails" and a
 quarter uniformly random strings.
+
+Unlike Redwood's model, whose heads 1.0, 2.0 and 2.1 write the answer into the logits, this
+recipe answers mostly through its last MLP: scrubbing everything but one set of direct paths to
+the logits (2000 rows, scrub seed 0), mlp2's alone recovers 0.93 of the loss and all six heads'
+0.46 with seed 0 (the shipped weights), 0.82 and 0.51 with seed 1. Redwood's model is also run
+with PAD masked out of attention (as in ARENA's bracket-classifier exercises); this one attends
+to PAD tokens (the scrub engine has no padding mask).
 """
 
 from __future__ import annotations
