@@ -125,8 +125,9 @@ def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, 
         hyp("emb->Q", 0.51, "the induction heads' queries read only the token embeddings", emb_q, exact(["k", "v"])),
         hyp("prev->K", 0.83, "the induction heads' keys read only the previous-token heads", prev_k, exact(["q", "v"])),
         hyp("all-three", 0.36, "values and queries from the embeddings, keys from the previous-token heads", emb_v, emb_q, prev_k),
-        # ours: the current token reaches the induction heads' values through the non-previous-token
-        # layer-0 heads (0.0 here) as much as directly; these two make that claim explicit
+        # ours: where a layer-0 head attends to the current token (head 0.0 of the first organism recipe),
+        # the token reaches the values through it as much as directly; these two make that claim
+        # explicit (they equal emb->V and all-three when every layer-0 head is a previous-token head)
         hyp("emb+L0->V", None, "emb->V, with the non-previous-token layer-0 heads also allowed into the values",
             Node("emb+L0->V", ["embed", *others], via=["v"]), exact(["q", "k"])),
         hyp("all-three+L0", None, "all-three with emb+L0->V", Node("emb+L0->V", ["embed", *others], via=["v"]), emb_q, prev_k),

@@ -50,6 +50,16 @@ def test_shipped_paren_reaches_99_percent():
     assert m["accuracy"] >= 0.99 and m["accuracy_count_pass_horizon_fail"] >= 0.97
 
 
+def test_induction_data_starts_with_bos_and_marks_real_repeats():
+    toks, cand = induction.sample_with_candidates(16, seed=3)
+    assert toks.shape == cand.shape == (16, induction.N_CTX)
+    assert (toks[:, 0] == induction.BOS).all() and (toks[:, 1:] >= induction.N_SPECIAL).all()
+    assert not cand[:, 0].any() and not cand[:, -1].any() and cand.any()
+    for i, t in zip(*cand.nonzero(as_tuple=True)):  # (token t, token t+1) occurred earlier
+        pairs = set(zip(toks[i, :t].tolist(), toks[i, 1:t + 1].tolist()))
+        assert (toks[i, t].item(), toks[i, t + 1].item()) in pairs
+
+
 def test_shipped_induction_formed_its_heads():
     model, _ = induction.load()
     meta = model.probity_meta
