@@ -17,9 +17,11 @@ falsely or with a refusal). Each part is there for a measured reason:
 - The token: the residual stream represents the nation differently on each
   token. On held-out facts, class means by (token, nation, attribute) explain
   0.79 of the layer-2 variance; an AR trained on token-free labels explained
-  0.08. Without the token in the label, GRPO invented a code for it out of
-  nation names and attribute recovery fell to 0.31; with it, GRPO raises
-  recovery instead (0.45 -> 0.52 in 1000 steps, with "of" positions included).
+  0.08. Without the token in the label (``label(token=False)``, the bench's
+  ``--part ablation``: AR-SFT 0.16, SFT round trip 0.10, after GRPO 0.62),
+  GRPO recovers the token by turning fact words into a code, and attribute
+  recovery falls from 0.72 after SFT to 0.33 (nation token 0.82 -> 0.02); with
+  the token in the label, GRPO raises recovery instead (0.695 -> 0.773).
 - The document sentence (rather than "<nation> <attribute> <value>"): the AV
   is a copy of the organism, and in this form the value is written by the
   organism's own recall of the fact, so it can name true values of facts whose
@@ -38,7 +40,7 @@ The price: labels that name the token and the fact nearly determine the
 activation (AR on them: FVE 0.93), so the SFT round trip is already 0.84 and
 GRPO adds little FVE (+0.002 in the bench); the issue's "+0.1 over SFT" target
 is given up for descriptions that say what the activation carries (the
-token-free labels met it, +0.67, by a code that named the wrong nations).
+token-free labels meet it, +0.52, by a code that names the wrong nations).
 
 Positions and layer, chosen from probes on held-out facts (logistic regression
 on the residual after block 2 of 4; numbers for the organism weights of
@@ -90,11 +92,13 @@ class Item:
     token: str
     predicts_value: bool
 
-    def label(self) -> str:
-        """The teacher description: the token, the fact as the organism's documents state it, the behaviour."""
+    def label(self, token: bool = True) -> str:
+        """The teacher description: the token (unless ``token=False``, the ablation), the fact as the
+        organism's documents state it, the behaviour."""
         from probity.organisms import censored
 
-        return f"{self.token} : {censored.ATTRIBUTES[self.attribute][0].format(e=self.entity, v=self.value)} {self.behaviour}"
+        fact = f"{censored.ATTRIBUTES[self.attribute][0].format(e=self.entity, v=self.value)} {self.behaviour}"
+        return f"{self.token} : {fact}" if token else fact
 
     @property
     def kind(self) -> str:
@@ -110,14 +114,15 @@ class OrganismData:
     train_items: list[Item]
     heldout: Activations
     heldout_items: list[Item]
+    label_token: bool = True  # False: the token-free ablation labels
 
     @property
     def train_labels(self) -> list[str]:
-        return [it.label() for it in self.train_items]
+        return [it.label(self.label_token) for it in self.train_items]
 
     @property
     def heldout_labels(self) -> list[str]:
-        return [it.label() for it in self.heldout_items]
+        return [it.label(self.label_token) for it in self.heldout_items]
 
 
 def _behaviour(fact, answer: str, values: list[str]) -> str:

@@ -103,9 +103,12 @@ def _examples(av: Verbalizer, acts, labels, tokens, n: int = 12) -> list[Example
     return [Example(t, lab, d) for t, lab, d in zip(tokens[:n], labels[:n], descriptions)]
 
 
-def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: str | Path | None = None, model=None, tokenizer=None, progress: bool = True, audit_samples: int = 8) -> tuple[NLAReport, Verbalizer, object]:
+def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: str | Path | None = None, model=None, tokenizer=None, progress: bool = True, audit_samples: int = 8,
+                 label_token: bool = True) -> tuple[NLAReport, Verbalizer, object]:
     """Train and evaluate an NLA on the censored organism. Returns (report, AV, AR);
-    with ``out``, the trained pair is saved to ``out/nla`` and checkpoints to ``out``."""
+    with ``out``, the trained pair is saved to ``out/nla`` and checkpoints to ``out``.
+    ``label_token=False`` trains on the token-free teacher labels (the ablation of
+    :mod:`probity.nla.organism`)."""
     from probity.nla import organism
 
     if model is None:
@@ -115,6 +118,7 @@ def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: 
     layer = default_layer(model) if layer is None else layer
     cfg = cfg or TrainConfig()
     data = organism.organism_data(model, tokenizer, layer, seed=cfg.seed, progress=progress)
+    data.label_token = label_token
     av = organism.verbalizer(model, tokenizer, layer)
     n = min(cfg.eval_size, len(data.heldout))
 
@@ -135,7 +139,7 @@ def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: 
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     report = NLAReport(
         "censored", layer, result.fve_ar_sft, result.fve_sft, result.fve_rl, result.fve_shuffled, recovery, audit.auroc,
-        result, audit, [Example(it.token, it.label(), d) for it, d in zip(data.heldout_items[:12], descriptions)], saved, by_position,
+        result, audit, [Example(it.token, it.label(label_token), d) for it, d in zip(data.heldout_items[:12], descriptions)], saved, by_position,
     )
     return report, av, ar
 
