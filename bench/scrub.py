@@ -9,7 +9,9 @@ TransformerBridge with TransformerLens hooks (``run_with_cache``) on that exampl
 sampled inputs. Both end to end, after sampling; the baseline's logits are checked
 against ours.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py [--quick] [--organisms=paren,induction]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py [--quick] [--organisms=paren,induction] [--speed-only]
+
+Each speed is the fastest of 3 timings from scratch (the machine is shared).
 """
 
 from __future__ import annotations
@@ -67,14 +69,22 @@ def per_example_baseline(bridge, scrubber: Scrubber, hyp, n: int) -> tuple[float
     return time.perf_counter() - t0, torch.cat(out)
 
 
-def speed(organism: str, hypothesis: str, n: int, n_baseline: int) -> dict:
-    bridge, task, hyps = setup(organism, n, seed=0)
-    hyp = hyps[hypothesis]
+def ours_timed(bridge, task, hyp) -> tuple[float, torch.Tensor]:
+    """Seconds for a fresh scrubber to scrub every reference (clean cache + compile + evaluate); the logits."""
     scrubber = Scrubber(bridge, task, seed=0, batch_size=512)
     t0 = time.perf_counter()
-    ours = torch.cat([lg for _, lg in scrubber.logits(hyp)])  # clean cache + compile + evaluate
-    ours_s = time.perf_counter() - t0
-    base_s, base = per_example_baseline(bridge, Scrubber(bridge, task, seed=0), hyp, n_baseline)
+    ours = torch.cat([lg for _, lg in scrubber.logits(hyp)])
+    return time.perf_counter() - t0, ours
+
+
+def speed(organism: str, hypothesis: str, n: int, n_baseline: int, repeats: int = 3) -> dict:
+    """Examples per second, ours vs the per-example baseline; each timed ``repeats`` times from
+    scratch and the fastest kept (the machine is shared: the minimum is the least disturbed run)."""
+    bridge, task, hyps = setup(organism, n, seed=0)
+    hyp = hyps[hypothesis]
+    ours_s, ours = min((ours_timed(bridge, task, hyp) for _ in range(repeats)), key=lambda r: r[0])
+    base_s, base = min((per_example_baseline(bridge, Scrubber(bridge, task, seed=0), hyp, n_baseline) for _ in range(repeats)),
+                       key=lambda r: r[0])
     diff = float((ours[:n_baseline] - base).abs().max())
     ours_eps, base_eps = n / ours_s, n_baseline / base_s
     return {"organism": organism, "hypothesis": hypothesis, "ours_examples": n, "ours_seconds": round(ours_s, 3),
@@ -116,7 +126,7 @@ def main() -> None:
     out = ROOT / "results" / ("scrub_quick.json" if quick else "scrub.json")
     results = json.loads(out.read_text()) if out.is_file() else {"speed": [], "case_studies": []}
     cut = 4 if quick else 1
-    for organism, hyp, n, nb in (("paren", "4", 2000, 10), ("induction", "all-three", 300, 10)):
+    for organism, hyp, n, nb in (("paren", "4", 2000, 10), ("induction", "all-three", 300, 20)):
         if organism not in only:
             continue
         r = speed(organism, hyp, n // cut, max(2, nb // cut))
@@ -125,6 +135,9 @@ def main() -> None:
         table.add_row(r["organism"], r["hypothesis"], f"{r['ours_examples_per_s']:.1f}", f"{r['baseline_examples_per_s']:.2f}",
                       f"{r['speedup']:.0f}x", f"{r['max_abs_logit_diff']:.1e}")
         console.print(table)
+    if "--speed-only" in sys.argv:
+        report.write_json(out, results)
+        return
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
     # paren twice: with the organism's roles (its final MLP computes the output from the heads, so the
     # root claims output and mlp2) and strictly as Redwood's correspondence (root = the logits only)
