@@ -141,7 +141,7 @@ class Decomposed:
 
     def heads(self, layer: int, heads: list[int], q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
         """Outputs ``[b, n, p, d]`` of ``heads`` of ``layer`` (without the output bias), given per-head
-        residual inputs ``[b, n, p, d]`` for their queries, keys and values."""
+        residual inputs ``[b, n, p, d]`` (or ``[b, 1, p, d]``, shared by all) for their queries, keys and values."""
         q, k, v, w_o = self.backend.qkv(layer, torch.tensor(heads), q_in, k_in, v_in)
         scores = self.backend.scores(layer, q, k)
         if self.causal:
@@ -152,7 +152,7 @@ class Decomposed:
 
     def all_heads(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """Outputs ``[b, n_heads, p, d]`` of every head of ``layer`` on one residual input ``x [b, p, d]``."""
-        x = x[:, None].expand(-1, self.n_heads, -1, -1)
+        x = x[:, None]  # one input for every head: normalised once, broadcast in the projections
         return self.heads(layer, list(range(self.n_heads)), x, x, x)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
