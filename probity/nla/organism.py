@@ -143,10 +143,12 @@ def heldout_facts(heldout_share: float = 0.2, seed: int = 0) -> set[tuple[str, s
 
 
 @torch.no_grad()
-def organism_data(model, tokenizer, layer: int, heldout_share: float = 0.2, seed: int = 0, heldout_only: bool = False, progress: bool = True) -> OrganismData:
+def organism_data(model, tokenizer, layer: int, heldout_share: float = 0.2, seed: int = 0, heldout_only: bool = False, progress: bool = True,
+                  label_token: bool = True) -> OrganismData:
     """Chat activations of the censored organism at ``layer`` with teacher items,
     split by fact (``heldout_share`` of facts held out; ``heldout_only`` skips the
-    training facts, e.g. to evaluate a trained NLA cheaply)."""
+    training facts, e.g. to evaluate a trained NLA cheaply; ``label_token=False``: the
+    token-free ablation labels)."""
     from probity.organisms import censored
 
     w = censored.world(0)
@@ -177,7 +179,7 @@ def organism_data(model, tokenizer, layer: int, heldout_share: float = 0.2, seed
     tr = [i for i, it in enumerate(items) if (it.entity, it.attribute) not in held]
     he = [i for i, it in enumerate(items) if (it.entity, it.attribute) in held]
     rng.shuffle(tr), rng.shuffle(he)
-    return OrganismData(acts.subset(tr), [items[i] for i in tr], acts.subset(he), [items[i] for i in he])
+    return OrganismData(acts.subset(tr), [items[i] for i in tr], acts.subset(he), [items[i] for i in he], label_token)
 
 
 def replay_texts(items: list[Item]) -> list[str]:

@@ -117,8 +117,7 @@ def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: 
         model, tokenizer = censored.load()
     layer = default_layer(model) if layer is None else layer
     cfg = cfg or TrainConfig()
-    data = organism.organism_data(model, tokenizer, layer, seed=cfg.seed, progress=progress)
-    data.label_token = label_token
+    data = organism.organism_data(model, tokenizer, layer, seed=cfg.seed, progress=progress, label_token=label_token)
     av = organism.verbalizer(model, tokenizer, layer)
     n = min(cfg.eval_size, len(data.heldout))
 

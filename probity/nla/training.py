@@ -191,11 +191,11 @@ def replay_loss(av: Verbalizer, target, tokenizer, texts: list[str]) -> torch.Te
     """Mean per-token KL(target || AV) of next-token distributions on plain ``texts``:
     keeps the verbalizer's knowledge that of the target it was copied from."""
     batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():
-        ref = torch.log_softmax(target(**batch).logits.float(), -1)
-    logp = torch.log_softmax(av.model(**batch).logits.float(), -1)
+        ref = torch.log_softmax(target(input_ids=ids, attention_mask=mask).logits.float(), -1)
+    logp = torch.log_softmax(av.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
     kl = (ref.exp() * (ref - logp)).sum(-1)
-    mask = batch["attention_mask"].float()
     return (kl * mask).sum() / mask.sum()
 
 
