@@ -1,16 +1,50 @@
-"""The scrub section of ``probity tour``: both case studies on the shipped organisms."""
+"""The scrub section of ``probity tour``: both case studies on the shipped organisms, and the
+residual-stream decomposition of a real Hugging Face model (SmolLM2-135M, offline)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from probity.scrub.study import CaseStudy, case_study
+
+PROMPT = "The capital of France is Paris. The capital of Italy is"
+
+
+@dataclass
+class DecompositionCheck:
+    """A real HF model split into residual-stream components: how many, and how far their
+    recombined logits are from the model's own on ``prompt``."""
+
+    model: str
+    n_components: int
+    prompt: str
+    max_abs_logit_diff: float
+    max_abs_logit: float
 
 
 @dataclass
 class ScrubTour:
     paren: CaseStudy
     induction: CaseStudy
+    hf_decomposition: DecompositionCheck
+
+
+def decomposition_check(model=None, tokenizer=None) -> DecompositionCheck:
+    """Decompose the offline SmolLM2-135M (Llama: rotary, grouped-query attention, gated MLPs; loaded
+    unless given) and compare the components' recombined logits with the model's."""
+    from probity import models
+    from probity.scrub.model import Decomposed
+
+    if model is None:
+        model, tokenizer = models.load(models.SMOLLM2)
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    d = Decomposed(model)
+    with torch.no_grad():
+        want = model(ids).logits
+    got = d.run(ids)[0]
+    return DecompositionCheck(models.SMOLLM2, len(d.components), PROMPT, float((got - want).abs().max()), float(want.abs().max()))
 
 
 def section(console) -> ScrubTour:
@@ -23,4 +57,8 @@ def section(console) -> ScrubTour:
             console.print(f"{organism:9s} {r.hypothesis:18s} recovered {r.loss_recovered:6.3f} ± {r.stderr:.3f}{paper}")
         console.print(f"{organism:9s} ranked against the paper: {', '.join(study.order_violations) or 'none'}")
         out[organism] = study
-    return ScrubTour(**out)
+    with console.status("decomposing SmolLM2-135M-Instruct (offline) into residual-stream components"):
+        check = decomposition_check()
+    console.print(f"HF decoder {check.model}: {check.n_components} components, recombined logits within "
+                  f"{check.max_abs_logit_diff:.1e} of the model's (max |logit| {check.max_abs_logit:.1f})")
+    return ScrubTour(**out, hf_decomposition=check)

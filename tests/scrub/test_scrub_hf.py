@@ -68,3 +68,11 @@ def test_rotary_models_have_no_position_site():
     hyp = Hypothesis("p", Node("out", ["output"], children=[Node("x", ["pos"], feature="f")]))
     with pytest.raises((KeyError, HypothesisError), match="pos"):
         Scrubber(model, task).resolve(hyp)
+
+
+def test_real_smollm2_decomposes_to_its_logits(smollm2):
+    from probity.scrub.tour import decomposition_check
+
+    check = decomposition_check(*smollm2)
+    assert check.n_components == 1 + 30 * (9 + 1)  # embeddings; 30 layers of 9 heads and an MLP (rotary: no pos)
+    assert check.max_abs_logit_diff < 1e-3 * check.max_abs_logit
