@@ -11,7 +11,9 @@ against ours.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py [--quick] [--organisms=paren,induction] [--speed-only]
 
-Each speed is the fastest of 3 timings from scratch (the machine is shared).
+Each speed is the fastest of 3 timings from scratch (the machine is shared). For paren it also
+scrubs one set of direct paths to the logits at a time (everything else on a random input):
+which components write the answer.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probity import report
-from probity.scrub import Scrubber, case_study, setup
+from probity.scrub import Hypothesis, Node, Scrubber, case_study, scrub, setup
 from probity.scrub import engine
 from probity.scrub.study import order_violations
 
@@ -40,12 +42,12 @@ class HookCache(engine.CleanCache):
     """Clean activations of given rows obtained by hooked forward passes of the bridge, one call per
     request (nothing stored: the engine's uncached mode, with the bridge's hooks as the forward)."""
 
-    def __init__(self, bridge, decomposed, tokens, targets, features):
-        super().__init__(decomposed, tokens, targets, enabled=False, features=features)
+    def __init__(self, bridge, decomposed, tokens, targets, features, key_mask):
+        super().__init__(decomposed, tokens, targets, enabled=False, features=features, key_mask=key_mask)
         self.bridge = bridge
 
-    def _run(self, tokens):
-        logits, cache = self.bridge.run_with_cache(tokens)
+    def _run(self, tokens, key_mask):
+        logits, cache = self.bridge.run_with_cache(tokens, attention_mask=None if key_mask is None else key_mask.long())
         return logits, {c: self._hook(cache, c) for c in self.model.components if c != self.model.output}
 
     def _hook(self, cache, comp):
@@ -63,7 +65,8 @@ def per_example_baseline(bridge, scrubber: Scrubber, hyp, n: int) -> tuple[float
     """Seconds to scrub the first ``n`` references one at a time with hooked forwards; their logits."""
     root, rows = scrubber.sample(hyp)
     plan = engine.compile_plan(scrubber.model, root, scrubber.task.n_ctx)
-    hooks = HookCache(bridge, scrubber.model, scrubber.task.tokens, engine.gather_targets(plan), scrubber.task.features)
+    hooks = HookCache(bridge, scrubber.model, scrubber.task.tokens, engine.gather_targets(plan), scrubber.task.features,
+                      scrubber.task.key_mask)
     t0 = time.perf_counter()
     out = [engine.execute(scrubber.model, plan, {k: v[i:i + 1] for k, v in rows.items()}, hooks) for i in range(n)]
     return time.perf_counter() - t0, torch.cat(out)
@@ -91,6 +94,22 @@ def speed(organism: str, hypothesis: str, n: int, n_baseline: int, repeats: int 
             "ours_examples_per_s": round(ours_eps, 1), "baseline_examples": n_baseline,
             "baseline_seconds": round(base_s, 3), "baseline_examples_per_s": round(base_eps, 2),
             "speedup": round(ours_eps / base_eps, 1), "max_abs_logit_diff": diff}
+
+
+def direct_paths(organism: str = "paren", seed: int = 0) -> dict:
+    """Loss recovered when only one set of direct paths to the logits runs on the reference input."""
+    model, task, _ = setup(organism, seed=seed)
+    s = Scrubber(model, task, seed=seed)
+    roles = model.probity_meta["roles"]
+    sets = {"mlp2": ["mlp2"], "every head": [f"{l}.{h}" for l in range(3) for h in range(2)],
+            "count and horizon heads": roles["count"] + roles["horizon"], "every MLP": ["mlp0", "mlp1", "mlp2"]}
+    out = {name: round(scrub(model, task, Hypothesis(name, Node("out", ["output"], children=[Node("x", sites)])),
+                             seed=seed, per_node=False, scrubber=s).loss_recovered, 4) for name, sites in sets.items()}
+    table = Table("direct paths on the reference (all else random)", "loss recovered", title=f"{organism}: who writes the answer")
+    for name, v in out.items():
+        table.add_row(name, f"{v:.3f}")
+    console.print(table)
+    return out
 
 
 def seeds_table(organism: str, seeds: list[int], samples: int, replicates: int, roles: dict | None = None) -> dict:
@@ -139,9 +158,11 @@ def main() -> None:
         report.write_json(out, results)
         return
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
-    # paren twice: with the organism's roles (its final MLP computes the output from the heads, so the
-    # root claims output and mlp2) and strictly as Redwood's correspondence (root = the logits only)
-    for organism, samples, roles in (("paren", 2000, None), ("paren", 2000, {"top": ["output"]}), ("induction", 300, None)):
+    if "paren" in only:
+        results["direct_paths"] = {"paren": direct_paths("paren")}
+    # paren twice: strictly as Redwood's correspondence (the root is the logits) with the organism's head
+    # roles, and with the root also claiming mlp2 (the organism's last MLP computes the answer from the heads)
+    for organism, samples, roles in (("paren", 2000, None), ("paren", 2000, {"top": ["output", "mlp2"]}), ("induction", 300, None)):
         if organism not in only:
             continue
         study = seeds_table(organism, seeds, samples // cut, 2 if quick else REPLICATES, roles)

@@ -9,15 +9,23 @@ that length), a quarter adversarial "count passes, horizon fails" (equal opens a
 closes but some suffix holds more opens than closes), a quarter "horizon passes, count fails" and a
 quarter uniformly random strings.
 
-Unlike Redwood's model, whose heads 1.0, 2.0 and 2.1 write the answer into the logits, this
-recipe answers mostly through its last MLP: scrubbing everything but one set of direct paths to
-the logits (2000 rows, scrub seed 0), mlp2's alone recovers 0.93 of the loss and all six heads'
-0.46 with seed 0 (the shipped weights), 0.82 and 0.51 with seed 1. Redwood's model is also run
-with PAD masked out of attention (as in ARENA's bracket-classifier exercises); this one attends
-to PAD tokens (the scrub engine has no padding mask).
+PAD is masked out of attention (``attention_mask``), as in Redwood's model (ARENA's
+bracket-classifier exercises run it with a mask on PAD keys); ``logits`` and the scrub task pass
+the mask. ``roles`` finds which heads play Redwood's parts (count heads, horizon head, proportion
+head) from direct logit attribution; ``train`` records them in the config (seed 0: count 2.1 and
+2.0, horizon 1.0, proportion 0.0).
+
+Unlike Redwood's model, whose heads 1.0 and 2.0 read the count test at position 1 (computed there by
+head 0.0 and the MLPs) and write the answer into the logits, this recipe computes at position 0: its
+layer-1/2 heads at position 0 attend 0.44-0.89 to the parens themselves and 0.03-0.54 to position 1
+(seeds 0-2; seed 0: at most 0.17), and the last MLP combines them. Scrubbing everything but one set of direct paths to the
+logits (2000 rows, scrub seed 0), mlp2's alone recovers 0.82 of the loss and all six heads' 0.40
+(seed 0). The unmasked recipe answered the same way (0.93 / 0.46), so masking PAD was not the cause.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -113,14 +121,61 @@ def encode(strings: list[str]) -> torch.Tensor:
     return tokens
 
 
+def attention_mask(tokens: torch.Tensor) -> torch.Tensor:
+    """1 where a position may be attended to (every token but PAD) ``[n, 42]`` (int64)."""
+    return (tokens != PAD).long()
+
+
 def logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    """The classifier's two logits ``[n, 2]`` (unbalanced, balanced), read at position 0."""
-    return model(tokens)[:, 0, :]
+    """The classifier's two logits ``[n, 2]`` (unbalanced, balanced), read at position 0; PAD is masked out of attention."""
+    return model(tokens, attention_mask=attention_mask(tokens))[:, 0, :]
 
 
 def load():
     """The shipped organism: ``(TransformerBridge, tokenizer)``."""
     return _native.load_organism(NAME, tokenizer())
+
+
+@torch.no_grad()
+def roles(model, n: int = 2000, seed: int = 4321) -> dict:
+    """Which heads of ``model`` (a bridge over the organism) play the roles of Redwood's hypotheses, on ``n``
+    rows of the training distribution, from each head's direct logit attribution (DLA: its output at
+    position 0 through the final LayerNorm, scale frozen, onto the balanced-minus-unbalanced logit).
+
+    ``count``: the two layer-1/2 heads whose DLA best separates count-test passes from failures (AUROC);
+    ``horizon``: the remaining layer-1/2 head that best separates horizon-test passes; ``proportion``: the
+    layer-0 head whose output at position 1 is best fit by a line in the proportion of opens (R^2).
+    ``scores`` holds the measurements."""
+    from probity.report.metrics import auroc
+
+    tokens = sample(n, seed=seed)
+    f = features(tokens)
+    _, cache = model.run_with_cache(tokens, attention_mask=attention_mask(tokens))
+    native = getattr(model, "original_model", model)
+    cfg = native.cfg
+    w = (native.head.weight[1] - native.head.weight[0]) * native.ln_out.weight
+    heads, dla = {}, {}
+    for layer in range(cfg.n_layers):
+        w_o = native.layers[layer].attn.o.weight.view(cfg.d_model, cfg.n_heads, cfg.d_head)
+        z = cache[f"blocks.{layer}.attn.hook_z"]  # [n, p, h, dh]
+        for h in range(cfg.n_heads):
+            out = heads[f"{layer}.{h}"] = torch.einsum("npe,de->npd", z[:, :, h], w_o[:, h])
+            dla[f"{layer}.{h}"] = ((out[:, 0] - out[:, 0].mean(-1, keepdim=True)) / cache["ln_final.hook_scale"][:, 0]) @ w
+    upper = [k for k in heads if not k.startswith("0.")]
+    sep = {test: {k: max(a, 1 - a) for k in upper if (a := auroc(dla[k], f[test])) is not None}
+           for test in ("count_test", "horizon_test")}
+    count = sorted(upper, key=lambda k: -sep["count_test"][k])[:2]
+    horizon = max((k for k in upper if k not in count), key=lambda k: sep["horizon_test"][k])
+    x = torch.stack([2 * f["open_proportion"] - 1, torch.ones(n)], 1).double()
+    fit = {}
+    for k in (k for k in heads if k.startswith("0.")):
+        out = heads[k][:, 1].double()
+        resid = out - x @ torch.linalg.lstsq(x, out).solution
+        fit[k] = round(float(1 - (resid ** 2).sum() / ((out - out.mean(0)) ** 2).sum()), 4)
+    rounded = {t: {k: round(v, 4) for k, v in d.items()} for t, d in sep.items()}
+    return {"count": count, "horizon": [horizon], "proportion": [max(fit, key=fit.get)],
+            "scores": {"auroc_count_test": rounded["count_test"], "auroc_horizon_test": rounded["horizon_test"],
+                       "proportion_r2_at_1": fit}}
 
 
 @torch.no_grad()
@@ -161,5 +216,7 @@ def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = 
     seconds = _native.fit(model, batch_loss, steps, seed, 2e-3, out_dir, NAME)
     metrics = evaluate(model)
     metrics.update(steps=steps, seed=seed, train_seconds=round(seconds, 1))
-    _native.save(out_dir, model, TL_CONFIG, {"metrics": metrics, "quick": _native.quick_record(train, seed, quick)})
+    found = roles(_native.bridge(copy.deepcopy(model)))  # bridging rewires the module in place
+    _native.save(out_dir, model, TL_CONFIG, {"metrics": metrics, "roles": {k: v for k, v in found.items() if k != "scores"},
+                                              "role_scores": found["scores"], "quick": _native.quick_record(train, seed, quick)})
     return metrics

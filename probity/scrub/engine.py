@@ -53,10 +53,14 @@ class Sum:
 
 @dataclass(frozen=True)
 class Head:
+    """A head on its treeified Q/K/V inputs; its key mask (padding) comes from ``rows``, the input of
+    the node the head is evaluated in."""
+
     component: Component
     q: Sum
     k: Sum
     v: Sum
+    rows: Rows
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def compile_plan(model: Decomposed, root: Resolved, n_ctx: int):
         if node.leaf or c.kind in ("embed", "pos"):
             return intern(Gather(c, rows))
         if c.kind == "head":
-            return intern(Head(c, *(inp(c, k, node) for k in ("q", "k", "v"))))
+            return intern(Head(c, *(inp(c, k, node) for k in ("q", "k", "v")), rows))
         if c.kind == "mlp":
             return intern(Mlp(c, inp(c, "in", node)))
         return intern(Unembed(inp(c, "in", node)))
@@ -159,24 +163,29 @@ class CleanCache:
     """Clean activations of the whole dataset for the gathered targets, from one chunked forward pass.
 
     With ``enabled=False`` nothing is stored and every gather reruns the model on the
-    gathered rows instead (slow; the invariance tests compare the two)."""
+    gathered rows instead (slow; the invariance tests compare the two). ``key_mask [N, P]``
+    (bool, True = may be attended to) is the dataset's attention mask, e.g. padding."""
 
     def __init__(self, model: Decomposed, tokens: torch.Tensor, targets: set[tuple[Component, bool]],
-                 chunk: int = 256, enabled: bool = True, progress=None, features: dict | None = None):
-        self.model, self.tokens, self.targets, self.enabled = model, tokens, targets, enabled
+                 chunk: int = 256, enabled: bool = True, features: dict | None = None, key_mask: torch.Tensor | None = None):
+        self.model, self.tokens, self.targets, self.enabled, self.key_mask = model, tokens, targets, enabled, key_mask
         self.features = features or {}
         self.store: dict[tuple[Component, bool], torch.Tensor] = {}
         self.fits: dict[tuple[Component, str], torch.Tensor] = {}
         if enabled:
-            pieces = [self._forward(tokens[i:i + chunk]) for i in range(0, len(tokens), chunk)]
+            pieces = [self._forward(torch.arange(i, min(i + chunk, len(tokens)))) for i in range(0, len(tokens), chunk)]
             self.store = {t: torch.cat([p[t] for p in pieces]) for t in targets}
 
-    def _run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
-        """Clean logits and every component's output on ``tokens``."""
-        return self.model.run(tokens)
+    def mask(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """The key mask of dataset rows ``rows [B]`` (None when the task has none)."""
+        return None if self.key_mask is None else self.key_mask[rows]
 
-    def _forward(self, tokens: torch.Tensor) -> dict[tuple[Component, bool], torch.Tensor]:
-        logits, outs = self._run(tokens)
+    def _run(self, tokens: torch.Tensor, key_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
+        """Clean logits and every component's output on ``tokens``."""
+        return self.model.run(tokens, key_mask=key_mask)
+
+    def _forward(self, rows: torch.Tensor) -> dict[tuple[Component, bool], torch.Tensor]:
+        logits, outs = self._run(self.tokens[rows], self.mask(rows))
         out = {}
         for comp, resid in self.targets:
             if comp == self.model.output and not resid:
@@ -202,7 +211,7 @@ class CleanCache:
             full = self.store[target]
             return full[rows] if rows.dim() == 1 else full[rows, torch.arange(rows.shape[1])]
         flat = rows.reshape(-1)
-        value = self._forward(self.tokens[flat])[target]
+        value = self._forward(flat)[target]
         if rows.dim() == 1:
             return value
         b, p = rows.shape
@@ -239,7 +248,7 @@ def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: Clea
                     val[:, idx] = val[:, idx] + t[:, idx]
         elif isinstance(e, Head):
             c = e.component
-            val = model.heads(c.layer, [c.head], ev(e.q)[:, None], ev(e.k)[:, None], ev(e.v)[:, None])[:, 0]
+            val = model.heads(c.layer, [c.head], ev(e.q)[:, None], ev(e.k)[:, None], ev(e.v)[:, None], cache.mask(rows[e.rows]))[:, 0]
         elif isinstance(e, Mlp):
             val = model.mlp(e.component.layer, ev(e.x))
         else:

@@ -139,21 +139,26 @@ class Decomposed:
                 total = total + b.mlp_bias(layer)
         return total
 
-    def heads(self, layer: int, heads: list[int], q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    def heads(self, layer: int, heads: list[int], q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
+              key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs ``[b, n, p, d]`` of ``heads`` of ``layer`` (without the output bias), given per-head
-        residual inputs ``[b, n, p, d]`` (or ``[b, 1, p, d]``, shared by all) for their queries, keys and values."""
+        residual inputs ``[b, n, p, d]`` (or ``[b, 1, p, d]``, shared by all) for their queries, keys and values.
+        ``key_mask [b, p]`` (bool, True = may be attended to) masks keys out, e.g. padding; a query with
+        no key left attends to nothing (output 0)."""
         q, k, v, w_o = self.backend.qkv(layer, torch.tensor(heads), q_in, k_in, v_in)
         scores = self.backend.scores(layer, q, k)
         if self.causal:
             p = scores.shape[-1]
             scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
-        z = scores.softmax(-1) @ v  # [b, n, p, dh]
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        z = scores.softmax(-1).nan_to_num(0.0) @ v  # [b, n, p, dh]; nan: a query whose keys are all masked
         return torch.einsum("bnph,nhd->bnpd", z, w_o)
 
-    def all_heads(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+    def all_heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs ``[b, n_heads, p, d]`` of every head of ``layer`` on one residual input ``x [b, p, d]``."""
         x = x[:, None]  # one input for every head: normalised once, broadcast in the projections
-        return self.heads(layer, list(range(self.n_heads)), x, x, x)
+        return self.heads(layer, list(range(self.n_heads)), x, x, x, key_mask)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """MLP output ``[b, p, d]`` (without the output bias) for residual input ``x``."""
@@ -165,16 +170,17 @@ class Decomposed:
 
     # ---- clean forward ------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, tokens: torch.Tensor, keep: set[Component] | None = None) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
+    def run(self, tokens: torch.Tensor, keep: set[Component] | None = None,
+            key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
         """Plain forward on ``tokens [b, p]``: ``(logits [b, p, vocab], {component: output [b, p, d]})``
-        for the components in ``keep`` (all when ``None``)."""
+        for the components in ``keep`` (all when ``None``); ``key_mask [b, p]`` as in ``heads``."""
         b = self.backend
         outs: dict[Component, torch.Tensor] = {self.components[0]: self.embed(tokens)}
         if b.has_pos:
             outs[self.components[1]] = self.pos_embed(tokens)
         resid = sum(outs.values())
         for layer in range(self.n_layers):
-            h = self.all_heads(layer, resid)
+            h = self.all_heads(layer, resid, key_mask)
             for i in range(self.n_heads):
                 outs[Component(layer, 0, "head", i)] = h[:, i]
             resid = resid + h.sum(1) + b.attn_bias(layer)

@@ -63,7 +63,7 @@ class Scrubber:
         have = set() if self._cache is None else self._cache.targets
         if self._cache is None or not targets <= have:
             self._cache = engine.CleanCache(self.model, self.task.tokens, targets | have, enabled=self.use_cache,
-                                            features=self.task.features)
+                                            features=self.task.features, key_mask=self.task.key_mask)
         return self._cache
 
     def logits(self, hyp: Hypothesis, progress=None):

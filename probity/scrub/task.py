@@ -1,6 +1,7 @@
 """What a model is scrubbed on: a dataset, the loss, the features hypotheses may name, and subsets.
 
-A ``Task`` holds token rows ``[N, P]``, targets and a mask of the positions where the
+A ``Task`` holds token rows ``[N, P]`` (with an optional attention mask ``key_mask [N, P]``,
+True where a position may be attended to, e.g. False on padding), targets and a mask of the positions where the
 loss is counted (``ce``: cross-entropy against integer targets; ``mse``: squared error
 of logit 0 against float targets), precomputed features (one value per row ``[N]`` or
 per row and position ``[N, P]``) and named subsets of rows for the per-subset table.
@@ -29,6 +30,7 @@ class Task:
     features: dict[str, torch.Tensor]
     subsets: dict[str, torch.Tensor] = field(default_factory=dict)
     loss_kind: str = "ce"
+    key_mask: torch.Tensor | None = None
 
     def __post_init__(self):
         n, p = self.tokens.shape
@@ -41,12 +43,15 @@ class Task:
             raise ValueError(f"row {int((~self.loss_mask.any(1)).nonzero()[0])} has no position in loss_mask; drop it or mark one")
         for name, values in self.features.items():
             check_feature(name, values, n, p)
+        if self.key_mask is not None and (self.key_mask.shape != (n, p) or self.key_mask.dtype != torch.bool):
+            raise ValueError(f"key_mask must be a bool tensor [N, P] = {[n, p]} like tokens, got "
+                             f"{self.key_mask.dtype} {list(self.key_mask.shape)}")
 
     def select(self, rows: torch.Tensor) -> "Task":
         """The task on dataset rows ``rows [M]`` (repeats allowed: a bootstrap draw of the dataset)."""
         return Task(self.name, self.tokens[rows], self.targets[rows], self.loss_mask[rows],
                     {k: v[rows] for k, v in self.features.items()}, {k: v[rows] for k, v in self.subsets.items()},
-                    self.loss_kind)
+                    self.loss_kind, None if self.key_mask is None else self.key_mask[rows])
 
     @property
     def n_ctx(self) -> int:
@@ -127,7 +132,8 @@ def adjusted_open_after(model, tokens: torch.Tensor, head: str) -> torch.Tensor:
 
     layer, h = (int(x) for x in head.split("."))
     name = f"blocks.{layer}.attn.hook_pattern"
-    pattern = torch.cat([cache(model, tokens[i:i + 500], [name])[name][:, h] for i in range(0, len(tokens), 500)])
+    pattern = torch.cat([cache(model, {"input_ids": t, "attention_mask": paren.attention_mask(t)}, [name])[name][:, h]
+                         for t in tokens.split(500)])
     n, p = tokens.shape
     is_paren = ((tokens == paren.OPEN) | (tokens == paren.CLOSE)).float()
     length = is_paren.sum(1).long()  # rows of one length have their parens at the same positions
@@ -144,7 +150,8 @@ def adjusted_open_after(model, tokens: torch.Tensor, head: str) -> torch.Tensor:
 
 
 def paren_task(n: int = 2000, seed: int = 0, model=None) -> Task:
-    """The paren case study: ``n`` rows from the organism's data distribution; loss = BCE at position 0.
+    """The paren case study: ``n`` rows from the organism's data distribution, PAD masked out of
+    attention as in the organism; loss = BCE at position 0.
     With ``model`` (the organism, its ``probity_meta`` naming the proportion head), also the
     adjusted horizon features of Redwood's hypothesis 3b."""
     from probity.organisms import paren
@@ -181,7 +188,7 @@ def paren_task(n: int = 2000, seed: int = 0, model=None) -> Task:
         "count_passes_horizon_fails": f["count_test"] & ~f["horizon_test"],
         "horizon_passes_count_fails": f["horizon_test"] & ~f["count_test"],
     }
-    return Task("paren", tokens, targets, mask, features, subsets, "ce")
+    return Task("paren", tokens, targets, mask, features, subsets, "ce", paren.attention_mask(tokens).bool())
 
 
 def induction_task(n: int = 400, seed: int = 0) -> Task:

@@ -10,9 +10,10 @@ import torch
 from probity.scrub.model import Decomposed
 
 
-def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: int, features: dict | None = None) -> torch.Tensor:
+def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: int, features: dict | None = None,
+                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Scrubbed logits ``[P, V]`` for reference example ``b`` given the sampled rows (``features``: the
-    task's, for ``phi`` nodes)."""
+    task's, for ``phi`` nodes; ``key_mask``: the task's, a head masking keys as the row it is evaluated on)."""
     P = tokens.shape[1]
 
     clean: dict = {}  # a subtree entirely on one row is that row's clean forward: compute it once
@@ -28,7 +29,7 @@ def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: i
             return model.embed(toks)[0]
         if c.kind == "pos":
             return model.pos_embed(toks)[0]
-        return apply(c, {k: resid(c, lambda s: on_row(s, r)) for k in c.inputs})
+        return apply(c, {k: resid(c, lambda s: on_row(s, r)) for k in c.inputs}, r)
 
     def resid(c, value) -> torch.Tensor:
         x = model.bias(c).expand(P, -1).clone()
@@ -36,9 +37,10 @@ def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: i
             x = x + value(s)
         return x
 
-    def apply(c, inputs: dict) -> torch.Tensor:
+    def apply(c, inputs: dict, r: int) -> torch.Tensor:  # r: the row whose key mask a head uses
         if c.kind == "head":
-            return model.heads(c.layer, [c.head], *(inputs[k][None, None] for k in ("q", "k", "v")))[0, 0]
+            mask = None if key_mask is None else key_mask[int(r)][None]
+            return model.heads(c.layer, [c.head], *(inputs[k][None, None] for k in ("q", "k", "v")), mask)[0, 0]
         if c.kind == "mlp":
             return model.mlp(c.layer, inputs["in"][None])[0]
         return model.unembed(inputs["in"][None])[0]
@@ -77,6 +79,6 @@ def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: i
                     for p in [p for p, w in owners.items() if w == who]:
                         x[p] += value[p]
             inputs[kind] = x
-        return apply(c, inputs)
+        return apply(c, inputs, r)
 
     return in_node(model.output, root)

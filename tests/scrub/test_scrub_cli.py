@@ -29,7 +29,7 @@ def test_list_and_run_write_json_and_report(tmp_path):
 def test_run_a_yaml_hypothesis_and_reject_unknown_names(tmp_path):
     path = tmp_path / "h.yaml"
     path.write_text("name: mine\nroot:\n  name: out\n  sites: [output, mlp2]\n  children:\n"
-                    "    - {name: horizon, site: '2.1', feature: horizon_test}\n")
+                    "    - {name: horizon, site: '1.0', feature: horizon_test}\n")
     runner = CliRunner()
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["run", "--hypothesis", str(path), "--samples", "200", "--json", str(out), "--out", str(tmp_path / "o")])

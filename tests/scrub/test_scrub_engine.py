@@ -35,15 +35,27 @@ BANK = {
 }
 
 
+def padded(task: Task) -> Task:
+    """``task`` with rows of random lengths 2-6: the positions past each row's length masked out of attention."""
+    lengths = torch.randint(2, 7, (len(task.tokens), 1), generator=torch.Generator().manual_seed(1))
+    return Task(task.name, task.tokens, task.targets, task.loss_mask, task.features, task.subsets, task.loss_kind,
+                torch.arange(task.n_ctx)[None] < lengths)
+
+
+@pytest.mark.parametrize("pad", [False, True], ids=["unpadded", "padded"])
 @pytest.mark.parametrize("name", sorted(BANK))
-def test_fast_path_equals_naive_oracle(tiny_model, tiny_task, name):
-    s = Scrubber(tiny_model, tiny_task, seed=5, batch_size=7)
+def test_fast_path_equals_naive_oracle(tiny_model, tiny_task, name, pad):
+    task = padded(tiny_task) if pad else tiny_task
+    s = Scrubber(tiny_model, task, seed=5, batch_size=7)
     hyp = Hypothesis(name, BANK[name])
     root, rows = s.sample(hyp)
     fast = torch.cat([lg for _, lg in s.logits(hyp)])
     for b in (0, 17, 42, 63):
-        naive = naive_logits(tiny_model, root, rows, tiny_task.tokens, b, tiny_task.features)
+        naive = naive_logits(tiny_model, root, rows, task.tokens, b, task.features, task.key_mask)
         torch.testing.assert_close(fast[b], naive, atol=1e-4, rtol=1e-4)
+    if pad:  # the mask is used: without it the same trees give other logits
+        unmasked = Scrubber(tiny_model, tiny_task, seed=5, batch_size=7)
+        assert not torch.allclose(torch.cat([lg for _, lg in unmasked.logits(hyp)]), fast, atol=1e-3)
 
 
 def test_identity_is_the_model_and_empty_is_fully_scrubbed(tiny_model, tiny_task):
@@ -61,16 +73,17 @@ def test_identity_is_the_model_and_empty_is_fully_scrubbed(tiny_model, tiny_task
     assert scrub(tiny_model, tiny_task, IDENTITY, seed=1, per_node=False).loss_recovered == 1.0
 
 
-def test_invariant_to_row_order_batch_size_and_caching(tiny_model, tiny_task):
+@pytest.mark.parametrize("pad", [False, True], ids=["unpadded", "padded"])
+def test_invariant_to_row_order_batch_size_and_caching(tiny_model, tiny_task, pad):
+    t = padded(tiny_task) if pad else tiny_task
     hyp = Hypothesis("n", BANK["nested_qkv"])
-    base = Scrubber(tiny_model, tiny_task, seed=2, batch_size=64).losses(hyp)[0]
+    base = Scrubber(tiny_model, t, seed=2, batch_size=64).losses(hyp)[0]
     for kwargs in (dict(batch_size=5), dict(batch_size=32, cache=False)):
-        torch.testing.assert_close(Scrubber(tiny_model, tiny_task, seed=2, **kwargs).losses(hyp)[0], base, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(Scrubber(tiny_model, t, seed=2, **kwargs).losses(hyp)[0], base, atol=1e-5, rtol=1e-5)
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(9))
-    t = tiny_task
-    shuffled = Task("tiny", t.tokens[perm], t.targets[perm], t.loss_mask[perm], {k: v[perm] for k, v in t.features.items()})
+    shuffled = t.select(perm)
     torch.testing.assert_close(Scrubber(tiny_model, shuffled, seed=2).losses(hyp)[0], base[perm], atol=1e-5, rtol=1e-5)
-    other_seed = Scrubber(tiny_model, tiny_task, seed=3).losses(hyp)[0]
+    other_seed = Scrubber(tiny_model, t, seed=3).losses(hyp)[0]
     assert not torch.allclose(other_seed, base)
 
 

@@ -94,5 +94,7 @@ def test_bad_model_inputs(tiny_model, tiny_task):
         Scrubber(tiny_model, Task("t", t.tokens + 10, t.targets, t.loss_mask, {}))
     with pytest.raises(ValueError, match="targets and loss_mask must be"):
         Task("t", t.tokens, t.targets[:, :2], t.loss_mask, {})
+    with pytest.raises(ValueError, match="key_mask must be a bool tensor"):
+        Task("t", t.tokens, t.targets, t.loss_mask, {}, key_mask=torch.ones_like(t.tokens))
     with pytest.raises(TypeError, match="TransformerLens native model"):
         Scrubber(torch.nn.Linear(2, 2), t)

@@ -12,9 +12,11 @@ from probity.scrub.model import Component, Decomposed
 def test_decomposition_matches_the_bridge_hooks():
     bridge = _native.bridge(_native.native_model(paren.TL_CONFIG, seed=4))
     tokens = paren.sample(8, seed=1)
-    logits, cache = bridge.run_with_cache(tokens)
+    mask = paren.attention_mask(tokens)  # the organism masks PAD out of attention; rows have different lengths
+    logits, cache = bridge.run_with_cache(tokens, attention_mask=mask)
     d = Decomposed(bridge)
-    mine, outs = d.run(tokens)
+    mine, outs = d.run(tokens, key_mask=mask.bool())
+    assert not torch.allclose(d.run(tokens)[0], mine, atol=1e-3)  # the mask matters
     torch.testing.assert_close(mine, logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outs[d.parse("embed")], cache["hook_embed"])
     mlp = d.native.layers[1].mlp.fc_out.bias
@@ -48,6 +50,16 @@ def test_shipped_paren_reaches_99_percent():
     assert meta["metrics"]["accuracy"] >= 0.99
     m = paren.evaluate(model, n=2000, seed=777)
     assert m["accuracy"] >= 0.99 and m["accuracy_count_pass_horizon_fail"] >= 0.97
+
+
+def test_recorded_paren_roles_are_what_roles_finds():
+    model, _ = paren.load()
+    found = paren.roles(model)
+    assert {k: found[k] for k in ("count", "horizon", "proportion")} == model.probity_meta["roles"]
+    scores = found["scores"]
+    assert min(scores["auroc_count_test"][h] for h in found["count"]) > 0.8  # the count heads do separate the count test
+    assert scores["auroc_horizon_test"][found["horizon"][0]] > 0.8
+    assert scores["proportion_r2_at_1"][found["proportion"][0]] > 0.5
 
 
 def test_induction_data_starts_with_bos_and_marks_real_repeats():
