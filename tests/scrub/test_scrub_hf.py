@@ -48,6 +48,18 @@ def test_decomposition_reproduces_the_logits(hf):
     assert ("hook_pos_embed" in names) == (arch == "gpt2")  # rotary models have no position sender
 
 
+def test_padding_mask_matches_the_hf_attention_mask(hf):
+    _, model, _, task = hf
+    real = torch.arange(6)[None] >= torch.tensor([0, 2, 3, 1])[:, None]  # left padding: rows of 6, 4, 3, 5 tokens
+    tokens = task.tokens[:4]
+    with torch.no_grad():
+        want = model(tokens, attention_mask=real.long()).logits
+    d = Decomposed(model)
+    got = d.run(tokens, key_mask=real)[0]
+    torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(d.run(tokens)[0][real], want[real], atol=1e-3)  # the padded keys were masked
+
+
 def test_fast_path_equals_naive_oracle_with_shared_kv_heads(hf):
     _, model, _, task = hf
     d = Decomposed(model)
