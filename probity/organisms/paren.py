@@ -20,7 +20,8 @@ head 0.0 and the MLPs) and write the answer into the logits, this recipe compute
 layer-1/2 heads at position 0 attend 0.44-0.89 to the parens themselves and 0.03-0.54 to position 1
 (seeds 0-2; seed 0: at most 0.17), and the last MLP combines them. Scrubbing everything but one set of direct paths to the
 logits (2000 rows, scrub seed 0), mlp2's alone recovers 0.82 of the loss and all six heads' 0.40
-(seed 0). The unmasked recipe answered the same way (0.93 / 0.46), so masking PAD was not the cause.
+(seed 0). The unmasked recipe answered the same way (0.93 / 0.46), so masking PAD was not the cause,
+nor is a short schedule: 9000 steps instead of 5000 (seed 0) gives 0.83 / 0.27.
 """
 
 from __future__ import annotations
