@@ -150,9 +150,11 @@ class Decomposed:
         if self.causal:
             p = scores.shape[-1]
             scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
-        if key_mask is not None:
-            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-        z = scores.softmax(-1).nan_to_num(0.0) @ v  # [b, n, p, dh]; nan: a query whose keys are all masked
+        if key_mask is None:
+            pattern = scores.softmax(-1)
+        else:  # a query whose keys are all masked gets nan from softmax: it attends to nothing
+            pattern = scores.masked_fill(~key_mask[:, None, None, :], float("-inf")).softmax(-1).nan_to_num(0.0)
+        z = pattern @ v  # [b, n, p, dh]
         return torch.einsum("bnph,nhd->bnpd", z, w_o)
 
     def all_heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
