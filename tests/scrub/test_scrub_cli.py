@@ -4,6 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
+from probity.organisms import _native
 from probity.scrub.cli import app
 
 
@@ -21,15 +22,17 @@ def test_list_and_run_write_json_and_report(tmp_path):
     assert set(data) >= {"loss_model", "loss_scrubbed_all", "loss_hypothesis", "loss_recovered", "stderr", "per_node", "cancellation"}
     assert data["loss_model"] < data["loss_hypothesis"] < data["loss_scrubbed_all"]
     assert data["stderr_experiment"] > 0  # two whole-experiment replicates: dataset and trees redrawn
-    assert set(data["per_node"]) == {"1.0", "2.0", "2.1"}  # one node per claimed head, as in Redwood's correspondence
+    roles = json.loads((_native.WEIGHTS / "paren" / "config.json").read_text())["meta"]["roles"]
+    assert set(data["per_node"]) == set(roles["count"] + roles["horizon"])  # one node per claimed head, as in Redwood's correspondence
     assert data["cancellation"]["constant_loss"] > 0
     assert (tmp_path / "report" / "index.html").is_file()
 
 
 def test_run_a_yaml_hypothesis_and_reject_unknown_names(tmp_path):
     path = tmp_path / "h.yaml"
+    horizon = json.loads((_native.WEIGHTS / "paren" / "config.json").read_text())["meta"]["roles"]["horizon"][0]
     path.write_text("name: mine\nroot:\n  name: out\n  sites: [output, mlp2]\n  children:\n"
-                    "    - {name: horizon, site: '1.0', feature: horizon_test}\n")
+                    f"    - {{name: horizon, site: '{horizon}', feature: horizon_test}}\n")
     runner = CliRunner()
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["run", "--hypothesis", str(path), "--samples", "200", "--json", str(out), "--out", str(tmp_path / "o")])
