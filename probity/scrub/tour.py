@@ -27,6 +27,7 @@ class DecompositionCheck:
 @dataclass
 class ScrubTour:
     paren: CaseStudy
+    paren_root_with_mlp2: CaseStudy  # the organism's last MLP writes most of its answer (README, scrub)
     induction: CaseStudy
     hf_decomposition: DecompositionCheck
 
@@ -48,15 +49,18 @@ def decomposition_check(model=None, tokenizer=None) -> DecompositionCheck:
 
 
 def section(console) -> ScrubTour:
-    """Scrub every built-in hypothesis of paren (1000 examples) and induction (150 examples)."""
+    """Scrub every built-in hypothesis of paren (1000 examples; Redwood's root, then the root also
+    claiming mlp2) and induction (150 examples)."""
     out = {}
-    for organism, n in (("paren", 1000), ("induction", 150)):
-        study = case_study(organism, samples=n, progress=lambda name: console.print(f"  scrubbed {name}"))
+    for key, organism, n, roles in (("paren", "paren", 1000, None), ("paren_root_with_mlp2", "paren", 1000, {"top": ["output", "mlp2"]}),
+                                    ("induction", "induction", 150, None)):
+        study = case_study(organism, samples=n, roles=roles, progress=lambda name: console.print(f"  scrubbed {name}"))
+        label = organism if roles is None else "paren+mlp2"
         for r in study.rows:
             paper = "" if r.paper is None else f" (paper {r.paper:.2f})"
-            console.print(f"{organism:9s} {r.hypothesis:18s} recovered {r.loss_recovered:6.3f} ± {r.stderr:.3f}{paper}")
-        console.print(f"{organism:9s} ranked against the paper: {', '.join(study.order_violations) or 'none'}")
-        out[organism] = study
+            console.print(f"{label:10s} {r.hypothesis:18s} recovered {r.loss_recovered:6.3f} ± {r.stderr:.3f}{paper}")
+        console.print(f"{label:10s} ranked against the paper: {', '.join(study.order_violations) or 'none'}")
+        out[key] = study
     with console.status("decomposing SmolLM2-135M-Instruct (offline) into residual-stream components"):
         check = decomposition_check()
     console.print(f"HF decoder {check.model}: {check.n_components} components, recombined logits within "
