@@ -17,8 +17,9 @@ scrubs one set of direct paths to the logits at a time (everything else on a ran
 which components write the answer.
 
 ``--recipe-seeds`` trains the paren recipe once per seed (about 7 min each on 1 thread; weights cached
-under bench/results/cache/paren_seeds or DIR) and writes bench/results/scrub_paren_seeds.json: it tabulates each run's mechanism and case study: which
-mechanism the recipe finds depends on its seed, and the shipped seed is one of these runs.
+under bench/results/cache/paren_seeds or DIR) and tabulates each run's mechanism and case study in
+bench/results/scrub_paren_seeds.json. Which mechanism the recipe finds depends on its seed; the shipped
+seed is one of these runs.
 """
 
 from __future__ import annotations
