@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from probity.scrub.hypothesis import Hypothesis
@@ -53,6 +54,7 @@ class CaseStudy:
     in_paper_order: bool
     order_violations: list[str]
     details: list[ScrubResult]
+    roles_override: dict | None = None  # head roles given to ``case_study`` over the organism's recorded ones
 
     def figures(self) -> dict:
         import matplotlib.pyplot as plt
@@ -68,9 +70,10 @@ class CaseStudy:
         ax.set_ylim(min(0, *[r.loss_recovered for r in rows]) - 0.05, 1.1)
         ax.axhline(1, color="k", lw=0.6)
         ax.legend(fontsize=8)
-        ax.set_title(f"causal scrubbing: {self.organism}")
+        name = self.organism + (f" {json.dumps(self.roles_override)}" if self.roles_override else "")
+        ax.set_title(f"causal scrubbing: {name}", fontsize=9)
         fig.tight_layout()
-        return {f"{self.organism}: loss recovered, ours vs paper": fig}
+        return {f"{name}: loss recovered, ours vs paper": fig}
 
 
 def order_violations(rows: list, slack: float = 0.0) -> list[str]:
@@ -100,4 +103,4 @@ def case_study(organism: str, names: list[str] | None = None, samples: int | Non
                      d.description) for d in details]
     first, violations = details[0], order_violations(rows)
     return CaseStudy(organism, first.n, seed, first.loss_model, first.loss_scrubbed_all, task.constant_loss(), rows,
-                     not violations, violations, details)
+                     not violations, violations, details, roles)
