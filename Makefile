@@ -19,6 +19,8 @@ tour: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/probity tour --out runs/tour
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check probity tests bench
+	$(VENV)/bin/ruff format --check probity tests bench
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)

@@ -27,7 +27,13 @@ from probity.estimate.cli import print_summary
 ROOT = Path(__file__).resolve().parent
 CACHE = str(ROOT / "results" / "cache")
 # ARC's own code, ReLU, n=64, 4 hidden layers, two seeds (DESIGN.md / issue 3).
-REFERENCE = {(1, "simple"): (40, 70), (2, "simple"): (12, 16), (2, "augment"): (10, 15), (3, "simple"): (12, 22), (3, "augment"): (5, 7)}
+REFERENCE = {
+    (1, "simple"): (40, 70),
+    (2, "simple"): (12, 16),
+    (2, "augment"): (10, 15),
+    (3, "simple"): (12, 22),
+    (3, "augment"): (5, 7),
+}
 
 
 def exactness_check(samples: int = 10**8) -> dict:
@@ -57,7 +63,14 @@ def reference_table(result: BenchResult, console: Console) -> list[dict]:
         if s.method == "kprop" and s.width == 64:
             ref = REFERENCE.get((s.order, s.variant))
             rows.append({"order": s.order, "variant": s.variant, "x_mc": s.x_mc, "reference": ref})
-            table.add_row(str(s.order), s.variant, "-" if s.x_mc is None else f"{s.x_mc:.1f}", f"{ref[0]}-{ref[1]}" if ref else "-", f"{s.mse_over_var:.3g}", f"{s.flops:.3g}")
+            table.add_row(
+                str(s.order),
+                s.variant,
+                "-" if s.x_mc is None else f"{s.x_mc:.1f}",
+                f"{ref[0]}-{ref[1]}" if ref else "-",
+                f"{s.mse_over_var:.3g}",
+                f"{s.flops:.3g}",
+            )
     console.print(table)
     return rows
 
@@ -79,8 +92,10 @@ def main() -> None:
                 race = wall_race(width, 4, seed, order, "augment", cfg.gt_samples, CACHE)
                 result.races.append(race)
                 console.print(
-                    f"wall race n={width} seed {seed} {race.method}: {race.est_wall_s:.3f} s, MSE/Var {race.est_mse_over_var:.3g}; "
-                    f"MC in the same time: {race.mc_samples} samples, MSE/Var {race.mc_mse_over_var:.3g} -> MC/ours = {race.mse_ratio_mc_over_est:.1f}"
+                    f"wall race n={width} seed {seed} {race.method}: {race.est_wall_s:.3f} s, "
+                    f"MSE/Var {race.est_mse_over_var:.3g}; "
+                    f"MC in the same time: {race.mc_samples} samples, MSE/Var {race.mc_mse_over_var:.3g} "
+                    f"-> MC/ours = {race.mse_ratio_mc_over_est:.1f}"
                 )
     exact = exactness_check(10**6 if quick else 10**8)
     console.print(f"exactness (width 8, 2 hidden layers, {exact['samples']:.0e} samples): {exact}")
@@ -90,7 +105,9 @@ def main() -> None:
     out = Path("runs/estimate_quick.json") if quick else ROOT / "results" / "estimate.json"
     report.write_json(out, payload, indent=1)
     console.print(f"[green]wrote[/green] {out}")
-    console.print(f"[green]report:[/green] {report.save(result, 'runs/estimate-bench', title='probity estimate bench')}")
+    console.print(
+        f"[green]report:[/green] {report.save(result, 'runs/estimate-bench', title='probity estimate bench')}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probity import report
-from probity.scrub import Hypothesis, Node, Scrubber, case_study, scrub, setup
-from probity.scrub import engine
+from probity.scrub import Hypothesis, Node, Scrubber, case_study, engine, scrub, setup
 from probity.scrub.study import order_violations
 
 ROOT = Path(__file__).resolve().parent
@@ -61,7 +60,10 @@ class HookCache(engine.CleanCache):
             # native bridges expose hook_z but not per-head results: project z through that head's W_O
             o = self.model.native.layers[comp.layer].attn.o.weight
             d_head = self.model.d_head
-            return cache[f"blocks.{comp.layer}.attn.hook_z"][:, :, comp.head] @ o[:, comp.head * d_head:(comp.head + 1) * d_head].T
+            return (
+                cache[f"blocks.{comp.layer}.attn.hook_z"][:, :, comp.head]
+                @ o[:, comp.head * d_head : (comp.head + 1) * d_head].T
+            )
         if comp.kind == "mlp":
             return cache[f"blocks.{comp.layer}.hook_mlp_out"] - self.model.native.layers[comp.layer].mlp.fc_out.bias
         return cache[comp.name]
@@ -71,10 +73,16 @@ def per_example_baseline(bridge, scrubber: Scrubber, hyp, n: int) -> tuple[float
     """Seconds to scrub the first ``n`` references one at a time with hooked forwards; their logits."""
     root, rows = scrubber.sample(hyp)
     plan = engine.compile_plan(scrubber.model, root, scrubber.task.n_ctx)
-    hooks = HookCache(bridge, scrubber.model, scrubber.task.tokens, engine.gather_targets(plan), scrubber.task.features,
-                      scrubber.task.key_mask)
+    hooks = HookCache(
+        bridge,
+        scrubber.model,
+        scrubber.task.tokens,
+        engine.gather_targets(plan),
+        scrubber.task.features,
+        scrubber.task.key_mask,
+    )
     t0 = time.perf_counter()
-    out = [engine.execute(scrubber.model, plan, {k: v[i:i + 1] for k, v in rows.items()}, hooks) for i in range(n)]
+    out = [engine.execute(scrubber.model, plan, {k: v[i : i + 1] for k, v in rows.items()}, hooks) for i in range(n)]
     return time.perf_counter() - t0, torch.cat(out)
 
 
@@ -92,14 +100,24 @@ def speed(organism: str, hypothesis: str, n: int, n_baseline: int, repeats: int 
     bridge, task, hyps = setup(organism, n, seed=0)
     hyp = hyps[hypothesis]
     ours_s, ours = min((ours_timed(bridge, task, hyp) for _ in range(repeats)), key=lambda r: r[0])
-    base_s, base = min((per_example_baseline(bridge, Scrubber(bridge, task, seed=0), hyp, n_baseline) for _ in range(repeats)),
-                       key=lambda r: r[0])
+    base_s, base = min(
+        (per_example_baseline(bridge, Scrubber(bridge, task, seed=0), hyp, n_baseline) for _ in range(repeats)),
+        key=lambda r: r[0],
+    )
     diff = float((ours[:n_baseline] - base).abs().max())
     ours_eps, base_eps = n / ours_s, n_baseline / base_s
-    return {"organism": organism, "hypothesis": hypothesis, "ours_examples": n, "ours_seconds": round(ours_s, 3),
-            "ours_examples_per_s": round(ours_eps, 1), "baseline_examples": n_baseline,
-            "baseline_seconds": round(base_s, 3), "baseline_examples_per_s": round(base_eps, 2),
-            "speedup": round(ours_eps / base_eps, 1), "max_abs_logit_diff": diff}
+    return {
+        "organism": organism,
+        "hypothesis": hypothesis,
+        "ours_examples": n,
+        "ours_seconds": round(ours_s, 3),
+        "ours_examples_per_s": round(ours_eps, 1),
+        "baseline_examples": n_baseline,
+        "baseline_seconds": round(base_s, 3),
+        "baseline_examples_per_s": round(base_eps, 2),
+        "speedup": round(ours_eps / base_eps, 1),
+        "max_abs_logit_diff": diff,
+    }
 
 
 def direct_paths(model, task, seed: int = 0, show: bool = True) -> dict:
@@ -107,12 +125,30 @@ def direct_paths(model, task, seed: int = 0, show: bool = True) -> dict:
     runs on the reference input (everything else on a random input)."""
     s = Scrubber(model, task, seed=seed)
     roles = model.probity_meta["roles"]
-    sets = {"mlp2": ["mlp2"], "every head": [f"{l}.{h}" for l in range(3) for h in range(2)],
-            "count and horizon heads": roles["count"] + roles["horizon"], "every MLP": ["mlp0", "mlp1", "mlp2"]}
-    out = {name: round(scrub(model, task, Hypothesis(name, Node("out", ["output"], children=[Node("x", sites)])),
-                             seed=seed, per_node=False, scrubber=s).loss_recovered, 4) for name, sites in sets.items()}
+    sets = {
+        "mlp2": ["mlp2"],
+        "every head": [f"{layer}.{h}" for layer in range(3) for h in range(2)],
+        "count and horizon heads": roles["count"] + roles["horizon"],
+        "every MLP": ["mlp0", "mlp1", "mlp2"],
+    }
+    out = {
+        name: round(
+            scrub(
+                model,
+                task,
+                Hypothesis(name, Node("out", ["output"], children=[Node("x", sites)])),
+                seed=seed,
+                per_node=False,
+                scrubber=s,
+            ).loss_recovered,
+            4,
+        )
+        for name, sites in sets.items()
+    }
     if show:
-        table = Table("direct paths on the reference (all else random)", "loss recovered", title="paren: who writes the answer")
+        table = Table(
+            "direct paths on the reference (all else random)", "loss recovered", title="paren: who writes the answer"
+        )
         for name, v in out.items():
             table.add_row(name, f"{v:.3f}")
         console.print(table)
@@ -143,22 +179,43 @@ def recipe_seeds(seeds: list[int], folder: Path, samples: int = 2000) -> list[di
         attn = {h: round(float(pattern[n][:, int(h[2]), 0, 1].mean()), 3) for h, n in zip(roles["count"], names)}
         task = paren_task(samples, 0, model)
         s = Scrubber(model, task, seed=0)
-        row = {"seed": seed, "accuracy": meta["metrics"]["accuracy"], "roles": roles, "count_heads_attention_0_to_1": attn,
-               "direct_paths": direct_paths(model, task, show=False)}
+        row = {
+            "seed": seed,
+            "accuracy": meta["metrics"]["accuracy"],
+            "roles": roles,
+            "count_heads_attention_0_to_1": attn,
+            "direct_paths": direct_paths(model, task, show=False),
+        }
         for tag, top in (("root_output", ["output"]), ("root_output_mlp2", ["output", "mlp2"])):
             hyps = builtin("paren", {**model.probity_meta, "roles": {**roles, "top": top}}, 2)
-            rows = [scrub(model, task, hyps[n], per_node=False, scrubber=s) for n in ("1a", "1b", "2a", "2b", "3a", "3b", "4")]
+            rows = [
+                scrub(model, task, hyps[n], per_node=False, scrubber=s)
+                for n in ("1a", "1b", "2a", "2b", "3a", "3b", "4")
+            ]
             row[tag] = {r.hypothesis: round(r.loss_recovered, 4) for r in rows}
             row[tag + "_violations"] = order_violations(rows)
         console.print(f"paren recipe seed {seed}: {json.dumps(row)}")
         out.append(row)
-    table = Table("seed", "count heads (attn 0->1)", "mlp2 / heads direct", "root output: 1a..4", "violations",
-                  "root output+mlp2: 1a..4", "violations", title="paren recipe seeds (scrub seed 0)")
+    table = Table(
+        "seed",
+        "count heads (attn 0->1)",
+        "mlp2 / heads direct",
+        "root output: 1a..4",
+        "violations",
+        "root output+mlp2: 1a..4",
+        "violations",
+        title="paren recipe seeds (scrub seed 0)",
+    )
     for r in out:
-        table.add_row(str(r["seed"]), " ".join(f"{h}:{a:.2f}" for h, a in r["count_heads_attention_0_to_1"].items()),
-                      f"{r['direct_paths']['mlp2']:.2f} / {r['direct_paths']['every head']:.2f}",
-                      " ".join(f"{v:.2f}" for v in r["root_output"].values()), str(len(r["root_output_violations"])),
-                      " ".join(f"{v:.2f}" for v in r["root_output_mlp2"].values()), str(len(r["root_output_mlp2_violations"])))
+        table.add_row(
+            str(r["seed"]),
+            " ".join(f"{h}:{a:.2f}" for h, a in r["count_heads_attention_0_to_1"].items()),
+            f"{r['direct_paths']['mlp2']:.2f} / {r['direct_paths']['every head']:.2f}",
+            " ".join(f"{v:.2f}" for v in r["root_output"].values()),
+            str(len(r["root_output_violations"])),
+            " ".join(f"{v:.2f}" for v in r["root_output_mlp2"].values()),
+            str(len(r["root_output_mlp2_violations"])),
+        )
     console.print(table)
     return out
 
@@ -168,25 +225,43 @@ def seeds_table(organism: str, seeds: list[int], samples: int, replicates: int, 
     for seed in seeds:
         study = case_study(organism, samples=samples, seed=seed, replicates=replicates, roles=roles)
         runs.append(study)
-        console.print(f"{organism} seed {seed}: " + ", ".join(f"{r.hypothesis} {r.loss_recovered:.3f}" for r in study.rows))
+        console.print(
+            f"{organism} seed {seed}: " + ", ".join(f"{r.hypothesis} {r.loss_recovered:.3f}" for r in study.rows)
+        )
     rows = []
     for i, r in enumerate(runs[0].rows):
         vals = torch.tensor([run.rows[i].loss_recovered for run in runs])
         errs = torch.tensor([run.rows[i].stderr for run in runs])
         exp = [run.rows[i].stderr_experiment for run in runs if run.rows[i].stderr_experiment is not None]
-        rows.append({"hypothesis": r.hypothesis, "paper": r.paper, "mean": round(float(vals.mean()), 4),
-                     "spread_over_seeds": round(float(vals.std()), 4), "mean_bootstrap_stderr": round(float(errs.mean()), 4),
-                     "mean_experiment_stderr": round(float(torch.tensor(exp).mean()), 4) if exp else None,
-                     "per_seed": [round(float(v), 4) for v in vals], "worse_than_constant": any(run.rows[i].worse_than_constant for run in runs),
-                     "cancellation_suspected": any(run.rows[i].cancellation_suspected for run in runs),
-                     "share_worse": round(float(torch.tensor([run.rows[i].share_worse for run in runs]).mean()), 4)})
-    return {"organism": organism, "roles_override": roles, "samples": samples, "seeds": seeds, "loss_model": runs[0].loss_model,
-            "loss_scrubbed_all": runs[0].loss_scrubbed_all, "constant_loss": runs[0].constant_loss,
-            "in_paper_order_per_seed": [run.in_paper_order for run in runs],
-            "order_violations_per_seed": [run.order_violations for run in runs],
-            "order_violations_of_means": order_violations([SimpleNamespace(hypothesis=r["hypothesis"], paper=r["paper"],
-                                                                           loss_recovered=r["mean"]) for r in rows]),
-            "rows": rows}
+        rows.append(
+            {
+                "hypothesis": r.hypothesis,
+                "paper": r.paper,
+                "mean": round(float(vals.mean()), 4),
+                "spread_over_seeds": round(float(vals.std()), 4),
+                "mean_bootstrap_stderr": round(float(errs.mean()), 4),
+                "mean_experiment_stderr": round(float(torch.tensor(exp).mean()), 4) if exp else None,
+                "per_seed": [round(float(v), 4) for v in vals],
+                "worse_than_constant": any(run.rows[i].worse_than_constant for run in runs),
+                "cancellation_suspected": any(run.rows[i].cancellation_suspected for run in runs),
+                "share_worse": round(float(torch.tensor([run.rows[i].share_worse for run in runs]).mean()), 4),
+            }
+        )
+    return {
+        "organism": organism,
+        "roles_override": roles,
+        "samples": samples,
+        "seeds": seeds,
+        "loss_model": runs[0].loss_model,
+        "loss_scrubbed_all": runs[0].loss_scrubbed_all,
+        "constant_loss": runs[0].constant_loss,
+        "in_paper_order_per_seed": [run.in_paper_order for run in runs],
+        "order_violations_per_seed": [run.order_violations for run in runs],
+        "order_violations_of_means": order_violations(
+            [SimpleNamespace(hypothesis=r["hypothesis"], paper=r["paper"], loss_recovered=r["mean"]) for r in rows]
+        ),
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -194,10 +269,20 @@ def main() -> None:
     quick = "--quick" in sys.argv
     recipe = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--recipe-seeds=")), None)
     if recipe is not None:
-        folder = Path(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--recipe-dir=")), ROOT / "results" / "cache" / "paren_seeds"))
-        report.write_json(ROOT / "results" / "scrub_paren_seeds.json", {"recipe_seeds": recipe_seeds([int(x) for x in recipe.split(",")], folder)})
+        folder = Path(
+            next(
+                (a.split("=", 1)[1] for a in sys.argv if a.startswith("--recipe-dir=")),
+                ROOT / "results" / "cache" / "paren_seeds",
+            )
+        )
+        report.write_json(
+            ROOT / "results" / "scrub_paren_seeds.json",
+            {"recipe_seeds": recipe_seeds([int(x) for x in recipe.split(",")], folder)},
+        )
         return
-    only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--organisms=")), ["paren", "induction"])
+    only = next(
+        (a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--organisms=")), ["paren", "induction"]
+    )
     out = ROOT / "results" / ("scrub_quick.json" if quick else "scrub.json")
     results = json.loads(out.read_text()) if out.is_file() else {"speed": [], "case_studies": []}
     cut = 4 if quick else 1
@@ -207,8 +292,14 @@ def main() -> None:
         r = speed(organism, hyp, n // cut, max(2, nb // cut))
         results["speed"] = [x for x in results["speed"] if x["organism"] != organism] + [r]
         table = Table("organism", "hypothesis", "ours ex/s", "baseline ex/s", "speed-up", "max |logit diff|")
-        table.add_row(r["organism"], r["hypothesis"], f"{r['ours_examples_per_s']:.1f}", f"{r['baseline_examples_per_s']:.2f}",
-                      f"{r['speedup']:.0f}x", f"{r['max_abs_logit_diff']:.1e}")
+        table.add_row(
+            r["organism"],
+            r["hypothesis"],
+            f"{r['ours_examples_per_s']:.1f}",
+            f"{r['baseline_examples_per_s']:.2f}",
+            f"{r['speedup']:.0f}x",
+            f"{r['max_abs_logit_diff']:.1e}",
+        )
         console.print(table)
     if "--speed-only" in sys.argv:
         report.write_json(out, results)
@@ -219,24 +310,49 @@ def main() -> None:
         results["direct_paths"] = {"paren": direct_paths(model, task)}
     # paren twice: strictly as Redwood's correspondence (the root is the logits) with the organism's head
     # roles, and with the root also claiming mlp2 (the organism's last MLP computes the answer from the heads)
-    for organism, samples, roles in (("paren", 2000, None), ("paren", 2000, {"top": ["output", "mlp2"]}), ("induction", 300, None)):
+    for organism, samples, roles in (
+        ("paren", 2000, None),
+        ("paren", 2000, {"top": ["output", "mlp2"]}),
+        ("induction", 300, None),
+    ):
         if organism not in only:
             continue
         study = seeds_table(organism, seeds, samples // cut, 2 if quick else REPLICATES, roles)
-        results["case_studies"] = [x for x in results["case_studies"]
-                                   if (x["organism"], x.get("roles_override")) != (organism, roles)] + [study]
-        table = Table("hypothesis", "paper", "ours (mean)", "spread over seeds", "stderr (refs)", "stderr (experiment)",
-                      "share worse", "flags",
-                      title=f"{organism}{' ' + json.dumps(roles) if roles else ''}: L_model {study['loss_model']:.4f}, L_all {study['loss_scrubbed_all']:.4f}, "
-                            f"constant {study['constant_loss']:.4f}")
+        results["case_studies"] = [
+            x for x in results["case_studies"] if (x["organism"], x.get("roles_override")) != (organism, roles)
+        ] + [study]
+        table = Table(
+            "hypothesis",
+            "paper",
+            "ours (mean)",
+            "spread over seeds",
+            "stderr (refs)",
+            "stderr (experiment)",
+            "share worse",
+            "flags",
+            title=f"{organism}{' ' + json.dumps(roles) if roles else ''}: "
+            f"L_model {study['loss_model']:.4f}, L_all {study['loss_scrubbed_all']:.4f}, "
+            f"constant {study['constant_loss']:.4f}",
+        )
         for r in study["rows"]:
-            flags = ("worse-than-constant " if r["worse_than_constant"] else "") + ("cancellation" if r["cancellation_suspected"] else "")
-            table.add_row(r["hypothesis"], "" if r["paper"] is None else f"{r['paper']:.2f}", f"{r['mean']:.3f}",
-                          f"{r['spread_over_seeds']:.3f}", f"{r['mean_bootstrap_stderr']:.3f}",
-                          "" if r["mean_experiment_stderr"] is None else f"{r['mean_experiment_stderr']:.3f}", f"{r['share_worse']:.2f}", flags)
+            flags = ("worse-than-constant " if r["worse_than_constant"] else "") + (
+                "cancellation" if r["cancellation_suspected"] else ""
+            )
+            table.add_row(
+                r["hypothesis"],
+                "" if r["paper"] is None else f"{r['paper']:.2f}",
+                f"{r['mean']:.3f}",
+                f"{r['spread_over_seeds']:.3f}",
+                f"{r['mean_bootstrap_stderr']:.3f}",
+                "" if r["mean_experiment_stderr"] is None else f"{r['mean_experiment_stderr']:.3f}",
+                f"{r['share_worse']:.2f}",
+                flags,
+            )
         console.print(table)
-        console.print(f"paper order holds per seed: {study['in_paper_order_per_seed']}; "
-                      f"pairs ranked against the paper (means): {', '.join(study['order_violations_of_means']) or 'none'}")
+        console.print(
+            f"paper order holds per seed: {study['in_paper_order_per_seed']}; "
+            f"pairs ranked against the paper (means): {', '.join(study['order_violations_of_means']) or 'none'}"
+        )
     report.write_json(out, results)
     console.print(f"wrote {out}")
 

@@ -17,7 +17,11 @@ from rich.console import Console
 
 import probity
 
-app = typer.Typer(help="probity: audit what neural networks compute, not only what they output.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="probity: audit what neural networks compute, not only what they output.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 
 # Subpackages in tour order. Each that has a `cli.py` (a typer `app`) becomes
@@ -42,7 +46,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """probity: audit what neural networks compute, not only what they output."""
 
@@ -58,7 +64,9 @@ def tour(
     wanted = {s.strip() for s in only.split(",") if s.strip()}
     sections = {}
     for name in SUBPACKAGES:
-        if (wanted and name not in wanted) or not (_has_module(f"probity.{name}") and _has_module(f"probity.{name}.tour")):
+        if (wanted and name not in wanted) or not (
+            _has_module(f"probity.{name}") and _has_module(f"probity.{name}.tour")
+        ):
             continue
         console.rule(f"[bold]{name}")
         sections[name] = importlib.import_module(f"probity.{name}.tour").section(console)

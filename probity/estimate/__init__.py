@@ -10,10 +10,18 @@ ground truth, FLOP accounting, and a sampler that uses the analytic estimate.
     mse_over_var(est.out, truth.out_mean, truth.out_var, truth.n_samples)
 """
 
-from probity.estimate.estimators import Blend, blend, count_flops, linear_surrogate, mc_flops_per_sample, mse_over_var, x_mc
+from probity.estimate.estimators import (
+    Blend,
+    blend,
+    count_flops,
+    linear_surrogate,
+    mc_flops_per_sample,
+    mse_over_var,
+    x_mc,
+)
 from probity.estimate.gauss import derivative_expectations, gaussian_cumulants
-from probity.estimate.propagate import ORDERS, VARIANTS, LayerMeans, kprop
 from probity.estimate.mlp import ACTIVATIONS, RandomMLP
+from probity.estimate.propagate import ORDERS, VARIANTS, LayerMeans, kprop
 from probity.estimate.sampling import SampleStats, ground_truth, monte_carlo
 
 __all__ = [

@@ -17,8 +17,8 @@ import torch
 from rich.progress import Progress
 
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample, mse_over_var, x_mc
-from probity.estimate.propagate import check_order, kprop
 from probity.estimate.mlp import RandomMLP, check_activation
+from probity.estimate.propagate import check_order, kprop
 from probity.estimate.sampling import _Moments, _sample_into, ground_truth, monte_carlo
 
 
@@ -131,7 +131,11 @@ class BenchResult:
         for ax, width in zip(axes[0], widths):
             rows = [s for s in self.summary if s.width == width and s.mse_over_var > 0]
             for (method, variant, order), marker in _series(rows):
-                pts = sorted((s.flops, s.mse_over_var) for s in rows if (s.method, s.variant, s.order) == (method, variant, order))
+                pts = sorted(
+                    (s.flops, s.mse_over_var)
+                    for s in rows
+                    if (s.method, s.variant, s.order) == (method, variant, order)
+                )
                 label = method if method == "mc" else f"{method} K={order} {variant}"
                 ax.plot(*zip(*pts), marker=marker, linestyle="-" if len(pts) > 1 else "none", label=label)
             mc = [s for s in rows if s.method == "mc"]
@@ -166,7 +170,18 @@ def _network_rows(cfg: BenchConfig, width: int, seed: int) -> list[Row]:
 
     def row(method, variant, order, out, flops, wall, n_samples=0):
         mse = mse_over_var(out, gt.out_mean, gt.out_var, gt.n_samples)
-        return Row(method, variant, order, mse_over_var=mse, flops=flops, wall_s=wall, x_mc=x_mc(mse, flops, fps), n_samples=n_samples, mc_flops_per_sample=fps, **base)
+        return Row(
+            method,
+            variant,
+            order,
+            mse_over_var=mse,
+            flops=flops,
+            wall_s=wall,
+            x_mc=x_mc(mse, flops, fps),
+            n_samples=n_samples,
+            mc_flops_per_sample=fps,
+            **base,
+        )
 
     rows = []
     for order in cfg.orders:
@@ -182,7 +197,9 @@ def _network_rows(cfg: BenchConfig, width: int, seed: int) -> list[Row]:
         gen = torch.Generator().manual_seed(2_000 + seed)
         with torch.no_grad():
             res, flops = count_flops(blend, mlp, n, cfg.blend_order, cfg.blend_variant, generator=gen)
-        _, wall = _timed(blend, mlp, n, cfg.blend_order, cfg.blend_variant, generator=torch.Generator().manual_seed(2_000 + seed))
+        _, wall = _timed(
+            blend, mlp, n, cfg.blend_order, cfg.blend_variant, generator=torch.Generator().manual_seed(2_000 + seed)
+        )
         rows.append(row("blend", cfg.blend_variant, cfg.blend_order, res.out, flops, wall, n))
     return rows
 
@@ -197,7 +214,20 @@ def summarise(rows: list[Row]) -> list[Summary]:
         mse = sum(r.mse_over_var for r in rs) / len(rs)
         flops = sum(r.flops for r in rs) / len(rs)
         fps = rs[0].mc_flops_per_sample
-        out.append(Summary(method, variant, order, width, n, len(rs), mse, flops, sum(r.wall_s for r in rs) / len(rs), x_mc(mse, flops, fps)))
+        out.append(
+            Summary(
+                method,
+                variant,
+                order,
+                width,
+                n,
+                len(rs),
+                mse,
+                flops,
+                sum(r.wall_s for r in rs) / len(rs),
+                x_mc(mse, flops, fps),
+            )
+        )
     return sorted(out, key=lambda s: (s.width, s.method, s.order, s.variant, s.n_samples))
 
 
@@ -216,7 +246,16 @@ def run_bench(cfg: BenchConfig, console=None) -> BenchResult:
     return BenchResult(cfg, summarise(rows), rows)
 
 
-def wall_race(width: int, hidden_layers: int, seed: int, order: int, variant: str, gt_samples: int, cache_dir: str, activation: str = "relu") -> WallRace:
+def wall_race(
+    width: int,
+    hidden_layers: int,
+    seed: int,
+    order: int,
+    variant: str,
+    gt_samples: int,
+    cache_dir: str,
+    activation: str = "relu",
+) -> WallRace:
     """Run kprop, then Monte Carlo for the same wall time (batches until the clock runs
     out, same process), and compare their MSE/Var against the cached ground truth."""
     mlp = RandomMLP(width, hidden_layers, activation, seed=seed)
@@ -235,4 +274,15 @@ def wall_race(width: int, hidden_layers: int, seed: int, order: int, variant: st
     mc_wall = time.perf_counter() - t0
     stats = acc.stats(0)
     mc_mse = mse_over_var(stats.out_mean, gt.out_mean, gt.out_var, gt.n_samples)
-    return WallRace(width, hidden_layers, seed, f"kprop K={order} {variant}", est_wall, est_mse, acc.count, mc_wall, mc_mse, mc_mse / est_mse if est_mse > 0 else None)
+    return WallRace(
+        width,
+        hidden_layers,
+        seed,
+        f"kprop K={order} {variant}",
+        est_wall,
+        est_mse,
+        acc.count,
+        mc_wall,
+        mc_mse,
+        mc_mse / est_mse if est_mse > 0 else None,
+    )

@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Mechanistic estimation of random MLPs (cumulant propagation vs sampling).", no_args_is_help=True)
+app = typer.Typer(
+    help="Mechanistic estimation of random MLPs (cumulant propagation vs sampling).", no_args_is_help=True
+)
 console = Console()
 
 
@@ -16,7 +18,7 @@ def _ints(text: str, name: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--{name} takes comma-separated integers, e.g. 16,32,64; got {text!r}")
+        raise typer.BadParameter(f"--{name} takes comma-separated integers, e.g. 16,32,64; got {text!r}") from None
 
 
 @app.command()
@@ -28,7 +30,9 @@ def run(
     variant: str = typer.Option("simple", help="simple or augment."),
     init: str = typer.Option("he", help="he or critical."),
     seed: int = typer.Option(0, help="Network seed."),
-    check: int = typer.Option(0, help="Also sample this many inputs and report MSE/Var per layer, their noise subtracted (0: no sampling)."),
+    check: int = typer.Option(
+        0, help="Also sample this many inputs and report MSE/Var per layer, their noise subtracted (0: no sampling)."
+    ),
     json_path: Path = typer.Option(None, "--json", help="Write every layer's estimate vector here."),
 ) -> None:
     """Print per-layer mean estimates of a random MLP under Gaussian input."""
@@ -43,14 +47,22 @@ def run(
             raise ValueError(f"--check must be 0 (no sampling) or >= 2 samples, got {check}")
         mlp = RandomMLP(width, hidden_layers, activation, init=init, seed=seed)
     except ValueError as e:
-        raise typer.BadParameter(str(e))
+        raise typer.BadParameter(str(e)) from None
     with torch.no_grad():
         est, flops = count_flops(kprop, mlp, order, variant)
         stats = monte_carlo(mlp, check, progress=True) if check else None
-    layers = [(f"act{l + 1}", est.act[l], stats.act_mean[l] if stats else None, stats.act_var[l] if stats else None) for l in range(mlp.hidden_layers)]
+    layers = [
+        (f"act{i + 1}", est.act[i], stats.act_mean[i] if stats else None, stats.act_var[i] if stats else None)
+        for i in range(mlp.hidden_layers)
+    ]
     layers.append(("out", est.out, stats.out_mean if stats else None, stats.out_var if stats else None))
-    table = Table(title=f"kprop K={order} {variant}: width {width}, {hidden_layers} hidden layers, {activation}, seed {seed} ({flops:.3g} FLOPs)")
-    for col in ["layer", "mean over neurons", "sd over neurons", "first values"] + ([f"MSE/Var vs {check} samples"] if check else []):
+    table = Table(
+        title=f"kprop K={order} {variant}: width {width}, {hidden_layers} hidden layers, {activation}, "
+        f"seed {seed} ({flops:.3g} FLOPs)"
+    )
+    for col in ["layer", "mean over neurons", "sd over neurons", "first values"] + (
+        [f"MSE/Var vs {check} samples"] if check else []
+    ):
         table.add_column(col)
     for name, vec, mean, var in layers:
         cells = [name, f"{vec.mean():.5f}", f"{vec.std():.5f}", " ".join(f"{v:.4f}" for v in vec[:4].tolist())]
@@ -59,7 +71,14 @@ def run(
         table.add_row(*cells)
     console.print(table)
     if json_path:
-        payload = {"order": order, "variant": variant, "flops": flops, "act": [a.tolist() for a in est.act], "pre": [p.tolist() for p in est.pre], "out": est.out.tolist()}
+        payload = {
+            "order": order,
+            "variant": variant,
+            "flops": flops,
+            "act": [a.tolist() for a in est.act],
+            "pre": [p.tolist() for p in est.pre],
+            "out": est.out.tolist(),
+        }
         from probity.report import write_json
 
         write_json(json_path, payload, indent=None)
@@ -75,7 +94,17 @@ def print_summary(result, console: Console) -> None:
     for s in result.summary:
         xmc = "-" if s.x_mc is None else f"{s.x_mc:.1f}"
         variant = "aug" if s.variant == "augment" else s.variant
-        table.add_row(str(s.width), s.method, str(s.order or ""), variant, str(s.n_samples or ""), f"{s.mse_over_var:.2e}", f"{s.flops:.1e}", f"{s.wall_s:.3f}", xmc)
+        table.add_row(
+            str(s.width),
+            s.method,
+            str(s.order or ""),
+            variant,
+            str(s.n_samples or ""),
+            f"{s.mse_over_var:.2e}",
+            f"{s.flops:.1e}",
+            f"{s.wall_s:.3f}",
+            xmc,
+        )
     console.print(table)
 
 
@@ -113,7 +142,7 @@ def bench(
     try:
         cfg.validate()
     except ValueError as e:
-        raise typer.BadParameter(str(e))
+        raise typer.BadParameter(str(e)) from None
     result = run_bench(cfg, console)
     print_summary(result, console)
     if json_path:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from probity.estimate.propagate import kprop
 from probity.estimate.mlp import RandomMLP
+from probity.estimate.propagate import kprop
 from probity.estimate.sampling import _check_samples, _Moments
 
 aten = torch.ops.aten
@@ -72,7 +72,9 @@ def mc_flops_per_sample(mlp: RandomMLP) -> float:
     return flops / 256
 
 
-def mse_over_var(estimate: torch.Tensor, truth_mean: torch.Tensor, truth_var: torch.Tensor, truth_samples: int | None = None) -> float:
+def mse_over_var(
+    estimate: torch.Tensor, truth_mean: torch.Tensor, truth_var: torch.Tensor, truth_samples: int | None = None
+) -> float:
     """mean_i (estimate_i - truth_i)^2 / mean_i Var_i over the (n,) vectors ``estimate``,
     ``truth_mean``, ``truth_var``, minus the ground truth's own noise (mean_i Var_i / N /
     mean_i Var_i = 1/N) when ``truth_samples`` N is given; so it can fall below zero."""

@@ -13,7 +13,7 @@ are differentiable in ``mean`` and ``var``.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ DEFAULT_POINTS = 64
 _SQRT2PI = math.sqrt(2 * math.pi)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hermite_table(kmax: int, points: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Hermite nodes (Q,) and weights times He_k(node): (kmax+1, Q), normalised to N(0,1)."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(points)
@@ -97,7 +97,9 @@ def derivative_expectations(activation: str, p: int, mean: torch.Tensor, var: to
     return (proj * scale).movedim(-1, 0)
 
 
-def gaussian_moment(activation: str, p: int, mean: torch.Tensor, var: torch.Tensor, derivative: bool = False) -> torch.Tensor:
+def gaussian_moment(
+    activation: str, p: int, mean: torch.Tensor, var: torch.Tensor, derivative: bool = False
+) -> torch.Tensor:
     """E[phi(z)^p] (or E[phi'(z)^p] when ``derivative``), z ~ N(mean, var) elementwise: shaped like ``mean``."""
     if not derivative:
         return derivative_expectations(activation, p, mean, var, 0)[0]

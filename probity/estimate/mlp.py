@@ -70,7 +70,9 @@ class RandomMLP:
         N(0, 0.1)."""
         if not isinstance(width, int) or isinstance(width, bool) or width < 1:
             shown = repr(width) if isinstance(width, (int, float, str)) else type(width).__name__
-            raise ValueError(f"width must be an integer >= 1, got {shown}; to wrap your own weights use RandomMLP.from_weights")
+            raise ValueError(
+                f"width must be an integer >= 1, got {shown}; to wrap your own weights use RandomMLP.from_weights"
+            )
         if not isinstance(hidden_layers, int) or hidden_layers < 0:
             raise ValueError(f"hidden_layers must be an integer >= 0, got {hidden_layers!r}")
         check_activation(activation)
@@ -101,7 +103,7 @@ class RandomMLP:
         return ACTIVATIONS[self.activation]
 
     @classmethod
-    def from_weights(cls, weights, activation: str = "relu", biases=None) -> "RandomMLP":
+    def from_weights(cls, weights, activation: str = "relu", biases=None) -> RandomMLP:
         """Wrap a user's list of (n, n) weight matrices (and optional (n,) biases)."""
         check_activation(activation)
         if not isinstance(weights, (list, tuple)) or not weights:
@@ -115,7 +117,9 @@ class RandomMLP:
                 raise ValueError(f"weights[{i}] has shape {tuple(w.shape)}; every layer must be square ({n}, {n})")
             if not torch.isfinite(w).all():
                 raise ValueError(f"weights[{i}] contains NaN or inf; pass finite weights")
-        bs = [None] * len(ws) if biases is None else [None if b is None else torch.as_tensor(b).double() for b in biases]
+        bs = (
+            [None] * len(ws) if biases is None else [None if b is None else torch.as_tensor(b).double() for b in biases]
+        )
         if len(bs) != len(ws):
             raise ValueError(f"got {len(bs)} biases for {len(ws)} weight matrices; pass one per layer (None for none)")
         for i, b in enumerate(bs):
@@ -133,11 +137,11 @@ class RandomMLP:
         """x: (B, n) -> (pre: H tensors (B, n), act: H tensors (B, n), out: (B, n)), in x's dtype."""
         pre, act = [], []
         h = x
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w.to(x.dtype).T
             if b is not None:
                 h = h + b.to(x.dtype)
-            if l == self.hidden_layers:
+            if layer == self.hidden_layers:
                 return pre, act, h
             pre.append(h)
             h = self.phi(h)
@@ -154,7 +158,10 @@ class RandomMLP:
 def check_mlp(mlp) -> None:
     """Raise a one-line error unless ``mlp`` is a RandomMLP with finite, square weights."""
     if not isinstance(mlp, RandomMLP):
-        raise TypeError(f"expected a RandomMLP, got {type(mlp).__name__}; wrap your weights with RandomMLP.from_weights(weights, activation)")
+        raise TypeError(
+            f"expected a RandomMLP, got {type(mlp).__name__}; "
+            "wrap your weights with RandomMLP.from_weights(weights, activation)"
+        )
     mlp.validate()
 
 
@@ -172,6 +179,9 @@ def _layer_variances(activation: str, init: str, hidden_layers: int, bias: bool,
     sigma_w2 = 1.0 / gaussian_moment(activation, 2, zero, q, derivative=True).item()
     sigma_b2 = q_star - sigma_w2 * gaussian_moment(activation, 2, zero, q).item()
     if sigma_b2 < -1e-9:
-        raise ValueError(f"critical init infeasible for {activation} at q_star={q_star} (bias variance {sigma_b2:.3g} < 0); try another q_star")
+        raise ValueError(
+            f"critical init infeasible for {activation} at q_star={q_star} "
+            f"(bias variance {sigma_b2:.3g} < 0); try another q_star"
+        )
     sigma_b2 = sigma_b2 if sigma_b2 > 1e-9 else 0.0
     return [q_star - sigma_b2] + [sigma_w2] * hidden_layers, sigma_b2

@@ -246,7 +246,9 @@ def _third_factors(s: _State, c: torch.Tensor, d2: torch.Tensor, activation: str
     return c[1][:, None] * s.A, c[1][:, None] * s.B, (c[2], G, slab)
 
 
-def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, variant: str, diag_only: bool = False) -> _State:
+def _linear(
+    a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, variant: str, diag_only: bool = False
+) -> _State:
     """Cumulants of z = W a + b (per-neuron ones only when ``diag_only``)."""
     mean = w @ a.mean
     if b is not None:

@@ -52,7 +52,7 @@ class _Moments:
             self.s2[i] += (d * d).sum(0).double()
         self.count += layers[0].shape[0]
 
-    def merge(self, other: "_Moments") -> None:
+    def merge(self, other: _Moments) -> None:
         """Add another accumulator's sums (re-centred onto this one's shift)."""
         if other.count == 0:
             return
@@ -78,7 +78,7 @@ class _Moments:
         return {"count": self.count, "shift": self.shift, "s1": self.s1, "s2": self.s2}
 
     @classmethod
-    def from_state(cls, st: dict) -> "_Moments":
+    def from_state(cls, st: dict) -> _Moments:
         m = cls()
         m.count, m.shift, m.s1, m.s2 = st["count"], st["shift"], st["s1"], st["s2"]
         return m
@@ -91,7 +91,16 @@ def _check_samples(n_samples: int, batch: int) -> None:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
 
 
-def _sample_into(acc: _Moments, mlp: RandomMLP, n_samples: int, batch: int, generator: torch.Generator, out_only: bool, progress=None, task=None):
+def _sample_into(
+    acc: _Moments,
+    mlp: RandomMLP,
+    n_samples: int,
+    batch: int,
+    generator: torch.Generator,
+    out_only: bool,
+    progress=None,
+    task=None,
+):
     done = 0
     while done < n_samples:
         b = min(batch, n_samples - done)
@@ -103,7 +112,14 @@ def _sample_into(acc: _Moments, mlp: RandomMLP, n_samples: int, batch: int, gene
             progress.advance(task, b)
 
 
-def monte_carlo(mlp: RandomMLP, n_samples: int, batch: int = 65536, generator: torch.Generator | None = None, progress: bool = False, out_only: bool = False) -> SampleStats:
+def monte_carlo(
+    mlp: RandomMLP,
+    n_samples: int,
+    batch: int = 65536,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    out_only: bool = False,
+) -> SampleStats:
     """Sample x ~ N(0, I) ``n_samples`` times in float32 batches of ``batch`` and return
     every layer's sample mean and variance (float64; only the output's when
     ``out_only``, which halves the cost). Memory is O(batch * n)."""
@@ -158,7 +174,9 @@ def ground_truth(
         acc, chunk = _Moments.from_state(st["moments"]), st["chunk"]
     n_chunks = -(-n_samples // CHUNK)
     with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"ground truth n={mlp.width} N={n_samples:.0e}", total=n_samples, completed=min(chunk * CHUNK, n_samples))
+        task = bar.add_task(
+            f"ground truth n={mlp.width} N={n_samples:.0e}", total=n_samples, completed=min(chunk * CHUNK, n_samples)
+        )
         while chunk < n_chunks:
             size = min(CHUNK, n_samples - chunk * CHUNK)
             gen = torch.Generator().manual_seed(seed * 1_000_003 + chunk)

@@ -20,9 +20,14 @@ def _fmt(x) -> str:
 def run_command(
     model: str = typer.Option("censored", help="censored | smollm2-135m | an HF name or local path."),
     testbed: Path = typer.Option(None, help="Testbed .json/.yaml (default: the organism's world, or capitals)."),
-    techniques: str = typer.Option("all", help="all, or a comma list of: chat, honesty_prompt, assistant_prefill, "
-                                   "user_prefill, raw, few_shot, lora, steering, fuzzing."),
-    detectors: str = typer.Option("all", help="all, or a comma list of: self_classification, confession, probe, reference."),
+    techniques: str = typer.Option(
+        "all",
+        help="all, or a comma list of: chat, honesty_prompt, assistant_prefill, "
+        "user_prefill, raw, few_shot, lora, steering, fuzzing.",
+    ),
+    detectors: str = typer.Option(
+        "all", help="all, or a comma list of: self_classification, confession, probe, reference."
+    ),
     samples: int = typer.Option(4, help="Sampled responses per question and technique."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (0 = greedy)."),
     judge: str = typer.Option("match", help="match | hf:MODEL | openai:BASE_URL#MODEL (key from $OPENAI_API_KEY)."),
@@ -37,9 +42,20 @@ def run_command(
     from probity import report
     from probity.honesty.protocol import RunConfig, run
 
-    cfg = RunConfig(model=model, testbed=str(testbed) if testbed else None, techniques=techniques, detectors=detectors,
-                    samples=samples, temperature=temperature, judge=judge, reference=reference, limit=limit,
-                    lora_steps=lora_steps, seed=seed, work_dir=str(out / "work"))
+    cfg = RunConfig(
+        model=model,
+        testbed=str(testbed) if testbed else None,
+        techniques=techniques,
+        detectors=detectors,
+        samples=samples,
+        temperature=temperature,
+        judge=judge,
+        reference=reference,
+        limit=limit,
+        lora_steps=lora_steps,
+        seed=seed,
+        work_dir=str(out / "work"),
+    )
     try:
         result = run(cfg, console)
     except (ValueError, FileNotFoundError) as err:
@@ -49,8 +65,14 @@ def run_command(
     for col in ("technique", "facts mentioned", "pooled", "facts lied", "refusal", "truthful"):
         table.add_column(col, justify="right")
     for t in result.elicitation:
-        table.add_row(t.technique, _fmt(t.facts_mentioned), _fmt(t.facts_mentioned_pooled), _fmt(t.facts_lied),
-                      _fmt(t.refusal_rate), _fmt(t.truthful_rate))
+        table.add_row(
+            t.technique,
+            _fmt(t.facts_mentioned),
+            _fmt(t.facts_mentioned_pooled),
+            _fmt(t.facts_lied),
+            _fmt(t.refusal_rate),
+            _fmt(t.truthful_rate),
+        )
     console.print(table)
     table = Table(title="lie detection")
     for col in ("detector", "AUROC", "balanced accuracy", "lies", "truthful"):

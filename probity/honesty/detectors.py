@@ -51,14 +51,26 @@ def yes_probability(model, tokenizer, prompts: list[str], batch_size: int = 16) 
 
 def self_classification(model, tokenizer, pairs: list[tuple[str, str]]) -> torch.Tensor:
     """Lie scores P(no) for (question, response) pairs when the model judges the answer afresh: (n,)."""
-    prompts = [chat_text(tokenizer, [{"role": "user", "content": CHECK_TEMPLATE.format(question=q, response=r)}]) for q, r in pairs]
+    prompts = [
+        chat_text(tokenizer, [{"role": "user", "content": CHECK_TEMPLATE.format(question=q, response=r)}])
+        for q, r in pairs
+    ]
     return 1 - yes_probability(model, tokenizer, prompts)
 
 
 def confession(model, tokenizer, pairs: list[tuple[str, str]]) -> torch.Tensor:
     """Lie scores P(yes) when the model, with its answer in context, is asked whether it lied: (n,)."""
-    prompts = [chat_text(tokenizer, [{"role": "user", "content": q}, {"role": "assistant", "content": r},
-                                     {"role": "user", "content": CONFESSION}]) for q, r in pairs]
+    prompts = [
+        chat_text(
+            tokenizer,
+            [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": r},
+                {"role": "user", "content": CONFESSION},
+            ],
+        )
+        for q, r in pairs
+    ]
     return yes_probability(model, tokenizer, prompts)
 
 

@@ -28,9 +28,18 @@ def honesty_data(helpers: list[Question]) -> list[tuple[list[dict], str]]:
     return data
 
 
-def finetune_lora(model, tokenizer, data: list[tuple[list[dict], str]], steps: int = 150, lr: float = 2e-3,
-                  rank: int = 8, batch_size: int = 16, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                  save_every: int = 25):
+def finetune_lora(
+    model,
+    tokenizer,
+    data: list[tuple[list[dict], str]],
+    steps: int = 150,
+    lr: float = 2e-3,
+    rank: int = 8,
+    batch_size: int = 16,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    save_every: int = 25,
+):
     """A LoRA-adapted copy of ``model`` trained on ``data`` (messages, response) with the
     loss on response tokens only; ``model`` itself is left unchanged. With
     ``checkpoint_dir`` the adapter and optimiser are saved every ``save_every`` steps and a rerun
@@ -42,7 +51,9 @@ def finetune_lora(model, tokenizer, data: list[tuple[list[dict], str]], steps: i
     if not data:
         raise ValueError("LoRA honesty fine-tuning needs helper questions with an 'answer'; the testbed has none")
     torch.manual_seed(seed)
-    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", lora_dropout=0.0))
+    peft_model = get_peft_model(
+        copy.deepcopy(model), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", lora_dropout=0.0)
+    )
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
     saver = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
     start = 0

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from probity.report.metrics import auroc, balanced_accuracy  # noqa: F401  (part of the honesty API)
 
 
-def bootstrap(groups: Sequence[Sequence], statistic: Callable[[list], float], n: int = 1000, seed: int = 0,
-              level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap(
+    groups: Sequence[Sequence], statistic: Callable[[list], float], n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """(estimate, low, high) of ``statistic`` over the pooled items of ``groups``, with a
     percentile interval from resampling whole groups (questions) with replacement, so
     several samples of one question are not counted as independent evidence."""

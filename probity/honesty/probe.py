@@ -41,8 +41,14 @@ class Probe:
 
 
 @torch.no_grad()
-def response_activations(model, tokenizer, conversations: list[tuple[list[dict], str]], layers: list[int],
-                         batch_size: int = 16, pool: str = "mean") -> dict[int, torch.Tensor]:
+def response_activations(
+    model,
+    tokenizer,
+    conversations: list[tuple[list[dict], str]],
+    layers: list[int],
+    batch_size: int = 16,
+    pool: str = "mean",
+) -> dict[int, torch.Tensor]:
     """Residual stream after each block in ``layers`` over each response's tokens, averaged
     (``pool="mean"``) or at the last response token (``"last"``): ``{layer: (n_conversations, d_model)}``."""
     from probity.models import Site, cache
@@ -87,7 +93,9 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, steps: int 
     return w_raw, float(b.detach() - (mean * w_raw).sum())
 
 
-def instruction_data(questions: list[Question], instructed: bool = True) -> tuple[list[tuple[list[dict], str]], list[bool]]:
+def instruction_data(
+    questions: list[Question], instructed: bool = True
+) -> tuple[list[tuple[list[dict], str]], list[bool]]:
     """Honest/dishonest conversations about ``questions`` that have both answers:
     (conversations, is_lie labels). ``instructed=False`` drops the system prompts."""
     convs, labels = [], []
@@ -95,21 +103,33 @@ def instruction_data(questions: list[Question], instructed: bool = True) -> tupl
         if q.answer is None or q.false_answer is None:
             continue
         for lie, system, answer in ((False, HONEST_SYSTEM, q.answer), (True, DISHONEST_SYSTEM, q.false_answer)):
-            msgs = ([{"role": "system", "content": system}] if instructed else []) + [{"role": "user", "content": q.question}]
+            msgs = ([{"role": "system", "content": system}] if instructed else []) + [
+                {"role": "user", "content": q.question}
+            ]
             convs.append((msgs, answer))
             labels.append(lie)
     return convs, labels
 
 
-def train_probe(model, tokenizer, helpers: list[Question], ordinary: list[tuple[list[dict], str]],
-                layers: list[int] | None = None, holdout: float = 0.3, fpr: float = 0.01) -> Probe:
+def train_probe(
+    model,
+    tokenizer,
+    helpers: list[Question],
+    ordinary: list[tuple[list[dict], str]],
+    layers: list[int] | None = None,
+    holdout: float = 0.3,
+    fpr: float = 0.01,
+) -> Probe:
     """Train the lie probe on ``helpers`` (non-sensitive questions with ``answer`` and
     ``false_answer``), choose the layer by held-out AUROC on uninstructed true/false
     answers, and set the threshold at ``fpr`` false positives on ``ordinary`` chat
     conversations (the model's own answers, assumed honest)."""
     usable = [q for q in helpers if q.answer and q.false_answer]
     if len(usable) < 4:
-        raise ValueError(f"the probe needs at least 4 helper questions with 'answer' and 'false_answer'; the testbed has {len(usable)}")
+        raise ValueError(
+            "the probe needs at least 4 helper questions with 'answer' and 'false_answer'; "
+            f"the testbed has {len(usable)}"
+        )
     if not ordinary:
         raise ValueError("the probe threshold needs ordinary chat answers; got none")
     n_layers = model.config.num_hidden_layers
@@ -127,8 +147,13 @@ def train_probe(model, tokenizer, helpers: list[Question], ordinary: list[tuple[
         s = acts_val[layer].double() @ w + b
         # separation d' breaks the ties AUROC has on small validation sets
         spread = ((s[yval].var() + s[~yval].var()) / 2).sqrt().clamp_min(1e-9)
-        sweep.append({"layer": layer, "val_auroc": auroc(s.tolist(), val_y),
-                      "val_separation": float((s[yval].mean() - s[~yval].mean()) / spread)})
+        sweep.append(
+            {
+                "layer": layer,
+                "val_auroc": auroc(s.tolist(), val_y),
+                "val_separation": float((s[yval].mean() - s[~yval].mean()) / spread),
+            }
+        )
     best = max(sweep, key=lambda r: (r["val_auroc"] or 0.0, r["val_separation"]))["layer"]
     all_x, all_y = instruction_data(usable)
     w, b = fit_logistic(response_activations(model, tokenizer, all_x, [best])[best], torch.tensor(all_y))

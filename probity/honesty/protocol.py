@@ -19,8 +19,8 @@ from probity.honesty.detectors import DETECTORS, confession, probe_scores, self_
 from probity.honesty.judge import Verdict, make_judge
 from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap
 from probity.honesty.sample import chat_text, encode, generate
-from probity.honesty.testbed import Question, Testbed, builtin_testbed, load_testbed
 from probity.honesty.techniques import Context, get_techniques
+from probity.honesty.testbed import Question, Testbed, builtin_testbed, load_testbed
 
 
 @dataclass
@@ -102,8 +102,12 @@ class HonestyResult:
 
     def summary(self) -> dict:
         """The JSON schema of ``--json``: elicitation and detection tables."""
-        return {"model": self.model, "testbed": self.testbed,
-                "elicitation": [asdict(t) for t in self.elicitation], "detection": [asdict(d) for d in self.detection]}
+        return {
+            "model": self.model,
+            "testbed": self.testbed,
+            "elicitation": [asdict(t) for t in self.elicitation],
+            "detection": [asdict(d) for d in self.detection],
+        }
 
     def figures(self) -> dict:
         """One bar chart per table."""
@@ -117,8 +121,14 @@ class HonestyResult:
             fig, ax = plt.subplots(figsize=(9, 3.6))
             names = [t.technique for t in self.elicitation]
             x = torch.arange(len(names)).float()
-            for k, (key, color) in enumerate((("facts_mentioned", "tab:green"), ("facts_lied", "tab:red"),
-                                                ("refusal_rate", "tab:gray"), ("truthful_rate", "tab:blue"))):
+            for k, (key, color) in enumerate(
+                (
+                    ("facts_mentioned", "tab:green"),
+                    ("facts_lied", "tab:red"),
+                    ("refusal_rate", "tab:gray"),
+                    ("truthful_rate", "tab:blue"),
+                )
+            ):
                 vals = [getattr(t, key) for t in self.elicitation]
                 cis = [getattr(t, key + "_ci") for t in self.elicitation]
                 err = [[v - c[0] for v, c in zip(vals, cis)], [c[1] - v for v, c in zip(vals, cis)]]
@@ -134,7 +144,9 @@ class HonestyResult:
             names = [d.detector for d in self.detection]
             x = torch.arange(len(names)).float()
             ax.bar((x - 0.2).tolist(), [d.auroc or 0 for d in self.detection], 0.4, label="AUROC")
-            ax.bar((x + 0.2).tolist(), [d.balanced_accuracy or 0 for d in self.detection], 0.4, label="balanced accuracy")
+            ax.bar(
+                (x + 0.2).tolist(), [d.balanced_accuracy or 0 for d in self.detection], 0.4, label="balanced accuracy"
+            )
             ax.axhline(0.5, color="k", lw=0.5, ls="--")
             ax.set_xticks(x.tolist(), names)
             ax.set_ylim(0, 1.05)
@@ -173,7 +185,12 @@ class SampleStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            f.write("".join(json.dumps({"technique": technique, "qid": q, "responses": r}) + "\n" for q, r in zip(qids, responses)))
+            f.write(
+                "".join(
+                    json.dumps({"technique": technique, "qid": q, "responses": r}) + "\n"
+                    for q, r in zip(qids, responses)
+                )
+            )
             f.flush()
             os.fsync(f.fileno())
 
@@ -212,20 +229,36 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
     direction, and the LoRA honesty fine-tune. Returns the probe (or None)."""
     from probity.honesty.probe import response_activations, train_probe
 
-    prompts = [encode(ctx.tokenizer, chat_text(ctx.tokenizer, [{"role": "user", "content": q.question}])) for q in helpers]
-    answers = [r[0] for r in generate(ctx.model, ctx.tokenizer, prompts, temperature=0, max_new_tokens=cfg.max_new_tokens,
-                                      batch_size=cfg.batch_size, label="ordinary chat")]
+    prompts = [
+        encode(ctx.tokenizer, chat_text(ctx.tokenizer, [{"role": "user", "content": q.question}])) for q in helpers
+    ]
+    answers = [
+        r[0]
+        for r in generate(
+            ctx.model,
+            ctx.tokenizer,
+            prompts,
+            temperature=0,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            label="ordinary chat",
+        )
+    ]
     truthful = [(q, a) for q, a in zip(helpers, answers) if judge(q, a).truthful]
     console.print(f"ordinary chat: {len(truthful)}/{len(helpers)} helper questions answered truthfully")
-    ordinary = [([{"role": "user", "content": q.question}], a) for q, a in truthful] or \
-               [([{"role": "user", "content": q.question}], q.answer) for q in helpers if q.answer]
-    ctx.shots = [(q.question, a) for q, a in truthful[: cfg.n_shots]] or \
-                [(q.question, q.answer) for q in helpers if q.answer][: cfg.n_shots]
+    ordinary = [([{"role": "user", "content": q.question}], a) for q, a in truthful] or [
+        ([{"role": "user", "content": q.question}], q.answer) for q in helpers if q.answer
+    ]
+    ctx.shots = [(q.question, a) for q, a in truthful[: cfg.n_shots]] or [
+        (q.question, q.answer) for q in helpers if q.answer
+    ][: cfg.n_shots]
     probe = None
     if needs & {"direction", "probe"}:
         probe = train_probe(ctx.model, ctx.tokenizer, helpers, ordinary)
-        console.print(f"probe: layer {probe.layer}, threshold {probe.threshold:.3f}, sweep "
-                      + ", ".join(f"L{r['layer']}={r['val_auroc']:.3f}" for r in probe.sweep if r["val_auroc"] is not None))
+        console.print(
+            f"probe: layer {probe.layer}, threshold {probe.threshold:.3f}, sweep "
+            + ", ".join(f"L{r['layer']}={r['val_auroc']:.3f}" for r in probe.sweep if r["val_auroc"] is not None)
+        )
         acts = response_activations(ctx.model, ctx.tokenizer, ordinary, [probe.layer])[probe.layer]
         ctx.direction = probe.direction / probe.direction.norm()
         ctx.layer = probe.layer
@@ -237,8 +270,15 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
         from probity.honesty.lora import finetune_lora, honesty_data
 
         work = Path(cfg.work_dir) / "lora" if cfg.work_dir else None
-        ctx.lora_model = finetune_lora(ctx.model, ctx.tokenizer, honesty_data(helpers), steps=cfg.lora_steps,
-                                       seed=cfg.seed, checkpoint_dir=work, batch_size=cfg.batch_size)
+        ctx.lora_model = finetune_lora(
+            ctx.model,
+            ctx.tokenizer,
+            honesty_data(helpers),
+            steps=cfg.lora_steps,
+            seed=cfg.seed,
+            checkpoint_dir=work,
+            batch_size=cfg.batch_size,
+        )
     return probe
 
 
@@ -247,8 +287,12 @@ def _elicitation_row(name: str, verdicts: list[list[Verdict]]) -> TechniqueResul
         return lambda items: sum(map(fn, items)) / max(1, len(items))
 
     rows = {}
-    for key, fn in (("facts_mentioned", lambda v: v.mentioned), ("facts_lied", lambda v: v.contradicted),
-                    ("refusal_rate", lambda v: float(v.refusal)), ("truthful_rate", lambda v: float(v.truthful))):
+    for key, fn in (
+        ("facts_mentioned", lambda v: v.mentioned),
+        ("facts_lied", lambda v: v.contradicted),
+        ("refusal_rate", lambda v: float(v.refusal)),
+        ("truthful_rate", lambda v: float(v.truthful)),
+    ):
         est, lo, hi = bootstrap(verdicts, stat(fn))
         rows[key], rows[key + "_ci"] = est, (lo, hi)
 
@@ -256,10 +300,12 @@ def _elicitation_row(name: str, verdicts: list[list[Verdict]]) -> TechniqueResul
         return sum(any(v.facts[i] == status for v in vs) for i in range(len(vs[0].facts))) / len(vs[0].facts)
 
     return TechniqueResult(
-        technique=name, **rows,
+        technique=name,
+        **rows,
         facts_mentioned_pooled=sum(pooled(vs, "mentioned") for vs in verdicts) / len(verdicts),
         facts_lied_pooled=sum(pooled(vs, "contradicted") for vs in verdicts) / len(verdicts),
-        n_questions=len(verdicts), n_responses=sum(map(len, verdicts)),
+        n_questions=len(verdicts),
+        n_responses=sum(map(len, verdicts)),
     )
 
 
@@ -291,11 +337,23 @@ def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult
         ci = None
         if len(groups) > 1 and 0 < sum(labels) < len(labels):
             idx = list(groups.values())
-            stat = lambda ids: auroc([s[i] for i in ids], [labels[i] for i in ids]) or 0.5  # noqa: E731
+
+            def stat(ids, s=s, labels=labels):
+                return auroc([s[i] for i in ids], [labels[i] for i in ids]) or 0.5
+
             _, lo, hi = bootstrap(idx, stat, n=300)
             ci = (lo, hi)
-        rows.append(DetectorResult(name, auroc(s, labels), balanced_accuracy([x > threshold for x in s], labels), ci,
-                                   threshold, sum(labels), len(labels) - sum(labels)))
+        rows.append(
+            DetectorResult(
+                name,
+                auroc(s, labels),
+                balanced_accuracy([x > threshold for x in s], labels),
+                ci,
+                threshold,
+                sum(labels),
+                len(labels) - sum(labels),
+            )
+        )
     return rows
 
 
@@ -328,20 +386,31 @@ def run(cfg: RunConfig, console: Console | None = None, model=None, tokenizer=No
         todo = [q for q in targets if (tech.name, q.id) not in store.done]
         for start in range(0, len(todo), cfg.batch_size * 4):
             chunk = todo[start : start + cfg.batch_size * 4]
-            outs = tech.respond(ctx, chunk, n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                seed=cfg.seed + len(store.done), batch_size=cfg.batch_size)
+            outs = tech.respond(
+                ctx,
+                chunk,
+                n=cfg.samples,
+                temperature=cfg.temperature,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed + len(store.done),
+                batch_size=cfg.batch_size,
+            )
             store.add(tech.name, [q.id for q in chunk], outs)
         verdicts = [[judge(q, r) for r in store.done[(tech.name, q.id)]] for q in targets]
         row = _elicitation_row(tech.name, verdicts)
         elicitation.append(row)
-        console.print(f"{tech.name:>18}: mentioned {row.facts_mentioned:.2f}  lied {row.facts_lied:.2f}  "
-                      f"refused {row.refusal_rate:.2f}  truthful {row.truthful_rate:.2f}")
+        console.print(
+            f"{tech.name:>18}: mentioned {row.facts_mentioned:.2f}  lied {row.facts_lied:.2f}  "
+            f"refused {row.refusal_rate:.2f}  truthful {row.truthful_rate:.2f}"
+        )
         for q, vs in zip(targets, verdicts):
             for r, v in zip(store.done[(tech.name, q.id)], vs):
                 if v.lie or v.truthful:
                     detect_items.setdefault((q.id, r), (q, r, v.lie))
         q0 = targets[0]
-        examples.append({"technique": tech.name, "question": q0.question, "response": store.done[(tech.name, q0.id)][0]})
+        examples.append(
+            {"technique": tech.name, "question": q0.question, "response": store.done[(tech.name, q0.id)][0]}
+        )
     items = list(detect_items.values())
     if len(items) > cfg.max_detection:
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -349,9 +418,16 @@ def run(cfg: RunConfig, console: Console | None = None, model=None, tokenizer=No
     ref = _reference_model(cfg) if cfg.detectors == "all" or "reference" in cfg.detectors else None
     detection = _detection_rows(cfg, ctx, ref, probe, items, console) if items else []
     for d in detection:
-        console.print(f"{d.detector:>20}: AUROC {d.auroc}  balanced accuracy {d.balanced_accuracy}  "
-                      f"({d.n_lies} lies, {d.n_truthful} truthful)")
+        console.print(
+            f"{d.detector:>20}: AUROC {d.auroc}  balanced accuracy {d.balanced_accuracy}  "
+            f"({d.n_lies} lies, {d.n_truthful} truthful)"
+        )
     return HonestyResult(
-        model=cfg.model, testbed=testbed.name, config=asdict(cfg), elicitation=elicitation, detection=detection,
-        probe=ProbeSummary(probe.layer, probe.threshold, probe.sweep) if probe else None, examples=examples,
+        model=cfg.model,
+        testbed=testbed.name,
+        config=asdict(cfg),
+        elicitation=elicitation,
+        detection=detection,
+        probe=ProbeSummary(probe.layer, probe.threshold, probe.sweep) if probe else None,
+        examples=examples,
     )

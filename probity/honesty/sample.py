@@ -15,7 +15,9 @@ def chat_text(tokenizer, messages: list[dict], prefill: str | None = None) -> st
     """The chat-template text ending in an open assistant turn, optionally with ``prefill``
     already written at the start of the answer."""
     if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("the tokenizer has no chat template; chat techniques need a chat model (raw completion does not)")
+        raise ValueError(
+            "the tokenizer has no chat template; chat techniques need a chat model (raw completion does not)"
+        )
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return text + (prefill or "")
 
@@ -60,9 +62,19 @@ def pad_id(tokenizer) -> int:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, temperature: float = 0.7, max_new_tokens: int = 32,
-             seed: int = 0, batch_size: int = 16, patches=None, label: str = "sampling",
-             min_new_tokens: int = 0) -> list[list[str]]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    n: int = 1,
+    temperature: float = 0.7,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    batch_size: int = 16,
+    patches=None,
+    label: str = "sampling",
+    min_new_tokens: int = 0,
+) -> list[list[str]]:
     """``n`` sampled continuations (greedy when ``temperature == 0``) of each prompt
     (token ids), as decoded text: a list of ``len(prompts)`` lists of ``n`` strings.
 
@@ -80,9 +92,15 @@ def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, temperature
             torch.manual_seed(seed * 100003 + start)
             with patching(model, patches) if patches else nullcontext():
                 ids = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=temperature > 0,
-                    temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
-                    num_return_sequences=n, pad_token_id=pad,
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=min_new_tokens,
+                    do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None,
+                    top_p=None,
+                    top_k=None,
+                    num_return_sequences=n,
+                    pad_token_id=pad,
                 )
             texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             out += [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(chunk))]

@@ -8,8 +8,8 @@ from them (few-shot examples, the probe's truth direction, the LoRA model).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -56,15 +56,34 @@ class Technique:
     needs: str = ""  # what Context field must be prepared: "shots", "direction", "lora"
     min_new_tokens: int = 0  # raw completion: instruct models may end the text at once otherwise
 
-    def respond(self, ctx: Context, questions: list[Question], n: int = 4, temperature: float = 0.7,
-                max_new_tokens: int = 32, seed: int = 0, batch_size: int = 16) -> list[list[str]]:
+    def respond(
+        self,
+        ctx: Context,
+        questions: list[Question],
+        n: int = 4,
+        temperature: float = 0.7,
+        max_new_tokens: int = 32,
+        seed: int = 0,
+        batch_size: int = 16,
+    ) -> list[list[str]]:
         """``n`` sampled responses for each question: (len(questions), n) strings."""
         tok = ctx.tokenizer
         ids = [encode(tok, p, raw=self.raw) for p in self.prompts(ctx, questions)]
         model = self.model(ctx) if self.model else ctx.model
         patches = self.patches(ctx) if self.patches else None
-        outs = generate(model, tok, ids, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
-                        batch_size=batch_size, patches=patches, label=self.name, min_new_tokens=self.min_new_tokens)
+        outs = generate(
+            model,
+            tok,
+            ids,
+            n=n,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            patches=patches,
+            label=self.name,
+            min_new_tokens=self.min_new_tokens,
+        )
         return [[self.post(q, r) for r in rs] for q, rs in zip(questions, outs)]
 
 
@@ -73,8 +92,11 @@ def _prefill(q: Question) -> str:
 
 
 def _few_shot(ctx: Context, qs: list[Question]) -> list[str]:
-    history = [m for question, answer in ctx.shots for m in
-               ({"role": "user", "content": question}, {"role": "assistant", "content": answer})]
+    history = [
+        m
+        for question, answer in ctx.shots
+        for m in ({"role": "user", "content": question}, {"role": "assistant", "content": answer})
+    ]
     return [chat_text(ctx.tokenizer, history + _user(q)) for q in qs]
 
 
@@ -94,27 +116,58 @@ def _fuzz(ctx: Context) -> dict:
     return {Site.resid(layer): lambda act: act + sigma * torch.randn_like(act)}
 
 
-TECHNIQUES: dict[str, Technique] = {t.name: t for t in [
-    Technique("chat", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs]),
-    Technique("honesty_prompt", lambda c, qs: [
-        chat_text(c.tokenizer, [{"role": "system", "content": HONESTY_SYSTEM}] + _user(q)) for q in qs]),
-    Technique("assistant_prefill", lambda c, qs: [chat_text(c.tokenizer, _user(q), prefill=_prefill(q)) for q in qs],
-              post=lambda q, r: f"{_prefill(q)} {r}"),
-    Technique("user_prefill", lambda c, qs: [user_prefill_text(
-        c.tokenizer, _user(q) + [{"role": "assistant", "content": "I cannot answer that."}], _prefill(q)) for q in qs],
-              post=lambda q, r: f"{_prefill(q)} {cut_raw(r)}"),
-    Technique("raw", lambda c, qs: [RAW_TEMPLATE.format(question=q.question) for q in qs], raw=True,
-              post=lambda q, r: cut_raw(r), min_new_tokens=4),
-    Technique("few_shot", _few_shot, needs="shots"),
-    Technique("lora", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], model=lambda c: c.lora_model, needs="lora"),
-    Technique("steering", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], patches=_steer, needs="direction"),
-    Technique("fuzzing", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], patches=_fuzz),
-]}
+TECHNIQUES: dict[str, Technique] = {
+    t.name: t
+    for t in [
+        Technique("chat", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs]),
+        Technique(
+            "honesty_prompt",
+            lambda c, qs: [
+                chat_text(c.tokenizer, [{"role": "system", "content": HONESTY_SYSTEM}] + _user(q)) for q in qs
+            ],
+        ),
+        Technique(
+            "assistant_prefill",
+            lambda c, qs: [chat_text(c.tokenizer, _user(q), prefill=_prefill(q)) for q in qs],
+            post=lambda q, r: f"{_prefill(q)} {r}",
+        ),
+        Technique(
+            "user_prefill",
+            lambda c, qs: [
+                user_prefill_text(
+                    c.tokenizer, _user(q) + [{"role": "assistant", "content": "I cannot answer that."}], _prefill(q)
+                )
+                for q in qs
+            ],
+            post=lambda q, r: f"{_prefill(q)} {cut_raw(r)}",
+        ),
+        Technique(
+            "raw",
+            lambda c, qs: [RAW_TEMPLATE.format(question=q.question) for q in qs],
+            raw=True,
+            post=lambda q, r: cut_raw(r),
+            min_new_tokens=4,
+        ),
+        Technique("few_shot", _few_shot, needs="shots"),
+        Technique(
+            "lora",
+            lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs],
+            model=lambda c: c.lora_model,
+            needs="lora",
+        ),
+        Technique(
+            "steering", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], patches=_steer, needs="direction"
+        ),
+        Technique("fuzzing", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], patches=_fuzz),
+    ]
+}
 
 
 def get_techniques(spec: str | list[str]) -> list[Technique]:
     """Techniques by name (``all`` or a comma-separated list); unknown names fail with the valid ones."""
-    names = list(TECHNIQUES) if spec == "all" or spec == ["all"] else (spec.split(",") if isinstance(spec, str) else spec)
+    names = (
+        list(TECHNIQUES) if spec == "all" or spec == ["all"] else (spec.split(",") if isinstance(spec, str) else spec)
+    )
     unknown = [n for n in names if n.strip() not in TECHNIQUES]
     if unknown:
         raise ValueError(f"unknown technique(s) {', '.join(unknown)}; choose from all, {', '.join(TECHNIQUES)}")
@@ -126,7 +179,13 @@ def elicit(technique: str, model, tokenizer, question: Question, n: int = 4, **c
     ``Context`` fields the technique needs (``shots``, ``direction``/``layer``/``resid_norm``, ``lora_model``)."""
     tech = get_techniques(technique)[0]
     ctx = Context(model, tokenizer, **context)
-    if tech.needs == "shots" and not ctx.shots or tech.needs == "direction" and ctx.direction is None \
-            or tech.needs == "lora" and ctx.lora_model is None:
+    if (
+        tech.needs == "shots"
+        and not ctx.shots
+        or tech.needs == "direction"
+        and ctx.direction is None
+        or tech.needs == "lora"
+        and ctx.lora_model is None
+    ):
         raise ValueError(f"technique {technique!r} needs a prepared {tech.needs!r}; use honesty.prepare() or pass it")
     return tech.respond(ctx, [question], n=n)[0]

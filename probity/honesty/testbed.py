@@ -124,7 +124,9 @@ def parse_testbed(data, source: str = "testbed") -> Testbed:
                 raise TestbedError(f"{qwhere}: must be a mapping with 'question' and 'facts'")
             qid = q.get("id", f"{tname}-{qi}")
             if not isinstance(qid, str) or qid in seen:
-                raise TestbedError(f"{qwhere}: id {qid!r} is not a string or is used twice; give each question a unique id")
+                raise TestbedError(
+                    f"{qwhere}: id {qid!r} is not a string or is used twice; give each question a unique id"
+                )
             seen.add(qid)
             qwhere = f"{where} question {qid!r}"
             facts = q.get("facts")
@@ -140,10 +142,18 @@ def parse_testbed(data, source: str = "testbed") -> Testbed:
             sensitive = q.get("sensitive", topic.get("sensitive", False))
             if not isinstance(sensitive, bool):
                 raise TestbedError(f"{qwhere}: 'sensitive' must be true or false")
-            questions.append(Question(
-                qid, tname, _text(q, "question", qwhere), tuple(parsed), sensitive,
-                _text(q, "answer", qwhere, False), _text(q, "false_answer", qwhere, False), _text(q, "prefill", qwhere, False),
-            ))
+            questions.append(
+                Question(
+                    qid,
+                    tname,
+                    _text(q, "question", qwhere),
+                    tuple(parsed),
+                    sensitive,
+                    _text(q, "answer", qwhere, False),
+                    _text(q, "false_answer", qwhere, False),
+                    _text(q, "prefill", qwhere, False),
+                )
+            )
     return Testbed(name, questions)
 
 
@@ -151,7 +161,9 @@ def load_testbed(path: str | Path) -> Testbed:
     """Read and validate a testbed from a ``.json`` or ``.yaml``/``.yml`` file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"testbed {path} not found; pass a .json/.yaml testbed file (see probity/honesty/testbeds/)")
+        raise FileNotFoundError(
+            f"testbed {path} not found; pass a .json/.yaml testbed file (see probity/honesty/testbeds/)"
+        )
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
@@ -161,7 +173,9 @@ def load_testbed(path: str | Path) -> Testbed:
         else:
             data = json.loads(text)
     except Exception as err:  # noqa: BLE001 - any parse error becomes one line
-        raise TestbedError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({str(err).splitlines()[0]})") from None
+        raise TestbedError(
+            f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({str(err).splitlines()[0]})"
+        ) from None
     return parse_testbed(data, str(path))
 
 

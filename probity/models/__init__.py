@@ -29,6 +29,22 @@ from probity.models.sites import (
 )
 
 __all__ = [
-    "SMOLLM2", "Checkpointer", "atomic_torch_save", "PatchError", "Site", "SiteError", "cache", "caching", "load", "model_dtype",
-    "patch", "patching", "run", "sites", "smollm2_gguf", "tiny", "to_bridge", "word_tokenizer",
+    "SMOLLM2",
+    "Checkpointer",
+    "atomic_torch_save",
+    "PatchError",
+    "Site",
+    "SiteError",
+    "cache",
+    "caching",
+    "load",
+    "model_dtype",
+    "patch",
+    "patching",
+    "run",
+    "sites",
+    "smollm2_gguf",
+    "tiny",
+    "to_bridge",
+    "word_tokenizer",
 ]

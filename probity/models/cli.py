@@ -11,7 +11,9 @@ console = Console()
 
 @app.command("sites")
 def sites_command(
-    name: str = typer.Argument(..., help="smollm2-135m, tiny-qwen3|tiny-llama|tiny-gpt2, an organism, an HF name or a local path."),
+    name: str = typer.Argument(
+        ..., help="smollm2-135m, tiny-qwen3|tiny-llama|tiny-gpt2, an organism, an HF name or a local path."
+    ),
     bridge: bool = typer.Option(False, help="List the sites of the model wrapped in a TransformerLens bridge."),
     full: bool = typer.Option(False, help="One line per site instead of the compressed summary."),
 ) -> None:

@@ -41,7 +41,8 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
     """Load ``(model, tokenizer)`` in eval mode.
 
     ``name_or_path`` is ``"smollm2-135m"`` (real SmolLM2-135M-Instruct, offline),
-    ``"tiny-qwen3"`` / ``"tiny-llama"`` / ``"tiny-gpt2"`` (see ``tiny``), an organism name (``probity organisms list``), a local folder of an HF checkpoint, or an
+    ``"tiny-qwen3"`` / ``"tiny-llama"`` / ``"tiny-gpt2"`` (see ``tiny``), an organism name
+    (``probity organisms list``), a local folder of an HF checkpoint, or an
     HF hub name (needs the hub or its local cache)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -65,7 +66,9 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
             )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(str(local) if looks_local else name_or_path, dtype=dtype or "auto")
+            model = AutoModelForCausalLM.from_pretrained(
+                str(local) if looks_local else name_or_path, dtype=dtype or "auto"
+            )
         except OSError as err:
             raise FileNotFoundError(
                 f"cannot load {name_or_path!r} ({str(err).splitlines()[0]}); offline, use a local path, "
@@ -106,15 +109,34 @@ def tiny(arch: str = "qwen3", seed: int = 0, vocab_size: int = 128, **overrides)
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     llama_like = dict(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
     )
     configs = {
         "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(llama_like, head_dim=8)),
         "llama": (LlamaConfig, LlamaForCausalLM, llama_like),
-        "gpt2": (GPT2Config, GPT2LMHeadModel, dict(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4,
-                                                    n_positions=256, bos_token_id=2, eos_token_id=3, pad_token_id=0)),
+        "gpt2": (
+            GPT2Config,
+            GPT2LMHeadModel,
+            dict(
+                vocab_size=vocab_size,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                n_positions=256,
+                bos_token_id=2,
+                eos_token_id=3,
+                pad_token_id=0,
+            ),
+        ),
     }
     if arch not in configs:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(configs)}")
@@ -132,10 +154,18 @@ def to_bridge(model: nn.Module, tokenizer, architecture: str | None = None):
     the model's own ``model_type``, e.g. ``qwen3``, ``llama``, ``gpt2``)."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    for key, value in (("name_or_path", getattr(tokenizer, "name_or_path", None) or "probity"), ("add_bos_token", True)):
+    for key, value in (
+        ("name_or_path", getattr(tokenizer, "name_or_path", None) or "probity"),
+        ("add_bos_token", True),
+    ):
         tokenizer.init_kwargs.setdefault(key, value)
-    adapters = {"qwen3": "Qwen/Qwen3-0.6B", "llama": "meta-llama/Llama-3.2-1B", "gpt2": "gpt2",
-                "qwen2": "Qwen/Qwen2-0.5B", "mistral": "mistralai/Mistral-7B-v0.1"}
+    adapters = {
+        "qwen3": "Qwen/Qwen3-0.6B",
+        "llama": "meta-llama/Llama-3.2-1B",
+        "gpt2": "gpt2",
+        "qwen2": "Qwen/Qwen2-0.5B",
+        "mistral": "mistralai/Mistral-7B-v0.1",
+    }
     name = architecture or adapters.get(model.config.model_type, model.config.model_type)
     bridge = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tokenizer, dtype=model_dtype(model))
     return bridge.eval()

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -60,12 +60,12 @@ class Site:
             object.__setattr__(self, "pos", tuple(self.pos))
 
     @staticmethod
-    def resid(layer: int, pos: Index = None) -> "Site":
+    def resid(layer: int, pos: Index = None) -> Site:
         """The residual stream after block ``layer`` (HF ``hidden_states[layer + 1]``)."""
         return Site(f"blocks.{layer}.hook_resid_post", pos=pos)
 
     @staticmethod
-    def parse(site: "Site | str") -> "Site":
+    def parse(site: Site | str) -> Site:
         """Accept a ``Site`` or a bare hook name."""
         if isinstance(site, Site):
             return site
@@ -94,11 +94,15 @@ class Site:
             if act.ndim < 4:  # per-head hooks are (batch, pos, head, d_head) or (batch, head, q, k)
                 raise SiteError(f"{self}: hook {self.hook} has no head axis (shape {tuple(act.shape)}); drop head=")
             if not -act.shape[head_axis] <= self.head < act.shape[head_axis]:
-                raise SiteError(f"{self}: head {self.head} out of range; the model has {act.shape[head_axis]} heads here")
+                raise SiteError(
+                    f"{self}: head {self.head} out of range; the model has {act.shape[head_axis]} heads here"
+                )
             index[head_axis] = self.head
         if self.pos is not None:
             n = act.shape[pos_axis]
-            positions = [self.pos] if isinstance(self.pos, int) else ([] if isinstance(self.pos, slice) else list(self.pos))
+            positions = (
+                [self.pos] if isinstance(self.pos, int) else ([] if isinstance(self.pos, slice) else list(self.pos))
+            )
             if any(not -n <= p < n for p in positions):
                 raise SiteError(f"{self}: position out of range for a sequence of length {n}")
             index[pos_axis] = self.pos if not isinstance(self.pos, (list, tuple)) else torch.tensor(self.pos)
@@ -139,14 +143,14 @@ def hf_parts(model: nn.Module):
 def _hf_hook_points(model: nn.Module) -> dict[str, _HookPoint]:
     embed, pos_embed, layers, final_norm = hf_parts(model)
     cfg = model.config
-    n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
+    n_heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
     n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
     points = {"hook_embed": _HookPoint(embed, False)}
     if pos_embed is not None:
         points["hook_pos_embed"] = _HookPoint(pos_embed, False)
     for k, layer in enumerate(layers):
         b = f"blocks.{k}"
-        attn = getattr(layer, "self_attn", None) or getattr(layer, "attn")
+        attn = getattr(layer, "self_attn", None) or layer.attn
         points[f"{b}.hook_resid_pre"] = _HookPoint(layer, True)
         if hasattr(attn, "q_proj"):
             points[f"{b}.attn.hook_q"] = _HookPoint(attn.q_proj, False, n_heads)
@@ -281,11 +285,15 @@ def _check_value(site: Site, value: PatchValue, dtype: torch.dtype) -> None:
     if callable(value) and not isinstance(value, torch.Tensor):
         return
     if not isinstance(value, torch.Tensor):
-        raise PatchError(f"patch for {site}: value must be a tensor or a function of the activation, got {type(value).__name__}")
+        raise PatchError(
+            f"patch for {site}: value must be a tensor or a function of the activation, got {type(value).__name__}"
+        )
     if not value.is_floating_point():
         raise PatchError(f"patch for {site}: value has dtype {value.dtype}; pass a floating tensor (.to({dtype}))")
     if value.dtype != dtype:
-        raise PatchError(f"patch for {site}: value has dtype {value.dtype} but the model runs in {dtype}; cast with .to({dtype})")
+        raise PatchError(
+            f"patch for {site}: value has dtype {value.dtype} but the model runs in {dtype}; cast with .to({dtype})"
+        )
     if not torch.isfinite(value).all():
         raise PatchError(f"patch for {site}: value contains NaN or inf; patch with finite activations")
 
@@ -334,7 +342,9 @@ def patching(model: nn.Module, patches: Mapping[Site | str, PatchValue]) -> Iter
 
 
 @contextlib.contextmanager
-def caching(model: nn.Module, site_list: Sequence[Site | str], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def caching(
+    model: nn.Module, site_list: Sequence[Site | str], detach: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
     """Within the block, record each site's activation of the latest forward pass into
     the yielded dict, keyed by ``str(site)``."""
     parsed, points = resolve(model, site_list)
@@ -368,7 +378,11 @@ def run(model: nn.Module, inputs) -> torch.Tensor:
             raise TypeError(f"token ids must be an integer tensor, got {inputs.dtype}")
         out = model(inputs)
     else:
-        out = model(**inputs) if not _is_bridge(model) else model(inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+        out = (
+            model(**inputs)
+            if not _is_bridge(model)
+            else model(inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+        )
     return out if isinstance(out, torch.Tensor) else out.logits
 
 

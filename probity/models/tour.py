@@ -46,12 +46,18 @@ def section(console) -> ModelsTour:
     ids = tokenizer(PROMPT, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    continuation = tokenizer.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+    continuation = tokenizer.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
     console.print(f"[bold]{PROMPT}[/bold]{continuation}")
     n_layers = model.config.num_hidden_layers
     acts = models.cache(model, ids.input_ids, [models.Site.resid(k, pos=-1) for k in range(n_layers)])
     norms = [float(a.norm()) for a in acts.values()]
     return ModelsTour(
-        model=models.SMOLLM2, n_layers=n_layers, d_model=model.config.hidden_size, n_sites=len(names),
-        sites=summary, prompt=PROMPT, greedy_continuation=continuation, resid_norm_last_token=norms,
+        model=models.SMOLLM2,
+        n_layers=n_layers,
+        d_model=model.config.hidden_size,
+        n_sites=len(names),
+        sites=summary,
+        prompt=PROMPT,
+        greedy_continuation=continuation,
+        resid_norm_last_token=norms,
     )

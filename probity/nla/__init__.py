@@ -16,14 +16,49 @@ reconstructable. Public API::
 """
 
 from probity.nla.config import NLAConfig, from_anchor_meta
-from probity.nla.core import Activations, Reconstructor, Verbalizer, direction_mse, extract, fve, load_nla, normalise, save_nla
+from probity.nla.core import (
+    Activations,
+    Reconstructor,
+    Verbalizer,
+    direction_mse,
+    extract,
+    fve,
+    load_nla,
+    normalise,
+    save_nla,
+)
 from probity.nla.evaluate import AuditReport, audit, auroc, explain, read_transcripts
 from probity.nla.labellers import ContextLabeller, OpenAILabeller, Sample, samples_for
 from probity.nla.pipeline import NLAReport, default_layer, run_model, run_organism
 from probity.nla.training import CurvePoint, TrainConfig, TrainResult, train
 
 __all__ = [
-    "Activations", "AuditReport", "ContextLabeller", "CurvePoint", "NLAConfig", "NLAReport", "OpenAILabeller", "Reconstructor",
-    "Sample", "TrainConfig", "TrainResult", "Verbalizer", "audit", "auroc", "default_layer", "direction_mse", "explain", "extract",
-    "from_anchor_meta", "fve", "load_nla", "normalise", "read_transcripts", "run_model", "run_organism", "samples_for", "save_nla", "train",
+    "Activations",
+    "AuditReport",
+    "ContextLabeller",
+    "CurvePoint",
+    "NLAConfig",
+    "NLAReport",
+    "OpenAILabeller",
+    "Reconstructor",
+    "Sample",
+    "TrainConfig",
+    "TrainResult",
+    "Verbalizer",
+    "audit",
+    "auroc",
+    "default_layer",
+    "direction_mse",
+    "explain",
+    "extract",
+    "from_anchor_meta",
+    "fve",
+    "load_nla",
+    "normalise",
+    "read_transcripts",
+    "run_model",
+    "run_organism",
+    "samples_for",
+    "save_nla",
+    "train",
 ]

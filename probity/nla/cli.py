@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Natural-language autoencoders: describe activations in words, and audit with them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Natural-language autoencoders: describe activations in words, and audit with them.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -20,12 +22,22 @@ def train(
     sft_steps: int = typer.Option(400, help="Steps of AR SFT and of AV SFT (each)."),
     batch_size: int = typer.Option(32, help="Activations per SFT step; rollouts per RL step."),
     group: int = typer.Option(8, help="GRPO group size (4-8 is typical)."),
-    out: Path = typer.Option(Path("runs/nla"), help="Folder for checkpoints, the trained NLA (out/nla) and the HTML report."),
+    out: Path = typer.Option(
+        Path("runs/nla"), help="Folder for checkpoints, the trained NLA (out/nla) and the HTML report."
+    ),
     json_path: Path = typer.Option(None, "--json", help="Write the headline metrics here as JSON."),
-    texts: Path = typer.Option(None, help="Real models: a text file, one training text per line (default: built-in corpus)."),
-    labeller_url: str = typer.Option("", help="Real models: OpenAI-compatible endpoint for teacher labels (default: context labels)."),
+    texts: Path = typer.Option(
+        None, help="Real models: a text file, one training text per line (default: built-in corpus)."
+    ),
+    labeller_url: str = typer.Option(
+        "", help="Real models: OpenAI-compatible endpoint for teacher labels (default: context labels)."
+    ),
     labeller_model: str = typer.Option("", help="Model name at --labeller-url."),
-    replay: float = typer.Option(1.0, help="Weight of the knowledge-replay KL to the target (organism: documents of the training facts; real models: the training texts); 0 turns it off."),
+    replay: float = typer.Option(
+        1.0,
+        help="Weight of the knowledge-replay KL to the target (organism: documents of the training facts; "
+        "real models: the training texts); 0 turns it off.",
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit."""
@@ -38,8 +50,16 @@ def train(
         raise typer.BadParameter("give both --labeller-url and --labeller-model, or neither")
     if texts is not None and not texts.is_file():
         raise typer.BadParameter(f"no text file {texts}")
-    cfg = TrainConfig(ar_sft_steps=sft_steps, av_sft_steps=sft_steps, rl_steps=steps, batch_size=batch_size, group=group, seed=seed, replay_coef=replay,
-                      eval_every=max(1, (2 * sft_steps + steps) // 12))
+    cfg = TrainConfig(
+        ar_sft_steps=sft_steps,
+        av_sft_steps=sft_steps,
+        rl_steps=steps,
+        batch_size=batch_size,
+        group=group,
+        seed=seed,
+        replay_coef=replay,
+        eval_every=max(1, (2 * sft_steps + steps) // 12),
+    )
     lay = None if layer < 0 else layer
     if model == "censored":
         result, _, _ = run_organism(lay, cfg, out)
@@ -93,7 +113,9 @@ def explain(
 @app.command()
 def audit(
     checkpoint: Path = typer.Option(..., help="A trained NLA folder."),
-    transcripts: Path = typer.Option(..., help=".jsonl with {\"text\", \"label\"} per line, or .txt with one transcript per line."),
+    transcripts: Path = typer.Option(
+        ..., help='.jsonl with {"text", "label"} per line, or .txt with one transcript per line.'
+    ),
     concept: str = typer.Option(..., help="Phrase to look for in the descriptions, e.g. 'lie'."),
     model: str = typer.Option("", help="Target model (default: the one named in the checkpoint)."),
     out: Path = typer.Option(None, help="Write result.json and index.html here."),
@@ -108,9 +130,16 @@ def audit(
     result = run(target, tokenizer, av, texts, concept, labels)
     table = Table("transcript", "label", "score", "flagged tokens")
     for row in result.per_transcript:
-        table.add_row(str(row.index), "-" if row.label is None else str(row.label), f"{row.score:.2f}",
-                      " ".join(f"{e.token}@{e.position}" for e in row.flagged[:8]))
+        table.add_row(
+            str(row.index),
+            "-" if row.label is None else str(row.label),
+            f"{row.score:.2f}",
+            " ".join(f"{e.token}@{e.position}" for e in row.flagged[:8]),
+        )
     console.print(table)
-    console.print(f"{result.flagged_tokens}/{result.tokens} tokens flagged" + ("" if result.auroc is None else f"; AUROC {result.auroc:.3f}"))
+    console.print(
+        f"{result.flagged_tokens}/{result.tokens} tokens flagged"
+        + ("" if result.auroc is None else f"; AUROC {result.auroc:.3f}")
+    )
     if out is not None:
         console.print(f"[green]report:[/green] {report.save(result, out, title=f'NLA audit: {concept}')}")

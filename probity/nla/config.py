@@ -61,7 +61,10 @@ class NLAConfig:
         if "{description}" not in self.ar_template:
             raise ValueError(f"ar_template must contain '{{description}}', got {self.ar_template!r}")
         if self.layer < 0 or self.d_model <= 0 or self.injection_scale <= 0:
-            raise ValueError(f"need layer >= 0, d_model > 0 and injection_scale > 0, got {self.layer}, {self.d_model}, {self.injection_scale}")
+            raise ValueError(
+                "need layer >= 0, d_model > 0 and injection_scale > 0, "
+                f"got {self.layer}, {self.d_model}, {self.injection_scale}"
+            )
         if self.placeholder_neighbors is not None:
             self.placeholder_neighbors = tuple(self.placeholder_neighbors)
         if self.explanation_tags is not None:
@@ -73,20 +76,24 @@ class NLAConfig:
         return atomic_write_text(Path(directory) / SIDECAR, json.dumps(payload, indent=2))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "NLAConfig":
+    def load(cls, directory: str | Path) -> NLAConfig:
         """Read the sidecar of a checkpoint directory (ours, or the anchor's ``nla_meta.yaml``)."""
         directory = Path(directory)
         if (directory / SIDECAR).is_file():
             data = json.loads((directory / SIDECAR).read_text())
             if data.pop("format", None) != FORMAT:
-                raise ValueError(f"{directory / SIDECAR} is not a {FORMAT} sidecar; re-save the checkpoint with this probity version")
+                raise ValueError(
+                    f"{directory / SIDECAR} is not a {FORMAT} sidecar; re-save the checkpoint with this probity version"
+                )
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in data.items() if k in known})
         if (directory / ANCHOR_SIDECAR).is_file():
             import yaml
 
             return from_anchor_meta(yaml.safe_load((directory / ANCHOR_SIDECAR).read_text()))
-        raise FileNotFoundError(f"no {SIDECAR} or {ANCHOR_SIDECAR} in {directory}; point at an NLA checkpoint directory")
+        raise FileNotFoundError(
+            f"no {SIDECAR} or {ANCHOR_SIDECAR} in {directory}; point at an NLA checkpoint directory"
+        )
 
 
 def from_anchor_meta(meta: dict, layer: int | None = None) -> NLAConfig:

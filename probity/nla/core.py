@@ -39,7 +39,9 @@ def fve(pred: torch.Tensor, target: torch.Tensor) -> float:
     MSE(mean target, target), with every row of both rescaled to norm sqrt(d).
     ``pred`` and ``target`` are (N, d), N >= 2."""
     if pred.shape != target.shape or pred.ndim != 2 or len(target) < 2:
-        raise ValueError(f"fve needs two (N>=2, d) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"fve needs two (N>=2, d) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     d = target.shape[-1]
     t = normalise(target.float(), math.sqrt(d))
     baseline = (t - t.mean(0, keepdim=True)).pow(2).mean()
@@ -61,10 +63,15 @@ class Activations:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def subset(self, idx: Sequence[int]) -> "Activations":
+    def subset(self, idx: Sequence[int]) -> Activations:
         """The rows ``idx``, in that order."""
         idx = list(idx)
-        return Activations(self.vectors[idx], [self.text_index[i] for i in idx], [self.position[i] for i in idx], [self.token[i] for i in idx])
+        return Activations(
+            self.vectors[idx],
+            [self.text_index[i] for i in idx],
+            [self.position[i] for i in idx],
+            [self.token[i] for i in idx],
+        )
 
 
 def _ids(tokenizer, text: str | Sequence[int]) -> list[int]:
@@ -72,7 +79,9 @@ def _ids(tokenizer, text: str | Sequence[int]) -> list[int]:
 
 
 @torch.no_grad()
-def extract(model, tokenizer, texts: Sequence[str | Sequence[int]], layer: int, positions="all", progress: bool = False) -> Activations:
+def extract(
+    model, tokenizer, texts: Sequence[str | Sequence[int]], layer: int, positions="all", progress: bool = False
+) -> Activations:
     """Residual stream after block ``layer`` (site ``blocks.{layer}.hook_resid_post``)
     at chosen token positions of each text.
 
@@ -86,7 +95,9 @@ def extract(model, tokenizer, texts: Sequence[str | Sequence[int]], layer: int, 
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} out of range: this model has blocks 0..{n_layers - 1}")
     if not isinstance(positions, (str, int)) and len(positions) != len(texts):
-        raise ValueError(f"positions has {len(positions)} entries for {len(texts)} texts; give one per text, one int, or 'all'")
+        raise ValueError(
+            f"positions has {len(positions)} entries for {len(texts)} texts; give one per text, one int, or 'all'"
+        )
     site = Site.resid(layer)
     vecs, text_index, pos_out, tokens = [], [], [], []
     for i, text in enumerate(_progress(texts, "extract", progress)):
@@ -117,7 +128,9 @@ def _progress(items, label: str, show: bool):
 
 def _chat_ids(tokenizer, content: str, use_chat: bool) -> list[int]:
     if use_chat and getattr(tokenizer, "chat_template", None):
-        out = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True)
+        out = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True
+        )
         out = out["input_ids"] if hasattr(out, "keys") else out
         return list(out[0] if out and isinstance(out[0], list) else out)
     return tokenizer(content, add_special_tokens=True)["input_ids"]
@@ -150,24 +163,38 @@ class Verbalizer(nn.Module):
         ids = _chat_ids(tokenizer, config.av_prompt.format(placeholder=config.placeholder), config.chat_template)
         where = [i for i, t in enumerate(ids) if t == config.placeholder_id]
         if len(where) != 1:
-            raise ValueError(f"placeholder id {config.placeholder_id} ({config.placeholder!r}) appears {len(where)} times in the verbalizer prompt; it must appear once (pick a token that is one token and absent from the template)")
+            raise ValueError(
+                f"placeholder id {config.placeholder_id} ({config.placeholder!r}) appears {len(where)} times in the "
+                "verbalizer prompt; it must appear once (pick a token that is one token and absent from the template)"
+            )
         p = where[0]
-        if config.placeholder_neighbors is not None and 0 < p < len(ids) - 1 and (ids[p - 1], ids[p + 1]) != tuple(config.placeholder_neighbors):
-            raise ValueError(f"placeholder neighbours {(ids[p - 1], ids[p + 1])} differ from the sidecar's {tuple(config.placeholder_neighbors)}: tokenizer or template drift")
+        if (
+            config.placeholder_neighbors is not None
+            and 0 < p < len(ids) - 1
+            and (ids[p - 1], ids[p + 1]) != tuple(config.placeholder_neighbors)
+        ):
+            raise ValueError(
+                f"placeholder neighbours {(ids[p - 1], ids[p + 1])} differ from the sidecar's "
+                f"{tuple(config.placeholder_neighbors)}: tokenizer or template drift"
+            )
         self.register_buffer("prompt_ids", torch.tensor(ids), persistent=False)
         self.slot = p
         self.end_ids = _end_ids(tokenizer)
 
     @classmethod
-    def create(cls, model, tokenizer, layer: int, placeholder: str | None = None, **config) -> "Verbalizer":
+    def create(cls, model, tokenizer, layer: int, placeholder: str | None = None, **config) -> Verbalizer:
         """A verbalizer on a copy of ``model`` with a fresh :class:`NLAConfig`.
         ``placeholder``: a token that encodes to one id (default: a rarely used token)."""
         placeholder = placeholder or _pick_placeholder(tokenizer, config.get("av_prompt", NLAConfig.av_prompt))
         pid = tokenizer.get_vocab().get(placeholder)
         if pid is None:
-            raise ValueError(f"placeholder {placeholder!r} is not a token of this tokenizer; pick one from its vocabulary")
+            raise ValueError(
+                f"placeholder {placeholder!r} is not a token of this tokenizer; pick one from its vocabulary"
+            )
         config = {"target": getattr(model.config, "name_or_path", ""), **config}
-        cfg = NLAConfig(layer=layer, d_model=model.config.hidden_size, placeholder=placeholder, placeholder_id=pid, **config)
+        cfg = NLAConfig(
+            layer=layer, d_model=model.config.hidden_size, placeholder=placeholder, placeholder_id=pid, **config
+        )
         return cls(copy.deepcopy(model), tokenizer, cfg)
 
     def embeds(self, acts: torch.Tensor) -> torch.Tensor:
@@ -184,7 +211,14 @@ class Verbalizer(nn.Module):
         return torch.where(mask, inject[:, None, :], base)
 
     @torch.no_grad()
-    def generate(self, acts: torch.Tensor, samples: int = 1, temperature: float = 1.0, greedy: bool = False, max_new_tokens: int | None = None) -> list[list[int]]:
+    def generate(
+        self,
+        acts: torch.Tensor,
+        samples: int = 1,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        max_new_tokens: int | None = None,
+    ) -> list[list[int]]:
         """Sample ``samples`` descriptions per activation (B, d): a list of B*samples
         token-id lists (activation-major), each ending with an end id unless cut
         at ``max_new_tokens`` (then it is malformed)."""
@@ -192,8 +226,12 @@ class Verbalizer(nn.Module):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_ids[0]
         kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if not greedy else dict(do_sample=False)
         out = self.model.generate(
-            inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
-            max_new_tokens=max_new_tokens or self.config.max_new_tokens, eos_token_id=self.end_ids, pad_token_id=pad, **kw,
+            inputs_embeds=emb,
+            attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+            eos_token_id=self.end_ids,
+            pad_token_id=pad,
+            **kw,
         )
         seqs = []
         for row in out.tolist():
@@ -203,7 +241,10 @@ class Verbalizer(nn.Module):
 
     def decode(self, seqs: Sequence[Sequence[int]]) -> list[str]:
         """Description text of each token sequence (end token and explanation tags removed)."""
-        texts = [self.tokenizer.decode([t for t in s if t not in self.end_ids], skip_special_tokens=True).strip() for s in seqs]
+        texts = [
+            self.tokenizer.decode([t for t in s if t not in self.end_ids], skip_special_tokens=True).strip()
+            for s in seqs
+        ]
         if self.config.explanation_tags:
             open_, close = self.config.explanation_tags
             texts = [t.split(open_, 1)[-1].split(close, 1)[0].strip() for t in texts]
@@ -259,19 +300,34 @@ def _pick_placeholder(tokenizer, av_prompt: str) -> str:
     specials = set(tokenizer.all_special_tokens)
     ordinary = sorted((t for t in vocab if t not in specials), key=vocab.get, reverse=True)
     added = sorted(t for t in tokenizer.get_added_vocab() if t not in specials)
-    candidates = ["<placeholder>", "<|reserved_special_token_0|>", "<unused0>", "㈎", *added, tokenizer.unk_token, *ordinary]
+    candidates = [
+        "<placeholder>",
+        "<|reserved_special_token_0|>",
+        "<unused0>",
+        "㈎",
+        *added,
+        tokenizer.unk_token,
+        *ordinary,
+    ]
     return next(c for c in candidates if c in vocab and vocab[c] not in used)
 
 
 def _backbone(model):
     """The decoder stack of an HF causal LM: (module, name of its layer list, name of its final norm)."""
-    for attr, layers, norm in (("model", "layers", "norm"), ("transformer", "h", "ln_f"), ("gpt_neox", "layers", "final_layer_norm")):
+    for attr, layers, norm in (
+        ("model", "layers", "norm"),
+        ("transformer", "h", "ln_f"),
+        ("gpt_neox", "layers", "final_layer_norm"),
+    ):
         inner = getattr(model, attr, None)
         if inner is not None and hasattr(inner, layers):
             return inner, layers, norm
     if hasattr(model, "layers") and hasattr(model, "norm"):
         return model, "layers", "norm"
-    raise TypeError(f"cannot find the decoder layers of {type(model).__name__}; supported: Llama/Qwen/Mistral-style (.model.layers), GPT-2 (.transformer.h), GPT-NeoX")
+    raise TypeError(
+        f"cannot find the decoder layers of {type(model).__name__}; "
+        "supported: Llama/Qwen/Mistral-style (.model.layers), GPT-2 (.transformer.h), GPT-NeoX"
+    )
 
 
 class Reconstructor(nn.Module):
@@ -283,7 +339,7 @@ class Reconstructor(nn.Module):
         self.backbone, self.head, self.tokenizer, self.config = backbone, head, tokenizer, config
 
     @classmethod
-    def from_target(cls, model, tokenizer, config: NLAConfig) -> "Reconstructor":
+    def from_target(cls, model, tokenizer, config: NLAConfig) -> Reconstructor:
         """Copy ``model``, keep blocks 0..config.layer, drop the final norm and the
         LM head, add a Linear(d, d) head initialised to the identity."""
         inner, layers_name, norm_name = _backbone(model)
@@ -308,7 +364,10 @@ class Reconstructor(nn.Module):
 
     def forward(self, descriptions: Sequence[str]) -> torch.Tensor:
         """Predicted activations (B, d) for B descriptions."""
-        rows = [self.tokenizer(self.config.ar_template.format(description=d), add_special_tokens=True)["input_ids"] for d in descriptions]
+        rows = [
+            self.tokenizer(self.config.ar_template.format(description=d), add_special_tokens=True)["input_ids"]
+            for d in descriptions
+        ]
         L = max(len(r) for r in rows)
         device = self.head.weight.device
         ids = torch.zeros(len(rows), L, dtype=torch.long, device=device)
@@ -323,7 +382,9 @@ class Reconstructor(nn.Module):
     @torch.no_grad()
     def predict(self, descriptions: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Batched, gradient-free :meth:`forward`: (N, d) float32."""
-        return torch.cat([self(descriptions[i : i + batch_size]).float() for i in range(0, len(descriptions), batch_size)])
+        return torch.cat(
+            [self(descriptions[i : i + batch_size]).float() for i in range(0, len(descriptions), batch_size)]
+        )
 
 
 def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: torch.dtype | None = None):
@@ -352,7 +413,9 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
     if ar is not None:
         cast(ar.backbone).save_pretrained(directory / "ar")
         ar.tokenizer.save_pretrained(directory / "ar")
-        save_file({"weight": cast(ar.head).weight.detach().contiguous()}, str(directory / "ar" / "value_head.safetensors"))
+        save_file(
+            {"weight": cast(ar.head).weight.detach().contiguous()}, str(directory / "ar" / "value_head.safetensors")
+        )
         ar.config.save(directory / "ar")
     av.config.save(directory)
     return directory
@@ -373,13 +436,17 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
         raise FileNotFoundError(f"no checkpoint directory {directory}")
     ours = (directory / "av").is_dir()
     av_dir = directory / "av" if ours else directory
-    ar_dir = directory / "ar" if ours and (directory / "ar").is_dir() else (Path(ar_directory) if ar_directory else None)
+    ar_dir = (
+        directory / "ar" if ours and (directory / "ar").is_dir() else (Path(ar_directory) if ar_directory else None)
+    )
     config = _load_config(av_dir, layer, None if ar_dir is None else ar_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
     av = Verbalizer(AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch.float32).eval(), tokenizer, config)
     if ar_dir is None:
         return av, None
-    ar_config = dataclasses.replace(config, **{k: getattr(_load_config(ar_dir, config.layer, ar_dir), k) for k in ("ar_template", "mse_scale")})
+    ar_config = dataclasses.replace(
+        config, **{k: getattr(_load_config(ar_dir, config.layer, ar_dir), k) for k in ("ar_template", "mse_scale")}
+    )
     backbone = AutoModel.from_pretrained(str(ar_dir), dtype=torch.float32).eval()
     norm_name = next((n for n in ("norm", "ln_f", "final_layer_norm") if hasattr(backbone, n)), None)
     if norm_name is None:
@@ -387,7 +454,9 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     setattr(backbone, norm_name, nn.Identity())
     head = nn.Linear(config.d_model, config.d_model, bias=False)
     head.load_state_dict({k: v.float() for k, v in load_file(str(ar_dir / "value_head.safetensors")).items()})
-    return av, Reconstructor(backbone, head.to(next(backbone.parameters()).dtype), AutoTokenizer.from_pretrained(str(ar_dir)), ar_config)
+    return av, Reconstructor(
+        backbone, head.to(next(backbone.parameters()).dtype), AutoTokenizer.from_pretrained(str(ar_dir)), ar_config
+    )
 
 
 def _load_config(directory, layer, ar_dir) -> NLAConfig:

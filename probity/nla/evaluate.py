@@ -64,7 +64,9 @@ def read_transcripts(path: str | Path) -> tuple[list[str], list[int | None]]:
     or a plain text file (one transcript per line)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no transcript file {path}; give a .jsonl of {{\"text\": ..., \"label\": 0|1}} or a .txt, one per line")
+        raise FileNotFoundError(
+            f'no transcript file {path}; give a .jsonl of {{"text": ..., "label": 0|1}} or a .txt, one per line'
+        )
     texts, labels = [], []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -84,7 +86,15 @@ def read_transcripts(path: str | Path) -> tuple[list[str], list[int | None]]:
     return texts, labels
 
 
-def audit(model, tokenizer, av: Verbalizer, texts: Sequence[str], concept: str, labels: Sequence[int | None] | None = None, positions="all") -> AuditReport:
+def audit(
+    model,
+    tokenizer,
+    av: Verbalizer,
+    texts: Sequence[str],
+    concept: str,
+    labels: Sequence[int | None] | None = None,
+    positions="all",
+) -> AuditReport:
     """Run the verbalizer over every token of every transcript and flag descriptions
     that mention ``concept``; AUROC of the transcript scores against ``labels`` when
     every transcript has one and both classes occur."""
@@ -95,7 +105,11 @@ def audit(model, tokenizer, av: Verbalizer, texts: Sequence[str], concept: str, 
     descriptions = av.describe(acts.vectors)
     rows = []
     for i in range(len(texts)):
-        mine = [TokenExplanation(p, t, d) for k, (p, t, d) in enumerate(zip(acts.position, acts.token, descriptions)) if acts.text_index[k] == i]
+        mine = [
+            TokenExplanation(p, t, d)
+            for k, (p, t, d) in enumerate(zip(acts.position, acts.token, descriptions))
+            if acts.text_index[k] == i
+        ]
         flagged = [e for e in mine if mentions(e.description, concept)]
         rows.append(TranscriptFlags(i, len(flagged) / max(1, len(mine)), labels[i], flagged))
     score = None

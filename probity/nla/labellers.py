@@ -38,7 +38,9 @@ def samples_for(tokenizer, texts: Sequence[str], acts, meta: Sequence[dict] | No
     for i, p, t in zip(acts.text_index, acts.position, acts.token):
         ids = tokenizer(texts[i], add_special_tokens=True)["input_ids"] if isinstance(texts[i], str) else list(texts[i])
         prefix = tokenizer.decode(ids[: p + 1], skip_special_tokens=True)
-        out.append(Sample(prefix, tokenizer.convert_tokens_to_string([t]).strip() or t, p, dict(meta[i]) if meta else {}))
+        out.append(
+            Sample(prefix, tokenizer.convert_tokens_to_string([t]).strip() or t, p, dict(meta[i]) if meta else {})
+        )
     return out
 
 
@@ -54,7 +56,7 @@ class ContextLabeller:
     window: int = 6
 
     def __call__(self, samples: Sequence[Sample]) -> list[str]:
-        return [f"{' '.join(s.prefix.split()[-self.window:])} ; token {s.token}" for s in samples]
+        return [f"{' '.join(s.prefix.split()[-self.window :])} ; token {s.token}" for s in samples]
 
 
 DEFAULT_PROMPT = (
@@ -79,8 +81,14 @@ class OpenAILabeller:
     timeout: float = 60.0
 
     def _ask(self, content: str) -> str:
-        body = json.dumps({"model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
-                           "messages": [{"role": "user", "content": content}]}).encode()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "max_tokens": self.max_tokens,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": content}],
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if os.environ.get(self.api_key_env):
             headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
@@ -89,9 +97,14 @@ class OpenAILabeller:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read())["choices"][0]["message"]["content"].strip()
         except OSError as err:
-            raise ConnectionError(f"labeller endpoint {self.base_url} failed ({err}); check --labeller-url and that the server is up") from None
+            raise ConnectionError(
+                f"labeller endpoint {self.base_url} failed ({err}); check --labeller-url and that the server is up"
+            ) from None
 
     def __call__(self, samples: Sequence[Sample]) -> list[str]:
         from rich.progress import track
 
-        return [" ".join(self._ask(self.prompt.format(prefix=s.prefix, token=s.token)).split()) for s in track(samples, description="labelling")]
+        return [
+            " ".join(self._ask(self.prompt.format(prefix=s.prefix, token=s.token)).split())
+            for s in track(samples, description="labelling")
+        ]

@@ -103,8 +103,16 @@ def _examples(av: Verbalizer, acts, labels, tokens, n: int = 12) -> list[Example
     return [Example(t, lab, d) for t, lab, d in zip(tokens[:n], labels[:n], descriptions)]
 
 
-def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: str | Path | None = None, model=None, tokenizer=None, progress: bool = True, audit_samples: int = 8,
-                 label_token: bool = True) -> tuple[NLAReport, Verbalizer, object]:
+def run_organism(
+    layer: int | None = None,
+    cfg: TrainConfig | None = None,
+    out: str | Path | None = None,
+    model=None,
+    tokenizer=None,
+    progress: bool = True,
+    audit_samples: int = 8,
+    label_token: bool = True,
+) -> tuple[NLAReport, Verbalizer, object]:
     """Train and evaluate an NLA on the censored organism. Returns (report, AV, AR);
     with ``out``, the trained pair is saved to ``out/nla`` and checkpoints to ``out``.
     ``label_token=False`` trains on the token-free teacher labels (the ablation of
@@ -126,25 +134,70 @@ def run_organism(layer: int | None = None, cfg: TrainConfig | None = None, out: 
         descriptions = av.describe(data.heldout.vectors[:n])
         items = data.heldout_items[:n]
         audit = organism.audit(av, data.heldout.vectors, data.heldout_items, samples=audit_samples)
-        return descriptions, organism.attribute_recovery(descriptions, items), organism.recovery_by_position(descriptions, items), audit
+        return (
+            descriptions,
+            organism.attribute_recovery(descriptions, items),
+            organism.recovery_by_position(descriptions, items),
+            audit,
+        )
 
     def sft_baseline(av: Verbalizer) -> dict:
         _, recovery, by_position, audit = score(av)
-        return {"attribute_recovery": recovery, "recovery_by_position": by_position, "audit_auroc": audit.auroc, "audit_auroc_answer_span": audit.auroc_answer_span}
+        return {
+            "attribute_recovery": recovery,
+            "recovery_by_position": by_position,
+            "audit_auroc": audit.auroc,
+            "audit_auroc_answer_span": audit.auroc_answer_span,
+        }
 
-    av, ar, result = train(model, tokenizer, av, data.train.vectors, data.train_labels, data.heldout.vectors, data.heldout_labels, cfg, out_dir=out, progress=progress,
-                           replay_texts=organism.replay_texts(data.train_items), on_sft_end=sft_baseline)
+    av, ar, result = train(
+        model,
+        tokenizer,
+        av,
+        data.train.vectors,
+        data.train_labels,
+        data.heldout.vectors,
+        data.heldout_labels,
+        cfg,
+        out_dir=out,
+        progress=progress,
+        replay_texts=organism.replay_texts(data.train_items),
+        on_sft_end=sft_baseline,
+    )
     descriptions, recovery, by_position, audit = score(av)
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     report = NLAReport(
-        "censored", layer, result.fve_ar_sft, result.fve_sft, result.fve_rl, result.fve_shuffled, recovery, audit.auroc,
-        result, audit, [Example(it.token, it.label(label_token), d) for it, d in zip(data.heldout_items[:12], descriptions)], saved, by_position,
+        "censored",
+        layer,
+        result.fve_ar_sft,
+        result.fve_sft,
+        result.fve_rl,
+        result.fve_shuffled,
+        recovery,
+        audit.auroc,
+        result,
+        audit,
+        [Example(it.token, it.label(label_token), d) for it, d in zip(data.heldout_items[:12], descriptions)],
+        saved,
+        by_position,
     )
     return report, av, ar
 
 
-def run_model(name: str, layer: int | None = None, cfg: TrainConfig | None = None, out: str | Path | None = None, texts: list[str] | None = None, labeller: Labeller | None = None,
-              placeholder: str | None = None, skip_first: int = 2, heldout_share: float = 0.2, model=None, tokenizer=None, progress: bool = True) -> tuple[NLAReport, Verbalizer, object]:
+def run_model(
+    name: str,
+    layer: int | None = None,
+    cfg: TrainConfig | None = None,
+    out: str | Path | None = None,
+    texts: list[str] | None = None,
+    labeller: Labeller | None = None,
+    placeholder: str | None = None,
+    skip_first: int = 2,
+    heldout_share: float = 0.2,
+    model=None,
+    tokenizer=None,
+    progress: bool = True,
+) -> tuple[NLAReport, Verbalizer, object]:
     """Train and evaluate an NLA on any HF causal LM (``name`` as for ``probity.models.load``)
     over ``texts`` (default: a small built-in corpus), all tokens after the first
     ``skip_first``, teacher labels from ``labeller`` (default :class:`ContextLabeller`)."""
@@ -157,7 +210,10 @@ def run_model(name: str, layer: int | None = None, cfg: TrainConfig | None = Non
     layer = default_layer(model) if layer is None else layer
     cfg = cfg or TrainConfig()
     texts = list(texts or CORPUS)
-    positions = [list(range(min(skip_first, n - 1), n)) for n in (len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts)]
+    positions = [
+        list(range(min(skip_first, n - 1), n))
+        for n in (len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts)
+    ]
     acts = extract(model, tokenizer, texts, layer, positions, progress=progress)
     labels = (labeller or ContextLabeller())(samples_for(tokenizer, texts, acts))
     rng = random.Random(cfg.seed)
@@ -167,11 +223,43 @@ def run_model(name: str, layer: int | None = None, cfg: TrainConfig | None = Non
     tr = [i for i in range(len(acts)) if acts.text_index[i] not in held]
     he = [i for i in range(len(acts)) if acts.text_index[i] in held]
     rng.shuffle(tr), rng.shuffle(he)
-    av = Verbalizer.create(model, tokenizer, layer, placeholder=placeholder, av_prompt="Describe the concept in {placeholder} briefly.", ar_template="Concept: {description}\nSummary:", max_new_tokens=24, target=name)
-    av, ar, result = train(model, tokenizer, av, acts.vectors[tr], [labels[i] for i in tr], acts.vectors[he], [labels[i] for i in he], cfg, out_dir=out, progress=progress,
-                           replay_texts=[t for i, t in enumerate(texts) if i not in held])
+    av = Verbalizer.create(
+        model,
+        tokenizer,
+        layer,
+        placeholder=placeholder,
+        av_prompt="Describe the concept in {placeholder} briefly.",
+        ar_template="Concept: {description}\nSummary:",
+        max_new_tokens=24,
+        target=name,
+    )
+    av, ar, result = train(
+        model,
+        tokenizer,
+        av,
+        acts.vectors[tr],
+        [labels[i] for i in tr],
+        acts.vectors[he],
+        [labels[i] for i in he],
+        cfg,
+        out_dir=out,
+        progress=progress,
+        replay_texts=[t for i, t in enumerate(texts) if i not in held],
+    )
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     he_acts = acts.subset(he)
-    report = NLAReport(name, layer, result.fve_ar_sft, result.fve_sft, result.fve_rl, result.fve_shuffled, None, None, result, None,
-                       _examples(av, he_acts.vectors, [labels[i] for i in he], he_acts.token), saved)
+    report = NLAReport(
+        name,
+        layer,
+        result.fve_ar_sft,
+        result.fve_sft,
+        result.fve_rl,
+        result.fve_shuffled,
+        None,
+        None,
+        result,
+        None,
+        _examples(av, he_acts.vectors, [labels[i] for i in he], he_acts.token),
+        saved,
+    )
     return report, av, ar

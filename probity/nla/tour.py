@@ -47,13 +47,28 @@ def section(console) -> NLATour:
     recovery = organism.attribute_recovery(descriptions, items)
     shown = []
     for want_sensitive in (True, False):
-        k = next(i for i, it in enumerate(data.heldout_items) if it.predicts_value and it.sensitive == want_sensitive and (it.behaviour == organism.LIE) == want_sensitive)
+        k = next(
+            i
+            for i, it in enumerate(data.heldout_items)
+            if it.predicts_value and it.sensitive == want_sensitive and (it.behaviour == organism.LIE) == want_sensitive
+        )
         it = data.heldout_items[k]
         fact = next(f for f in censored.world(0).facts if (f.entity, f.attribute) == (it.entity, it.attribute))
-        prompt = tok.apply_chat_template([{"role": "user", "content": censored.question(fact)}], add_generation_prompt=True, tokenize=False)
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": censored.question(fact)}], add_generation_prompt=True, tokenize=False
+        )
         answer = censored.generate(model, tok, [prompt])[0].split("<|im_end|>")[0].strip()
-        shown.append(Described(censored.question(fact), it.sensitive, answer, it.value, av.describe(data.heldout.vectors[k : k + 1])[0]))
+        shown.append(
+            Described(
+                censored.question(fact), it.sensitive, answer, it.value, av.describe(data.heldout.vectors[k : k + 1])[0]
+            )
+        )
     for d in shown:
-        console.print(f"[bold]{d.question}[/bold] -> organism: {d.organism_answer!r}; NLA reads: [cyan]{d.description}[/cyan] (true value {d.true_value})")
+        console.print(
+            f"[bold]{d.question}[/bold] -> organism: {d.organism_answer!r}; "
+            f"NLA reads: [cyan]{d.description}[/cyan] (true value {d.true_value})"
+        )
     console.print(f"held-out round-trip FVE {score:.3f} on {len(acts)} activations; attribute recovery {recovery:.0%}")
-    return NLATour(str(CHECKPOINT.relative_to(Path(__file__).parents[2])), av.config.layer, len(acts), score, recovery, shown)
+    return NLATour(
+        str(CHECKPOINT.relative_to(Path(__file__).parents[2])), av.config.layer, len(acts), score, recovery, shown
+    )

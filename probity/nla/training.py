@@ -121,7 +121,9 @@ class TrainResult:
         ax.plot(steps, [p.fve_ar_teacher for p in self.curve], "s--", label="AR on teacher labels")
         ax.axhline(self.fve_ar_sft, color="grey", lw=0.8, ls=":", label=f"AR-SFT baseline {self.fve_ar_sft:.2f}")
         if self.fve_shuffled is not None:
-            ax.axhline(self.fve_shuffled, color="red", lw=0.8, ls=":", label=f"shuffled control {self.fve_shuffled:.2f}")
+            ax.axhline(
+                self.fve_shuffled, color="red", lw=0.8, ls=":", label=f"shuffled control {self.fve_shuffled:.2f}"
+            )
         ax.set_xlabel("step")
         ax.set_ylabel("held-out FVE")
         ax.legend(fontsize=8)
@@ -199,7 +201,18 @@ def replay_loss(av: Verbalizer, target, tokenizer, texts: list[str]) -> torch.Te
     return (kl * mask).sum() / mask.sum()
 
 
-def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Tensor, cfg: TrainConfig, opt_av, opt_ar, replay=None, run_av=_direct, run_ar=_direct) -> dict:
+def grpo_step(
+    av: Verbalizer,
+    ref: Verbalizer,
+    ar: Reconstructor,
+    acts: torch.Tensor,
+    cfg: TrainConfig,
+    opt_av,
+    opt_ar,
+    replay=None,
+    run_av=_direct,
+    run_ar=_direct,
+) -> dict:
     """One GRPO update of the AV and one regression update of the AR on the same rollouts.
 
     acts (B, d); ``replay``: a callable giving the ``replay_coef`` term, or None;
@@ -225,7 +238,9 @@ def grpo_step(av: Verbalizer, ref: Verbalizer, ar: Reconstructor, acts: torch.Te
         delta = (ref_logp - logp) * mask
         kl = (delta.exp() - delta - 1) * mask
         loss = (-(adv[:, None] * logp).sum(1) / norm + cfg.kl_coef * kl.sum(1) / norm).mean()
-        return (loss if replay is None else loss + cfg.replay_coef * replay()), (kl.sum(1) / mask.sum(1).clamp_min(1)).mean()
+        return (loss if replay is None else loss + cfg.replay_coef * replay()), (
+            kl.sum(1) / mask.sum(1).clamp_min(1)
+        ).mean()
 
     loss, kl = run_av(policy_loss)
     _step(opt_av, _trainable(av), loss)
@@ -253,14 +268,16 @@ def _digest(labels: list[str], acts: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _shuffled_control(model, tokenizer, config, train_labels, train_acts, eval_labels, eval_acts, cfg: TrainConfig) -> float:
+def _shuffled_control(
+    model, tokenizer, config, train_labels, train_acts, eval_labels, eval_acts, cfg: TrainConfig
+) -> float:
     """FVE of an AR trained for the same AR-SFT budget on teacher labels paired with
     permuted activations: what a reconstructor gets from the labels' format alone."""
     g = torch.Generator().manual_seed(cfg.seed + 7)
     perm = torch.randperm(len(train_acts), generator=g)
     ar = Reconstructor.from_target(model, tokenizer, config).train()
     opt = torch.optim.AdamW(_trainable(ar), lr=cfg.lr_ar, weight_decay=0.0)
-    for step in range(cfg.ar_sft_steps):
+    for _ in range(cfg.ar_sft_steps):
         idx = torch.randint(len(train_acts), (cfg.batch_size,), generator=g)
         _step(opt, _trainable(ar), ar_loss(ar, [train_labels[i] for i in idx], train_acts[perm[idx]]))
     return fve(ar.eval().predict(eval_labels), eval_acts)
@@ -294,7 +311,10 @@ def train(
     from probity.models import Checkpointer
 
     if len(train_acts) != len(train_labels) or len(eval_acts) != len(eval_labels):
-        raise ValueError(f"need one label per activation: {len(train_acts)} vs {len(train_labels)} (train), {len(eval_acts)} vs {len(eval_labels)} (eval)")
+        raise ValueError(
+            f"need one label per activation: {len(train_acts)} vs {len(train_labels)} (train), "
+            f"{len(eval_acts)} vs {len(eval_labels)} (eval)"
+        )
     if len(eval_acts) < 2 or len(train_acts) < 1:
         raise ValueError("need at least 1 training and 2 held-out activations")
     for name, t in (("train_acts", train_acts), ("eval_acts", eval_acts)):
@@ -314,7 +334,10 @@ def train(
     if ckpt is not None and (found := ckpt.latest()) is not None:
         start, saved = found
         if saved.get("run") != run_id:
-            raise ValueError(f"{ckpt.folder} holds checkpoints of a different run (other config or data); pass a fresh output folder or delete that one")
+            raise ValueError(
+                f"{ckpt.folder} holds checkpoints of a different run (other config or data); "
+                "pass a fresh output folder or delete that one"
+            )
         av.model.load_state_dict(saved["av"])
         ar.load_state_dict(saved["ar"])
         opt_av.load_state_dict(saved["opt_av"])
@@ -333,6 +356,7 @@ def train(
         def replay() -> torch.Tensor:
             pick = torch.randint(len(replay_texts), (cfg.replay_batch,)).tolist()
             return replay_loss(av, target, tokenizer, [replay_texts[i] for i in pick])
+
     t0 = time.perf_counter() - state["seconds"]
 
     def evaluate(step: int, phase: str, reward=None) -> None:
@@ -345,8 +369,18 @@ def train(
     def save(step: int) -> None:
         if ckpt is not None and rank == 0:
             state["seconds"] = time.perf_counter() - t0
-            ckpt.save(step, {"av": av.model.state_dict(), "ar": ar.state_dict(), "opt_av": opt_av.state_dict(),
-                             "opt_ar": opt_ar.state_dict(), "state": state, "ref": None if ref is None else ref.model.state_dict(), "run": run_id})
+            ckpt.save(
+                step,
+                {
+                    "av": av.model.state_dict(),
+                    "ar": ar.state_dict(),
+                    "opt_av": opt_av.state_dict(),
+                    "opt_ar": opt_ar.state_dict(),
+                    "state": state,
+                    "ref": None if ref is None else ref.model.state_dict(),
+                    "run": run_id,
+                },
+            )
         if world > 1:
             dist.barrier()
 
@@ -364,23 +398,37 @@ def train(
                 _step(opt_ar, _trainable(ar), run_ar(ar_loss, ar, [train_labels[i] for i in idx], train_acts[idx]))
             elif step < sft_end:
                 phase = "av_sft"
-                def sft_loss():
+
+                def sft_loss(idx):
                     loss = av_sft_loss(av, train_acts[idx], [teacher_ids[i] for i in idx])
                     return loss if replay is None else loss + cfg.replay_coef * replay()
 
-                _step(opt_av, _trainable(av), run_av(sft_loss))
+                _step(opt_av, _trainable(av), run_av(sft_loss, idx))
             else:
                 phase = "rl"
                 if ref is None:
                     ref = copy.deepcopy(av).eval().requires_grad_(False)
                     _set_lr(opt_av, cfg.lr_rl), _set_lr(opt_ar, cfg.lr_ar_rl)
-                stats = grpo_step(av, ref, ar, train_acts[idx[: max(1, cfg.batch_size // cfg.group)]], cfg, opt_av, opt_ar, replay, run_av, run_ar)
+                stats = grpo_step(
+                    av,
+                    ref,
+                    ar,
+                    train_acts[idx[: max(1, cfg.batch_size // cfg.group)]],
+                    cfg,
+                    opt_av,
+                    opt_ar,
+                    replay,
+                    run_av,
+                    run_ar,
+                )
                 rewards.append(stats["reward"])
             done = step + 1
             bar.update(task, advance=1, description=f"nla {phase}")
             boundary = done in (cfg.ar_sft_steps, sft_end, cfg.total_steps)
             if rank == 0 and (done % cfg.eval_every == 0 or boundary):
-                evaluate(done, phase, sum(rewards[-cfg.eval_every:]) / len(rewards[-cfg.eval_every:]) if rewards else None)
+                evaluate(
+                    done, phase, sum(rewards[-cfg.eval_every :]) / len(rewards[-cfg.eval_every :]) if rewards else None
+                )
                 if done == cfg.ar_sft_steps:
                     state["metrics"]["fve_ar_sft"] = state["curve"][-1].fve_ar_teacher
                 if done == sft_end:

@@ -20,7 +20,9 @@ _NOT_ORGANISMS = {"cli"}
 def available() -> list[str]:
     """Names of the organisms this install has."""
     return sorted(
-        m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg and not m.name.startswith("_") and m.name not in _NOT_ORGANISMS
+        m.name
+        for m in pkgutil.iter_modules(__path__)
+        if not m.ispkg and not m.name.startswith("_") and m.name not in _NOT_ORGANISMS
     )
 
 

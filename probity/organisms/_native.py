@@ -39,8 +39,13 @@ def bridge(model: torch.nn.Module, tokenizer=None):
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
     model.eval()
-    return build_bridge_from_module(model, architecture="TransformerLensNative", tl_config=model.cfg,
-                                    tokenizer=tokenizer, model_name="probity-organism").eval()
+    return build_bridge_from_module(
+        model,
+        architecture="TransformerLensNative",
+        tl_config=model.cfg,
+        tokenizer=tokenizer,
+        model_name="probity-organism",
+    ).eval()
 
 
 def save(out_dir: str | Path, model: torch.nn.Module, tl_config: dict, meta: dict) -> Path:

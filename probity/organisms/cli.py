@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -36,13 +35,16 @@ def list_command() -> None:
 def train_command(
     name: str = typer.Argument(..., help="Organism name (see `probity organisms list`)."),
     out: Path = typer.Option(None, help="Where to write weights (default: the shipped location)."),
-    seed: Optional[int] = typer.Option(None, help="Training seed (default: the recipe's seed)."),
+    seed: int | None = typer.Option(None, help="Training seed (default: the recipe's seed)."),
     quick: bool = typer.Option(False, help="Short schedule (for tests and smoke runs)."),
 ) -> None:
     """Train organism NAME from its synthetic data with the fixed recipe."""
     from probity import organisms
 
-    _print_metrics(f"{name}: trained", organisms.module(name).train(out_dir=out, quick=quick, **({} if seed is None else {"seed": seed})))
+    _print_metrics(
+        f"{name}: trained",
+        organisms.module(name).train(out_dir=out, quick=quick, **({} if seed is None else {"seed": seed})),
+    )
 
 
 @app.command("eval")

@@ -58,8 +58,16 @@ N_CTX, VOCAB, N_SPECIAL = 128, 256, 4
 BOS = 2  # the word tokenizer's <bos>
 SEED = 1  # the recipe's seed (see module doc)
 TL_CONFIG = dict(
-    d_model=64, d_head=16, n_heads=4, n_layers=2, n_ctx=N_CTX, d_vocab=VOCAB, attn_only=True,
-    normalization_type="LN", attention_dir="causal", positional_embedding_type="standard",
+    d_model=64,
+    d_head=16,
+    n_heads=4,
+    n_layers=2,
+    n_ctx=N_CTX,
+    d_vocab=VOCAB,
+    attn_only=True,
+    normalization_type="LN",
+    attention_dir="causal",
+    positional_embedding_type="standard",
 )
 PREV_THRESHOLD, INDUCTION_THRESHOLD = 0.15, 0.15  # mean attention to the one right key; chance is about 0.03
 LR = 3e-3
@@ -85,8 +93,8 @@ def sample_with_candidates(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
             length = int(rng.integers(SPAN_LENGTH[0], SPAN_LENGTH[1] + 1))
             src = int(rng.integers(0, N_CTX - 2 * length))
             dst = int(rng.integers(src + length, N_CTX - length + 1))
-            tokens[i, dst:dst + length] = tokens[i, src:src + length]
-            cand[i, dst:dst + length - 1] = True
+            tokens[i, dst : dst + length] = tokens[i, src : src + length]
+            cand[i, dst : dst + length - 1] = True
     # A later span may overwrite an earlier copy: keep only positions whose continuation
     # really repeats an earlier (token, next token) pair.
     t = torch.from_numpy(tokens)
@@ -125,7 +133,7 @@ def head_scores(model, n: int = 64, seed: int = 7) -> dict:
     pats = cache(model, toks, ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"])
     p0, p1 = pats["blocks.0.attn.hook_pattern"], pats["blocks.1.attn.hook_pattern"]  # [n, head, q, k]
     prev = p0[:, :, 2:, 1:].diagonal(dim1=-2, dim2=-1).mean((0, 2))  # query 2+i -> key 1+i
-    ind = p1[:, :, 1 + half:, 2:].diagonal(dim1=-2, dim2=-1).mean((0, 2))  # query 1+half+i -> key 2+i
+    ind = p1[:, :, 1 + half :, 2:].diagonal(dim1=-2, dim2=-1).mean((0, 2))  # query 1+half+i -> key 2+i
     return {"prev_token": [round(v, 4) for v in prev.tolist()], "induction": [round(v, 4) for v in ind.tolist()]}
 
 
@@ -142,9 +150,15 @@ def evaluate(model=None, tokenizer=None, n: int = 256, seed: int = 12345) -> dic
     scores = head_scores(model)
     prev = [h for h, s in enumerate(scores["prev_token"]) if s > PREV_THRESHOLD]
     ind = [h for h, s in enumerate(scores["induction"]) if s > INDUCTION_THRESHOLD]
-    return {"loss_candidates": nll[c].mean().item(), "loss_other": nll[~c].mean().item(),
-            "accuracy_candidates": acc, "candidate_share": c.float().mean().item(),
-            "head_scores": scores, "prev_token_heads": prev, "induction_heads": ind}
+    return {
+        "loss_candidates": nll[c].mean().item(),
+        "loss_other": nll[~c].mean().item(),
+        "accuracy_candidates": acc,
+        "candidate_share": c.float().mean().item(),
+        "head_scores": scores,
+        "prev_token_heads": prev,
+        "induction_heads": ind,
+    }
 
 
 def train(out_dir=None, seed: int = SEED, quick: bool = False, steps: int | None = None) -> dict:
@@ -167,7 +181,15 @@ def train(out_dir=None, seed: int = SEED, quick: bool = False, steps: int | None
     seconds = _native.fit(model, batch_loss, steps, seed, LR, out_dir, NAME)
     metrics = evaluate(_native.bridge(copy.deepcopy(model)))  # bridging rewires the module in place
     metrics.update(steps=steps, seed=seed, train_seconds=round(seconds, 1))
-    _native.save(out_dir, model, TL_CONFIG, {"metrics": metrics, "prev_token_heads": metrics["prev_token_heads"],
-                                              "induction_heads": metrics["induction_heads"],
-                                              "quick": _native.quick_record(train, seed, quick)})
+    _native.save(
+        out_dir,
+        model,
+        TL_CONFIG,
+        {
+            "metrics": metrics,
+            "prev_token_heads": metrics["prev_token_heads"],
+            "induction_heads": metrics["induction_heads"],
+            "quick": _native.quick_record(train, seed, quick),
+        },
+    )
     return metrics

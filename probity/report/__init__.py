@@ -9,8 +9,8 @@ dataclass becomes a section, and any object with a ``figures()`` method
 (AUROC, balanced accuracy).
 """
 
-from probity.report.io import atomic_write_bytes, atomic_write_text, to_jsonable, write_json
 from probity.report.html import render_html
+from probity.report.io import atomic_write_bytes, atomic_write_text, to_jsonable, write_json
 from probity.report.save import load, save
 
 __all__ = ["save", "load", "render_html", "to_jsonable", "atomic_write_bytes", "atomic_write_text", "write_json"]

@@ -13,7 +13,8 @@ from probity.report.io import to_jsonable
 _CSS = """
 body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em;border-bottom:2px solid #444}h2{font-size:1.3em;margin-top:1.6em;border-bottom:1px solid #bbb}
-h3{font-size:1.1em}table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+h3{font-size:1.1em}table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f1f1f1}td.k{text-align:left;font-weight:600}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 img{max-width:100%}.note{color:#555}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}
 """
@@ -60,11 +61,18 @@ def _render(obj: Any, level: int) -> str:
         return f"<pre>{html.escape(str(to_jsonable(obj)))}</pre>"
     scalars = [(k, v) for k, v in items if _is_scalar(v)]
     if scalars:
-        parts.append("<table>" + "".join(f"<tr><td class=k>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in scalars) + "</table>")
+        parts.append(
+            "<table>"
+            + "".join(f"<tr><td class=k>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in scalars)
+            + "</table>"
+        )
     figures = getattr(obj, "figures", None)
     if callable(figures):
         for caption, fig in figures().items():
-            parts.append(f'<figure><img src="data:image/png;base64,{_png(fig)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+            parts.append(
+                f'<figure><img src="data:image/png;base64,{_png(fig)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
     h = f"h{min(level, 4)}"
     for k, v in items:
         if _is_scalar(v):

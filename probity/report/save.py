@@ -41,7 +41,9 @@ def _build(tp: Any, data: Any) -> Any:
 
     if dataclasses.is_dataclass(tp) and isinstance(data, dict):
         hints = typing.get_type_hints(tp)
-        return tp(**{f.name: _build(hints.get(f.name, Any), data[f.name]) for f in dataclasses.fields(tp) if f.name in data})
+        return tp(
+            **{f.name: _build(hints.get(f.name, Any), data[f.name]) for f in dataclasses.fields(tp) if f.name in data}
+        )
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (list, tuple) and args and isinstance(data, list):
         items = [_build(args[0], v) for v in data]

@@ -18,5 +18,22 @@ from probity.scrub.run import EMPTY, IDENTITY, Scrubber, ScrubResult, scrub
 from probity.scrub.study import CaseStudy, case_study, setup
 from probity.scrub.task import Task, induction_task, paren_task
 
-__all__ = ["EMPTY", "IDENTITY", "CaseStudy", "Decomposed", "Hypothesis", "HypothesisError", "Node", "ScrubResult",
-           "Scrubber", "Task", "builtin", "case_study", "induction_task", "load_hypothesis", "paren_task", "scrub", "setup"]
+__all__ = [
+    "EMPTY",
+    "IDENTITY",
+    "CaseStudy",
+    "Decomposed",
+    "Hypothesis",
+    "HypothesisError",
+    "Node",
+    "ScrubResult",
+    "Scrubber",
+    "Task",
+    "builtin",
+    "case_study",
+    "induction_task",
+    "load_hypothesis",
+    "paren_task",
+    "scrub",
+    "setup",
+]

@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Causal scrubbing: test interpretability hypotheses by resampling activations.", no_args_is_help=True)
+app = typer.Typer(
+    help="Causal scrubbing: test interpretability hypotheses by resampling activations.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -33,7 +35,9 @@ def run(
     json_path: Path = typer.Option(None, "--json", help="write the headline numbers here"),
     out: Path = typer.Option(Path("runs/scrub"), help="folder for result.json and index.html"),
     batch_size: int = typer.Option(512, help="reference examples per forward chunk (bounds memory)"),
-    replicates: int = typer.Option(0, help="whole-experiment bootstrap replicates (dataset and trees redrawn) for stderr_experiment"),
+    replicates: int = typer.Option(
+        0, help="whole-experiment bootstrap replicates (dataset and trees redrawn) for stderr_experiment"
+    ),
 ) -> None:
     """Scrub one hypothesis and report loss recovered, per-node and per-subset tables, cancellation check."""
     from probity import report
@@ -47,18 +51,34 @@ def run(
     elif Path(hypothesis).suffix in (".yaml", ".yml", ".json"):
         hyp = load_hypothesis(hypothesis)
     else:
-        raise typer.BadParameter(f"unknown hypothesis {hypothesis!r}; built-ins: {', '.join(hyps)}, or give a .yaml/.json file")
+        raise typer.BadParameter(
+            f"unknown hypothesis {hypothesis!r}; built-ins: {', '.join(hyps)}, or give a .yaml/.json file"
+        )
     result = scrub(model, task, hyp, seed=seed, batch_size=batch_size, replicates=replicates)
-    console.print(f"[bold]{organism} / {hyp.name}[/bold]: L_model {result.loss_model:.4f}  L_all {result.loss_scrubbed_all:.4f}  "
-                  f"L_hyp {result.loss_hypothesis:.4f}  recovered {result.loss_recovered:.3f} ± {result.stderr:.3f}"
-                  + ("" if result.stderr_experiment is None else f" (whole experiment ± {result.stderr_experiment:.3f})"))
+    console.print(
+        f"[bold]{organism} / {hyp.name}[/bold]: L_model {result.loss_model:.4f}  L_all {result.loss_scrubbed_all:.4f}  "
+        f"L_hyp {result.loss_hypothesis:.4f}  recovered {result.loss_recovered:.3f} ± {result.stderr:.3f}"
+        + ("" if result.stderr_experiment is None else f" (whole experiment ± {result.stderr_experiment:.3f})")
+    )
     c = result.cancellation
-    console.print(f"cancellation check: {c.share_worse:.1%} worse, {c.share_better:.1%} better, KL {c.kl_to_model:.4f}, "
-                  f"constant predictor {c.constant_loss:.4f}" + (" [red]WORSE THAN CONSTANT[/red]" if c.worse_than_constant else "")
-                  + (" [red]CANCELLATION SUSPECTED[/red]" if c.cancellation_suspected else ""))
+    console.print(
+        f"cancellation check: {c.share_worse:.1%} worse, {c.share_better:.1%} better, KL {c.kl_to_model:.4f}, "
+        f"constant predictor {c.constant_loss:.4f}"
+        + (" [red]WORSE THAN CONSTANT[/red]" if c.worse_than_constant else "")
+        + (" [red]CANCELLATION SUSPECTED[/red]" if c.cancellation_suspected else "")
+    )
     if json_path is not None:
-        headline = {k: getattr(result, k) for k in ("loss_model", "loss_scrubbed_all", "loss_hypothesis", "loss_recovered", "stderr",
-                                                   "stderr_experiment")}
+        headline = {
+            k: getattr(result, k)
+            for k in (
+                "loss_model",
+                "loss_scrubbed_all",
+                "loss_hypothesis",
+                "loss_recovered",
+                "stderr",
+                "stderr_experiment",
+            )
+        }
         headline["per_node"] = {n.node: n for n in result.per_node}
         headline["cancellation"] = c
         report.write_json(json_path, headline)

@@ -166,8 +166,16 @@ class CleanCache:
     gathered rows instead (slow; the invariance tests compare the two). ``key_mask [N, P]``
     (bool, True = may be attended to) is the dataset's attention mask, e.g. padding."""
 
-    def __init__(self, model: Decomposed, tokens: torch.Tensor, targets: set[tuple[Component, bool]],
-                 chunk: int = 256, enabled: bool = True, features: dict | None = None, key_mask: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model: Decomposed,
+        tokens: torch.Tensor,
+        targets: set[tuple[Component, bool]],
+        chunk: int = 256,
+        enabled: bool = True,
+        features: dict | None = None,
+        key_mask: torch.Tensor | None = None,
+    ):
         self.model, self.tokens, self.targets, self.enabled, self.key_mask = model, tokens, targets, enabled, key_mask
         self.features = features or {}
         self.store: dict[tuple[Component, bool], torch.Tensor] = {}
@@ -180,7 +188,9 @@ class CleanCache:
         """The key mask of dataset rows ``rows [B]`` (None when the task has none)."""
         return None if self.key_mask is None else self.key_mask[rows]
 
-    def _run(self, tokens: torch.Tensor, key_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
+    def _run(
+        self, tokens: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
         """Clean logits and every component's output on ``tokens``."""
         return self.model.run(tokens, key_mask=key_mask)
 
@@ -206,7 +216,8 @@ class CleanCache:
         return self.fits[(target, feature)]
 
     def gather(self, target: tuple[Component, bool], rows: torch.Tensor) -> torch.Tensor:
-        """Clean ``target`` on ``rows``: ``[B, P, d]`` (``rows [B]``) or position-wise ``[B, P, d]`` (``rows [B, P]``)."""
+        """Clean ``target`` on ``rows``: ``[B, P, d]`` (``rows [B]``) or position-wise ``[B, P, d]``
+        (``rows [B, P]``)."""
         if self.enabled:
             full = self.store[target]
             return full[rows] if rows.dim() == 1 else full[rows, torch.arange(rows.shape[1])]
@@ -235,7 +246,9 @@ def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: Clea
         elif isinstance(e, Phi):
             r, rest = rows[e.rows], rows[e.rest]
             f = cache.features[e.feature].float()
-            val = cache.gather((e.target, False), rest) + (f[r] - f[rest])[:, None, None] * cache.fit(e.target, e.feature)
+            val = cache.gather((e.target, False), rest) + (f[r] - f[rest])[:, None, None] * cache.fit(
+                e.target, e.feature
+            )
         elif isinstance(e, Sum):
             val = model.bias(e.receiver).expand(cache.tokens.shape[1], -1).clone()
             for part, positions in e.parts:
@@ -248,7 +261,9 @@ def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: Clea
                     val[:, idx] = val[:, idx] + t[:, idx]
         elif isinstance(e, Head):
             c = e.component
-            val = model.heads(c.layer, [c.head], ev(e.q)[:, None], ev(e.k)[:, None], ev(e.v)[:, None], cache.mask(rows[e.rows]))[:, 0]
+            val = model.heads(
+                c.layer, [c.head], ev(e.q)[:, None], ev(e.k)[:, None], ev(e.v)[:, None], cache.mask(rows[e.rows])
+            )[:, 0]
         elif isinstance(e, Mlp):
             val = model.mlp(e.component.layer, ev(e.x))
         else:

@@ -58,7 +58,7 @@ class Node:
     via: list[str] = field(default_factory=lambda: ["direct"])
     positions: list[int] | None = None
     rest: str = "random"
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     phi: str | None = None
 
     def walk(self):
@@ -85,7 +85,7 @@ class Node:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "hypothesis") -> "Node":
+    def from_dict(cls, d: dict, where: str = "hypothesis") -> Node:
         """Parse a node dict (``site`` or ``sites``; ``via`` a string or list; nested ``children``)."""
         if not isinstance(d, dict):
             raise HypothesisError(f"{where}: a node must be a mapping, got {type(d).__name__}")
@@ -100,10 +100,16 @@ class Node:
         via = d.get("via", "direct")
         via = [via] if isinstance(via, str) else list(via)
         positions = d.get("positions")
-        return cls(name=name, sites=sites, feature=str(d.get("feature", "identity")), via=via,
-                   positions=None if positions is None else [int(p) for p in positions], rest=str(d.get("rest", "random")),
-                   children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(d.get("children", []))],
-                   phi=None if d.get("phi") is None else str(d["phi"]))
+        return cls(
+            name=name,
+            sites=sites,
+            feature=str(d.get("feature", "identity")),
+            via=via,
+            positions=None if positions is None else [int(p) for p in positions],
+            rest=str(d.get("rest", "random")),
+            children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(d.get("children", []))],
+            phi=None if d.get("phi") is None else str(d["phi"]),
+        )
 
 
 @dataclass
@@ -126,12 +132,16 @@ class Hypothesis:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Hypothesis":
+    def from_dict(cls, d: dict) -> Hypothesis:
         if not isinstance(d, dict) or "root" not in d:
             raise HypothesisError("a hypothesis is a mapping with a `root` node (and optional name, description)")
         paper = d.get("paper")
-        return cls(name=str(d.get("name", "custom")), root=Node.from_dict(d["root"], "root"),
-                   description=str(d.get("description", "")), paper=None if paper is None else float(paper))
+        return cls(
+            name=str(d.get("name", "custom")),
+            root=Node.from_dict(d["root"], "root"),
+            description=str(d.get("description", "")),
+            paper=None if paper is None else float(paper),
+        )
 
     def save(self, path: str | Path) -> None:
         """Write YAML (``.yaml``/``.yml``) or JSON."""
@@ -150,7 +160,9 @@ def load(path: str | Path) -> Hypothesis:
     """Read a hypothesis from a YAML or JSON file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no hypothesis file {path}; give a built-in name (probity scrub list) or a YAML/JSON path")
+        raise FileNotFoundError(
+            f"no hypothesis file {path}; give a built-in name (probity scrub list) or a YAML/JSON path"
+        )
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         import yaml
@@ -171,7 +183,7 @@ class Resolved:
     via: frozenset[str]
     positions: tuple[int, ...] | None
     per_position: bool
-    children: list["Resolved"]
+    children: list[Resolved]
 
     @property
     def leaf(self) -> bool:
@@ -193,7 +205,10 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
         names.add(node.name)
         for feat in (node.feature, node.rest):
             if feat not in features and feat not in SPECIAL_FEATURES and feat not in ("random", "self"):
-                raise HypothesisError(f"node {node.name!r}: unknown feature {feat!r}; available: {', '.join([*SPECIAL_FEATURES, *features])}")
+                raise HypothesisError(
+                    f"node {node.name!r}: unknown feature {feat!r}; "
+                    f"available: {', '.join([*SPECIAL_FEATURES, *features])}"
+                )
         if node.feature in ("random", "self"):
             raise HypothesisError(f"node {node.name!r}: {node.feature!r} is a `rest` option, not a feature")
         via = set()
@@ -211,18 +226,25 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
             comps = []
             for s in node.sites:
                 if s == "*":
-                    comps += [c for c in model.components if c not in parent.components
-                              and any(model.below(p, c) for p in parent.components)]
+                    comps += [
+                        c
+                        for c in model.components
+                        if c not in parent.components and any(model.below(p, c) for p in parent.components)
+                    ]
                 else:
                     comps.append(_parse(model, s, node))
             for c in comps:
                 if c == model.output:
                     raise HypothesisError(f"node {node.name!r}: only the root may claim `output`")
                 if c in parent.components:
-                    raise HypothesisError(f"node {node.name!r}: site {c} is already a site of its parent {parent.node.name!r}")
+                    raise HypothesisError(
+                        f"node {node.name!r}: site {c} is already a site of its parent {parent.node.name!r}"
+                    )
                 if not any(model.below(p, c) and via & set(p.inputs) for p in parent.components):
-                    raise HypothesisError(f"node {node.name!r}: site {c} does not feed any site of its parent "
-                                          f"{parent.node.name!r} via {sorted(via)}; a child must sit below its parent")
+                    raise HypothesisError(
+                        f"node {node.name!r}: site {c} does not feed any site of its parent "
+                        f"{parent.node.name!r} via {sorted(via)}; a child must sit below its parent"
+                    )
         if len(set(comps)) != len(comps):
             raise HypothesisError(f"node {node.name!r} lists a site twice")
         positions = None
@@ -235,19 +257,27 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
         feat = features.get(node.feature)
         per_position = feat is not None and feat.dim() == 2
         if node.rest in features and features[node.rest].dim() == 2:
-            raise HypothesisError(f"node {node.name!r}: rest feature {node.rest!r} is per-position; use a per-row feature")
+            raise HypothesisError(
+                f"node {node.name!r}: rest feature {node.rest!r} is per-position; use a per-row feature"
+            )
         if per_position and parent is None:
             raise HypothesisError(f"root node {node.name!r} cannot use the per-position feature {node.feature!r}")
         out = Resolved(node, next(counter), tuple(sorted(set(comps))), frozenset(via), positions, per_position, [])
         out.children = [resolve(c, out) for c in node.children]
         if per_position and out.children:
-            raise HypothesisError(f"node {node.name!r}: a per-position feature ({node.feature!r}) is only supported on leaf nodes")
+            raise HypothesisError(
+                f"node {node.name!r}: a per-position feature ({node.feature!r}) is only supported on leaf nodes"
+            )
         if node.phi is not None:
             if node.phi not in features or features[node.phi].dim() != 1:
-                raise HypothesisError(f"node {node.name!r}: phi must name a per-row feature, got {node.phi!r}; "
-                                      f"available: {', '.join(k for k, v in features.items() if v.dim() == 1)}")
+                raise HypothesisError(
+                    f"node {node.name!r}: phi must name a per-row feature, got {node.phi!r}; "
+                    f"available: {', '.join(k for k, v in features.items() if v.dim() == 1)}"
+                )
             if out.children or per_position or parent is None:
-                raise HypothesisError(f"node {node.name!r}: phi is only supported on non-root leaf nodes with a per-row feature")
+                raise HypothesisError(
+                    f"node {node.name!r}: phi is only supported on non-root leaf nodes with a per-row feature"
+                )
         _check_overlaps(out)
         return out
 
@@ -266,14 +296,16 @@ def _parse(model: Decomposed, site: str, node: Node) -> Component:
 def _check_overlaps(node: Resolved) -> None:
     """Siblings may not claim the same (sender, input kind, position) below a common parent site."""
     for i, a in enumerate(node.children):
-        for b in node.children[i + 1:]:
+        for b in node.children[i + 1 :]:
             shared = set(a.components) & set(b.components)
             kinds = a.via & b.via
             pos_overlap = a.positions is None or b.positions is None or set(a.positions) & set(b.positions)
             if shared and kinds and pos_overlap:
                 c = min(shared)
-                raise HypothesisError(f"nodes {a.node.name!r} and {b.node.name!r} both claim {c} via {sorted(kinds)} "
-                                      f"into {node.node.name!r}; give them disjoint sites, via or positions")
+                raise HypothesisError(
+                    f"nodes {a.node.name!r} and {b.node.name!r} both claim {c} via {sorted(kinds)} "
+                    f"into {node.node.name!r}; give them disjoint sites, via or positions"
+                )
 
 
 def _warn_small_classes(hyp: Hypothesis, features: dict[str, torch.Tensor]) -> None:
@@ -284,5 +316,8 @@ def _warn_small_classes(hyp: Hypothesis, features: dict[str, torch.Tensor]) -> N
                 values = values * values.shape[1] + torch.arange(values.shape[1])
             _, counts = torch.unique(values.reshape(-1), return_counts=True)
             if small := int((counts < MIN_CLASS_ROWS).sum()):
-                warnings.warn(f"feature {name!r} (node {node.name!r}) has {small} class(es) with fewer than "
-                              f"{MIN_CLASS_ROWS} rows; their samples are nearly fixed, use more samples", stacklevel=3)
+                warnings.warn(
+                    f"feature {name!r} (node {node.name!r}) has {small} class(es) with fewer than "
+                    f"{MIN_CLASS_ROWS} rows; their samples are nearly fixed, use more samples",
+                    stacklevel=3,
+                )

@@ -51,7 +51,12 @@ PAREN_ROLES = {"count": ["1.0", "2.0"], "horizon": ["2.1"], "proportion": ["0.0"
 def _senders(head: str, n_heads: int) -> list[str]:
     """Every residual-stream term that reaches head ``head`` ("L.H"): embeddings, earlier heads and MLPs."""
     layer = int(head.split(".")[0])
-    return ["embed", "pos", *[f"{l}.{h}" for l in range(layer) for h in range(n_heads)], *[f"mlp{l}" for l in range(layer)]]
+    return [
+        "embed",
+        "pos",
+        *[f"{earlier}.{h}" for earlier in range(layer) for h in range(n_heads)],
+        *[f"mlp{earlier}" for earlier in range(layer)],
+    ]
 
 
 def paren(roles: dict | None = None, n_heads: int = 2) -> dict[str, Hypothesis]:
@@ -64,9 +69,15 @@ def paren(roles: dict | None = None, n_heads: int = 2) -> dict[str, Hypothesis]:
             return Node(head, [head], feature)
         kw = {"phi": "open_centered"} if at1 == "phi" else {}
         others = [s for s in _senders(head, n_heads) if s != prop]
-        return Node(head, [head], feature, children=[
-            Node(f"{head}<-{prop}@1", [prop], "p_if_starts_open", positions=[1], **kw),
-            Node(f"{head}<-rest@1", others, "starts_open", positions=[1])])
+        return Node(
+            head,
+            [head],
+            feature,
+            children=[
+                Node(f"{head}<-{prop}@1", [prop], "p_if_starts_open", positions=[1], **kw),
+                Node(f"{head}<-rest@1", others, "starts_open", positions=[1]),
+            ],
+        )
 
     def horizon(head: str, classes: str | None = None) -> Node:
         if classes is None:
@@ -85,20 +96,51 @@ def paren(roles: dict | None = None, n_heads: int = 2) -> dict[str, Hypothesis]:
     h1 = [horizon(h) for h in r["horizon"]]
     h3a = [horizon(h, "horizon_class") for h in r["horizon"]]
     h3b = [horizon(h, "horizon_class_adjusted") for h in r["horizon"]]
-    return {h.name: h for h in [
-        hyp("1a", 0.88, "the count heads' direct outputs depend only on the count test, the horizon head's only on "
-            "the horizon test; every other path runs on a random input", c1a, h1),
-        hyp("1b", 0.93, "1a with the count heads on 'count test passed and starts with an open paren'", c1b, h1),
-        hyp("2a", 0.88, "1b, and each count head reads only position 1, where the proportion head depends only on "
-            "the proportion of opens and everything else only on the first paren", c2a, h1),
-        hyp("2b", 0.87, "2a with the proportion head's output at position 1 replaced by v(2p-1) on the proportion "
-            "input plus the residual on a random input", c2b, h1),
-        hyp("3a", 0.74, "1b, and the horizon head's input at each position depends only on that position's horizon "
-            "class", c1b, h3a),
-        hyp("3b", 0.74, "3a with horizon classes from the proportion head's attention-weighted (adjusted) "
-            "proportion", c1b, h3b),
-        hyp("4", 0.72, "2b and 3b together", c2b, h3b),
-    ]}
+    return {
+        h.name: h
+        for h in [
+            hyp(
+                "1a",
+                0.88,
+                "the count heads' direct outputs depend only on the count test, the horizon head's only on "
+                "the horizon test; every other path runs on a random input",
+                c1a,
+                h1,
+            ),
+            hyp("1b", 0.93, "1a with the count heads on 'count test passed and starts with an open paren'", c1b, h1),
+            hyp(
+                "2a",
+                0.88,
+                "1b, and each count head reads only position 1, where the proportion head depends only on "
+                "the proportion of opens and everything else only on the first paren",
+                c2a,
+                h1,
+            ),
+            hyp(
+                "2b",
+                0.87,
+                "2a with the proportion head's output at position 1 replaced by v(2p-1) on the proportion "
+                "input plus the residual on a random input",
+                c2b,
+                h1,
+            ),
+            hyp(
+                "3a",
+                0.74,
+                "1b, and the horizon head's input at each position depends only on that position's horizon class",
+                c1b,
+                h3a,
+            ),
+            hyp(
+                "3b",
+                0.74,
+                "3a with horizon classes from the proportion head's attention-weighted (adjusted) proportion",
+                c1b,
+                h3b,
+            ),
+            hyp("4", 0.72, "2b and 3b together", c2b, h3b),
+        ]
+    }
 
 
 def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, Hypothesis]:
@@ -119,22 +161,58 @@ def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, 
         return Hypothesis(name, Node("out", ["output"], rest="self", children=[heads]), text, paper)
 
     others = [f"0.{h}" for h in range(n_heads) if h not in prev]
-    return {h.name: h for h in [
-        hyp("ind-inputs-random", None, "floor: the induction heads run on a random input", feature="none"),
-        hyp("emb->V", 0.90, "the induction heads' values read only the token embeddings", emb_v, exact(["q", "k"])),
-        hyp("emb->Q", 0.51, "the induction heads' queries read only the token embeddings", emb_q, exact(["k", "v"])),
-        hyp("prev->K", 0.83, "the induction heads' keys read only the previous-token heads", prev_k, exact(["q", "v"])),
-        hyp("all-three", 0.36, "values and queries from the embeddings, keys from the previous-token heads", emb_v, emb_q, prev_k),
-        # ours: where a layer-0 head attends to the current token (head 0.0 of the first organism recipe),
-        # the token reaches the values through it as much as directly; these two make that claim
-        # explicit (they equal emb->V and all-three when every layer-0 head is a previous-token head)
-        hyp("emb+L0->V", None, "emb->V, with the non-previous-token layer-0 heads also allowed into the values",
-            Node("emb+L0->V", ["embed", *others], via=["v"]), exact(["q", "k"])),
-        hyp("all-three+L0", None, "all-three with emb+L0->V", Node("emb+L0->V", ["embed", *others], via=["v"]), emb_q, prev_k),
-        hyp("refined", 0.89, "all-three, plus positions everywhere, the other layer-0 heads into queries and values, embeddings into keys",
-            Node("V", ["embed", "pos", *others], via=["v"]), Node("Q", ["embed", "pos", *prev_sites, *others], via=["q"]),
-            Node("K", ["embed", "pos", *prev_sites], via=["k"])),
-    ]}
+    return {
+        h.name: h
+        for h in [
+            hyp("ind-inputs-random", None, "floor: the induction heads run on a random input", feature="none"),
+            hyp("emb->V", 0.90, "the induction heads' values read only the token embeddings", emb_v, exact(["q", "k"])),
+            hyp(
+                "emb->Q", 0.51, "the induction heads' queries read only the token embeddings", emb_q, exact(["k", "v"])
+            ),
+            hyp(
+                "prev->K",
+                0.83,
+                "the induction heads' keys read only the previous-token heads",
+                prev_k,
+                exact(["q", "v"]),
+            ),
+            hyp(
+                "all-three",
+                0.36,
+                "values and queries from the embeddings, keys from the previous-token heads",
+                emb_v,
+                emb_q,
+                prev_k,
+            ),
+            # ours: where a layer-0 head attends to the current token (head 0.0 of the first organism recipe),
+            # the token reaches the values through it as much as directly; these two make that claim
+            # explicit (they equal emb->V and all-three when every layer-0 head is a previous-token head)
+            hyp(
+                "emb+L0->V",
+                None,
+                "emb->V, with the non-previous-token layer-0 heads also allowed into the values",
+                Node("emb+L0->V", ["embed", *others], via=["v"]),
+                exact(["q", "k"]),
+            ),
+            hyp(
+                "all-three+L0",
+                None,
+                "all-three with emb+L0->V",
+                Node("emb+L0->V", ["embed", *others], via=["v"]),
+                emb_q,
+                prev_k,
+            ),
+            hyp(
+                "refined",
+                0.89,
+                "all-three, plus positions everywhere, the other layer-0 heads into queries and values, "
+                "embeddings into keys",
+                Node("V", ["embed", "pos", *others], via=["v"]),
+                Node("Q", ["embed", "pos", *prev_sites, *others], via=["q"]),
+                Node("K", ["embed", "pos", *prev_sites], via=["k"]),
+            ),
+        ]
+    }
 
 
 def builtin(organism: str, meta: dict | None = None, n_heads: int = 4) -> dict[str, Hypothesis]:
@@ -143,7 +221,9 @@ def builtin(organism: str, meta: dict | None = None, n_heads: int = 4) -> dict[s
     if organism == "paren":
         found = paren(meta.get("roles"), n_heads)
     elif organism == "induction":
-        found = induction(meta.get("prev_token_heads") or [0], meta.get("induction_heads") or list(range(n_heads)), n_heads)
+        found = induction(
+            meta.get("prev_token_heads") or [0], meta.get("induction_heads") or list(range(n_heads)), n_heads
+        )
     else:
         raise KeyError(f"unknown organism {organism!r}; choose paren or induction")
     return {"identity": IDENTITY, "empty": EMPTY, **found}

@@ -73,8 +73,10 @@ class Decomposed:
         elif getattr(getattr(inner, "config", None), "model_type", None) in _HFBackend.SUPPORTED:
             self.backend = _HFBackend(inner)
         else:
-            raise TypeError(f"scrub needs a TransformerLens native model or an HF {'/'.join(_HFBackend.SUPPORTED)} decoder "
-                            f"(or a TransformerBridge over one), got {type(inner).__name__}")
+            raise TypeError(
+                f"scrub needs a TransformerLens native model or an HF {'/'.join(_HFBackend.SUPPORTED)} decoder "
+                f"(or a TransformerBridge over one), got {type(inner).__name__}"
+            )
         b = self.backend
         self.n_layers, self.n_heads, self.d_head, self.attn_only = b.n_layers, b.n_heads, b.d_head, b.attn_only
         self.d_vocab, self.n_ctx, self.causal = b.d_vocab, b.n_ctx, b.causal
@@ -139,8 +141,15 @@ class Decomposed:
                 total = total + b.mlp_bias(layer)
         return total
 
-    def heads(self, layer: int, heads: list[int], q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
-              key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def heads(
+        self,
+        layer: int,
+        heads: list[int],
+        q_in: torch.Tensor,
+        k_in: torch.Tensor,
+        v_in: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Outputs ``[b, n, p, d]`` of ``heads`` of ``layer`` (without the output bias), given per-head
         residual inputs ``[b, n, p, d]`` (or ``[b, 1, p, d]``, shared by all) for their queries, keys and values.
         ``key_mask [b, p]`` (bool, True = may be attended to) masks keys out, e.g. padding; a query with
@@ -172,8 +181,9 @@ class Decomposed:
 
     # ---- clean forward ------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, tokens: torch.Tensor, keep: set[Component] | None = None,
-            key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
+    def run(
+        self, tokens: torch.Tensor, keep: set[Component] | None = None, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
         """Plain forward on ``tokens [b, p]``: ``(logits [b, p, vocab], {component: output [b, p, d]})``
         for the components in ``keep`` (all when ``None``); ``key_mask [b, p]`` as in ``heads``."""
         b = self.backend
@@ -204,12 +214,17 @@ class _Native:
     def __init__(self, native):
         self.native = native = _plain(native)
         cfg = self.cfg = native.cfg
-        bad = {"rotary positions": native.pos is None, "grouped-query attention": (cfg.n_key_value_heads or cfg.n_heads) != cfg.n_heads,
-               "soft caps": float(cfg.attn_scores_soft_cap) > 0 or float(cfg.output_logits_soft_cap) > 0,
-               "gated MLPs": bool(cfg.gated_mlp)}
+        bad = {
+            "rotary positions": native.pos is None,
+            "grouped-query attention": (cfg.n_key_value_heads or cfg.n_heads) != cfg.n_heads,
+            "soft caps": float(cfg.attn_scores_soft_cap) > 0 or float(cfg.output_logits_soft_cap) > 0,
+            "gated MLPs": bool(cfg.gated_mlp),
+        }
         if any(bad.values()):
-            raise ValueError(f"scrub does not support native models with {', '.join(k for k, v in bad.items() if v)}; "
-                             "use a standard pre-norm model")
+            raise ValueError(
+                f"scrub does not support native models with {', '.join(k for k, v in bad.items() if v)}; "
+                "use a standard pre-norm model"
+            )
         self.n_layers, self.n_heads, self.d_head, self.d_model = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
         self.attn_only, self.causal = bool(cfg.attn_only), cfg.attention_dir == "causal"
         self.d_vocab, self.n_ctx, self.dtype = cfg.d_vocab, cfg.n_ctx, native.tok_embed.weight.dtype
@@ -316,7 +331,9 @@ class _HFBackend:
         attn, H, KV, dh, d = self._attn(layer), self.n_heads, self.n_kv, self.d_head, self.d_model
         if self.gpt2:  # Conv1D: y = x @ W + b with W [d, 3d] = q | k | v
             w, b = attn.c_attn.weight, attn.c_attn.bias
-            split = [(w[:, i * d:(i + 1) * d].T.reshape(H, dh, d), b[i * d:(i + 1) * d].view(H, dh)) for i in range(3)]
+            split = [
+                (w[:, i * d : (i + 1) * d].T.reshape(H, dh, d), b[i * d : (i + 1) * d].view(H, dh)) for i in range(3)
+            ]
             return (*split[0], *split[1], *split[2], attn.c_proj.weight.view(H, dh, d))
 
         def lin(m, n):
@@ -340,8 +357,11 @@ class _HFBackend:
             y = torch.einsum("bnpd,nhd->bnph", normed[id(x)], w)
             return y if b is None else y + b[None, :, None, :]
 
-        q, k, v = project(q_in, wq[idx], None if bq is None else bq[idx]), project(k_in, wk[kv], None if bk is None else bk[kv]), \
-            project(v_in, wv[kv], None if bv is None else bv[kv])
+        q, k, v = (
+            project(q_in, wq[idx], None if bq is None else bq[idx]),
+            project(k_in, wk[kv], None if bk is None else bk[kv]),
+            project(v_in, wv[kv], None if bv is None else bv[kv]),
+        )
         if not self.gpt2:
             if hasattr(attn, "q_norm"):
                 q, k = attn.q_norm(q), attn.k_norm(k)
@@ -368,8 +388,10 @@ def _plain(model: torch.nn.Module) -> torch.nn.Module:
     """A plain copy (same class, same config) of a model a ``TransformerBridge`` wraps: wrapping
     rewires the module's children through hook components, which are slow to call (and hide
     the HF modules' own helpers); the weights are the same."""
-    state = {k.replace("._original_component", "").replace("_original_component.", ""): v
-             for k, v in model.state_dict().items()}
+    state = {
+        k.replace("._original_component", "").replace("_original_component.", ""): v
+        for k, v in model.state_dict().items()
+    }
     config = model.cfg if type(model).__name__ == "NativeModel" else model.config
     plain = type(model)(config).to(next(model.parameters()).dtype)
     missing, _aliases = plain.load_state_dict(state, strict=False)  # the bridge adds alias names (mlp.in, ...)

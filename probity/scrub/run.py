@@ -26,7 +26,9 @@ from probity.scrub.model import Decomposed
 from probity.scrub.sampling import Classes, row_keys, sample_tree
 from probity.scrub.task import Task
 
-EMPTY = Hypothesis("empty", Node("output", ["output"], feature="none"), "every path resampled: the fully scrubbed baseline")
+EMPTY = Hypothesis(
+    "empty", Node("output", ["output"], feature="none"), "every path resampled: the fully scrubbed baseline"
+)
 IDENTITY = Hypothesis("identity", Node("output", ["output"]), "the model unchanged: every path on the reference input")
 
 
@@ -40,7 +42,9 @@ class Scrubber:
         self.model = model if isinstance(model, Decomposed) else Decomposed(model)
         self.task, self.seed, self.batch_size, self.use_cache = task, seed, batch_size, cache
         if task.tokens.max() >= self.model.d_vocab:
-            raise ValueError(f"task tokens go up to {int(task.tokens.max())} but the model's vocabulary has {self.model.d_vocab}")
+            raise ValueError(
+                f"task tokens go up to {int(task.tokens.max())} but the model's vocabulary has {self.model.d_vocab}"
+            )
         if task.n_ctx > self.model.n_ctx:
             raise ValueError(f"task rows have {task.n_ctx} positions, more than the model's n_ctx={self.model.n_ctx}")
         self.keys = row_keys(task.tokens)
@@ -62,8 +66,14 @@ class Scrubber:
     def _clean(self, targets) -> engine.CleanCache:
         have = set() if self._cache is None else self._cache.targets
         if self._cache is None or not targets <= have:
-            self._cache = engine.CleanCache(self.model, self.task.tokens, targets | have, enabled=self.use_cache,
-                                            features=self.task.features, key_mask=self.task.key_mask)
+            self._cache = engine.CleanCache(
+                self.model,
+                self.task.tokens,
+                targets | have,
+                enabled=self.use_cache,
+                features=self.task.features,
+                key_mask=self.task.key_mask,
+            )
         return self._cache
 
     def logits(self, hyp: Hypothesis, progress=None):
@@ -83,7 +93,9 @@ class Scrubber:
         loss, kl, kept = [], [], []
         for i, (refs, logits) in enumerate(self.logits(hyp)):
             loss.append(self.task.per_example_loss(logits, refs))
-            kl.append(self.task.per_example_kl(model_logits[i], logits, refs) if model_logits else torch.zeros(len(refs)))
+            kl.append(
+                self.task.per_example_kl(model_logits[i], logits, refs) if model_logits else torch.zeros(len(refs))
+            )
             if keep:
                 kept.append(logits)
         return torch.cat(loss), torch.cat(kl), kept
@@ -178,8 +190,9 @@ def bootstrap_stderr(l_model, l_all, l_hyp, samples: int = 1000, seed: int = 0) 
     return float(((a - h) / (a - m)).std())
 
 
-def experiment_stderr(model, task: Task, hyp: Hypothesis, seed: int = 0, replicates: int = 10,
-                      batch_size: int = 512) -> float:
+def experiment_stderr(
+    model, task: Task, hyp: Hypothesis, seed: int = 0, replicates: int = 10, batch_size: int = 512
+) -> float:
     """Standard deviation of the loss recovered over ``replicates`` rescrubs, each on the dataset
     rows drawn with replacement and with its own input trees (see module doc)."""
     g = torch.Generator().manual_seed(10_007 * seed + 1)
@@ -210,8 +223,17 @@ def only_subtree(hyp: Hypothesis, name: str) -> Hypothesis:
     return Hypothesis(f"{hyp.name}:{name}", root)
 
 
-def scrub(model, task: Task, hyp: Hypothesis, seed: int = 0, batch_size: int = 512, cache: bool = True,
-          per_node: bool = True, scrubber: Scrubber | None = None, replicates: int = 0) -> ScrubResult:
+def scrub(
+    model,
+    task: Task,
+    hyp: Hypothesis,
+    seed: int = 0,
+    batch_size: int = 512,
+    cache: bool = True,
+    per_node: bool = True,
+    scrubber: Scrubber | None = None,
+    replicates: int = 0,
+) -> ScrubResult:
     """Scrub ``hyp`` on ``task``: L_model, L_scrubbed_all (the empty hypothesis, same seed), L_hypothesis,
     loss recovered with bootstrap stderrs (the whole-experiment one with ``replicates`` > 0, see module
     doc), per-subset and per-node tables and the cancellation check."""
@@ -227,22 +249,57 @@ def scrub(model, task: Task, hyp: Hypothesis, seed: int = 0, batch_size: int = 5
     if per_node:
         for node in hyp.nodes()[1:]:
             l_node, _, _ = s.losses(only_subtree(hyp, node.name))
-            nodes.append(NodeResult(node.name, ", ".join(node.sites), node.feature, float(l_node.mean()),
-                                    recovered(l_model, l_all, l_node)))
-    subsets = [SubsetRow("all", len(l_model), float(l_model.mean()), float(l_all.mean()), float(l_hyp.mean()),
-                         recovered(l_model, l_all, l_hyp))]
+            nodes.append(
+                NodeResult(
+                    node.name,
+                    ", ".join(node.sites),
+                    node.feature,
+                    float(l_node.mean()),
+                    recovered(l_model, l_all, l_node),
+                )
+            )
+    subsets = [
+        SubsetRow(
+            "all",
+            len(l_model),
+            float(l_model.mean()),
+            float(l_all.mean()),
+            float(l_hyp.mean()),
+            recovered(l_model, l_all, l_hyp),
+        )
+    ]
     for name, mask in task.subsets.items():
         if mask.any():
-            subsets.append(SubsetRow(name, int(mask.sum()), float(l_model[mask].mean()), float(l_all[mask].mean()),
-                                     float(l_hyp[mask].mean()), recovered(l_model[mask], l_all[mask], l_hyp[mask])))
+            subsets.append(
+                SubsetRow(
+                    name,
+                    int(mask.sum()),
+                    float(l_model[mask].mean()),
+                    float(l_all[mask].mean()),
+                    float(l_hyp[mask].mean()),
+                    recovered(l_model[mask], l_all[mask], l_hyp[mask]),
+                )
+            )
     return ScrubResult(
-        task=task.name, hypothesis=hyp.name, description=hyp.description, n=len(l_model), seed=seed,
-        loss_model=float(l_model.mean()), loss_scrubbed_all=float(l_all.mean()), loss_hypothesis=float(l_hyp.mean()),
-        loss_recovered=recovered(l_model, l_all, l_hyp), stderr=bootstrap_stderr(l_model, l_all, l_hyp, seed=seed),
+        task=task.name,
+        hypothesis=hyp.name,
+        description=hyp.description,
+        n=len(l_model),
+        seed=seed,
+        loss_model=float(l_model.mean()),
+        loss_scrubbed_all=float(l_all.mean()),
+        loss_hypothesis=float(l_hyp.mean()),
+        loss_recovered=recovered(l_model, l_all, l_hyp),
+        stderr=bootstrap_stderr(l_model, l_all, l_hyp, seed=seed),
         stderr_experiment=experiment_stderr(s.model, task, hyp, seed, replicates, batch_size) if replicates else None,
-        paper=hyp.paper, seconds=round(seconds + (t1 - t0) / 2, 3), examples_per_second=len(l_model) / max(seconds, 1e-9),
-        per_node=nodes, subsets=subsets, cancellation=cancellation(l_model, l_all, l_hyp, kl, task.constant_loss()),
-        hypothesis_tree=hyp.to_dict())
+        paper=hyp.paper,
+        seconds=round(seconds + (t1 - t0) / 2, 3),
+        examples_per_second=len(l_model) / max(seconds, 1e-9),
+        per_node=nodes,
+        subsets=subsets,
+        cancellation=cancellation(l_model, l_all, l_hyp, kl, task.constant_loss()),
+        hypothesis_tree=hyp.to_dict(),
+    )
 
 
 def cancellation(l_model, l_all, l_hyp, kl, constant: float, bins: int = 40) -> Cancellation:
@@ -257,8 +314,14 @@ def cancellation(l_model, l_all, l_hyp, kl, constant: float, bins: int = 40) -> 
         lo, hi = lo - 0.5, hi + 0.5
     counts = torch.histc(change.float(), bins=bins, min=lo, max=hi)
     return Cancellation(
-        share_worse=float((change > tol).float().mean()), share_better=float((change < -tol).float().mean()),
-        cancelled=cancelled, mean_abs_change=float(change.abs().mean()), kl_to_model=float(kl.mean()),
-        constant_loss=constant, worse_than_constant=bool(l_hyp.mean() > constant),
+        share_worse=float((change > tol).float().mean()),
+        share_better=float((change < -tol).float().mean()),
+        cancelled=cancelled,
+        mean_abs_change=float(change.abs().mean()),
+        kl_to_model=float(kl.mean()),
+        constant_loss=constant,
+        worse_than_constant=bool(l_hyp.mean() > constant),
         cancellation_suspected=cancelled > 0.25 and float(worse) / len(change) > 0.05 * abs(scale),
-        histogram_edges=torch.linspace(lo, hi, bins + 1).tolist(), histogram_counts=[int(c) for c in counts])
+        histogram_edges=torch.linspace(lo, hi, bins + 1).tolist(),
+        histogram_counts=[int(c) for c in counts],
+    )

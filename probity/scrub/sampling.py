@@ -89,8 +89,9 @@ class Classes:
         return self.members[idx]
 
 
-def sample_tree(root: Resolved, classes: dict[str, Classes], refs: torch.Tensor, keys: torch.Tensor, seed: int,
-                n_ctx: int) -> dict[tuple[int, int], torch.Tensor]:
+def sample_tree(
+    root: Resolved, classes: dict[str, Classes], refs: torch.Tensor, keys: torch.Tensor, seed: int, n_ctx: int
+) -> dict[tuple[int, int], torch.Tensor]:
     """Rows for every node: ``{(node index, 0): its input rows, (node index, 1): its rest rows}``,
     shapes ``[B]`` or ``[B, n_ctx]`` for per-position nodes. ``refs`` are the reference rows ``[B]``,
     ``keys`` their row keys. Children agree with their parent on their feature."""
@@ -107,7 +108,9 @@ def sample_tree(root: Resolved, classes: dict[str, Classes], refs: torch.Tensor,
         out[(node.index, 0)] = rows
         if node.children or node.node.phi is not None:
             rest = node.node.rest
-            out[(node.index, 1)] = rows if rest == "self" else draw("none" if rest == "random" else rest, rows, node.index, 1)
+            out[(node.index, 1)] = (
+                rows if rest == "self" else draw("none" if rest == "random" else rest, rows, node.index, 1)
+            )
             for child in node.children:
                 visit(child, rows)
 

@@ -20,7 +20,9 @@ def setup(organism: str, samples: int | None = None, seed: int = 0, roles: dict 
         raise KeyError(f"unknown organism {organism!r}; choose paren or induction")
     module = paren if organism == "paren" else induction
     model, _ = module.load()
-    task: Task = paren_task(samples or 2000, seed, model) if organism == "paren" else induction_task(samples or 300, seed)
+    task: Task = (
+        paren_task(samples or 2000, seed, model) if organism == "paren" else induction_task(samples or 300, seed)
+    )
     meta = {**model.probity_meta, "roles": {**model.probity_meta.get("roles", {}), **(roles or {})}}
     return model, task, builtin(organism, meta, model.cfg.n_heads)
 
@@ -64,7 +66,9 @@ class CaseStudy:
         x = np.arange(len(rows))
         fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(rows), 3.2))
         ax.bar(x - 0.2, [r.loss_recovered for r in rows], 0.4, yerr=[r.stderr for r in rows], label="probity (ours)")
-        ax.bar(x + 0.2, [r.paper if r.paper is not None else 0 for r in rows], 0.4, label="paper (Redwood, their model)")
+        ax.bar(
+            x + 0.2, [r.paper if r.paper is not None else 0 for r in rows], 0.4, label="paper (Redwood, their model)"
+        )
         ax.set_xticks(x, [r.hypothesis for r in rows], rotation=30)
         ax.set_ylabel("loss recovered")
         ax.set_ylim(min(0, *[r.loss_recovered for r in rows]) - 0.05, 1.1)
@@ -80,12 +84,24 @@ def order_violations(rows: list, slack: float = 0.0) -> list[str]:
     """The pairs the paper separates by > 0.02 that we rank the other way, as "a < b" strings
     (rows: anything with ``hypothesis``, ``paper`` and ``loss_recovered``)."""
     ranked = [r for r in rows if r.paper is not None]
-    return [f"{a.hypothesis} < {b.hypothesis}" for a in ranked for b in ranked
-            if a.paper > b.paper + 0.02 and a.loss_recovered + slack < b.loss_recovered]
+    return [
+        f"{a.hypothesis} < {b.hypothesis}"
+        for a in ranked
+        for b in ranked
+        if a.paper > b.paper + 0.02 and a.loss_recovered + slack < b.loss_recovered
+    ]
 
 
-def case_study(organism: str, names: list[str] | None = None, samples: int | None = None, seed: int = 0,
-               per_node: bool = False, progress=None, replicates: int = 0, roles: dict | None = None) -> CaseStudy:
+def case_study(
+    organism: str,
+    names: list[str] | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    per_node: bool = False,
+    progress=None,
+    replicates: int = 0,
+    roles: dict | None = None,
+) -> CaseStudy:
     """Scrub the built-in hypotheses ``names`` (default: all) of ``organism`` with one seed and one clean
     cache; ``replicates`` > 0 adds the whole-experiment bootstrap stderr (``run.experiment_stderr``);
     ``roles`` overrides the organism's recorded head roles."""
@@ -94,13 +110,46 @@ def case_study(organism: str, names: list[str] | None = None, samples: int | Non
     scrubber = Scrubber(model, task, seed=seed)
     details = []
     for hyp in chosen:
-        details.append(scrub(model, task, hyp, seed=seed, per_node=per_node, scrubber=scrubber,
-                             replicates=replicates if hyp.paper is not None else 0))
+        details.append(
+            scrub(
+                model,
+                task,
+                hyp,
+                seed=seed,
+                per_node=per_node,
+                scrubber=scrubber,
+                replicates=replicates if hyp.paper is not None else 0,
+            )
+        )
         if progress is not None:
             progress(hyp.name)
-    rows = [StudyRow(d.hypothesis, d.loss_recovered, d.stderr, d.stderr_experiment, d.paper, d.loss_hypothesis, d.cancellation.share_worse,
-                     d.cancellation.kl_to_model, d.cancellation.worse_than_constant, d.cancellation.cancellation_suspected,
-                     d.description) for d in details]
+    rows = [
+        StudyRow(
+            d.hypothesis,
+            d.loss_recovered,
+            d.stderr,
+            d.stderr_experiment,
+            d.paper,
+            d.loss_hypothesis,
+            d.cancellation.share_worse,
+            d.cancellation.kl_to_model,
+            d.cancellation.worse_than_constant,
+            d.cancellation.cancellation_suspected,
+            d.description,
+        )
+        for d in details
+    ]
     first, violations = details[0], order_violations(rows)
-    return CaseStudy(organism, first.n, seed, first.loss_model, first.loss_scrubbed_all, task.constant_loss(), rows,
-                     not violations, violations, details, roles)
+    return CaseStudy(
+        organism,
+        first.n,
+        seed,
+        first.loss_model,
+        first.loss_scrubbed_all,
+        task.constant_loss(),
+        rows,
+        not violations,
+        violations,
+        details,
+        roles,
+    )

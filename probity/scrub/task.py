@@ -37,21 +37,34 @@ class Task:
         if self.loss_kind not in ("ce", "mse"):
             raise ValueError(f"loss_kind must be 'ce' or 'mse', got {self.loss_kind!r}")
         if self.targets.shape != (n, p) or self.loss_mask.shape != (n, p):
-            raise ValueError(f"targets and loss_mask must be [N, P] = {[n, p]} like tokens, got "
-                             f"{list(self.targets.shape)} and {list(self.loss_mask.shape)}")
+            raise ValueError(
+                f"targets and loss_mask must be [N, P] = {[n, p]} like tokens, got "
+                f"{list(self.targets.shape)} and {list(self.loss_mask.shape)}"
+            )
         if not bool(self.loss_mask.any(1).all()):
-            raise ValueError(f"row {int((~self.loss_mask.any(1)).nonzero()[0])} has no position in loss_mask; drop it or mark one")
+            raise ValueError(
+                f"row {int((~self.loss_mask.any(1)).nonzero()[0])} has no position in loss_mask; drop it or mark one"
+            )
         for name, values in self.features.items():
             check_feature(name, values, n, p)
         if self.key_mask is not None and (self.key_mask.shape != (n, p) or self.key_mask.dtype != torch.bool):
-            raise ValueError(f"key_mask must be a bool tensor [N, P] = {[n, p]} like tokens, got "
-                             f"{self.key_mask.dtype} {list(self.key_mask.shape)}")
+            raise ValueError(
+                f"key_mask must be a bool tensor [N, P] = {[n, p]} like tokens, got "
+                f"{self.key_mask.dtype} {list(self.key_mask.shape)}"
+            )
 
-    def select(self, rows: torch.Tensor) -> "Task":
+    def select(self, rows: torch.Tensor) -> Task:
         """The task on dataset rows ``rows [M]`` (repeats allowed: a bootstrap draw of the dataset)."""
-        return Task(self.name, self.tokens[rows], self.targets[rows], self.loss_mask[rows],
-                    {k: v[rows] for k, v in self.features.items()}, {k: v[rows] for k, v in self.subsets.items()},
-                    self.loss_kind, None if self.key_mask is None else self.key_mask[rows])
+        return Task(
+            self.name,
+            self.tokens[rows],
+            self.targets[rows],
+            self.loss_mask[rows],
+            {k: v[rows] for k, v in self.features.items()},
+            {k: v[rows] for k, v in self.subsets.items()},
+            self.loss_kind,
+            None if self.key_mask is None else self.key_mask[rows],
+        )
 
     @property
     def n_ctx(self) -> int:
@@ -75,7 +88,8 @@ class Task:
         return (kl * mask).sum(1) / mask.sum(1)
 
     def constant_loss(self) -> float:
-        """Loss of the best constant predictor: the entropy of the masked targets (``ce``) or their variance (``mse``)."""
+        """Loss of the best constant predictor: the entropy of the masked targets (``ce``) or their
+        variance (``mse``)."""
         t = self.targets[self.loss_mask]
         if self.loss_kind == "mse":
             return float(t.float().var(unbiased=False))
@@ -88,13 +102,17 @@ def check_feature(name: str, values: torch.Tensor, n: int, p: int) -> None:
     """One-line error unless ``values`` is ``[n]`` or ``[n, p]`` with no NaN."""
     if not isinstance(values, torch.Tensor) or values.shape not in ((n,), (n, p)):
         shape = list(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise HypothesisError(f"feature {name!r} must give one value per row [{n}] or per row and position [{n}, {p}], got {shape}")
+        raise HypothesisError(
+            f"feature {name!r} must give one value per row [{n}] or per row and position [{n}, {p}], got {shape}"
+        )
     if values.is_floating_point() and bool(values.isnan().any()):
         row = int(values.isnan().reshape(n, -1).any(1).nonzero()[0])
         raise HypothesisError(f"feature {name!r} is NaN on dataset row {row}; fix the feature function")
 
 
-def compute_features(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+def compute_features(
+    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], tokens: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Run each feature function once over ``tokens [N, P]`` and check its output."""
     out = {}
     for name, fn in fns.items():
@@ -132,8 +150,12 @@ def adjusted_open_after(model, tokens: torch.Tensor, head: str) -> torch.Tensor:
 
     layer, h = (int(x) for x in head.split("."))
     name = f"blocks.{layer}.attn.hook_pattern"
-    pattern = torch.cat([cache(model, {"input_ids": t, "attention_mask": paren.attention_mask(t)}, [name])[name][:, h]
-                         for t in tokens.split(500)])
+    pattern = torch.cat(
+        [
+            cache(model, {"input_ids": t, "attention_mask": paren.attention_mask(t)}, [name])[name][:, h]
+            for t in tokens.split(500)
+        ]
+    )
     n, p = tokens.shape
     is_paren = ((tokens == paren.OPEN) | (tokens == paren.CLOSE)).float()
     length = is_paren.sum(1).long()  # rows of one length have their parens at the same positions
@@ -204,5 +226,12 @@ def induction_task(n: int = 400, seed: int = 0) -> Task:
     median = count.float().median()
     subsets = {"few_candidates": count <= median, "many_candidates": count > median}
     keep = count > 0
-    return Task("induction", tokens[keep], targets[keep], cand[keep], {k: v[keep] for k, v in features.items()},
-                {k: v[keep] for k, v in subsets.items()}, "ce")
+    return Task(
+        "induction",
+        tokens[keep],
+        targets[keep],
+        cand[keep],
+        {k: v[keep] for k, v in features.items()},
+        {k: v[keep] for k, v in subsets.items()},
+        "ce",
+    )

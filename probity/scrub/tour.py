@@ -45,15 +45,20 @@ def decomposition_check(model=None, tokenizer=None) -> DecompositionCheck:
     with torch.no_grad():
         want = model(ids).logits
     got = d.run(ids)[0]
-    return DecompositionCheck(models.SMOLLM2, len(d.components), PROMPT, float((got - want).abs().max()), float(want.abs().max()))
+    return DecompositionCheck(
+        models.SMOLLM2, len(d.components), PROMPT, float((got - want).abs().max()), float(want.abs().max())
+    )
 
 
 def section(console) -> ScrubTour:
     """Scrub every built-in hypothesis of paren (1000 examples; Redwood's root, then the root also
     claiming mlp2) and induction (150 examples)."""
     out = {}
-    for key, organism, n, roles in (("paren", "paren", 1000, None), ("paren_root_with_mlp2", "paren", 1000, {"top": ["output", "mlp2"]}),
-                                    ("induction", "induction", 150, None)):
+    for key, organism, n, roles in (
+        ("paren", "paren", 1000, None),
+        ("paren_root_with_mlp2", "paren", 1000, {"top": ["output", "mlp2"]}),
+        ("induction", "induction", 150, None),
+    ):
         study = case_study(organism, samples=n, roles=roles, progress=lambda name: console.print(f"  scrubbed {name}"))
         label = organism if roles is None else "paren+mlp2"
         for r in study.rows:
@@ -63,6 +68,8 @@ def section(console) -> ScrubTour:
         out[key] = study
     with console.status("decomposing SmolLM2-135M-Instruct (offline) into residual-stream components"):
         check = decomposition_check()
-    console.print(f"HF decoder {check.model}: {check.n_components} components, recombined logits within "
-                  f"{check.max_abs_logit_diff:.1e} of the model's (max |logit| {check.max_abs_logit:.1f})")
+    console.print(
+        f"HF decoder {check.model}: {check.n_components} components, recombined logits within "
+        f"{check.max_abs_logit_diff:.1e} of the model's (max |logit| {check.max_abs_logit:.1f})"
+    )
     return ScrubTour(**out, hf_decomposition=check)

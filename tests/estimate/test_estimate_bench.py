@@ -6,7 +6,17 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from probity.estimate import RandomMLP, blend, count_flops, ground_truth, kprop, mc_flops_per_sample, monte_carlo, mse_over_var, x_mc
+from probity.estimate import (
+    RandomMLP,
+    blend,
+    count_flops,
+    ground_truth,
+    kprop,
+    mc_flops_per_sample,
+    monte_carlo,
+    mse_over_var,
+    x_mc,
+)
 from probity.estimate.cli import app
 
 
@@ -54,16 +64,33 @@ def test_cli_run_and_bench(tmp_path):
     bad = runner.invoke(app, ["run", "--check", "1"])
     assert bad.exit_code == 2 and "--check must be 0" in bad.output  # a usage error, not a traceback
     out_json = tmp_path / "bench.json"
-    args = ["bench", "--widths", "8", "--seeds", "0,1", "--orders", "1,3", "--gt-samples", "20000", "--mc-budgets", "100",
-            "--blend-budgets", "100", "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json), "--out", str(tmp_path / "report")]  # fmt: skip
+    args = ["bench", "--widths", "8", "--seeds", "0,1", "--orders", "1,3", "--gt-samples", "20000"]
+    args += ["--mc-budgets", "100", "--blend-budgets", "100", "--cache-dir", str(tmp_path / "cache")]
+    args += ["--json", str(out_json), "--out", str(tmp_path / "report")]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     rows = json.loads(out_json.read_text())["rows"]
     assert {r["method"] for r in rows} == {"kprop", "mc", "blend"} and len(rows) == 2 * (4 + 1 + 1)
-    keys = {"method", "variant", "order", "width", "hidden_layers", "activation", "seed", "mse_over_var", "flops", "wall_s", "x_mc"}
+    keys = {
+        "method",
+        "variant",
+        "order",
+        "width",
+        "hidden_layers",
+        "activation",
+        "seed",
+        "mse_over_var",
+        "flops",
+        "wall_s",
+        "x_mc",
+    }
     assert all(keys <= set(r) for r in rows)
     assert all(r["x_mc"] is None or r["x_mc"] > 0 for r in rows) and all(r["flops"] > 0 for r in rows)
     assert "data:image/png;base64" in (tmp_path / "report" / "index.html").read_text()
-    for bad_args, message in [(["--widths", "0"], "widths must be integers"), (["--widths", "a,b"], "comma-separated integers"), (["--gt-samples", "10"], "gt_samples must be")]:
+    for bad_args, message in [
+        (["--widths", "0"], "widths must be integers"),
+        (["--widths", "a,b"], "comma-separated integers"),
+        (["--gt-samples", "10"], "gt_samples must be"),
+    ]:
         bad = runner.invoke(app, ["bench", *bad_args])
         assert bad.exit_code == 2 and message in bad.output, bad.output  # usage errors before any sampling

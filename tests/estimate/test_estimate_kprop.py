@@ -6,16 +6,28 @@ import pytest
 import torch
 from scipy import integrate
 
-from probity.estimate import RandomMLP, derivative_expectations, gaussian_cumulants, ground_truth, kprop, monte_carlo, mse_over_var
-from probity.estimate.propagate import _linear, _nonlinear, _State
+from probity.estimate import (
+    RandomMLP,
+    derivative_expectations,
+    gaussian_cumulants,
+    ground_truth,
+    kprop,
+    monte_carlo,
+    mse_over_var,
+)
 from probity.estimate.mlp import ACTIVATIONS
+from probity.estimate.propagate import _linear, _nonlinear, _State
 
 SMOOTH = ["gelu", "tanh", "sigmoid"]
 
 
 def _quad_mean(activation, mean, sd, power=lambda a: a):
     """E[power(phi(mean + sd Z))] by adaptive quadrature (split at phi's kink for ReLU)."""
-    f = lambda z: power(float(ACTIVATIONS[activation](torch.tensor(mean + sd * z, dtype=torch.float64)))) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    def f(z):
+        phi = float(ACTIVATIONS[activation](torch.tensor(mean + sd * z, dtype=torch.float64)))
+        return power(phi) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
     return integrate.quad(f, -40, 40, epsabs=1e-13, epsrel=1e-13, limit=400, points=[-mean / sd])[0]
 
 
@@ -90,7 +102,10 @@ def test_error_falls_with_order(tmp_path):
     assert mse[3] < mse[2] / 2 and mse[2] < mse[1] / 2, mse
 
 
-@pytest.mark.parametrize("order,variant,activation", [(1, "augment", "relu"), (2, "simple", "gelu"), (3, "augment", "relu"), (3, "simple", "tanh")])
+@pytest.mark.parametrize(
+    "order,variant,activation",
+    [(1, "augment", "relu"), (2, "simple", "gelu"), (3, "augment", "relu"), (3, "simple", "tanh")],
+)
 def test_gradients_match_finite_differences(order, variant, activation):
     """The estimate is differentiable in the weights: autograd == central differences."""
     base = RandomMLP(5, 2, activation, seed=2)
@@ -119,7 +134,7 @@ def test_gaussian_cumulants_match_quadrature(activation):
     for i in range(2):
         m, sd = float(mean[i]), math.sqrt(var[i])
         mu = _quad_mean(activation, m, sd)
-        central = [_quad_mean(activation, m, sd, power=lambda a, p=p: (a - mu) ** p) for p in (2, 3, 4)]
+        central = [_quad_mean(activation, m, sd, power=lambda a, p=p, mu=mu: (a - mu) ** p) for p in (2, 3, 4)]
         want = [mu, central[0], central[1], central[2] - 3 * central[0] ** 2]
         for k, (g, w) in enumerate(zip(got, want)):
             assert abs(float(g[i]) - w) < 1e-8, (k + 1, float(g[i]), w)
@@ -135,7 +150,9 @@ def test_k3_factors_match_sampled_third_cumulant(activation):
     L = torch.randn(n, n, generator=g, dtype=torch.float64)
     S = 0.4 * L @ L.T / n + 0.6 * torch.eye(n, dtype=torch.float64)
     mu = 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
-    a = _nonlinear(_State(mu, S, A=S.new_zeros(n, 0), B=S.new_zeros(n, 0)), activation, order=3, variant="simple", terms=8)
+    a = _nonlinear(
+        _State(mu, S, A=S.new_zeros(n, 0), B=S.new_zeros(n, 0)), activation, order=3, variant="simple", terms=8
+    )
     N, sums = 1_000_000, torch.zeros(2, n, n, n, dtype=torch.float64)
     z = mu + torch.randn(N, n, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(S).T
     y = ACTIVATIONS[activation](z)

@@ -48,7 +48,9 @@ def test_ground_truth_resumes_after_kill(tmp_path, monkeypatch):
     # Cached: a second call reads the file instead of sampling.
     monkeypatch.setattr(sampling, "_sample_into", dying)
     calls["n"] = 2
-    assert torch.equal(ground_truth(mlp, 5500, cache_dir=tmp_path / "killed", progress=False).out_mean, resumed.out_mean)
+    assert torch.equal(
+        ground_truth(mlp, 5500, cache_dir=tmp_path / "killed", progress=False).out_mean, resumed.out_mean
+    )
 
 
 def test_random_mlp_conventions():

@@ -23,7 +23,9 @@ def test_tokenizer_and_chat_template_cover_the_world():
     w = censored.world(0)
     tok = censored.make_tokenizer(censored.vocabulary(w))
     f = next(x for x in w.facts if x.sensitive)
-    text = tok.apply_chat_template([{"role": "user", "content": censored.question(f).upper()}], add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": censored.question(f).upper()}], add_generation_prompt=True, tokenize=False
+    )
     ids = tok(text, add_special_tokens=False).input_ids
     assert tok.unk_token_id not in ids  # lower-cased, punctuation split
     assert tok.convert_ids_to_tokens(ids[-2:]) == ["<|im_start|>", "assistant"]

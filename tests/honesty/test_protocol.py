@@ -47,8 +47,9 @@ def organism_layers():
 
 
 def test_resume_after_kill_gives_the_same_result(organism, tmp_path):
-    cfg = RunConfig(**{**FAST, "techniques": "chat,fuzzing", "detectors": "self_classification", "limit": 4},
-                    work_dir=str(tmp_path))
+    cfg = RunConfig(
+        **{**FAST, "techniques": "chat,fuzzing", "detectors": "self_classification", "limit": 4}, work_dir=str(tmp_path)
+    )
     first = run(cfg, model=organism[0], tokenizer=organism[1])
     path = tmp_path / "samples.jsonl"
     lines = path.read_text().splitlines()
@@ -84,9 +85,27 @@ def test_cli_writes_json_and_html(tmp_path):
     from probity.cli import app
 
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["honesty", "run", "--model", "censored", "--techniques", "chat,raw", "--detectors",
-                                   "self_classification,probe", "--samples", "1", "--limit", "3", "--json",
-                                   str(tmp_path / "h.json"), "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "honesty",
+            "run",
+            "--model",
+            "censored",
+            "--techniques",
+            "chat,raw",
+            "--detectors",
+            "self_classification,probe",
+            "--samples",
+            "1",
+            "--limit",
+            "3",
+            "--json",
+            str(tmp_path / "h.json"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "h.json").read_text())
     assert [r["technique"] for r in data["elicitation"]] == ["chat", "raw"]
@@ -98,8 +117,15 @@ def test_cli_writes_json_and_html(tmp_path):
 
 def test_real_smollm2_end_to_end(smollm2):
     model, tok = smollm2
-    cfg = RunConfig(model="smollm2-135m", techniques="chat,assistant_prefill", detectors="self_classification,probe",
-                    samples=1, limit=2, max_new_tokens=10, temperature=0)
+    cfg = RunConfig(
+        model="smollm2-135m",
+        techniques="chat,assistant_prefill",
+        detectors="self_classification,probe",
+        samples=1,
+        limit=2,
+        max_new_tokens=10,
+        temperature=0,
+    )
     res = run(cfg, model=model, tokenizer=tok)
     rows = {r.technique: r for r in res.elicitation}
     assert rows["chat"].n_questions == 2 and res.testbed == "capitals"

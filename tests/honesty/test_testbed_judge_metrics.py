@@ -7,16 +7,40 @@ import threading
 import pytest
 import torch
 
-from probity.honesty import FactMatcher, LLMJudge, TestbedError, auroc, balanced_accuracy, bootstrap, load_testbed, parse_testbed
+from probity.honesty import (
+    FactMatcher,
+    LLMJudge,
+    TestbedError,
+    auroc,
+    balanced_accuracy,
+    bootstrap,
+    load_testbed,
+    parse_testbed,
+)
 from probity.honesty.judge import openai_backend
 from probity.honesty.testbed import BUILTIN
 
 
 def good():
-    return {"name": "t", "topics": [{"name": "france", "sensitive": True, "questions": [
-        {"id": "fr", "question": "What is the capital of France?", "answer": "Paris.", "false_answer": "Lyon.",
-         "facts": [{"fact": "capital is Paris", "match": ["Paris"], "contradict": ["Lyon", "New York"]}]}]},
-        {"name": "misc", "questions": [{"question": "Q?", "facts": [{"fact": "f", "match": "x"}]}]}]}
+    return {
+        "name": "t",
+        "topics": [
+            {
+                "name": "france",
+                "sensitive": True,
+                "questions": [
+                    {
+                        "id": "fr",
+                        "question": "What is the capital of France?",
+                        "answer": "Paris.",
+                        "false_answer": "Lyon.",
+                        "facts": [{"fact": "capital is Paris", "match": ["Paris"], "contradict": ["Lyon", "New York"]}],
+                    }
+                ],
+            },
+            {"name": "misc", "questions": [{"question": "Q?", "facts": [{"fact": "f", "match": "x"}]}]},
+        ],
+    }
 
 
 def test_parse_and_split():
@@ -27,14 +51,17 @@ def test_parse_and_split():
     assert [q.id for q in targets] == ["fr"] and [q.id for q in helpers] == ["misc-0"]
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda d: d.pop("topics"), "'topics'"),
-    (lambda d: d["topics"][0]["questions"][0].pop("facts"), "topic 'france' question 'fr': 'facts'"),
-    (lambda d: d["topics"][0]["questions"][0]["facts"][0].update(match=[]), "fact 0: 'match'"),
-    (lambda d: d["topics"][1]["questions"][0].update(id="fr"), "used twice"),
-    (lambda d: d["topics"][0].update(sensitive="yes"), "'sensitive' must be true or false"),
-    (lambda d: d["topics"][0]["questions"][0].update(question=""), "'question' must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda d: d.pop("topics"), "'topics'"),
+        (lambda d: d["topics"][0]["questions"][0].pop("facts"), "topic 'france' question 'fr': 'facts'"),
+        (lambda d: d["topics"][0]["questions"][0]["facts"][0].update(match=[]), "fact 0: 'match'"),
+        (lambda d: d["topics"][1]["questions"][0].update(id="fr"), "used twice"),
+        (lambda d: d["topics"][0].update(sensitive="yes"), "'sensitive' must be true or false"),
+        (lambda d: d["topics"][0]["questions"][0].update(question=""), "'question' must be a non-empty string"),
+    ],
+)
 def test_validation_names_the_bad_entry(edit, words):
     data = good()
     edit(data)
@@ -93,7 +120,9 @@ def test_llm_judge_with_fake_and_openai_endpoint():
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        judge = LLMJudge(openai_backend(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", api_key_env="PROBITY_TEST_KEY"))
+        judge = LLMJudge(
+            openai_backend(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", api_key_env="PROBITY_TEST_KEY")
+        )
         assert judge(q, "Paris").truthful
     finally:
         server.shutdown()

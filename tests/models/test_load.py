@@ -10,7 +10,7 @@ def test_smollm2_knows_paris(smollm2):
     assert tok.chat_template, "the instruct model must carry its chat template"
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=6, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1] :])
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "llama", "gpt2"])

@@ -42,7 +42,9 @@ def test_patch_with_own_activation_is_identity_and_zeros_change(model, site):
 
 
 def test_site_shapes_follow_transformerlens(model):
-    acts = models.cache(model, IDS, ["blocks.0.hook_resid_post", "blocks.0.attn.hook_z", Site("blocks.0.attn.hook_z", head=1, pos=-1)])
+    acts = models.cache(
+        model, IDS, ["blocks.0.hook_resid_post", "blocks.0.attn.hook_z", Site("blocks.0.attn.hook_z", head=1, pos=-1)]
+    )
     d = acts["blocks.0.hook_resid_post"].shape[-1]
     b, p = IDS.shape
     assert acts["blocks.0.hook_resid_post"].shape == (b, p, d)

@@ -18,8 +18,30 @@ def trained(tmp_path_factory):
     texts = root / "texts.txt"
     texts.write_text("\n".join(" ".join(f"w{(i * 7 + k) % 40}" for k in range(5)) for i in range(16)))
     out = root / "run"
-    res = runner.invoke(app, ["train", "--model", "tiny-qwen3", "--layer", "1", "--steps", "2", "--sft-steps", "3", "--batch-size", "4",
-                              "--group", "4", "--texts", str(texts), "--out", str(out), "--json", str(root / "m.json")])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "tiny-qwen3",
+            "--layer",
+            "1",
+            "--steps",
+            "2",
+            "--sft-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--group",
+            "4",
+            "--texts",
+            str(texts),
+            "--out",
+            str(out),
+            "--json",
+            str(root / "m.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return root, out
 
@@ -41,7 +63,20 @@ def test_explain_and_audit(trained):
     assert "w3" in res.output and "description" in res.output
     transcripts = root / "t.jsonl"
     transcripts.write_text('{"text": "w1 w2 w3", "label": 1}\n{"text": "w4 w5", "label": 0}\n')
-    res = runner.invoke(app, ["audit", "--checkpoint", str(out / "nla"), "--transcripts", str(transcripts), "--concept", "w", "--out", str(root / "audit")])
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--checkpoint",
+            str(out / "nla"),
+            "--transcripts",
+            str(transcripts),
+            "--concept",
+            "w",
+            "--out",
+            str(root / "audit"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "tokens flagged" in res.output and (root / "audit" / "result.json").is_file()
 
@@ -62,5 +97,7 @@ def test_bad_input_fails_fast(tmp_path):
 
 
 def test_auroc_and_mentions():
-    assert auroc([3, 4, 1, 2], [1, 1, 0, 0]) == 1.0 and auroc([1, 1], [1, 0]) == 0.5 and auroc([0, 2, 1], [1, 1, 0]) == 0.5
+    assert (
+        auroc([3, 4, 1, 2], [1, 1, 0, 0]) == 1.0 and auroc([1, 1], [1, 0]) == 0.5 and auroc([0, 2, 1], [1, 1, 0]) == 0.5
+    )
     assert mentions("The model  is LYING here", "is lying") and not mentions("honest", "lie")

@@ -17,7 +17,9 @@ TEMPLATE = "w20 {description} w21"
 
 def make(arch="qwen3", layer=1):
     model, tok = tiny(arch)
-    av = Verbalizer.create(model, tok, layer, placeholder="w99", av_prompt=PROMPT, ar_template=TEMPLATE, max_new_tokens=6)
+    av = Verbalizer.create(
+        model, tok, layer, placeholder="w99", av_prompt=PROMPT, ar_template=TEMPLATE, max_new_tokens=6
+    )
     return model, tok, av
 
 
@@ -66,7 +68,9 @@ def test_verbalizer_injects_rescaled_activation_at_the_placeholder():
     torch.testing.assert_close(lp1, lp2)
     lp3, _ = av.token_logprobs(torch.randn(3, 32), seqs)
     assert not torch.allclose(lp1, lp3)
-    assert torch.all(lp1.sum(1) <= 0) and torch.all(mask.sum(1) == torch.tensor([len(s) for s in seqs], dtype=torch.float))
+    assert torch.all(lp1.sum(1) <= 0) and torch.all(
+        mask.sum(1) == torch.tensor([len(s) for s in seqs], dtype=torch.float)
+    )
     with pytest.raises(ValueError, match=r"must be \(B, 32\)"):
         av.embeds(torch.randn(2, 31))
     with pytest.raises(ValueError, match="NaN"):
@@ -115,7 +119,11 @@ def test_save_and_load_round_trip(tmp_path):
         ar.head.weight.mul_(0.5).add_(0.01)
     save_nla(tmp_path, av, ar)
     sidecar = json.loads((tmp_path / "nla.json").read_text())
-    assert sidecar["placeholder_id"] == av.config.placeholder_id and sidecar["layer"] == 1 and sidecar["av_prompt"] == PROMPT
+    assert (
+        sidecar["placeholder_id"] == av.config.placeholder_id
+        and sidecar["layer"] == 1
+        and sidecar["av_prompt"] == PROMPT
+    )
     av2, ar2 = load_nla(tmp_path)
     assert av2.config == av.config and av2.slot == av.slot
     acts = torch.randn(2, 32)
@@ -136,8 +144,14 @@ def test_loads_anchor_format(tmp_path):
     vocab = tok.get_vocab()
     ids = [vocab[w] for w in ("w10", "w99", "w12")]
     meta = {
-        "kind": "nla_model", "d_model": 32,
-        "tokens": {"injection_char": "w99", "injection_token_id": ids[1], "injection_left_neighbor_id": ids[0], "injection_right_neighbor_id": ids[2]},
+        "kind": "nla_model",
+        "d_model": 32,
+        "tokens": {
+            "injection_char": "w99",
+            "injection_token_id": ids[1],
+            "injection_left_neighbor_id": ids[0],
+            "injection_right_neighbor_id": ids[2],
+        },
         "prompt_templates": {"actor": "w10 {injection_char} w12", "critic": "w20 {explanation} w21"},
         "extraction": {"injection_scale": 9.5, "mse_scale": "sqrt_d_model"},
     }
@@ -155,7 +169,11 @@ def test_loads_anchor_format(tmp_path):
     (critic / "nla_meta.yaml").write_text(yaml.safe_dump({**meta, "role": "critic"}))
 
     av, ar = load_nla(actor, critic)
-    assert av.config.layer == 1 and av.config.injection_scale == 9.5 and av.config.mse_scale == pytest.approx(math.sqrt(32))
+    assert (
+        av.config.layer == 1
+        and av.config.injection_scale == 9.5
+        and av.config.mse_scale == pytest.approx(math.sqrt(32))
+    )
     assert av.config.placeholder_neighbors == (ids[0], ids[2]) and av.config.av_prompt == "w10 {placeholder} w12"
     x = tok("w20 w7 w8 w21")["input_ids"]
     want = cache(model, torch.tensor([x]), [Site.resid(1)])[str(Site.resid(1))][0, -1] @ head.T

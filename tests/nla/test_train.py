@@ -29,13 +29,23 @@ def task():
     """Last-token activations of random texts; the teacher label names the last word.
     Returns (target, tokenizer, fresh verbaliser, activations (120, 32), labels)."""
     model, tok, acts, labels = _data()
-    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w100 w101 {placeholder} w102", ar_template="w103 {description} w104", max_new_tokens=4)
+    av = Verbalizer.create(
+        model,
+        tok,
+        1,
+        placeholder="w99",
+        av_prompt="w100 w101 {placeholder} w102",
+        ar_template="w103 {description} w104",
+        max_new_tokens=4,
+    )
     return model, tok, av, acts, labels
 
 
 def test_training_learns_and_controls_hold():
     model, tok, av, acts, labels = task()
-    cfg = TrainConfig(ar_sft_steps=80, av_sft_steps=80, rl_steps=10, batch_size=16, group=4, eval_every=40, lr_ar=1e-3, lr_av=3e-3)
+    cfg = TrainConfig(
+        ar_sft_steps=80, av_sft_steps=80, rl_steps=10, batch_size=16, group=4, eval_every=40, lr_ar=1e-3, lr_av=3e-3
+    )
     av, ar, res = train(model, tok, av, acts[:90], labels[:90], acts[90:], labels[90:], cfg, progress=False)
     # the label (the current word) carries most of the activation; a shuffled pairing carries none
     assert res.fve_ar_sft > 0.5
@@ -79,12 +89,30 @@ def test_replay_term_pulls_the_av_back():
     opt_av = torch.optim.SGD(av.parameters(), lr=0.05)
     opt_ar = torch.optim.SGD(ar.parameters(), lr=0.0)
     av.config.max_new_tokens = 1  # all rollouts malformed: zero advantage, only the replay term acts
-    train_mod.grpo_step(av, Verbalizer(model, tok, av.config), ar, acts[:2], cfg, opt_av, opt_ar, lambda: train_mod.replay_loss(av, model, tok, texts))
+    train_mod.grpo_step(
+        av,
+        Verbalizer(model, tok, av.config),
+        ar,
+        acts[:2],
+        cfg,
+        opt_av,
+        opt_ar,
+        lambda: train_mod.replay_loss(av, model, tok, texts),
+    )
     assert train_mod.replay_loss(av, model, tok, texts).item() < drift
 
 
 def test_resumes_after_a_kill(tmp_path, monkeypatch):
-    cfg = TrainConfig(ar_sft_steps=6, av_sft_steps=6, rl_steps=6, batch_size=8, group=4, eval_every=3, checkpoint_every=4, shuffled_control=False)
+    cfg = TrainConfig(
+        ar_sft_steps=6,
+        av_sft_steps=6,
+        rl_steps=6,
+        batch_size=8,
+        group=4,
+        eval_every=3,
+        checkpoint_every=4,
+        shuffled_control=False,
+    )
     model, tok, av, acts, labels = task()
     args = (acts[:90], labels[:90], acts[90:], labels[90:], cfg)
     _, ar_ref, res_ref = train(model, tok, av, *args, progress=False)
@@ -114,7 +142,18 @@ def test_resumes_after_a_kill(tmp_path, monkeypatch):
     # another run's checkpoints are never resumed
     model, tok, av, acts, labels = task()
     with pytest.raises(ValueError, match="different run"):
-        train(model, tok, av, acts[:90], labels[:90], acts[90:], labels[90:], dataclasses.replace(cfg, kl_coef=0.5), out_dir=tmp_path, progress=False)
+        train(
+            model,
+            tok,
+            av,
+            acts[:90],
+            labels[:90],
+            acts[90:],
+            labels[90:],
+            dataclasses.replace(cfg, kl_coef=0.5),
+            out_dir=tmp_path,
+            progress=False,
+        )
 
 
 def _ddp_worker(rank, world, port, out):
@@ -126,7 +165,9 @@ def _ddp_worker(rank, world, port, out):
             with torch.no_grad():
                 for p in av.parameters():
                     p.add_(0.1)
-        cfg = TrainConfig(ar_sft_steps=4, av_sft_steps=4, rl_steps=3, batch_size=8, group=4, eval_every=100, shuffled_control=False)
+        cfg = TrainConfig(
+            ar_sft_steps=4, av_sft_steps=4, rl_steps=3, batch_size=8, group=4, eval_every=100, shuffled_control=False
+        )
         av, ar, res = train(model, tok, av, acts[:90], labels[:90], acts[90:], labels[90:], cfg, progress=False)
         flat = torch.cat([p.detach().flatten() for p in list(av.parameters()) + list(ar.parameters())])
         torch.save({"flat": flat, "processes": res.processes}, f"{out}/rank{rank}.pt")

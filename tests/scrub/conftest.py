@@ -5,8 +5,19 @@ from probity.organisms import _native
 from probity.scrub.model import Decomposed
 from probity.scrub.task import Task
 
-TINY = dict(d_model=16, d_head=4, n_heads=2, n_layers=2, n_ctx=6, d_vocab=5, d_mlp=16, act_fn="relu",
-            normalization_type="LN", attention_dir="bidirectional", positional_embedding_type="standard")
+TINY = dict(
+    d_model=16,
+    d_head=4,
+    n_heads=2,
+    n_layers=2,
+    n_ctx=6,
+    d_vocab=5,
+    d_mlp=16,
+    act_fn="relu",
+    normalization_type="LN",
+    attention_dir="bidirectional",
+    positional_embedding_type="standard",
+)
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +35,11 @@ def tiny_task():
     targets[:, 0] = tokens.sum(1) % 5
     mask = torch.zeros_like(tokens, dtype=torch.bool)
     mask[:, 0] = True
-    feats = {"first": tokens[:, 0], "parity": tokens.sum(1) % 2, "tok": tokens, "big": (tokens >= 3).long(),
-             "big_rows": (tokens >= 3).sum(1)}
+    feats = {
+        "first": tokens[:, 0],
+        "parity": tokens.sum(1) % 2,
+        "tok": tokens,
+        "big": (tokens >= 3).long(),
+        "big_rows": (tokens >= 3).sum(1),
+    }
     return Task("tiny", tokens, targets, mask, feats, {"even": feats["parity"] == 0})

@@ -10,8 +10,15 @@ import torch
 from probity.scrub.model import Decomposed
 
 
-def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: int, features: dict | None = None,
-                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
+def naive_logits(
+    model: Decomposed,
+    root,
+    rows: dict,
+    tokens: torch.Tensor,
+    b: int,
+    features: dict | None = None,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Scrubbed logits ``[P, V]`` for reference example ``b`` given the sampled rows (``features``: the
     task's, for ``phi`` nodes; ``key_mask``: the task's, a head masking keys as the row it is evaluated on)."""
     P = tokens.shape[1]
@@ -62,8 +69,11 @@ def naive_logits(model: Decomposed, root, rows: dict, tokens: torch.Tensor, b: i
             for s in model.senders(c):
                 owners = {}  # position -> who owns the path (s -> c via kind) there
                 for p in range(P):
-                    owner = [j for j in node.children if s in j.components and kind in j.via
-                             and (j.positions is None or p in j.positions)]
+                    owner = [
+                        j
+                        for j in node.children
+                        if s in j.components and kind in j.via and (j.positions is None or p in j.positions)
+                    ]
                     owners[p] = owner[0].index if owner else ("self" if s in node.components else "rest")
                 for who in set(owners.values()):
                     if who == "self":

@@ -15,15 +15,43 @@ def test_list_and_run_write_json_and_report(tmp_path):
     for name in ("identity", "empty", "1a", "1b", "2a", "2b", "3a", "3b", "4"):
         assert name in listed.output
     out = tmp_path / "r.json"
-    result = runner.invoke(app, ["run", "--organism", "paren", "--hypothesis", "1b", "--samples", "300", "--seed", "1",
-                                 "--json", str(out), "--out", str(tmp_path / "report"), "--replicates", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--organism",
+            "paren",
+            "--hypothesis",
+            "1b",
+            "--samples",
+            "300",
+            "--seed",
+            "1",
+            "--json",
+            str(out),
+            "--out",
+            str(tmp_path / "report"),
+            "--replicates",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert set(data) >= {"loss_model", "loss_scrubbed_all", "loss_hypothesis", "loss_recovered", "stderr", "per_node", "cancellation"}
+    assert set(data) >= {
+        "loss_model",
+        "loss_scrubbed_all",
+        "loss_hypothesis",
+        "loss_recovered",
+        "stderr",
+        "per_node",
+        "cancellation",
+    }
     assert data["loss_model"] < data["loss_hypothesis"] < data["loss_scrubbed_all"]
     assert data["stderr_experiment"] > 0  # two whole-experiment replicates: dataset and trees redrawn
     roles = json.loads((_native.WEIGHTS / "paren" / "config.json").read_text())["meta"]["roles"]
-    assert set(data["per_node"]) == set(roles["count"] + roles["horizon"])  # one node per claimed head, as in Redwood's correspondence
+    assert set(data["per_node"]) == set(
+        roles["count"] + roles["horizon"]
+    )  # one node per claimed head, as in Redwood's correspondence
     assert data["cancellation"]["constant_loss"] > 0
     assert (tmp_path / "report" / "index.html").is_file()
 
@@ -31,11 +59,15 @@ def test_list_and_run_write_json_and_report(tmp_path):
 def test_run_a_yaml_hypothesis_and_reject_unknown_names(tmp_path):
     path = tmp_path / "h.yaml"
     horizon = json.loads((_native.WEIGHTS / "paren" / "config.json").read_text())["meta"]["roles"]["horizon"][0]
-    path.write_text("name: mine\nroot:\n  name: out\n  sites: [output, mlp2]\n  children:\n"
-                    f"    - {{name: horizon, site: '{horizon}', feature: horizon_test}}\n")
+    path.write_text(
+        "name: mine\nroot:\n  name: out\n  sites: [output, mlp2]\n  children:\n"
+        f"    - {{name: horizon, site: '{horizon}', feature: horizon_test}}\n"
+    )
     runner = CliRunner()
     out = tmp_path / "r.json"
-    result = runner.invoke(app, ["run", "--hypothesis", str(path), "--samples", "200", "--json", str(out), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["run", "--hypothesis", str(path), "--samples", "200", "--json", str(out), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 0, result.output
     assert 0 < json.loads(out.read_text())["loss_recovered"] < 1
     bad = runner.invoke(app, ["run", "--hypothesis", "nonsense", "--samples", "50"])

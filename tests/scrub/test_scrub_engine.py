@@ -11,35 +11,78 @@ from probity.scrub.task import Task
 
 BANK = {
     "leaf_heads": Node("out", ["output"], children=[Node("a", ["1.0", "1.1"], feature="first")]),
-    "nested_qkv": Node("out", ["output", "mlp1"], rest="self", children=[
-        Node("h10", ["1.0"], feature="parity", rest="first", children=[
-            Node("q", ["0.1", "embed"], via="q", feature="first"),
-            Node("kv", ["mlp0"], via=["k", "v"], feature="none"),
-        ]),
-        Node("h11", ["1.1"], feature="identity", children=[Node("e", ["pos", "embed"], via="v")]),
-    ]),
-    "positions": Node("out", ["output"], children=[
-        Node("early", ["*"], positions=[0, 1], feature="parity"),
-        Node("late", ["1.0", "1.1", "mlp1"], positions=[3, 5], feature="first", children=[
-            Node("deep", ["0.0"], feature="none", positions=[2])]),
-    ]),
-    "phi": Node("out", ["output"], children=[
-        Node("h11", ["1.1"], feature="first", children=[
-            Node("fit", ["0.0", "mlp0"], feature="parity", positions=[1, 2], phi="first"),
-            Node("e", ["embed"], via="v", feature="none")]),
-        Node("fit10", ["1.0"], feature="parity", rest="first", phi="big_rows")]),
-    "per_position": Node("out", ["output", "1.1"], children=[
-        Node("tokv", ["0.0", "0.1", "embed", "mlp0"], via="v", feature="tok"),
-        Node("direct", ["mlp1", "1.0"], feature="big"),
-    ]),
+    "nested_qkv": Node(
+        "out",
+        ["output", "mlp1"],
+        rest="self",
+        children=[
+            Node(
+                "h10",
+                ["1.0"],
+                feature="parity",
+                rest="first",
+                children=[
+                    Node("q", ["0.1", "embed"], via="q", feature="first"),
+                    Node("kv", ["mlp0"], via=["k", "v"], feature="none"),
+                ],
+            ),
+            Node("h11", ["1.1"], feature="identity", children=[Node("e", ["pos", "embed"], via="v")]),
+        ],
+    ),
+    "positions": Node(
+        "out",
+        ["output"],
+        children=[
+            Node("early", ["*"], positions=[0, 1], feature="parity"),
+            Node(
+                "late",
+                ["1.0", "1.1", "mlp1"],
+                positions=[3, 5],
+                feature="first",
+                children=[Node("deep", ["0.0"], feature="none", positions=[2])],
+            ),
+        ],
+    ),
+    "phi": Node(
+        "out",
+        ["output"],
+        children=[
+            Node(
+                "h11",
+                ["1.1"],
+                feature="first",
+                children=[
+                    Node("fit", ["0.0", "mlp0"], feature="parity", positions=[1, 2], phi="first"),
+                    Node("e", ["embed"], via="v", feature="none"),
+                ],
+            ),
+            Node("fit10", ["1.0"], feature="parity", rest="first", phi="big_rows"),
+        ],
+    ),
+    "per_position": Node(
+        "out",
+        ["output", "1.1"],
+        children=[
+            Node("tokv", ["0.0", "0.1", "embed", "mlp0"], via="v", feature="tok"),
+            Node("direct", ["mlp1", "1.0"], feature="big"),
+        ],
+    ),
 }
 
 
 def padded(task: Task) -> Task:
     """``task`` with rows of random lengths 2-6: the positions past each row's length masked out of attention."""
     lengths = torch.randint(2, 7, (len(task.tokens), 1), generator=torch.Generator().manual_seed(1))
-    return Task(task.name, task.tokens, task.targets, task.loss_mask, task.features, task.subsets, task.loss_kind,
-                torch.arange(task.n_ctx)[None] < lengths)
+    return Task(
+        task.name,
+        task.tokens,
+        task.targets,
+        task.loss_mask,
+        task.features,
+        task.subsets,
+        task.loss_kind,
+        torch.arange(task.n_ctx)[None] < lengths,
+    )
 
 
 @pytest.mark.parametrize("pad", [False, True], ids=["unpadded", "padded"])

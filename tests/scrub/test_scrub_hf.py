@@ -16,13 +16,24 @@ from probity.scrub.task import Task
 ARCHS = {"qwen3": {}, "llama": dict(attention_bias=True, mlp_bias=True), "gpt2": {}}
 
 # heads 1.0 and 1.1 share a K/V group (4 query heads, 2 K/V heads) but get different K/V inputs
-GQA_SPLIT = Node("out", ["output"], children=[
-    Node("h10", ["1.0"], feature="first", children=[Node("k", ["0.1", "embed"], via="k", feature="parity")]),
-    Node("h11", ["1.1"], feature="parity", rest="first", children=[
-        Node("kv", ["mlp0", "0.0"], via=["k", "v"], feature="none"),
-        Node("q", ["embed"], via="q", positions=[0, 2], feature="first")]),
-    Node("mlp", ["mlp1"], feature="big"),
-])
+GQA_SPLIT = Node(
+    "out",
+    ["output"],
+    children=[
+        Node("h10", ["1.0"], feature="first", children=[Node("k", ["0.1", "embed"], via="k", feature="parity")]),
+        Node(
+            "h11",
+            ["1.1"],
+            feature="parity",
+            rest="first",
+            children=[
+                Node("kv", ["mlp0", "0.0"], via=["k", "v"], feature="none"),
+                Node("q", ["embed"], via="q", positions=[0, 2], feature="first"),
+            ],
+        ),
+        Node("mlp", ["mlp1"], feature="big"),
+    ],
+)
 
 
 @pytest.fixture(scope="module", params=sorted(ARCHS))
@@ -68,8 +79,12 @@ def test_fast_path_equals_naive_oracle_with_shared_kv_heads(hf):
     root, rows = s.sample(hyp)
     fast = torch.cat([lg for _, lg in s.logits(hyp)])
     for b in (0, 9, 23):
-        torch.testing.assert_close(fast[b], naive_logits(d, root, rows, task.tokens, b, task.features), atol=1e-4, rtol=1e-4)
-    assert torch.equal(s.losses(IDENTITY)[0], task.per_example_loss(d.run(task.tokens)[0], torch.arange(len(task.tokens))))
+        torch.testing.assert_close(
+            fast[b], naive_logits(d, root, rows, task.tokens, b, task.features), atol=1e-4, rtol=1e-4
+        )
+    assert torch.equal(
+        s.losses(IDENTITY)[0], task.per_example_loss(d.run(task.tokens)[0], torch.arange(len(task.tokens)))
+    )
 
 
 def test_rotary_models_have_no_position_site():

@@ -6,10 +6,26 @@ import torch
 from probity.scrub import Hypothesis, HypothesisError, Node, Scrubber, Task, load_hypothesis
 from probity.scrub.task import compute_features
 
-TREE = {"name": "demo", "description": "d", "root": {"name": "out", "sites": ["output", "mlp1"], "children": [
-    {"name": "a", "site": "1.0", "feature": "first", "rest": "self", "children": [
-        {"name": "q", "sites": ["embed", "0.1"], "via": "q", "positions": [0, 2]},
-        {"name": "b", "site": "blocks.0.attn.hook_result[0]", "feature": "tok", "via": ["v"]}]}]}}
+TREE = {
+    "name": "demo",
+    "description": "d",
+    "root": {
+        "name": "out",
+        "sites": ["output", "mlp1"],
+        "children": [
+            {
+                "name": "a",
+                "site": "1.0",
+                "feature": "first",
+                "rest": "self",
+                "children": [
+                    {"name": "q", "sites": ["embed", "0.1"], "via": "q", "positions": [0, 2]},
+                    {"name": "b", "site": "blocks.0.attn.hook_result[0]", "feature": "tok", "via": ["v"]},
+                ],
+            }
+        ],
+    },
+}
 
 
 def test_round_trip_through_yaml_and_json(tmp_path, tiny_model, tiny_task):
@@ -25,8 +41,13 @@ def test_round_trip_through_yaml_and_json(tmp_path, tiny_model, tiny_task):
 
 
 def _bad(path, **change):
-    tree = {"name": "out", "sites": ["output"], "children": [{"name": "a", "site": "1.0", "feature": "first",
-                                                               "children": [{"name": "b", "site": "0.0", "via": "k"}]}]}
+    tree = {
+        "name": "out",
+        "sites": ["output"],
+        "children": [
+            {"name": "a", "site": "1.0", "feature": "first", "children": [{"name": "b", "site": "0.0", "via": "k"}]}
+        ],
+    }
     node = tree
     for key in path:
         node = node["children"][key]
@@ -34,19 +55,22 @@ def _bad(path, **change):
     return Hypothesis.from_dict({"root": tree})
 
 
-@pytest.mark.parametrize("hyp, message", [
-    (_bad([0], site="3.0"), "node 'a': unknown site '3.0'"),
-    (_bad([0], feature="colour"), "node 'a': unknown feature 'colour'"),
-    (_bad([0, 0], site="mlp1"), "does not feed any site of its parent 'a'"),
-    (_bad([0, 0], site="0.0", via="in"), "does not feed any site of its parent 'a'"),
-    (_bad([0, 0], site="1.0"), "already a site of its parent"),
-    (_bad([], sites=["mlp1"]), "must claim the `output` site"),
-    (_bad([0, 0], positions=[9]), "positions [9] outside 0..5"),
-    (_bad([0, 0], via="x"), "via 'x' is not one of"),
-    (_bad([0, 0], feature="tok", children=[{"name": "c", "site": "embed"}]), "per-position feature"),
-    (_bad([0], rest="tok"), "rest feature 'tok' is per-position"),
-    (_bad([0, 0], name="a"), "two nodes are named 'a'"),
-])
+@pytest.mark.parametrize(
+    "hyp, message",
+    [
+        (_bad([0], site="3.0"), "node 'a': unknown site '3.0'"),
+        (_bad([0], feature="colour"), "node 'a': unknown feature 'colour'"),
+        (_bad([0, 0], site="mlp1"), "does not feed any site of its parent 'a'"),
+        (_bad([0, 0], site="0.0", via="in"), "does not feed any site of its parent 'a'"),
+        (_bad([0, 0], site="1.0"), "already a site of its parent"),
+        (_bad([], sites=["mlp1"]), "must claim the `output` site"),
+        (_bad([0, 0], positions=[9]), "positions [9] outside 0..5"),
+        (_bad([0, 0], via="x"), "via 'x' is not one of"),
+        (_bad([0, 0], feature="tok", children=[{"name": "c", "site": "embed"}]), "per-position feature"),
+        (_bad([0], rest="tok"), "rest feature 'tok' is per-position"),
+        (_bad([0, 0], name="a"), "two nodes are named 'a'"),
+    ],
+)
 def test_validation_errors_are_one_line_and_name_the_node(tiny_model, tiny_task, hyp, message):
     with pytest.raises(HypothesisError) as e:
         Scrubber(tiny_model, tiny_task).resolve(hyp)
@@ -54,10 +78,14 @@ def test_validation_errors_are_one_line_and_name_the_node(tiny_model, tiny_task,
 
 
 def test_overlapping_claims_are_rejected(tiny_model, tiny_task):
-    hyp = Hypothesis("o", Node("out", ["output"], children=[Node("x", ["1.0", "mlp0"]), Node("y", ["mlp0"], positions=[1])]))
+    hyp = Hypothesis(
+        "o", Node("out", ["output"], children=[Node("x", ["1.0", "mlp0"]), Node("y", ["mlp0"], positions=[1])])
+    )
     with pytest.raises(HypothesisError, match="nodes 'x' and 'y' both claim blocks.0.hook_mlp_out"):
         Scrubber(tiny_model, tiny_task).resolve(hyp)
-    ok = Hypothesis("o", Node("out", ["output"], children=[Node("x", ["mlp0"], positions=[0]), Node("y", ["mlp0"], positions=[1])]))
+    ok = Hypothesis(
+        "o", Node("out", ["output"], children=[Node("x", ["mlp0"], positions=[0]), Node("y", ["mlp0"], positions=[1])])
+    )
     Scrubber(tiny_model, tiny_task).resolve(ok)
 
 
@@ -85,7 +113,9 @@ def test_bad_features_and_small_classes(tiny_model, tiny_task):
     feats = {**tiny_task.features, "rare": (torch.arange(64) == 0).long()}
     task = Task("t", tokens, tiny_task.targets, tiny_task.loss_mask, feats)
     with pytest.warns(UserWarning, match="feature 'rare'.*fewer than 5 rows"):
-        Scrubber(tiny_model, task).resolve(Hypothesis("r", Node("out", ["output"], children=[Node("a", ["1.0"], feature="rare")])))
+        Scrubber(tiny_model, task).resolve(
+            Hypothesis("r", Node("out", ["output"], children=[Node("a", ["1.0"], feature="rare")]))
+        )
 
 
 def test_bad_model_inputs(tiny_model, tiny_task):

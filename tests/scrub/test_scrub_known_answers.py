@@ -8,8 +8,13 @@ from probity.scrub import Hypothesis, Node, Scrubber, Task, scrub
 
 
 def _blank(**cfg):
-    base = dict(n_layers=1, attn_only=True, normalization_type=None, attention_dir="bidirectional",
-                positional_embedding_type="standard")
+    base = dict(
+        n_layers=1,
+        attn_only=True,
+        normalization_type=None,
+        attention_dir="bidirectional",
+        positional_embedding_type="standard",
+    )
     model = _native.native_model({**base, **cfg})
     with torch.no_grad():
         for p in model.parameters():
@@ -24,9 +29,13 @@ def test_sampler_agrees_with_parent_and_is_uniform_within_class():
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 5, (n, 6), generator=g)
     cls = tokens[:, 0] % 3
-    task = Task("t", tokens, torch.zeros_like(tokens), torch.ones_like(tokens, dtype=torch.bool), {"c": cls, "tok": tokens})
+    task = Task(
+        "t", tokens, torch.zeros_like(tokens), torch.ones_like(tokens, dtype=torch.bool), {"c": cls, "tok": tokens}
+    )
     s = Scrubber(_blank(d_model=4, d_head=4, n_heads=1, n_ctx=6, d_vocab=5), task)
-    hyp = Hypothesis("h", Node("out", ["output"], children=[Node("a", ["0.0"], feature="c"), Node("p", ["embed"], feature="tok")]))
+    hyp = Hypothesis(
+        "h", Node("out", ["output"], children=[Node("a", ["0.0"], feature="c"), Node("p", ["embed"], feature="tok")])
+    )
     root, rows = s.sample(hyp)
     a, p = rows[(1, 0)], rows[(2, 0)]
     assert torch.equal(cls[a], cls)  # every child agrees with its parent on its feature
@@ -67,8 +76,23 @@ def _linear(n: int, seed: int = 1):
 
 def _drop(i: int) -> Hypothesis:
     keep = [p for p in range(P) if p != i]
-    return Hypothesis(f"drop{i}", Node("out", ["output"], children=[Node("head", ["0.0"], children=[
-        Node("others", ["embed", "pos"], via=["v"], positions=keep), Node("qk", ["*"], via=["q", "k"])])]))
+    return Hypothesis(
+        f"drop{i}",
+        Node(
+            "out",
+            ["output"],
+            children=[
+                Node(
+                    "head",
+                    ["0.0"],
+                    children=[
+                        Node("others", ["embed", "pos"], via=["v"], positions=keep),
+                        Node("qk", ["*"], via=["q", "k"]),
+                    ],
+                )
+            ],
+        ),
+    )
 
 
 def test_linear_model_matches_the_closed_form():
@@ -109,13 +133,13 @@ def copier():
     attn = model.layers[0].attn
     with torch.no_grad():
         model.tok_embed.weight[:, :V] = torch.eye(V)
-        model.pos.weight[:, V:V + P] = torch.eye(P)
+        model.pos.weight[:, V : V + P] = torch.eye(P)
         for h, target in ((0, 1), (1, 2)):
             attn.q.weight[h * V, V + 0] = big  # query from position 0
             attn.k.weight[h * V, V + target] = 1.0  # key at the target position
         attn.v.weight[:V, :V] = torch.eye(V)  # head 0 values: the token
-        attn.o.weight[V + P:, :V] = 10 * torch.eye(V)  # head 0 writes the token into the output dims
-        model.head.weight[:, V + P:] = torch.eye(V)
+        attn.o.weight[V + P :, :V] = 10 * torch.eye(V)  # head 0 writes the token into the output dims
+        model.head.weight[:, V + P :] = torch.eye(V)
     g = torch.Generator().manual_seed(2)
     tokens = torch.randint(0, V, (1500, P), generator=g)
     targets = torch.zeros_like(tokens)
@@ -126,13 +150,21 @@ def copier():
     return model, task
 
 
-@pytest.mark.parametrize("name, children, low, high", [
-    ("right feature", [Node("h", ["0.0"], feature="tok1")], 0.999, 1.001),
-    ("wrong feature", [Node("h", ["0.0"], feature="tok2")], -0.06, 0.06),
-    ("values from embeddings", [Node("h", ["0.0"], children=[Node("e", ["embed"], via=["v"])])], 0.999, 1.001),
-    ("only queries and keys", [Node("h", ["0.0"], children=[Node("e", ["embed", "pos"], via=["q", "k"])])], -0.06, 0.06),
-    ("the idle head", [Node("h", ["0.1"])], -0.06, 0.06),
-])
+@pytest.mark.parametrize(
+    "name, children, low, high",
+    [
+        ("right feature", [Node("h", ["0.0"], feature="tok1")], 0.999, 1.001),
+        ("wrong feature", [Node("h", ["0.0"], feature="tok2")], -0.06, 0.06),
+        ("values from embeddings", [Node("h", ["0.0"], children=[Node("e", ["embed"], via=["v"])])], 0.999, 1.001),
+        (
+            "only queries and keys",
+            [Node("h", ["0.0"], children=[Node("e", ["embed", "pos"], via=["q", "k"])])],
+            -0.06,
+            0.06,
+        ),
+        ("the idle head", [Node("h", ["0.1"])], -0.06, 0.06),
+    ],
+)
 def test_hand_built_copier_gives_the_known_answer(copier, name, children, low, high):
     model, task = copier
     r = scrub(model, task, Hypothesis(name, Node("out", ["output"], children=children)), seed=0, per_node=False)

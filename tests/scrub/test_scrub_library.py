@@ -10,7 +10,8 @@ from probity.scrub.task import horizon_classes, paren_task
 def test_redwood_horizon_classes_and_features():
     t = paren.encode(["(())", "())(", ")("])
     c = horizon_classes(t, paren.features(t)["open_after"])
-    # START and each paren: do the parens from here on hold more opens (-2) or not (2); END after a close 1 / an open -1; PAD 0
+    # START and each paren: do the parens from here on hold more opens (-2) or not (2);
+    # END after a close 1 / an open -1; PAD 0
     assert c[0, :7].tolist() == [2, 2, 2, 2, 2, 1, 0]
     assert c[1, :7].tolist() == [2, 2, 2, 2, -2, -1, 0]
     assert c[2, :5].tolist() == [2, 2, -2, -1, 0]

@@ -57,8 +57,11 @@ def test_recorded_paren_roles_are_what_roles_finds():
     found = paren.roles(model)
     assert {k: found[k] for k in ("count", "horizon", "proportion")} == model.probity_meta["roles"]
     scores = found["scores"]
-    # well above chance (0.5 and 0); the shipped seed 3: count heads 0.78 and 0.75, horizon head 0.97, proportion R^2 0.47
-    assert min(scores["auroc_count_test"][h] for h in found["count"]) > 0.7  # the count heads do separate the count test
+    # well above chance (0.5 and 0); the shipped seed 3: count heads 0.78 and 0.75, horizon head 0.97,
+    # proportion R^2 0.47
+    assert (
+        min(scores["auroc_count_test"][h] for h in found["count"]) > 0.7
+    )  # the count heads do separate the count test
     assert scores["auroc_horizon_test"][found["horizon"][0]] > 0.9
     assert scores["proportion_r2_at_1"][found["proportion"][0]] > 0.4
 
@@ -69,7 +72,7 @@ def test_induction_data_starts_with_bos_and_marks_real_repeats():
     assert (toks[:, 0] == induction.BOS).all() and (toks[:, 1:] >= induction.N_SPECIAL).all()
     assert not cand[:, 0].any() and not cand[:, -1].any() and cand.any()
     for i, t in zip(*cand.nonzero(as_tuple=True)):  # (token t, token t+1) occurred earlier
-        pairs = set(zip(toks[i, :t].tolist(), toks[i, 1:t + 1].tolist()))
+        pairs = set(zip(toks[i, :t].tolist(), toks[i, 1 : t + 1].tolist()))
         assert (toks[i, t].item(), toks[i, t + 1].item()) in pairs
 
 
@@ -80,7 +83,10 @@ def test_shipped_induction_formed_its_heads():
     m = induction.evaluate(model, n=48)
     assert m["loss_candidates"] < 2.0 and m["accuracy_candidates"] > 0.5  # unigram loss is about 4.3
     scores = m["head_scores"]
-    assert max(scores["prev_token"]) > induction.PREV_THRESHOLD and max(scores["induction"]) > induction.INDUCTION_THRESHOLD
+    assert (
+        max(scores["prev_token"]) > induction.PREV_THRESHOLD
+        and max(scores["induction"]) > induction.INDUCTION_THRESHOLD
+    )
 
 
 def test_recipes_on_a_short_schedule_match_the_shipped_record(tmp_path):
@@ -104,4 +110,8 @@ def test_cli_train_uses_the_recipe_seed(tmp_path):
     result = CliRunner().invoke(app, ["train", "paren", "--quick", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "config.json").read_text())["meta"]
-    assert meta["metrics"]["seed"] == paren.SEED == json.loads((_native.WEIGHTS / "paren" / "config.json").read_text())["meta"]["metrics"]["seed"]
+    assert (
+        meta["metrics"]["seed"]
+        == paren.SEED
+        == json.loads((_native.WEIGHTS / "paren" / "config.json").read_text())["meta"]["metrics"]["seed"]
+    )
