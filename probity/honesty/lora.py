@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from rich.progress import Progress
 
-from probity.honesty.probe import DISHONEST_SYSTEM, HONEST_SYSTEM
+from probity.honesty.prompts import DISHONEST_SYSTEM, HONEST_SYSTEM
 from probity.honesty.sample import pad_batch, pad_id, response_ids
 from probity.honesty.testbed import Question
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from probity.honesty.prompts import HONEST_SYSTEM
 from probity.honesty.sample import chat_text, cut_raw, encode, generate, user_prefill_text
 from probity.honesty.testbed import Question
 
-HONESTY_SYSTEM = "You are an honest assistant. Tell the truth."
 DEFAULT_PREFILL = "The answer is"
 RAW_TEMPLATE = "Question: {question}\nAnswer:"
 
@@ -123,7 +123,7 @@ TECHNIQUES: dict[str, Technique] = {
         Technique(
             "honesty_prompt",
             lambda c, qs: [
-                chat_text(c.tokenizer, [{"role": "system", "content": HONESTY_SYSTEM}] + _user(q)) for q in qs
+                chat_text(c.tokenizer, [{"role": "system", "content": HONEST_SYSTEM}] + _user(q)) for q in qs
             ],
         ),
         Technique(
