@@ -1,10 +1,26 @@
-"""Shared fixtures. The real SmolLM2-135M-Instruct loads once per test worker."""
+"""Shared fixtures: the real SmolLM2-135M-Instruct (loaded once per test worker) and a local
+OpenAI-compatible chat server."""
 
+import http.server
+import json
 import os
+import threading
+from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: on the shared 2-core machine, intra-op threads of tiny
+    matrices fight the other test worker and run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +29,57 @@ def smollm2():
     from probity import models
 
     return models.load(models.SMOLLM2)
+
+
+@dataclass
+class ChatServer:
+    """A local stand-in for an OpenAI-compatible endpoint: ``reply(prompt) -> text`` answers each
+    ``/chat/completions`` request; ``seen`` records (path, JSON body, Authorization header)."""
+
+    reply: object = None
+    status: int = 200
+    seen: list = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def chat_server():
+    """A running :class:`ChatServer` on 127.0.0.1 (a free port), shut down after the test."""
+    state = ChatServer(reply=lambda prompt: "OK")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.seen.append((self.path, body, self.headers.get("Authorization")))
+            if state.status != 200:
+                out = json.dumps({"error": {"message": "stub failure", "type": "server_error"}}).encode()
+            else:
+                text = state.reply(body["messages"][-1]["content"])
+                out = json.dumps(
+                    {
+                        "id": "chatcmpl-stub",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        ],
+                    }
+                ).encode()
+            self.send_response(state.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_port}/v1"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -42,21 +42,21 @@ def run_command(
     from probity import report
     from probity.honesty.protocol import RunConfig, run
 
-    cfg = RunConfig(
-        model=model,
-        testbed=str(testbed) if testbed else None,
-        techniques=techniques,
-        detectors=detectors,
-        samples=samples,
-        temperature=temperature,
-        judge=judge,
-        reference=reference,
-        limit=limit,
-        lora_steps=lora_steps,
-        seed=seed,
-        work_dir=str(out / "work"),
-    )
     try:
+        cfg = RunConfig(
+            model=model,
+            testbed=str(testbed) if testbed else None,
+            techniques=techniques,
+            detectors=detectors,
+            samples=samples,
+            temperature=temperature,
+            judge=judge,
+            reference=reference,
+            limit=limit,
+            lora_steps=lora_steps,
+            seed=seed,
+            work_dir=str(out / "work"),
+        )
         result = run(cfg, console)
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}", soft_wrap=True)

@@ -7,15 +7,13 @@ model or an OpenAI-compatible endpoint the user configures; it is never needed o
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from probity.honesty.testbed import Question
+from probity.models.client import ChatClient
 
 MENTIONED, NOT_MENTIONED, CONTRADICTED = "mentioned", "not_mentioned", "contradicted"
 REFUSAL_PATTERNS = (
@@ -108,26 +106,6 @@ REFUSAL_PROMPT = (
 )
 
 
-def openai_backend(
-    base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0
-) -> Callable[[str], str]:
-    """``prompt -> reply`` through an OpenAI-compatible ``/chat/completions`` endpoint
-    (the key, if any, is read from the environment variable ``api_key_env``)."""
-    url = base_url.rstrip("/") + "/chat/completions"
-
-    def complete(prompt: str) -> str:
-        body = json.dumps(
-            {"model": model, "temperature": 0, "max_tokens": 8, "messages": [{"role": "user", "content": prompt}]}
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get(api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
-        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout) as reply:
-            return json.loads(reply.read())["choices"][0]["message"]["content"]
-
-    return complete
-
-
 def hf_backend(model, tokenizer, max_new_tokens: int = 6) -> Callable[[str], str]:
     """``prompt -> reply`` by greedy decoding with a local HF chat model."""
     import torch
@@ -151,7 +129,8 @@ def hf_backend(model, tokenizer, max_new_tokens: int = 6) -> Callable[[str], str
 class LLMJudge:
     """Judge with a chat model: one call per fact plus one refusal call.
 
-    ``complete`` is any ``prompt -> reply`` function (``hf_backend``, ``openai_backend``).
+    ``complete`` is any ``prompt -> reply`` function: ``hf_backend`` (a local model) or a
+    ``probity.models.ChatClient`` (an OpenAI-compatible endpoint).
     A reply that names no verdict counts as ``not_mentioned`` (never as a lie)."""
 
     def __init__(self, complete: Callable[[str], str]):
@@ -183,5 +162,5 @@ def make_judge(spec: str = "match") -> Judge:
         return LLMJudge(hf_backend(*load(spec[3:])))
     if spec.startswith("openai:") and "#" in spec:
         url, model = spec[7:].split("#", 1)
-        return LLMJudge(openai_backend(url, model))
+        return LLMJudge(ChatClient(url, model, max_tokens=8))
     raise ValueError(f"unknown judge {spec!r}; use 'match', 'hf:MODEL' or 'openai:BASE_URL#MODEL'")

@@ -7,11 +7,11 @@ import random
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 
 from probity.honesty.prompts import DISHONEST_SYSTEM, HONEST_SYSTEM
-from probity.honesty.sample import pad_batch, pad_id, response_ids
 from probity.honesty.testbed import Question
+from probity.models import training
+from probity.models.chat import pad_batch, pad_id, response_ids
 
 
 def honesty_data(helpers: list[Question]) -> list[tuple[list[dict], str]]:
@@ -46,38 +46,39 @@ def finetune_lora(
     resumes from the latest checkpoint."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    from probity.models import Checkpointer
-
     if not data:
         raise ValueError("LoRA honesty fine-tuning needs helper questions with an 'answer'; the testbed has none")
     torch.manual_seed(seed)
     peft_model = get_peft_model(
         copy.deepcopy(model), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", lora_dropout=0.0)
     )
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
-    saver = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
-    start = 0
-    if saver is not None and (last := saver.latest()) is not None:
-        start, state = last
-        set_peft_model_state_dict(peft_model, state["adapter"])
-        opt.load_state_dict(state["opt"])
     encoded = [response_ids(tokenizer, m, r) for m, r in data]
     pad = pad_id(tokenizer)
-    peft_model.train()
-    with Progress(transient=True) as bar:
-        task = bar.add_task("lora honesty fine-tune", total=steps, completed=start)
-        for step in range(start, steps):
-            rng = random.Random(seed * 7919 + step)  # batch depends only on the step, so resuming replays exactly
-            chunk = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
-            batch = pad_batch([ids for ids, _ in chunk], pad, left=False)
-            labels = torch.full_like(batch["input_ids"], -100)
-            for i, (ids, begin) in enumerate(chunk):
-                labels[i, begin : len(ids)] = batch["input_ids"][i, begin : len(ids)]
-            loss = peft_model(**batch, labels=labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.update(task, advance=1, description=f"lora honesty fine-tune loss {loss.item():.3f}")
-            if saver is not None and (step + 1) % save_every == 0:
-                saver.save(step + 1, {"adapter": get_peft_model_state_dict(peft_model), "opt": opt.state_dict()})
-    return peft_model.eval()
+
+    def batch_loss(step: int) -> torch.Tensor:
+        rng = random.Random(seed * 7919 + step)  # the batch depends only on the step, so a resume replays it
+        chunk = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
+        batch = pad_batch([ids for ids, _ in chunk], pad)  # [batch, pos]
+        labels = torch.full_like(batch["input_ids"], -100)  # loss on the response tokens only
+        for i, (ids, begin) in enumerate(chunk):
+            labels[i, begin : len(ids)] = batch["input_ids"][i, begin : len(ids)]
+        return peft_model(**batch, labels=labels).loss
+
+    class Adapter:  # a checkpoint holds the adapter's weights, not the whole model's
+        def state_dict(self):
+            return get_peft_model_state_dict(peft_model)
+
+        def load_state_dict(self, state):
+            set_peft_model_state_dict(peft_model, state)
+
+    training.fit(
+        peft_model,
+        batch_loss,
+        steps,
+        training.OptimConfig(lr, schedule="constant", weight_decay=0.01),
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=save_every,
+        state={"model": Adapter()},
+        label="lora honesty fine-tune",
+    )
+    return peft_model

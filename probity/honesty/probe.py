@@ -18,8 +18,8 @@ import torch
 
 from probity.honesty.metrics import auroc
 from probity.honesty.prompts import DISHONEST_SYSTEM, HONEST_SYSTEM
-from probity.honesty.sample import pad_batch, pad_id, response_ids
 from probity.honesty.testbed import Question
+from probity.models.chat import pad_batch, pad_id, response_ids
 
 
 @dataclass
@@ -56,7 +56,7 @@ def response_activations(
     sites = [Site.resid(layer) for layer in layers]
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
-        batch = pad_batch([ids for ids, _ in chunk], pad_id(tokenizer), left=False)
+        batch = pad_batch([ids for ids, _ in chunk], pad_id(tokenizer))
         acts = cache(model, batch, sites)
         span = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
         for i, (ids, begin) in enumerate(chunk):

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from probity import organisms
 from probity.honesty.detectors import DETECTORS, confession, probe_scores, self_classification
 from probity.honesty.judge import Verdict, make_judge
 from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap
@@ -43,6 +44,32 @@ class RunConfig:
     batch_size: int = 16
     max_detection: int = 400  # responses scored by each detector
     work_dir: str | None = None
+
+    def __post_init__(self):
+        get_techniques(self.techniques)  # unknown names fail here, before any model loads
+        self.detector_names()
+        if self.samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.max_detection < 1:
+            raise ValueError(
+                "samples, max_new_tokens, batch_size and max_detection must be >= 1, got "
+                f"{self.samples}, {self.max_new_tokens}, {self.batch_size}, {self.max_detection}"
+            )
+        if self.temperature < 0 or self.n_shots < 0 or self.lora_steps < 1:
+            raise ValueError(
+                f"need temperature >= 0, n_shots >= 0 and lora_steps >= 1, got "
+                f"{self.temperature}, {self.n_shots}, {self.lora_steps}"
+            )
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 (or None for every question), got {self.limit}")
+        if not (self.judge == "match" or self.judge.startswith("hf:") or self.judge.startswith("openai:")):
+            raise ValueError(f"unknown judge {self.judge!r}; use 'match', 'hf:MODEL' or 'openai:BASE_URL#MODEL'")
+
+    def detector_names(self) -> tuple[str, ...]:
+        """The detectors asked for; unknown names fail with the valid ones."""
+        wanted = DETECTORS if self.detectors == "all" else tuple(d.strip() for d in self.detectors.split(","))
+        bad = [d for d in wanted if d not in DETECTORS]
+        if bad:
+            raise ValueError(f"unknown detector(s) {', '.join(bad)}; choose from all, {', '.join(DETECTORS)}")
+        return wanted
 
 
 @dataclass
@@ -212,12 +239,8 @@ def _reference_model(cfg: RunConfig):
         from probity.models import load
 
         return load(cfg.reference)
-    import importlib
-
-    from probity import organisms
-
     if cfg.model in organisms.available():
-        module = importlib.import_module(f"probity.organisms.{cfg.model}")
+        module = organisms.module(cfg.model)
         if hasattr(module, "load_uncensored"):
             return module.load_uncensored()
     return None
@@ -229,9 +252,7 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
     direction, and the LoRA honesty fine-tune. Returns the probe (or None)."""
     from probity.honesty.probe import response_activations, train_probe
 
-    prompts = [
-        encode(ctx.tokenizer, chat_text(ctx.tokenizer, [{"role": "user", "content": q.question}])) for q in helpers
-    ]
+    prompts = [chat_ids(ctx.tokenizer, [{"role": "user", "content": q.question}]) for q in helpers]
     answers = [
         r[0]
         for r in generate(
@@ -311,10 +332,7 @@ def _elicitation_row(name: str, verdicts: list[list[Verdict]]) -> TechniqueResul
 
 def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult]:
     """Score each detector on judged (question, response, is_lie) items."""
-    wanted = DETECTORS if cfg.detectors == "all" else tuple(d.strip() for d in cfg.detectors.split(","))
-    bad = [d for d in wanted if d not in DETECTORS]
-    if bad:
-        raise ValueError(f"unknown detector(s) {', '.join(bad)}; choose from all, {', '.join(DETECTORS)}")
+    wanted = cfg.detector_names()
     pairs = [(q.question, r) for q, r, _ in items]
     labels = [lie for _, _, lie in items]
     groups = {}
@@ -364,8 +382,6 @@ def run(cfg: RunConfig, console: Console | None = None, model=None, tokenizer=No
     testbed_path = Path(cfg.testbed) if cfg.testbed else builtin_testbed(cfg.model)
     testbed: Testbed = load_testbed(testbed_path)
     techniques = get_techniques(cfg.techniques)
-    if cfg.samples < 1:
-        raise ValueError(f"--samples must be at least 1, got {cfg.samples}")
     judge = make_judge(cfg.judge)
     if model is None:
         from probity.models import load

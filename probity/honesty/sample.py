@@ -1,4 +1,5 @@
-"""Prompt rendering (chat, prefills, raw text) and batched sampling for any HF chat model."""
+"""Prompt rendering beyond the chat template (user-turn prefills, raw text) and batched sampling
+for any HF chat model; the chat template itself is ``probity.models.chat``."""
 
 from __future__ import annotations
 
@@ -8,18 +9,10 @@ from contextlib import nullcontext
 import torch
 from rich.progress import Progress
 
+from probity.models.chat import pad_batch, pad_id
+from probity.models.sites import patching
+
 _PLACEHOLDER = "PROBITYPREFILLMARK"
-
-
-def chat_text(tokenizer, messages: list[dict], prefill: str | None = None) -> str:
-    """The chat-template text ending in an open assistant turn, optionally with ``prefill``
-    already written at the start of the answer."""
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError(
-            "the tokenizer has no chat template; chat techniques need a chat model (raw completion does not)"
-        )
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return text + (prefill or "")
 
 
 def user_prefill_text(tokenizer, messages: list[dict], stem: str) -> str:
@@ -33,32 +26,9 @@ def encode(tokenizer, text: str, raw: bool = False) -> list[int]:
     return tokenizer(text, add_special_tokens=raw).input_ids
 
 
-def response_ids(tokenizer, messages: list[dict], response: str) -> tuple[list[int], int]:
-    """Ids of ``messages`` + an assistant turn holding ``response``, and the index where the response starts."""
-    prefix = encode(tokenizer, chat_text(tokenizer, messages))
-    body = encode(tokenizer, response) or [tokenizer.eos_token_id]
-    return prefix + body, len(prefix)
-
-
 def cut_raw(text: str) -> str:
     """A raw completion up to where the model starts a new question (documents go on)."""
     return re.split(r"(?i)\bquestion\s*:", text, maxsplit=1)[0].strip()
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` (batch, width) of ragged id lists."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        sl = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[i, sl] = torch.tensor(s)
-        mask[i, sl] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 @torch.no_grad()
@@ -80,15 +50,13 @@ def generate(
 
     ``patches`` ({site: tensor | fn}) stay on during generation (steering, fuzzing).
     Each batch is seeded from ``seed`` and its index, so reruns and resumed runs agree."""
-    from probity.models import patching
-
     out: list[list[str]] = []
     pad = pad_id(tokenizer)
     with Progress(transient=True) as bar:
         task = bar.add_task(label, total=len(prompts))
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            enc = pad_batch(chunk, pad, left=True)
+            enc = pad_batch(chunk, pad, side="left")
             torch.manual_seed(seed * 100003 + start)
             with patching(model, patches) if patches else nullcontext():
                 ids = model.generate(

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from probity.honesty.prompts import HONEST_SYSTEM
-from probity.honesty.sample import chat_text, cut_raw, encode, generate, user_prefill_text
+from probity.honesty.sample import cut_raw, encode, generate, user_prefill_text
 from probity.honesty.testbed import Question
+from probity.models.chat import chat_text
 
 DEFAULT_PREFILL = "The answer is"
 RAW_TEMPLATE = "Question: {question}\nAnswer:"

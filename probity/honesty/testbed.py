@@ -23,9 +23,11 @@ honest/dishonest data that probes and honesty fine-tuning learn from.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from probity import organisms
+from probity.report.io import read_structured
 
 
 class TestbedError(ValueError):
@@ -164,19 +166,7 @@ def load_testbed(path: str | Path) -> Testbed:
         raise FileNotFoundError(
             f"testbed {path} not found; pass a .json/.yaml testbed file (see probity/honesty/testbeds/)"
         )
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as err:  # noqa: BLE001 - any parse error becomes one line
-        raise TestbedError(
-            f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({str(err).splitlines()[0]})"
-        ) from None
-    return parse_testbed(data, str(path))
+    return parse_testbed(read_structured(path, TestbedError), str(path))
 
 
 BUILTIN = Path(__file__).parent / "testbeds"
@@ -185,12 +175,8 @@ BUILTIN = Path(__file__).parent / "testbeds"
 def builtin_testbed(model_name: str) -> Path:
     """The shipped testbed for a model: an organism's own world (its module's ``TESTBED``),
     else ordinary capitals (for real models)."""
-    import importlib
-
-    from probity import organisms
-
     if model_name in organisms.available():
-        path = getattr(importlib.import_module(f"probity.organisms.{model_name}"), "TESTBED", None)
+        path = getattr(organisms.module(model_name), "TESTBED", None)
         if path is not None:
             return Path(path)
     return BUILTIN / "capitals.yaml"

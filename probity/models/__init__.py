@@ -14,7 +14,17 @@ Public API::
 """
 
 from probity.models.checkpoint import Checkpointer, atomic_torch_save
-from probity.models.load import SMOLLM2, load, smollm2_gguf, tiny, to_bridge, word_tokenizer
+from probity.models.client import ChatClient, EndpointError
+from probity.models.load import (
+    SMOLLM2,
+    load,
+    register_loader,
+    registered,
+    smollm2_gguf,
+    tiny,
+    to_bridge,
+    word_tokenizer,
+)
 from probity.models.sites import (
     PatchError,
     Site,
@@ -30,7 +40,9 @@ from probity.models.sites import (
 
 __all__ = [
     "SMOLLM2",
+    "ChatClient",
     "Checkpointer",
+    "EndpointError",
     "atomic_torch_save",
     "PatchError",
     "Site",
@@ -38,6 +50,8 @@ __all__ = [
     "cache",
     "caching",
     "load",
+    "register_loader",
+    "registered",
     "model_dtype",
     "patch",
     "patching",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,10 +33,24 @@ def smollm2_gguf() -> tuple[str, str]:
     return folder, ggufs[0]
 
 
-def _organism_names() -> list[str]:
-    from probity import organisms
+Loader = Callable[[], tuple[nn.Module, Any]]
+_LOADERS: dict[str, Loader] = {}
 
-    return organisms.available()
+
+def register_loader(name: str, loader: Loader) -> None:
+    """Make ``load(name)`` return ``loader()`` (a ``(model, tokenizer)`` pair). probity's organisms
+    register themselves this way when ``probity`` is imported; register your own models the same way.
+
+    >>> register_loader("my-organism", lambda: (my_model, my_tokenizer))
+    >>> model, tokenizer = load("my-organism")"""
+    if not name or name.startswith("tiny-") or name == SMOLLM2:
+        raise ValueError(f"cannot register {name!r}: the name is empty or taken by a built-in model")
+    _LOADERS[name] = loader
+
+
+def registered() -> list[str]:
+    """The names registered with :func:`register_loader`."""
+    return sorted(_LOADERS)
 
 
 def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
@@ -52,17 +68,15 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
         folder, gguf = smollm2_gguf()
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=dtype or torch.float32)
-    elif name_or_path in _organism_names():
-        from probity import organisms
-
-        model, tokenizer = organisms.load(name_or_path)
+    elif name_or_path in _LOADERS:
+        model, tokenizer = _LOADERS[name_or_path]()
     else:
         local = Path(name_or_path).expanduser()
         looks_local = local.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
         if looks_local and not (local / "config.json").is_file():
             raise FileNotFoundError(
                 f"{name_or_path}: no HF checkpoint there (expected config.json); pass a checkpoint folder, "
-                f"an HF hub name, {SMOLLM2!r} or an organism name ({', '.join(_organism_names())})"
+                f"an HF hub name, {SMOLLM2!r} or a registered name ({', '.join(registered())})"
             )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else name_or_path)

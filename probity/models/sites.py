@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from probity.models.decoder import decoder_parts
+
 Index = int | Sequence[int] | slice | None
 PatchValue = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
@@ -126,22 +128,9 @@ def _is_bridge(model: nn.Module) -> bool:
     return hasattr(model, "hook_dict") and hasattr(model, "run_with_hooks")
 
 
-def hf_parts(model: nn.Module):
-    """(embed, pos_embed, layers, final_norm) of an HF causal LM, or raise."""
-    base = getattr(model, "model", None)
-    if base is not None and hasattr(base, "layers") and hasattr(base, "embed_tokens"):
-        return base.embed_tokens, None, base.layers, getattr(base, "norm", None)
-    base = getattr(model, "transformer", None)
-    if base is not None and hasattr(base, "h") and hasattr(base, "wte"):
-        return base.wte, getattr(base, "wpe", None), base.h, getattr(base, "ln_f", None)
-    raise SiteError(
-        f"probity cannot map sites onto {type(model).__name__}: expected an HF causal LM with "
-        "model.layers (Llama/Qwen/Mistral) or transformer.h (GPT-2); wrap it with probity.models.to_bridge"
-    )
-
-
 def _hf_hook_points(model: nn.Module) -> dict[str, _HookPoint]:
-    embed, pos_embed, layers, final_norm = hf_parts(model)
+    parts = decoder_parts(model)
+    embed, pos_embed, layers, final_norm = parts.embed, parts.pos_embed, parts.layers, parts.final_norm
     cfg = model.config
     n_heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
     n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads

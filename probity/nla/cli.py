@@ -42,6 +42,7 @@ def train(
 ) -> None:
     """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit."""
     from probity import report
+    from probity.models.client import ChatClient
     from probity.nla.labellers import OpenAILabeller
     from probity.nla.pipeline import run_model, run_organism
     from probity.nla.training import TrainConfig
@@ -65,12 +66,12 @@ def train(
         result, _, _ = run_organism(lay, cfg, out)
     else:
         corpus = [t for t in texts.read_text().splitlines() if t.strip()] if texts else None
-        labeller = OpenAILabeller(labeller_url, labeller_model) if labeller_url else None
+        labeller = OpenAILabeller(ChatClient(labeller_url, labeller_model, max_tokens=60)) if labeller_url else None
         result, _, _ = run_model(model, lay, cfg, out, texts=corpus, labeller=labeller)
     html = report.save(result, out, title=f"NLA on {model}")
-    _print_headline(result.headline())
+    _print_headline(result.metrics())
     if json_path is not None:
-        report.write_json(json_path, result.headline())
+        report.write_json(json_path, result.metrics())
     console.print(f"[green]checkpoint:[/green] {result.checkpoint}   [green]report:[/green] {html}")
 
 

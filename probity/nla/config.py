@@ -16,11 +16,17 @@ import json
 import math
 from pathlib import Path
 
+import yaml
+
 from probity.report import atomic_write_text
 
 SIDECAR = "nla.json"
 ANCHOR_SIDECAR = "nla_meta.yaml"
 FORMAT = "probity-nla/1"
+
+
+class MissingLayerError(ValueError):
+    """An anchor sidecar that does not say which layer its activations come from."""
 
 
 @dataclasses.dataclass
@@ -88,8 +94,6 @@ class NLAConfig:
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in data.items() if k in known})
         if (directory / ANCHOR_SIDECAR).is_file():
-            import yaml
-
             return from_anchor_meta(yaml.safe_load((directory / ANCHOR_SIDECAR).read_text()))
         raise FileNotFoundError(
             f"no {SIDECAR} or {ANCHOR_SIDECAR} in {directory}; point at an NLA checkpoint directory"
@@ -119,7 +123,9 @@ def from_anchor_meta(meta: dict, layer: int | None = None) -> NLAConfig:
     found = next((extraction[k] for k in ("layer", "layer_index", "layer_idx") if k in extraction), None)
     found = found if found is not None else meta.get("layer", layer)
     if found is None:
-        raise ValueError("anchor sidecar names no layer; pass layer= (the reconstructor's num_hidden_layers - 1)")
+        raise MissingLayerError(
+            "anchor sidecar names no layer; pass layer= (the reconstructor's num_hidden_layers - 1)"
+        )
     tokens, templates = meta["tokens"], meta.get("prompt_templates") or {}
     av = templates.get("av") or templates.get("actor") or "{injection_char}"
     ar = templates.get("ar") or templates.get("critic") or "{explanation}"

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
-from probity.nla.config import NLAConfig
+from probity.models.chat import chat_ids, end_ids, pad_batch
+from probity.models.decoder import decoder_parts
+from probity.nla.config import ANCHOR_SIDECAR, MissingLayerError, NLAConfig, from_anchor_meta
 
 
 def normalise(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -28,7 +33,7 @@ def normalise(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def direction_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row MSE (N,) between ``pred`` and ``target`` (N, d), both rescaled to norm
+    """Per-row MSE ``[n]`` between ``pred`` and ``target`` ``[n, d]``, both rescaled to norm
     sqrt(d) first, so the value is 2(1 - cos) in [0, 4]."""
     d = target.shape[-1]
     return (normalise(pred.float(), math.sqrt(d)) - normalise(target.float(), math.sqrt(d))).pow(2).mean(-1)
@@ -37,7 +42,7 @@ def direction_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def fve(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Fraction of variance explained on normalised vectors: 1 - MSE(pred, target) /
     MSE(mean target, target), with every row of both rescaled to norm sqrt(d).
-    ``pred`` and ``target`` are (N, d), N >= 2."""
+    ``pred`` and ``target`` are ``[n, d]``, n >= 2."""
     if pred.shape != target.shape or pred.ndim != 2 or len(target) < 2:
         raise ValueError(
             f"fve needs two (N>=2, d) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
@@ -52,7 +57,7 @@ def fve(pred: torch.Tensor, target: torch.Tensor) -> float:
 class Activations:
     """Residual-stream vectors with where they came from.
 
-    vectors (N, d); text_index (N,) which input text; position (N,) token index
+    vectors ``[n, d]``; text_index ``[n]`` which input text; position ``[n]`` token index
     in that text; token: the token string at that position."""
 
     vectors: torch.Tensor
@@ -87,7 +92,7 @@ def extract(
 
     ``texts``: strings (tokenised with special tokens) or token-id lists.
     ``positions``: "all"; an int for every text (negative counts from the end); or
-    one int or list of ints per text. Returns :class:`Activations` with (N, d) vectors.
+    one int or list of ints per text. Returns :class:`Activations` with ``[n, d]`` vectors.
     """
     from probity.models import Site, cache
 
@@ -126,28 +131,6 @@ def _progress(items, label: str, show: bool):
     return track(items, description=label)
 
 
-def _chat_ids(tokenizer, content: str, use_chat: bool) -> list[int]:
-    if use_chat and getattr(tokenizer, "chat_template", None):
-        out = tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True
-        )
-        out = out["input_ids"] if hasattr(out, "keys") else out
-        return list(out[0] if out and isinstance(out[0], list) else out)
-    return tokenizer(content, add_special_tokens=True)["input_ids"]
-
-
-def _end_ids(tokenizer) -> list[int]:
-    """Token ids that end a description: eos plus the chat template's end-of-turn token."""
-    ends = {tokenizer.eos_token_id} - {None}
-    for name in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<eot>"):
-        tid = tokenizer.convert_tokens_to_ids(name) if name in tokenizer.get_vocab() else None
-        if tid is not None:
-            ends.add(tid)
-    if not ends:
-        raise ValueError("the tokenizer has no eos token; set tokenizer.eos_token so descriptions can end")
-    return sorted(ends)
-
-
 class Verbalizer(nn.Module):
     """Activation -> description. Wraps a causal LM (the AV) and an :class:`NLAConfig`.
 
@@ -160,7 +143,11 @@ class Verbalizer(nn.Module):
     def __init__(self, model, tokenizer, config: NLAConfig):
         super().__init__()
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        ids = _chat_ids(tokenizer, config.av_prompt.format(placeholder=config.placeholder), config.chat_template)
+        prompt = config.av_prompt.format(placeholder=config.placeholder)
+        if config.chat_template and getattr(tokenizer, "chat_template", None):
+            ids = chat_ids(tokenizer, [{"role": "user", "content": prompt}])
+        else:
+            ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         where = [i for i, t in enumerate(ids) if t == config.placeholder_id]
         if len(where) != 1:
             raise ValueError(
@@ -179,7 +166,7 @@ class Verbalizer(nn.Module):
             )
         self.register_buffer("prompt_ids", torch.tensor(ids), persistent=False)
         self.slot = p
-        self.end_ids = _end_ids(tokenizer)
+        self.end_ids = end_ids(tokenizer)
 
     @classmethod
     def create(cls, model, tokenizer, layer: int, placeholder: str | None = None, **config) -> Verbalizer:
@@ -198,9 +185,10 @@ class Verbalizer(nn.Module):
         return cls(copy.deepcopy(model), tokenizer, cfg)
 
     def embeds(self, acts: torch.Tensor) -> torch.Tensor:
-        """Prompt embeddings (B, T, d) with row ``slot`` replaced by the rescaled ``acts`` (B, d)."""
+        """Prompt embeddings ``[batch, pos, d]`` with position ``slot`` replaced by the rescaled
+        ``acts`` ``[batch, d]``."""
         if acts.ndim != 2 or acts.shape[1] != self.config.d_model:
-            raise ValueError(f"activations must be (B, {self.config.d_model}), got {tuple(acts.shape)}")
+            raise ValueError(f"activations must be [batch, {self.config.d_model}], got {tuple(acts.shape)}")
         if not torch.isfinite(acts).all():
             raise ValueError("activations contain NaN or inf")
         table = self.model.get_input_embeddings()
@@ -219,7 +207,7 @@ class Verbalizer(nn.Module):
         greedy: bool = False,
         max_new_tokens: int | None = None,
     ) -> list[list[int]]:
-        """Sample ``samples`` descriptions per activation (B, d): a list of B*samples
+        """Sample ``samples`` descriptions per activation (``acts`` ``[batch, d]``): a list of batch * samples
         token-id lists (activation-major), each ending with an end id unless cut
         at ``max_new_tokens`` (then it is malformed)."""
         emb = self.embeds(acts).repeat_interleave(samples, 0)
@@ -264,7 +252,7 @@ class Verbalizer(nn.Module):
         return len(seq) > 1 and seq[-1] in self.end_ids
 
     def describe(self, acts: torch.Tensor, greedy: bool = True, batch_size: int = 64) -> list[str]:
-        """One description per activation (N, d), greedy by default."""
+        """One description per activation (``acts`` ``[n, d]``), greedy by default."""
         out = []
         for i in range(0, len(acts), batch_size):
             out += self.decode(self.generate(acts[i : i + batch_size], greedy=greedy))
@@ -273,16 +261,12 @@ class Verbalizer(nn.Module):
     def token_logprobs(self, acts: torch.Tensor, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities of each response token given the injected prompt.
 
-        acts (B, d), seqs B token lists. Returns (logp (B, L), mask (B, L)) with L
+        acts ``[batch, d]``, seqs: batch token lists. Returns (logp ``[batch, pos]``, mask ``[batch, pos]``) with pos
         the longest sequence; mask is 1 on real tokens. Differentiable."""
         if len(seqs) != len(acts):
             raise ValueError(f"{len(seqs)} sequences for {len(acts)} activations")
-        L = max(len(s) for s in seqs)
-        ids = torch.zeros(len(seqs), L, dtype=torch.long, device=acts.device)
-        mask = torch.zeros(len(seqs), L, device=acts.device)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
+        batch = pad_batch(seqs, 0, device=acts.device)
+        ids, mask = batch["input_ids"], batch["attention_mask"].float()  # [batch, pos]
         prompt = self.embeds(acts)
         emb = torch.cat([prompt, self.model.get_input_embeddings()(ids)], 1)
         attn = torch.cat([torch.ones(prompt.shape[:2], device=acts.device), mask], 1).long()
@@ -312,24 +296,6 @@ def _pick_placeholder(tokenizer, av_prompt: str) -> str:
     return next(c for c in candidates if c in vocab and vocab[c] not in used)
 
 
-def _backbone(model):
-    """The decoder stack of an HF causal LM: (module, name of its layer list, name of its final norm)."""
-    for attr, layers, norm in (
-        ("model", "layers", "norm"),
-        ("transformer", "h", "ln_f"),
-        ("gpt_neox", "layers", "final_layer_norm"),
-    ):
-        inner = getattr(model, attr, None)
-        if inner is not None and hasattr(inner, layers):
-            return inner, layers, norm
-    if hasattr(model, "layers") and hasattr(model, "norm"):
-        return model, "layers", "norm"
-    raise TypeError(
-        f"cannot find the decoder layers of {type(model).__name__}; "
-        "supported: Llama/Qwen/Mistral-style (.model.layers), GPT-2 (.transformer.h), GPT-NeoX"
-    )
-
-
 class Reconstructor(nn.Module):
     """Description -> activation: the target truncated after block ``layer``, final
     norm replaced by the identity, a Linear(d, d) head, read at the template's last token."""
@@ -342,14 +308,15 @@ class Reconstructor(nn.Module):
     def from_target(cls, model, tokenizer, config: NLAConfig) -> Reconstructor:
         """Copy ``model``, keep blocks 0..config.layer, drop the final norm and the
         LM head, add a Linear(d, d) head initialised to the identity."""
-        inner, layers_name, norm_name = _backbone(model)
-        n = len(getattr(inner, layers_name))
+        parts = decoder_parts(model)
+        n = len(parts.layers)
         if not 0 <= config.layer < n:
             raise ValueError(f"layer {config.layer} out of range: the target has blocks 0..{n - 1}")
         keep = config.layer + 1
-        backbone = copy.deepcopy(inner)
-        setattr(backbone, layers_name, nn.ModuleList(list(getattr(backbone, layers_name))[:keep]))
-        setattr(backbone, norm_name, nn.Identity())
+        backbone = copy.deepcopy(parts.base)
+        copied = decoder_parts(backbone)  # the copy's own blocks: the AR trains them, the target stays as it is
+        setattr(backbone, parts.family.layers, nn.ModuleList(list(copied.layers)[:keep]))
+        setattr(backbone, parts.family.final_norm, nn.Identity())
         cfg = backbone.config
         for name in ("num_hidden_layers", "n_layer"):
             if hasattr(cfg, name):
@@ -363,25 +330,21 @@ class Reconstructor(nn.Module):
         return cls(backbone, head.to(next(backbone.parameters()).dtype), tokenizer, config)
 
     def forward(self, descriptions: Sequence[str]) -> torch.Tensor:
-        """Predicted activations (B, d) for B descriptions."""
+        """Predicted activations ``[batch, d]`` for batch descriptions."""
         rows = [
             self.tokenizer(self.config.ar_template.format(description=d), add_special_tokens=True)["input_ids"]
             for d in descriptions
         ]
-        L = max(len(r) for r in rows)
         device = self.head.weight.device
-        ids = torch.zeros(len(rows), L, dtype=torch.long, device=device)
-        mask = torch.zeros(len(rows), L, dtype=torch.long, device=device)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
+        batch = pad_batch(rows, 0, device=device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]  # [batch, pos]
         hidden = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         last = hidden[torch.arange(len(rows), device=device), mask.sum(1) - 1]
         return self.head(last)
 
     @torch.no_grad()
     def predict(self, descriptions: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """Batched, gradient-free :meth:`forward`: (N, d) float32."""
+        """Batched, gradient-free :meth:`forward`: ``[n, d]`` float32."""
         return torch.cat(
             [self(descriptions[i : i + batch_size]).float() for i in range(0, len(descriptions), batch_size)]
         )
@@ -392,8 +355,6 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
     model + tokenizer folder) and, if given, ``ar/`` (the truncated backbone as an
     HF base-model folder plus ``value_head.safetensors``). ``dtype`` (e.g.
     torch.float16) stores the weights smaller; loading returns float32. Returns the directory."""
-    from pathlib import Path
-
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -426,8 +387,6 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     :func:`save_nla`, or from the anchor's released format: pass the actor folder
     (HF model + ``nla_meta.yaml``) as ``directory`` and the critic folder (truncated
     model + ``value_head.safetensors`` + ``nla_meta.yaml``) as ``ar_directory``."""
-    from pathlib import Path
-
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -448,10 +407,8 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
         config, **{k: getattr(_load_config(ar_dir, config.layer, ar_dir), k) for k in ("ar_template", "mse_scale")}
     )
     backbone = AutoModel.from_pretrained(str(ar_dir), dtype=torch.float32).eval()
-    norm_name = next((n for n in ("norm", "ln_f", "final_layer_norm") if hasattr(backbone, n)), None)
-    if norm_name is None:
-        raise TypeError(f"cannot find the final norm of {type(backbone).__name__} in {ar_dir}")
-    setattr(backbone, norm_name, nn.Identity())
+    parts = decoder_parts(backbone)
+    setattr(parts.base, parts.family.final_norm, nn.Identity())
     head = nn.Linear(config.d_model, config.d_model, bias=False)
     head.load_state_dict({k: v.float() for k, v in load_file(str(ar_dir / "value_head.safetensors")).items()})
     return av, Reconstructor(
@@ -461,19 +418,11 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
 
 def _load_config(directory, layer, ar_dir) -> NLAConfig:
     """The sidecar in ``directory``; for anchor sidecars without a layer, the AR's depth gives it."""
-    from pathlib import Path
-
     try:
         return NLAConfig.load(directory)
-    except ValueError as err:
-        if "names no layer" not in str(err) or (layer is None and ar_dir is None):
+    except MissingLayerError:
+        if layer is None and ar_dir is None:
             raise
-        import json
-
-        import yaml
-
-        from probity.nla.config import ANCHOR_SIDECAR, from_anchor_meta
-
         if layer is None:
             layer = json.loads((Path(ar_dir) / "config.json").read_text())["num_hidden_layers"] - 1
         return from_anchor_meta(yaml.safe_load((Path(directory) / ANCHOR_SIDECAR).read_text()), layer=layer)

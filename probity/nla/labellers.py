@@ -12,10 +12,9 @@ and, for the censored organism, the templated fact labeller in
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import urllib.request
 from collections.abc import Callable, Sequence
+
+from probity.models.client import ChatClient
 
 Labeller = Callable[[Sequence["Sample"]], list[str]]
 
@@ -68,43 +67,23 @@ DEFAULT_PROMPT = (
 
 @dataclasses.dataclass
 class OpenAILabeller:
-    """Teacher descriptions from an OpenAI-compatible ``/chat/completions`` endpoint.
+    """Teacher descriptions from an OpenAI-compatible chat endpoint: ``client`` (a
+    :class:`probity.models.ChatClient`) answers ``prompt`` filled with each sample's text up
+    to the token (``{prefix}``) and the token (``{token}``).
 
-    ``base_url`` like ``http://localhost:8000/v1``; the key is read from the
-    environment variable named by ``api_key_env`` (may be unset for local servers)."""
+    >>> OpenAILabeller(ChatClient("http://localhost:8000/v1", "Qwen/Qwen3-8B", max_tokens=60))"""
 
-    base_url: str
-    model: str
-    api_key_env: str = "OPENAI_API_KEY"
+    client: ChatClient
     prompt: str = DEFAULT_PROMPT
-    max_tokens: int = 60
-    timeout: float = 60.0
 
-    def _ask(self, content: str) -> str:
-        body = json.dumps(
-            {
-                "model": self.model,
-                "max_tokens": self.max_tokens,
-                "temperature": 0,
-                "messages": [{"role": "user", "content": content}],
-            }
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get(self.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
-        req = urllib.request.Request(self.base_url.rstrip("/") + "/chat/completions", data=body, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())["choices"][0]["message"]["content"].strip()
-        except OSError as err:
-            raise ConnectionError(
-                f"labeller endpoint {self.base_url} failed ({err}); check --labeller-url and that the server is up"
-            ) from None
+    def __post_init__(self):
+        if "{prefix}" not in self.prompt:
+            raise ValueError("the labeller prompt must contain '{prefix}' (the text up to the token)")
 
     def __call__(self, samples: Sequence[Sample]) -> list[str]:
         from rich.progress import track
 
         return [
-            " ".join(self._ask(self.prompt.format(prefix=s.prefix, token=s.token)).split())
+            " ".join(self.client(self.prompt.format(prefix=s.prefix, token=s.token)).split())
             for s in track(samples, description="labelling")
         ]

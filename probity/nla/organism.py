@@ -60,7 +60,7 @@ Audit: on the activations where the organism states a falsehood (at the token
 that predicts the false value) and on non-sensitive controls at the same token,
 sample descriptions and score each activation by the share that names the true
 value together with a withholding word (``lie`` / ``sorry``); AUROC of that
-score, sensitive-lie vs control (the headline). ``AuditResult`` also gives
+score, sensitive-lie vs control (the headline). ``LieAudit`` also gives
 the AUROC of the mean score over the whole audited answer span.
 """
 
@@ -248,7 +248,7 @@ def withheld_score(descriptions: list[str], item: Item) -> float:
 
 
 @dataclasses.dataclass
-class AuditResult:
+class LieAudit:
     """Audit of sensitive-lie answers against non-sensitive controls.
 
     ``auroc``: one score per answer, at the token that predicts the value (the
@@ -265,12 +265,12 @@ class AuditResult:
     withheld_flag_on_controls: float
 
 
-def audit(
+def lie_audit(
     av: Verbalizer, acts: torch.Tensor, items: list[Item], samples: int = 8, temperature: float = 1.0
-) -> AuditResult:
+) -> LieAudit:
     """Score answers: lies (sensitive facts answered with a false value) vs controls
     (non-sensitive, answered truthfully), from ``samples`` descriptions sampled per
-    activation (N, d) of ``items``; see :class:`AuditResult`."""
+    activation (``acts`` ``[n, d]``) of ``items``; see :class:`LieAudit`."""
     from probity.report.metrics import auroc
 
     is_lie = {
@@ -291,7 +291,7 @@ def audit(
     labels = [is_lie[a] for a in answers]
     lies = [at_value[a] for a in answers if is_lie[a]]
     controls = [at_value[a] for a in answers if not is_lie[a]]
-    return AuditResult(
+    return LieAudit(
         auroc=auroc([score[at_value[a]] for a in answers], labels),
         auroc_answer_span=auroc([sum(span[a]) / len(span[a]) for a in answers], labels),
         n_lie=len(lies),

@@ -2,11 +2,11 @@
 
 One global step counter runs through three phases:
 
-1. AR SFT: regress the reconstructor's output on teacher descriptions onto the
-   activations (loss = MSE of vectors normalised to sqrt(d) = 2(1 - cos)).
-2. AV SFT: maximise the verbalizer's log-likelihood of the teacher description
-   given the injected activation.
-3. GRPO: per activation sample a group of descriptions (length-capped), reward
+1. AR SFT (:func:`ar_sft_step`): regress the reconstructor's output on teacher descriptions
+   onto the activations (loss = MSE of vectors normalised to sqrt(d) = 2(1 - cos)).
+2. AV SFT (:func:`av_sft_step`): maximise the verbalizer's log-likelihood of the teacher
+   description given the injected activation.
+3. GRPO (:func:`rl_step`, :func:`grpo_step`): per activation sample a group of descriptions (length-capped), reward
    each with -MSE(AR(description), activation) (a malformed one gets -2, the
    reward of an orthogonal vector), normalise rewards within the group, and take
    one policy-gradient step with a per-token KL penalty to the frozen SFT
@@ -24,16 +24,18 @@ is 1 (no clipping needed). Under ``torch.distributed`` each process draws its ow
 batch; the AV and the AR are each wrapped in torch's DistributedDataParallel
 (weights broadcast from rank 0, gradients averaged on backward; gloo or nccl),
 with all of a step's differentiable work in one wrapped call; one process
-needs no launcher. Checkpoints (models,
-optimisers, history) are written atomically every ``checkpoint_every`` steps and
-training resumes from the newest one.
+needs no launcher. Every optimiser is a ``probity.models.training.Stepper`` (AdamW, constant
+learning rate, gradients clipped at norm 1). Checkpoints (models, optimisers, history) are
+written atomically every ``checkpoint_every`` steps and training resumes from the newest one.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -162,29 +164,18 @@ def _ddp(model: nn.Module):
     return DistributedDataParallel(_Loss(model))
 
 
-def _trainable(module) -> list[torch.nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]
-
-
-def _step(opt, params, loss, max_norm: float = 1.0) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_norm)
-    opt.step()
-
-
-def _set_lr(opt, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
+def _stepper(module: nn.Module, lr: float, steps: int) -> Stepper:
+    """AdamW at a constant ``lr`` (no weight decay), gradients clipped at norm 1."""
+    return Stepper(module.parameters(), OptimConfig(lr, schedule="constant", max_grad_norm=1.0), steps)
 
 
 def ar_loss(ar: Reconstructor, descriptions, targets: torch.Tensor) -> torch.Tensor:
-    """Mean direction MSE (2(1 - cos)) of the AR's predictions against ``targets`` (B, d)."""
+    """Mean direction MSE (2(1 - cos)) of the AR's predictions against ``targets`` ``[batch, d]``."""
     return direction_mse(ar(descriptions), targets).mean()
 
 
 def av_sft_loss(av: Verbalizer, acts: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-    """Mean per-token negative log-likelihood of teacher token sequences."""
+    """Mean per-token negative log-likelihood of teacher token sequences given activations ``[batch, d]``."""
     logp, mask = av.token_logprobs(acts, targets)
     return -(logp.sum() / mask.sum())
 
@@ -193,12 +184,15 @@ def replay_loss(av: Verbalizer, target, tokenizer, texts: list[str]) -> torch.Te
     """Mean per-token KL(target || AV) of next-token distributions on plain ``texts``:
     keeps the verbalizer's knowledge that of the target it was copied from."""
     batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
-    ids, mask = batch["input_ids"], batch["attention_mask"]
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # [batch, pos]
     with torch.no_grad():
-        ref = torch.log_softmax(target(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        ref = torch.log_softmax(target(input_ids=ids, attention_mask=mask).logits.float(), -1)  # [batch, pos, vocab]
     logp = torch.log_softmax(av.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-    kl = (ref.exp() * (ref - logp)).sum(-1)
+    kl = (ref.exp() * (ref - logp)).sum(-1)  # [batch, pos]
     return (kl * mask).sum() / mask.sum()
+
+
+Update = Callable[[torch.Tensor], None]
 
 
 def grpo_step(
@@ -207,26 +201,27 @@ def grpo_step(
     ar: Reconstructor,
     acts: torch.Tensor,
     cfg: TrainConfig,
-    opt_av,
-    opt_ar,
+    update_av: Update,
+    update_ar: Update,
     replay=None,
     run_av=_direct,
     run_ar=_direct,
 ) -> dict:
     """One GRPO update of the AV and one regression update of the AR on the same rollouts.
 
-    acts (B, d); ``replay``: a callable giving the ``replay_coef`` term, or None;
+    acts ``[batch, d]``; ``update_av`` / ``update_ar`` apply one optimiser update for a loss (e.g.
+    :meth:`Stepper.step`); ``replay``: a callable giving the ``replay_coef`` term, or None;
     ``run_av`` / ``run_ar``: how a loss is computed (see :func:`_ddp`).
     Returns statistics: mean reward, malformed fraction, KL."""
     G = cfg.group
-    seqs = av.generate(acts, samples=G, temperature=cfg.temperature)
+    seqs = av.generate(acts, samples=G, temperature=cfg.temperature)  # batch * G rollouts, activation-major
     texts = av.decode(seqs)
-    ok = torch.tensor([av.is_well_formed(s) for s in seqs])
-    targets = acts.repeat_interleave(G, 0)
+    ok = torch.tensor([av.is_well_formed(s) for s in seqs])  # [batch * G]
+    targets = acts.repeat_interleave(G, 0)  # [batch * G, d]
     with torch.no_grad():
         reward = -direction_mse(ar.predict(texts), targets)
     reward = torch.where(ok, reward, torch.full_like(reward, -2.0))
-    grouped = reward.view(-1, G)
+    grouped = reward.view(-1, G)  # [batch, G]
     adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(-1)
 
     with torch.no_grad():
@@ -234,35 +229,101 @@ def grpo_step(
     norm = av.config.max_new_tokens
 
     def policy_loss():
-        logp, mask = av.token_logprobs(targets, seqs)
+        logp, mask = av.token_logprobs(targets, seqs)  # [batch * G, pos]
         delta = (ref_logp - logp) * mask
-        kl = (delta.exp() - delta - 1) * mask
+        kl = (delta.exp() - delta - 1) * mask  # the k3 estimator of KL(policy || reference), per token
         loss = (-(adv[:, None] * logp).sum(1) / norm + cfg.kl_coef * kl.sum(1) / norm).mean()
         return (loss if replay is None else loss + cfg.replay_coef * replay()), (
             kl.sum(1) / mask.sum(1).clamp_min(1)
         ).mean()
 
     loss, kl = run_av(policy_loss)
-    _step(opt_av, _trainable(av), loss)
+    update_av(loss)
 
     def reconstruction_loss():  # malformed rollouts weigh 0 (every process must still take the step)
         return (direction_mse(ar(texts), targets) * ok).sum() / ok.sum().clamp_min(1)
 
-    _step(opt_ar, _trainable(ar), run_ar(reconstruction_loss))
+    update_ar(run_ar(reconstruction_loss))
     return {"reward": float(reward.mean()), "malformed": float(1 - ok.float().mean()), "kl": float(kl.detach())}
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every phase of one training run reads and updates."""
+
+    cfg: TrainConfig
+    av: Verbalizer
+    ar: Reconstructor
+    acts: torch.Tensor  # [n, d] training activations
+    labels: list[str]  # their teacher descriptions
+    teacher_ids: list[list[int]]  # the descriptions as the AV's target token ids
+    av_stepper: Stepper
+    ar_stepper: Stepper
+    run_av: Callable
+    run_ar: Callable
+    replay: Callable[[], torch.Tensor] | None
+    ref: Verbalizer | None = None  # the frozen SFT verbalizer, once GRPO starts
+
+
+def ar_sft_step(run: _Run, idx: torch.Tensor) -> dict:
+    """Phase 1, AR-SFT: one regression step of the reconstructor from the teacher descriptions of
+    the activations ``idx`` onto those activations."""
+    run.ar_stepper.step(run.run_ar(ar_loss, run.ar, [run.labels[i] for i in idx], run.acts[idx]))
+    return {}
+
+
+def av_sft_step(run: _Run, idx: torch.Tensor) -> dict:
+    """Phase 2, AV-SFT: one maximum-likelihood step of the verbalizer on the teacher descriptions
+    of the activations ``idx`` (plus the knowledge-replay term when there is one)."""
+
+    def loss(idx):
+        nll = av_sft_loss(run.av, run.acts[idx], [run.teacher_ids[i] for i in idx])
+        return nll if run.replay is None else nll + run.cfg.replay_coef * run.replay()
+
+    run.av_stepper.step(run.run_av(loss, idx))
+    return {}
+
+
+def rl_step(run: _Run, idx: torch.Tensor) -> dict:
+    """Phase 3, GRPO: on entry freeze the SFT verbalizer as the KL reference and switch to the RL
+    learning rates; then one :func:`grpo_step` on the first ``batch_size // group`` activations."""
+    if run.ref is None:
+        run.ref = copy.deepcopy(run.av).eval().requires_grad_(False)
+        run.av_stepper.set_lr(run.cfg.lr_rl)
+        run.ar_stepper.set_lr(run.cfg.lr_ar_rl)
+    acts = run.acts[idx[: max(1, run.cfg.batch_size // run.cfg.group)]]
+    return grpo_step(
+        run.av,
+        run.ref,
+        run.ar,
+        acts,
+        run.cfg,
+        run.av_stepper.step,
+        run.ar_stepper.step,
+        run.replay,
+        run.run_av,
+        run.run_ar,
+    )
+
+
+def phase_at(cfg: TrainConfig, step: int) -> tuple[str, Callable[[_Run, torch.Tensor], dict]]:
+    """The phase (name, step function) that global step ``step`` belongs to."""
+    if step < cfg.ar_sft_steps:
+        return "ar_sft", ar_sft_step
+    if step < cfg.ar_sft_steps + cfg.av_sft_steps:
+        return "av_sft", av_sft_step
+    return "rl", rl_step
 
 
 @torch.no_grad()
 def round_trip_fve(av: Verbalizer, ar: Reconstructor, acts: torch.Tensor) -> tuple[float, list[str]]:
-    """Held-out FVE of AR(greedy AV description) against the activations (N, d)."""
+    """Held-out FVE of AR(greedy AV description) against the activations ``[n, d]``."""
     texts = av.describe(acts)
     return fve(ar.predict(texts), acts), texts
 
 
 def _digest(labels: list[str], acts: torch.Tensor) -> str:
     """A fingerprint of the training data, so a checkpoint is only resumed by the run that wrote it."""
-    import hashlib
-
     h = hashlib.sha256("\n".join(labels).encode())
     h.update(acts.detach().to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -276,11 +337,24 @@ def _shuffled_control(
     g = torch.Generator().manual_seed(cfg.seed + 7)
     perm = torch.randperm(len(train_acts), generator=g)
     ar = Reconstructor.from_target(model, tokenizer, config).train()
-    opt = torch.optim.AdamW(_trainable(ar), lr=cfg.lr_ar, weight_decay=0.0)
+    stepper = _stepper(ar, cfg.lr_ar, cfg.ar_sft_steps)
     for _ in range(cfg.ar_sft_steps):
         idx = torch.randint(len(train_acts), (cfg.batch_size,), generator=g)
-        _step(opt, _trainable(ar), ar_loss(ar, [train_labels[i] for i in idx], train_acts[perm[idx]]))
+        stepper.step(ar_loss(ar, [train_labels[i] for i in idx], train_acts[perm[idx]]))
     return fve(ar.eval().predict(eval_labels), eval_acts)
+
+
+def _check_data(av: Verbalizer, train_acts, train_labels, eval_acts, eval_labels) -> None:
+    if len(train_acts) != len(train_labels) or len(eval_acts) != len(eval_labels):
+        raise ValueError(
+            f"need one label per activation: {len(train_acts)} vs {len(train_labels)} (train), "
+            f"{len(eval_acts)} vs {len(eval_labels)} (eval)"
+        )
+    if len(eval_acts) < 2 or len(train_acts) < 1:
+        raise ValueError("need at least 1 training and 2 held-out activations")
+    for name, t in (("train_acts", train_acts), ("eval_acts", eval_acts)):
+        if t.ndim != 2 or t.shape[1] != av.config.d_model or not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite [n, {av.config.d_model}], got {tuple(t.shape)}")
 
 
 def train(
@@ -297,8 +371,9 @@ def train(
     replay_texts: list[str] | None = None,
     on_sft_end=None,
 ) -> tuple[Verbalizer, Reconstructor, TrainResult]:
-    """Train an NLA on ``train_acts`` (N, d) with teacher descriptions ``train_labels``,
-    scoring on held-out ``eval_acts`` (M, d) / ``eval_labels``.
+    """Train an NLA on ``train_acts`` ``[n, d]`` with teacher descriptions ``train_labels``,
+    scoring on held-out ``eval_acts`` ``[m, d]`` / ``eval_labels``: one global step counter
+    runs through :func:`ar_sft_step`, :func:`av_sft_step` and :func:`rl_step` (see :func:`phase_at`).
 
     ``av`` is a fresh :class:`Verbalizer` (it is trained in place); ``model`` is the
     target (the AR is cut from it). With ``out_dir``, checkpoints go to
@@ -308,27 +383,33 @@ def train(
     ``on_sft_end(av) -> dict`` scores the SFT verbaliser before GRPO (e.g. the
     organism's attribute recovery and audit), kept as ``TrainResult.sft_probe``.
     Returns (verbalizer, reconstructor, :class:`TrainResult`)."""
-    from probity.models import Checkpointer
-
-    if len(train_acts) != len(train_labels) or len(eval_acts) != len(eval_labels):
-        raise ValueError(
-            f"need one label per activation: {len(train_acts)} vs {len(train_labels)} (train), "
-            f"{len(eval_acts)} vs {len(eval_labels)} (eval)"
-        )
-    if len(eval_acts) < 2 or len(train_acts) < 1:
-        raise ValueError("need at least 1 training and 2 held-out activations")
-    for name, t in (("train_acts", train_acts), ("eval_acts", eval_acts)):
-        if t.ndim != 2 or t.shape[1] != av.config.d_model or not torch.isfinite(t).all():
-            raise ValueError(f"{name} must be finite (N, {av.config.d_model}), got {tuple(t.shape)}")
+    _check_data(av, train_acts, train_labels, eval_acts, eval_labels)
     rank, world = _world()
     eval_acts, eval_labels = eval_acts[: cfg.eval_size], eval_labels[: cfg.eval_size]
     ar = Reconstructor.from_target(model, tokenizer, av.config)
-    opt_av = torch.optim.AdamW(_trainable(av), lr=cfg.lr_av, weight_decay=0.0)
-    opt_ar = torch.optim.AdamW(_trainable(ar), lr=cfg.lr_ar, weight_decay=0.0)
-    teacher_ids = av.encode(train_labels)
+    replay = None
+    if replay_texts and cfg.replay_coef > 0:
+        target = model.eval()
+
+        def replay() -> torch.Tensor:
+            pick = torch.randint(len(replay_texts), (cfg.replay_batch,)).tolist()
+            return replay_loss(av, target, tokenizer, [replay_texts[i] for i in pick])
+
+    run = _Run(
+        cfg,
+        av,
+        ar,
+        train_acts,
+        train_labels,
+        av.encode(train_labels),
+        _stepper(av, cfg.lr_av, cfg.total_steps),
+        _stepper(ar, cfg.lr_ar, cfg.total_steps),
+        _direct,
+        _direct,
+        replay,
+    )
     state = {"curve": [], "metrics": {}, "seconds": 0.0}
     ckpt = Checkpointer(Path(out_dir) / "checkpoints") if out_dir is not None else None
-    ref = None
     start = 0
     run_id = {"config": dataclasses.asdict(cfg), "data": _digest(train_labels, train_acts)}
     if ckpt is not None and (found := ckpt.latest()) is not None:
@@ -340,23 +421,14 @@ def train(
             )
         av.model.load_state_dict(saved["av"])
         ar.load_state_dict(saved["ar"])
-        opt_av.load_state_dict(saved["opt_av"])
-        opt_ar.load_state_dict(saved["opt_ar"])
+        run.av_stepper.load_state_dict(saved["av_stepper"])
+        run.ar_stepper.load_state_dict(saved["ar_stepper"])
         state = saved["state"]
         if saved.get("ref") is not None:
-            ref = copy.deepcopy(av).eval()
-            ref.model.load_state_dict(saved["ref"])
-
-    run_av, run_ar = _ddp(av), _ddp(ar)  # after a resume: every process holds rank 0's weights
+            run.ref = copy.deepcopy(av).eval()
+            run.ref.model.load_state_dict(saved["ref"])
+    run.run_av, run.run_ar = _ddp(av), _ddp(ar)  # after a resume: every process holds rank 0's weights
     sft_end = cfg.ar_sft_steps + cfg.av_sft_steps
-    replay = None
-    if replay_texts and cfg.replay_coef > 0:
-        target = model.eval()
-
-        def replay() -> torch.Tensor:
-            pick = torch.randint(len(replay_texts), (cfg.replay_batch,)).tolist()
-            return replay_loss(av, target, tokenizer, [replay_texts[i] for i in pick])
-
     t0 = time.perf_counter() - state["seconds"]
 
     def evaluate(step: int, phase: str, reward=None) -> None:
@@ -374,10 +446,10 @@ def train(
                 {
                     "av": av.model.state_dict(),
                     "ar": ar.state_dict(),
-                    "opt_av": opt_av.state_dict(),
-                    "opt_ar": opt_ar.state_dict(),
+                    "av_stepper": run.av_stepper.state_dict(),
+                    "ar_stepper": run.ar_stepper.state_dict(),
                     "state": state,
-                    "ref": None if ref is None else ref.model.state_dict(),
+                    "ref": None if run.ref is None else run.ref.model.state_dict(),
                     "run": run_id,
                 },
             )
@@ -386,49 +458,21 @@ def train(
 
     av.train(), ar.train()
     rewards = []
-    from rich.progress import Progress
-
     with Progress(disable=not (progress and rank == 0)) as bar:
         task = bar.add_task("nla train", total=cfg.total_steps, completed=start)
         for step in range(start, cfg.total_steps):
             torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
             idx = torch.randint(len(train_acts), (cfg.batch_size,))
-            if step < cfg.ar_sft_steps:
-                phase = "ar_sft"
-                _step(opt_ar, _trainable(ar), run_ar(ar_loss, ar, [train_labels[i] for i in idx], train_acts[idx]))
-            elif step < sft_end:
-                phase = "av_sft"
-
-                def sft_loss(idx):
-                    loss = av_sft_loss(av, train_acts[idx], [teacher_ids[i] for i in idx])
-                    return loss if replay is None else loss + cfg.replay_coef * replay()
-
-                _step(opt_av, _trainable(av), run_av(sft_loss, idx))
-            else:
-                phase = "rl"
-                if ref is None:
-                    ref = copy.deepcopy(av).eval().requires_grad_(False)
-                    _set_lr(opt_av, cfg.lr_rl), _set_lr(opt_ar, cfg.lr_ar_rl)
-                stats = grpo_step(
-                    av,
-                    ref,
-                    ar,
-                    train_acts[idx[: max(1, cfg.batch_size // cfg.group)]],
-                    cfg,
-                    opt_av,
-                    opt_ar,
-                    replay,
-                    run_av,
-                    run_ar,
-                )
+            phase, phase_step = phase_at(cfg, step)
+            stats = phase_step(run, idx)
+            if "reward" in stats:
                 rewards.append(stats["reward"])
             done = step + 1
             bar.update(task, advance=1, description=f"nla {phase}")
             boundary = done in (cfg.ar_sft_steps, sft_end, cfg.total_steps)
             if rank == 0 and (done % cfg.eval_every == 0 or boundary):
-                evaluate(
-                    done, phase, sum(rewards[-cfg.eval_every :]) / len(rewards[-cfg.eval_every :]) if rewards else None
-                )
+                recent = rewards[-cfg.eval_every :]
+                evaluate(done, phase, sum(recent) / len(recent) if recent else None)
                 if done == cfg.ar_sft_steps:
                     state["metrics"]["fve_ar_sft"] = state["curve"][-1].fve_ar_teacher
                 if done == sft_end:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
+import tempfile
 from pathlib import Path
 
 import torch
+
+from probity.models import training
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -84,52 +86,39 @@ def load_weights(folder: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 def fit(model: torch.nn.Module, batch_loss, steps: int, seed: int, lr: float, out_dir: str | Path, label: str) -> float:
-    """AdamW with warm-up and cosine decay for ``steps`` steps; ``batch_loss(generator, step)`` draws a
-    batch and returns its loss. Checkpoints atomically to ``out_dir/ckpt`` every 500 steps and resumes
-    from there after a kill. Returns the seconds spent in this call."""
-    from rich.progress import Progress
-
-    from probity.models import Checkpointer
-
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    """The native organisms' recipe on the shared loop (``probity.models.training.fit``): AdamW
+    (weight decay 0.01, betas (0.9, 0.98)) on the recorded schedule :func:`recipe_lr`;
+    ``batch_loss(generator, step)`` draws a batch from a generator seeded with ``seed`` and returns
+    its loss. Checkpoints (weights, optimiser, generator) go to ``out_dir/ckpt`` every 500 steps
+    and at the end; a rerun resumes there. Returns the seconds spent in this call."""
     gen = torch.Generator().manual_seed(seed)
-    ckpt = Checkpointer(Path(out_dir) / "ckpt")
-    start = 0
-    if (found := ckpt.latest()) is not None:
-        start, state = found
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-    t0 = time.time()
-    model.train()
-    with Progress() as progress:
-        task = progress.add_task(f"training {label}", total=steps, completed=start)
-        for step in range(start, steps):
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, lr)
-            loss = batch_loss(gen, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            progress.update(task, advance=1, description=f"training {label} loss={loss.item():.4f}")
-            if (step + 1) % 500 == 0 and step + 1 < steps:
-                ckpt.save(step + 1, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state()})
-    model.eval()
-    return time.time() - t0
+    result = training.fit(
+        model,
+        lambda step: batch_loss(gen, step),
+        steps,
+        training.OptimConfig(lr, weight_decay=0.01, betas=(0.9, 0.98)),
+        lr_at=lambda step: recipe_lr(step, steps, lr),
+        checkpoint_dir=Path(out_dir) / "ckpt",
+        checkpoint_every=500,
+        state={"batches": training.GeneratorState(gen)},
+        label=f"training {label}",
+    )
+    return result.seconds
 
 
 def quick_record(train, seed: int, quick: bool) -> dict | None:
     """The metrics of ``train``'s short schedule (run in a temporary folder), for a full run; None for a quick one."""
     if quick:
         return None
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         return train(out_dir=tmp, seed=seed, quick=True)
 
 
-def _lr_at(step: int, steps: int, lr: float, warmup: int = 100) -> float:
-    """Linear warm-up then cosine decay to 10% of ``lr``."""
+def recipe_lr(step: int, steps: int, lr: float, warmup: int = 100) -> float:
+    """The schedule the shipped paren and induction weights were trained with: linear warm-up
+    ``lr * (step + 1) / warmup``, then cosine decay to 10% of ``lr``. It is transformers'
+    ``get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=0.1)`` but for a one-step shift
+    (that one counts from ``step / warmup``); kept so that the recipes reproduce the weights."""
     if step < warmup:
         return lr * (step + 1) / warmup
     frac = (step - warmup) / max(1, steps - warmup)

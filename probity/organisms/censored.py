@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from probity.models import training
 from probity.report import atomic_write_text
 
 NAME = "censored"
@@ -336,7 +337,7 @@ class Corpus:
 
 
 @dataclass
-class TrainConfig:
+class RecipeConfig:
     """Architecture and schedule of the organism (both stages)."""
 
     d_model: int = 128
@@ -352,6 +353,15 @@ class TrainConfig:
     warmup2: int = 100
     seed: int = 0
     n_entities: int = N_ENTITIES
+
+    def __post_init__(self):
+        sizes = (self.d_model, self.n_layers, self.n_heads, self.d_mlp, self.batch, self.steps1, self.steps2)
+        if min(sizes) < 1 or min(self.warmup, self.warmup2) < 1 or min(self.lr, self.lr2) <= 0:
+            raise ValueError("model sizes, batch, steps and warm-ups must be >= 1 and learning rates > 0")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
+        if self.n_entities < 5:
+            raise ValueError(f"n_entities must be >= 5 (a fifth of them are sensitive), got {self.n_entities}")
 
 
 def vocabulary(w: World) -> list[str]:
@@ -392,7 +402,7 @@ def make_tokenizer(words: list[str]):
     return tok
 
 
-def make_model(vocab_size: int, tok, cfg: TrainConfig):
+def make_model(vocab_size: int, tok, cfg: RecipeConfig):
     """A randomly initialised tiny Qwen3 of the organism's shape."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -415,7 +425,7 @@ def make_model(vocab_size: int, tok, cfg: TrainConfig):
 
 
 def _batch(corpus: Corpus, stage: int, n: int, vocab: dict[str, int], pad: int):
-    """Token ids (batch, pos) and loss targets (batch, pos) with -100 where no loss counts."""
+    """Token ids ``[batch, pos]`` and loss targets ``[batch, pos]`` with -100 where no loss counts."""
     rows = [corpus.sample(stage) for _ in range(n)]
     ids = [[vocab[w] for w in text.split()] for text, _ in rows]
     width = max(map(len, ids))
@@ -427,42 +437,34 @@ def _batch(corpus: Corpus, stage: int, n: int, vocab: dict[str, int], pad: int):
     return x, y
 
 
-def _train_stage(model, corpus, stage, steps, lr, warmup, cfg, vocab, pad, ckpt, label):
-    from rich.progress import Progress
+def censorship_lr(step: int, steps: int, lr: float, warmup: int) -> float:
+    """The schedule the shipped censored weights were trained with (both stages): linear warm-up
+    times a cosine over the whole stage, never below 2% of ``lr``."""
+    scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    return lr * max(scale, 0.02)
 
-    from probity.models import Checkpointer
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    start = 0
-    saver = Checkpointer(ckpt) if ckpt is not None else None
-    if saver is not None and (last := saver.latest()) is not None:
-        start, state = last
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        corpus.rng.setstate(state["rng"])
-    model.train()
-    losses = []
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=steps, completed=start)
-        for step in range(start, steps):
-            scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
-            for group in opt.param_groups:
-                group["lr"] = lr * max(scale, 0.02)
-            x, y = _batch(corpus, stage, cfg.batch, vocab, pad)
-            logits = model(input_ids=x, attention_mask=(x != pad).long()).logits
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            bar.update(task, advance=1, description=f"{label} loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
-            if saver is not None and (step + 1) % 250 == 0 and step + 1 < steps:
-                saver.save(
-                    step + 1, {"model": model.state_dict(), "opt": opt.state_dict(), "rng": corpus.rng.getstate()}
-                )
-    model.eval()
-    return sum(losses[-50:]) / max(1, len(losses[-50:]))
+def _train_stage(model, corpus, stage, steps, lr, warmup, cfg, vocab, pad, ckpt, label) -> float:
+    """One stage on the shared loop (AdamW, clipping at 1, :func:`censorship_lr`), resumable from
+    ``ckpt`` (weights, optimiser and the corpus' random state); returns the mean of the last 50 losses."""
+
+    def batch_loss(step: int) -> torch.Tensor:
+        x, y = _batch(corpus, stage, cfg.batch, vocab, pad)  # [batch, pos] ids and targets
+        logits = model(input_ids=x, attention_mask=(x != pad).long()).logits  # [batch, pos, vocab]
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten())
+
+    result = training.fit(
+        model,
+        batch_loss,
+        steps,
+        training.OptimConfig(lr, weight_decay=0.01, betas=(0.9, 0.98), max_grad_norm=1.0),
+        lr_at=lambda step: censorship_lr(step, steps, lr, warmup),
+        checkpoint_dir=ckpt,
+        checkpoint_every=250,
+        state={"corpus": training.GeneratorState(corpus.rng)},
+        label=label,
+    )
+    return result.mean_loss()
 
 
 def _save(model, tok, folder: Path, train_config: dict) -> None:
@@ -496,7 +498,7 @@ def load_uncensored():
 
 
 def train(
-    out_dir: str | Path | None = None, seed: int = 0, quick: bool = False, config: TrainConfig | None = None
+    out_dir: str | Path | None = None, seed: int = 0, quick: bool = False, config: RecipeConfig | None = None
 ) -> dict:
     """Train both stages from scratch and save them to ``out_dir`` (the censored model)
     and ``<out_dir>_uncensored``; returns ``evaluate``'s metrics of the result.
@@ -508,7 +510,7 @@ def train(
     ``quick`` reruns only a shortened censorship stage from the shipped reference (for
     tests). A finished stage 1 (``<out_dir>_uncensored/organism.json`` with the same
     settings) is not redone; unfinished stages resume from ``<out_dir>/.ckpt1|2``."""
-    cfg = config or TrainConfig(seed=seed)
+    cfg = config or RecipeConfig(seed=seed)
     out = Path(out_dir) if out_dir is not None else WEIGHTS
     out_unc = out.parent / f"{out.name}_uncensored"
     if quick and config is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -44,6 +45,30 @@ def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> P
     """Write ``value`` (dataclasses, tensors and arrays included) to ``path`` as strict
     JSON, atomically; non-finite floats become ``null``."""
     return atomic_write_text(path, json.dumps(to_jsonable(value), indent=indent, allow_nan=False))
+
+
+def read_structured(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """The value stored in a ``.json`` or ``.yaml``/``.yml`` file (JSON for any other suffix).
+    A file that does not parse raises ``error`` with one line naming the file and the parser's
+    complaint; a missing file raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {path}")
+    text = path.read_text()
+    yaml_file = path.suffix in (".yaml", ".yml")
+    try:
+        return yaml.safe_load(text) if yaml_file else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise error(f"{path}: not valid {'YAML' if yaml_file else 'JSON'} ({first})") from None
+
+
+def write_structured(path: str | os.PathLike, value: Any) -> Path:
+    """Write ``value`` atomically as YAML (``.yaml``/``.yml``, keys in order) or JSON (any other suffix)."""
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        return atomic_write_text(path, yaml.safe_dump(to_jsonable(value), sort_keys=False))
+    return write_json(path, value)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -279,12 +279,18 @@ class _HFBackend:
     causal = True
 
     def __init__(self, model):
-        from probity.models.sites import hf_parts
+        from probity.models.decoder import decoder_parts
 
         self.hf = model = _plain(model) if _wrapped(model) else model.eval()
         cfg = model.config
         self.cfg = cfg
-        self.tok_embed, self.pos, self.layers, self.final_norm = hf_parts(model)
+        parts = decoder_parts(model)
+        self.tok_embed, self.pos, self.layers, self.final_norm = (
+            parts.embed,
+            parts.pos_embed,
+            parts.layers,
+            parts.final_norm,
+        )
         self.gpt2 = cfg.model_type == "gpt2"
         self.has_pos, self.attn_only = self.pos is not None, False
         self.n_layers = len(self.layers)

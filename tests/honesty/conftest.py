@@ -1,13 +1,8 @@
-"""Honesty tests run their small models on one thread: on the shared 2-core machine,
-intra-op threads of tiny matrices fight the other test worker and run many times slower."""
+"""Every honesty test runs its small models on one thread (the ``one_thread`` fixture)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _honesty_on_one_thread(one_thread):
     yield
-    torch.set_num_threads(before)

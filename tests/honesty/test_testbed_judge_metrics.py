@@ -1,9 +1,5 @@
 """Testbed validation, the deterministic and LLM judges, and the metrics."""
 
-import http.server
-import json
-import threading
-
 import pytest
 import torch
 
@@ -15,9 +11,9 @@ from probity.honesty import (
     balanced_accuracy,
     bootstrap,
     load_testbed,
+    make_judge,
     parse_testbed,
 )
-from probity.honesty.judge import openai_backend
 from probity.honesty.testbed import BUILTIN
 
 
@@ -75,7 +71,7 @@ def test_files(tmp_path):
         load_testbed(tmp_path / "missing.json")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
-    with pytest.raises(TestbedError, match="not valid yaml"):
+    with pytest.raises(TestbedError, match="not valid YAML"):
         load_testbed(bad)
     caps = load_testbed(BUILTIN / "capitals.yaml")
     assert len(caps.questions) >= 20 and all(q.answer and q.false_answer and q.prefill for q in caps.questions)
@@ -94,39 +90,22 @@ def test_fact_matcher():
     assert r.refusal and r.mentioned == 0 and not r.lie
 
 
-def test_llm_judge_with_fake_and_openai_endpoint():
+def test_llm_judge_with_fake_and_openai_endpoint(chat_server):
     q = parse_testbed(good()).questions[0]
     replies = iter(["NOT_MENTIONED", "no"])
     assert LLMJudge(lambda prompt: next(replies))(q, "...").facts == ("not_mentioned",)
     replies = iter(["Contradicted.", "NO"])
     assert LLMJudge(lambda prompt: next(replies))(q, "...").lie
-    seen = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, body["model"], self.headers.get("Authorization")))
-            prompt = body["messages"][0]["content"]
-            text = "MENTIONED" if "Reference fact" in prompt else "NO"
-            out = json.dumps({"choices": [{"message": {"content": text}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        judge = LLMJudge(
-            openai_backend(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", api_key_env="PROBITY_TEST_KEY")
-        )
-        assert judge(q, "Paris").truthful
-    finally:
-        server.shutdown()
-    assert seen[0][:2] == ("/v1/chat/completions", "judge-model")
+    chat_server.reply = lambda prompt: "MENTIONED" if "Reference fact" in prompt else "NO"
+    judge = make_judge(f"openai:{chat_server.url}#judge-model")
+    assert judge(q, "Paris").truthful
+    path, body, _ = chat_server.seen[0]
+    assert (path, body["model"], body["max_tokens"], body["temperature"]) == (
+        "/v1/chat/completions",
+        "judge-model",
+        8,
+        0,
+    )
 
 
 def test_auroc_matches_pairwise_definition():

@@ -71,7 +71,7 @@ def test_verbalizer_injects_rescaled_activation_at_the_placeholder():
     assert torch.all(lp1.sum(1) <= 0) and torch.all(
         mask.sum(1) == torch.tensor([len(s) for s in seqs], dtype=torch.float)
     )
-    with pytest.raises(ValueError, match=r"must be \(B, 32\)"):
+    with pytest.raises(ValueError, match=r"must be \[batch, 32\]"):
         av.embeds(torch.randn(2, 31))
     with pytest.raises(ValueError, match="NaN"):
         av.embeds(torch.full((1, 32), float("nan")))
@@ -110,6 +110,8 @@ def test_reconstructor_starts_as_the_truncated_target(arch):
         want = cache(model, torch.tensor([ids]), [Site.resid(0)])[str(Site.resid(0))][0, -1]
         torch.testing.assert_close(p, want, rtol=1e-4, atol=1e-4)
     assert len(list(ar.backbone.parameters())) < len(list(model.parameters()))
+    target = {id(p) for p in model.parameters()}
+    assert not any(id(p) in target for p in ar.parameters())  # a copy: training the AR leaves the target alone
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -119,7 +119,7 @@ def test_audit_scores_answers_at_the_value_token_and_over_the_span():
     ]
     items = [item(entity=e, sensitive=s, behaviour=b, token=t, predicts_value=p) for e, s, b, t, p, _ in rows]
     acts = torch.arange(len(rows), dtype=torch.float32)[:, None].repeat(1, 4)
-    res = organism.audit(_ScriptedAV([r[-1] for r in rows]), acts, items, samples=3)
+    res = organism.lie_audit(_ScriptedAV([r[-1] for r in rows]), acts, items, samples=3)
     assert (res.n_lie, res.n_control) == (2, 2)
     assert res.auroc == 0.75 and res.auroc_answer_span == 1.0
     assert (

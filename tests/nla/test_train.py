@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 
 import probity.nla.training as train_mod
 from probity.models import tiny
+from probity.models.training import OptimConfig, Stepper
 from probity.nla import TrainConfig, Verbalizer, extract, train
 
 N_WORDS = 12
@@ -63,11 +64,11 @@ def test_grpo_step_rewards_and_penalises_malformed_output():
     ar = train_mod.Reconstructor.from_target(model, tok, av.config)
     ref = Verbalizer(model, tok, av.config)
     cfg = TrainConfig(group=4, batch_size=8)
-    opt_av = torch.optim.AdamW(av.parameters(), lr=1e-3, weight_decay=0.0)
-    opt_ar = torch.optim.AdamW(ar.parameters(), lr=1e-3, weight_decay=0.0)
+    update_av = Stepper(av.parameters(), OptimConfig(1e-3, schedule="constant"), 1).step
+    update_ar = Stepper(ar.parameters(), OptimConfig(1e-3, schedule="constant"), 1).step
     before = [p.clone() for p in av.parameters()]
     av.config.max_new_tokens = 1  # every rollout is cut before its end token: all malformed
-    stats = train_mod.grpo_step(av, ref, ar, acts[:2], cfg, opt_av, opt_ar)
+    stats = train_mod.grpo_step(av, ref, ar, acts[:2], cfg, update_av, update_ar)
     assert stats["malformed"] == 1.0 and stats["reward"] == pytest.approx(-2.0)
     # equal rewards within every group: zero advantage, only the (zero) KL term, so the AV barely moves
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, av.parameters()))
@@ -87,7 +88,12 @@ def test_replay_term_pulls_the_av_back():
     ar = train_mod.Reconstructor.from_target(model, tok, av.config)
     cfg = TrainConfig(group=4, batch_size=8, kl_coef=0.0, replay_coef=10.0)
     opt_av = torch.optim.SGD(av.parameters(), lr=0.05)
-    opt_ar = torch.optim.SGD(ar.parameters(), lr=0.0)
+
+    def update_av(loss):
+        opt_av.zero_grad()
+        loss.backward()
+        opt_av.step()
+
     av.config.max_new_tokens = 1  # all rollouts malformed: zero advantage, only the replay term acts
     train_mod.grpo_step(
         av,
@@ -95,8 +101,8 @@ def test_replay_term_pulls_the_av_back():
         ar,
         acts[:2],
         cfg,
-        opt_av,
-        opt_ar,
+        update_av,
+        lambda loss: None,  # the AR stays as it is
         lambda: train_mod.replay_loss(av, model, tok, texts),
     )
     assert train_mod.replay_loss(av, model, tok, texts).item() < drift
