@@ -36,6 +36,7 @@ from rich.table import Table
 
 from probity import report
 from probity.scrub import Hypothesis, Node, Scrubber, case_study, engine, scrub, setup
+from probity.scrub.model import layer_and_head
 from probity.scrub.study import order_violations
 
 ROOT = Path(__file__).resolve().parent
@@ -174,9 +175,10 @@ def recipe_seeds(seeds: list[int], folder: Path, samples: int = 2000) -> list[di
         roles = meta.get("roles") or {k: v for k, v in paren.roles(model).items() if k != "scores"}
         model.probity_meta = {**meta, "roles": roles}
         probe = paren.sample(1000, seed=5)
-        names = [f"blocks.{int(h[0])}.attn.hook_pattern" for h in roles["count"]]
+        heads = {h: layer_and_head(h) for h in roles["count"]}  # "1.0" -> (1, 0), read by Site.parse
+        names = [f"blocks.{layer}.attn.hook_pattern" for layer, _ in heads.values()]
         pattern = cache(model, {"input_ids": probe, "attention_mask": paren.attention_mask(probe)}, names)
-        attn = {h: round(float(pattern[n][:, int(h[2]), 0, 1].mean()), 3) for h, n in zip(roles["count"], names)}
+        attn = {h: round(float(pattern[n][:, heads[h][1], 0, 1].mean()), 3) for h, n in zip(roles["count"], names)}
         task = paren_task(samples, 0, model)
         s = Scrubber(model, task, seed=0)
         row = {

@@ -8,17 +8,17 @@ families) probity maps the TransformerLens names onto the HF modules:
 =============================  ===========================================  =====================
 site                           HF tensor                                    shape
 =============================  ===========================================  =====================
-hook_embed                     token embedding output                       (batch, pos, d_model)
-hook_pos_embed                 learned position embedding (GPT-2)           (batch, pos, d_model)
-blocks.K.hook_resid_pre        input of block K (= ``hidden_states[K]``)    (batch, pos, d_model)
-blocks.K.hook_attn_out         attention output of block K                  (batch, pos, d_model)
-blocks.K.hook_mlp_out          MLP output of block K                        (batch, pos, d_model)
-blocks.K.hook_resid_post       output of block K (= ``hidden_states[K+1]``  (batch, pos, d_model)
+hook_embed                     token embedding output                       [batch, pos, d_model]
+hook_pos_embed                 learned position embedding (GPT-2)           [batch, pos, d_model]
+blocks.K.hook_resid_pre        input of block K (= ``hidden_states[K]``)    [batch, pos, d_model]
+blocks.K.hook_attn_out         attention output of block K                  [batch, pos, d_model]
+blocks.K.hook_mlp_out          MLP output of block K                        [batch, pos, d_model]
+blocks.K.hook_resid_post       output of block K (= ``hidden_states[K+1]``  [batch, pos, d_model]
                                before the final norm)
-blocks.K.attn.hook_q/k/v       query/key/value projections (pre-rotary)     (batch, pos, head, d_head)
-blocks.K.attn.hook_z           attention-weighted values, input of W_O      (batch, pos, head, d_head)
-blocks.K.mlp.hook_post         MLP hidden activation, input of W_out        (batch, pos, d_mlp)
-ln_final.hook_normalized       final norm output                            (batch, pos, d_model)
+blocks.K.attn.hook_q/k/v       query/key/value projections (pre-rotary)     [batch, pos, head, d_head]
+blocks.K.attn.hook_z           attention-weighted values, input of W_O      [batch, pos, head, d_head]
+blocks.K.mlp.hook_post         MLP hidden activation, input of W_out        [batch, pos, d_mlp]
+ln_final.hook_normalized       final norm output                            [batch, pos, d_model]
 =============================  ===========================================  =====================
 """
 
@@ -68,12 +68,48 @@ class Site:
 
     @staticmethod
     def parse(site: Site | str) -> Site:
-        """Accept a ``Site`` or a bare hook name."""
+        """A ``Site`` from a ``Site`` (returned as is) or a string: a hook name or a shorthand.
+
+        This is the one place probity reads the shorthands:
+
+        =====================================  ======================================================
+        string                                 Site
+        =====================================  ======================================================
+        ``1.0``                                ``Site("blocks.1.attn.hook_result", head=0)``: layer 1,
+                                               head 0 (the head's output, its term in the residual
+                                               stream)
+        ``HOOK[0]``, ``HOOK[head=0]``          ``Site("HOOK", head=0)``, e.g.
+                                               ``blocks.1.attn.hook_result[0]``, ``blocks.0.attn.hook_z[1]``
+        ``mlp2``                               ``Site("blocks.2.hook_mlp_out")``
+        ``embed`` (also ``tok``)               ``Site("hook_embed")``
+        ``pos`` (also ``pos_embed``)           ``Site("hook_pos_embed")``
+        ``logits`` (also ``unembed``)          ``Site("output")``: the logits (no hook; scrub's root)
+        any other string                       ``Site(string)``: a hook name, e.g. ``blocks.2.hook_mlp_out``
+        =====================================  ======================================================
+
+        Surrounding whitespace is ignored. For a site without positions, ``Site.parse(str(site)) == site``."""
         if isinstance(site, Site):
             return site
-        if isinstance(site, str):
-            return Site(site)
-        raise TypeError(f"a site is a Site or a hook-name string, got {type(site).__name__}")
+        if not isinstance(site, str):
+            raise TypeError(f"a site is a Site or a hook-name string, got {type(site).__name__}")
+        text = site.strip()
+        aliases = {
+            "embed": "hook_embed",
+            "tok": "hook_embed",
+            "pos": "hook_pos_embed",
+            "pos_embed": "hook_pos_embed",
+            "logits": "output",
+            "unembed": "output",
+        }
+        if text in aliases:
+            return Site(aliases[text])
+        if m := re.fullmatch(r"(\d+)\.(\d+)", text):
+            return Site(f"blocks.{m[1]}.attn.hook_result", head=int(m[2]))
+        if m := re.fullmatch(r"mlp(\d+)", text):
+            return Site(f"blocks.{m[1]}.hook_mlp_out")
+        if m := re.fullmatch(r"(.+)\[(?:head=)?(-?\d+)\]", text):
+            return Site(m[1], head=int(m[2]))
+        return Site(text)
 
     def __str__(self) -> str:
         extra = [f"head={self.head}"] * (self.head is not None)
@@ -93,7 +129,7 @@ class Site:
         pos_axis, head_axis = self._axes()
         index: list = [slice(None)] * act.ndim
         if self.head is not None:
-            if act.ndim < 4:  # per-head hooks are (batch, pos, head, d_head) or (batch, head, q, k)
+            if act.ndim < 4:  # per-head hooks are [batch, pos, head, d_head] or [batch, head, pos_q, pos_k]
                 raise SiteError(f"{self}: hook {self.hook} has no head axis (shape {tuple(act.shape)}); drop head=")
             if not -act.shape[head_axis] <= self.head < act.shape[head_axis]:
                 raise SiteError(
@@ -119,7 +155,7 @@ class Site:
 class _HookPoint:
     module: nn.Module
     reads_input: bool  # True: the module's first input; False: its (first) output
-    n_heads: int | None = None  # reshape (b, p, h*d) -> (b, p, h, d)
+    n_heads: int | None = None  # reshape [batch, pos, head * d_head] -> [batch, pos, head, d_head]
     fused: tuple[int, int] | None = None  # (i, n): the i-th of n equal chunks of the last dim
     lens: bool = False  # a TransformerLens HookPoint: hook through its own API (it reshapes)
 
@@ -358,8 +394,8 @@ def caching(
 
 
 def run(model: nn.Module, inputs) -> torch.Tensor:
-    """Logits of ``model`` on token ids ``(batch, pos)`` or a tokenizer's batch dict:
-    ``(batch, pos, vocab)``."""
+    """Logits of ``model`` on token ids ``[batch, pos]`` or a tokenizer's batch dict:
+    ``[batch, pos, vocab]``."""
     if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], str)):
         raise TypeError("pass token ids or a tokenizer batch (tokenizer(texts, return_tensors='pt')), not raw strings")
     if isinstance(inputs, torch.Tensor):
@@ -384,6 +420,6 @@ def cache(model: nn.Module, inputs, site_list: Sequence[Site | str]) -> dict[str
 
 
 def patch(model: nn.Module, inputs, patches: Mapping[Site | str, PatchValue]) -> torch.Tensor:
-    """Logits ``(batch, pos, vocab)`` with each site's activation replaced (see ``patching``)."""
+    """Logits ``[batch, pos, vocab]`` with each site's activation replaced (see ``patching``)."""
     with torch.no_grad(), patching(model, patches):
         return run(model, inputs)

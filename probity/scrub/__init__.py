@@ -8,12 +8,16 @@ Public API::
     Scrubber(model, task, seed)                  # shares one clean cache across hypotheses
     builtin(organism, meta) -> {name: Hypothesis}
     case_study(organism, roles=None) -> CaseStudy   # all built-ins, ours beside the paper
+    reference_logits(model, hypothesis, task, seed) # the paper's recursion, plain (reference.py)
+
+Sites are ``probity.models.Site`` objects or strings ``Site.parse`` reads (``1.0``, ``mlp2``, ``embed``).
 """
 
 from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node
 from probity.scrub.hypothesis import load as load_hypothesis
 from probity.scrub.library import builtin
 from probity.scrub.model import Decomposed
+from probity.scrub.reference import reference_logits
 from probity.scrub.run import EMPTY, IDENTITY, Scrubber, ScrubResult, scrub
 from probity.scrub.study import CaseStudy, case_study, setup
 from probity.scrub.task import Task, induction_task, paren_task
@@ -34,6 +38,7 @@ __all__ = [
     "induction_task",
     "load_hypothesis",
     "paren_task",
+    "reference_logits",
     "scrub",
     "setup",
 ]

@@ -1,12 +1,18 @@
-"""The fast scrubbing evaluator: compile a hypothesis into a shared expression graph, then run it.
+"""The fast scrubbing evaluator: ``reference.py``'s recursion, compiled and batched.
+
+``reference.py`` states the algorithm plainly (treeify, sample, evaluate, one example at a
+time); this module computes the same logits from the same sampled rows, and
+``tests/scrub/test_scrub_reference.py`` checks that the two agree on every built-in hypothesis.
 
 ``compile_plan`` walks the treeified model once, symbolically: every receiver input is
-a sum of sender terms, each tagged with the rows (which sampled input) it runs on.
-Identical (component, node) pairs become one expression (hash-consing), identity
-children alias their parent's rows, and any subtree that runs entirely on one input
-becomes a ``Gather`` from one clean forward pass over the dataset. ``execute`` then
-evaluates the graph on chunks of reference examples: only components with patched
-ancestry are recomputed, batched over the chunk, and only up to what the output needs.
+a ``Sum`` of sender terms, each tagged with the rows (which sampled input) it runs on --
+``reference.treeify``'s terms, where "self" and "child" become the sender's expression in
+that node and "rest" a ``Gather`` on the node's rest rows. Identical (component, node) pairs
+become one expression (hash-consing), identity children alias their parent's rows, and any
+subtree that runs entirely on one input becomes a ``Gather`` from one clean forward pass
+over the dataset (``CleanCache``; the reference's ``CleanRows``, batched). ``execute`` then
+evaluates the graph on chunks of reference examples: only components with patched ancestry
+are recomputed, batched over the chunk, and only up to what the output needs.
 """
 
 from __future__ import annotations
@@ -65,12 +71,16 @@ class Head:
 
 @dataclass(frozen=True)
 class Mlp:
+    """An MLP on its treeified input."""
+
     component: Component
     x: Sum
 
 
 @dataclass(frozen=True)
 class Unembed:
+    """The logits from the treeified final residual stream."""
+
     x: Sum
 
 
@@ -163,7 +173,7 @@ class CleanCache:
     """Clean activations of the whole dataset for the gathered targets, from one chunked forward pass.
 
     With ``enabled=False`` nothing is stored and every gather reruns the model on the
-    gathered rows instead (slow; the invariance tests compare the two). ``key_mask [N, P]``
+    gathered rows instead (slow; the invariance tests compare the two). ``key_mask [n, pos]``
     (bool, True = may be attended to) is the dataset's attention mask, e.g. padding."""
 
     def __init__(
@@ -185,7 +195,7 @@ class CleanCache:
             self.store = {t: torch.cat([p[t] for p in pieces]) for t in targets}
 
     def mask(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """The key mask of dataset rows ``rows [B]`` (None when the task has none)."""
+        """The key mask ``[batch, pos]`` of dataset rows ``rows [batch]`` (None when the task has none)."""
         return None if self.key_mask is None else self.key_mask[rows]
 
     def _run(
@@ -207,7 +217,7 @@ class CleanCache:
         return out
 
     def fit(self, target: Component, feature: str) -> torch.Tensor:
-        """Least-squares direction ``[P, d]`` of ``target``'s clean output on the per-row ``feature``
+        """Least-squares direction ``[pos, d_model]`` of ``target``'s clean output on the per-row ``feature``
         over the whole dataset (no intercept: output ~ v_p * f)."""
         if (target, feature) not in self.fits:
             f = self.features[feature].double()
@@ -216,8 +226,8 @@ class CleanCache:
         return self.fits[(target, feature)]
 
     def gather(self, target: tuple[Component, bool], rows: torch.Tensor) -> torch.Tensor:
-        """Clean ``target`` on ``rows``: ``[B, P, d]`` (``rows [B]``) or position-wise ``[B, P, d]``
-        (``rows [B, P]``)."""
+        """Clean ``target`` on ``rows``: ``[batch, pos, d_model]`` (``rows [batch]``), or position by position
+        (``rows [batch, pos]``: position p from row ``rows[:, p]``)."""
         if self.enabled:
             full = self.store[target]
             return full[rows] if rows.dim() == 1 else full[rows, torch.arange(rows.shape[1])]
@@ -231,7 +241,8 @@ class CleanCache:
 
 @torch.no_grad()
 def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: CleanCache) -> torch.Tensor:
-    """Evaluate the plan ``expr`` for one chunk: ``rows`` maps row keys to that chunk's rows. Returns logits."""
+    """Evaluate the plan ``expr`` for one chunk of reference examples: ``rows`` maps each row key to that
+    chunk's rows (``[batch]``, or ``[batch, pos]`` per position). Returns the logits ``[batch, pos, vocab]``."""
     memo: dict[int, torch.Tensor] = {}
 
     def ev(e) -> torch.Tensor:

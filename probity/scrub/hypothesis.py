@@ -1,12 +1,13 @@
 """Hypotheses as data: a tree of interpretation nodes mapped to paths in the model.
 
 Each ``Node`` names a feature of the input (a key of the task's features: a value per
-row ``[N]`` or per row and position ``[N, P]``; ``identity`` = the row itself, ``none``
-= one class) and the model sites it claims: components (``Decomposed.parse`` names,
-``*`` for every sender of the parent) whose outputs reach one of the parent's sites
-through the residual stream via the parent's ``via`` inputs (``q``, ``k``, ``v`` of a
-head, ``in`` of an MLP or the output; ``direct`` = all), optionally only at some
-``positions``. The root's sites include ``output``.
+row ``[n]`` or per row and position ``[n, pos]``; ``identity`` = the row itself, ``none``
+= one class) and the model sites it claims: components (each a ``Site`` or a string
+``Site.parse`` reads, such as ``1.0`` or ``mlp2``; ``*`` for every sender of the parent)
+whose outputs reach one of the parent's sites through the residual stream, into the
+inputs of the parent's sites this node names in ``via`` (``q``, ``k``, ``v`` of a head,
+``in`` of an MLP or the output; ``direct`` = all), optionally only at some ``positions``.
+The root's sites include ``output``.
 
 Scrubbing semantics (Chan et al. 2022; rust_circuit's ``other_inputs_sampler``): a node
 runs on an input that agrees with its parent's input on its feature. A leaf's whole
@@ -30,13 +31,15 @@ a task before any forward pass and raises a one-line ``HypothesisError``.
 
 from __future__ import annotations
 
-import json
+import operator
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from probity.models.sites import Site
+from probity.report.io import read_structured, write_structured
 from probity.scrub.model import KINDS, Component, Decomposed
 
 SPECIAL_FEATURES = ("identity", "none")
@@ -53,13 +56,28 @@ class Node:
     """One interpretation node: ``feature`` computed by ``sites`` (see module doc)."""
 
     name: str
-    sites: list[str]
+    sites: list[Site | str]
     feature: str = "identity"
     via: list[str] = field(default_factory=lambda: ["direct"])
     positions: list[int] | None = None
     rest: str = "random"
     children: list[Node] = field(default_factory=list)
     phi: str | None = None
+
+    def __post_init__(self):
+        """Normalise a bare site or ``via`` string to a list; reject sites and positions of the wrong type
+        (what needs the model or the task is checked by ``validate``)."""
+        self.sites = [self.sites] if isinstance(self.sites, (str, Site)) else list(self.sites)
+        self.via = [self.via] if isinstance(self.via, str) else list(self.via)
+        if not self.sites or not all(isinstance(s, (str, Site)) for s in self.sites):
+            raise HypothesisError(f"node {self.name!r}: sites must be a non-empty list of Site objects or strings")
+        if self.positions is not None:
+            try:
+                self.positions = [operator.index(p) for p in self.positions]
+            except TypeError:
+                raise HypothesisError(
+                    f"node {self.name!r}: positions must be integers, got {self.positions!r}"
+                ) from None
 
     def walk(self):
         """This node and its descendants, depth first (pre-order)."""
@@ -69,7 +87,7 @@ class Node:
 
     def to_dict(self) -> dict:
         """A plain dict (YAML/JSON ready); defaults are left out."""
-        out: dict = {"name": self.name, "sites": list(self.sites)}
+        out: dict = {"name": self.name, "sites": [str(s) for s in self.sites]}
         if self.feature != "identity":
             out["feature"] = self.feature
         if self.via != ["direct"]:
@@ -86,7 +104,8 @@ class Node:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "hypothesis") -> Node:
-        """Parse a node dict (``site`` or ``sites``; ``via`` a string or list; nested ``children``)."""
+        """Parse a node dict (``site`` or ``sites``: a site or a list of them, each a ``Site`` or a string
+        ``Site.parse`` reads; ``via`` a string or list; nested ``children``)."""
         if not isinstance(d, dict):
             raise HypothesisError(f"{where}: a node must be a mapping, got {type(d).__name__}")
         known = {"name", "site", "sites", "feature", "via", "positions", "rest", "children", "phi"}
@@ -96,7 +115,7 @@ class Node:
         sites = d.get("sites", d.get("site"))
         if sites is None:
             raise HypothesisError(f"node {name!r}: give `site` or `sites`")
-        sites = [sites] if isinstance(sites, str) else [str(s) for s in sites]
+        sites = [sites] if isinstance(sites, (str, Site)) else [s if isinstance(s, Site) else str(s) for s in sites]
         via = d.get("via", "direct")
         via = [via] if isinstance(via, str) else list(via)
         positions = d.get("positions")
@@ -120,6 +139,10 @@ class Hypothesis:
     root: Node
     description: str = ""
     paper: float | None = None  # the paper's loss recovered for the matching hypothesis, if any
+
+    def __post_init__(self):
+        if not isinstance(self.root, Node):
+            raise HypothesisError(f"hypothesis {self.name!r}: root must be a Node, got {type(self.root).__name__}")
 
     def nodes(self) -> list[Node]:
         """All nodes, root first (depth-first pre-order: the sampling order)."""
@@ -145,15 +168,7 @@ class Hypothesis:
 
     def save(self, path: str | Path) -> None:
         """Write YAML (``.yaml``/``.yml``) or JSON."""
-        from probity.report import atomic_write_text
-
-        path = Path(path)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-        else:
-            atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        write_structured(path, self.to_dict())
 
 
 def load(path: str | Path) -> Hypothesis:
@@ -163,14 +178,7 @@ def load(path: str | Path) -> Hypothesis:
         raise FileNotFoundError(
             f"no hypothesis file {path}; give a built-in name (probity scrub list) or a YAML/JSON path"
         )
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    return Hypothesis.from_dict(data)
+    return Hypothesis.from_dict(read_structured(path, HypothesisError))
 
 
 @dataclass
@@ -188,6 +196,12 @@ class Resolved:
     @property
     def leaf(self) -> bool:
         return not self.children
+
+    def walk(self):
+        """This node and its descendants, depth first (pre-order: index order)."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
 
 
 def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tensor], n_ctx: int) -> Resolved:
@@ -286,9 +300,9 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
     return root
 
 
-def _parse(model: Decomposed, site: str, node: Node) -> Component:
+def _parse(model: Decomposed, site: Site | str, node: Node) -> Component:
     try:
-        return model.parse(site)
+        return model.component(site)
     except KeyError as e:
         raise HypothesisError(f"node {node.name!r}: {e.args[0]}") from None
 

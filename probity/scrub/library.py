@@ -42,15 +42,17 @@ hypotheses with the root also claiming mlp2.
 
 from __future__ import annotations
 
+from probity.models.sites import Site
 from probity.scrub.hypothesis import Hypothesis, Node
+from probity.scrub.model import layer_and_head
 from probity.scrub.run import EMPTY, IDENTITY
 
 PAREN_ROLES = {"count": ["1.0", "2.0"], "horizon": ["2.1"], "proportion": ["0.0"], "top": ["output"]}
 
 
-def _senders(head: str, n_heads: int) -> list[str]:
-    """Every residual-stream term that reaches head ``head`` ("L.H"): embeddings, earlier heads and MLPs."""
-    layer = int(head.split(".")[0])
+def _senders(head: Site | str, n_heads: int) -> list[str]:
+    """Every residual-stream term that reaches ``head`` (e.g. "1.0"): embeddings, earlier heads and MLPs."""
+    layer, _ = layer_and_head(head)
     return [
         "embed",
         "pos",
@@ -60,17 +62,18 @@ def _senders(head: str, n_heads: int) -> list[str]:
 
 
 def paren(roles: dict | None = None, n_heads: int = 2) -> dict[str, Hypothesis]:
-    """The paren-balance case study (hypotheses 1a-4, see module doc), with ``roles`` naming the heads."""
+    """The paren-balance case study (hypotheses 1a-4, see module doc), with ``roles`` naming the heads
+    (each a ``Site`` or a string such as ``"1.0"``)."""
     r = {**PAREN_ROLES, **(roles or {})}
     prop = r["proportion"][0]
 
-    def count(head: str, feature: str, at1: str | None = None) -> Node:  # at1: None, "exact" or "phi"
+    def count(head: Site | str, feature: str, at1: str | None = None) -> Node:  # at1: None, "exact" or "phi"
         if at1 is None:
-            return Node(head, [head], feature)
+            return Node(str(head), [head], feature)
         kw = {"phi": "open_centered"} if at1 == "phi" else {}
-        others = [s for s in _senders(head, n_heads) if s != prop]
+        others = [s for s in _senders(head, n_heads) if Site.parse(s) != Site.parse(prop)]
         return Node(
-            head,
+            str(head),
             [head],
             feature,
             children=[
@@ -79,11 +82,11 @@ def paren(roles: dict | None = None, n_heads: int = 2) -> dict[str, Hypothesis]:
             ],
         )
 
-    def horizon(head: str, classes: str | None = None) -> Node:
+    def horizon(head: Site | str, classes: str | None = None) -> Node:
         if classes is None:
-            return Node(head, [head], "horizon_test")
+            return Node(str(head), [head], "horizon_test")
         every = "horizon_all" + classes.removeprefix("horizon_class")
-        return Node(head, [head], every, children=[Node(f"{head}@each position", ["*"], classes)])
+        return Node(str(head), [head], every, children=[Node(f"{head}@each position", ["*"], classes)])
 
     def hyp(name, paper, text, counts, horizons) -> Hypothesis:
         children = [*counts, *horizons]

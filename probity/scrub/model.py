@@ -9,6 +9,10 @@ biases, so one sender's term can be swapped in one receiver's input only.
     senders    hook_embed, hook_pos_embed, blocks.L.attn.hook_result[H], blocks.L.hook_mlp_out
     receivers  blocks.L.attn.hook_{q,k,v}_input[H], blocks.L.hook_mlp_in, output (the logits)
 
+Each sender (and the output) is a ``Component``; ``Component.site`` is its ``Site``
+(``Site("blocks.1.attn.hook_result", head=0)`` for head 1.0) and ``Decomposed.component(site)``
+goes back, from a ``Site`` or any string ``Site.parse`` reads (``1.0``, ``mlp2``, ``embed``, ``pos``).
+
 Two backends compute the components, and ``Decomposed``'s plain forward equals the
 model's logits in both:
 
@@ -30,11 +34,11 @@ from dataclasses import dataclass
 
 import torch
 
+from probity.models.sites import Site
+
 OUTPUT = "output"
 EMBED, POS = "hook_embed", "hook_pos_embed"
 KINDS = ("q", "k", "v")
-_HEAD = re.compile(r"^(?:blocks\.)?(\d+)\.(?:attn\.hook_result\[)?(\d+)\]?$")
-_MLP = re.compile(r"^(?:blocks\.(\d+)\.hook_mlp_out|mlp(\d+))$")
 
 
 @dataclass(frozen=True, order=True)
@@ -47,12 +51,20 @@ class Component:
     head: int | None = None
 
     @property
-    def name(self) -> str:
+    def site(self) -> Site:
+        """This component as a ``Site``: ``Site("blocks.L.attn.hook_result", head=H)``,
+        ``Site("blocks.L.hook_mlp_out")``, ``Site("hook_embed")``, ``Site("hook_pos_embed")`` or ``Site("output")``."""
         if self.kind == "head":
-            return f"blocks.{self.layer}.attn.hook_result[{self.head}]"
+            return Site(f"blocks.{self.layer}.attn.hook_result", head=self.head)
         if self.kind == "mlp":
-            return f"blocks.{self.layer}.hook_mlp_out"
-        return {"embed": EMBED, "pos": POS, "output": OUTPUT}[self.kind]
+            return Site(f"blocks.{self.layer}.hook_mlp_out")
+        return Site({"embed": EMBED, "pos": POS, "output": OUTPUT}[self.kind])
+
+    @property
+    def name(self) -> str:
+        """The site as one string ``Site.parse`` reads back: ``blocks.1.attn.hook_result[0]``, ``hook_embed``."""
+        site = self.site
+        return site.hook if site.head is None else f"{site.hook}[{site.head}]"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -61,6 +73,16 @@ class Component:
 
     def __str__(self) -> str:
         return self.name
+
+
+def layer_and_head(site: Site | str) -> tuple[int, int]:
+    """``(layer, head)`` of an attention head's site, without a model: ``"1.0"``,
+    ``"blocks.1.attn.hook_result[0]"`` or ``Site("blocks.1.attn.hook_result", head=0)`` give ``(1, 0)``."""
+    parsed = Site.parse(site)
+    found = re.fullmatch(r"blocks\.(\d+)\.attn\.hook_result", parsed.hook)
+    if found is None or parsed.head is None:
+        raise ValueError(f"{site!r} is not an attention head's site; write it as '1.0' (layer 1, head 0)")
+    return int(found[1]), parsed.head
 
 
 class Decomposed:
@@ -86,7 +108,7 @@ class Decomposed:
             if not self.attn_only:
                 self.components.append(Component(layer, 1, "mlp"))
         self.output = Component(self.n_layers, 0, "output")
-        self.by_name = {c.name: c for c in self.components + [self.output]}
+        self.by_site = {c.site: c for c in self.components + [self.output]}
 
     @property
     def native(self) -> torch.nn.Module:
@@ -99,19 +121,16 @@ class Decomposed:
         return self.backend.cfg
 
     # ---- names and graph -------------------------------------------------------------
-    def parse(self, site: str) -> Component:
-        """The component a site string names: a TransformerLens hook (``blocks.1.attn.hook_result[0]``,
-        ``blocks.0.hook_mlp_out``, ``hook_embed``, ``hook_pos_embed``, ``output``) or shorthand
-        ``1.0`` (layer 1, head 0), ``mlp0``, ``embed``, ``pos``."""
-        s = site.strip()
-        s = {"embed": EMBED, "tok": EMBED, "pos": POS, "pos_embed": POS, "unembed": OUTPUT, "logits": OUTPUT}.get(s, s)
-        if (m := _HEAD.match(s)) is not None:
-            s = f"blocks.{m.group(1)}.attn.hook_result[{m.group(2)}]"
-        elif (m := _MLP.match(s)) is not None:
-            s = f"blocks.{m.group(1) or m.group(2)}.hook_mlp_out"
-        if s not in self.by_name:
-            raise KeyError(f"unknown site {site!r}; valid sites: {', '.join(self.by_name)}")
-        return self.by_name[s]
+    def component(self, site: Site | str) -> Component:
+        """The component ``site`` names: a ``Site`` or any string ``Site.parse`` reads (a TransformerLens
+        hook such as ``blocks.1.attn.hook_result[0]`` or ``blocks.0.hook_mlp_out``, the shorthands ``1.0``,
+        ``mlp0``, ``embed``, ``pos``, or ``output``). Raises ``KeyError`` naming the valid sites."""
+        parsed = Site.parse(site)
+        if parsed.pos is not None:
+            raise KeyError(f"site {site} selects positions; give positions on the hypothesis node instead")
+        if parsed not in self.by_site:
+            raise KeyError(f"unknown site {site!r}; valid sites: {', '.join(c.name for c in self.by_site.values())}")
+        return self.by_site[parsed]
 
     def senders(self, receiver: Component) -> list[Component]:
         """Components whose outputs are summed into ``receiver``'s input (earlier in the residual stream)."""
@@ -123,15 +142,15 @@ class Decomposed:
 
     # ---- component functions (pure, batched) ---------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token embeddings ``[b, p, d]``."""
+        """Token embeddings ``[batch, pos, d_model]`` of ``tokens [batch, pos]``."""
         return self.backend.embed(tokens)
 
     def pos_embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Learned positional embeddings ``[b, p, d]`` (input independent; not for rotary models)."""
+        """Learned positional embeddings ``[batch, pos, d_model]`` (input independent; not for rotary models)."""
         return self.backend.pos_embed(tokens)
 
     def bias(self, receiver: Component) -> torch.Tensor:
-        """The constant part of ``receiver``'s input: the attention and MLP output biases below it ``[d]``."""
+        """The constant part of ``receiver``'s input: the attention and MLP output biases below it ``[d_model]``."""
         b = self.backend
         total = torch.zeros(b.d_model, dtype=b.dtype)
         for layer in range(min(receiver.layer + 1, self.n_layers)):
@@ -150,10 +169,10 @@ class Decomposed:
         v_in: torch.Tensor,
         key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Outputs ``[b, n, p, d]`` of ``heads`` of ``layer`` (without the output bias), given per-head
-        residual inputs ``[b, n, p, d]`` (or ``[b, 1, p, d]``, shared by all) for their queries, keys and values.
-        ``key_mask [b, p]`` (bool, True = may be attended to) masks keys out, e.g. padding; a query with
-        no key left attends to nothing (output 0)."""
+        """Outputs ``[batch, head, pos, d_model]`` of ``heads`` of ``layer`` (without the output bias), given
+        per-head residual inputs ``[batch, head, pos, d_model]`` (or ``[batch, 1, pos, d_model]``, shared by all)
+        for their queries, keys and values. ``key_mask [batch, pos]`` (bool, True = may be attended to) masks
+        keys out, e.g. padding; a query with no key left attends to nothing (output 0)."""
         q, k, v, w_o = self.backend.qkv(layer, torch.tensor(heads), q_in, k_in, v_in)
         scores = self.backend.scores(layer, q, k)
         if self.causal:
@@ -163,20 +182,22 @@ class Decomposed:
             pattern = scores.softmax(-1)
         else:  # a query whose keys are all masked gets nan from softmax: it attends to nothing
             pattern = scores.masked_fill(~key_mask[:, None, None, :], float("-inf")).softmax(-1).nan_to_num(0.0)
-        z = pattern @ v  # [b, n, p, dh]
+        z = pattern @ v  # [batch, head, pos, d_head]
         return torch.einsum("bnph,nhd->bnpd", z, w_o)
 
     def all_heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Outputs ``[b, n_heads, p, d]`` of every head of ``layer`` on one residual input ``x [b, p, d]``."""
+        """Outputs ``[batch, head, pos, d_model]`` of every head of ``layer`` on one residual input
+        ``x [batch, pos, d_model]``."""
         x = x[:, None]  # one input for every head: normalised once, broadcast in the projections
         return self.heads(layer, list(range(self.n_heads)), x, x, x, key_mask)
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        """MLP output ``[b, p, d]`` (without the output bias) for residual input ``x``."""
+        """MLP output ``[batch, pos, d_model]`` (without the output bias) for residual input
+        ``x [batch, pos, d_model]``."""
         return self.backend.mlp(layer, x)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[b, p, vocab]`` from the final residual stream ``x``."""
+        """Logits ``[batch, pos, vocab]`` from the final residual stream ``x [batch, pos, d_model]``."""
         return self.backend.unembed(x)
 
     # ---- clean forward ------------------------------------------------------------------
@@ -184,8 +205,9 @@ class Decomposed:
     def run(
         self, tokens: torch.Tensor, keep: set[Component] | None = None, key_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
-        """Plain forward on ``tokens [b, p]``: ``(logits [b, p, vocab], {component: output [b, p, d]})``
-        for the components in ``keep`` (all when ``None``); ``key_mask [b, p]`` as in ``heads``."""
+        """Plain forward on ``tokens [batch, pos]``: ``(logits [batch, pos, vocab], {component: output
+        [batch, pos, d_model]})`` for the components in ``keep`` (all when ``None``); ``key_mask [batch, pos]``
+        as in ``heads``."""
         b = self.backend
         outs: dict[Component, torch.Tensor] = {self.components[0]: self.embed(tokens)}
         if b.has_pos:
@@ -245,7 +267,8 @@ class _Native:
         return q @ k.transpose(-1, -2) / self.native.layers[layer].attn.scale
 
     def qkv(self, layer, idx, q_in, k_in, v_in):
-        """Per-head queries, keys, values ``[b, n, p, dh]`` of heads ``idx`` and their W_O ``[n, dh, d]``."""
+        """Per-head queries, keys, values ``[batch, head, pos, d_head]`` of heads ``idx`` and their W_O
+        ``[head, d_head, d_model]``."""
         block = self.native.layers[layer]
         attn = block.attn
         normed = {}
@@ -253,7 +276,7 @@ class _Native:
         def project(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
             if id(x) not in normed:  # q, k and v often share one input: normalise it once
                 normed[id(x)] = block.ln1(x)
-            w = lin.weight.view(self.n_heads, self.d_head, -1)[idx]  # [n, dh, d]
+            w = lin.weight.view(self.n_heads, self.d_head, -1)[idx]  # [head, d_head, d_model]
             b = lin.bias.view(self.n_heads, self.d_head)[idx]
             return torch.einsum("bnpd,nhd->bnph", normed[id(x)], w) + b[None, :, None, :]
 
@@ -333,9 +356,10 @@ class _HFBackend:
         return (q @ k.transpose(-1, -2)) * self._attn(layer).scaling
 
     def _weights(self, layer):
-        """``(W_q [H, dh, d], b_q, W_k [KV, dh, d], b_k, W_v, b_v, W_o [H, dh, d])`` (biases may be None)."""
+        """``(W_q [head, d_head, d_model], b_q, W_k, b_k, W_v, b_v, W_o [head, d_head, d_model])``: W_k and W_v
+        have one head per K/V group (grouped-query attention); biases may be None."""
         attn, H, KV, dh, d = self._attn(layer), self.n_heads, self.n_kv, self.d_head, self.d_model
-        if self.gpt2:  # Conv1D: y = x @ W + b with W [d, 3d] = q | k | v
+        if self.gpt2:  # Conv1D: y = x @ W + b with W [d_model, 3 * d_model] = q | k | v
             w, b = attn.c_attn.weight, attn.c_attn.bias
             split = [
                 (w[:, i * d : (i + 1) * d].T.reshape(H, dh, d), b[i * d : (i + 1) * d].view(H, dh)) for i in range(3)
@@ -349,8 +373,8 @@ class _HFBackend:
         return (*lin(attn.q_proj, H), *lin(attn.k_proj, KV), *lin(attn.v_proj, KV), w_o)
 
     def qkv(self, layer, idx, q_in, k_in, v_in):
-        """Per-head queries, keys, values ``[b, n, p, dh]`` of heads ``idx`` and their W_O ``[n, dh, d]``;
-        rotary models get their q/k norms and rotary positions here."""
+        """Per-head queries, keys, values ``[batch, head, pos, d_head]`` of heads ``idx`` and their W_O
+        ``[head, d_head, d_model]``; rotary models get their q/k norms and rotary positions here."""
         block, attn = self.layers[layer], self._attn(layer)
         norm = block.ln_1 if self.gpt2 else block.input_layernorm
         wq, bq, wk, bk, wv, bv, w_o = self._weights(layer)

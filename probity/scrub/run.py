@@ -23,7 +23,7 @@ import torch
 from probity.scrub import engine
 from probity.scrub.hypothesis import Hypothesis, Node, Resolved, validate
 from probity.scrub.model import Decomposed
-from probity.scrub.sampling import Classes, row_keys, sample_tree
+from probity.scrub.sampling import feature_classes, row_keys, sample_tree
 from probity.scrub.task import Task
 
 EMPTY = Hypothesis(
@@ -41,6 +41,8 @@ class Scrubber:
     def __init__(self, model, task: Task, seed: int = 0, batch_size: int = 512, cache: bool = True):
         self.model = model if isinstance(model, Decomposed) else Decomposed(model)
         self.task, self.seed, self.batch_size, self.use_cache = task, seed, batch_size, cache
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (reference examples per chunk), got {batch_size}")
         if task.tokens.max() >= self.model.d_vocab:
             raise ValueError(
                 f"task tokens go up to {int(task.tokens.max())} but the model's vocabulary has {self.model.d_vocab}"
@@ -48,10 +50,8 @@ class Scrubber:
         if task.n_ctx > self.model.n_ctx:
             raise ValueError(f"task rows have {task.n_ctx} positions, more than the model's n_ctx={self.model.n_ctx}")
         self.keys = row_keys(task.tokens)
-        n = len(task.tokens)
-        self.classes = {name: Classes(v, self.keys) for name, v in task.features.items()}
-        self.classes["none"] = Classes(torch.zeros(n, dtype=torch.long), self.keys)
-        self.refs = torch.arange(n)
+        self.classes = feature_classes(task.features, self.keys)
+        self.refs = torch.arange(len(task.tokens))
         self._cache: engine.CleanCache | None = None
 
     def resolve(self, hyp: Hypothesis) -> Resolved:
@@ -77,7 +77,7 @@ class Scrubber:
         return self._cache
 
     def logits(self, hyp: Hypothesis, progress=None):
-        """Scrubbed logits per chunk: yields ``(rows [b], logits [b, P, V])``."""
+        """Scrubbed logits per chunk: yields ``(rows [batch], logits [batch, pos, vocab])``."""
         root, rows = self.sample(hyp)
         plan = engine.compile_plan(self.model, root, self.task.n_ctx)
         cache = self._clean(engine.gather_targets(plan))
@@ -88,7 +88,7 @@ class Scrubber:
                 progress()
 
     def losses(self, hyp: Hypothesis, model_logits: list | None = None, keep: bool = False):
-        """``(loss [N], kl [N], logits)``: per-example loss of ``hyp``, KL to ``model_logits`` (a list of
+        """``(loss [n], kl [n], logits)``: per-example loss of ``hyp``, KL to ``model_logits`` (a list of
         per-chunk clean logits; zeros when None) and, with ``keep``, the list of per-chunk logits."""
         loss, kl, kept = [], [], []
         for i, (refs, logits) in enumerate(self.logits(hyp)):
@@ -252,7 +252,7 @@ def scrub(
             nodes.append(
                 NodeResult(
                     node.name,
-                    ", ".join(node.sites),
+                    ", ".join(str(site) for site in node.sites),
                     node.feature,
                     float(l_node.mean()),
                     recovered(l_model, l_all, l_node),
@@ -303,7 +303,7 @@ def scrub(
 
 
 def cancellation(l_model, l_all, l_hyp, kl, constant: float, bins: int = 40) -> Cancellation:
-    """The cancellation check from per-example losses ``[N]`` and KL ``[N]``."""
+    """The cancellation check from per-example losses ``[n]`` and KL ``[n]``."""
     change = l_hyp - l_model
     scale = float(l_all.mean() - l_model.mean())
     tol = 0.01 * abs(scale)

@@ -32,7 +32,8 @@ def hash_ints(*parts: torch.Tensor | int) -> torch.Tensor:
 
 
 def row_keys(tokens: torch.Tensor) -> torch.Tensor:
-    """A key per row ``[N]`` (int64): a hash of its tokens and of its rank among identical rows."""
+    """A key per row ``[n]`` (int64) of ``tokens [n, pos]``: a hash of its tokens and of its rank among
+    identical rows."""
     h = torch.zeros(tokens.shape[0], dtype=torch.int64)
     for p in range(tokens.shape[1]):
         h = _mix(h * 31 + tokens[:, p].long() + _GOLD)
@@ -47,7 +48,8 @@ def row_keys(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def uniform(seed: int, node: int, stream: int, keys: torch.Tensor, per_position: int = 0) -> torch.Tensor:
-    """Uniform [0, 1) numbers ``[B]`` (or ``[B, per_position]``) keyed by the reference keys ``[B]``."""
+    """Uniform [0, 1) numbers ``[batch]`` (or ``[batch, pos]`` with ``pos`` = ``per_position``) keyed by the
+    reference keys ``[batch]``."""
     k = keys if not per_position else keys[:, None]
     pos = 0 if not per_position else torch.arange(per_position)[None, :]
     h = hash_ints(seed, node, stream, k, pos)
@@ -77,8 +79,8 @@ class Classes:
         self.class_of = dense.view(values.shape)
 
     def draw(self, parents: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Rows agreeing with ``parents`` (rows ``[B]`` or ``[B, P]``) on this feature, uniform in
-        their class by ``u`` (same shape as the result: ``[B]``, or ``[B, P]`` per position)."""
+        """Rows agreeing with ``parents`` (rows ``[batch]`` or ``[batch, pos]``) on this feature, uniform in
+        their class by ``u`` (same shape as the result: ``[batch]``, or ``[batch, pos]`` per position)."""
         if self.per_position:
             if parents.dim() == 1:
                 parents = parents[:, None].expand(u.shape)
@@ -89,11 +91,19 @@ class Classes:
         return self.members[idx]
 
 
+def feature_classes(features: dict[str, torch.Tensor], keys: torch.Tensor) -> dict[str, Classes]:
+    """Every feature's ``Classes`` over the dataset (``features``: values ``[n]`` or ``[n, pos]``;
+    ``keys``: the row keys ``[n]``), and ``none``: one class holding every row (an unconditional draw)."""
+    classes = {name: Classes(values, keys) for name, values in features.items()}
+    classes["none"] = Classes(torch.zeros(len(keys), dtype=torch.long), keys)
+    return classes
+
+
 def sample_tree(
     root: Resolved, classes: dict[str, Classes], refs: torch.Tensor, keys: torch.Tensor, seed: int, n_ctx: int
 ) -> dict[tuple[int, int], torch.Tensor]:
     """Rows for every node: ``{(node index, 0): its input rows, (node index, 1): its rest rows}``,
-    shapes ``[B]`` or ``[B, n_ctx]`` for per-position nodes. ``refs`` are the reference rows ``[B]``,
+    shapes ``[batch]`` or ``[batch, pos]`` for per-position nodes. ``refs`` are the reference rows ``[batch]``,
     ``keys`` their row keys. Children agree with their parent on their feature."""
     out: dict[tuple[int, int], torch.Tensor] = {}
 

@@ -1,10 +1,10 @@
 """What a model is scrubbed on: a dataset, the loss, the features hypotheses may name, and subsets.
 
-A ``Task`` holds token rows ``[N, P]`` (with an optional attention mask ``key_mask [N, P]``,
+A ``Task`` holds token rows ``[n, pos]`` (with an optional attention mask ``key_mask [n, pos]``,
 True where a position may be attended to, e.g. False on padding), targets and a mask of the positions where the
 loss is counted (``ce``: cross-entropy against integer targets; ``mse``: squared error
-of logit 0 against float targets), precomputed features (one value per row ``[N]`` or
-per row and position ``[N, P]``) and named subsets of rows for the per-subset table.
+of logit 0 against float targets), precomputed features (one value per row ``[n]`` or
+per row and position ``[n, pos]``) and named subsets of rows for the per-subset table.
 ``paren_task`` and ``induction_task`` build the two case studies' tasks from the organisms.
 """
 
@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from probity.models.sites import Site
 from probity.scrub.hypothesis import HypothesisError
+from probity.scrub.model import layer_and_head
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Task:
             raise ValueError(f"loss_kind must be 'ce' or 'mse', got {self.loss_kind!r}")
         if self.targets.shape != (n, p) or self.loss_mask.shape != (n, p):
             raise ValueError(
-                f"targets and loss_mask must be [N, P] = {[n, p]} like tokens, got "
+                f"targets and loss_mask must be [n, pos] = {[n, p]} like tokens, got "
                 f"{list(self.targets.shape)} and {list(self.loss_mask.shape)}"
             )
         if not bool(self.loss_mask.any(1).all()):
@@ -49,12 +51,12 @@ class Task:
             check_feature(name, values, n, p)
         if self.key_mask is not None and (self.key_mask.shape != (n, p) or self.key_mask.dtype != torch.bool):
             raise ValueError(
-                f"key_mask must be a bool tensor [N, P] = {[n, p]} like tokens, got "
+                f"key_mask must be a bool tensor [n, pos] = {[n, p]} like tokens, got "
                 f"{self.key_mask.dtype} {list(self.key_mask.shape)}"
             )
 
     def select(self, rows: torch.Tensor) -> Task:
-        """The task on dataset rows ``rows [M]`` (repeats allowed: a bootstrap draw of the dataset)."""
+        """The task on dataset rows ``rows [n]`` (repeats allowed: a bootstrap draw of the dataset)."""
         return Task(
             self.name,
             self.tokens[rows],
@@ -71,7 +73,8 @@ class Task:
         return self.tokens.shape[1]
 
     def per_example_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Loss of each reference example ``[B]``: mean over its masked positions; ``logits [B, P, V]``."""
+        """Loss of each reference example ``[batch]``: mean over its masked positions; ``logits [batch, pos, vocab]``
+        for the dataset rows ``rows [batch]``."""
         mask = self.loss_mask[rows].float()
         if self.loss_kind == "ce":
             nll = -logits.log_softmax(-1).gather(-1, self.targets[rows].long()[..., None])[..., 0]
@@ -80,7 +83,7 @@ class Task:
         return (nll * mask).sum(1) / mask.sum(1)
 
     def per_example_kl(self, model_logits: torch.Tensor, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """KL(model || scrubbed) per example ``[B]``, averaged over masked positions (0 for ``mse``)."""
+        """KL(model || scrubbed) per example ``[batch]``, averaged over masked positions (0 for ``mse``)."""
         if self.loss_kind != "ce":
             return torch.zeros(len(rows))
         mask = self.loss_mask[rows].float()
@@ -99,7 +102,7 @@ class Task:
 
 
 def check_feature(name: str, values: torch.Tensor, n: int, p: int) -> None:
-    """One-line error unless ``values`` is ``[n]`` or ``[n, p]`` with no NaN."""
+    """One-line error unless ``values`` is ``[n]`` or ``[n, pos]`` with ``pos`` = ``p``, and has no NaN."""
     if not isinstance(values, torch.Tensor) or values.shape not in ((n,), (n, p)):
         shape = list(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
         raise HypothesisError(
@@ -113,7 +116,7 @@ def check_feature(name: str, values: torch.Tensor, n: int, p: int) -> None:
 def compute_features(
     fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], tokens: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Run each feature function once over ``tokens [N, P]`` and check its output."""
+    """Run each feature function once over ``tokens [n, pos]`` and check its output."""
     out = {}
     for name, fn in fns.items():
         try:
@@ -126,9 +129,9 @@ def compute_features(
 
 
 def horizon_classes(tokens: torch.Tensor, open_after: torch.Tensor) -> torch.Tensor:
-    """Redwood's five horizon classes per position ``[N, P]``: 0 padding, -1 / 1 the END token after
+    """Redwood's five horizon classes per position ``[n, pos]``: 0 padding, -1 / 1 the END token after
     an open / a close paren, -2 / 2 elsewhere when the parens from there on hold more / not more
-    opens than closes (``open_after [N, P]`` > 0.5 / <= 0.5)."""
+    opens than closes (``open_after [n, pos]`` > 0.5 / <= 0.5)."""
     from probity.organisms import paren
 
     after_open = torch.zeros_like(tokens, dtype=torch.bool)
@@ -140,15 +143,15 @@ def horizon_classes(tokens: torch.Tensor, open_after: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def adjusted_open_after(model, tokens: torch.Tensor, head: str) -> torch.Tensor:
-    """Redwood's "adjusted" proportion of opens after each position ``[N, P]``: the opens weighted
-    as the proportion head ``head`` ("L.H") attends, with its mean attention per paren key before
+def adjusted_open_after(model, tokens: torch.Tensor, head: Site | str) -> torch.Tensor:
+    """Redwood's "adjusted" proportion of opens after each position ``[n, pos]``: the opens weighted
+    as the proportion head ``head`` (e.g. "0.0") attends, with its mean attention per paren key before
     and on-or-after the query, averaged over the rows of each length (so the weights depend only on
     the length and the query position, not on the parens)."""
     from probity.models import cache
     from probity.organisms import paren
 
-    layer, h = (int(x) for x in head.split("."))
+    layer, h = layer_and_head(head)
     name = f"blocks.{layer}.attn.hook_pattern"
     pattern = torch.cat(
         [
@@ -160,11 +163,11 @@ def adjusted_open_after(model, tokens: torch.Tensor, head: str) -> torch.Tensor:
     is_paren = ((tokens == paren.OPEN) | (tokens == paren.CLOSE)).float()
     length = is_paren.sum(1).long()  # rows of one length have their parens at the same positions
     count = torch.zeros(p + 1).index_add_(0, length, torch.ones(n)).clamp(min=1)
-    before = torch.ones(p, p).tril(-1).bool()  # [q, k]: key before the query
+    before = torch.ones(p, p).tril(-1).bool()  # [pos, pos] (query, key): the key before the query
     weights = torch.zeros(n, p, p)
     for side in (before, ~before):
-        keys = is_paren[:, None, :] * side.float()  # [n, q, k]
-        mean = (pattern * keys).sum(-1) / keys.sum(-1).clamp(min=1)  # mean attention per paren key, [n, q]
+        keys = is_paren[:, None, :] * side.float()  # [n, pos, pos]: query, key
+        mean = (pattern * keys).sum(-1) / keys.sum(-1).clamp(min=1)  # mean attention per paren key, [n, pos]
         by_length = torch.zeros(p + 1, p).index_add_(0, length, mean) / count[:, None]
         weights += by_length[length][:, :, None] * keys
     weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)

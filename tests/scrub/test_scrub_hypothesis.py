@@ -3,7 +3,9 @@
 import pytest
 import torch
 
+from probity.models.sites import Site
 from probity.scrub import Hypothesis, HypothesisError, Node, Scrubber, Task, load_hypothesis
+from probity.scrub.model import layer_and_head
 from probity.scrub.task import compute_features
 
 TREE = {
@@ -128,3 +130,44 @@ def test_bad_model_inputs(tiny_model, tiny_task):
         Task("t", t.tokens, t.targets, t.loss_mask, {}, key_mask=torch.ones_like(t.tokens))
     with pytest.raises(TypeError, match="TransformerLens native model"):
         Scrubber(torch.nn.Linear(2, 2), t)
+
+
+def test_one_spelling_of_a_site(tiny_model, tiny_task):
+    """``Site.parse`` reads every shorthand; scrub's components convert to and from ``Site``s; a hypothesis
+    written with ``Site`` objects resolves, scrubs and serialises like the one written with strings."""
+    head = Site("blocks.1.attn.hook_result", head=0)
+    for text in ("1.0", " 1.0 ", "blocks.1.attn.hook_result[0]", "blocks.1.attn.hook_result[head=0]", str(head)):
+        assert Site.parse(text) == head
+    assert Site.parse("mlp1") == Site.parse("blocks.1.hook_mlp_out") == Site("blocks.1.hook_mlp_out")
+    assert Site.parse("embed") == Site.parse("tok") == Site("hook_embed")
+    assert Site.parse("pos") == Site.parse("pos_embed") == Site("hook_pos_embed")
+    assert Site.parse("logits") == Site("output") and Site.parse("blocks.0.attn.hook_z[1]").head == 1
+    d = tiny_model
+    for c in [*d.components, d.output]:
+        assert d.component(c.site) == d.component(c.name) == c and Site.parse(c.name) == c.site
+    assert d.component("1.0") == d.component(head) and layer_and_head("1.0") == layer_and_head(head) == (1, 0)
+    with pytest.raises(KeyError, match="unknown site 'mlp7'"):
+        d.component("mlp7")
+    with pytest.raises(ValueError, match="not an attention head"):
+        layer_and_head("mlp1")
+
+    def with_sites(node: dict) -> dict:  # the same node dict, every site a Site object
+        sites = node.get("sites", node.get("site"))
+        rest = {k: v for k, v in node.items() if k not in ("site", "sites", "children")}
+        children = [with_sites(c) for c in node.get("children", [])]
+        return {
+            **rest,
+            "sites": [Site.parse(s) for s in ([sites] if isinstance(sites, str) else sites)],
+            "children": children,
+        }
+
+    def resolved(hyp: Hypothesis) -> list:
+        return [(r.node.name, r.components, r.via, r.positions) for r in scrubber.resolve(hyp).walk()]
+
+    scrubber = Scrubber(tiny_model, tiny_task)
+    strings = Hypothesis.from_dict(TREE)
+    sites = Hypothesis.from_dict({**TREE, "root": with_sites(TREE["root"])})
+    assert all(isinstance(s, Site) for n in sites.nodes() for s in n.sites)
+    assert resolved(sites) == resolved(strings)
+    torch.testing.assert_close(scrubber.losses(sites)[0], scrubber.losses(strings)[0], atol=0, rtol=0)
+    assert resolved(Hypothesis.from_dict(sites.to_dict())) == resolved(strings)  # saved as strings Site.parse reads

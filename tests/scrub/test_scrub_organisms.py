@@ -18,9 +18,9 @@ def test_decomposition_matches_the_bridge_hooks():
     mine, outs = d.run(tokens, key_mask=mask.bool())
     assert not torch.allclose(d.run(tokens)[0], mine, atol=1e-3)  # the mask matters
     torch.testing.assert_close(mine, logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(outs[d.parse("embed")], cache["hook_embed"])
+    torch.testing.assert_close(outs[d.component("embed")], cache["hook_embed"])
     mlp = d.native.layers[1].mlp.fc_out.bias
-    torch.testing.assert_close(outs[d.parse("mlp1")] + mlp, cache["blocks.1.hook_mlp_out"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[d.component("mlp1")] + mlp, cache["blocks.1.hook_mlp_out"], atol=1e-5, rtol=1e-5)
     o = d.native.layers[2].attn.o
     head = cache["blocks.2.attn.hook_z"][:, :, 1] @ o.weight[:, 28:].T
     torch.testing.assert_close(outs[Component(2, 0, "head", 1)], head, atol=1e-5, rtol=1e-5)
@@ -89,10 +89,9 @@ def test_shipped_induction_formed_its_heads():
     )
 
 
-def test_recipes_on_a_short_schedule_match_the_shipped_record(tmp_path):
+def test_recipes_on_a_short_schedule_match_the_shipped_record(tmp_path, one_thread):
     """Both recipes, a few hundred steps: the same early metrics the shipped config recorded for
     that schedule (the full schedules take minutes; `probity organisms train` runs them)."""
-    torch.set_num_threads(1)
     for module, key in ((paren, "accuracy"), (induction, "loss_candidates")):
         record = json.loads((_native.WEIGHTS / module.NAME / "config.json").read_text())["meta"]["quick"]
         got = module.train(out_dir=tmp_path / module.NAME, quick=True)
@@ -100,13 +99,12 @@ def test_recipes_on_a_short_schedule_match_the_shipped_record(tmp_path):
         assert (tmp_path / module.NAME / "model.safetensors").is_file()
 
 
-def test_cli_train_uses_the_recipe_seed(tmp_path):
+def test_cli_train_uses_the_recipe_seed(tmp_path, one_thread):
     """`probity organisms train NAME` without --seed trains the recipe's seed (the shipped one)."""
     from typer.testing import CliRunner
 
     from probity.organisms.cli import app
 
-    torch.set_num_threads(1)
     result = CliRunner().invoke(app, ["train", "paren", "--quick", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "config.json").read_text())["meta"]
