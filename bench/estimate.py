@@ -12,6 +12,7 @@ Ground truths are cached under bench/results/cache/ (resumable), so a rerun is q
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from probity.estimate.bench import BenchConfig, BenchResult, run_bench, wall_rac
 from probity.estimate.cli import print_summary
 
 ROOT = Path(__file__).resolve().parent
-CACHE = str(ROOT / "results" / "cache")
+# Relative to the current folder (bench/results/cache from the repo root), so the results record no machine path.
+CACHE = os.path.relpath(ROOT / "results" / "cache")
 # ARC's own code, ReLU, n=64, 4 hidden layers, two seeds (DESIGN.md / issue 3).
 REFERENCE = {
     (1, "simple"): (40, 70),

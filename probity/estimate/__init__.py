@@ -10,6 +10,7 @@ ground truth, FLOP accounting, and a sampler that uses the analytic estimate.
     mse_over_var(est.out, truth.out_mean, truth.out_var, truth.n_samples)
 """
 
+from probity.estimate.activations import ACTIVATIONS
 from probity.estimate.estimators import (
     Blend,
     blend,
@@ -20,7 +21,7 @@ from probity.estimate.estimators import (
     x_mc,
 )
 from probity.estimate.gauss import derivative_expectations, gaussian_cumulants
-from probity.estimate.mlp import ACTIVATIONS, RandomMLP
+from probity.estimate.mlp import RandomMLP
 from probity.estimate.propagate import ORDERS, VARIANTS, LayerMeans, kprop
 from probity.estimate.sampling import SampleStats, ground_truth, monte_carlo
 

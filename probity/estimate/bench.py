@@ -34,29 +34,40 @@ class BenchConfig:
     variants: list[str] = field(default_factory=lambda: ["simple", "augment"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     gt_samples: int = 10**7
-    cache_dir: str = "bench/results/cache"
+    cache_dir: str = "bench/results/cache"  # relative to the current folder, so results carry no machine path
     mc_budgets: list[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 100000])
     blend_budgets: list[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 100000])
     blend_order: int = 2
     blend_variant: str = "augment"
 
-    def validate(self) -> None:
-        """One-line errors for bad settings, before any sampling."""
+    def __post_init__(self) -> None:
+        """One-line ValueErrors for bad settings, before any sampling (``run_bench`` checks
+        again, since fields can be reassigned after construction)."""
         check_activation(self.activation)
-        if not self.widths or any(not isinstance(w, int) or w < 1 for w in self.widths):
-            raise ValueError(f"widths must be integers >= 1, got {self.widths}")
-        if self.hidden_layers < 1:
-            raise ValueError(f"hidden_layers must be >= 1, got {self.hidden_layers}")
+        self.cache_dir = str(self.cache_dir)
+        if not self.widths or any(not _is_int(w) or w < 1 for w in self.widths):
+            raise ValueError(f"widths must be integers >= 1, e.g. [16, 32, 64]; got {self.widths}")
+        if not _is_int(self.hidden_layers) or self.hidden_layers < 1:
+            raise ValueError(f"hidden_layers must be an integer >= 1, got {self.hidden_layers!r}")
         for order in self.orders:
             for variant in self.variants:
                 check_order(order, variant)
         check_order(self.blend_order, self.blend_variant)
-        if self.gt_samples < 1000:
-            raise ValueError(f"gt_samples must be >= 1000 for a usable ground truth, got {self.gt_samples}")
-        if not self.seeds:
-            raise ValueError("seeds is empty; pass at least one seed")
-        if any(b < 2 for b in self.mc_budgets + self.blend_budgets):
-            raise ValueError("sample budgets must be >= 2")
+        if not _is_int(self.gt_samples) or self.gt_samples < 1000:
+            raise ValueError(
+                f"gt_samples must be an integer >= 1000 for a usable ground truth, got {self.gt_samples!r}"
+            )
+        if not self.seeds or any(not _is_int(s) for s in self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of integers, e.g. [0, 1, 2]; got {self.seeds}")
+        if any(not _is_int(b) or b < 2 for b in self.mc_budgets + self.blend_budgets):
+            raise ValueError(
+                f"sample budgets must be integers >= 2, got mc_budgets={self.mc_budgets}, "
+                f"blend_budgets={self.blend_budgets}"
+            )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -149,6 +160,18 @@ class BenchResult:
         return {"error vs FLOPs": fig}
 
 
+# ARC's own code on probity's networks (ReLU, 4 hidden layers, seeds 0-2; DESIGN.md):
+# (width, K, variant) -> (MSE/Var, x-MC)
+_ARC_REFERENCE = {
+    (64, 2, "augment"): (1.8e-4, 15),
+    (64, 3, "simple"): (3.2e-5, 22),
+    (64, 3, "augment"): (9.2e-6, 8.7),
+    (64, 4, "simple"): (3.9e-6, 2.35),
+    (64, 4, "augment"): (2.9e-6, 0.07),
+    (128, 3, "augment"): (1.5e-6, 27),
+}
+
+
 def _series(rows):
     markers = {"mc": "o", "blend": "s", "kprop": "^"}
     keys = sorted({(s.method, s.variant, s.order) for s in rows})
@@ -233,7 +256,7 @@ def summarise(rows: list[Row]) -> list[Summary]:
 
 def run_bench(cfg: BenchConfig, console=None) -> BenchResult:
     """Run the protocol of ``cfg`` (ground truths come from the cache when present)."""
-    cfg.validate()
+    cfg.__post_init__()  # fields may have been reassigned since construction
     Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     jobs = [(w, s) for w in cfg.widths for s in cfg.seeds]

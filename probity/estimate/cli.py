@@ -127,20 +127,19 @@ def bench(
     from probity import report
     from probity.estimate.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(
-        activation=activation,
-        widths=_ints(widths, "widths"),
-        hidden_layers=hidden_layers,
-        orders=_ints(orders, "orders"),
-        variants=[v.strip() for v in variants.split(",") if v.strip()],
-        seeds=_ints(seeds, "seeds"),
-        gt_samples=gt_samples,
-        cache_dir=str(cache_dir),
-        mc_budgets=_ints(mc_budgets, "mc-budgets"),
-        blend_budgets=_ints(blend_budgets, "blend-budgets"),
-    )
     try:
-        cfg.validate()
+        cfg = BenchConfig(
+            activation=activation,
+            widths=_ints(widths, "widths"),
+            hidden_layers=hidden_layers,
+            orders=_ints(orders, "orders"),
+            variants=[v.strip() for v in variants.split(",") if v.strip()],
+            seeds=_ints(seeds, "seeds"),
+            gt_samples=gt_samples,
+            cache_dir=str(cache_dir),
+            mc_budgets=_ints(mc_budgets, "mc-budgets"),
+            blend_budgets=_ints(blend_budgets, "blend-budgets"),
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     result = run_bench(cfg, console)

@@ -75,7 +75,7 @@ def mc_flops_per_sample(mlp: RandomMLP) -> float:
 def mse_over_var(
     estimate: torch.Tensor, truth_mean: torch.Tensor, truth_var: torch.Tensor, truth_samples: int | None = None
 ) -> float:
-    """mean_i (estimate_i - truth_i)^2 / mean_i Var_i over the (n,) vectors ``estimate``,
+    """mean_i (estimate_i - truth_i)^2 / mean_i Var_i over the ``[width]`` vectors ``estimate``,
     ``truth_mean``, ``truth_var``, minus the ground truth's own noise (mean_i Var_i / N /
     mean_i Var_i = 1/N) when ``truth_samples`` N is given; so it can fall below zero."""
     if estimate.shape != truth_mean.shape:
@@ -96,8 +96,8 @@ def x_mc(mse: float, flops: float, flops_per_sample: float) -> float | None:
 
 @dataclass
 class Blend:
-    """``out`` (n,): the combined estimate; ``analytic``, ``sampled`` (n,): its two parts;
-    ``weight`` (n,): the weight on the sample side; ``tau2``: estimated kprop error
+    """``out`` [width]: the combined estimate; ``analytic``, ``sampled`` [width]: its two parts;
+    ``weight`` [width]: the weight on the sample side; ``tau2``: estimated kprop error
     variance; ``n_samples``."""
 
     out: torch.Tensor
@@ -124,7 +124,7 @@ def _noise_sd(cross: torch.Tensor, s1: torch.Tensor, N: int, n: int) -> torch.Te
 
 
 def linear_surrogate(mlp: RandomMLP, slopes: list[torch.Tensor]) -> torch.Tensor:
-    """J (n, n): the network linearised with per-neuron slopes, W_L diag(s_{L-1}) ... W_1."""
+    """J [width, width]: the network linearised with per-neuron slopes, W_L diag(s_{L-1}) ... W_1."""
     J = mlp.weights[-1]
     for w, s in zip(reversed(mlp.weights[:-1]), reversed(slopes)):
         J = (J * s[None, :]) @ w
@@ -142,12 +142,12 @@ def blend(
     """E[out] from kprop of ``order`` plus ``n_samples`` control-variate samples (module doc)."""
     _check_samples(n_samples, batch)
     est = kprop(mlp, order, variant)
-    J = linear_surrogate(mlp, est.slope).float()
+    J = linear_surrogate(mlp, est.slope).float()  # [width, width]
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     acc, done, cross = _Moments(), 0, 0.0
     while done < n_samples:
         b = min(batch, n_samples - done)
-        x = torch.randn(b, mlp.width, generator=gen)
+        x = torch.randn(b, mlp.width, generator=gen)  # [batch, width]
         _, _, out = mlp.forward(x)
         y = out - x @ J.T
         acc.add([y])

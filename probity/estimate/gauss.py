@@ -18,7 +18,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from probity.estimate.mlp import ACTIVATIONS, SLOPES, check_activation
+from probity.estimate.activations import ACTIVATIONS, SLOPES, check_activation
 
 # Gauss-Hermite points: 64 give 1e-10 at variance 4 for the smooth activations except tanh,
 # whose poles at +-i pi/2 need 200 for 1e-9 at variance 2.
@@ -29,7 +29,7 @@ _SQRT2PI = math.sqrt(2 * math.pi)
 
 @cache
 def _hermite_table(kmax: int, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Hermite nodes (Q,) and weights times He_k(node): (kmax+1, Q), normalised to N(0,1)."""
+    """Gauss-Hermite nodes [points] and weights times He_k(node) [kmax + 1, points], normalised to N(0,1)."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(points)
     weights = weights / weights.sum()
     he = np.zeros((kmax + 1, points))
@@ -84,15 +84,15 @@ def _relu_derivative(p: int, k: int, mean: torch.Tensor, s: torch.Tensor) -> tor
 
 
 def derivative_expectations(activation: str, p: int, mean: torch.Tensor, var: torch.Tensor, kmax: int) -> torch.Tensor:
-    """D[k] = E[(phi^p)^(k)(z)] for k = 0..kmax, z ~ N(mean, var): (kmax+1, *mean.shape)."""
+    """D[k] = E[(phi^p)^(k)(z)] for k = 0..kmax, z ~ N(mean, var): [kmax + 1, *mean.shape]."""
     check_activation(activation)
     s = var.clamp_min(1e-300).sqrt()
     if activation == "relu":
         return torch.stack([_relu_derivative(p, k, mean, s) for k in range(kmax + 1)])
     nodes, he_w = _hermite_table(kmax, QUADRATURE_POINTS.get(activation, DEFAULT_POINTS))
     nodes_t = torch.as_tensor(nodes, dtype=mean.dtype)
-    vals = ACTIVATIONS[activation](mean[..., None] + s[..., None] * nodes_t) ** p  # (..., Q)
-    proj = vals @ torch.as_tensor(he_w, dtype=mean.dtype).T  # (..., kmax+1)
+    vals = ACTIVATIONS[activation](mean[..., None] + s[..., None] * nodes_t) ** p  # [..., points]
+    proj = vals @ torch.as_tensor(he_w, dtype=mean.dtype).T  # [..., kmax + 1]
     scale = s[..., None] ** -torch.arange(kmax + 1, dtype=mean.dtype)
     return (proj * scale).movedim(-1, 0)
 

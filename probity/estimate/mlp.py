@@ -15,36 +15,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-ACTIVATIONS = {
-    "relu": torch.relu,
-    "gelu": F.gelu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "silu": F.silu,
-    "softplus": F.softplus,
-}
-# phi' in closed form (differentiable, unlike autograd of a detached input).
-SLOPES = {
-    "relu": lambda z: (z > 0).to(z.dtype),
-    "gelu": lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
-    "tanh": lambda z: 1 - torch.tanh(z) ** 2,
-    "sigmoid": lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
-    "silu": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
-    "softplus": torch.sigmoid,
-}
+from probity.estimate.activations import ACTIVATIONS, check_activation
+from probity.estimate.gauss import gaussian_moment
+
 INITS = ("he", "critical")
 
 
-def check_activation(activation: str) -> None:
-    """Raise a one-line ValueError unless ``activation`` is supported."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-
-
 class RandomMLP:
-    """A square random MLP. ``weights[l]`` is (n, n) float64, ``biases[l]`` is (n,) or None.
+    """A square random MLP. ``weights[l]`` is [width, width] float64, ``biases[l]`` is [width] or None.
 
     ``RandomMLP(width, hidden_layers, activation, init, bias, seed)`` draws a network;
     ``RandomMLP.from_weights(weights, activation)`` wraps your own weights."""
@@ -104,7 +83,7 @@ class RandomMLP:
 
     @classmethod
     def from_weights(cls, weights, activation: str = "relu", biases=None) -> RandomMLP:
-        """Wrap a user's list of (n, n) weight matrices (and optional (n,) biases)."""
+        """Wrap a user's list of [width, width] weight matrices (and optional [width] biases)."""
         check_activation(activation)
         if not isinstance(weights, (list, tuple)) or not weights:
             raise ValueError("weights must be a non-empty list of (n, n) matrices, one per linear layer")
@@ -134,7 +113,8 @@ class RandomMLP:
         RandomMLP.from_weights(self.weights, self.activation, self.biases)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """x: (B, n) -> (pre: H tensors (B, n), act: H tensors (B, n), out: (B, n)), in x's dtype."""
+        """x [batch, width] -> (pre: H tensors [batch, width], act: H tensors [batch, width], out [batch, width]),
+        in x's dtype."""
         pre, act = [], []
         h = x
         for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -167,8 +147,6 @@ def check_mlp(mlp) -> None:
 
 def _layer_variances(activation: str, init: str, hidden_layers: int, bias: bool, q_star: float):
     """Per-layer weight variances (times fan-in) and the bias variance."""
-    from probity.estimate.gauss import gaussian_moment
-
     zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
     if init == "he":
         he = 1.0 / gaussian_moment(activation, 2, zero, one).item()

@@ -46,9 +46,9 @@ VARIANTS = ("simple", "augment")
 
 @dataclass
 class LayerMeans:
-    """Per-layer mean estimates: ``pre[l]``, ``act[l]`` for hidden layer l+1, each (n,); ``out`` (n,).
-    ``pre_var[l]`` (n,) is the estimated variance of each pre-activation and ``slope[l]``
-    (n,) is E_G[phi'(pre[l])], the Gaussian-closure slope of each neuron."""
+    """Per-layer mean estimates: ``pre[l]``, ``act[l]`` for hidden layer l+1, each [width]; ``out`` [width].
+    ``pre_var[l]`` [width] is the estimated variance of each pre-activation and ``slope[l]``
+    [width] is E_G[phi'(pre[l])], the Gaussian-closure slope of each neuron."""
 
     pre: list[torch.Tensor]
     act: list[torch.Tensor]
@@ -67,7 +67,7 @@ def check_order(order: int, variant: str) -> None:
 
 def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order: int | None = None) -> LayerMeans:
     """Estimate E[pre], E[act] of every hidden layer and E[out] for x ~ N(0, I_n), by
-    cumulant propagation of order ``order`` (1, 2 or 3): a ``LayerMeans`` of (n,) vectors,
+    cumulant propagation of order ``order`` (1, 2 or 3): a ``LayerMeans`` of [width] vectors,
     H per field for the hidden layers and one for the output. ``series_order`` is the number
     of Mehler terms kept for off-diagonal covariances (default 2*order + 2). Works in the
     weights' dtype (float64) and is differentiable with respect to them."""
@@ -93,14 +93,14 @@ def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order:
 
 @dataclass
 class _State:
-    """Cumulants of one layer's neurons. ``cov`` is (n, n), or its diagonal (n,) at K=1 and
+    """Cumulants of one layer's neurons. ``cov`` is [width, width], or its diagonal [width] at K=1 and
     at the last hidden layer; the third cumulant is sum_r Sym(A[:, r], B[:, r], B[:, r])
-    (K=3); ``k3``/``k4`` are per-neuron cumulants propagated as independent sums
+    (K=3), with A and B [width, rank]; ``k3``/``k4`` [width] are per-neuron cumulants propagated as independent sums
     (augment). After a nonlinear
     step, ``fresh = (c2, G, slab)`` holds the new third-cumulant terms in the structured
     form Sym(3 c2_m e_m, G_m, G_m) + Sym(3 slab_j, e_j, e_j), so that the linear step
     multiplies W by a diagonal and an identity for free. K=3 augment also carries ``P``
-    (n, n), the pair fourth cumulants k4(z)_jjkk (zero diagonal), and after a nonlinear
+    [width, width], the pair fourth cumulants k4(z)_jjkk (zero diagonal), and after a nonlinear
     step ``quartic = (pairs, t)`` from ``_quartic_terms``."""
 
     mean: torch.Tensor
@@ -119,8 +119,8 @@ def _input_state(mlp: RandomMLP, order: int, variant: str, diag_only: bool = Fal
     """First pre-activation z = W_1 x + b_1: exactly Gaussian."""
     w, b = mlp.weights[0], mlp.biases[0]
     n = w.shape[0]
-    mean = b.clone() if b is not None else w.new_zeros(n)
-    cov = (w * w).sum(1) if (order == 1 or diag_only) else w @ w.T
+    mean = b.clone() if b is not None else w.new_zeros(n)  # [width]
+    cov = (w * w).sum(1) if (order == 1 or diag_only) else w @ w.T  # [width] or [width, width]
     zeros = w.new_zeros(n)
     empty = w.new_zeros(n, 0)
     return _State(
@@ -135,7 +135,7 @@ def _input_state(mlp: RandomMLP, order: int, variant: str, diag_only: bool = Fal
 
 
 def _diag(cov: torch.Tensor) -> torch.Tensor:
-    """Per-neuron variances from a covariance (n, n) or its stored diagonal (n,)."""
+    """Per-neuron variances [width] from a covariance [width, width] or its stored diagonal [width]."""
     return cov if cov.ndim == 1 else torch.diagonal(cov)
 
 
@@ -174,12 +174,12 @@ def _nonlinear(s: _State, activation: str, order: int, variant: str, terms: int,
     ``terms`` Mehler terms for off-diagonal covariances."""
     var = _diag(s.cov)
     kmax = max(terms, 4)
-    c = derivative_expectations(activation, 1, s.mean, var, kmax)  # c[k] = E_G[phi^(k)]
+    c = derivative_expectations(activation, 1, s.mean, var, kmax)  # [kmax + 1, width]: c[k] = E_G[phi^(k)]
     k3z, k4z = _perturbative(_third_diag(s), var, 3), _perturbative(s.k4, var, 4)
     mean = _edgeworth(c, k3z, k4z)
     if mean_only:
         return _State(mean, None, slope=c[1])
-    d2 = derivative_expectations(activation, 2, s.mean, var, 4)  # E_G[(phi^2)^(k)]
+    d2 = derivative_expectations(activation, 2, s.mean, var, 4)  # [5, width]: E_G[(phi^2)^(k)]
     a_var = _edgeworth(d2, k3z, k4z) - mean * mean
     out = _State(mean, a_var, slope=c[1])
     if variant == "augment":
@@ -216,7 +216,7 @@ def _quartic_terms(s: _State, c, d2):
     Mehler's formula for (phi_j - c0_j)^2 against (phi_k - c0_k)^2: pairs
     k4(a)_jjkk = h_j h_k (k4(z)_jjkk + 2 S_jk^2) - 2 c1_j^2 c1_k^2 S_jk^2 and stars
     k4(a)_jjkl = t_j (c1_k S_kj)(c1_l S_lj), with h = E[((phi - c0)^2)'']/2 and
-    t = 2 h - 2 c1^2. Returns (pairs (n, n) with zero diagonal, t (n,))."""
+    t = 2 h - 2 c1^2. Returns (pairs [width, width] with zero diagonal, t [width])."""
     S = s.cov
     h = d2[2] / 2 - c[0] * c[2]
     c1sq = c[1] * c[1]

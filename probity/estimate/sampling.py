@@ -21,8 +21,8 @@ CHUNK = 1_000_000  # samples per checkpointed chunk of a ground-truth run
 
 @dataclass
 class SampleStats:
-    """Per-layer sample means and variances (float64). ``pre_*``/``act_*``: H tensors (n,);
-    ``out_*``: (n,); ``n_samples``: how many samples they average."""
+    """Per-layer sample means and variances (float64). ``pre_*``/``act_*``: H tensors [width];
+    ``out_*``: [width]; ``n_samples``: how many samples they average."""
 
     pre_mean: list[torch.Tensor]
     pre_var: list[torch.Tensor]
@@ -34,7 +34,7 @@ class SampleStats:
 
 
 class _Moments:
-    """Running shifted sums of (B, n) batches for 2H+1 layers."""
+    """Running shifted sums of [batch, width] batches for 2H+1 layers."""
 
     def __init__(self):
         self.count, self.shift, self.s1, self.s2 = 0, None, None, None
@@ -104,7 +104,7 @@ def _sample_into(
     done = 0
     while done < n_samples:
         b = min(batch, n_samples - done)
-        x = torch.randn(b, mlp.width, generator=generator, dtype=torch.float32)
+        x = torch.randn(b, mlp.width, generator=generator, dtype=torch.float32)  # [batch, width]
         pre, act, out = mlp.forward(x)
         acc.add([out] if out_only else pre + act + [out])
         done += b

@@ -34,7 +34,7 @@ class Probe:
     sweep: list[dict] = field(default_factory=list)
 
     def score(self, acts: torch.Tensor) -> torch.Tensor:
-        """(n, d_model) activations -> (n,) lie scores."""
+        """Activations ``[n, d_model]`` -> lie scores ``[n]``."""
         return acts.double() @ self.direction.double() + self.bias
 
 
@@ -69,26 +69,25 @@ def response_activations(
     return {layer: torch.cat(v) for layer, v in out.items()}
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, steps: int = 100) -> tuple[torch.Tensor, float]:
-    """L2-regularised logistic regression on standardised features; returns (weights in
-    raw units (d,), bias) so that ``x @ w + b`` is the logit of ``y``."""
+def fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, max_iter: int = 1000, tol: float = 1e-8
+) -> tuple[torch.Tensor, float]:
+    """L2-regularised logistic regression of ``y`` [n] (bool) on ``x`` [n, d], by scikit-learn.
+
+    The features are standardised (mean and sample standard deviation of each column, the
+    latter floored at 1e-6) and the objective is mean binary cross-entropy + ``l2`` * |w|^2
+    with an unpenalised intercept: scikit-learn's C * sum(loss) + |w|^2 / 2 with
+    C = 1 / (2 * l2 * n). Returns (weights [d] in raw units, bias), so that ``x @ w + b``
+    is the logit of ``y``."""
+    from sklearn.linear_model import LogisticRegression  # imported here: it takes a second to import
+
     x = x.double()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-    target = y.double()
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, target) + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    w_raw = (w / std).detach()
-    return w_raw, float(b.detach() - (mean * w_raw).sum())
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)  # [d], [d]
+    z = ((x - mean) / std).numpy()  # [n, d]
+    clf = LogisticRegression(C=1.0 / (2 * l2 * len(z)), tol=tol, max_iter=max_iter)
+    clf.fit(z, y.bool().numpy())
+    w_raw = torch.from_numpy(clf.coef_[0]) / std  # [d]
+    return w_raw, float(clf.intercept_[0] - (mean * w_raw).sum())
 
 
 def instruction_data(

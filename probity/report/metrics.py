@@ -1,29 +1,65 @@
-"""Classification metrics shared by the instruments (lie detection, audits)."""
+"""Classification metrics shared by the instruments (lie detection, audits), from scikit-learn.
+
+Each takes sequences or tensors (``[n]`` scores or predictions and ``[n]`` boolean labels,
+positive = True) and returns ``None`` when a class is empty, where the metric is undefined.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+# scikit-learn is imported inside each metric: it takes over a second to import, and every
+# probity command (even --help) imports this module.
+
+
+def _array(values, dtype) -> np.ndarray:
+    """A sequence or tensor (detached, on the CPU) as a numpy array [n] of ``dtype``."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=dtype).reshape(-1)
+
+
+def _labels(labels: Sequence[bool]) -> np.ndarray | None:
+    """``labels`` as a boolean array [n], or None when one class is empty."""
+    y = _array(labels, bool)
+    return y if y.any() and not y.all() else None
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Area under the ROC curve of ``scores`` (higher = positive) for boolean ``labels``,
+    """Area under the ROC curve of ``scores`` [n] (higher = positive) for boolean ``labels`` [n],
     ties counted half (the Mann-Whitney statistic); ``None`` when a class is empty."""
-    s = torch.as_tensor(scores, dtype=torch.float64)
-    y = torch.as_tensor(labels, dtype=torch.bool)
-    pos, neg = s[y], s[~y]
-    if len(pos) == 0 or len(neg) == 0:
+    from sklearn.metrics import roc_auc_score
+
+    y = _labels(labels)
+    if y is None:
         return None
-    greater = (pos[:, None] > neg[None, :]).double().sum()
-    ties = (pos[:, None] == neg[None, :]).double().sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+    return float(roc_auc_score(y, _array(scores, np.float64)))
 
 
 def balanced_accuracy(predicted: Sequence[bool], labels: Sequence[bool]) -> float | None:
-    """Mean of the true-positive and true-negative rates; ``None`` when a class is empty."""
-    p = torch.as_tensor(predicted, dtype=torch.bool)
-    y = torch.as_tensor(labels, dtype=torch.bool)
-    if y.all() or not y.any():
+    """Mean of the true-positive and true-negative rates of ``predicted`` [n] against
+    ``labels`` [n]; ``None`` when a class is empty."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    y = _labels(labels)
+    if y is None:
         return None
-    return float(((p & y).sum() / y.sum() + (~p & ~y).sum() / (~y).sum()) / 2)
+    return float(balanced_accuracy_score(y, _array(predicted, bool)))
+
+
+def tpr_at_fpr(scores: Sequence[float], labels: Sequence[bool], fpr: float = 0.01) -> float | None:
+    """The ROC curve read at a fixed false-positive rate: the highest true-positive rate of
+    any threshold on ``scores`` [n] (flag score >= threshold) whose false-positive rate is at
+    most ``fpr`` (e.g. 0.01), for boolean ``labels`` [n]; ``None`` when a class is empty."""
+    if not 0 <= fpr <= 1:
+        raise ValueError(f"fpr must be a rate in [0, 1] (e.g. 0.01 for 1%), got {fpr!r}")
+    from sklearn.metrics import roc_curve
+
+    y = _labels(labels)
+    if y is None:
+        return None
+    fprs, tprs, _ = roc_curve(y, _array(scores, np.float64), drop_intermediate=False)
+    return float(tprs[fprs <= fpr].max())

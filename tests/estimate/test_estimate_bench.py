@@ -1,7 +1,9 @@
 """FLOP accounting, x-MC, the blend estimator, the bench runner and the CLI."""
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
@@ -17,6 +19,7 @@ from probity.estimate import (
     mse_over_var,
     x_mc,
 )
+from probity.estimate.bench import BenchConfig, run_bench
 from probity.estimate.cli import app
 
 
@@ -86,7 +89,8 @@ def test_cli_run_and_bench(tmp_path):
     }
     assert all(keys <= set(r) for r in rows)
     assert all(r["x_mc"] is None or r["x_mc"] > 0 for r in rows) and all(r["flops"] > 0 for r in rows)
-    assert "data:image/png;base64" in (tmp_path / "report" / "index.html").read_text()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "data:image/png;base64" in page or "<svg" in page  # the figure, inline as PNG or SVG
     for bad_args, message in [
         (["--widths", "0"], "widths must be integers"),
         (["--widths", "a,b"], "comma-separated integers"),
@@ -94,3 +98,45 @@ def test_cli_run_and_bench(tmp_path):
     ]:
         bad = runner.invoke(app, ["bench", *bad_args])
         assert bad.exit_code == 2 and message in bad.output, bad.output  # usage errors before any sampling
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"activation": "swish"}, "unknown activation"),
+        ({"widths": []}, "widths must be integers"),
+        ({"hidden_layers": 0}, "hidden_layers must be"),
+        ({"orders": [4]}, "order must be one of"),
+        ({"blend_variant": "fancy"}, "variant must be one of"),
+        ({"gt_samples": 10}, "gt_samples must be"),
+        ({"seeds": []}, "seeds must be"),
+        ({"mc_budgets": [1]}, "sample budgets must be"),
+    ],
+)
+def test_bench_config_validates_on_construction(fields, message):
+    with pytest.raises(ValueError, match=message) as info:
+        BenchConfig(**fields)
+    assert "\n" not in str(info.value)
+
+
+def test_bench_config_is_checked_again_when_run(tmp_path):
+    cfg = BenchConfig(widths=[8], seeds=[0], gt_samples=1000, cache_dir=tmp_path)
+    assert cfg.cache_dir == str(tmp_path)  # a Path is stored as the string it names
+    cfg.widths = [0]
+    with pytest.raises(ValueError, match="widths must be integers"):
+        run_bench(cfg)
+
+
+def test_committed_bench_result_records_no_machine_path():
+    result = json.loads((Path(__file__).parents[2] / "bench" / "results" / "estimate.json").read_text())
+    assert result["config"]["cache_dir"] == BenchConfig().cache_dir == "bench/results/cache"
+
+
+def test_gauss_and_mlp_import_no_cycle():
+    """gauss and mlp both read the activation table from activations; neither imports the other lazily."""
+    root = Path(__file__).parents[2] / "probity" / "estimate"
+    gauss = (root / "gauss.py").read_text()
+    mlp = (root / "mlp.py").read_text()
+    assert "probity.estimate.mlp" not in gauss
+    assert "from probity.estimate.activations import" in gauss and "from probity.estimate.activations import" in mlp
+    assert "    from probity" not in mlp  # no function-level import left

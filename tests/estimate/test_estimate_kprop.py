@@ -15,7 +15,7 @@ from probity.estimate import (
     monte_carlo,
     mse_over_var,
 )
-from probity.estimate.mlp import ACTIVATIONS
+from probity.estimate.activations import ACTIVATIONS
 from probity.estimate.propagate import _linear, _nonlinear, _State
 
 SMOOTH = ["gelu", "tanh", "sigmoid"]
