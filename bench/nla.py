@@ -94,7 +94,7 @@ def organism_part(out: Path, ship: bool, weights: str | None, label_token: bool 
         shutil.rmtree(SHIPPED, ignore_errors=True)
         save_nla(SHIPPED, av, ar, dtype=torch.float16)
     row = {
-        **report.headline(),
+        **report.metrics(),
         "recovery_by_position": report.recovery_by_position,
         "audit_auroc_answer_span": report.audit.auroc_answer_span,
         "sft_baseline": report.training.sft_probe,
@@ -156,7 +156,7 @@ def smollm2_part(out: Path) -> dict:
     minutes = (time.perf_counter() - t0) / 60
     save(report, out, title="NLA on SmolLM2-135M-Instruct (short run)")
     row = {
-        **{k: report.headline()[k] for k in ("fve_ar_sft", "fve_sft", "fve_rl", "fve_shuffled")},
+        **{k: report.metrics()[k] for k in ("fve_ar_sft", "fve_sft", "fve_rl", "fve_shuffled")},
         "minutes": minutes,
         "layer": report.layer,
         "curve": to_jsonable(report.training.curve),

@@ -1,21 +1,29 @@
-"""The probity command line: ``probity <instrument> <verb>`` and ``probity tour``.
+"""The probity command line: ``probity <instrument> <verb>``, ``probity tour`` and ``probity report``.
 
-The CLI only parses arguments, calls the library and prints. Each subpackage
-keeps its typer sub-app in ``probity/<name>/cli.py`` and its tour section
-(``section(console) -> result dataclass``) in ``probity/<name>/tour.py``.
+The CLI only parses arguments, calls the library and prints. Each subpackage keeps its typer
+sub-app in ``probity/<name>/cli.py`` and its tour section (``section(console) -> result
+dataclass``) in ``probity/<name>/tour.py``; both are imported here by name.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import importlib.util
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 import probity
+from probity.estimate import tour as estimate_tour
+from probity.estimate.cli import app as estimate_app
+from probity.honesty import tour as honesty_tour
+from probity.honesty.cli import app as honesty_app
+from probity.models import tour as models_tour
+from probity.models.cli import app as models_app
+from probity.nla import tour as nla_tour
+from probity.nla.cli import app as nla_app
+from probity.organisms.cli import app as organisms_app
+from probity.scrub import tour as scrub_tour
+from probity.scrub.cli import app as scrub_app
 
 app = typer.Typer(
     help="probity: audit what neural networks compute, not only what they output.",
@@ -24,18 +32,24 @@ app = typer.Typer(
 )
 console = Console()
 
-# Subpackages in tour order. Each that has a `cli.py` (a typer `app`) becomes
-# `probity <name> ...`; each that has a `tour.py` (`section(console)`) adds a tour section.
-SUBPACKAGES = ("models", "organisms", "estimate", "scrub", "honesty", "nla")
+for _name, _app in (
+    ("models", models_app),
+    ("organisms", organisms_app),
+    ("estimate", estimate_app),
+    ("scrub", scrub_app),
+    ("honesty", honesty_app),
+    ("nla", nla_app),
+):
+    app.add_typer(_app, name=_name)
 
-
-def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-for _name in SUBPACKAGES:
-    if _has_module(f"probity.{_name}") and _has_module(f"probity.{_name}.cli"):
-        app.add_typer(importlib.import_module(f"probity.{_name}.cli").app, name=_name)
+# Tour sections in order: (anchor name, heading, section(console) -> result dataclass).
+SECTIONS = (
+    ("models", "Models: the shared model layer on SmolLM2-135M", models_tour.section),
+    ("estimate", "Estimate: mechanistic estimation of random MLPs (ARC 2026)", estimate_tour.section),
+    ("scrub", "Scrub: causal scrubbing (Chan et al. 2022)", scrub_tour.section),
+    ("honesty", "Honesty: elicitation and lie detection (Casademunt et al. 2026)", honesty_tour.section),
+    ("nla", "NLA: natural-language autoencoders (Anthropic 2026)", nla_tour.section),
+)
 
 
 def _version(value: bool) -> None:
@@ -62,15 +76,38 @@ def tour(
     from probity import report
 
     wanted = {s.strip() for s in only.split(",") if s.strip()}
-    sections = {}
-    for name in SUBPACKAGES:
-        if (wanted and name not in wanted) or not (
-            _has_module(f"probity.{name}") and _has_module(f"probity.{name}.tour")
-        ):
+    unknown = wanted - {name for name, _, _ in SECTIONS}
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _, _ in SECTIONS)}",
+            param_hint="--only",
+        )
+    sections = []
+    for name, title, section in SECTIONS:
+        if wanted and name not in wanted:
             continue
         console.rule(f"[bold]{name}")
-        sections[name] = importlib.import_module(f"probity.{name}.tour").section(console)
-    # One field per section that ran, so each renders as a top-level section of the page.
-    tour_result = dataclasses.make_dataclass("Tour", [(name, type(result)) for name, result in sections.items()])
-    path = report.save(tour_result(**sections), out, title="probity tour")
+        sections.append(report.Section(name, title, section(console)))
+    path = report.save(report.Tour(sections), out, title="probity tour")
+    console.print(f"[green]report:[/green] {path}")
+
+
+@app.command("report")
+def rerender(
+    folder: Path = typer.Argument(..., help="A run folder holding result.json (e.g. runs/tour)."),
+) -> None:
+    """Re-render FOLDER/index.html from FOLDER/result.json."""
+    from probity import report
+
+    # The result types register with probity.report when their modules are imported.
+    from probity.estimate import bench  # noqa: F401
+    from probity.honesty import protocol  # noqa: F401
+    from probity.nla import evaluate, pipeline, training  # noqa: F401
+    from probity.scrub import run, study  # noqa: F401
+
+    try:
+        path = report.rerender(folder)
+    except (FileNotFoundError, LookupError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
     console.print(f"[green]report:[/green] {path}")

@@ -25,4 +25,4 @@ def test_tour_models_section_writes_report(tmp_path, smollm2, monkeypatch):
     result = runner.invoke(app, ["tour", "--only", "models", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     html = (tmp_path / "index.html").read_text()
-    assert "Paris" in html and "data:image/png" in html
+    assert "Paris" in html and "<figure>" in html

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from rich.progress import Progress
 
+from probity.estimate.activations import check_activation
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample, mse_over_var, x_mc
-from probity.estimate.mlp import RandomMLP, check_activation
+from probity.estimate.mlp import RandomMLP
 from probity.estimate.propagate import check_order, kprop
 from probity.estimate.sampling import _Moments, _sample_into, ground_truth, monte_carlo
+from probity.report import Claim, fmt_number, result_type
 
 
 @dataclass
@@ -121,6 +123,7 @@ class WallRace:
     mse_ratio_mc_over_est: float | None
 
 
+@result_type("estimate.BenchResult")
 @dataclass
 class BenchResult:
     """All rows, the seed-averaged summary, and optional wall-clock races."""
@@ -129,6 +132,47 @@ class BenchResult:
     summary: list[Summary]
     rows: list[Row]
     races: list[WallRace] = field(default_factory=list)
+    report_folded = ("rows",)  # per-seed rows: the page shows the seed-mean summary
+
+    def headline(self) -> list[Claim]:
+        """kprop against ARC's reference code on the same networks (MSE/Var and x-MC, DESIGN.md's
+        figures; the goal is both axes at once), blend against the better of its two parts, and
+        the wall-clock races against Monte Carlo."""
+        claims = []
+        for s in self.summary:
+            ref = _ARC_REFERENCE.get((s.width, s.order, s.variant)) if s.method == "kprop" else None
+            if ref is None:
+                continue
+            name, (mse, xmc) = f"kprop K={s.order} {s.variant}, n={s.width}", ref
+            arc = "ARC reference code"
+            claims.append(Claim(f"{name}: MSE/Var", s.mse_over_var, None, mse, arc, f"<= {fmt_number(mse, trim=True)}"))
+            claims.append(Claim(f"{name}: x-MC", s.x_mc, None, xmc, arc, f">= {fmt_number(xmc, trim=True)}"))
+        ratios = []
+        for b in (s for s in self.summary if s.method == "blend"):
+            rivals = [
+                s.mse_over_var
+                for s in self.summary
+                if s.width == b.width
+                and (
+                    (s.method == "kprop" and (s.order, s.variant) == (b.order, b.variant))
+                    or (s.method == "mc" and s.n_samples == b.n_samples)
+                )
+            ]
+            if len(rivals) == 2 and min(rivals) > 0:
+                ratios.append((b.mse_over_var / min(rivals), b))
+        if ratios:
+            ratio, b = max(ratios, key=lambda t: t[0])
+            claims.append(
+                Claim(
+                    f"blend vs best of kprop/MC, MSE ratio (n={b.width}, N={b.n_samples})",
+                    ratio,
+                    target="<= 1",
+                )
+            )
+        won = [r.mse_ratio_mc_over_est for r in self.races if r.mse_ratio_mc_over_est is not None]
+        if won:
+            claims.append(Claim("wall-clock race: MC MSE / ours at equal time (worst)", min(won), target="> 1"))
+        return claims
 
     def figures(self) -> dict:
         """Error (MSE/Var) against FLOPs, one panel per width, every method."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from probity.estimate.bench import BenchConfig, BenchResult, run_bench
 
-def section(console):
+
+def section(console) -> BenchResult:
     """Run the benchmark protocol on one network with a 10^6-sample ground truth (~10 s)."""
-    from probity.estimate.bench import BenchConfig, run_bench
     from probity.estimate.cli import print_summary
 
     cfg = BenchConfig(

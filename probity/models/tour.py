@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+from probity.report import Claim, result_type, verdict
 
 PROMPT = "The capital of France is"
 
 
+@result_type("models.ModelsTour")
 @dataclass
 class ModelsTour:
     """What the shared model layer sees of SmolLM2-135M-Instruct."""
@@ -22,19 +23,34 @@ class ModelsTour:
     greedy_continuation: str
     resid_norm_last_token: list[float] = field(default_factory=list)
 
+    def headline(self) -> list[Claim]:
+        """The real model loads offline and answers a plain fact greedily."""
+        first_line = self.greedy_continuation.strip().splitlines()[0] if self.greedy_continuation.strip() else ""
+        return [
+            Claim(
+                f"{self.model} continues {self.prompt!r}",
+                first_line,
+                target="names Paris",
+                verdict=verdict("Paris" in self.greedy_continuation),
+            )
+        ]
+
     def figures(self):
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.plot(range(len(self.resid_norm_last_token)), self.resid_norm_last_token, marker="o")
+        fig, ax = plt.subplots(figsize=(5, 2.6))
+        ax.plot(range(len(self.resid_norm_last_token)), self.resid_norm_last_token, marker="o", ms=3)
         ax.set_xlabel("block K (site blocks.K.hook_resid_post)")
         ax.set_ylabel("L2 norm at last token")
-        ax.set_title(f"{self.model}: residual stream norm on {self.prompt!r}")
+        ax.set_title(f"{self.model}: residual stream norm on {self.prompt!r}", fontsize=9)
+        fig.tight_layout()
         return {"Residual-stream norm by layer, read with probity.models.cache": fig}
 
 
 def section(console) -> ModelsTour:
     """Load SmolLM2-135M-Instruct offline, print its sites and a greedy sanity generation."""
+    import torch
+
     from probity import models
     from probity.models.sites import summarize_sites
 

@@ -27,14 +27,14 @@ from probity.nla.core import (
     normalise,
     save_nla,
 )
-from probity.nla.evaluate import AuditReport, audit, auroc, explain, read_transcripts
+from probity.nla.evaluate import ConceptAudit, audit, auroc, explain, read_transcripts
 from probity.nla.labellers import ContextLabeller, OpenAILabeller, Sample, samples_for
 from probity.nla.pipeline import NLAReport, default_layer, run_model, run_organism
 from probity.nla.training import CurvePoint, TrainConfig, TrainResult, train
 
 __all__ = [
     "Activations",
-    "AuditReport",
+    "ConceptAudit",
     "ContextLabeller",
     "CurvePoint",
     "NLAConfig",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probity.nla.core import Verbalizer, extract
+from probity.report import Claim, result_type
 from probity.report.metrics import auroc
 
 
@@ -47,8 +48,9 @@ class TranscriptFlags:
     flagged: list[TokenExplanation]
 
 
+@result_type("nla.ConceptAudit")
 @dataclasses.dataclass
-class AuditReport:
+class ConceptAudit:
     """Concept audit over a transcript set; ``auroc`` when labels were given."""
 
     concept: str
@@ -57,6 +59,15 @@ class AuditReport:
     flagged_tokens: int
     auroc: float | None
     per_transcript: list[TranscriptFlags]
+
+    def headline(self) -> list[Claim]:
+        """Share of tokens flagged and, with labels, the transcript-level AUROC (no reference)."""
+        claims = [
+            Claim(f"tokens whose description mentions {self.concept!r}", self.flagged_tokens / max(1, self.tokens))
+        ]
+        if self.auroc is not None:
+            claims.append(Claim("transcript AUROC (share of flagged tokens vs label)", self.auroc))
+        return claims
 
 
 def read_transcripts(path: str | Path) -> tuple[list[str], list[int | None]]:
@@ -94,7 +105,7 @@ def audit(
     concept: str,
     labels: Sequence[int | None] | None = None,
     positions="all",
-) -> AuditReport:
+) -> ConceptAudit:
     """Run the verbalizer over every token of every transcript and flag descriptions
     that mention ``concept``; AUROC of the transcript scores against ``labels`` when
     every transcript has one and both classes occur."""
@@ -115,4 +126,4 @@ def audit(
     score = None
     if all(lab is not None for lab in labels) and len(set(labels)) == 2:
         score = auroc([r.score for r in rows], [bool(r.label) for r in rows])
-    return AuditReport(concept, len(texts), len(descriptions), sum(len(r.flagged) for r in rows), score, rows)
+    return ConceptAudit(concept, len(texts), len(descriptions), sum(len(r.flagged) for r in rows), score, rows)

@@ -14,6 +14,7 @@ from pathlib import Path
 from probity.nla.core import Verbalizer, extract, save_nla
 from probity.nla.labellers import ContextLabeller, Labeller, samples_for
 from probity.nla.training import TrainConfig, TrainResult, train
+from probity.report import Claim, result_type
 
 # A small built-in corpus for real models: varied registers, so activations differ.
 CORPUS = [
@@ -69,6 +70,7 @@ class Example:
     description: str
 
 
+@result_type("nla.NLAReport")
 @dataclasses.dataclass
 class NLAReport:
     """Headline metrics of an NLA run, its training curve, audit and examples."""
@@ -87,10 +89,23 @@ class NLAReport:
     checkpoint: str | None
     recovery_by_position: dict[str, float] | None = None
 
-    def headline(self) -> dict:
+    def metrics(self) -> dict:
         """The numbers ``probity nla train --json`` writes."""
         keys = ("fve_ar_sft", "fve_sft", "fve_rl", "fve_shuffled", "attribute_recovery", "audit_auroc")
         return {k: getattr(self, k) for k in keys}
+
+    def headline(self) -> list[Claim]:
+        """The training run's FVE claims, then attribute recovery and the audit (``bench/nla.py`` targets)."""
+        claims = self.training.headline()
+        if self.attribute_recovery is not None:
+            claims.append(
+                Claim("attribute recovery (names nation + attribute)", self.attribute_recovery, target=">= 0.90")
+            )
+        if self.audit_auroc is not None:
+            claims.append(
+                Claim("audit AUROC at the value token (lies vs controls)", self.audit_auroc, target=">= 0.90")
+            )
+        return claims
 
 
 def default_layer(model) -> int:
@@ -133,7 +148,7 @@ def run_organism(
         """Greedy descriptions of the held-out activations, recovery (overall, by position), audit."""
         descriptions = av.describe(data.heldout.vectors[:n])
         items = data.heldout_items[:n]
-        audit = organism.audit(av, data.heldout.vectors, data.heldout_items, samples=audit_samples)
+        audit = organism.lie_audit(av, data.heldout.vectors, data.heldout_items, samples=audit_samples)
         return (
             descriptions,
             organism.attribute_recovery(descriptions, items),

@@ -40,9 +40,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from rich.progress import Progress
 from torch import nn
 
+from probity.models.checkpoint import Checkpointer
+from probity.models.training import OptimConfig, Stepper
 from probity.nla.core import Reconstructor, Verbalizer, direction_mse, fve
+from probity.report import Claim, result_type
 
 
 @dataclasses.dataclass
@@ -96,6 +100,7 @@ class CurvePoint:
     mean_reward: float | None = None
 
 
+@result_type("nla.TrainResult")
 @dataclasses.dataclass
 class TrainResult:
     """Held-out metrics of a training run and its FVE-over-training curve."""
@@ -109,6 +114,30 @@ class TrainResult:
     processes: int
     curve: list[CurvePoint]
     sft_probe: dict | None = None
+
+    def headline(self) -> list[Claim]:
+        """Held-out FVE against the NLA paper's anchor and ``bench/nla.py``'s targets."""
+        claims = [
+            Claim(
+                "held-out FVE after GRPO",
+                self.fve_rl,
+                reference="0.6-0.8",
+                source="Anthropic 2026 (7B-70B)",
+                target=">= 0.70",
+            ),
+            Claim("FVE gain of GRPO over SFT", self.fve_rl - self.fve_sft, target=">= 0.10"),
+        ]
+        if self.fve_shuffled is not None:
+            claims.append(
+                Claim(
+                    "shuffled-pairs control FVE",
+                    self.fve_shuffled,
+                    reference="about 0",
+                    source="Anthropic 2026",
+                    target="<= 0.05",
+                )
+            )
+        return claims
 
     def figures(self) -> dict:
         """The FVE-over-training curve."""

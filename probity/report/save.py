@@ -1,4 +1,10 @@
-"""``save`` and ``load`` of result dataclasses."""
+"""``save``, ``load`` and ``rerender`` of result dataclasses.
+
+``result.json`` holds ``{"type", "title", "headline", "result"}``: the registered type name
+(see :mod:`probity.report.registry`), the page title, the headline claims (for readers of the
+JSON; the page recomputes them) and the result itself. Absolute paths inside the result are
+written relative to the run folder, so a result carries no machine paths.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +14,73 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
+from probity.report.headline import claims_of
 from probity.report.html import render_html
-from probity.report.io import atomic_write_text, write_json
+from probity.report.io import atomic_write_text, to_jsonable, write_json
+from probity.report.registry import from_jsonable, lookup, type_name
 
 T = TypeVar("T")
 
 
 def save(result: Any, out_dir: str | os.PathLike, title: str | None = None) -> Path:
-    """Write ``result.json`` and a self-contained ``index.html`` for a result
-    dataclass into ``out_dir`` (created if needed); returns the HTML path."""
+    """Write ``result.json`` and a self-contained ``index.html`` for a result dataclass into
+    ``out_dir`` (created if needed); returns the HTML path."""
     if not (dataclasses.is_dataclass(result) and not isinstance(result, type)):
         raise TypeError(f"save() takes a result dataclass instance, got {type(result).__name__}")
     out = Path(out_dir)
-    write_json(out / "result.json", {"type": type(result).__name__, "result": result})
-    html = render_html(result, title or type(result).__name__)
-    return atomic_write_text(out / "index.html", html)
+    title = title or type(result).__name__
+    payload = {
+        "type": type_name(type(result)),
+        "title": title,
+        "headline": claims_of(result),
+        "result": relative_paths(to_jsonable(result), out),
+    }
+    write_json(out / "result.json", payload)
+    return atomic_write_text(out / "index.html", render_html(result, title))
 
 
-def load(out_dir: str | os.PathLike, cls: type[T] | None = None) -> T | dict:
-    """Read ``result.json`` from ``out_dir``: a dict, or an instance of ``cls``
-    (nested dataclass fields are rebuilt from their type annotations)."""
+def _read(out_dir: str | os.PathLike) -> dict:
     path = Path(out_dir) / "result.json"
     if not path.is_file():
         raise FileNotFoundError(f"no result.json in {out_dir}; run the command that writes the report first")
-    data = json.loads(path.read_text())["result"]
-    return data if cls is None else _build(cls, data)
+    return json.loads(path.read_text())
 
 
-def _build(tp: Any, data: Any) -> Any:
-    """Rebuild a value of annotated type ``tp`` from its JSON form."""
-    import typing
+def load(out_dir: str | os.PathLike, cls: type[T] | None = None) -> T | Any:
+    """Read ``result.json`` from ``out_dir``: an instance of ``cls`` when given, else of the
+    registered type named in the file, else the plain JSON value (a dict)."""
+    doc = _read(out_dir)
+    cls = cls or lookup(doc.get("type", ""))
+    return doc["result"] if cls is None else from_jsonable(cls, doc["result"])
 
-    if dataclasses.is_dataclass(tp) and isinstance(data, dict):
-        hints = typing.get_type_hints(tp)
-        return tp(
-            **{f.name: _build(hints.get(f.name, Any), data[f.name]) for f in dataclasses.fields(tp) if f.name in data}
+
+def rerender(out_dir: str | os.PathLike) -> Path:
+    """Rewrite ``out_dir/index.html`` from ``out_dir/result.json`` (the result type must be
+    registered, i.e. its instrument imported); returns the HTML path."""
+    doc = _read(out_dir)
+    name = doc.get("type", "")
+    if lookup(name) is None:
+        raise LookupError(
+            f"{Path(out_dir) / 'result.json'} holds a {name!r}, which is not a registered result type; "
+            "import the instrument that defines it first"
         )
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (list, tuple) and args and isinstance(data, list):
-        items = [_build(args[0], v) for v in data]
-        return items if origin is list else tuple(items)
-    if origin is dict and len(args) == 2 and isinstance(data, dict):
-        return {k: _build(args[1], v) for k, v in data.items()}
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        for arg in args:
-            if arg is not type(None) and dataclasses.is_dataclass(arg) and isinstance(data, dict):
-                return _build(arg, data)
-    return data
+    result = load(out_dir)
+    return atomic_write_text(Path(out_dir) / "index.html", render_html(result, doc.get("title") or name))
+
+
+def relative_paths(value: Any, base: Path) -> Any:
+    """``value`` (JSON-ready) with every string that is an existing absolute path rewritten
+    relative to ``base``."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, base) for v in value]
+    if (
+        isinstance(value, str)
+        and os.path.isabs(value)
+        and len(value) < 1024
+        and not any(ch.isspace() for ch in value)
+        and os.path.exists(value)
+    ):
+        return os.path.relpath(value, base.resolve())
+    return value

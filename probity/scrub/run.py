@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from probity.report import Claim, result_type, verdict
 from probity.scrub import engine
 from probity.scrub.hypothesis import Hypothesis, Node, Resolved, validate
 from probity.scrub.model import Decomposed
@@ -139,6 +140,7 @@ class Cancellation:
     histogram_counts: list[int] = field(default_factory=list)
 
 
+@result_type("scrub.ScrubResult")
 @dataclass
 class ScrubResult:
     """One hypothesis scrubbed on one task (see ``scrub``)."""
@@ -162,6 +164,28 @@ class ScrubResult:
     cancellation: Cancellation
     hypothesis_tree: dict
 
+    def headline(self) -> list[Claim]:
+        """Loss recovered beside the paper, and Scheurer et al.'s two checks."""
+        c = self.cancellation
+        se = self.stderr if self.stderr_experiment is None else self.stderr_experiment
+        return [
+            _recovered_claim(f"{self.task} {self.hypothesis}: loss recovered", self.loss_recovered, se, self.paper),
+            Claim(
+                "loss under the hypothesis vs a constant predictor",
+                self.loss_hypothesis,
+                reference=c.constant_loss,
+                source="constant predictor, same data",
+                target="below the constant predictor's",
+                verdict=verdict(not c.worse_than_constant),
+            ),
+            Claim(
+                "cancellation: improvement / degradation mass",
+                c.cancelled,
+                target="not suspected",
+                verdict=verdict(not c.cancellation_suspected),
+            ),
+        ]
+
     def figures(self) -> dict:
         import matplotlib.pyplot as plt
 
@@ -175,6 +199,22 @@ class ScrubResult:
         ax.set_title(f"{self.task} / {self.hypothesis}: {c.share_worse:.0%} worse, {c.share_better:.0%} better")
         fig.tight_layout()
         return {"loss change histogram": fig}
+
+
+PAPER_TOLERANCE = 0.10  # a headline claim "matches the paper" within this much loss recovered
+
+
+def _recovered_claim(name: str, value: float, stderr: float, paper: float | None) -> Claim:
+    """Loss recovered with its 95% normal interval, judged against the paper's figure when there is one."""
+    return Claim(
+        name,
+        value,
+        (value - 1.96 * stderr, value + 1.96 * stderr),
+        paper,
+        "" if paper is None else "Chan et al. 2022",
+        "" if paper is None else f"paper ± {PAPER_TOLERANCE:.2f}",
+        "" if paper is None else verdict(abs(value - paper) <= PAPER_TOLERANCE),
+    )
 
 
 def recovered(l_model: torch.Tensor, l_all: torch.Tensor, l_hyp: torch.Tensor) -> float:

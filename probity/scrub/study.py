@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from probity.report import Claim, result_type, verdict
 from probity.scrub.hypothesis import Hypothesis
 from probity.scrub.library import builtin
-from probity.scrub.run import Scrubber, ScrubResult, scrub
+from probity.scrub.run import Scrubber, ScrubResult, _recovered_claim, scrub
 from probity.scrub.task import Task, induction_task, paren_task
 
 
@@ -42,6 +43,7 @@ class StudyRow:
     description: str
 
 
+@result_type("scrub.CaseStudy")
 @dataclass
 class CaseStudy:
     """Loss recovered by each hypothesis on one organism, ours beside the paper's."""
@@ -57,6 +59,45 @@ class CaseStudy:
     order_violations: list[str]
     details: list[ScrubResult]
     roles_override: dict | None = None  # head roles given to ``case_study`` over the organism's recorded ones
+    report_titles = {"rows": "Loss recovered by hypothesis", "details": "Every scrub in full"}
+
+    def headline(self) -> list[Claim]:
+        """Against the paper: the order of the hypotheses, the largest gap in loss recovered, and
+        how many pass Scheurer et al.'s checks (beat a constant predictor, no cancellation)."""
+        ranked = [r for r in self.rows if r.paper is not None]
+        if not ranked:
+            return []
+        roles = ", ".join(
+            "+".join(map(str, v)) if isinstance(v, list) else str(v) for v in (self.roles_override or {}).values()
+        )
+        label = self.organism + (f" [{roles}]" if roles else "")
+        worst = max(ranked, key=lambda r: abs(r.loss_recovered - r.paper))
+        se = worst.stderr if worst.stderr_experiment is None else worst.stderr_experiment
+        levels = sorted({r.paper for r in ranked}, reverse=True)
+        paper_order = " > ".join("=".join(r.hypothesis for r in ranked if r.paper == p) for p in levels)
+        passing = sum(not (r.worse_than_constant or r.cancellation_suspected) for r in ranked)
+        return [
+            Claim(
+                f"{label}: in the paper's order",
+                "in order" if self.in_paper_order else "reversed: " + ", ".join(self.order_violations),
+                reference=paper_order,
+                source="Chan et al. 2022",
+                target="paper order",
+                verdict=verdict(self.in_paper_order),
+            ),
+            _recovered_claim(
+                f"{label}: loss recovered, largest gap ({worst.hypothesis})",
+                worst.loss_recovered,
+                se,
+                worst.paper,
+            ),
+            Claim(
+                f"{label}: beats constant, no cancellation",
+                f"{passing} of {len(ranked)}",
+                target=f"{len(ranked)} of {len(ranked)}",
+                verdict=verdict(passing == len(ranked)),
+            ),
+        ]
 
     def figures(self) -> dict:
         import matplotlib.pyplot as plt

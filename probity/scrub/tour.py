@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from probity.report import Claim, result_type
 from probity.scrub.study import CaseStudy, case_study
 
 PROMPT = "The capital of France is Paris. The capital of Italy is"
@@ -23,18 +22,45 @@ class DecompositionCheck:
     max_abs_logit_diff: float
     max_abs_logit: float
 
+    def headline(self) -> list[Claim]:
+        """The components recombine to the model's logits up to float32 round-off."""
+        return [
+            Claim(
+                f"{self.model} split into {self.n_components} parts: max logit error",
+                self.max_abs_logit_diff,
+                target="<= 1e-4",
+            )
+        ]
 
+
+@result_type("scrub.ScrubTour")
 @dataclass
 class ScrubTour:
+    """Both case studies on the shipped organisms (paren twice: Redwood's root, then the root
+    claiming mlp2) and the decomposition check of a real HF decoder."""
+
     paren: CaseStudy
     paren_root_with_mlp2: CaseStudy  # the organism's last MLP writes most of its answer (README, scrub)
     induction: CaseStudy
     hf_decomposition: DecompositionCheck
+    report_titles = {
+        "paren": "Paren, Redwood's root (the logits)",
+        "paren_root_with_mlp2": "Paren, root = logits + mlp2",
+        "induction": "Induction",
+        "hf_decomposition": "A real HF decoder decomposed (SmolLM2-135M)",
+    }
+
+    def headline(self) -> list[Claim]:
+        """Each case study's claims against the paper, then the decomposition check."""
+        studies = (self.paren, self.paren_root_with_mlp2, self.induction)
+        return [c for study in studies for c in study.headline()] + self.hf_decomposition.headline()
 
 
 def decomposition_check(model=None, tokenizer=None) -> DecompositionCheck:
     """Decompose the offline SmolLM2-135M (Llama: rotary, grouped-query attention, gated MLPs; loaded
     unless given) and compare the components' recombined logits with the model's."""
+    import torch
+
     from probity import models
     from probity.scrub.model import Decomposed
 

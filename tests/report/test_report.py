@@ -43,10 +43,11 @@ def test_save_load_roundtrip(tmp_path):
     result = make()
     html_path = report.save(result, tmp_path / "out")
     assert report.load(tmp_path / "out", Result) == result
-    assert json.loads((tmp_path / "out" / "result.json").read_text())["type"] == "Result"
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert doc["type"] == "Result" and doc["title"] == "Result" and doc["headline"] == []
     html = html_path.read_text()
-    assert html.startswith("<!doctype html>") and "data:image/png;base64," in html
-    assert "<th>name</th>" in html and "http" not in html.split("</style>")[0]  # self-contained
+    assert html.startswith("<!doctype html>") and "<figure>" in html
+    assert ">Name</th>" in html and "http" not in html.split("</style>")[0]  # self-contained
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
 
 
