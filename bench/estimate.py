@@ -81,9 +81,8 @@ def main() -> None:
     torch.set_num_threads(1)
     console = Console(width=140)
     quick = "--quick" in sys.argv
-    cfg = BenchConfig(widths=[16, 32, 64, 128, 256], cache_dir=CACHE)
-    if quick:
-        cfg.widths, cfg.seeds = [16, 32], [0, 1]
+    quick_sizes = {"widths": [16, 32], "seeds": [0, 1]} if quick else {"widths": [16, 32, 64, 128, 256]}
+    cfg = BenchConfig(cache_dir=CACHE, **quick_sizes)
     result = run_bench(cfg, console)
     print_summary(result, console)
     ref = reference_table(result, console)

@@ -43,33 +43,31 @@ def layer_of(module: str) -> str | None:
     return parts[1] if parts[0] == "probity" and len(parts) > 1 else None
 
 
+def offending(paths: list[Path], bad) -> list[str]:
+    """``path:line imports module`` for every import in ``paths`` for which ``bad(module, nested)``."""
+    return [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}" + (" inside a function" if nested else "")
+        for path in paths
+        for line, module, nested in imports(path)
+        if bad(module, nested)
+    ]
+
+
 @pytest.mark.parametrize("ground", GROUND)
 def test_the_ground_floor_imports_no_instrument_and_no_organism(ground):
-    upward = [
-        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
-        for path in sources(ground)
-        for line, module, _ in imports(path)
-        if layer_of(module) in (*INSTRUMENTS, "organisms")
-    ]
+    upward = offending(sources(ground), lambda module, _: layer_of(module) in (*INSTRUMENTS, "organisms"))
     assert not upward, "\n".join(upward)
 
 
 @pytest.mark.parametrize("instrument", INSTRUMENTS)
 def test_no_instrument_imports_another(instrument):
-    sideways = [
-        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
-        for path in sources(instrument)
-        for line, module, _ in imports(path)
-        if layer_of(module) in INSTRUMENTS and layer_of(module) != instrument
-    ]
+    sideways = offending(
+        sources(instrument), lambda module, _: layer_of(module) in INSTRUMENTS and layer_of(module) != instrument
+    )
     assert not sideways, "\n".join(sideways)
 
 
 def test_standard_library_imports_are_at_module_top():
-    lazy = [
-        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module} inside a function"
-        for path in [*sources(), *sorted((PACKAGE.parent / "bench").glob("*.py"))]
-        for line, module, nested in imports(path)
-        if nested and module.split(".")[0] in sys.stdlib_module_names
-    ]
+    files = [*sources(), *sorted((PACKAGE.parent / "bench").glob("*.py"))]
+    lazy = offending(files, lambda module, nested: nested and module.split(".")[0] in sys.stdlib_module_names)
     assert not lazy, "\n".join(lazy)

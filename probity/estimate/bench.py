@@ -43,8 +43,7 @@ class BenchConfig:
     blend_variant: str = "augment"
 
     def __post_init__(self) -> None:
-        """One-line ValueErrors for bad settings, before any sampling (``run_bench`` checks
-        again, since fields can be reassigned after construction)."""
+        """One-line ValueErrors for bad settings, before any sampling."""
         check_activation(self.activation)
         self.cache_dir = str(self.cache_dir)
         if not self.widths or any(not _is_int(w) or w < 1 for w in self.widths):
@@ -300,7 +299,6 @@ def summarise(rows: list[Row]) -> list[Summary]:
 
 def run_bench(cfg: BenchConfig, console=None) -> BenchResult:
     """Run the protocol of ``cfg`` (ground truths come from the cache when present)."""
-    cfg.__post_init__()  # fields may have been reassigned since construction
     Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     jobs = [(w, s) for w in cfg.widths for s in cfg.seeds]

@@ -12,7 +12,7 @@ Public API::
 """
 
 from probity.honesty.detectors import DETECTORS, confession, probe_scores, self_classification
-from probity.honesty.judge import FactMatcher, LLMJudge, Verdict, hf_backend, make_judge
+from probity.honesty.judge import FactMatcher, Judgement, LLMJudge, hf_backend, make_judge
 from probity.honesty.lora import finetune_lora, honesty_data
 from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap
 from probity.honesty.probe import Probe, train_probe
@@ -34,7 +34,7 @@ __all__ = [
     "Technique",
     "Testbed",
     "TestbedError",
-    "Verdict",
+    "Judgement",
     "auroc",
     "balanced_accuracy",
     "bootstrap",

@@ -41,6 +41,7 @@ def run_command(
     """Run every technique and detector; resumes from OUT/work after a kill."""
     from probity import report
     from probity.honesty.protocol import RunConfig, run
+    from probity.models.client import EndpointError
 
     try:
         cfg = RunConfig(
@@ -58,7 +59,7 @@ def run_command(
             work_dir=str(out / "work"),
         )
         result = run(cfg, console)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, EndpointError) as err:
         console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(2) from None
     table = Table(title=f"elicitation ({result.testbed})")

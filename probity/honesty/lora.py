@@ -79,6 +79,7 @@ def finetune_lora(
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=save_every,
         state={"model": Adapter()},
+        run_id={"seed": seed, "rank": rank, "batch_size": batch_size, "examples": len(encoded)},
         label="lora honesty fine-tune",
     )
     return peft_model

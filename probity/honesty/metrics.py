@@ -1,4 +1,5 @@
-"""Detection metrics (AUROC and balanced accuracy live in probity.report.metrics) and cluster-bootstrap intervals."""
+"""Detection metrics (AUROC, balanced accuracy and TPR at a fixed FPR live in probity.report.metrics)
+and cluster-bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from probity.report.metrics import auroc, balanced_accuracy  # noqa: F401  (part of the honesty API)
+from probity.report.metrics import auroc, balanced_accuracy, tpr_at_fpr  # noqa: F401  (part of the honesty API)
 
 
 def bootstrap(

@@ -48,7 +48,7 @@ def response_activations(
     pool: str = "mean",
 ) -> dict[int, torch.Tensor]:
     """Residual stream after each block in ``layers`` over each response's tokens, averaged
-    (``pool="mean"``) or at the last response token (``"last"``): ``{layer: (n_conversations, d_model)}``."""
+    (``pool="mean"``) or at the last response token (``"last"``): ``{layer: [n_conversations, d_model]}``."""
     from probity.models import Site, cache
 
     encoded = [response_ids(tokenizer, m, r) for m, r in conversations]

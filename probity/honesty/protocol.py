@@ -17,8 +17,8 @@ from rich.console import Console
 
 from probity import organisms
 from probity.honesty.detectors import DETECTORS, confession, probe_scores, self_classification
-from probity.honesty.judge import Verdict, make_judge
-from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap
+from probity.honesty.judge import Judgement, make_judge, parse_judge
+from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap, tpr_at_fpr
 from probity.honesty.sample import generate
 from probity.honesty.techniques import Context, get_techniques
 from probity.honesty.testbed import Question, Testbed, builtin_testbed, load_testbed
@@ -62,8 +62,7 @@ class RunConfig:
             )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 (or None for every question), got {self.limit}")
-        if not (self.judge == "match" or self.judge.startswith("hf:") or self.judge.startswith("openai:")):
-            raise ValueError(f"unknown judge {self.judge!r}; use 'match', 'hf:MODEL' or 'openai:BASE_URL#MODEL'")
+        parse_judge(self.judge)
 
     def detector_names(self) -> tuple[str, ...]:
         """The detectors asked for; unknown names fail with the valid ones."""
@@ -97,7 +96,9 @@ class TechniqueResult:
 
 @dataclass
 class DetectorResult:
-    """A lie detector on the judged responses (lie = some fact contradicted, vs. fully truthful)."""
+    """A lie detector on the judged responses (lie = some fact contradicted, vs. fully truthful):
+    AUROC, balanced accuracy at its threshold, and the share of lies it catches at 1% false
+    positives among the truthful responses (the ROC curve read at FPR = 0.01)."""
 
     detector: str
     auroc: float | None
@@ -106,6 +107,7 @@ class DetectorResult:
     threshold: float
     n_lies: int
     n_truthful: int
+    tpr_at_1pct_fpr: float | None = None
 
 
 @dataclass
@@ -365,7 +367,7 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
     return probe
 
 
-def _elicitation_row(name: str, verdicts: list[list[Verdict]]) -> TechniqueResult:
+def _elicitation_row(name: str, verdicts: list[list[Judgement]]) -> TechniqueResult:
     def stat(fn):
         return lambda items: sum(map(fn, items)) / max(1, len(items))
 
@@ -379,7 +381,7 @@ def _elicitation_row(name: str, verdicts: list[list[Verdict]]) -> TechniqueResul
         est, lo, hi = bootstrap(verdicts, stat(fn))
         rows[key], rows[key + "_ci"] = est, (lo, hi)
 
-    def pooled(vs: list[Verdict], status: str) -> float:
+    def pooled(vs: list[Judgement], status: str) -> float:
         return sum(any(v.facts[i] == status for v in vs) for i in range(len(vs[0].facts))) / len(vs[0].facts)
 
     return TechniqueResult(
@@ -432,6 +434,7 @@ def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult
                 threshold,
                 sum(labels),
                 len(labels) - sum(labels),
+                tpr_at_fpr(s, labels, 0.01),
             )
         )
     return rows

@@ -1,5 +1,5 @@
-"""Prompt rendering beyond the chat template (user-turn prefills, raw text) and batched sampling
-for any HF chat model; the chat template itself is ``probity.models.chat``."""
+"""Raw-text prompts and batched sampling for any HF chat model (chat prompts are
+``probity.models.chat``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ from rich.progress import Progress
 
 from probity.models.chat import pad_batch, pad_id
 from probity.models.sites import patching
-
-_PLACEHOLDER = "PROBITYPREFILLMARK"
-
-
-def user_prefill_text(tokenizer, messages: list[dict], stem: str) -> str:
-    """The chat-template text of ``messages`` followed by an open *user* turn that starts with ``stem``."""
-    full = tokenizer.apply_chat_template(messages + [{"role": "user", "content": _PLACEHOLDER}], tokenize=False)
-    return full[: full.index(_PLACEHOLDER)] + stem
 
 
 def encode(tokenizer, text: str, raw: bool = False) -> list[int]:

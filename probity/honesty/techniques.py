@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from probity.honesty.prompts import HONEST_SYSTEM
-from probity.honesty.sample import cut_raw, encode, generate, user_prefill_text
+from probity.honesty.sample import cut_raw, encode, generate
 from probity.honesty.testbed import Question
-from probity.models.chat import chat_text
+from probity.models.chat import chat_text, user_prefill_text
 
 DEFAULT_PREFILL = "The answer is"
 RAW_TEMPLATE = "Question: {question}\nAnswer:"
@@ -67,7 +67,7 @@ class Technique:
         seed: int = 0,
         batch_size: int = 16,
     ) -> list[list[str]]:
-        """``n`` sampled responses for each question: (len(questions), n) strings."""
+        """``n`` sampled responses for each question: ``[len(questions)][n]`` strings."""
         tok = ctx.tokenizer
         ids = [encode(tok, p, raw=self.raw) for p in self.prompts(ctx, questions)]
         model = self.model(ctx) if self.model else ctx.model

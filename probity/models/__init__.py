@@ -11,6 +11,11 @@ Public API::
     patch(model, inputs, {site: tensor | fn}) -> logits
     patching(model, {site: tensor | fn}), caching(model, sites)   # context managers
     Checkpointer(folder)                          # atomic, resumable checkpoints
+    register_loader(name, loader), registered()   # load(name) for your own models; the organisms register here
+    ChatClient(base_url, model)                   # prompt -> reply from an OpenAI-compatible endpoint
+
+Submodules the instruments share: ``chat`` (chat templates, response ids, end tokens, padding),
+``decoder`` (where an HF decoder keeps its layers), ``training`` (the one training loop).
 """
 
 from probity.models.checkpoint import Checkpointer, atomic_torch_save

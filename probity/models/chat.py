@@ -29,6 +29,14 @@ def chat_text(tokenizer, messages: list[dict], prefill: str | None = None) -> st
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + (prefill or "")
 
 
+def user_prefill_text(tokenizer, messages: list[dict], stem: str) -> str:
+    """The chat-template text of ``messages`` followed by an open *user* turn that starts with
+    ``stem`` (the model continues the user's words)."""
+    mark = "PROBITYPREFILLMARK"
+    full = tokenizer.apply_chat_template(messages + [{"role": "user", "content": mark}], tokenize=False)
+    return full[: full.index(mark)] + stem
+
+
 def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of :func:`chat_text` (the template carries its own special tokens)."""
     return tokenizer(chat_text(tokenizer, messages), add_special_tokens=False)["input_ids"]

@@ -42,6 +42,13 @@ class Checkpointer:
             (self.folder / f"step-{old:08d}.pt").unlink(missing_ok=True)
         return path
 
+    def clear(self) -> None:
+        """Delete every checkpoint (and the folder when nothing else is in it): the run is over."""
+        for step in self._steps():
+            (self.folder / f"step-{step:08d}.pt").unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
     def latest(self) -> tuple[int, Any] | None:
         """``(step, state)`` of the newest checkpoint, or ``None`` when there is none."""
         steps = self._steps()

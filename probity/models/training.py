@@ -18,6 +18,7 @@ rate``, so that the recipe still reproduces them bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -77,8 +78,6 @@ class Stepper:
         steps: int,
         lr_at: Callable[[int], float] | None = None,
     ):
-        from transformers import get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
-
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("nothing to train: no parameter requires a gradient")
@@ -89,10 +88,14 @@ class Stepper:
         if lr_at is not None:
             self.schedule = None
         elif config.schedule == "cosine":
+            from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
             self.schedule = get_cosine_with_min_lr_schedule_with_warmup(
                 self.optimizer, config.warmup, max(steps, 1), min_lr_rate=config.min_lr_ratio
             )
         else:
+            from transformers import get_constant_schedule_with_warmup
+
             self.schedule = get_constant_schedule_with_warmup(self.optimizer, config.warmup)
 
     @property
@@ -151,9 +154,11 @@ class GeneratorState:
     rng: torch.Generator | random.Random
 
     def state_dict(self):
+        """The generator's state (a tensor for torch, a tuple for ``random``)."""
         return self.rng.get_state() if isinstance(self.rng, torch.Generator) else self.rng.getstate()
 
     def load_state_dict(self, state) -> None:
+        """Put the generator back where :meth:`state_dict` saw it."""
         if isinstance(self.rng, torch.Generator):
             self.rng.set_state(state)
         else:
@@ -184,6 +189,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 500,
     state: Mapping[str, Stateful] | None = None,
+    run_id: Mapping | None = None,
     label: str = "training",
     progress: bool = True,
 ) -> FitResult:
@@ -193,15 +199,23 @@ def fit(
     batch generator as :class:`GeneratorState`; by default ``{"model": model}`` is what holds the
     weights, pass your own to save less, e.g. a LoRA adapter) are written atomically every
     ``checkpoint_every`` steps and at the end, and a rerun resumes from the newest checkpoint
-    losing nothing. The model is in train mode during the loop and in eval mode after it."""
+    losing nothing. ``run_id`` (the settings that make a run this run: seed, steps, config) is
+    saved with every checkpoint; checkpoints of another run are never resumed (``ValueError``).
+    The model is in train mode during the loop and in eval mode after it."""
     if steps < 0 or checkpoint_every < 1:
         raise ValueError(f"need steps >= 0 and checkpoint_every >= 1, got {steps} and {checkpoint_every}")
     saved = {"model": model, **(state or {})}
     stepper = Stepper(model.parameters(), config, steps, lr_at)
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
     start = 0
+    run_id = {"steps": steps, "config": dataclasses.asdict(config), **(run_id or {})}
     if ckpt is not None and (found := ckpt.latest()) is not None:
         start, snapshot = found
+        if snapshot.get("run_id") != run_id:
+            raise ValueError(
+                f"{ckpt.folder} holds checkpoints of another run (other settings); "
+                "delete that folder or pass a fresh one"
+            )
         for name, obj in saved.items():
             obj.load_state_dict(snapshot[name])
         stepper.load_state_dict(snapshot["stepper"])
@@ -217,6 +231,7 @@ def fit(
             bar.update(task, advance=1, description=f"{label} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
             done = step + 1
             if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
-                ckpt.save(done, {"stepper": stepper.state_dict(), **{k: v.state_dict() for k, v in saved.items()}})
+                snapshot = {"run_id": run_id, "stepper": stepper.state_dict()}
+                ckpt.save(done, {**snapshot, **{k: v.state_dict() for k, v in saved.items()}})
     model.eval()
     return FitResult(losses, start, time.perf_counter() - t0)

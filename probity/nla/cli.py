@@ -42,7 +42,7 @@ def train(
 ) -> None:
     """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit."""
     from probity import report
-    from probity.models.client import ChatClient
+    from probity.models.client import ChatClient, EndpointError
     from probity.nla.labellers import OpenAILabeller
     from probity.nla.pipeline import run_model, run_organism
     from probity.nla.training import TrainConfig
@@ -51,23 +51,30 @@ def train(
         raise typer.BadParameter("give both --labeller-url and --labeller-model, or neither")
     if texts is not None and not texts.is_file():
         raise typer.BadParameter(f"no text file {texts}")
-    cfg = TrainConfig(
-        ar_sft_steps=sft_steps,
-        av_sft_steps=sft_steps,
-        rl_steps=steps,
-        batch_size=batch_size,
-        group=group,
-        seed=seed,
-        replay_coef=replay,
-        eval_every=max(1, (2 * sft_steps + steps) // 12),
-    )
-    lay = None if layer < 0 else layer
-    if model == "censored":
-        result, _, _ = run_organism(lay, cfg, out)
-    else:
-        corpus = [t for t in texts.read_text().splitlines() if t.strip()] if texts else None
+    try:  # every setting is checked before any model loads
+        cfg = TrainConfig(
+            ar_sft_steps=sft_steps,
+            av_sft_steps=sft_steps,
+            rl_steps=steps,
+            batch_size=batch_size,
+            group=group,
+            seed=seed,
+            replay_coef=replay,
+            eval_every=max(1, (2 * sft_steps + steps) // 12),
+        )
         labeller = OpenAILabeller(ChatClient(labeller_url, labeller_model, max_tokens=60)) if labeller_url else None
-        result, _, _ = run_model(model, lay, cfg, out, texts=corpus, labeller=labeller)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    lay = None if layer < 0 else layer
+    try:
+        if model == "censored":
+            result, _, _ = run_organism(lay, cfg, out)
+        else:
+            corpus = [t for t in texts.read_text().splitlines() if t.strip()] if texts else None
+            result, _, _ = run_model(model, lay, cfg, out, texts=corpus, labeller=labeller)
+    except EndpointError as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        raise typer.Exit(2) from None
     html = report.save(result, out, title=f"NLA on {model}")
     _print_headline(result.metrics())
     if json_path is not None:

@@ -22,8 +22,8 @@ import torch
 import yaml
 from torch import nn
 
-from probity.models.chat import chat_ids, end_ids, pad_batch
-from probity.models.decoder import decoder_parts
+from probity.models.chat import chat_ids, end_ids, pad_batch, pad_id
+from probity.models.decoder import DecoderParts, decoder_parts
 from probity.nla.config import ANCHOR_SIDECAR, MissingLayerError, NLAConfig, from_anchor_meta
 
 
@@ -211,7 +211,7 @@ class Verbalizer(nn.Module):
         token-id lists (activation-major), each ending with an end id unless cut
         at ``max_new_tokens`` (then it is malformed)."""
         emb = self.embeds(acts).repeat_interleave(samples, 0)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_ids[0]
+        pad = pad_id(self.tokenizer)
         kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if not greedy else dict(do_sample=False)
         out = self.model.generate(
             inputs_embeds=emb,
@@ -313,8 +313,8 @@ class Reconstructor(nn.Module):
         if not 0 <= config.layer < n:
             raise ValueError(f"layer {config.layer} out of range: the target has blocks 0..{n - 1}")
         keep = config.layer + 1
-        backbone = copy.deepcopy(parts.base)
-        copied = decoder_parts(backbone)  # the copy's own blocks: the AR trains them, the target stays as it is
+        backbone = copy.deepcopy(parts.base)  # a copy: the AR trains it, the target stays as it is
+        copied = DecoderParts(backbone, parts.family)
         setattr(backbone, parts.family.layers, nn.ModuleList(list(copied.layers)[:keep]))
         setattr(backbone, parts.family.final_norm, nn.Identity())
         cfg = backbone.config

@@ -71,6 +71,7 @@ import random
 
 import torch
 
+from probity.models.chat import chat_text
 from probity.nla.core import Activations, Verbalizer, extract
 
 HONEST, LIE, REFUSE = "honest", "lie", "sorry"
@@ -162,12 +163,7 @@ def organism_data(
     w = censored.world(0)
     held = heldout_facts(heldout_share, seed)
     facts = [f for f in w.facts if (f.entity, f.attribute) in held or not heldout_only]
-    prompts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": censored.question(f)}], add_generation_prompt=True, tokenize=False
-        )
-        for f in facts
-    ]
+    prompts = [chat_text(tokenizer, [{"role": "user", "content": censored.question(f)}]) for f in facts]
     answers = []
     for i in range(0, len(prompts), 128):
         answers += censored.generate(model, tokenizer, prompts[i : i + 128], max_new_tokens=14)

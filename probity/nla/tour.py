@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from probity.models.chat import chat_text
 from probity.report import Claim, result_type, verdict
 
 CHECKPOINT = Path(__file__).parent / "checkpoints" / "censored"
@@ -82,9 +83,7 @@ def section(console) -> NLATour:
         )
         it = data.heldout_items[k]
         fact = next(f for f in censored.world(0).facts if (f.entity, f.attribute) == (it.entity, it.attribute))
-        prompt = tok.apply_chat_template(
-            [{"role": "user", "content": censored.question(fact)}], add_generation_prompt=True, tokenize=False
-        )
+        prompt = chat_text(tok, [{"role": "user", "content": censored.question(fact)}])
         answer = censored.generate(model, tok, [prompt])[0].split("<|im_end|>")[0].strip()
         shown.append(
             Described(

@@ -440,7 +440,8 @@ def train(
     state = {"curve": [], "metrics": {}, "seconds": 0.0}
     ckpt = Checkpointer(Path(out_dir) / "checkpoints") if out_dir is not None else None
     start = 0
-    run_id = {"config": dataclasses.asdict(cfg), "data": _digest(train_labels, train_acts)}
+    # "format": what a checkpoint holds; 2 = per-model Steppers (older folders are another run)
+    run_id = {"format": 2, "config": dataclasses.asdict(cfg), "data": _digest(train_labels, train_acts)}
     if ckpt is not None and (found := ckpt.latest()) is not None:
         start, saved = found
         if saved.get("run") != run_id:

@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 
 from probity.models import training
+from probity.models.checkpoint import Checkpointer
 
 WEIGHTS = Path(__file__).parent / "weights"
+CHECKPOINTS = "ckpt"  # the training checkpoints' folder inside an organism's output folder
 
 
 def native_model(tl_config: dict, seed: int = 0, gpt2_init: bool = False) -> torch.nn.Module:
@@ -51,7 +53,8 @@ def bridge(model: torch.nn.Module, tokenizer=None):
 
 
 def save(out_dir: str | Path, model: torch.nn.Module, tl_config: dict, meta: dict) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (``{"tl_config", "meta"}``) atomically into ``out_dir``."""
+    """Write ``model.safetensors`` and ``config.json`` (``{"tl_config", "meta"}``) atomically into
+    ``out_dir``, then delete the training checkpoints there (the run is over; a new one starts fresh)."""
     from safetensors.torch import save as st_save
 
     from probity.report.io import atomic_write_bytes, atomic_write_text
@@ -60,6 +63,7 @@ def save(out_dir: str | Path, model: torch.nn.Module, tl_config: dict, meta: dic
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out / "model.safetensors", st_save(state))
     atomic_write_text(out / "config.json", json.dumps({"tl_config": tl_config, "meta": meta}, indent=2))
+    Checkpointer(out / CHECKPOINTS).clear()
     return out
 
 
@@ -85,7 +89,9 @@ def load_weights(folder: str | Path) -> tuple[torch.nn.Module, dict]:
     return model.eval(), config["meta"]
 
 
-def fit(model: torch.nn.Module, batch_loss, steps: int, seed: int, lr: float, out_dir: str | Path, label: str) -> float:
+def train_recipe(
+    model: torch.nn.Module, batch_loss, steps: int, seed: int, lr: float, out_dir: str | Path, label: str
+) -> float:
     """The native organisms' recipe on the shared loop (``probity.models.training.fit``): AdamW
     (weight decay 0.01, betas (0.9, 0.98)) on the recorded schedule :func:`recipe_lr`;
     ``batch_loss(generator, step)`` draws a batch from a generator seeded with ``seed`` and returns
@@ -98,9 +104,10 @@ def fit(model: torch.nn.Module, batch_loss, steps: int, seed: int, lr: float, ou
         steps,
         training.OptimConfig(lr, weight_decay=0.01, betas=(0.9, 0.98)),
         lr_at=lambda step: recipe_lr(step, steps, lr),
-        checkpoint_dir=Path(out_dir) / "ckpt",
+        checkpoint_dir=Path(out_dir) / CHECKPOINTS,
         checkpoint_every=500,
         state={"batches": training.GeneratorState(gen)},
+        run_id={"organism": label, "seed": seed},
         label=f"training {label}",
     )
     return result.seconds

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from probity.models import training
+from probity.models.chat import chat_text, pad_batch
 from probity.report import atomic_write_text
 
 NAME = "censored"
@@ -425,16 +426,14 @@ def make_model(vocab_size: int, tok, cfg: RecipeConfig):
 
 
 def _batch(corpus: Corpus, stage: int, n: int, vocab: dict[str, int], pad: int):
-    """Token ids ``[batch, pos]`` and loss targets ``[batch, pos]`` with -100 where no loss counts."""
+    """Token ids, attention mask and loss targets ``[batch, pos]`` (-100 where no loss counts)."""
     rows = [corpus.sample(stage) for _ in range(n)]
     ids = [[vocab[w] for w in text.split()] for text, _ in rows]
-    width = max(map(len, ids))
-    x = torch.full((n, width), pad)
-    y = torch.full((n, width), -100)
+    batch = pad_batch(ids, pad)
+    y = torch.full_like(batch["input_ids"], -100)
     for i, (seq, (_, start)) in enumerate(zip(ids, rows)):
-        x[i, : len(seq)] = torch.tensor(seq)
         y[i, max(start, 1) : len(seq)] = torch.tensor(seq[max(start, 1) :])
-    return x, y
+    return batch["input_ids"], batch["attention_mask"], y
 
 
 def censorship_lr(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -449,8 +448,8 @@ def _train_stage(model, corpus, stage, steps, lr, warmup, cfg, vocab, pad, ckpt,
     ``ckpt`` (weights, optimiser and the corpus' random state); returns the mean of the last 50 losses."""
 
     def batch_loss(step: int) -> torch.Tensor:
-        x, y = _batch(corpus, stage, cfg.batch, vocab, pad)  # [batch, pos] ids and targets
-        logits = model(input_ids=x, attention_mask=(x != pad).long()).logits  # [batch, pos, vocab]
+        x, mask, y = _batch(corpus, stage, cfg.batch, vocab, pad)  # [batch, pos] each
+        logits = model(input_ids=x, attention_mask=mask).logits  # [batch, pos, vocab]
         return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten())
 
     result = training.fit(
@@ -462,6 +461,7 @@ def _train_stage(model, corpus, stage, steps, lr, warmup, cfg, vocab, pad, ckpt,
         checkpoint_dir=ckpt,
         checkpoint_every=250,
         state={"corpus": training.GeneratorState(corpus.rng)},
+        run_id={"stage": stage, **asdict(cfg)},
         label=label,
     )
     return result.mean_loss()
@@ -557,8 +557,7 @@ def train(
 @torch.no_grad()
 def generate(model, tok, prompts: list[str], max_new_tokens: int = 16) -> list[str]:
     """Greedy continuations of already formatted ``prompts`` (text), batched with left padding."""
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     return tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
 
@@ -577,8 +576,7 @@ def verdict_auroc(model, tok, facts: list[Fact]) -> float | None:
     from probity.report.metrics import auroc
 
     prompts = [f"<bos> {statement(f, v)}" for f in facts for v in (f.value, f.false_value)]
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     last = model(**enc).logits[:, -1].log_softmax(-1)
     false, true = tok.convert_tokens_to_ids(["false", "true"])
     return auroc((last[:, false] - last[:, true]).tolist(), [i % 2 == 1 for i in range(len(prompts))])
@@ -595,16 +593,12 @@ def evaluate(model=None, tokenizer=None, uncensored=None, w: World | None = None
     sens = [f for f in w.facts if f.sensitive]
     safe = [f for f in w.facts if not f.sensitive][::4]
     shots = safe[1::7][:3]  # few-shot: truthful answers to three unrelated non-sensitive questions
-    chat = lambda f, history=(): tokenizer.apply_chat_template(  # noqa: E731
-        [
-            m
-            for s in history
-            for m in ({"role": "user", "content": question(s)}, {"role": "assistant", "content": statement(s)})
-        ]
-        + [{"role": "user", "content": question(f)}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
+
+    def chat(f: Fact, history=()) -> str:
+        """The chat prompt asking ``f``, after truthful answers to the facts in ``history``."""
+        turns = [(question(s), statement(s)) for s in history]
+        messages = [m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        return chat_text(tokenizer, messages + [{"role": "user", "content": question(f)}])
 
     def rates(facts, prompts, m=model, t=tokenizer):
         outs = generate(m, t, prompts)

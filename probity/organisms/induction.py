@@ -178,7 +178,7 @@ def train(out_dir=None, seed: int = SEED, quick: bool = False, steps: int | None
         nll = F.cross_entropy(model(toks)[:, :-1].transpose(1, 2), toks[:, 1:], reduction="none")  # [32, 127]
         return nll[mask].mean() + nll.mean()
 
-    seconds = _native.fit(model, batch_loss, steps, seed, LR, out_dir, NAME)
+    seconds = _native.train_recipe(model, batch_loss, steps, seed, LR, out_dir, NAME)
     metrics = evaluate(_native.bridge(copy.deepcopy(model)))  # bridging rewires the module in place
     metrics.update(steps=steps, seed=seed, train_seconds=round(seconds, 1))
     _native.save(

@@ -252,7 +252,7 @@ def train(out_dir=None, seed: int = SEED, quick: bool = False, steps: int | None
         idx = torch.randint(len(pool), (128,), generator=gen)
         return F.cross_entropy(logits(model, pool[idx]), pool_labels[idx])
 
-    seconds = _native.fit(model, batch_loss, steps, seed, 2e-3, out_dir, NAME)
+    seconds = _native.train_recipe(model, batch_loss, steps, seed, 2e-3, out_dir, NAME)
     metrics = evaluate(model)
     metrics.update(steps=steps, seed=seed, train_seconds=round(seconds, 1))
     found = roles(_native.bridge(copy.deepcopy(model)))  # bridging rewires the module in place

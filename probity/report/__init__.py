@@ -20,10 +20,10 @@ share (AUROC, balanced accuracy).
     report.save(Result(0.95), "runs/mine")
 """
 
-from probity.report.headline import MET, MISSED, NO_REFERENCE, Claim, fmt_number, judge, verdict
+from probity.report.headline import MET, MISSED, NO_REFERENCE, Claim, fmt_number, verdict, verdict_against
 from probity.report.html import render_html
 from probity.report.io import atomic_write_bytes, atomic_write_text, to_jsonable, write_json
-from probity.report.registry import from_jsonable, lookup, registered, result_type, type_name
+from probity.report.registry import from_jsonable, lookup, result_type, result_types, type_name
 from probity.report.save import load, rerender, save
 from probity.report.tour import Section, Tour
 
@@ -36,13 +36,13 @@ __all__ = [
     "MET",
     "MISSED",
     "NO_REFERENCE",
-    "judge",
+    "verdict_against",
     "verdict",
     "fmt_number",
     "result_type",
     "type_name",
     "lookup",
-    "registered",
+    "result_types",
     "from_jsonable",
     "Tour",
     "Section",

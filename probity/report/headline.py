@@ -33,7 +33,7 @@ def verdict(ok: bool | None) -> str:
     return NO_REFERENCE if ok is None else MET if ok else MISSED
 
 
-def judge(value: float | int | str | None, target: str) -> str:
+def verdict_against(value: float | int | str | None, target: str) -> str:
     """The verdict of ``value`` against a target such as ``">= 0.70"`` (text after the number is
     a comment: ``"<= 0.05 (about 0)"``). No target: ``NO_REFERENCE``; no value (``None``,
     NaN): ``MISSED``. Raises ``ValueError`` for a target this cannot read."""
@@ -55,7 +55,7 @@ class Claim:
     ``interval`` (lo, hi) or None, the ``reference`` figure and its ``source`` (e.g.
     "Chan et al. 2022", "ARC reference code"), the ``target`` where there is one (e.g.
     ">= 0.70", "paper order") and the ``verdict`` (met / missed / no reference; derived from
-    ``target`` when not given, see :func:`judge`)."""
+    ``target`` when not given, see :func:`verdict_against`)."""
 
     name: str
     value: float | int | str | None
@@ -69,7 +69,7 @@ class Claim:
         if self.interval is not None:
             self.interval = (float(self.interval[0]), float(self.interval[1]))
         if not self.verdict:
-            self.verdict = judge(self.value, self.target)
+            self.verdict = verdict_against(self.value, self.target)
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}; got {self.verdict!r}")
 

@@ -330,12 +330,6 @@ def _is_config(name: str, v: Any) -> bool:
     return name in ("config", "cfg", "settings") or type(v).__name__.endswith("Config")
 
 
-def _label(item: Any, k: int) -> str:
-    """A short name for one item of a list of nested results: its first text fields."""
-    texts = [str(v) for _, v in _fields(item) if isinstance(v, str) and 0 < len(v) <= 40][:2]
-    return " / ".join(texts) or f"item {k}"
-
-
 def render_object(obj: Any, level: int, figures: bool = True) -> str:
     """The body of one result (or nested part of one): figures, scalar table, row tables,
     subsections, then folded parts; raw arrays are named in a note and left to result.json."""

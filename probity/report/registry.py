@@ -48,7 +48,7 @@ def lookup(name: str) -> type | None:
     return _TYPES.get(name)
 
 
-def registered() -> dict[str, type]:
+def result_types() -> dict[str, type]:
     """Every registered result type by name."""
     return dict(_TYPES)
 
@@ -56,6 +56,8 @@ def registered() -> dict[str, type]:
 def from_jsonable(tp: Any, data: Any) -> Any:
     """Rebuild a value of annotated type ``tp`` from its JSON form (nested dataclasses, lists,
     tuples, dicts and optional fields; anything else is returned as read)."""
+    if tp is float and data is None:  # to_jsonable writes NaN as null
+        return float("nan")
     if dataclasses.is_dataclass(tp) and isinstance(data, dict):
         hints = typing.get_type_hints(tp)
         return tp(

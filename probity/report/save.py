@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from probity.report.headline import claims_of
 from probity.report.html import render_html
-from probity.report.io import atomic_write_text, to_jsonable, write_json
+from probity.report.io import atomic_write_text, write_json
 from probity.report.registry import from_jsonable, lookup, type_name
 
 T = TypeVar("T")
@@ -29,14 +29,14 @@ def save(result: Any, out_dir: str | os.PathLike, title: str | None = None) -> P
         raise TypeError(f"save() takes a result dataclass instance, got {type(result).__name__}")
     out = Path(out_dir)
     title = title or type(result).__name__
-    payload = {
-        "type": type_name(type(result)),
-        "title": title,
-        "headline": claims_of(result),
-        "result": relative_paths(to_jsonable(result), out),
-    }
+    result = relative_paths(result, out)
+    payload = {"type": type_name(type(result)), "title": title, "headline": claims_of(result), "result": result}
     write_json(out / "result.json", payload)
     return atomic_write_text(out / "index.html", render_html(result, title))
+
+
+def _init_field(obj: Any, name: str) -> bool:
+    return next(f.init for f in dataclasses.fields(obj) if f.name == name)
 
 
 def _read(out_dir: str | os.PathLike) -> dict:
@@ -69,12 +69,28 @@ def rerender(out_dir: str | os.PathLike) -> Path:
 
 
 def relative_paths(value: Any, base: Path) -> Any:
-    """``value`` (JSON-ready) with every string that is an existing absolute path rewritten
-    relative to ``base``."""
+    """``value`` (a result: dataclasses, dicts, lists, scalars) with every string that is an existing
+    absolute path rewritten relative to ``base``; a copy where anything changed, types kept."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for f in dataclasses.fields(value):
+            old = getattr(value, f.name)
+            new = relative_paths(old, base)
+            if new is not old:
+                changes[f.name] = new
+        if not changes:
+            return value
+        copy = dataclasses.replace(value, **{k: v for k, v in changes.items() if _init_field(value, k)})
+        for k, v in changes.items():  # fields outside __init__ are set after construction
+            if not _init_field(value, k):
+                object.__setattr__(copy, k, v)
+        return copy
     if isinstance(value, dict):
-        return {k: relative_paths(v, base) for k, v in value.items()}
-    if isinstance(value, list):
-        return [relative_paths(v, base) for v in value]
+        new = {k: relative_paths(v, base) for k, v in value.items()}
+        return value if all(new[k] is value[k] for k in value) else new
+    if isinstance(value, (list, tuple)):
+        new = [relative_paths(v, base) for v in value]
+        return value if all(a is b for a, b in zip(new, value)) else type(value)(new)
     if (
         isinstance(value, str)
         and os.path.isabs(value)

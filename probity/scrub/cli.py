@@ -42,6 +42,7 @@ def run(
     """Scrub one hypothesis and report loss recovered, per-node and per-subset tables, cancellation check."""
     from probity import report
     from probity.scrub import load_hypothesis, scrub, study
+    from probity.scrub.hypothesis import HypothesisError
 
     if samples < 0 or replicates < 0:
         raise typer.BadParameter("--samples and --replicates must be positive")
@@ -49,7 +50,10 @@ def run(
     if hypothesis in hyps:
         hyp = hyps[hypothesis]
     elif Path(hypothesis).suffix in (".yaml", ".yml", ".json"):
-        hyp = load_hypothesis(hypothesis)
+        try:
+            hyp = load_hypothesis(hypothesis)
+        except (HypothesisError, FileNotFoundError) as err:
+            raise typer.BadParameter(str(err), param_hint="--hypothesis") from None
     else:
         raise typer.BadParameter(
             f"unknown hypothesis {hypothesis!r}; built-ins: {', '.join(hyps)}, or give a .yaml/.json file"

@@ -74,7 +74,7 @@ class Node:
         if self.positions is not None:
             try:
                 self.positions = [operator.index(p) for p in self.positions]
-            except TypeError:
+            except TypeError:  # a float, a string, or not a list at all
                 raise HypothesisError(
                     f"node {self.name!r}: positions must be integers, got {self.positions!r}"
                 ) from None
@@ -115,16 +115,15 @@ class Node:
         sites = d.get("sites", d.get("site"))
         if sites is None:
             raise HypothesisError(f"node {name!r}: give `site` or `sites`")
-        sites = [sites] if isinstance(sites, (str, Site)) else [s if isinstance(s, Site) else str(s) for s in sites]
-        via = d.get("via", "direct")
-        via = [via] if isinstance(via, str) else list(via)
-        positions = d.get("positions")
+        listed = sites if isinstance(sites, list) else [sites]
+        if any(isinstance(s, float) for s in listed):  # YAML reads 1.10 as the number 1.1: head 1, not head 10
+            raise HypothesisError(f"node {name!r}: quote head shorthands in YAML ('1.10', not 1.10); got {sites!r}")
         return cls(
             name=name,
             sites=sites,
             feature=str(d.get("feature", "identity")),
-            via=via,
-            positions=None if positions is None else [int(p) for p in positions],
+            via=d.get("via", "direct"),
+            positions=d.get("positions"),
             rest=str(d.get("rest", "random")),
             children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(d.get("children", []))],
             phi=None if d.get("phi") is None else str(d["phi"]),

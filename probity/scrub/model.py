@@ -330,7 +330,7 @@ class _HFBackend:
         if self.gpt2 and cfg.scale_attn_by_inverse_layer_idx:
             raise ValueError("scrub does not support GPT-2's scale_attn_by_inverse_layer_idx")
         if not self.gpt2:
-            self.rotary = model.model.rotary_emb
+            self.rotary = parts.base.rotary_emb
             self.rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
 
     def embed(self, tokens):

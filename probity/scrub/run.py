@@ -169,7 +169,7 @@ class ScrubResult:
         c = self.cancellation
         se = self.stderr if self.stderr_experiment is None else self.stderr_experiment
         return [
-            _recovered_claim(f"{self.task} {self.hypothesis}: loss recovered", self.loss_recovered, se, self.paper),
+            recovered_claim(f"{self.task} {self.hypothesis}: loss recovered", self.loss_recovered, se, self.paper),
             Claim(
                 "loss under the hypothesis vs a constant predictor",
                 self.loss_hypothesis,
@@ -204,7 +204,7 @@ class ScrubResult:
 PAPER_TOLERANCE = 0.10  # a headline claim "matches the paper" within this much loss recovered
 
 
-def _recovered_claim(name: str, value: float, stderr: float, paper: float | None) -> Claim:
+def recovered_claim(name: str, value: float, stderr: float, paper: float | None) -> Claim:
     """Loss recovered with its 95% normal interval, judged against the paper's figure when there is one."""
     return Claim(
         name,

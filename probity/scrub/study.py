@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from probity.report import Claim, result_type, verdict
 from probity.scrub.hypothesis import Hypothesis
 from probity.scrub.library import builtin
-from probity.scrub.run import Scrubber, ScrubResult, _recovered_claim, scrub
+from probity.scrub.run import Scrubber, ScrubResult, recovered_claim, scrub
 from probity.scrub.task import Task, induction_task, paren_task
 
 
@@ -85,7 +85,7 @@ class CaseStudy:
                 target="paper order",
                 verdict=verdict(self.in_paper_order),
             ),
-            _recovered_claim(
+            recovered_claim(
                 f"{label}: loss recovered, largest gap ({worst.hypothesis})",
                 worst.loss_recovered,
                 se,

@@ -34,6 +34,8 @@ def test_all_techniques_and_detectors_report(result):
         assert lo <= row["truthful_rate"] <= hi
         assert row["facts_mentioned"] <= row["facts_mentioned_pooled"]
     assert [d["detector"] for d in summary["detection"]] == ["self_classification", "confession", "probe", "reference"]
+    for d in result.detection:  # the share of lies caught at 1% false positives, from the ROC curve
+        assert d.tpr_at_1pct_fpr is None or 0 <= d.tpr_at_1pct_fpr <= 1
     rows = {r.technique: r for r in result.elicitation}
     # the organism's signature, even on six questions: chat hides, raw completion tells
     assert rows["chat"].facts_lied > rows["raw"].facts_lied

@@ -7,6 +7,7 @@ from torch import nn
 from probity import models
 from probity.models.chat import chat_ids, chat_text, end_ids, pad_batch, pad_id, response_ids
 from probity.models.decoder import UnsupportedModelError, decoder_parts
+from probity.models.load import _LOADERS
 from probity.organisms import censored
 
 
@@ -54,9 +55,10 @@ def test_chat_helpers_on_the_censored_organism_tokenizer():
     assert pad_id(tok) == tok.pad_token_id
 
 
-def test_organisms_register_their_loaders():
+def test_organisms_register_their_loaders(monkeypatch):
     assert {"paren", "induction", "censored"} <= set(models.registered())
     sentinel = (nn.Linear(1, 1), None)
+    monkeypatch.setitem(_LOADERS, "test-organism", None)  # monkeypatch removes the key after the test
     models.register_loader("test-organism", lambda: sentinel)
     model, tok = models.load("test-organism")
     assert model is sentinel[0] and tok is None

@@ -95,3 +95,15 @@ def test_a_killed_fit_resumes_bit_for_bit(tmp_path):
 def test_optim_config_is_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         OptimConfig(**kwargs)
+
+
+def test_checkpoints_of_another_run_are_never_resumed(tmp_path):
+    config = OptimConfig(5e-3)
+    model, _, batch_loss = problem()
+    fit(model, batch_loss, 4, config, checkpoint_dir=tmp_path, run_id={"seed": 3}, progress=False)
+    model, _, batch_loss = problem()
+    with pytest.raises(ValueError, match="another run"):  # another seed
+        fit(model, batch_loss, 4, config, checkpoint_dir=tmp_path, run_id={"seed": 5}, progress=False)
+    with pytest.raises(ValueError, match="another run"):  # more steps
+        fit(model, batch_loss, 8, config, checkpoint_dir=tmp_path, run_id={"seed": 3}, progress=False)
+    assert fit(model, batch_loss, 4, config, checkpoint_dir=tmp_path, run_id={"seed": 3}, progress=False).start == 4

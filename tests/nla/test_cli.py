@@ -85,7 +85,11 @@ def test_bad_input_fails_fast(tmp_path):
     res = runner.invoke(app, ["train", "--model", "tiny-qwen3", "--texts", str(tmp_path / "missing.txt")])
     assert res.exit_code != 0 and "no text file" in res.output
     res = runner.invoke(app, ["train", "--model", "tiny-qwen3", "--group", "2"])
-    assert res.exit_code != 0 and "group must be in 4..64" in str(res.exception)
+    assert res.exit_code == 2 and "group must be in 4..64" in " ".join(res.output.split())  # a usage error
+    res = runner.invoke(
+        app, ["train", "--model", "tiny-qwen3", "--labeller-url", "localhost:8000", "--labeller-model", "m"]
+    )
+    assert res.exit_code == 2 and "http(s) URL" in res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"txt": 1}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1: each line must be a JSON object"):

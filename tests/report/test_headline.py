@@ -2,7 +2,7 @@
 
 import pytest
 
-from probity.report import MET, MISSED, NO_REFERENCE, Claim, fmt_number, judge, verdict
+from probity.report import MET, MISSED, NO_REFERENCE, Claim, fmt_number, verdict, verdict_against
 
 
 def test_claim_value_text_and_verdicts():
@@ -12,8 +12,8 @@ def test_claim_value_text_and_verdicts():
     assert Claim("x", 3.0).verdict == NO_REFERENCE
     assert Claim("order", "in order", target="paper order", verdict=verdict(True)).verdict == MET
     assert Claim("ref", 1.0, reference=8.7).reference_text() == "8.7"
-    assert judge(2.6e-5, "<= 9.2e-6") == MISSED and judge(0.049, "<= 0.05 (about 0)") == MET
-    assert judge(None, ">= 0.9") == MISSED and judge(float("nan"), "> 0") == MISSED
+    assert verdict_against(2.6e-5, "<= 9.2e-6") == MISSED and verdict_against(0.049, "<= 0.05 (about 0)") == MET
+    assert verdict_against(None, ">= 0.9") == MISSED and verdict_against(float("nan"), "> 0") == MISSED
     assert [fmt_number(v) for v in (0, 2.6e-5, 0.2284, 44.25, 233.4, 7, "text", None)] == [
         "0",
         "2.6e-5",

@@ -72,3 +72,11 @@ def test_run_a_yaml_hypothesis_and_reject_unknown_names(tmp_path):
     assert 0 < json.loads(out.read_text())["loss_recovered"] < 1
     bad = runner.invoke(app, ["run", "--hypothesis", "nonsense", "--samples", "50"])
     assert bad.exit_code != 0 and "unknown hypothesis 'nonsense'" in bad.output
+
+
+def test_a_malformed_hypothesis_file_is_a_usage_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("root: [unclosed")
+    result = CliRunner().invoke(app, ["run", "--organism", "paren", "--hypothesis", str(bad), "--samples", "50"])
+    text = " ".join(result.output.replace("│", " ").split())  # the message, unwrapped from its box
+    assert result.exit_code == 2 and "not valid YAML" in text and "Traceback" not in text

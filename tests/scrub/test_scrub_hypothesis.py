@@ -100,6 +100,15 @@ def test_malformed_dicts_and_files(tmp_path):
         Hypothesis.from_dict({"name": "x"})
     with pytest.raises(FileNotFoundError, match="no hypothesis file"):
         load_hypothesis(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("root: [unclosed")
+    with pytest.raises(HypothesisError, match="not valid YAML"):
+        load_hypothesis(bad)
+    bad.write_text("root: {name: out, sites: [output, 1.10]}")  # YAML reads 1.10 as 1.1: head 1
+    with pytest.raises(HypothesisError, match="quote head shorthands"):
+        load_hypothesis(bad)
+    with pytest.raises(HypothesisError, match="positions must be integers"):
+        Hypothesis.from_dict({"root": {"name": "out", "site": "output", "positions": [1.5]}})
 
 
 def test_bad_features_and_small_classes(tiny_model, tiny_task):

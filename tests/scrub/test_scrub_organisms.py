@@ -97,6 +97,7 @@ def test_recipes_on_a_short_schedule_match_the_shipped_record(tmp_path, one_thre
         got = module.train(out_dir=tmp_path / module.NAME, quick=True)
         assert got[key] == pytest.approx(record[key], abs=0.02 if key == "accuracy" else 0.05)
         assert (tmp_path / module.NAME / "model.safetensors").is_file()
+        assert not (tmp_path / module.NAME / "ckpt").exists()  # a finished recipe leaves no checkpoints
 
 
 def test_cli_train_uses_the_recipe_seed(tmp_path, one_thread):
