@@ -199,8 +199,9 @@ def fit(
     batch generator as :class:`GeneratorState`; by default ``{"model": model}`` is what holds the
     weights, pass your own to save less, e.g. a LoRA adapter) are written atomically every
     ``checkpoint_every`` steps and at the end, and a rerun resumes from the newest checkpoint
-    losing nothing. ``run_id`` (the settings that make a run this run: seed, steps, config) is
-    saved with every checkpoint; checkpoints of another run are never resumed (``ValueError``).
+    losing nothing. ``run_id`` (the settings that make a run this run, e.g. the seed; the optimiser
+    config and, unless the schedule is constant, ``steps`` are added) is saved with every
+    checkpoint; checkpoints of another run are never resumed (``ValueError``).
     The model is in train mode during the loop and in eval mode after it."""
     if steps < 0 or checkpoint_every < 1:
         raise ValueError(f"need steps >= 0 and checkpoint_every >= 1, got {steps} and {checkpoint_every}")
@@ -208,7 +209,10 @@ def fit(
     stepper = Stepper(model.parameters(), config, steps, lr_at)
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
     start = 0
-    run_id = {"steps": steps, "config": dataclasses.asdict(config), **(run_id or {})}
+    # the step count is part of a run when the schedule depends on it (a constant rate does not:
+    # such a run may be resumed to go on for longer)
+    shaped = lr_at is not None or config.schedule != "constant"
+    run_id = {"config": dataclasses.asdict(config), **({"steps": steps} if shaped else {}), **(run_id or {})}
     if ckpt is not None and (found := ckpt.latest()) is not None:
         start, snapshot = found
         if snapshot.get("run_id") != run_id:

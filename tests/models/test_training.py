@@ -104,6 +104,9 @@ def test_checkpoints_of_another_run_are_never_resumed(tmp_path):
     model, _, batch_loss = problem()
     with pytest.raises(ValueError, match="another run"):  # another seed
         fit(model, batch_loss, 4, config, checkpoint_dir=tmp_path, run_id={"seed": 5}, progress=False)
-    with pytest.raises(ValueError, match="another run"):  # more steps
+    with pytest.raises(ValueError, match="another run"):  # more steps: the cosine schedule is another one
         fit(model, batch_loss, 8, config, checkpoint_dir=tmp_path, run_id={"seed": 3}, progress=False)
     assert fit(model, batch_loss, 4, config, checkpoint_dir=tmp_path, run_id={"seed": 3}, progress=False).start == 4
+    constant = OptimConfig(5e-3, schedule="constant")  # a constant rate: a finished run may go on for longer
+    fit(model, batch_loss, 2, constant, checkpoint_dir=tmp_path / "c", progress=False)
+    assert fit(model, batch_loss, 4, constant, checkpoint_dir=tmp_path / "c", progress=False).start == 2
