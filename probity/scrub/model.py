@@ -62,9 +62,9 @@ class Component:
 
     @property
     def name(self) -> str:
-        """The site as one string ``Site.parse`` reads back: ``blocks.1.attn.hook_result[0]``, ``hook_embed``."""
-        site = self.site
-        return site.hook if site.head is None else f"{site.hook}[{site.head}]"
+        """The site as the string ``str(Site)`` writes and ``Site.parse`` reads back:
+        ``blocks.1.attn.hook_result[head=0]``, ``hook_embed``."""
+        return str(self.site)
 
     @property
     def inputs(self) -> tuple[str, ...]:

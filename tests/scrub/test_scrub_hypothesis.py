@@ -37,7 +37,8 @@ def test_round_trip_through_yaml_and_json(tmp_path, tiny_model, tiny_task):
         again = load_hypothesis(tmp_path / f"h{suffix}")
         assert again.to_dict() == hyp.to_dict()
     root = Scrubber(tiny_model, tiny_task).resolve(hyp)
-    assert [str(c) for c in root.children[0].children[0].components] == ["hook_embed", "blocks.0.attn.hook_result[1]"]
+    names = [str(c) for c in root.children[0].children[0].components]
+    assert names == ["hook_embed", "blocks.0.attn.hook_result[head=1]"]
     b = root.children[0].children[1]
     assert b.per_position and b.via == {"v"} and root.children[0].via == {"q", "k", "v", "in"}
 
