@@ -83,7 +83,7 @@ def main() -> None:
     quick = "--quick" in sys.argv
     quick_sizes = {"widths": [16, 32], "seeds": [0, 1]} if quick else {"widths": [16, 32, 64, 128, 256]}
     cfg = BenchConfig(cache_dir=CACHE, **quick_sizes)
-    result = run_bench(cfg, console)
+    result = run_bench(cfg)
     print_summary(result, console)
     ref = reference_table(result, console)
 

@@ -3,10 +3,14 @@
 The CLI only parses arguments, calls the library and prints. Each subpackage keeps its typer
 sub-app in ``probity/<name>/cli.py`` and its tour section (``section(console) -> result
 dataclass``) in ``probity/<name>/tour.py``; both are imported here by name.
+
+Every command checks its input before it loads a model; a bad value is one line on stderr,
+``error: ...``, and exit status 2 (:func:`main`, the ``probity`` entry point).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -59,7 +63,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def callback(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
@@ -111,3 +115,20 @@ def rerender(
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     console.print(f"[green]report:[/green] {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``probity`` entry point: run the command line on ``argv`` (default: ``sys.argv[1:]``);
+    a usage error, ours or click's, is printed as one line and gives exit status 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="probity", standalone_mode=False)
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except typer.TyperException as err:  # a usage error: typer's own (a bad type) or ours (a bad value)
+        print(f"error: {' '.join(err.format_message().split())}", file=sys.stderr)
+        return err.exit_code
+    return 0

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 
 from probity.estimate.activations import check_activation
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample, mse_over_var, x_mc
@@ -22,6 +21,7 @@ from probity.estimate.mlp import RandomMLP
 from probity.estimate.propagate import check_order, kprop
 from probity.estimate.sampling import _Moments, _sample_into, ground_truth, monte_carlo
 from probity.report import Claim, fmt_number, result_type
+from probity.report.console import progress
 
 
 @dataclass
@@ -297,17 +297,15 @@ def summarise(rows: list[Row]) -> list[Summary]:
     return sorted(out, key=lambda s: (s.width, s.method, s.order, s.variant, s.n_samples))
 
 
-def run_bench(cfg: BenchConfig, console=None) -> BenchResult:
+def run_bench(cfg: BenchConfig) -> BenchResult:
     """Run the protocol of ``cfg`` (ground truths come from the cache when present)."""
     Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     jobs = [(w, s) for w in cfg.widths for s in cfg.seeds]
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("estimate bench", total=len(jobs))
+    with progress(len(jobs), "estimate bench") as bar:
         for width, seed in jobs:
-            bar.update(task, description=f"width {width} seed {seed}")
             rows.extend(_network_rows(cfg, width, seed))
-            bar.advance(task)
+            bar.advance(note=f"width {width} seed {seed} done")
     return BenchResult(cfg, summarise(rows), rows)
 
 

@@ -142,7 +142,7 @@ def bench(
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    result = run_bench(cfg, console)
+    result = run_bench(cfg)
     print_summary(result, console)
     if json_path:
         report.write_json(json_path, result, indent=1)

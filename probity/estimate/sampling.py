@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 
 from probity.estimate.mlp import RandomMLP, check_mlp
 from probity.models.checkpoint import atomic_torch_save
+from probity.report.console import progress as console_progress
 
 CHUNK = 1_000_000  # samples per checkpointed chunk of a ground-truth run
 
@@ -98,8 +98,7 @@ def _sample_into(
     batch: int,
     generator: torch.Generator,
     out_only: bool,
-    progress=None,
-    task=None,
+    bar=None,
 ):
     done = 0
     while done < n_samples:
@@ -108,8 +107,8 @@ def _sample_into(
         pre, act, out = mlp.forward(x)
         acc.add([out] if out_only else pre + act + [out])
         done += b
-        if progress is not None:
-            progress.advance(task, b)
+        if bar is not None:
+            bar.advance(b)
 
 
 def monte_carlo(
@@ -127,12 +126,8 @@ def monte_carlo(
     check_mlp(mlp)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     acc = _Moments()
-    if progress:
-        with Progress(transient=True) as bar:
-            task = bar.add_task("sampling", total=n_samples)
-            _sample_into(acc, mlp, n_samples, batch, gen, out_only, bar, task)
-    else:
-        _sample_into(acc, mlp, n_samples, batch, gen, out_only)
+    with console_progress(n_samples, "sampling", enabled=progress) as bar:
+        _sample_into(acc, mlp, n_samples, batch, gen, out_only, bar)
     return acc.stats(0 if out_only else mlp.hidden_layers)
 
 
@@ -173,15 +168,13 @@ def ground_truth(
         st = torch.load(partial)
         acc, chunk = _Moments.from_state(st["moments"]), st["chunk"]
     n_chunks = -(-n_samples // CHUNK)
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(
-            f"ground truth n={mlp.width} N={n_samples:.0e}", total=n_samples, completed=min(chunk * CHUNK, n_samples)
-        )
+    label = f"ground truth n={mlp.width} N={n_samples:.0e}"
+    with console_progress(n_samples, label, enabled=progress, done=min(chunk * CHUNK, n_samples)) as bar:
         while chunk < n_chunks:
             size = min(CHUNK, n_samples - chunk * CHUNK)
             gen = torch.Generator().manual_seed(seed * 1_000_003 + chunk)
             part = _Moments()
-            _sample_into(part, mlp, size, batch, gen, out_only, bar, task)
+            _sample_into(part, mlp, size, batch, gen, out_only, bar)
             acc.merge(part)
             chunk += 1
             if partial is not None and chunk < n_chunks:

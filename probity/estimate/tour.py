@@ -17,6 +17,6 @@ def section(console) -> BenchResult:
         mc_budgets=[100, 1000, 10000],
         blend_budgets=[100, 1000, 10000],
     )
-    result = run_bench(cfg, console)
+    result = run_bench(cfg)
     print_summary(result, console)
     return result

@@ -7,10 +7,10 @@ import re
 from contextlib import nullcontext
 
 import torch
-from rich.progress import Progress
 
 from probity.models.chat import pad_batch, pad_id
 from probity.models.sites import patching
+from probity.report.console import progress
 
 
 def encode(tokenizer, text: str, raw: bool = False) -> list[int]:
@@ -44,8 +44,7 @@ def generate(
     Each batch is seeded from ``seed`` and its index, so reruns and resumed runs agree."""
     out: list[list[str]] = []
     pad = pad_id(tokenizer)
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=len(prompts))
+    with progress(len(prompts), label) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             enc = pad_batch(chunk, pad, side="left")
@@ -64,5 +63,5 @@ def generate(
                 )
             texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             out += [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(chunk))]
-            bar.update(task, advance=len(chunk))
+            bar.advance(len(chunk))
     return out

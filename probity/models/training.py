@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from probity.models.checkpoint import Checkpointer
+from probity.report.console import progress as console_progress
 
 SCHEDULES = ("cosine", "constant")
 
@@ -226,13 +226,12 @@ def fit(
     losses: list[float] = []
     t0 = time.perf_counter()
     model.train()
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(label, total=steps, completed=start)
+    with console_progress(steps, label, enabled=progress, done=start) as bar:
         for step in range(start, steps):
             loss = batch_loss(step)
             stepper.step(loss)
             losses.append(loss.item())
-            bar.update(task, advance=1, description=f"{label} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
+            bar.advance(note=f"loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
             done = step + 1
             if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
                 snapshot = {"run_id": run_id, "stepper": stepper.state_dict()}

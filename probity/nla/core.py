@@ -25,6 +25,7 @@ from torch import nn
 from probity.models.chat import chat_ids, end_ids, pad_batch, pad_id
 from probity.models.decoder import DecoderParts, decoder_parts
 from probity.nla.config import ANCHOR_SIDECAR, MissingLayerError, NLAConfig, from_anchor_meta
+from probity.report.console import track
 
 
 def normalise(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -105,7 +106,7 @@ def extract(
         )
     site = Site.resid(layer)
     vecs, text_index, pos_out, tokens = [], [], [], []
-    for i, text in enumerate(_progress(texts, "extract", progress)):
+    for i, text in enumerate(track(texts, "extract", enabled=progress)):
         ids = _ids(tokenizer, text)
         want = positions if isinstance(positions, (str, int)) else positions[i]
         want = range(len(ids)) if want == "all" else [want] if isinstance(want, int) else want
@@ -121,14 +122,6 @@ def extract(
 
 def _bad_position(p: int, n: int, i: int):
     raise ValueError(f"position {p} out of range for text {i} of {n} tokens")
-
-
-def _progress(items, label: str, show: bool):
-    if not show:
-        return items
-    from rich.progress import track
-
-    return track(items, description=label)
 
 
 class Verbalizer(nn.Module):

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from probity.models.client import ChatClient
+from probity.report.console import track
 
 Labeller = Callable[[Sequence["Sample"]], list[str]]
 
@@ -81,9 +82,7 @@ class OpenAILabeller:
             raise ValueError("the labeller prompt must contain '{prefix}' (the text up to the token)")
 
     def __call__(self, samples: Sequence[Sample]) -> list[str]:
-        from rich.progress import track
-
         return [
             " ".join(self.client(self.prompt.format(prefix=s.prefix, token=s.token)).split())
-            for s in track(samples, description="labelling")
+            for s in track(samples, "labelling")
         ]

@@ -40,13 +40,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from rich.progress import Progress
 from torch import nn
 
 from probity.models.checkpoint import Checkpointer
 from probity.models.training import OptimConfig, Stepper
 from probity.nla.core import Reconstructor, Verbalizer, direction_mse, fve
 from probity.report import Claim, result_type
+from probity.report.console import progress as console_progress
 
 
 @dataclasses.dataclass
@@ -488,8 +488,7 @@ def train(
 
     av.train(), ar.train()
     rewards = []
-    with Progress(disable=not (progress and rank == 0)) as bar:
-        task = bar.add_task("nla train", total=cfg.total_steps, completed=start)
+    with console_progress(cfg.total_steps, "nla train", enabled=progress and rank == 0, done=start) as bar:
         for step in range(start, cfg.total_steps):
             torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
             idx = torch.randint(len(train_acts), (cfg.batch_size,))
@@ -498,7 +497,7 @@ def train(
             if "reward" in stats:
                 rewards.append(stats["reward"])
             done = step + 1
-            bar.update(task, advance=1, description=f"nla {phase}")
+            bar.advance(note=phase)
             boundary = done in (cfg.ar_sft_steps, sft_end, cfg.total_steps)
             if rank == 0 and (done % cfg.eval_every == 0 or boundary):
                 recent = rewards[-cfg.eval_every :]
