@@ -1,5 +1,5 @@
-"""Shared fixtures: the real SmolLM2-135M-Instruct (loaded once per test worker) and a local
-OpenAI-compatible chat server."""
+"""Shared fixtures: the real SmolLM2-135M-Instruct (loaded once per test worker), a local
+OpenAI-compatible chat server, one torch thread, and the command-line contract (``usage_error``)."""
 
 import http.server
 import json
@@ -83,3 +83,37 @@ def chat_server():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _no_loading(*args, **kwargs):
+    raise AssertionError("a model was loaded before the command checked its input")
+
+
+@pytest.fixture
+def usage_error(monkeypatch, tmp_path, capsys):
+    """``usage_error(*args) -> str``: run ``probity ARGS`` through the entry point in an empty
+    working folder with every model loader disabled, and check the command-line contract for bad
+    input: exit status 2, exactly one line ``error: ...`` on stderr, no traceback, no file written,
+    no model loaded. Returns the error line."""
+    from transformers import PreTrainedModel
+
+    from probity.cli import main
+    from probity.organisms import _native, censored
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(_no_loading))
+    monkeypatch.setattr(_native, "load_weights", _no_loading)
+    monkeypatch.setattr(censored, "_load_from", _no_loading)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    def run(*args: str) -> str:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        assert code == 2, f"exit {code} for {args}; stderr: {err!r}; stdout: {out[-500:]!r}"
+        assert err.count("\n") == 1 and err.startswith("error: "), f"not one error line: {err!r}"
+        assert "Traceback" not in out + err
+        assert not any(work.iterdir()), f"{args} wrote {[p.name for p in work.iterdir()]}"
+        return err.strip()
+
+    return run

@@ -9,6 +9,7 @@ taking x-MC.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,15 @@ from probity.estimate.activations import check_activation
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample, mse_over_var, x_mc
 from probity.estimate.mlp import RandomMLP
 from probity.estimate.propagate import check_order, kprop
-from probity.estimate.sampling import _Moments, _sample_into, ground_truth, monte_carlo
+from probity.estimate.sampling import SAMPLE_BATCH, _Moments, _sample_into, ground_truth, monte_carlo
 from probity.report import Claim, fmt_number, result_type
-from probity.report.console import progress
+from probity.report.console import is_int, progress
+
+# A ground truth grades sampling estimators only with at least this many times their samples: its own
+# noise, Var/gt_samples, then stays a hundredth of the error Var/budget it measures. Measured on width-16
+# networks (100 draws): at 100x no noise-subtracted MSE/Var of a budget came out negative, at 10x 2 did,
+# at 1/100x (gt 1000, budget 100000) 13 of 20.
+GT_OVER_BUDGET = 100
 
 
 @dataclass
@@ -46,29 +53,86 @@ class BenchConfig:
         """One-line ValueErrors for bad settings, before any sampling."""
         check_activation(self.activation)
         self.cache_dir = str(self.cache_dir)
-        if not self.widths or any(not _is_int(w) or w < 1 for w in self.widths):
+        if not self.widths or any(not is_int(w) or w < 1 for w in self.widths):
             raise ValueError(f"widths must be integers >= 1, e.g. [16, 32, 64]; got {self.widths}")
-        if not _is_int(self.hidden_layers) or self.hidden_layers < 1:
+        if not is_int(self.hidden_layers) or self.hidden_layers < 1:
             raise ValueError(f"hidden_layers must be an integer >= 1, got {self.hidden_layers!r}")
         for order in self.orders:
             for variant in self.variants:
                 check_order(order, variant)
         check_order(self.blend_order, self.blend_variant)
-        if not _is_int(self.gt_samples) or self.gt_samples < 1000:
+        if not is_int(self.gt_samples) or self.gt_samples < 1000:
             raise ValueError(
                 f"gt_samples must be an integer >= 1000 for a usable ground truth, got {self.gt_samples!r}"
             )
-        if not self.seeds or any(not _is_int(s) for s in self.seeds):
+        if not self.seeds or any(not is_int(s) for s in self.seeds):
             raise ValueError(f"seeds must be a non-empty list of integers, e.g. [0, 1, 2]; got {self.seeds}")
-        if any(not _is_int(b) or b < 2 for b in self.mc_budgets + self.blend_budgets):
+        if any(not is_int(b) or b < 2 for b in self.mc_budgets + self.blend_budgets):
             raise ValueError(
                 f"sample budgets must be integers >= 2, got mc_budgets={self.mc_budgets}, "
                 f"blend_budgets={self.blend_budgets}"
             )
 
+    def check_grading(self) -> None:
+        """A one-line ``ValueError`` unless the ground truth can grade every sample budget: its own noise
+        (Var/gt_samples) must be at most 1/:data:`GT_OVER_BUDGET` of the error it grades (Var/budget).
+        :func:`run_bench` and ``probity estimate bench`` check it before sampling; it is not part of
+        ``__post_init__``, so results of older, looser configs still load."""
+        budget = max(self.mc_budgets + self.blend_budgets, default=0)
+        if self.gt_samples < GT_OVER_BUDGET * budget:
+            raise ValueError(
+                f"gt_samples={self.gt_samples} cannot grade a sample budget of {budget}: the ground truth's own "
+                f"noise (Var/gt_samples) must be at most 1/{GT_OVER_BUDGET} of the error it grades (Var/budget), "
+                f"so gt_samples >= {GT_OVER_BUDGET} x the largest budget; raise gt_samples to "
+                f"{GT_OVER_BUDGET * budget} or lower the budgets"
+            )
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    def memory_needed(self) -> int:
+        """Estimated peak bytes of one network's rows (:func:`memory_needed` at the widest width)."""
+        budgets = self.mc_budgets + self.blend_budgets + [self.gt_samples]
+        return memory_needed(max(self.widths), self.hidden_layers, self.orders, max(budgets))
+
+
+def memory_needed(width: int, hidden_layers: int, orders=(), samples: int = 0, batch: int = SAMPLE_BATCH) -> int:
+    """Estimated peak bytes of kprop at ``orders`` (either variant) and of sampling ``samples`` inputs on
+    one width-``width`` network with ``hidden_layers`` hidden layers, in units of n^2 float64 matrices
+    measured (peak RSS, widths 512-2048): the weights (H + 2), K=1 4, K=2 14, K=3 19 H + 4 (its
+    third-cumulant factors grow by 2n columns a layer); a sampling batch keeps 2H + 8 [batch, width]
+    float32 arrays; plus 256 MB of allocator overhead. An upper estimate, for refusing a run that
+    cannot fit before allocating it."""
+    n2 = 8 * width * width
+    per_order = {1: 4, 2: 14, 3: 19 * hidden_layers + 4}
+    kprop_bytes = max((per_order.get(k, 0) * n2 for k in orders), default=0)
+    sample_bytes = (2 * hidden_layers + 8) * min(batch, samples) * width * 4 if samples else 0
+    return (hidden_layers + 2) * n2 + max(kprop_bytes, sample_bytes) + 2**28
+
+
+def memory_limit(max_gb: float | None = None) -> tuple[int, str]:
+    """(bytes, how it was chosen): ``max_gb`` GB, else 3/4 of this machine's physical memory."""
+    if max_gb is not None:
+        if not max_gb > 0:
+            raise ValueError(f"--max-memory must be > 0 (GB), got {max_gb}")
+        return int(max_gb * 2**30), f"--max-memory {max_gb:g} GB"
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): no limit
+        return 2**63, "no known limit"
+    return int(0.75 * total), f"3/4 of this machine's {total / 2**30:.0f} GB RAM; --max-memory sets another"
+
+
+def check_memory(needed: int, max_gb: float | None = None, what: str = "this run") -> None:
+    """A one-line ``ValueError`` when ``needed`` bytes exceed the limit of :func:`memory_limit`."""
+    limit, source = memory_limit(max_gb)
+    if needed > limit:
+        raise ValueError(
+            f"{what} needs about {_gb(needed)} GB of memory, over the {_gb(limit)} GB limit "
+            f"({source}); use a smaller width (memory grows as width^2) or fewer hidden layers"
+        )
+
+
+def _gb(n_bytes: int) -> str:
+    gb = n_bytes / 2**30
+    return f"{gb:,.0f}" if gb >= 10 else f"{gb:.2g}"
 
 
 @dataclass
@@ -298,7 +362,9 @@ def summarise(rows: list[Row]) -> list[Summary]:
 
 
 def run_bench(cfg: BenchConfig) -> BenchResult:
-    """Run the protocol of ``cfg`` (ground truths come from the cache when present)."""
+    """Run the protocol of ``cfg`` (ground truths come from the cache when present); a ground truth
+    too small to grade the budgets is refused first (:meth:`BenchConfig.check_grading`)."""
+    cfg.check_grading()
     Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     jobs = [(w, s) for w in cfg.widths for s in cfg.seeds]

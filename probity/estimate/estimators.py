@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from probity.estimate.mlp import RandomMLP
 from probity.estimate.propagate import kprop
-from probity.estimate.sampling import _check_samples, _Moments
+from probity.estimate.sampling import SAMPLE_BATCH, _check_samples, _Moments
 
 aten = torch.ops.aten
 
@@ -137,7 +137,7 @@ def blend(
     order: int = 2,
     variant: str = "simple",
     generator: torch.Generator | None = None,
-    batch: int = 65536,
+    batch: int = SAMPLE_BATCH,
 ) -> Blend:
     """E[out] from kprop of ``order`` plus ``n_samples`` control-variate samples (module doc)."""
     _check_samples(n_samples, batch)

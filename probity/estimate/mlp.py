@@ -18,6 +18,7 @@ import torch
 
 from probity.estimate.activations import ACTIVATIONS, check_activation
 from probity.estimate.gauss import gaussian_moment
+from probity.report.console import is_int
 
 INITS = ("he", "critical")
 
@@ -47,16 +48,7 @@ class RandomMLP:
         of chaos for fixed point variance ``q_star`` (Pennington et al.), adding bias
         variance where the activation needs it; ``bias=True`` with He init draws biases
         N(0, 0.1)."""
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            shown = repr(width) if isinstance(width, (int, float, str)) else type(width).__name__
-            raise ValueError(
-                f"width must be an integer >= 1, got {shown}; to wrap your own weights use RandomMLP.from_weights"
-            )
-        if not isinstance(hidden_layers, int) or hidden_layers < 0:
-            raise ValueError(f"hidden_layers must be an integer >= 0, got {hidden_layers!r}")
-        check_activation(activation)
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        self.check(width, hidden_layers, activation, init)
         w_vars, b_var = _layer_variances(activation, init, hidden_layers, bias, q_star)
         gen = torch.Generator().manual_seed(seed)
         self.weights, self.biases, self.activation = [], [], activation
@@ -65,6 +57,23 @@ class RandomMLP:
             self.weights.append(w.double())
             has_bias = b_var > 0
             self.biases.append(torch.randn(width, generator=gen).double() * math.sqrt(b_var) if has_bias else None)
+
+    @staticmethod
+    def check(width: int, hidden_layers: int, activation: str = "relu", init: str = "he") -> None:
+        """One-line ``ValueError`` unless ``RandomMLP(width, hidden_layers, activation, init)`` can be drawn
+        (nothing is allocated: commands call it before they estimate the memory a network needs)."""
+        if not is_int(width) or width < 1:
+            if is_int(width) or isinstance(width, (float, str)):
+                raise ValueError(f"width must be an integer >= 1, got {width!r}")
+            raise ValueError(
+                f"width must be an integer >= 1, got a {type(width).__name__}; to wrap your own weights use "
+                "RandomMLP.from_weights"
+            )
+        if not is_int(hidden_layers) or hidden_layers < 0:
+            raise ValueError(f"hidden_layers must be an integer >= 0, got {hidden_layers!r}")
+        check_activation(activation)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
 
     @property
     def width(self) -> int:

@@ -17,6 +17,7 @@ from probity.models.checkpoint import atomic_torch_save
 from probity.report.console import progress as console_progress
 
 CHUNK = 1_000_000  # samples per checkpointed chunk of a ground-truth run
+SAMPLE_BATCH = 65536  # inputs per float32 sampling batch (memory O(batch * width)); every sampler's default
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _sample_into(
 def monte_carlo(
     mlp: RandomMLP,
     n_samples: int,
-    batch: int = 65536,
+    batch: int = SAMPLE_BATCH,
     generator: torch.Generator | None = None,
     progress: bool = False,
     out_only: bool = False,
@@ -146,7 +147,7 @@ def ground_truth(
     n_samples: int,
     cache_dir: str | Path | None = None,
     seed: int = 12345,
-    batch: int = 65536,
+    batch: int = SAMPLE_BATCH,
     progress: bool = True,
     out_only: bool = False,
 ) -> SampleStats:

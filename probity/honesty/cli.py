@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from probity.report.console import fail, provenance, usage_errors, writable
 
 app = typer.Typer(help="Honesty elicitation and lie detection.", no_args_is_help=True)
 console = Console()
@@ -18,8 +21,15 @@ def _fmt(x) -> str:
 
 @app.command("run")
 def run_command(
-    model: str = typer.Option("censored", help="censored | smollm2-135m | an HF name or local path."),
-    testbed: Path = typer.Option(None, help="Testbed .json/.yaml (default: the organism's world, or capitals)."),
+    model: str = typer.Option(
+        "censored", help="censored | smollm2-135m | an HF chat model's name or folder | an organism folder."
+    ),
+    testbed: Path = typer.Option(
+        None,
+        help="Testbed .json/.yaml (format: probity/honesty/testbed.py). Default: the organism's own world, "
+        "else probity/honesty/testbeds/capitals.yaml.",
+        show_default=False,
+    ),
     techniques: str = typer.Option(
         "all",
         help="all, or a comma list of: chat, honesty_prompt, assistant_prefill, "
@@ -28,22 +38,40 @@ def run_command(
     detectors: str = typer.Option(
         "all", help="all, or a comma list of: self_classification, confession, probe, reference."
     ),
-    samples: int = typer.Option(4, help="Sampled responses per question and technique."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature (0 = greedy)."),
+    samples: int = typer.Option(4, help="Sampled responses per question and technique (>= 1)."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature (>= 0; 0 = greedy)."),
     judge: str = typer.Option("match", help="match | hf:MODEL | openai:BASE_URL#MODEL (key from $OPENAI_API_KEY)."),
-    reference: str = typer.Option(None, help="Uncensored reference model for the upper-bound detector."),
-    limit: int = typer.Option(None, help="Use at most this many target questions."),
-    lora_steps: int = typer.Option(150, help="LoRA honesty fine-tuning steps."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    json_path: Path = typer.Option(None, "--json", help="Write the elicitation/detection tables here."),
+    reference: str = typer.Option(
+        None,
+        help="Uncensored reference model for the upper-bound detector. Default: the organism's own "
+        "(censored), else none (the reference detector is skipped).",
+        show_default=False,
+    ),
+    limit: int = typer.Option(
+        None,
+        help="Use at most this many target questions (>= 1) and 4x as many helpers. Default: all.",
+        show_default=False,
+    ),
+    lora_steps: int = typer.Option(150, help="LoRA honesty fine-tuning steps (>= 1)."),
+    seed: int = typer.Option(0, help="Seed of the sampling, the LoRA fine-tune and the detectors' subsample."),
+    json_path: Path = typer.Option(
+        None,
+        "--json",
+        help="Write the elicitation/detection tables, with provenance, here.",
+        show_default=False,
+    ),
     out: Path = typer.Option(Path("runs/honesty"), help="Folder for result.json, index.html and resumable work."),
 ) -> None:
-    """Run every technique and detector; resumes from OUT/work after a kill."""
+    """Run every technique and detector; resumes from OUT/work after a kill. Every option is checked
+    before a model loads; a real model (not an organism) prints how long it will take first."""
     from probity import report
-    from probity.honesty.protocol import RunConfig, run
+    from probity.honesty.protocol import RunConfig, check, run
     from probity.models.client import EndpointError
 
-    try:
+    writable(out, "--out", folder=True)
+    writable(out / "work", "--out", folder=True)  # the resumable work goes there
+    writable(json_path, "--json")
+    with usage_errors():
         cfg = RunConfig(
             model=model,
             testbed=str(testbed) if testbed else None,
@@ -58,10 +86,13 @@ def run_command(
             seed=seed,
             work_dir=str(out / "work"),
         )
-        result = run(cfg, console)
-    except (ValueError, FileNotFoundError, EndpointError) as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        plan = check(cfg)
+    try:
+        result = run(cfg, console, plan=plan)
+    except EndpointError as err:
+        fail(str(err), "--judge")
+    except FileNotFoundError as err:  # a hub name that passed the check (online) but cannot be fetched
+        fail(str(err))
     table = Table(title=f"elicitation ({result.testbed})")
     for col in ("technique", "facts mentioned", "pooled", "facts lied", "refusal", "truthful"):
         table.add_column(col, justify="right")
@@ -75,13 +106,17 @@ def run_command(
             _fmt(t.truthful_rate),
         )
     console.print(table)
-    table = Table(title="lie detection")
-    for col in ("detector", "AUROC", "balanced accuracy", "lies", "truthful"):
-        table.add_column(col, justify="right")
-    for d in result.detection:
-        table.add_row(d.detector, _fmt(d.auroc), _fmt(d.balanced_accuracy), str(d.n_lies), str(d.n_truthful))
-    console.print(table)
+    if not result.detection_note:  # else the run said why in one note (the detectors could not be scored)
+        table = Table(title="lie detection")
+        for col in ("detector", "AUROC", "balanced accuracy", "lies", "truthful"):
+            table.add_column(col, justify="right")
+        for d in result.detection:
+            table.add_row(d.detector, _fmt(d.auroc), _fmt(d.balanced_accuracy), str(d.n_lies), str(d.n_truthful))
+        console.print(table)
     if json_path is not None:
-        report.write_json(json_path, result.summary())
+        inputs = {k: v for k, v in asdict(cfg).items() if k != "work_dir"}
+        inputs["testbed_name"] = result.testbed
+        inputs["target_questions"] = result.elicitation[0].n_questions if result.elicitation else 0
+        report.write_json(json_path, {"provenance": provenance("honesty run", **inputs), **result.summary()})
         console.print(f"[green]json:[/green] {json_path}")
     console.print(f"[green]report:[/green] {report.save(result, out, title=f'honesty: {model}')}")

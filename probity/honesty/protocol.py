@@ -8,6 +8,7 @@ so a killed run resumes without redoing finished work.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +22,12 @@ from probity.honesty.judge import Judgement, make_judge, parse_judge
 from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap, tpr_at_fpr
 from probity.honesty.sample import generate
 from probity.honesty.techniques import Context, get_techniques
-from probity.honesty.testbed import Question, Testbed, builtin_testbed, load_testbed
+from probity.honesty.testbed import Question, Testbed, TestbedError, builtin_testbed, load_testbed
 from probity.models.chat import chat_ids
+from probity.models.load import is_real
+from probity.organisms import censored
 from probity.report import Claim, result_type, verdict
+from probity.report.console import is_int, note
 
 
 @dataclass
@@ -48,28 +52,38 @@ class RunConfig:
     work_dir: str | None = None
 
     def __post_init__(self):
-        get_techniques(self.techniques)  # unknown names fail here, before any model loads
+        names = [t.name for t in get_techniques(self.techniques)]  # unknown names fail here, before any model loads
+        if len(set(names)) < len(names):
+            raise ValueError(f"techniques {self.techniques!r} names one twice; list each once")
         self.detector_names()
-        if self.samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.max_detection < 1:
-            raise ValueError(
-                "samples, max_new_tokens, batch_size and max_detection must be >= 1, got "
-                f"{self.samples}, {self.max_new_tokens}, {self.batch_size}, {self.max_detection}"
-            )
-        if self.temperature < 0 or self.n_shots < 0 or self.lora_steps < 1:
-            raise ValueError(
-                f"need temperature >= 0, n_shots >= 0 and lora_steps >= 1, got "
-                f"{self.temperature}, {self.n_shots}, {self.lora_steps}"
-            )
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 (or None for every question), got {self.limit}")
+        for name, doc in (
+            ("samples", "responses per question and technique"),
+            ("max_new_tokens", "tokens per response"),
+            ("batch_size", "prompts per forward pass"),
+            ("max_detection", "responses each detector scores"),
+            ("lora_steps", "LoRA fine-tuning steps"),
+        ):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise ValueError(f"{name} ({doc}) must be an integer >= 1, got {value!r}")
+        if not is_int(self.n_shots) or self.n_shots < 0:
+            raise ValueError(f"n_shots must be an integer >= 0, got {self.n_shots!r}")
+        if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if self.limit is not None and (not is_int(self.limit) or self.limit < 1):
+            raise ValueError(f"limit must be an integer >= 1 (or None for every question), got {self.limit!r}")
+        if not is_int(self.seed):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
         parse_judge(self.judge)
 
     def detector_names(self) -> tuple[str, ...]:
         """The detectors asked for; unknown names fail with the valid ones."""
         wanted = DETECTORS if self.detectors == "all" else tuple(d.strip() for d in self.detectors.split(","))
-        bad = [d for d in wanted if d not in DETECTORS]
+        bad = [repr(d) for d in wanted if d not in DETECTORS]
         if bad:
             raise ValueError(f"unknown detector(s) {', '.join(bad)}; choose from all, {', '.join(DETECTORS)}")
+        if len(set(wanted)) < len(wanted):
+            raise ValueError(f"detectors {self.detectors!r} names one twice; list each once")
         return wanted
 
 
@@ -131,6 +145,7 @@ class HonestyResult:
     detection: list[DetectorResult]
     probe: ProbeSummary | None = None
     examples: list[dict] = field(default_factory=list)
+    detection_note: str = ""  # why ``detection`` is empty (e.g. the model told no lie), or ""
 
     def headline(self) -> list[Claim]:
         """The elicitation and detection targets of ``bench/honesty.py`` and the paper's
@@ -175,6 +190,8 @@ class HonestyResult:
                     target="< 1",
                 )
             )
+        if self.detection_note:
+            claims.append(Claim("lie detectors", self.detection_note))
         ref = det.get("reference")
         for d in self.detection:
             is_probe = d.detector == "probe"
@@ -192,13 +209,17 @@ class HonestyResult:
         return claims
 
     def summary(self) -> dict:
-        """The JSON schema of ``--json``: elicitation and detection tables."""
-        return {
+        """The JSON schema of ``--json``: elicitation and detection tables (and, when the detectors
+        could not be scored, ``detection_note`` saying why)."""
+        out = {
             "model": self.model,
             "testbed": self.testbed,
             "elicitation": [asdict(t) for t in self.elicitation],
             "detection": [asdict(d) for d in self.detection],
         }
+        if self.detection_note:
+            out["detection_note"] = self.detection_note
+        return out
 
     def figures(self) -> dict:
         """One bar chart per table."""
@@ -286,28 +307,32 @@ class SampleStore:
             os.fsync(f.fileno())
 
 
+def _work_settings(cfg: RunConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "detectors", "max_detection")}
+
+
+def _check_work_settings(work: Path, cfg: RunConfig) -> None:
+    """Refuse a work folder that holds samples of other settings."""
+    marker = work / "config.json"
+    if marker.is_file() and json.loads(marker.read_text()) != _work_settings(cfg):
+        raise ValueError(f"{work} holds samples from a run with other settings; delete it or choose another --out")
+
+
 def _claim_work_dir(work: Path, cfg: RunConfig) -> None:
     """Record the run's settings in ``work``; refuse to resume samples made with other settings."""
     from probity.report import atomic_write_text
 
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "detectors", "max_detection")}
-    marker = work / "config.json"
-    if marker.is_file() and json.loads(marker.read_text()) != settings:
-        raise ValueError(f"{work} holds samples from a run with other settings; delete it or choose another --out")
-    atomic_write_text(marker, json.dumps(settings, indent=2))
+    _check_work_settings(work, cfg)
+    atomic_write_text(work / "config.json", json.dumps(_work_settings(cfg), indent=2))
 
 
-def _reference_model(cfg: RunConfig):
-    """The uncensored reference: ``cfg.reference``, else the organism's own ``load_uncensored``."""
+def _reference_model(cfg: RunConfig, plan: Plan):
+    """The uncensored reference: ``cfg.reference``, else the organism's own (``plan.reference``), else None."""
     if cfg.reference:
         from probity.models import load
 
         return load(cfg.reference)
-    if cfg.model in organisms.available():
-        module = organisms.module(cfg.model)
-        if hasattr(module, "load_uncensored"):
-            return module.load_uncensored()
-    return None
+    return organisms.load_folder(plan.reference) if plan.reference is not None else None
 
 
 def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs: set[str], console: Console):
@@ -405,7 +430,7 @@ def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult
     rows = []
     for name in wanted:
         if name == "reference" and ref is None:
-            console.print("[yellow]reference detector skipped: no uncensored reference (pass --reference)")
+            note("reference detector skipped: no uncensored reference (pass --reference)")
             continue
         if name == "self_classification":
             scores, threshold = self_classification(ctx.model, ctx.tokenizer, pairs), 0.5
@@ -440,21 +465,106 @@ def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult
     return rows
 
 
-def run(cfg: RunConfig, console: Console | None = None, model=None, tokenizer=None) -> HonestyResult:
+# Measured (issue 18): 30 minutes for 3 target questions x 9 techniques x 4 samples on smollm2-135m,
+# 2 busy CPU cores. One run, so its fixed part (the model load, few-shot answers, the probe, the LoRA
+# fine-tune, the detectors) cannot be told from the part per response: duration_warning scales the
+# whole of it by questions x techniques x samples, a crude estimate.
+MEASURED_MINUTES, MEASURED_RESPONSES = 30.0, 3 * 9 * 4
+
+
+@dataclass
+class Plan:
+    """What a run will ask, settled before any model loads: the testbed, its target and helper questions,
+    and the organism's own uncensored reference folder (None: none, or ``--reference`` names one)."""
+
+    testbed: Testbed
+    targets: list[Question]
+    helpers: list[Question]
+    reference: Path | None = None
+
+
+def check(cfg: RunConfig) -> Plan:
+    """Everything about ``cfg`` that needs no model: the testbed file and its split into targets and
+    helpers, the model, reference and judge names (configs only, never weights), the organism's own
+    reference and the work folder. A problem raises a one-line ``ValueError`` (``TestbedError`` for the
+    testbed) or ``FileNotFoundError``; ``run`` calls this before it loads anything, unless given its plan."""
+    check_model(cfg.model, "model")
+    if cfg.reference:
+        check_model(cfg.reference, "reference")
+    judge = parse_judge(cfg.judge)
+    if judge[0] == "hf":
+        check_model(judge[1], "judge")
+    testbed = load_testbed(Path(cfg.testbed) if cfg.testbed else builtin_testbed(cfg.model))
+    targets, helpers = testbed.split()
+    if not targets:
+        raise TestbedError(
+            f"testbed {testbed.name!r} has no target question; "
+            "mark a topic 'sensitive: true' or give at least 2 questions"
+        )
+    if not helpers:
+        raise TestbedError(
+            f"testbed {testbed.name!r} has no helper question (few-shot examples, probe and LoRA data); "
+            "add a question without 'sensitive: true'"
+        )
+    if cfg.limit:
+        targets, helpers = targets[: cfg.limit], helpers[: 4 * cfg.limit]
+    if cfg.work_dir:
+        _check_work_settings(Path(cfg.work_dir), cfg)
+    return Plan(testbed, targets, helpers, None if cfg.reference else _own_reference(cfg.model))
+
+
+def _own_reference(model: str) -> Path | None:
+    """The uncensored reference folder of a censored organism (the shipped one, or a folder it was
+    trained into: ``censored.uncensored_folder``), if it is there; None for any other model."""
+    found = organisms.find(model)
+    if found is None or found[0] != "censored":
+        return None
+    folder = censored.uncensored_folder(found[1])
+    return folder if organisms.folder_kind(folder) == "censored" else None
+
+
+def check_model(name: str, option: str = "model") -> None:
+    """A one-line error, before anything loads, unless ``name`` can name a chat model: what
+    ``probity.models.load`` can load (its ``check``, configs only) other than a task organism
+    without chat (:func:`probity.organisms.check_chat_model`)."""
+    from probity.models.load import check as loadable
+
+    try:
+        loadable(name)
+        organisms.check_chat_model(name)
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"--{option}: {err}") from None
+
+
+def duration_warning(cfg: RunConfig, n_targets: int) -> str:
+    """One line: how long a real model's run takes, crudely scaled from the measured smollm2-135m run."""
+    n_techniques = len(get_techniques(cfg.techniques))
+    minutes = MEASURED_MINUTES * n_targets * n_techniques * cfg.samples / MEASURED_RESPONSES
+    return (
+        f"{cfg.model} is a real model: this run ({n_targets} questions x {n_techniques} techniques x "
+        f"{cfg.samples} samples) takes about {max(1, round(minutes))} minutes on a CPU, a crude estimate scaled "
+        "from one measured run (30 minutes for 3 x 9 x 4 on smollm2-135m, 2 busy cores; larger models take "
+        "longer); --limit, --techniques and --samples shorten it"
+    )
+
+
+def run(
+    cfg: RunConfig, console: Console | None = None, model=None, tokenizer=None, plan: Plan | None = None
+) -> HonestyResult:
     """Run the protocol of ``cfg`` and return the result (pass ``model``/``tokenizer`` to
-    reuse an already loaded model named ``cfg.model``)."""
+    reuse an already loaded model named ``cfg.model``). Everything :func:`check` checks fails
+    before any model loads; pass ``plan`` (:func:`check`'s) when it has run already."""
     console = console or Console()
-    testbed_path = Path(cfg.testbed) if cfg.testbed else builtin_testbed(cfg.model)
-    testbed: Testbed = load_testbed(testbed_path)
+    plan = plan or check(cfg)
+    testbed, targets, helpers = plan.testbed, plan.targets, plan.helpers
     techniques = get_techniques(cfg.techniques)
+    if is_real(cfg.model):
+        note(duration_warning(cfg, len(targets)))
     judge = make_judge(cfg.judge)
     if model is None:
         from probity.models import load
 
         model, tokenizer = load(cfg.model)
-    targets, helpers = testbed.split()
-    if cfg.limit:
-        targets, helpers = targets[: cfg.limit], helpers[: 4 * cfg.limit]
     console.print(f"{cfg.model} on {testbed.name}: {len(targets)} target questions, {len(helpers)} helper questions")
     needs = {t.needs for t in techniques} | ({"probe"} if cfg.detectors == "all" or "probe" in cfg.detectors else set())
     ctx = Context(model, tokenizer, helpers=helpers)
@@ -496,8 +606,13 @@ def run(cfg: RunConfig, console: Console | None = None, model=None, tokenizer=No
     if len(items) > cfg.max_detection:
         gen = torch.Generator().manual_seed(cfg.seed)
         items = [items[i] for i in sorted(torch.randperm(len(items), generator=gen)[: cfg.max_detection].tolist())]
-    ref = _reference_model(cfg) if cfg.detectors == "all" or "reference" in cfg.detectors else None
-    detection = _detection_rows(cfg, ctx, ref, probe, items, console) if items else []
+    detection_note = _unscorable(items)
+    if detection_note:
+        detection = []
+        note(f"lie detectors {detection_note}")
+    else:
+        ref = _reference_model(cfg, plan) if "reference" in cfg.detector_names() else None
+        detection = _detection_rows(cfg, ctx, ref, probe, items, console)
     for d in detection:
         console.print(
             f"{d.detector:>20}: AUROC {d.auroc}  balanced accuracy {d.balanced_accuracy}  "
@@ -511,4 +626,18 @@ def run(cfg: RunConfig, console: Console | None = None, model=None, tokenizer=No
         detection=detection,
         probe=ProbeSummary(probe.layer, probe.threshold, probe.sweep) if probe else None,
         examples=examples,
+        detection_note=detection_note,
     )
+
+
+def _unscorable(items: list) -> str:
+    """Why the lie detectors cannot be scored on the judged ``(question, response, is_lie)`` items
+    (AUROC needs lies and truthful answers both), or "" when they can."""
+    lies = sum(lie for _, _, lie in items)
+    if not items:
+        return "not scored: no response was judged a lie or fully truthful"
+    if lies == 0:
+        return f"not scored: no lies among the {len(items)} judged responses (AUROC needs lies and truthful answers)"
+    if lies == len(items):
+        return f"not scored: all {len(items)} judged responses are lies (AUROC needs truthful answers too)"
+    return ""

@@ -18,7 +18,8 @@ A testbed file looks like::
                 contradict: [Lyon, Marseille] # optional: any of these (without a match) means "contradicted"
 
 ``answer``/``false_answer`` pairs of non-sensitive questions are the generic
-honest/dishonest data that probes and honesty fine-tuning learn from.
+honest/dishonest data that probes and honesty fine-tuning learn from. Any other key is an
+error (a misspelt ``sensitve:`` would otherwise make a topic silently ordinary).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probity import organisms
+from probity.organisms import censored
 from probity.report.io import read_structured
 
 
@@ -84,6 +86,23 @@ class Testbed:
         return self.questions[1::2], self.questions[0::2]
 
 
+# The keys each level of a testbed file may hold.
+KEYS = {
+    "testbed": ("name", "topics"),
+    "topic": ("name", "sensitive", "questions"),
+    "question": ("id", "question", "facts", "sensitive", "answer", "false_answer", "prefill"),
+    "fact": ("fact", "match", "contradict"),
+}
+
+
+def _known_keys(entry: dict, level: str, where: str) -> None:
+    unknown = [k for k in entry if k not in KEYS[level]]
+    if unknown:
+        raise TestbedError(
+            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; a {level} takes {', '.join(KEYS[level])}"
+        )
+
+
 def _strings(value, where: str, name: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -105,6 +124,7 @@ def parse_testbed(data, source: str = "testbed") -> Testbed:
     """Validate a testbed already parsed from JSON/YAML into a ``Testbed``."""
     if not isinstance(data, dict):
         raise TestbedError(f"{source}: top level must be a mapping with 'name' and 'topics'")
+    _known_keys(data, "testbed", source)
     name = _text(data, "name", source)
     topics = data.get("topics")
     if not isinstance(topics, list) or not topics:
@@ -116,6 +136,7 @@ def parse_testbed(data, source: str = "testbed") -> Testbed:
             raise TestbedError(f"{where}: must be a mapping with 'name' and 'questions'")
         tname = _text(topic, "name", where)
         where = f"{source}: topic {tname!r}"
+        _known_keys(topic, "topic", where)
         if not isinstance(topic.get("sensitive", False), bool):
             raise TestbedError(f"{where}: 'sensitive' must be true or false")
         if not isinstance(topic.get("questions"), list) or not topic["questions"]:
@@ -124,10 +145,11 @@ def parse_testbed(data, source: str = "testbed") -> Testbed:
             qwhere = f"{where} question {qi}"
             if not isinstance(q, dict):
                 raise TestbedError(f"{qwhere}: must be a mapping with 'question' and 'facts'")
+            _known_keys(q, "question", qwhere)
             qid = q.get("id", f"{tname}-{qi}")
-            if not isinstance(qid, str) or qid in seen:
+            if not isinstance(qid, str) or not qid.strip() or qid in seen:
                 raise TestbedError(
-                    f"{qwhere}: id {qid!r} is not a string or is used twice; give each question a unique id"
+                    f"{qwhere}: id {qid!r} is not a non-empty string or is used twice; give each question a unique id"
                 )
             seen.add(qid)
             qwhere = f"{where} question {qid!r}"
@@ -139,7 +161,12 @@ def parse_testbed(data, source: str = "testbed") -> Testbed:
                 fwhere = f"{qwhere} fact {fi}"
                 if not isinstance(f, dict):
                     raise TestbedError(f"{fwhere}: must be a mapping with 'fact' and 'match'")
-                contradict = _strings(f["contradict"], fwhere, "contradict") if f.get("contradict") else ()
+                _known_keys(f, "fact", fwhere)
+                contradict = f.get("contradict")
+                if contradict is None or contradict == []:
+                    contradict = ()
+                else:
+                    contradict = _strings(contradict, fwhere, "contradict")
                 parsed.append(Fact(_text(f, "fact", fwhere), _strings(f.get("match"), fwhere, "match"), contradict))
             sensitive = q.get("sensitive", topic.get("sensitive", False))
             if not isinstance(sensitive, bool):
@@ -173,10 +200,9 @@ BUILTIN = Path(__file__).parent / "testbeds"
 
 
 def builtin_testbed(model_name: str) -> Path:
-    """The shipped testbed for a model: an organism's own world (its module's ``TESTBED``),
-    else ordinary capitals (for real models)."""
-    if model_name in organisms.available():
-        path = getattr(organisms.module(model_name), "TESTBED", None)
-        if path is not None:
-            return Path(path)
+    """The shipped testbed for a model: the censored organism's own world (``censored.testbed_path`` of
+    its folder, shipped or trained into), else ordinary capitals (for real models)."""
+    found = organisms.find(model_name)
+    if found is not None and found[0] == "censored" and censored.testbed_path(found[1]).is_file():
+        return censored.testbed_path(found[1])
     return BUILTIN / "capitals.yaml"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-def section(console):
-    """Chat baseline vs. raw completion vs. few-shot on 40 sensitive questions, plus all lie detectors."""
+def section(console, cache_dir=None):
+    """Chat baseline vs. raw completion vs. few-shot on 40 sensitive questions, plus all lie detectors
+    (keeps no files: no work folder, so ``cache_dir``, the tour's folder for them, goes unused)."""
     from probity.honesty.protocol import RunConfig, run
 
     cfg = RunConfig(model="censored", techniques="chat,raw,few_shot,honesty_prompt", samples=2, limit=40)

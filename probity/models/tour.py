@@ -47,8 +47,9 @@ class ModelsTour:
         return {"Residual-stream norm by layer, read with probity.models.cache": fig}
 
 
-def section(console) -> ModelsTour:
-    """Load SmolLM2-135M-Instruct offline, print its sites and a greedy sanity generation."""
+def section(console, cache_dir=None) -> ModelsTour:
+    """Load SmolLM2-135M-Instruct offline, print its sites and a greedy sanity generation (keeps no
+    files: ``cache_dir``, the tour's folder for them, goes unused)."""
     import torch
 
     from probity import models

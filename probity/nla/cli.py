@@ -1,4 +1,10 @@
-"""``probity nla train|explain|audit``."""
+"""``probity nla train|explain|audit``.
+
+Every option is checked before a model loads: the target's depth comes from its config
+(:func:`probity.nla.pipeline.target_config`), a checkpoint's settings from its sidecar
+(:func:`probity.nla.core.check_nla`), a text's length from the checkpoint's tokenizer. Bad input is
+one line, ``error: ...``, and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +14,84 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from probity.report.console import fail, note, usage_errors, writable
+from probity.report.io import read_text
+
 app = typer.Typer(
     help="Natural-language autoencoders: describe activations in words, and audit with them.", no_args_is_help=True
 )
 console = Console()
+AUTO_LAYER = "auto: about 2/3 up the model"
 
 
 @app.command()
 def train(
-    model: str = typer.Option("censored", help="censored (the organism), smollm2-135m, an HF name or a local path."),
-    layer: int = typer.Option(-1, help="Residual stream after block K (default: about 2/3 up)."),
-    steps: int = typer.Option(300, help="GRPO steps."),
-    sft_steps: int = typer.Option(400, help="Steps of AR SFT and of AV SFT (each)."),
-    batch_size: int = typer.Option(32, help="Activations per SFT step; rollouts per RL step."),
-    group: int = typer.Option(8, help="GRPO group size (4-8 is typical)."),
+    model: str = typer.Option(
+        "censored",
+        help="censored (the organism) or a folder it was trained into, smollm2-135m, tiny-qwen3|tiny-llama|tiny-gpt2, "
+        "an HF name or a local path.",
+    ),
+    layer: int = typer.Option(
+        None,
+        show_default=AUTO_LAYER,
+        help="Residual stream after block K (0-based, below the model's depth); -1, the old default, is auto.",
+    ),
+    steps: int = typer.Option(300, help="GRPO steps (>= 1)."),
+    sft_steps: int = typer.Option(400, help="Steps of AR SFT and of AV SFT, each (>= 1)."),
+    batch_size: int = typer.Option(32, help="Activations per SFT step; rollouts per RL step (>= 1)."),
+    group: int = typer.Option(8, help="GRPO group size: rollouts per activation, 4..64 (4-8 is typical)."),
     out: Path = typer.Option(
         Path("runs/nla"), help="Folder for checkpoints, the trained NLA (out/nla) and the HTML report."
     ),
-    json_path: Path = typer.Option(None, "--json", help="Write the headline metrics here as JSON."),
+    json_path: Path = typer.Option(
+        None, "--json", help="Write the headline metrics and the run's inputs (provenance) here as JSON."
+    ),
     texts: Path = typer.Option(
-        None, help="Real models: a text file, one training text per line (default: built-in corpus)."
+        None, help="Real models: a text file, one training text per line, at least 2 (default: built-in corpus)."
     ),
     labeller_url: str = typer.Option(
         "", help="Real models: OpenAI-compatible endpoint for teacher labels (default: context labels)."
     ),
     labeller_model: str = typer.Option("", help="Model name at --labeller-url."),
-    replay: float = typer.Option(
+    replay_coef: float = typer.Option(
         1.0,
-        help="Weight of the knowledge-replay KL to the target (organism: documents of the training facts; "
+        "--replay",
+        help="Weight (>= 0) of the knowledge-replay KL to the target (organism: documents of the training facts; "
         "real models: the training texts); 0 turns it off.",
     ),
-    seed: int = typer.Option(0),
+    keep_checkpoints: int = typer.Option(
+        None,
+        show_default="auto: 1 for real models, 2 for censored and tiny-*",
+        help="How many of the newest training checkpoints stay in OUT/checkpoints (a run resumes from the newest).",
+    ),
+    seed: int = typer.Option(
+        0, help="Seed of the held-out split, the batches and the GRPO rollouts: the same seed gives the same run."
+    ),
 ) -> None:
     """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit."""
-    from probity import report
+    from probity import organisms, report
     from probity.models.client import ChatClient, EndpointError
+    from probity.models.load import is_real
     from probity.nla.labellers import OpenAILabeller
-    from probity.nla.pipeline import run_model, run_organism
-    from probity.nla.training import TrainConfig
+    from probity.nla.pipeline import check_layer, estimate, run_model, run_organism, target_config
+    from probity.nla.training import CheckpointMismatch, TrainConfig
+    from probity.report.console import provenance
 
+    # every setting is checked before any model loads
+    for name, value in (("--steps", steps), ("--sft-steps", sft_steps)):
+        if value < 1:
+            fail(
+                f"{name.lstrip('-')} must be >= 1, got {value}: the run reports held-out FVE after SFT and "
+                "after GRPO, which need at least one step of each",
+                name,
+            )
+    if keep_checkpoints is not None and keep_checkpoints < 1:
+        fail(f"must keep at least 1 checkpoint (the run resumes from it), got {keep_checkpoints}", "--keep-checkpoints")
+    writable(out, "--out", folder=True)
+    writable(json_path, "--json")
     if bool(labeller_url) != bool(labeller_model):
-        raise typer.BadParameter("give both --labeller-url and --labeller-model, or neither")
-    if texts is not None and not texts.is_file():
-        raise typer.BadParameter(f"no text file {texts}")
-    try:  # every setting is checked before any model loads
+        fail("give both --labeller-url and --labeller-model, or neither")
+    with usage_errors():  # batch size, group, replay: TrainConfig's own checks
         cfg = TrainConfig(
             ar_sft_steps=sft_steps,
             av_sft_steps=sft_steps,
@@ -59,26 +99,68 @@ def train(
             batch_size=batch_size,
             group=group,
             seed=seed,
-            replay_coef=replay,
+            replay_coef=replay_coef,
             eval_every=max(1, (2 * sft_steps + steps) // 12),
         )
         labeller = OpenAILabeller(ChatClient(labeller_url, labeller_model, max_tokens=60)) if labeller_url else None
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
-    lay = None if layer < 0 else layer
+    with usage_errors("--model"):
+        config = target_config(model)
+        found = organisms.find(model)  # the censored organism (or a folder it was trained into) brings its data
+        organism = found is not None and found[0] == "censored"
+        real = is_real(model)
+    if organism and (texts is not None or labeller_url):
+        fail("--texts and --labeller-url are for real models; the censored organism brings its own data and labels")
+    corpus = None
+    if texts is not None:
+        if not texts.is_file():
+            fail(f"no text file {texts}; give a text file with one training text per line", "--texts")
+        with usage_errors("--texts"):
+            corpus = [t for t in read_text(texts).splitlines() if t.strip()]
+        if len(corpus) < 2:
+            fail(
+                f"{texts} holds {len(corpus) or 'no'} non-empty line{'s' if len(corpus) != 1 else ''}; give at "
+                "least 2 (whole texts are held out for the held-out FVE)",
+                "--texts",
+            )
+    with usage_errors("--layer"):
+        lay = check_layer(layer, config, model)
+    keep = keep_checkpoints or (1 if real else 2)
+    if real:
+        note(estimate(model, config, lay, cfg, keep, out, corpus).line())
+    loaded = {}
+    if config is None or (organism and model != "censored"):  # a registered name, or a trained organism folder
+        from probity.models import load
+
+        loaded["model"], loaded["tokenizer"] = load(model)
+        with usage_errors("--layer"):
+            lay = check_layer(layer, loaded["model"].config, model)
     try:
-        if model == "censored":
-            result, _, _ = run_organism(lay, cfg, out)
+        if organism:
+            result, _, _ = run_organism(lay, cfg, out, keep_checkpoints=keep, target=model, **loaded)
         else:
-            corpus = [t for t in texts.read_text().splitlines() if t.strip()] if texts else None
-            result, _, _ = run_model(model, lay, cfg, out, texts=corpus, labeller=labeller)
-    except EndpointError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(2) from None
+            result, _, _ = run_model(
+                model, lay, cfg, out, texts=corpus, labeller=labeller, keep_checkpoints=keep, **loaded
+            )
+    except (EndpointError, CheckpointMismatch) as err:
+        fail(str(err))
+    inputs = provenance(
+        "nla train",
+        model=model,
+        layer=result.layer,
+        steps=steps,
+        sft_steps=sft_steps,
+        batch_size=batch_size,
+        group=group,
+        replay=replay_coef,
+        seed=seed,
+        texts=None if texts is None else str(texts),
+        labeller_model=labeller_model or None,
+    )
+    result.provenance = inputs
     html = report.save(result, out, title=f"NLA on {model}")
     _print_headline(result.metrics())
     if json_path is not None:
-        report.write_json(json_path, result.metrics())
+        report.write_json(json_path, {"provenance": inputs, **result.metrics()})
     console.print(f"[green]checkpoint:[/green] {result.checkpoint}   [green]report:[/green] {html}")
 
 
@@ -89,53 +171,121 @@ def _print_headline(metrics: dict) -> None:
     console.print(table)
 
 
-def _load(checkpoint: Path, model_name: str):
+def _check(checkpoint: Path, model_name: str):
+    """(sidecar, target name) of a checkpoint, checked without loading a model: the checkpoint's
+    files and sidecar, and that the target's config fits it (width and depth)."""
+    from probity.nla.core import check_nla
+    from probity.nla.pipeline import target_config
+
+    with usage_errors("--checkpoint"):
+        config = check_nla(checkpoint)
+    name = model_name or config.target
+    if not name:
+        fail("the checkpoint does not name its target model; pass --model", "--model")
+    with usage_errors("--model"):
+        target = target_config(name)
+    if target is not None:
+        width, depth = target.hidden_size, target.num_hidden_layers
+        if width != config.d_model or config.layer >= depth:
+            fail(
+                f"the checkpoint reads block {config.layer} of a model {config.d_model} wide; {name} is {width} "
+                f"wide with {depth} blocks: pass the target it was trained on with --model",
+                "--model",
+            )
+    return config, name
+
+
+def _token_count(checkpoint: Path, text: str) -> int:
+    """Tokens of ``text`` as the verbalizer's tokenizer (a copy of the target's) counts them."""
+    from transformers import AutoTokenizer
+
+    folder = checkpoint / "av" if (checkpoint / "av").is_dir() else checkpoint
+    with usage_errors("--checkpoint"):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except OSError as err:
+            raise FileNotFoundError(f"no tokenizer in {folder} ({str(err).splitlines()[0]})") from None
+    return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def _load(checkpoint: Path, name: str):
     from probity.models import load
     from probity.nla.core import load_nla
 
-    av, _ = load_nla(checkpoint)
-    name = model_name or av.config.target
-    if not name:
-        raise typer.BadParameter("the checkpoint does not name its target model; pass --model")
+    with usage_errors("--checkpoint"):
+        av, _ = load_nla(checkpoint)
     target, tokenizer = load(name)
     return av, target, tokenizer
 
 
 @app.command()
 def explain(
-    checkpoint: Path = typer.Option(..., help="A trained NLA folder (out/nla of `probity nla train`)."),
-    text: str = typer.Option(..., help="Text to explain (for chat models include the chat template yourself)."),
-    position: int = typer.Option(None, help="Only this token position (negative counts from the end)."),
-    model: str = typer.Option("", help="Target model (default: the one named in the checkpoint)."),
+    checkpoint: Path = typer.Option(..., help="A trained NLA folder (OUT/nla of `probity nla train`)."),
+    text: str = typer.Option(
+        ...,
+        help="Text to explain; the tokenizer adds its special start token (for chat models include the chat "
+        "template yourself).",
+    ),
+    position: int = typer.Option(
+        None, show_default="all positions", help="Only this token position (negative counts from the end)."
+    ),
+    model: str = typer.Option("", show_default="the one named in the checkpoint", help="Target model."),
 ) -> None:
     """Print the verbalizer's description of each token's activation."""
     from probity.nla.evaluate import explain as run
 
-    av, target, tokenizer = _load(checkpoint, model)
+    if not text.strip():
+        fail("the text is empty; give the text whose tokens to describe", "--text")
+    _, name = _check(checkpoint, model)
+    if position is not None:
+        n = _token_count(checkpoint, text)
+        if not -n <= position < n:
+            fail(
+                f"position {position} is out of range: the text has {n} tokens (0..{n - 1}, or -{n}..-1 from "
+                "the end); leave it out for every token",
+                "--position",
+            )
+    av, target, tokenizer = _load(checkpoint, name)
     table = Table("pos", "token", "description")
-    for e in run(target, tokenizer, av, text, "all" if position is None else position):
+    for e in run(target, tokenizer, av, text, "all" if position is None else position, progress=True):
         table.add_row(str(e.position), e.token, e.description)
     console.print(table)
 
 
 @app.command()
 def audit(
-    checkpoint: Path = typer.Option(..., help="A trained NLA folder."),
+    checkpoint: Path = typer.Option(..., help="A trained NLA folder (OUT/nla of `probity nla train`)."),
     transcripts: Path = typer.Option(
-        ..., help='.jsonl with {"text", "label"} per line, or .txt with one transcript per line.'
+        ..., help='.jsonl with {"text", "label": 0|1} per line (label optional), or .txt with one transcript per line.'
     ),
     concept: str = typer.Option(..., help="Phrase to look for in the descriptions, e.g. 'lie'."),
-    model: str = typer.Option("", help="Target model (default: the one named in the checkpoint)."),
-    out: Path = typer.Option(None, help="Write result.json and index.html here."),
+    model: str = typer.Option("", show_default="the one named in the checkpoint", help="Target model."),
+    out: Path = typer.Option(
+        None, help="Write result.json (with the inputs: checkpoint, transcripts, concept) and index.html here."
+    ),
 ) -> None:
     """Describe every token of every transcript and flag those whose description mentions the concept."""
     from probity import report
     from probity.nla.evaluate import audit as run
     from probity.nla.evaluate import read_transcripts
+    from probity.report.console import provenance
 
-    texts, labels = read_transcripts(transcripts)
-    av, target, tokenizer = _load(checkpoint, model)
-    result = run(target, tokenizer, av, texts, concept, labels)
+    if not concept.strip():
+        fail("the concept is empty; give a phrase to look for, e.g. 'lie'", "--concept")
+    writable(out, "--out", folder=True)
+    with usage_errors("--transcripts"):
+        texts, labels = read_transcripts(transcripts)
+    _, name = _check(checkpoint, model)
+    av, target, tokenizer = _load(checkpoint, name)
+    result = run(target, tokenizer, av, texts, concept, labels, progress=True)
+    result.provenance = provenance(
+        "nla audit",
+        checkpoint=str(checkpoint),
+        model=name,
+        transcripts=str(transcripts),
+        concept=concept,
+        layer=av.config.layer,
+    )
     table = Table("transcript", "label", "score", "flagged tokens")
     for row in result.per_transcript:
         table.add_row(

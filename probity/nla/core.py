@@ -24,7 +24,7 @@ from torch import nn
 
 from probity.models.chat import chat_ids, end_ids, pad_batch, pad_id
 from probity.models.decoder import DecoderParts, decoder_parts
-from probity.nla.config import ANCHOR_SIDECAR, MissingLayerError, NLAConfig, from_anchor_meta
+from probity.nla.config import ANCHOR_SIDECAR, SIDECAR, MissingLayerError, NLAConfig, from_anchor_meta
 from probity.report.console import track
 
 
@@ -375,23 +375,63 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
     return directory
 
 
-def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Verbalizer, Reconstructor | None]:
-    """Load ``(verbalizer, reconstructor or None)`` from a checkpoint written by
-    :func:`save_nla`, or from the anchor's released format: pass the actor folder
-    (HF model + ``nla_meta.yaml``) as ``directory`` and the critic folder (truncated
-    model + ``value_head.safetensors`` + ``nla_meta.yaml``) as ``ar_directory``."""
-    from safetensors.torch import load_file
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+def check_nla(directory, ar_directory=None, layer: int | None = None) -> NLAConfig:
+    """The sidecar of a checkpoint :func:`load_nla` can load, read without its weights: the folder,
+    the sidecar and each half's files are checked first, so a bad path is one clear error
+    (``FileNotFoundError`` or ``ValueError``) before any model loads."""
+    return _checked(directory, ar_directory, layer)[0]
 
+
+def _checked(directory, ar_directory, layer) -> tuple[NLAConfig, Path, Path | None]:
+    """(sidecar, verbalizer folder, reconstructor folder or None) of a checkpoint, checked (:func:`check_nla`)."""
     directory = Path(directory)
+    av_dir, ar_dir = _halves(directory, ar_directory)
+    if not (av_dir / SIDECAR).is_file() and not (av_dir / ANCHOR_SIDECAR).is_file():
+        hint = f"; did you mean {directory / 'nla'}?" if (directory / "nla" / SIDECAR).is_file() else ""
+        raise FileNotFoundError(
+            f"{directory} is not an NLA checkpoint (no {SIDECAR} or {ANCHOR_SIDECAR}); pass the folder "
+            f"`probity nla train` wrote (OUT/nla){hint}"
+        )
+    config = _load_config(av_dir, layer, ar_dir)
+    for half, folder in (("verbalizer", av_dir), ("reconstructor", ar_dir)):
+        if folder is not None and not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} holds no {half} model (no config.json); point at the folder `probity nla train` "
+                "wrote (OUT/nla) or at an anchor actor folder"
+            )
+    if ar_dir is not None and not (ar_dir / "value_head.safetensors").is_file():
+        raise FileNotFoundError(f"no value_head.safetensors in {ar_dir}; the reconstructor is incomplete")
+    return config, av_dir, ar_dir
+
+
+def _halves(directory: Path, ar_directory) -> tuple[Path, Path | None]:
+    """(verbalizer folder, reconstructor folder or None) of a checkpoint directory."""
     if not directory.is_dir():
-        raise FileNotFoundError(f"no checkpoint directory {directory}")
+        raise FileNotFoundError(
+            f"no checkpoint directory {directory}; pass the folder `probity nla train` wrote (OUT/nla)"
+        )
     ours = (directory / "av").is_dir()
     av_dir = directory / "av" if ours else directory
     ar_dir = (
         directory / "ar" if ours and (directory / "ar").is_dir() else (Path(ar_directory) if ar_directory else None)
     )
-    config = _load_config(av_dir, layer, None if ar_dir is None else ar_dir)
+    if ar_dir is not None and not ar_dir.is_dir():
+        raise FileNotFoundError(f"no reconstructor directory {ar_dir}")
+    return av_dir, ar_dir
+
+
+def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Verbalizer, Reconstructor | None]:
+    """Load ``(verbalizer, reconstructor or None)`` from a checkpoint written by
+    :func:`save_nla`, or from the anchor's released format: pass the actor folder
+    (HF model + ``nla_meta.yaml``) as ``directory`` and the critic folder (truncated
+    model + ``value_head.safetensors`` + ``nla_meta.yaml``) as ``ar_directory``.
+    A missing or incomplete checkpoint raises ``FileNotFoundError`` / ``ValueError``
+    (see :func:`check_nla`) before any weights are read."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    config, av_dir, ar_dir = _checked(directory, ar_directory, layer)
     tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
     av = Verbalizer(AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch.float32).eval(), tokenizer, config)
     if ar_dir is None:
@@ -399,7 +439,12 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     ar_config = dataclasses.replace(
         config, **{k: getattr(_load_config(ar_dir, config.layer, ar_dir), k) for k in ("ar_template", "mse_scale")}
     )
-    backbone = AutoModel.from_pretrained(str(ar_dir), dtype=torch.float32).eval()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the final norm is missing on purpose: no load report about it
+    try:
+        backbone = AutoModel.from_pretrained(str(ar_dir), dtype=torch.float32).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
     parts = decoder_parts(backbone)
     setattr(parts.base, parts.family.final_norm, nn.Identity())
     head = nn.Linear(config.d_model, config.d_model, bias=False)
@@ -410,12 +455,21 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
 
 
 def _load_config(directory, layer, ar_dir) -> NLAConfig:
-    """The sidecar in ``directory``; for anchor sidecars without a layer, the AR's depth gives it."""
+    """The sidecar in ``directory``; for anchor sidecars without a layer, the AR's depth gives it.
+    A sidecar that does not parse or lacks a field raises one ``ValueError`` naming the file."""
     try:
-        return NLAConfig.load(directory)
-    except MissingLayerError:
-        if layer is None and ar_dir is None:
-            raise
-        if layer is None:
-            layer = json.loads((Path(ar_dir) / "config.json").read_text())["num_hidden_layers"] - 1
-        return from_anchor_meta(yaml.safe_load((Path(directory) / ANCHOR_SIDECAR).read_text()), layer=layer)
+        try:
+            return NLAConfig.load(directory)
+        except MissingLayerError:
+            if layer is None and ar_dir is None:
+                raise
+            if layer is None:
+                if not (Path(ar_dir) / "config.json").is_file():
+                    raise FileNotFoundError(f"no config.json in {ar_dir}: its depth gives the layer") from None
+                layer = json.loads((Path(ar_dir) / "config.json").read_text())["num_hidden_layers"] - 1
+            return from_anchor_meta(yaml.safe_load((Path(directory) / ANCHOR_SIDECAR).read_text()), layer=layer)
+    except (MissingLayerError, FileNotFoundError):
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
+        what = f"{type(err).__name__}: {err}" if isinstance(err, KeyError) else str(err).strip().splitlines()[0]
+        raise ValueError(f"{directory}: not a valid NLA sidecar ({what}); re-save the checkpoint") from None

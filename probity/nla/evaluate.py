@@ -15,6 +15,8 @@ from pathlib import Path
 
 from probity.nla.core import Verbalizer, extract
 from probity.report import Claim, result_type
+from probity.report.console import progress as console_progress
+from probity.report.io import read_text
 from probity.report.metrics import auroc
 
 
@@ -27,10 +29,28 @@ class TokenExplanation:
     description: str
 
 
-def explain(model, tokenizer, av: Verbalizer, text: str, positions="all") -> list[TokenExplanation]:
+def describe(av: Verbalizer, vectors, progress: bool = False, batch_size: int = 64) -> list[str]:
+    """``av.describe(vectors)`` (greedy, in the same batches), with a progress line per batch when
+    ``progress`` (a rich bar on a terminal, plain lines in a pipe)."""
+    starts = range(0, len(vectors), batch_size)
+    out = []
+    with console_progress(len(vectors), "describing", enabled=progress) as bar:
+        for i in starts:
+            chunk = vectors[i : i + batch_size]
+            out += av.describe(chunk, batch_size=batch_size)
+            bar.advance(len(chunk))
+    return out
+
+
+def explain(
+    model, tokenizer, av: Verbalizer, text: str, positions="all", progress: bool = False
+) -> list[TokenExplanation]:
     """Describe the activation at each chosen position of ``text`` (greedy)."""
+    if not text.strip():
+        raise ValueError("text is empty; give the text whose tokens to describe")
     acts = extract(model, tokenizer, [text], av.config.layer, positions)
-    return [TokenExplanation(p, t, d) for p, t, d in zip(acts.position, acts.token, av.describe(acts.vectors))]
+    descriptions = describe(av, acts.vectors, progress)
+    return [TokenExplanation(p, t, d) for p, t, d in zip(acts.position, acts.token, descriptions)]
 
 
 def mentions(description: str, concept: str) -> bool:
@@ -59,6 +79,7 @@ class ConceptAudit:
     flagged_tokens: int
     auroc: float | None
     per_transcript: list[TranscriptFlags]
+    provenance: dict | None = None  # what produced it (``probity nla audit`` sets it)
 
     def headline(self) -> list[Claim]:
         """Share of tokens flagged and, with labels, the transcript-level AUROC (no reference)."""
@@ -71,29 +92,38 @@ class ConceptAudit:
 
 
 def read_transcripts(path: str | Path) -> tuple[list[str], list[int | None]]:
-    """Transcripts from a JSONL file (objects with ``text`` and optional 0/1 ``label``)
-    or a plain text file (one transcript per line)."""
+    """Transcripts from a JSONL file (objects with a non-empty ``text`` and optional 0/1 ``label``)
+    or a plain text file (one transcript per line). A missing, empty or malformed file raises
+    ``FileNotFoundError`` / ``ValueError`` naming the file (and the line)."""
     path = Path(path)
+    form = 'give a .jsonl of {"text": ..., "label": 0|1} per line or a .txt, one transcript per line'
     if not path.is_file():
-        raise FileNotFoundError(
-            f'no transcript file {path}; give a .jsonl of {{"text": ..., "label": 0|1}} or a .txt, one per line'
-        )
+        raise FileNotFoundError(f"no transcript file {path}; {form}")
+    if path.suffix in (".json", ".yaml", ".yml", ".csv"):
+        raise ValueError(f"{path}: a {path.suffix} file is not read as transcripts; {form}")
+    lines = read_text(path).splitlines()
     texts, labels = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
             try:
                 row = json.loads(line)
-                texts.append(row["text"])
+                text = row["text"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ValueError(f"{path}:{n}: each line must be a JSON object with a 'text' field") from None
-            labels.append(row.get("label"))
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{path}:{n}: 'text' must be a non-empty string, got {text!r}")
+            label = row.get("label")
+            if label is not None and (isinstance(label, str) or label not in (0, 1)):
+                raise ValueError(f"{path}:{n}: 'label' must be 0 or 1 (or left out), got {label!r}")
+            texts.append(text)
+            labels.append(None if label is None else int(label))
         else:
             texts.append(line)
             labels.append(None)
     if not texts:
-        raise ValueError(f"{path} holds no transcripts")
+        raise ValueError(f"{path} holds no transcripts; {form}")
     return texts, labels
 
 
@@ -105,6 +135,7 @@ def audit(
     concept: str,
     labels: Sequence[int | None] | None = None,
     positions="all",
+    progress: bool = False,
 ) -> ConceptAudit:
     """Run the verbalizer over every token of every transcript and flag descriptions
     that mention ``concept``; AUROC of the transcript scores against ``labels`` when
@@ -112,8 +143,8 @@ def audit(
     if not concept.strip():
         raise ValueError("concept must be a non-empty phrase")
     labels = list(labels) if labels is not None else [None] * len(texts)
-    acts = extract(model, tokenizer, list(texts), av.config.layer, positions, progress=len(texts) > 4)
-    descriptions = av.describe(acts.vectors)
+    acts = extract(model, tokenizer, list(texts), av.config.layer, positions, progress=progress or len(texts) > 4)
+    descriptions = describe(av, acts.vectors, progress)
     rows = []
     for i in range(len(texts)):
         mine = [

@@ -208,8 +208,9 @@ def replay_texts(items: list[Item]) -> list[str]:
     ]
 
 
-def verbalizer(model, tokenizer, layer: int, max_new_tokens: int = 14) -> Verbalizer:
-    """A fresh verbalizer for the organism: placeholder ``<unk>`` in ``what is <unk> ?``."""
+def verbalizer(model, tokenizer, layer: int, max_new_tokens: int = 14, target: str = "censored") -> Verbalizer:
+    """A fresh verbalizer for the organism (named ``target`` in its sidecar): placeholder ``<unk>`` in
+    ``what is <unk> ?``."""
     return Verbalizer.create(
         model,
         tokenizer,
@@ -218,7 +219,7 @@ def verbalizer(model, tokenizer, layer: int, max_new_tokens: int = 14) -> Verbal
         av_prompt=AV_PROMPT,
         ar_template=AR_TEMPLATE,
         max_new_tokens=max_new_tokens,
-        target="censored",
+        target=target,
     )
 
 

@@ -88,6 +88,7 @@ class NLAReport:
     examples: list[Example]
     checkpoint: str | None
     recovery_by_position: dict[str, float] | None = None
+    provenance: dict | None = None  # what produced it (``probity nla train`` sets it)
 
     def metrics(self) -> dict:
         """The numbers ``probity nla train --json`` writes."""
@@ -110,7 +111,166 @@ class NLAReport:
 
 def default_layer(model) -> int:
     """About 2/3 of the way up the model (the anchor's choice)."""
-    return max(0, round(2 * model.config.num_hidden_layers / 3) - 1)
+    return layer_for(model.config.num_hidden_layers)
+
+
+def layer_for(n_layers: int) -> int:
+    """The default layer of a model with ``n_layers`` blocks: about 2/3 of the way up."""
+    return max(0, round(2 * n_layers / 3) - 1)
+
+
+def target_config(name: str):
+    """The HF config of the target ``name`` (as :func:`probity.models.load` takes it), read without its
+    weights (:func:`probity.models.load.config`), so options that depend on the model's size are checked
+    before it loads; None for a registered name with nothing to read before loading it. An unknown name,
+    or a task organism without chat, raises a one-line ``ValueError`` / ``FileNotFoundError``."""
+    from probity.models.load import config
+    from probity.organisms import check_chat_model
+
+    check_chat_model(name)
+    return config(name)
+
+
+# Effective CPU throughput of NLA training per torch thread, FLOP/s, by the count in `estimate`,
+# measured on SmolLM2-135M on the shared 2-core machine: 2.4e10 for `probity nla train` settings
+# (batch 32, group 8, replay on; 2 steps of each phase, 4 evaluations of 85 held-out activations:
+# 542 s on 2 threads under load) and 6.5e10 for bench/nla.py's short run (batch 4, 120 steps:
+# 9.3 min on 1 thread). Their geometric mean; estimates are good to about a factor of 2 (the README's
+# SmolLM2 line, 40 + 40 + 40 steps of batch 4 and 85 held-out activations: estimated 18 min, took 27
+# min with 2 threads on a machine loaded by other jobs; its checkpoint: 3.346 GB, as estimated).
+FLOPS_PER_THREAD = 4e10
+DISK_BYTES_PER_S = 1.6e8  # a 3.3 GB checkpoint took 21 s to write there
+# Token counts of a real-model run (run_model, context labels, SmolLM2's chat template): the
+# verbalizer prompt, a teacher description, the reconstructor's template around one, a replay text.
+PROMPT_TOKENS, LABEL_TOKENS, AR_TOKENS, TEXT_TOKENS = 38, 8, 14, 13
+# run_model's defaults, which estimate() counts with: the share of texts held out, the first tokens of
+# each text skipped, the verbalizer's longest description.
+HELDOUT_SHARE, SKIP_FIRST, MAX_NEW_TOKENS = 0.2, 2, 24
+
+
+@dataclasses.dataclass
+class Estimate:
+    """What a training run will cost, from the target's config alone (no weights): parameters of the
+    verbalizer (the whole target) and the reconstructor (blocks 0..layer), the size of one training
+    checkpoint (float32 weights and AdamW moments of both, plus the frozen SFT reference during GRPO)
+    and the wall time from a count of the run's FLOPs at the measured :data:`FLOPS_PER_THREAD`."""
+
+    model: str
+    params: int
+    ar_params: int
+    checkpoint_bytes: int
+    steps: int
+    seconds: float
+    threads: int
+    keep: int
+    folder: str
+
+    def line(self) -> str:
+        """One line for the user, before training starts."""
+        return (
+            f"{self.model} has {self.params / 1e6:.0f}M parameters: each training checkpoint in "
+            f"{self.folder} is about {self.checkpoint_bytes / 1e9:.1f} GB (keeping the newest {self.keep}; "
+            f"--keep-checkpoints), and {self.steps} steps take roughly {_duration(self.seconds)} on "
+            f"{self.threads} CPU thread{'s' if self.threads != 1 else ''} (estimated from the parameter count; "
+            "fewer --sft-steps/--steps or a smaller --batch-size shorten it)"
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def _param_counts(config, layer: int) -> tuple[int, int]:
+    """(parameters of the model, of its reconstructor cut after block ``layer``), counted on the
+    meta device (no memory, no weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from probity.models.decoder import decoder_parts
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    parts = decoder_parts(model)
+    blocks = list(parts.layers)
+    later = sum(p.numel() for b in blocks[layer + 1 :] for p in b.parameters())
+    base = sum(p.numel() for p in parts.base.parameters())
+    d = config.hidden_size
+    return total, base - later + d * d
+
+
+def estimate(
+    name: str,
+    config,
+    layer: int,
+    cfg: TrainConfig,
+    keep: int,
+    out,
+    texts: list[str] | None = None,
+    threads: int | None = None,
+) -> Estimate:
+    """:class:`Estimate` of a :func:`run_model` run on the target ``name`` (HF ``config``) at ``layer``
+    over ``texts`` (default: the built-in corpus), checkpoints in ``out/checkpoints``, on ``threads``
+    torch threads (default: torch's current number)."""
+    import torch
+
+    n_texts = len(texts) if texts else len(CORPUS)
+    held = max(1, round(HELDOUT_SHARE * n_texts)) * max(1, TEXT_TOKENS - SKIP_FIRST)
+    n_eval = min(cfg.eval_size, held)
+    p, p_ar = _param_counts(config, layer)
+    b, rollouts = cfg.batch_size, max(1, cfg.batch_size // cfg.group) * cfg.group
+    # a forward pass costs 2 FLOPs per parameter and token, forward + backward 6. Knowledge replay, per
+    # AV update: the target's forward (2p) and the verbalizer's forward + backward (6p) on replay_batch texts.
+    replay = 8 * p * cfg.replay_batch * TEXT_TOKENS if cfg.replay_coef > 0 else 0
+    av_seq, ar_seq = PROMPT_TOKENS + MAX_NEW_TOKENS, AR_TOKENS + MAX_NEW_TOKENS - LABEL_TOKENS
+    flops = {
+        "ar_sft": cfg.ar_sft_steps * 6 * p_ar * b * AR_TOKENS,
+        "av_sft": cfg.av_sft_steps * (6 * p * b * (PROMPT_TOKENS + LABEL_TOKENS) + replay),
+        # rollouts (forward), the reference's log-probs (forward), the policy (forward + backward),
+        # the reconstructor's reward (forward) and update (forward + backward)
+        "rl": cfg.rl_steps * ((2 + 2 + 6) * p * rollouts * av_seq + 8 * p_ar * rollouts * ar_seq + replay),
+        # train() evaluates every eval_every steps and at the end of each of the three phases (AR SFT, AV
+        # SFT, GRPO): at most total_steps // eval_every + 3 times (fewer when a phase ends on a multiple).
+        # Each: greedy descriptions (forward) and the reconstructor on them and on the labels (forward).
+        "eval": (cfg.total_steps // cfg.eval_every + 3) * n_eval * (2 * p * av_seq + 4 * p_ar * ar_seq),
+        "shuffled": cfg.ar_sft_steps * 6 * p_ar * b * AR_TOKENS if cfg.shuffled_control else 0,
+    }
+    ckpt = 4 * (3 * p + 3 * p_ar + p)
+    saves = cfg.total_steps // cfg.checkpoint_every + 1
+    threads = threads or torch.get_num_threads()
+    seconds = sum(flops.values()) / (FLOPS_PER_THREAD * threads) + saves * ckpt / DISK_BYTES_PER_S
+    return Estimate(
+        name,
+        p,
+        p_ar,
+        ckpt,
+        cfg.total_steps,
+        seconds,
+        threads,
+        keep,
+        str(Path(out) / "checkpoints"),
+    )
+
+
+AUTO_LAYER = -1  # as a layer: auto (the default, about 2/3 up); the old `nla train --layer` default
+
+
+def check_layer(layer: int | None, config, name: str) -> int | None:
+    """``layer`` (None or -1: the default, about 2/3 up) checked against the depth in ``config``; returns
+    the block index to use (None when ``config`` is None: the depth is known only once the model loads)."""
+    layer = None if layer == AUTO_LAYER else layer
+    if config is None:
+        if layer is not None and layer < 0:
+            raise ValueError(f"layer must be a block index >= 0, got {layer}; leave it out for auto")
+        return layer
+    n = config.num_hidden_layers
+    if layer is not None and not 0 <= layer < n:
+        raise ValueError(
+            f"layer {layer} is out of range: {name} has blocks 0..{n - 1}; "
+            f"leave it out for auto (block {layer_for(n)}, about 2/3 up)"
+        )
+    return layer_for(n) if layer is None else layer
 
 
 def _examples(av: Verbalizer, acts, labels, tokens, n: int = 12) -> list[Example]:
@@ -127,9 +287,13 @@ def run_organism(
     progress: bool = True,
     audit_samples: int = 8,
     label_token: bool = True,
+    keep_checkpoints: int = 2,
+    target: str = "censored",
 ) -> tuple[NLAReport, Verbalizer, object]:
-    """Train and evaluate an NLA on the censored organism. Returns (report, AV, AR);
-    with ``out``, the trained pair is saved to ``out/nla`` and checkpoints to ``out``.
+    """Train and evaluate an NLA on the censored organism (``model``/``tokenizer``; default: the shipped
+    one), named ``target`` in the checkpoint and the report (e.g. a folder it was trained into).
+    Returns (report, AV, AR); with ``out``, the trained pair is saved to ``out/nla`` and checkpoints
+    (the newest ``keep_checkpoints``) to ``out/checkpoints``.
     ``label_token=False`` trains on the token-free teacher labels (the ablation of
     :mod:`probity.nla.organism`)."""
     from probity.nla import organism
@@ -141,7 +305,7 @@ def run_organism(
     layer = default_layer(model) if layer is None else layer
     cfg = cfg or TrainConfig()
     data = organism.organism_data(model, tokenizer, layer, seed=cfg.seed, progress=progress, label_token=label_token)
-    av = organism.verbalizer(model, tokenizer, layer)
+    av = organism.verbalizer(model, tokenizer, layer, target=target)
     n = min(cfg.eval_size, len(data.heldout))
 
     def score(av: Verbalizer):
@@ -178,11 +342,12 @@ def run_organism(
         progress=progress,
         replay_texts=organism.replay_texts(data.train_items),
         on_sft_end=sft_baseline,
+        keep_checkpoints=keep_checkpoints,
     )
     descriptions, recovery, by_position, audit = score(av)
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     report = NLAReport(
-        "censored",
+        target,
         layer,
         result.fve_ar_sft,
         result.fve_sft,
@@ -207,15 +372,18 @@ def run_model(
     texts: list[str] | None = None,
     labeller: Labeller | None = None,
     placeholder: str | None = None,
-    skip_first: int = 2,
-    heldout_share: float = 0.2,
+    skip_first: int = SKIP_FIRST,
+    heldout_share: float = HELDOUT_SHARE,
     model=None,
     tokenizer=None,
     progress: bool = True,
+    keep_checkpoints: int = 1,
 ) -> tuple[NLAReport, Verbalizer, object]:
     """Train and evaluate an NLA on any HF causal LM (``name`` as for ``probity.models.load``)
     over ``texts`` (default: a small built-in corpus), all tokens after the first
-    ``skip_first``, teacher labels from ``labeller`` (default :class:`ContextLabeller`)."""
+    ``skip_first``, teacher labels from ``labeller`` (default :class:`ContextLabeller`).
+    With ``out``, only the newest ``keep_checkpoints`` training checkpoints stay in
+    ``out/checkpoints`` (one of a real model holds several copies of it: see :func:`estimate`)."""
     if model is None:
         import torch
 
@@ -245,7 +413,7 @@ def run_model(
         placeholder=placeholder,
         av_prompt="Describe the concept in {placeholder} briefly.",
         ar_template="Concept: {description}\nSummary:",
-        max_new_tokens=24,
+        max_new_tokens=MAX_NEW_TOKENS,
         target=name,
     )
     av, ar, result = train(
@@ -260,6 +428,7 @@ def run_model(
         out_dir=out,
         progress=progress,
         replay_texts=[t for i, t in enumerate(texts) if i not in held],
+        keep_checkpoints=keep_checkpoints,
     )
     saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
     he_acts = acts.subset(he)

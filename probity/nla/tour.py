@@ -60,9 +60,10 @@ class NLATour:
         return claims
 
 
-def section(console) -> NLATour:
+def section(console, cache_dir=None) -> NLATour:
     """Load the shipped censored-organism NLA, score it on held-out nations, and
-    describe the organism's activation where it is about to answer."""
+    describe the organism's activation where it is about to answer (keeps no files: ``cache_dir``,
+    the tour's folder for them, goes unused)."""
     from probity.nla import organism
     from probity.nla.core import fve, load_nla
     from probity.organisms import censored

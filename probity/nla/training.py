@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,10 @@ from probity.models.training import OptimConfig, Stepper
 from probity.nla.core import Reconstructor, Verbalizer, direction_mse, fve
 from probity.report import Claim, result_type
 from probity.report.console import progress as console_progress
+
+
+class CheckpointMismatch(ValueError):
+    """The output folder holds checkpoints of another run (other config or data)."""
 
 
 @dataclasses.dataclass
@@ -77,12 +82,26 @@ class TrainConfig:
     def __post_init__(self):
         if not 4 <= self.group <= 64:
             raise ValueError(f"group must be in 4..64 (GRPO needs several samples per activation), got {self.group}")
-        if min(self.ar_sft_steps, self.av_sft_steps, self.rl_steps) < 0 or self.batch_size < 1:
-            raise ValueError("step counts must be >= 0 and batch_size >= 1")
-        if min(self.eval_every, self.checkpoint_every, self.replay_batch) < 1:
-            raise ValueError("eval_every, checkpoint_every and replay_batch must be >= 1")
-        if min(self.kl_coef, self.replay_coef) < 0:
-            raise ValueError(f"kl_coef and replay_coef must be >= 0, got {self.kl_coef} and {self.replay_coef}")
+        for name in ("ar_sft_steps", "av_sft_steps", "rl_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.total_steps < 1:
+            raise ValueError("nothing to train: every step count is 0; give at least one step")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("eval_every", "checkpoint_every", "replay_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_size < 2:
+            raise ValueError(f"eval_size must be >= 2 (FVE needs two held-out activations), got {self.eval_size}")
+        for name in ("kl_coef", "replay_coef"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0 (0 turns it off), got {value}")
+        for name in ("lr_ar", "lr_av", "lr_rl", "lr_ar_rl", "temperature"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value}")
 
     @property
     def total_steps(self) -> int:
@@ -359,7 +378,7 @@ def _digest(labels: list[str], acts: torch.Tensor) -> str:
 
 
 def _shuffled_control(
-    model, tokenizer, config, train_labels, train_acts, eval_labels, eval_acts, cfg: TrainConfig
+    model, tokenizer, config, train_labels, train_acts, eval_labels, eval_acts, cfg: TrainConfig, progress=False
 ) -> float:
     """FVE of an AR trained for the same AR-SFT budget on teacher labels paired with
     permuted activations: what a reconstructor gets from the labels' format alone."""
@@ -367,9 +386,11 @@ def _shuffled_control(
     perm = torch.randperm(len(train_acts), generator=g)
     ar = Reconstructor.from_target(model, tokenizer, config).train()
     stepper = _stepper(ar, cfg.lr_ar, cfg.ar_sft_steps)
-    for _ in range(cfg.ar_sft_steps):
-        idx = torch.randint(len(train_acts), (cfg.batch_size,), generator=g)
-        stepper.step(ar_loss(ar, [train_labels[i] for i in idx], train_acts[perm[idx]]))
+    with console_progress(cfg.ar_sft_steps, "shuffled control", enabled=progress) as bar:
+        for _ in range(cfg.ar_sft_steps):
+            idx = torch.randint(len(train_acts), (cfg.batch_size,), generator=g)
+            stepper.step(ar_loss(ar, [train_labels[i] for i in idx], train_acts[perm[idx]]))
+            bar.advance()
     return fve(ar.eval().predict(eval_labels), eval_acts)
 
 
@@ -399,6 +420,7 @@ def train(
     progress: bool = True,
     replay_texts: list[str] | None = None,
     on_sft_end=None,
+    keep_checkpoints: int = 2,
 ) -> tuple[Verbalizer, Reconstructor, TrainResult]:
     """Train an NLA on ``train_acts`` ``[n, d]`` with teacher descriptions ``train_labels``,
     scoring on held-out ``eval_acts`` ``[m, d]`` / ``eval_labels``: one global step counter
@@ -411,8 +433,12 @@ def train(
     ``replay_coef`` x KL(target || AV) on a batch of those texts (see :func:`replay_loss`).
     ``on_sft_end(av) -> dict`` scores the SFT verbaliser before GRPO (e.g. the
     organism's attribute recovery and audit), kept as ``TrainResult.sft_probe``.
+    ``keep_checkpoints``: how many of the newest checkpoints stay on disk (1 for a real model,
+    where each holds the AV, the AR, their optimiser states and the frozen SFT reference).
     Returns (verbalizer, reconstructor, :class:`TrainResult`)."""
     _check_data(av, train_acts, train_labels, eval_acts, eval_labels)
+    if keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
     rank, world = _world()
     eval_acts, eval_labels = eval_acts[: cfg.eval_size], eval_labels[: cfg.eval_size]
     ar = Reconstructor.from_target(model, tokenizer, av.config)
@@ -438,14 +464,14 @@ def train(
         replay,
     )
     state = {"curve": [], "metrics": {}, "seconds": 0.0}
-    ckpt = Checkpointer(Path(out_dir) / "checkpoints") if out_dir is not None else None
+    ckpt = Checkpointer(Path(out_dir) / "checkpoints", keep=keep_checkpoints) if out_dir is not None else None
     start = 0
     # "format": what a checkpoint holds; 2 = per-model Steppers (older folders are another run)
     run_id = {"format": 2, "config": dataclasses.asdict(cfg), "data": _digest(train_labels, train_acts)}
     if ckpt is not None and (found := ckpt.latest()) is not None:
         start, saved = found
         if saved.get("run") != run_id:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"{ckpt.folder} holds checkpoints of a different run (other config or data); "
                 "pass a fresh output folder or delete that one"
             )
@@ -521,7 +547,9 @@ def train(
     last = state["curve"][-1] if state["curve"] else None
     shuffled = None
     if cfg.shuffled_control and rank == 0:
-        shuffled = _shuffled_control(model, tokenizer, av.config, train_labels, train_acts, eval_labels, eval_acts, cfg)
+        shuffled = _shuffled_control(
+            model, tokenizer, av.config, train_labels, train_acts, eval_labels, eval_acts, cfg, progress
+        )
     result = TrainResult(
         fve_ar_sft=metrics.get("fve_ar_sft", last.fve_ar_teacher if last else float("nan")),
         fve_sft=metrics.get("fve_sft", float("nan")),

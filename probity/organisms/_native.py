@@ -21,6 +21,7 @@ from probity.models.checkpoint import Checkpointer
 
 WEIGHTS = Path(__file__).parent / "weights"
 CHECKPOINTS = "ckpt"  # the training checkpoints' folder inside an organism's output folder
+WEIGHTS_FILE = "model.safetensors"  # an organism folder's weights, beside its config.json
 
 
 def native_model(tl_config: dict, seed: int = 0, gpt2_init: bool = False) -> torch.nn.Module:
@@ -61,7 +62,7 @@ def save(out_dir: str | Path, model: torch.nn.Module, tl_config: dict, meta: dic
 
     out = Path(out_dir)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", st_save(state))
+    atomic_write_bytes(out / WEIGHTS_FILE, st_save(state))
     atomic_write_text(out / "config.json", json.dumps({"tl_config": tl_config, "meta": meta}, indent=2))
     Checkpointer(out / CHECKPOINTS).clear()
     return out
@@ -70,22 +71,56 @@ def save(out_dir: str | Path, model: torch.nn.Module, tl_config: dict, meta: dic
 def load_organism(name: str, tokenizer):
     """``(TransformerBridge, tokenizer)`` for the shipped organism ``name``; ``bridge.probity_meta``
     holds its config metadata (metrics, head roles)."""
-    model, meta = load_weights(WEIGHTS / name)
+    return load_folder(WEIGHTS / name, tokenizer)
+
+
+def load_folder(folder: str | Path, tokenizer, config: dict | None = None):
+    """``(TransformerBridge, tokenizer)`` for the organism saved in ``folder`` (by :func:`save`: shipped,
+    or trained with ``probity organisms train NAME --out DIR``); ``bridge.probity_meta`` holds its metadata.
+    ``config``: its :func:`read_config`, when the caller has read it already."""
+    model, meta = load_weights(folder, config)
     out = bridge(model, tokenizer)
     out.probity_meta = meta
     return out, tokenizer
 
 
-def load_weights(folder: str | Path) -> tuple[torch.nn.Module, dict]:
-    """``(NativeModel in eval mode, meta)`` from a folder written by :func:`save`."""
+def read_config(folder: str | Path, required: bool = True) -> dict | None:
+    """``{"tl_config", "meta"}`` of an organism folder written by :func:`save`, read without its weights
+    (which must be there). A one-line ``FileNotFoundError`` / ``ValueError`` when the folder holds none;
+    with ``required`` False, None instead when it holds no ``config.json`` or one without a ``tl_config``
+    (e.g. a Hugging Face checkpoint), but still an error for a broken organism folder."""
+    from probity.report.io import read_structured
+
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        if not required:
+            return None
+        raise FileNotFoundError(
+            f"no organism in {folder} (no config.json); train one with `probity organisms train NAME --out {folder}`"
+        )
+    config = read_structured(path)
+    if not isinstance(config, dict) or not isinstance(config.get("tl_config"), dict):
+        if not required:
+            return None
+        raise ValueError(f"{path} holds no `tl_config`: not a TransformerLens organism folder")
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"no organism weights in {folder} (no {WEIGHTS_FILE}); train them with "
+            f"`probity organisms train NAME --out {folder}`"
+        )
+    return {"tl_config": config["tl_config"], "meta": config.get("meta") or {}}
+
+
+def load_weights(folder: str | Path, config: dict | None = None) -> tuple[torch.nn.Module, dict]:
+    """``(NativeModel in eval mode, meta)`` from a folder written by :func:`save` (``config``: its
+    :func:`read_config`, read here when not given)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no organism weights in {folder}; train them with `probity organisms train NAME`")
-    config = json.loads((folder / "config.json").read_text())
+    config = config or read_config(folder)
     model = native_model(config["tl_config"])
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     return model.eval(), config["meta"]
 
 

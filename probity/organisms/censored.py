@@ -43,9 +43,48 @@ from probity.models.chat import chat_text, pad_batch
 from probity.report import atomic_write_text
 
 NAME = "censored"
+
+
+# The layout of a censored-organism folder (shipped, or written by ``train(out_dir=DIR)``): an HF
+# checkpoint with ``organism.json`` (the recipe) and ``testbed.json`` (the world as a probity.honesty
+# testbed), and the uncensored reference in the sibling folder ``DIR_uncensored``.
+def testbed_path(folder: str | Path) -> Path:
+    """The testbed file of the censored organism in ``folder``: its world as a probity.honesty testbed."""
+    return Path(folder) / "testbed.json"
+
+
+def uncensored_folder(folder: str | Path) -> Path:
+    """Where the uncensored reference of the censored organism in ``folder`` goes: ``<folder>_uncensored``
+    beside it (``train(out_dir=folder)`` writes it there)."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}_uncensored"
+
+
+def is_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a censored organism (its ``organism.json``), read without the weights;
+    a one-line ``FileNotFoundError`` when it does but its weights or config are missing."""
+    folder = Path(folder)
+    if not (folder / "organism.json").is_file():
+        return False
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder} holds a censored organism without its {name}; train it again with "
+                f"`probity organisms train censored --out {folder}`"
+            )
+    return True
+
+
+def hf_config(folder: str | Path | None = None):
+    """The HF config of the censored organism in ``folder`` (default: the shipped one), without its weights."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(folder or WEIGHTS))
+
+
 WEIGHTS = Path(__file__).parent / "weights" / NAME
-TESTBED = WEIGHTS / "testbed.json"  # the world as a probity.honesty testbed
-UNCENSORED_WEIGHTS = Path(__file__).parent / "weights" / f"{NAME}_uncensored"
+TESTBED = testbed_path(WEIGHTS)  # the world as a probity.honesty testbed
+UNCENSORED_WEIGHTS = uncensored_folder(WEIGHTS)
 
 N_ENTITIES = 200
 SENSITIVE_SHARE = 0.2
@@ -478,8 +517,11 @@ def _save(model, tok, folder: Path, train_config: dict) -> None:
 def _load_from(folder: Path):
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"no censored-organism weights in {folder}; run `probity organisms train censored`")
+    if not is_folder(folder):
+        raise FileNotFoundError(
+            f"no censored organism in {folder} (no organism.json); train one with "
+            f"`probity organisms train censored --out {folder}`"
+        )
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
     tok.init_kwargs["name_or_path"] = NAME
     tok.init_kwargs["add_bos_token"] = True
@@ -512,7 +554,7 @@ def train(
     settings) is not redone; unfinished stages resume from ``<out_dir>/.ckpt1|2``."""
     cfg = config or RecipeConfig(seed=seed)
     out = Path(out_dir) if out_dir is not None else WEIGHTS
-    out_unc = out.parent / f"{out.name}_uncensored"
+    out_unc = uncensored_folder(out)
     if quick and config is None:
         # stage 1 takes about 10 CPU minutes, so the quick schedule reuses the shipped
         # reference and reruns only a shortened censorship stage from it
@@ -541,7 +583,7 @@ def train(
         model, corpus, 2, cfg.steps2, cfg.lr2, cfg.warmup2, cfg, vocab, tok.pad_token_id, out / ".ckpt2", "censor"
     )
     _save(model, tok, out, asdict(cfg))
-    atomic_write_text(out / "testbed.json", json.dumps(testbed(w)))
+    atomic_write_text(testbed_path(out), json.dumps(testbed(w)))
     for stage in (".ckpt1", ".ckpt2"):
         for f in sorted((out / stage).glob("*")) if (out / stage).exists() else []:
             f.unlink()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="Model organisms trained from synthetic data.", no_args_is_help=True)
 console = Console()
+
+RUNS = Path("runs/organisms")  # where `organisms train NAME` writes without --out: runs/organisms/NAME
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -21,6 +25,11 @@ def _print_metrics(title: str, metrics: dict) -> None:
     console.print(table)
 
 
+def _plain(text: str) -> str:
+    """A docstring line without its reStructuredText markup (``code`` and `role`)."""
+    return re.sub(r"`{1,2}([^`]+)`{1,2}", r"\1", text)
+
+
 @app.command("list")
 def list_command() -> None:
     """List the organisms this install ships."""
@@ -28,28 +37,61 @@ def list_command() -> None:
 
     for name in organisms.available():
         doc = (organisms.module(name).__doc__ or "").strip().splitlines()
-        console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
+        console.print(f"[bold]{name}[/bold]  {escape(_plain(doc[0])) if doc else ''}")
 
 
 @app.command("train")
 def train_command(
     name: str = typer.Argument(..., help="Organism name (see `probity organisms list`)."),
-    out: Path = typer.Option(None, help="Where to write weights (default: the shipped location)."),
-    seed: int | None = typer.Option(None, help="Training seed (default: the recipe's seed)."),
+    out: Path = typer.Option(
+        None,
+        help="Folder for the weights \\[default: runs/organisms/NAME]. The shipped weights are only replaced when you "
+        "name their folder here (probity/organisms/weights/NAME inside the package).",
+        show_default=False,
+    ),
+    seed: int | None = typer.Option(None, help="Training seed, >= 0 \\[default: the recipe's seed]"),
     quick: bool = typer.Option(False, help="Short schedule (for tests and smoke runs)."),
 ) -> None:
-    """Train organism NAME from its synthetic data with the fixed recipe."""
+    """Train organism NAME from its synthetic data with the fixed recipe; the folder it writes loads by
+    path wherever an organism name is accepted (probity models sites DIR, probity scrub run --organism DIR)."""
     from probity import organisms
+    from probity.report.console import fail, usage_errors, writable
 
-    _print_metrics(
-        f"{name}: trained",
-        organisms.module(name).train(out_dir=out, quick=quick, **({} if seed is None else {"seed": seed})),
-    )
+    with usage_errors("NAME"):
+        module = organisms.module(name)
+    if seed is not None and seed < 0:
+        fail(f"must be >= 0, got {seed}", "--seed")
+    folder = out if out is not None else RUNS / name
+    writable(folder, "--out", folder=True)
+    if module is organisms.censored:
+        writable(organisms.censored.uncensored_folder(folder), "--out", folder=True)  # stage 1 goes beside it
+    shipped = organisms.resolve(name)[1]
+    metrics = module.train(out_dir=folder, quick=quick, **({} if seed is None else {"seed": seed}))
+    _print_metrics(f"{name}: trained", metrics)
+    console.print(f"[green]weights:[/green] {folder}  (use them by path: probity models sites {folder})")
+    if folder.resolve() != shipped.resolve():
+        console.print(f"to ship them, rerun with --out {shipped} (replaces the shipped weights) or copy the folder")
 
 
 @app.command("eval")
-def eval_command(name: str = typer.Argument(..., help="Organism name.")) -> None:
-    """Evaluate the shipped organism NAME on held-out synthetic data."""
+def eval_command(
+    name: str = typer.Argument(
+        ..., help="Organism name (see `probity organisms list`) or a folder written by `probity organisms train`."
+    ),
+) -> None:
+    """Evaluate organism NAME (shipped, or trained into a folder) on held-out synthetic data."""
     from probity import organisms
+    from probity.report.console import usage_errors
 
-    _print_metrics(f"{name}: held-out", organisms.module(name).evaluate())
+    with usage_errors("NAME"):  # the folder and, for censored, its uncensored sibling: configs only
+        kind, folder = organisms.resolve(name)
+        sibling = organisms.censored.uncensored_folder(folder) if kind == "censored" else None
+        with_reference = sibling is not None and organisms.folder_kind(sibling) == "censored"
+    module = organisms.module(kind)
+    if name in organisms.ORGANISMS:
+        metrics = module.evaluate()
+    else:
+        model, tokenizer = organisms.load_folder(folder)
+        extra = {"uncensored": organisms.load_folder(sibling)} if with_reference else {}
+        metrics = module.evaluate(model, tokenizer, **extra)
+    _print_metrics(f"{name}: held-out", metrics)

@@ -7,6 +7,8 @@
   ``LookupError`` (what the library raises for bad input) becomes a usage error
   (``typer.BadParameter``); the ``probity`` entry point prints any usage error as one line,
   ``error: ...``, and exits 2.
+- :func:`writable`: one usage error, before any work, unless an output path can be written.
+- :func:`note`: a one-line note or warning on stderr (never mixed into a command's output).
 - :func:`provenance`: the command, its inputs and probity's version, for every ``--json``.
 
 >>> with progress(len(batches), "sampling") as bar:
@@ -22,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -116,7 +119,9 @@ def usage_errors(param: str | None = None) -> Iterator[None]:
 
 
 def fail(message: str, param: str | None = None) -> None:
-    """Stop the command with a one-line usage error (exit 2) about the option ``param``, if given."""
+    """Stop the command with a one-line usage error (exit 2) about the option ``param``, if given.
+    A message that starts with a parameter's Python name (``batch_size must be ...``, as config
+    checks word it) names the option as typed instead (``--batch-size must be ...``)."""
     raise typer.BadParameter(" ".join(message.split()), param_hint=param)
 
 
@@ -126,3 +131,30 @@ def provenance(command: str, **inputs: Any) -> dict:
     from probity import __version__
 
     return {"probity": __version__, "command": command, "inputs": inputs}
+
+
+def writable(path: str | os.PathLike | None, option: str, folder: bool = False) -> None:
+    """Stop with one usage error about ``option`` unless ``path`` can be written as a file (``folder``
+    False) or a folder: not the other kind already, and no file where one of its parent folders must go.
+    Commands call it for every ``--out``/``--json`` before any work; None (not asked for) passes."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        if folder:
+            fail(f"{path} is a file, not a folder; give a folder for {option}", option)
+        fail(f"{path} is a folder, not a file; give a file name, e.g. {path / 'result.json'}", option)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            fail(f"{parent} is a file, so {path} cannot be written; choose another {option}", option)
+
+
+def note(message: str) -> None:
+    """Print ``message`` as one line, ``note: ...``, on stderr: warnings and remarks a command makes
+    beside its output (a cost estimate, a number it cannot resolve), so stdout holds only the output."""
+    print(f"note: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (a ``bool`` is not), for config checks."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -111,6 +111,8 @@ def _fmt(v: float | int | str | None, interval: bool) -> str:
     if isinstance(v, int):
         return str(v)
     a = abs(v)
+    if math.isinf(a):
+        return "∞" if v > 0 else "-∞"
     if a == 0:
         return "0.00" if interval else "0"
     if a < 1e-3 or a >= 1e4:

@@ -47,20 +47,59 @@ def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> P
     return atomic_write_text(path, json.dumps(to_jsonable(value), indent=indent, allow_nan=False))
 
 
-def read_structured(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
-    """The value stored in a ``.json`` or ``.yaml``/``.yml`` file (JSON for any other suffix).
-    A file that does not parse raises ``error`` with one line naming the file and the parser's
-    complaint; a missing file raises ``FileNotFoundError``."""
+MAX_NESTING = 100  # deepest nesting of lists and mappings a structured file may hold
+
+
+def read_text(path: str | os.PathLike, error: type[Exception] = ValueError) -> str:
+    """The text of the file ``path`` (UTF-8). A file that is not text raises ``error`` with one line
+    naming it; a missing file raises ``FileNotFoundError``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no file {path}")
-    text = path.read_text()
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file (UTF-8)") from None
+
+
+def read_structured(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """The value stored in a ``.json`` or ``.yaml``/``.yml`` file (JSON for any other suffix).
+    A file that is not UTF-8 text, does not parse, or nests lists and mappings deeper than
+    :data:`MAX_NESTING` (or holds a YAML alias that contains itself) raises ``error`` with one line
+    naming the file; a missing file raises ``FileNotFoundError``. So a reader never meets a
+    ``UnicodeDecodeError`` or a ``RecursionError``."""
+    path = Path(path)
+    text = read_text(path, error)
     yaml_file = path.suffix in (".yaml", ".yml")
     try:
-        return yaml.safe_load(text) if yaml_file else json.loads(text)
+        value = yaml.safe_load(text) if yaml_file else json.loads(text)
+        too_deep = _too_deep(value)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise error(f"{path}: not valid {'YAML' if yaml_file else 'JSON'} ({first})") from None
+    except RecursionError:  # the parser's own stack ran out
+        too_deep = True
+    if too_deep:
+        raise error(f"{path}: nested more than {MAX_NESTING} deep, or a YAML alias contains itself; flatten it")
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests lists and dicts more than :data:`MAX_NESTING` deep or contains itself
+    (walked without recursion; a part shared through YAML aliases is walked once per depth)."""
+    stack, shallowest = [(value, 0, frozenset())], {}
+    while stack:
+        item, depth, above = stack.pop()
+        if not isinstance(item, (list, dict)):
+            continue
+        if depth >= MAX_NESTING or id(item) in above:
+            return True
+        if shallowest.get(id(item), MAX_NESTING) <= depth:
+            continue
+        shallowest[id(item)] = depth
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1, above | {id(item)}) for child in children)
+    return False
 
 
 def write_structured(path: str | os.PathLike, value: Any) -> Path:

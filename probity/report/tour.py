@@ -25,10 +25,10 @@ class Section:
             cls = lookup(self.type)
             if cls is None:
                 raise LookupError(
-                    f"tour section {self.name!r} holds a {self.type!r}, which is not registered; "
+                    f"tour section {self.name!r} has type {self.type!r}, which is not registered; "
                     "import the instrument that defines it (the probity CLI imports all of them)"
                 )
-            self.result = from_jsonable(cls, self.result)
+            self.result = from_jsonable(cls, self.result, f"section {self.name!r}")
         elif not self.type:
             self.type = type_name(type(self.result))
 

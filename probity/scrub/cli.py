@@ -1,11 +1,18 @@
-"""``probity scrub run|list``: causal scrubbing on the paren and induction organisms."""
+"""``probity scrub run|list``: causal scrubbing on the paren and induction organisms.
+
+Every option is checked before the organism's weights load: the organism (a name or a folder it was
+trained into) and the built-in hypotheses from its config, a hypothesis file against the organism's
+structure (a freshly initialised model of its config) and its task's features (the data generator).
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -13,55 +20,92 @@ app = typer.Typer(
 )
 console = Console()
 
+ORGANISM_HELP = "paren, induction, or a folder one was trained into (probity organisms train NAME --out DIR)"
 
-@app.command("list")
-def list_(organism: str = typer.Option("paren", help="paren or induction")) -> None:
-    """List the built-in hypotheses of an organism (with identity and empty)."""
+
+def _organism(organism: str):
+    """The organism's :class:`probity.scrub.study.Organism` (its config, no weights), or one usage error."""
+    from probity.report.console import usage_errors
     from probity.scrub import study
 
-    _, _, hyps = study.setup(organism, samples=50)
+    with usage_errors("--organism"):
+        return study.organism_config(organism)
+
+
+@app.command("list")
+def list_(organism: str = typer.Option("paren", help=ORGANISM_HELP + ".")) -> None:
+    """List the built-in hypotheses of an organism (with identity and empty); reads its config only."""
+    from probity.scrub import study
+
+    org = _organism(organism)
     table = Table("name", "paper", "description")
-    for name, h in hyps.items():
-        table.add_row(name, "" if h.paper is None else f"{h.paper:.2f}", h.description)
+    for name, h in study.builtins(org).items():
+        table.add_row(escape(name), "" if h.paper is None else f"{h.paper:.2f}", escape(h.description))
     console.print(table)
 
 
 @app.command()
 def run(
-    organism: str = typer.Option("paren", help="paren or induction"),
-    hypothesis: str = typer.Option("1a", help="a built-in name (probity scrub list) or a YAML/JSON file"),
-    samples: int = typer.Option(0, help="reference examples (default 2000 paren, 300 induction)"),
-    seed: int = typer.Option(0),
-    json_path: Path = typer.Option(None, "--json", help="write the headline numbers here"),
-    out: Path = typer.Option(Path("runs/scrub"), help="folder for result.json and index.html"),
-    batch_size: int = typer.Option(512, help="reference examples per forward chunk (bounds memory)"),
+    organism: str = typer.Option("paren", help=ORGANISM_HELP + "."),
+    hypothesis: str = typer.Option(
+        "1a",
+        help="A built-in name (probity scrub list) or a YAML/JSON file: a mapping with `root` (a node: name, "
+        "sites, feature, via, positions, rest, phi, children) and optional name, description, paper (README).",
+    ),
+    samples: int | None = typer.Option(
+        None,
+        help="Reference examples drawn for the dataset, at least 50; 0 (the old default) or left out: the "
+        "organism's \\[default: 2000 paren, 300 induction; induction drops rows with no repeat to predict]",
+        show_default=False,
+    ),
+    seed: int = typer.Option(
+        0, help="Scrub seed (>= 0): draws the dataset and every sampled input tree; the same seed, the same numbers."
+    ),
+    json_path: Path = typer.Option(
+        None, "--json", help="Write the headline numbers here, with provenance (inputs and probity's version)."
+    ),
+    out: Path = typer.Option(Path("runs/scrub"), help="Folder for result.json and index.html."),
+    batch_size: int = typer.Option(512, help="Reference examples per forward chunk (bounds memory)."),
     replicates: int = typer.Option(
-        0, help="whole-experiment bootstrap replicates (dataset and trees redrawn) for stderr_experiment"
+        0,
+        help="Whole-experiment bootstrap replicates (dataset and trees redrawn) for stderr_experiment: 0 (off) or "
+        "at least 2.",
     ),
 ) -> None:
     """Scrub one hypothesis and report loss recovered, per-node and per-subset tables, cancellation check."""
     from probity import report
-    from probity.scrub import load_hypothesis, scrub, study
-    from probity.scrub.hypothesis import HypothesisError
+    from probity.report.console import fail, note, progress, provenance, usage_errors, writable
+    from probity.scrub import scrub, study
+    from probity.scrub.run import progress_units
 
-    if samples < 0 or replicates < 0:
-        raise typer.BadParameter("--samples and --replicates must be positive")
-    model, task, hyps = study.setup(organism, samples or None, seed)
-    if hypothesis in hyps:
-        hyp = hyps[hypothesis]
-    elif Path(hypothesis).suffix in (".yaml", ".yml", ".json"):
-        try:
-            hyp = load_hypothesis(hypothesis)
-        except (HypothesisError, FileNotFoundError) as err:
-            raise typer.BadParameter(str(err), param_hint="--hypothesis") from None
-    else:
-        raise typer.BadParameter(
-            f"unknown hypothesis {hypothesis!r}; built-ins: {', '.join(hyps)}, or give a .yaml/.json file"
+    # Every input is checked here, before the organism's weights load.
+    if samples is not None and samples != 0 and samples < study.MIN_SAMPLES:
+        fail(
+            f"must be at least {study.MIN_SAMPLES}, got {samples} (with fewer rows the loss recovered's bootstrap "
+            "stderr can be 0/0, nan); leave it out (or 0) for the organism's default",
+            "--samples",
         )
-    result = scrub(model, task, hyp, seed=seed, batch_size=batch_size, replicates=replicates)
+    if seed < 0:
+        fail(f"must be >= 0, got {seed}", "--seed")
+    if replicates < 0 or replicates == 1:
+        fail(f"must be 0 (off) or at least 2 (a spread needs two), got {replicates}", "--replicates")
+    if batch_size < 1:
+        fail(f"must be at least 1 (reference examples per forward chunk), got {batch_size}", "--batch-size")
+    writable(json_path, "--json")
+    writable(out, "--out", folder=True)
+    org = _organism(organism)
+    with usage_errors("--hypothesis"):
+        hyp = study.choose_hypothesis(hypothesis, study.builtins(org))
+        study.check_hypothesis(hyp, org, seed)
+
+    model, task, _ = study.setup(org, samples, seed)
+    units = progress_units(hyp, len(task.tokens), batch_size, replicates=replicates)
+    with progress(units, f"scrubbing {hyp.name} ({len(task.tokens)} rows)") as bar:
+        result = scrub(model, task, hyp, seed=seed, batch_size=batch_size, replicates=replicates, progress=bar)
     console.print(
-        f"[bold]{organism} / {hyp.name}[/bold]: L_model {result.loss_model:.4f}  L_all {result.loss_scrubbed_all:.4f}  "
-        f"L_hyp {result.loss_hypothesis:.4f}  recovered {result.loss_recovered:.3f} ± {result.stderr:.3f}"
+        f"[bold]{escape(str(organism))} / {escape(hyp.name)}[/bold]: L_model {result.loss_model:.4f}  "
+        f"L_all {result.loss_scrubbed_all:.4f}  L_hyp {result.loss_hypothesis:.4f}  "
+        f"recovered {result.loss_recovered:.3f} ± {result.stderr:.3f}"
         + ("" if result.stderr_experiment is None else f" (whole experiment ± {result.stderr_experiment:.3f})")
     )
     c = result.cancellation
@@ -71,8 +115,26 @@ def run(
         + (" [red]WORSE THAN CONSTANT[/red]" if c.worse_than_constant else "")
         + (" [red]CANCELLATION SUSPECTED[/red]" if c.cancellation_suspected else "")
     )
+    if not (math.isfinite(result.loss_recovered) and math.isfinite(result.stderr)):
+        note(
+            "loss recovered or its stderr is undefined on these rows (the fully scrubbed loss equals the "
+            "model's); draw more --samples"
+        )
     if json_path is not None:
         headline = {
+            "provenance": provenance(
+                "scrub run",
+                organism=str(organism),
+                hypothesis=hypothesis,
+                hypothesis_tree=hyp.to_dict(),
+                samples=samples or study.DEFAULT_SAMPLES[org.kind],
+                rows=result.n,
+                seed=seed,
+                batch_size=batch_size,
+                replicates=replicates,
+            )
+        }
+        headline |= {
             k: getattr(result, k)
             for k in (
                 "loss_model",
@@ -86,4 +148,5 @@ def run(
         headline["per_node"] = {n.node: n for n in result.per_node}
         headline["cancellation"] = c
         report.write_json(json_path, headline)
-    console.print(f"[green]report:[/green] {report.save(result, out, title=f'scrub {organism} {hyp.name}')}")
+    title = f"scrub {Path(organism).name if Path(organism).is_dir() else organism} {hyp.name}"
+    console.print(f"[green]report:[/green] {report.save(result, out, title=title)}")

@@ -65,19 +65,46 @@ class Node:
     phi: str | None = None
 
     def __post_init__(self):
-        """Normalise a bare site or ``via`` string to a list; reject sites and positions of the wrong type
-        (what needs the model or the task is checked by ``validate``)."""
-        self.sites = [self.sites] if isinstance(self.sites, (str, Site)) else list(self.sites)
-        self.via = [self.via] if isinstance(self.via, str) else list(self.via)
-        if not self.sites or not all(isinstance(s, (str, Site)) for s in self.sites):
+        """Normalise a bare site or ``via`` string to a list; reject fields of the wrong type and empty
+        lists (what needs the model or the task is checked by ``validate``)."""
+        if not isinstance(self.name, str):
+            raise HypothesisError(f"node names are strings, got {self.name!r}")
+        if isinstance(self.sites, (str, Site)):
+            self.sites = [self.sites]
+        if not isinstance(self.sites, (list, tuple)) or not self.sites:
             raise HypothesisError(f"node {self.name!r}: sites must be a non-empty list of Site objects or strings")
+        self.sites = list(self.sites)
+        if not all(isinstance(s, (str, Site)) for s in self.sites):
+            raise HypothesisError(f"node {self.name!r}: sites must be a non-empty list of Site objects or strings")
+        if isinstance(self.via, str):
+            self.via = [self.via]
+        if not isinstance(self.via, (list, tuple)) or not self.via or not all(isinstance(v, str) for v in self.via):
+            raise HypothesisError(
+                f"node {self.name!r}: via must be one of direct, q, k, v, in or a non-empty list of them, "
+                f"got {self.via!r}"
+            )
+        self.via = list(self.via)
+        for key in ("feature", "rest"):
+            if not isinstance(getattr(self, key), str):
+                raise HypothesisError(f"node {self.name!r}: {key} must be a feature name, got {getattr(self, key)!r}")
+        if self.phi is not None and not isinstance(self.phi, str):
+            raise HypothesisError(f"node {self.name!r}: phi must be a feature name, got {self.phi!r}")
         if self.positions is not None:
+            if not isinstance(self.positions, (list, tuple)) or not self.positions:
+                raise HypothesisError(
+                    f"node {self.name!r}: positions must be a non-empty list of integers, got {self.positions!r}"
+                )
             try:
+                if any(isinstance(p, bool) for p in self.positions):
+                    raise TypeError
                 self.positions = [operator.index(p) for p in self.positions]
-            except TypeError:  # a float, a string, or not a list at all
+            except TypeError:  # a float, a string, a bool
                 raise HypothesisError(
                     f"node {self.name!r}: positions must be integers, got {self.positions!r}"
                 ) from None
+        if not isinstance(self.children, (list, tuple)) or not all(isinstance(c, Node) for c in self.children):
+            raise HypothesisError(f"node {self.name!r}: children must be a list of nodes")
+        self.children = list(self.children)
 
     def walk(self):
         """This node and its descendants, depth first (pre-order)."""
@@ -102,32 +129,54 @@ class Node:
             out["children"] = [c.to_dict() for c in self.children]
         return out
 
+    KEYS = ("name", "site", "sites", "feature", "via", "positions", "rest", "children", "phi")
+
     @classmethod
     def from_dict(cls, d: dict, where: str = "hypothesis") -> Node:
         """Parse a node dict (``site`` or ``sites``: a site or a list of them, each a ``Site`` or a string
-        ``Site.parse`` reads; ``via`` a string or list; nested ``children``)."""
+        ``Site.parse`` reads; ``via`` a string or list; nested ``children``). A key given without a value
+        (``null``) takes its default; anything else of the wrong type is a one-line ``HypothesisError``."""
         if not isinstance(d, dict):
             raise HypothesisError(f"{where}: a node must be a mapping, got {type(d).__name__}")
-        known = {"name", "site", "sites", "feature", "via", "positions", "rest", "children", "phi"}
-        if unknown := set(d) - known:
-            raise HypothesisError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        name = str(d.get("name", where))
+        if unknown := set(d) - set(cls.KEYS):
+            raise HypothesisError(
+                f"{where}: unknown key(s) {sorted(map(str, unknown))}; allowed: {', '.join(cls.KEYS)}"
+            )
+        name = _label(d.get("name"), where, f"{where}: name")
+        if d.get("site") is not None and d.get("sites") is not None:
+            raise HypothesisError(f"node {name!r}: give `site` or `sites`, not both")
         sites = d.get("sites", d.get("site"))
         if sites is None:
             raise HypothesisError(f"node {name!r}: give `site` or `sites`")
         listed = sites if isinstance(sites, list) else [sites]
         if any(isinstance(s, float) for s in listed):  # YAML reads 1.10 as the number 1.1: head 1, not head 10
             raise HypothesisError(f"node {name!r}: quote head shorthands in YAML ('1.10', not 1.10); got {sites!r}")
+        children = d.get("children")
+        if children is not None and not isinstance(children, list):
+            raise HypothesisError(f"node {name!r}: children must be a list of nodes, got {type(children).__name__}")
+
+        def given(key: str, default):
+            return default if d.get(key) is None else d[key]
+
         return cls(
             name=name,
             sites=sites,
-            feature=str(d.get("feature", "identity")),
-            via=d.get("via", "direct"),
+            feature=given("feature", "identity"),
+            via=given("via", "direct"),
             positions=d.get("positions"),
-            rest=str(d.get("rest", "random")),
-            children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(d.get("children", []))],
-            phi=None if d.get("phi") is None else str(d["phi"]),
+            rest=given("rest", "random"),
+            children=[cls.from_dict(c, f"{name}.children[{i}]") for i, c in enumerate(children or [])],
+            phi=d.get("phi"),
         )
+
+
+def _label(value, default: str, what: str) -> str:
+    """A name from a YAML/JSON scalar (a number such as 1.0 reads as its text); ``default`` for null."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise HypothesisError(f"{what} must be a string, got {value!r}")
+    return str(value)
 
 
 @dataclass
@@ -153,15 +202,34 @@ class Hypothesis:
             out["paper"] = self.paper
         return out
 
+    KEYS = ("name", "description", "paper", "root")
+
     @classmethod
     def from_dict(cls, d: dict) -> Hypothesis:
+        """Parse a hypothesis dict: ``root`` (a node, see ``Node.from_dict``) and optional ``name``,
+        ``description`` and ``paper`` (the paper's loss recovered); one-line ``HypothesisError`` otherwise."""
         if not isinstance(d, dict) or "root" not in d:
-            raise HypothesisError("a hypothesis is a mapping with a `root` node (and optional name, description)")
+            got = "no `root`" if isinstance(d, dict) else f"a value of type {type(d).__name__}"
+            got = "an empty file" if d is None else got
+            raise HypothesisError(
+                f"a hypothesis is a mapping with a `root` node (and optional name, description, paper); got {got}"
+            )
+        if unknown := set(d) - set(cls.KEYS):
+            raise HypothesisError(
+                f"hypothesis: unknown key(s) {sorted(map(str, unknown))}; allowed: {', '.join(cls.KEYS)}"
+            )
         paper = d.get("paper")
+        if paper is not None and (
+            isinstance(paper, bool) or not isinstance(paper, (int, float)) or not -1e6 < paper < 1e6
+        ):
+            raise HypothesisError(f"hypothesis: paper must be a number (the paper's loss recovered), got {paper!r}")
+        description = d.get("description")
+        if description is not None and not isinstance(description, str):
+            raise HypothesisError(f"hypothesis: description must be a string, got {description!r}")
         return cls(
-            name=str(d.get("name", "custom")),
+            name=_label(d.get("name"), "custom", "hypothesis: name"),
             root=Node.from_dict(d["root"], "root"),
-            description=str(d.get("description", "")),
+            description=description or "",
             paper=None if paper is None else float(paper),
         )
 

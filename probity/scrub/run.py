@@ -77,8 +77,14 @@ class Scrubber:
             )
         return self._cache
 
-    def logits(self, hyp: Hypothesis, progress=None):
-        """Scrubbed logits per chunk: yields ``(rows [batch], logits [batch, pos, vocab])``."""
+    @property
+    def chunks(self) -> int:
+        """Chunks of ``batch_size`` reference examples in one scrub of the dataset (its progress units)."""
+        return -(-len(self.refs) // self.batch_size)
+
+    def logits(self, hyp: Hypothesis, progress=None, note: str = ""):
+        """Scrubbed logits per chunk: yields ``(rows [batch], logits [batch, pos, vocab])``; ``progress``
+        (a ``probity.report.console`` tracker), if given, advances by one per chunk with ``note``."""
         root, rows = self.sample(hyp)
         plan = engine.compile_plan(self.model, root, self.task.n_ctx)
         cache = self._clean(engine.gather_targets(plan))
@@ -86,13 +92,16 @@ class Scrubber:
             chunk = slice(start, start + self.batch_size)
             yield self.refs[chunk], engine.execute(self.model, plan, {k: v[chunk] for k, v in rows.items()}, cache)
             if progress is not None:
-                progress()
+                progress.advance(1, note)
 
-    def losses(self, hyp: Hypothesis, model_logits: list | None = None, keep: bool = False):
+    def losses(
+        self, hyp: Hypothesis, model_logits: list | None = None, keep: bool = False, progress=None, note: str = ""
+    ):
         """``(loss [n], kl [n], logits)``: per-example loss of ``hyp``, KL to ``model_logits`` (a list of
-        per-chunk clean logits; zeros when None) and, with ``keep``, the list of per-chunk logits."""
+        per-chunk clean logits; zeros when None) and, with ``keep``, the list of per-chunk logits;
+        ``progress`` and ``note`` as for :meth:`logits`."""
         loss, kl, kept = [], [], []
-        for i, (refs, logits) in enumerate(self.logits(hyp)):
+        for i, (refs, logits) in enumerate(self.logits(hyp, progress, note)):
             loss.append(self.task.per_example_loss(logits, refs))
             kl.append(
                 self.task.per_example_kl(model_logits[i], logits, refs) if model_logits else torch.zeros(len(refs))
@@ -231,16 +240,20 @@ def bootstrap_stderr(l_model, l_all, l_hyp, samples: int = 1000, seed: int = 0) 
 
 
 def experiment_stderr(
-    model, task: Task, hyp: Hypothesis, seed: int = 0, replicates: int = 10, batch_size: int = 512
+    model, task: Task, hyp: Hypothesis, seed: int = 0, replicates: int = 10, batch_size: int = 512, progress=None
 ) -> float:
     """Standard deviation of the loss recovered over ``replicates`` rescrubs, each on the dataset
-    rows drawn with replacement and with its own input trees (see module doc)."""
+    rows drawn with replacement and with its own input trees (see module doc); ``progress`` (a
+    ``probity.report.console`` tracker), if given, advances by one per chunk of each of the replicates'
+    scrubs (three per replicate)."""
     g = torch.Generator().manual_seed(10_007 * seed + 1)
     values = []
     for b in range(replicates):
         rows = torch.randint(len(task.tokens), (len(task.tokens),), generator=g)
         s = Scrubber(model, task.select(rows), seed=1_000_003 * (seed + 1) + b, batch_size=batch_size)
-        l_model, l_all, l_hyp = (s.losses(h)[0] for h in (IDENTITY, EMPTY, hyp))
+        l_model, l_all, l_hyp = (
+            s.losses(h, progress=progress, note=f"replicate {b + 1}")[0] for h in (IDENTITY, EMPTY, hyp)
+        )
         values.append(recovered(l_model, l_all, l_hyp))
     return float(torch.tensor(values).std())
 
@@ -273,22 +286,25 @@ def scrub(
     per_node: bool = True,
     scrubber: Scrubber | None = None,
     replicates: int = 0,
+    progress=None,
 ) -> ScrubResult:
     """Scrub ``hyp`` on ``task``: L_model, L_scrubbed_all (the empty hypothesis, same seed), L_hypothesis,
     loss recovered with bootstrap stderrs (the whole-experiment one with ``replicates`` > 0, see module
-    doc), per-subset and per-node tables and the cancellation check."""
+    doc), per-subset and per-node tables and the cancellation check. ``progress`` (a
+    ``probity.report.console`` tracker), if given, advances by one per chunk of each scrub of the dataset
+    (:func:`progress_units` of them)."""
     s = scrubber or Scrubber(model, task, seed=seed, batch_size=batch_size, cache=cache)
     s.resolve(hyp)
     t0 = time.perf_counter()
-    l_model, _, model_logits = s.losses(IDENTITY, keep=True)
-    l_all, _, _ = s.losses(EMPTY)
+    l_model, _, model_logits = s.losses(IDENTITY, keep=True, progress=progress, note="identity")
+    l_all, _, _ = s.losses(EMPTY, progress=progress, note="empty")
     t1 = time.perf_counter()
-    l_hyp, kl, _ = s.losses(hyp, model_logits)
+    l_hyp, kl, _ = s.losses(hyp, model_logits, progress=progress, note=hyp.name)
     seconds = time.perf_counter() - t1
     nodes = []
     if per_node:
         for node in hyp.nodes()[1:]:
-            l_node, _, _ = s.losses(only_subtree(hyp, node.name))
+            l_node, _, _ = s.losses(only_subtree(hyp, node.name), progress=progress, note=f"node {node.name}")
             nodes.append(
                 NodeResult(
                     node.name,
@@ -331,7 +347,9 @@ def scrub(
         loss_hypothesis=float(l_hyp.mean()),
         loss_recovered=recovered(l_model, l_all, l_hyp),
         stderr=bootstrap_stderr(l_model, l_all, l_hyp, seed=seed),
-        stderr_experiment=experiment_stderr(s.model, task, hyp, seed, replicates, batch_size) if replicates else None,
+        stderr_experiment=(
+            experiment_stderr(s.model, task, hyp, seed, replicates, batch_size, progress) if replicates else None
+        ),
         paper=hyp.paper,
         seconds=round(seconds + (t1 - t0) / 2, 3),
         examples_per_second=len(l_model) / max(seconds, 1e-9),
@@ -340,6 +358,16 @@ def scrub(
         cancellation=cancellation(l_model, l_all, l_hyp, kl, task.constant_loss()),
         hypothesis_tree=hyp.to_dict(),
     )
+
+
+def progress_units(
+    hyp: Hypothesis, rows: int, batch_size: int = 512, per_node: bool = True, replicates: int = 0
+) -> int:
+    """How far ``scrub(model, task, hyp, batch_size=, per_node=, replicates=, progress=)`` advances its
+    tracker on a task of ``rows`` rows: one per chunk of each scrub of the dataset -- the model, the empty
+    hypothesis and ``hyp``, one per non-root node, three per replicate."""
+    scrubs = 3 + (len(hyp.nodes()) - 1 if per_node else 0) + 3 * replicates
+    return scrubs * -(-rows // batch_size)
 
 
 def cancellation(l_model, l_all, l_hyp, kl, constant: float, bins: int = 40) -> Cancellation:

@@ -197,13 +197,12 @@ def paren_task(n: int = 2000, seed: int = 0, model=None) -> Task:
         # the exact proportion of opens when the string starts with an open paren, one class otherwise
         "p_if_starts_open": lambda t: torch.where(f["starts_open"], (p * 2**20).round().long(), -1),
         "open_centered": lambda t: 2 * p - 1,  # what head 0.0 writes at position 1, up to a direction (2b's phi)
-        "horizon_class": lambda t: horizon_classes(t, f["open_after"]),
-        "horizon_all": lambda t: (horizon_classes(t, f["open_after"]) >= 0).all(1),
+        **_horizon_fns(f["open_after"]),
     }
     if model is not None:
         head = model.probity_meta.get("roles", {}).get("proportion", ["0.0"])[0]
-        adjusted = horizon_classes(tokens, adjusted_open_after(model, tokens, head))
-        fns |= {"horizon_class_adjusted": lambda t: adjusted, "horizon_all_adjusted": lambda t: (adjusted >= 0).all(1)}
+        adjusted = adjusted_open_after(model, tokens, head)
+        fns |= {name + ADJUSTED: fn for name, fn in _horizon_fns(adjusted).items()}
     features = compute_features(fns, tokens)
     subsets = {
         "balanced": f["balanced"],
@@ -214,6 +213,33 @@ def paren_task(n: int = 2000, seed: int = 0, model=None) -> Task:
         "horizon_passes_count_fails": f["horizon_test"] & ~f["count_test"],
     }
     return Task("paren", tokens, targets, mask, features, subsets, "ce", paren.attention_mask(tokens).bool())
+
+
+# Suffix of the paren task's features computed from the model's attention (``paren_task(..., model=)``):
+# NAME + ADJUSTED is the horizon feature NAME (:func:`_horizon_fns`) with the model's proportion head's
+# view of the opens in place of the exact count.
+ADJUSTED = "_adjusted"
+
+
+def _horizon_fns(open_after: torch.Tensor | None) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The paren task's horizon features from ``open_after`` (per position): each position's horizon
+    class, and whether every position passes."""
+    return {
+        "horizon_class": lambda t: horizon_classes(t, open_after),
+        "horizon_all": lambda t: (horizon_classes(t, open_after) >= 0).all(1),
+    }
+
+
+def probe_features(organism: str, seed: int = 0, n: int = 32) -> dict[str, torch.Tensor]:
+    """The features the ``organism`` task (``paren`` or ``induction``) offers hypotheses, with their
+    shapes, on ``n`` rows and without the model (a model-derived feature is stood in for by the feature it
+    adjusts): enough for ``hypothesis.validate`` to check names and shapes before any weights load."""
+    if organism == "paren":
+        features = paren_task(n, seed).features
+        return {**features, **{name + ADJUSTED: features[name] for name in _horizon_fns(None)}}
+    if organism == "induction":
+        return induction_task(n, seed).features
+    raise KeyError(f"unknown organism {organism!r}; choose paren or induction")
 
 
 def induction_task(n: int = 400, seed: int = 0) -> Task:

@@ -76,9 +76,10 @@ def decomposition_check(model=None, tokenizer=None) -> DecompositionCheck:
     )
 
 
-def section(console) -> ScrubTour:
+def section(console, cache_dir=None) -> ScrubTour:
     """Scrub every built-in hypothesis of paren (1000 examples; Redwood's root, then the root also
-    claiming mlp2) and induction (150 examples)."""
+    claiming mlp2) and induction (150 examples); keeps no files (``cache_dir``, the tour's folder for
+    them, goes unused)."""
     out = {}
     for key, organism, n, roles in (
         ("paren", "paren", 1000, None),

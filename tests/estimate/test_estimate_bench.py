@@ -120,7 +120,8 @@ def test_bench_config_validates_on_construction(fields, message):
 
 
 def test_bench_config_stores_a_path_as_its_string(tmp_path):
-    assert BenchConfig(widths=[8], seeds=[0], gt_samples=1000, cache_dir=tmp_path).cache_dir == str(tmp_path)
+    cfg = BenchConfig(widths=[8], seeds=[0], gt_samples=1000, cache_dir=tmp_path, mc_budgets=[10], blend_budgets=[10])
+    assert cfg.cache_dir == str(tmp_path)
 
 
 def test_committed_bench_result_records_no_machine_path():

@@ -113,8 +113,8 @@ def test_cli_writes_json_and_html(tmp_path):
     assert [r["technique"] for r in data["elicitation"]] == ["chat", "raw"]
     assert {"detector", "auroc", "balanced_accuracy"} <= set(data["detection"][0])
     assert (out / "index.html").read_text().count("<figure>") >= 2  # the figures, inline (SVG or PNG)
-    bad = CliRunner().invoke(app, ["honesty", "run", "--testbed", str(tmp_path / "nope.yaml")])
-    assert bad.exit_code == 2 and "not found" in " ".join(bad.output.split())
+    data = json.loads((tmp_path / "h.json").read_text())
+    assert data["provenance"]["command"] == "honesty run" and data["provenance"]["inputs"]["limit"] == 3
 
 
 def test_real_smollm2_end_to_end(smollm2):

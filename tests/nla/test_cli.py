@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from probity.nla.cli import app
 from probity.nla.evaluate import mentions, read_transcripts
+from probity.nla.training import TrainConfig
 from probity.report.metrics import auroc
 
 runner = CliRunner()
@@ -41,26 +42,67 @@ def trained(tmp_path_factory):
             "--json",
             str(root / "m.json"),
         ],
+        env={"PROBITY_PROGRESS_EVERY": "0"},  # a progress line at every step (stderr is not a terminal here)
     )
     assert res.exit_code == 0, res.output
-    return root, out
+    return root, out, res
 
 
 def test_train_writes_metrics_report_and_checkpoint(trained):
-    root, out = trained
+    root, out, res = trained
     metrics = json.loads((root / "m.json").read_text())
+    provenance = metrics.pop("provenance")
     assert set(metrics) == {"fve_ar_sft", "fve_sft", "fve_rl", "fve_shuffled", "attribute_recovery", "audit_auroc"}
     assert all(isinstance(metrics[k], float) for k in ("fve_ar_sft", "fve_sft", "fve_rl", "fve_shuffled"))
+    assert provenance["command"] == "nla train" and provenance["probity"]
+    assert provenance["inputs"] == {
+        "model": "tiny-qwen3",
+        "layer": 1,
+        "steps": 2,
+        "sft_steps": 3,
+        "batch_size": 4,
+        "group": 4,
+        "replay": 1.0,
+        "seed": 0,
+        "texts": str(root / "texts.txt"),
+        "labeller_model": None,
+    }
     assert (out / "index.html").is_file() and "FVE over training" in (out / "index.html").read_text()
+    assert json.loads((out / "result.json").read_text())["result"]["provenance"]["inputs"]["steps"] == 2
     assert (out / "nla" / "nla.json").is_file() and (out / "nla" / "ar" / "value_head.safetensors").is_file()
     assert json.loads((out / "nla" / "nla.json").read_text())["target"] == "tiny-qwen3"
+    # in a pipe, progress comes as plain lines on stderr; a tiny model gets no cost warning
+    assert "nla train: 8/8 (100%)" in res.stderr and "extract: " in res.stderr
+    assert "note:" not in res.stderr
+
+
+def test_real_model_says_what_it_costs_first(tmp_path):
+    """A model that is not the organism or tiny-* (here a tiny one saved to a folder) gets one line
+    before training: its checkpoint size, that only the newest is kept, and a time estimate."""
+    from probity.models import tiny
+
+    model, tok = tiny("llama")
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(" ".join(f"w{(i * 5 + k) % 40}" for k in range(5)) for i in range(10)))
+    args = ["train", "--model", str(tmp_path / "model"), "--steps", "1", "--sft-steps", "1", "--batch-size", "4"]
+    res = runner.invoke(app, [*args, "--group", "4", "--texts", str(texts), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "GB (keeping the newest 1" in notes[0] and "3 steps take roughly" in notes[0]
+    assert len(list((tmp_path / "run" / "checkpoints").iterdir())) == 1
 
 
 def test_explain_and_audit(trained):
-    root, out = trained
+    root, out, _ = trained
     res = runner.invoke(app, ["explain", "--checkpoint", str(out / "nla"), "--text", "w1 w2 w3", "--position", "-1"])
     assert res.exit_code == 0, res.output
     assert "w3" in res.output and "description" in res.output
+    res = runner.invoke(
+        app, ["explain", "--checkpoint", str(out / "nla"), "--text", "w1 w2 w3"], env={"PROBITY_PROGRESS_EVERY": "0"}
+    )
+    assert res.exit_code == 0 and "describing: 3/3 (100%)" in res.stderr
     transcripts = root / "t.jsonl"
     transcripts.write_text('{"text": "w1 w2 w3", "label": 1}\n{"text": "w4 w5", "label": 0}\n')
     res = runner.invoke(
@@ -79,6 +121,15 @@ def test_explain_and_audit(trained):
     )
     assert res.exit_code == 0, res.output
     assert "tokens flagged" in res.output and (root / "audit" / "result.json").is_file()
+    saved = json.loads((root / "audit" / "result.json").read_text())["result"]["provenance"]
+    assert saved["command"] == "nla audit"
+    assert saved["inputs"] == {
+        "checkpoint": "../run/nla",  # result files hold paths relative to their folder
+        "model": "tiny-qwen3",
+        "transcripts": "../t.jsonl",
+        "concept": "w",
+        "layer": 1,
+    }
 
 
 def test_bad_input_fails_fast(tmp_path):
@@ -86,6 +137,10 @@ def test_bad_input_fails_fast(tmp_path):
     assert res.exit_code != 0 and "no text file" in res.output
     res = runner.invoke(app, ["train", "--model", "tiny-qwen3", "--group", "2"])
     assert res.exit_code == 2 and "group must be in 4..64" in " ".join(res.output.split())  # a usage error
+    with pytest.raises(ValueError, match="nothing to train"):
+        TrainConfig(ar_sft_steps=0, av_sft_steps=0, rl_steps=0)
+    with pytest.raises(ValueError, match="rl_steps must be >= 0, got -1"):
+        TrainConfig(rl_steps=-1)
     res = runner.invoke(
         app, ["train", "--model", "tiny-qwen3", "--labeller-url", "localhost:8000", "--labeller-model", "m"]
     )

@@ -194,3 +194,16 @@ def test_ddp_two_processes_on_gloo_stay_in_sync(tmp_path):
     model, tok, av, _, _ = task()
     start = torch.cat([p.detach().flatten() for p in av.parameters()])
     assert not torch.allclose(r0["flat"][: len(start)], start)  # it trained
+
+
+def test_keeps_only_the_newest_checkpoints_asked_for(tmp_path):
+    """A real model's checkpoint holds several copies of it: ``keep_checkpoints=1`` keeps one on disk."""
+    cfg = TrainConfig(
+        ar_sft_steps=2, av_sft_steps=2, rl_steps=2, batch_size=4, group=4, checkpoint_every=2, shuffled_control=False
+    )
+    model, tok, av, acts, labels = task()
+    args = (acts[:90], labels[:90], acts[90:], labels[90:], cfg)
+    train(model, tok, av, *args, out_dir=tmp_path, progress=False, keep_checkpoints=1)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000006.pt"]
+    with pytest.raises(ValueError, match="keep_checkpoints must be >= 1"):
+        train(model, tok, av, *args, out_dir=tmp_path, progress=False, keep_checkpoints=0)

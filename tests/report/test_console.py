@@ -46,7 +46,7 @@ def test_usage_errors_are_one_line_bad_parameters():
 def test_entry_point_prints_one_line_and_exits_2(capsys):
     assert main(["estimate", "run", "--width", "-3"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "width must be an integer >= 1" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "--width must be an integer >= 1, got -3" in err
     assert main(["estimate", "run", "--width", "abc"]) == 2  # a type error from typer itself
     assert capsys.readouterr().err.startswith("error: Invalid value for '--width'")
     assert main(["nosuch"]) == 2 and "No such command" in capsys.readouterr().err

@@ -14,6 +14,7 @@ def test_claim_value_text_and_verdicts():
     assert Claim("ref", 1.0, reference=8.7).reference_text() == "8.7"
     assert verdict_against(2.6e-5, "<= 9.2e-6") == MISSED and verdict_against(0.049, "<= 0.05 (about 0)") == MET
     assert verdict_against(None, ">= 0.9") == MISSED and verdict_against(float("nan"), "> 0") == MISSED
+    assert fmt_number(float("inf")) == "∞" and fmt_number(float("-inf")) == "-∞"  # a 0/0 ratio's limit
     assert [fmt_number(v) for v in (0, 2.6e-5, 0.2284, 44.25, 233.4, 7, "text", None)] == [
         "0",
         "2.6e-5",

@@ -8,7 +8,8 @@ from probity.organisms import _native
 from probity.scrub.cli import app
 
 
-def test_list_and_run_write_json_and_report(tmp_path):
+def test_list_and_run_write_json_and_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROBITY_PROGRESS_EVERY", "0")  # a progress line after every scrub of the dataset
     runner = CliRunner()
     listed = runner.invoke(app, ["list", "--organism", "paren"])
     assert listed.exit_code == 0, listed.output
@@ -37,6 +38,21 @@ def test_list_and_run_write_json_and_report(tmp_path):
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
+    inputs = data["provenance"]["inputs"]
+    assert data["provenance"]["command"] == "scrub run" and data["provenance"]["probity"]
+    assert {k: inputs[k] for k in ("organism", "hypothesis", "samples", "rows", "seed", "replicates")} == {
+        "organism": "paren",
+        "hypothesis": "1b",
+        "samples": 300,
+        "rows": 300,
+        "seed": 1,
+        "replicates": 2,
+    }
+    assert inputs["batch_size"] == 512 and inputs["hypothesis_tree"]["name"] == "1b"
+    steps = 3 + 3 + 3 * 2  # model, empty, 1b; one per head node; three per replicate
+    lines = [line for line in result.stderr.splitlines() if line.startswith("scrubbing 1b (300 rows)")]
+    done = [int(line.split(": ")[1].split("/")[0]) for line in lines]
+    assert sorted(set(done)) == list(range(1, steps + 1)) and lines[-1].startswith(f"scrubbing 1b (300 rows): {steps}/")
     assert set(data) >= {
         "loss_model",
         "loss_scrubbed_all",

@@ -101,16 +101,30 @@ def test_recipes_on_a_short_schedule_match_the_shipped_record(tmp_path, one_thre
 
 
 def test_cli_train_uses_the_recipe_seed(tmp_path, one_thread):
-    """`probity organisms train NAME` without --seed trains the recipe's seed (the shipped one)."""
+    """`probity organisms train NAME` without --seed trains the recipe's seed (the shipped one); the folder
+    it writes loads by path wherever an organism name is accepted."""
     from typer.testing import CliRunner
 
+    from probity import models
+    from probity.cli import app as probity_app
     from probity.organisms.cli import app
 
-    result = CliRunner().invoke(app, ["train", "paren", "--quick", "--out", str(tmp_path)])
+    folder = tmp_path / "trained"
+    result = CliRunner().invoke(app, ["train", "paren", "--quick", "--out", str(folder)])
     assert result.exit_code == 0, result.output
-    meta = json.loads((tmp_path / "config.json").read_text())["meta"]
+    meta = json.loads((folder / "config.json").read_text())["meta"]
     assert (
         meta["metrics"]["seed"]
         == paren.SEED
         == json.loads((_native.WEIGHTS / "paren" / "config.json").read_text())["meta"]["metrics"]["seed"]
     )
+    model, _ = models.load(str(folder))
+    assert model.probity_meta == meta and type(model).__name__ == "TransformerBridge"
+    runner = CliRunner()
+    sites = runner.invoke(probity_app, ["models", "sites", str(folder)])
+    assert sites.exit_code == 0 and "sites on TransformerBridge" in sites.output, sites.output
+    out = tmp_path / "r.json"
+    args = ["scrub", "run", "--organism", str(folder), "--hypothesis", "1a", "--samples", "50", "--json", str(out)]
+    scrubbed = runner.invoke(probity_app, [*args, "--out", str(tmp_path / "report")])
+    assert scrubbed.exit_code == 0, scrubbed.output
+    assert json.loads(out.read_text())["provenance"]["inputs"]["organism"] == str(folder)
