@@ -71,7 +71,9 @@ class RunConfig:
         if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < math.inf:
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
         if self.limit is not None and (not is_int(self.limit) or self.limit < 1):
-            raise ValueError(f"limit must be an integer >= 1 (or None for every question), got {self.limit!r}")
+            raise ValueError(
+                f"limit must be an integer >= 1 (leave it out, None, for every question), got {self.limit!r}"
+            )
         if not is_int(self.seed):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         parse_judge(self.judge)
