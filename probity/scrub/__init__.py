@@ -9,6 +9,7 @@ Public API::
     builtin(organism, meta) -> {name: Hypothesis}
     case_study(organism, roles=None) -> CaseStudy   # all built-ins, ours beside the paper
     reference_logits(model, hypothesis, task, seed) # the paper's recursion, plain (reference.py)
+    refine(model, task, hypothesis, RefineConfig()) -> RefineResult   # greedy search, trajectory + final
 
 Sites are ``probity.models.Site`` objects or strings ``Site.parse`` reads (``1.0``, ``mlp2``, ``embed``).
 """
@@ -18,6 +19,7 @@ from probity.scrub.hypothesis import load as load_hypothesis
 from probity.scrub.library import builtin
 from probity.scrub.model import Decomposed
 from probity.scrub.reference import reference_logits
+from probity.scrub.refine import RefineConfig, RefineResult, refine
 from probity.scrub.run import EMPTY, IDENTITY, Scrubber, ScrubResult, scrub
 from probity.scrub.study import CaseStudy, case_study, setup
 from probity.scrub.task import Task, induction_task, paren_task
@@ -30,6 +32,8 @@ __all__ = [
     "Hypothesis",
     "HypothesisError",
     "Node",
+    "RefineConfig",
+    "RefineResult",
     "ScrubResult",
     "Scrubber",
     "Task",
@@ -39,6 +43,7 @@ __all__ = [
     "load_hypothesis",
     "paren_task",
     "reference_logits",
+    "refine",
     "scrub",
     "setup",
 ]

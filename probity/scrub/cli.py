@@ -1,4 +1,4 @@
-"""``probity scrub run|list``: causal scrubbing on the paren and induction organisms.
+"""``probity scrub run|list|refine``: causal scrubbing on the paren and induction organisms.
 
 Every option is checked before the organism's weights load: the organism (a name or a folder it was
 trained into) and the built-in hypotheses from its config, a hypothesis file against the organism's
@@ -150,3 +150,70 @@ def run(
         report.write_json(json_path, headline)
     title = f"scrub {Path(organism).name if Path(organism).is_dir() else organism} {hyp.name}"
     console.print(f"[green]report:[/green] {report.save(result, out, title=title)}")
+
+
+@app.command()
+def refine(
+    organism: str = typer.Option("paren", help=ORGANISM_HELP + "."),
+    hypothesis: str = typer.Option("1b", help="The starting hypothesis: a built-in name or a YAML/JSON file."),
+    target: float = typer.Option(0.9, help="Stop once the loss recovered reaches this (in (0, 1])."),
+    max_steps: int = typer.Option(8, help="Edits accepted at most (>= 1)."),
+    samples: int | None = typer.Option(
+        None,
+        help="Reference examples drawn for the dataset, at least 50; left out: the organism's "
+        "\\[default: 2000 paren, 300 induction]",
+        show_default=False,
+    ),
+    seed: int = typer.Option(0, help="Scrub seed (>= 0): the dataset and every sampled tree; same seed, same steps."),
+    json_path: Path = typer.Option(
+        None, "--json", help="Write the trajectory here, with provenance (inputs and probity's version)."
+    ),
+    out: Path = typer.Option(Path("runs/scrub-refine"), help="Folder for result.json, index.html and final.yaml."),
+) -> None:
+    """Refine a hypothesis greedily (path scrubbing and per-node attribution propose edits; the batched
+    engine scores them), printing the loss recovered after each accepted edit."""
+    from probity import report
+    from probity.report.console import fail, progress, provenance, usage_errors, writable
+    from probity.scrub import study
+    from probity.scrub.refine import RefineConfig
+    from probity.scrub.refine import refine as run_refine
+
+    if samples is not None and samples != 0 and samples < study.MIN_SAMPLES:
+        fail(
+            f"must be at least {study.MIN_SAMPLES}, got {samples}; leave it out for the organism's default", "--samples"
+        )
+    if seed < 0:
+        fail(f"must be >= 0, got {seed}", "--seed")
+    with usage_errors("--target"):
+        RefineConfig(target=target)
+    with usage_errors("--max-steps"):
+        RefineConfig(max_steps=max_steps)
+    writable(json_path, "--json")
+    writable(out, "--out", folder=True)
+    org = _organism(organism)
+    with usage_errors("--hypothesis"):
+        hyp = study.choose_hypothesis(hypothesis, study.builtins(org))
+        study.check_hypothesis(hyp, org, seed)
+
+    model, task, _ = study.setup(org, samples, seed)
+
+    def show(step) -> None:
+        console.print(
+            f"step {step.step}: {escape(step.edit)} -> recovered {step.loss_recovered:.3f} ± {step.stderr:.3f}, "
+            f"L_hyp {step.loss_hypothesis:.4f} vs constant {step.constant_loss:.4f}"
+            + (" [red]WORSE THAN CONSTANT[/red]" if step.worse_than_constant else "")
+            + (" [red]CANCELLATION SUSPECTED[/red]" if step.cancellation_suspected else "")
+        )
+
+    config = RefineConfig(target=target, max_steps=max_steps, seed=seed)
+    with progress(None, f"refining {hyp.name} ({len(task.tokens)} rows)") as bar:
+        result = run_refine(model, task, hyp, config, progress=bar, on_step=show)
+    console.print(f"stopped: {escape(result.stopped)}")
+    if json_path is not None:
+        inputs = dict(organism=str(organism), hypothesis=hypothesis, samples=samples or study.DEFAULT_SAMPLES[org.kind])
+        inputs |= dict(rows=result.n, seed=seed, target=target, max_steps=max_steps)
+        report.write_json(json_path, {"provenance": provenance("scrub refine", **inputs), "refine": result})
+    out.mkdir(parents=True, exist_ok=True)
+    result.hypothesis.save(out / "final.yaml")
+    console.print(f"[green]final hypothesis:[/green] {out / 'final.yaml'}")
+    console.print(f"[green]report:[/green] {report.save(result, out, title=f'scrub refine {hyp.name}')}")

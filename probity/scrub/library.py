@@ -30,6 +30,9 @@ not claimed (every MLP, the other heads, the embeddings) runs on a random input.
 - 3b: 3a with the classes computed from the "adjusted" proportion: opens weighted as the
   proportion head attends (``task.adjusted_open_after``).
 - 4: 2b and 3b together.
+- faithful: our organism's mechanism, reached by ``probity scrub refine`` from 1b (``bench/scrub.py
+  --refine``): the last MLP in the root, the count heads on ``count_open``, and every head of the last
+  layer (the horizon head and its neighbour) already on ``balanced``.
 
 The role ``top`` names the model nodes the root (the answer, computed from the heads)
 maps to: ``output`` in Redwood's model, whose heads write the answer directly, and the
@@ -142,8 +145,33 @@ def paren(roles: dict | None = None, n_heads: int = 2) -> dict[str, Hypothesis]:
                 h3b,
             ),
             hyp("4", 0.72, "2b and 3b together", c2b, h3b),
+            faithful(r, n_heads),
         ]
     }
+
+
+def faithful(roles: dict, n_heads: int = 2) -> Hypothesis:
+    """The organism's own mechanism, reached by ``probity scrub refine`` from 1b (see ``paren``): the last
+    layer's MLP computes the answer from the count heads (on "count test passed and starts open") and
+    the last layer's heads (the horizon head and its neighbour, each already on "balanced")."""
+    layer, _ = layer_and_head(roles["horizon"][0])
+    last = sorted({f"{layer}.{h}" for h in range(n_heads)} | set(map(str, roles["horizon"])))
+    last = [h for h in last if h not in map(str, roles["count"])]
+    return Hypothesis(
+        "faithful",
+        Node(
+            "out",
+            ["output", f"mlp{layer}"],
+            children=[
+                *(Node(str(h), [h], "count_open") for h in roles["count"]),
+                *(Node(h, [h], "balanced") for h in last),
+            ],
+        ),
+        f"refined from 1b (probity scrub refine): mlp{layer} is in the root (it writes the answer) and reads the "
+        f"count heads {', '.join(map(str, roles['count']))} on 'count test passed and starts open' and the "
+        f"layer-{layer} heads {', '.join(last)} (horizon head {', '.join(map(str, roles['horizon']))}), which "
+        "already compute 'balanced'; every other path runs on a random input",
+    )
 
 
 def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, Hypothesis]:
