@@ -74,29 +74,17 @@ def run(
 ) -> None:
     """Scrub one hypothesis and report loss recovered, per-node and per-subset tables, cancellation check."""
     from probity import report
-    from probity.report.console import fail, note, progress, provenance, usage_errors, writable
+    from probity.report.console import fail, note, progress, provenance
     from probity.scrub import scrub, study
     from probity.scrub.run import progress_units
 
     # Every input is checked here, before the organism's weights load.
-    if samples is not None and samples != 0 and samples < study.MIN_SAMPLES:
-        fail(
-            f"must be at least {study.MIN_SAMPLES}, got {samples} (with fewer rows the loss recovered's bootstrap "
-            "stderr can be 0/0, nan); leave it out (or 0) for the organism's default",
-            "--samples",
-        )
-    if seed < 0:
-        fail(f"must be >= 0, got {seed}", "--seed")
+    _check_samples_and_seed(samples, seed)
     if replicates < 0 or replicates == 1:
         fail(f"must be 0 (off) or at least 2 (a spread needs two), got {replicates}", "--replicates")
     if batch_size < 1:
         fail(f"must be at least 1 (reference examples per forward chunk), got {batch_size}", "--batch-size")
-    writable(json_path, "--json")
-    writable(out, "--out", folder=True)
-    org = _organism(organism)
-    with usage_errors("--hypothesis"):
-        hyp = study.choose_hypothesis(hypothesis, study.builtins(org))
-        study.check_hypothesis(hyp, org, seed)
+    org, hyp = _checked_inputs(organism, hypothesis, seed, json_path, out)
 
     model, task, _ = study.setup(org, samples, seed)
     units = progress_units(hyp, len(task.tokens), batch_size, replicates=replicates)
@@ -152,6 +140,35 @@ def run(
     console.print(f"[green]report:[/green] {report.save(result, out, title=title)}")
 
 
+def _check_samples_and_seed(samples: int | None, seed: int) -> None:
+    """One usage error unless ``--samples`` is left out, 0 or at least ``study.MIN_SAMPLES``, and ``--seed`` >= 0."""
+    from probity.report.console import fail
+    from probity.scrub import study
+
+    if samples is not None and samples != 0 and samples < study.MIN_SAMPLES:
+        fail(
+            f"must be at least {study.MIN_SAMPLES}, got {samples} (with fewer rows the loss recovered's bootstrap "
+            "stderr can be 0/0, nan); leave it out (or 0) for the organism's default",
+            "--samples",
+        )
+    if seed < 0:
+        fail(f"must be >= 0, got {seed}", "--seed")
+
+
+def _checked_inputs(organism: str, hypothesis: str, seed: int, json_path: Path | None, out: Path):
+    """``(organism, hypothesis)`` resolved and checked (with the output paths) before any weights load."""
+    from probity.report.console import usage_errors, writable
+    from probity.scrub import study
+
+    writable(json_path, "--json")
+    writable(out, "--out", folder=True)
+    org = _organism(organism)
+    with usage_errors("--hypothesis"):
+        hyp = study.choose_hypothesis(hypothesis, study.builtins(org))
+        study.check_hypothesis(hyp, org, seed)
+    return org, hyp
+
+
 @app.command()
 def refine(
     organism: str = typer.Option("paren", help=ORGANISM_HELP + "."),
@@ -173,27 +190,17 @@ def refine(
     """Refine a hypothesis greedily (path scrubbing and per-node attribution propose edits; the batched
     engine scores them), printing the loss recovered after each accepted edit."""
     from probity import report
-    from probity.report.console import fail, progress, provenance, usage_errors, writable
+    from probity.report.console import progress, provenance, usage_errors
     from probity.scrub import study
     from probity.scrub.refine import RefineConfig
     from probity.scrub.refine import refine as run_refine
 
-    if samples is not None and samples != 0 and samples < study.MIN_SAMPLES:
-        fail(
-            f"must be at least {study.MIN_SAMPLES}, got {samples}; leave it out for the organism's default", "--samples"
-        )
-    if seed < 0:
-        fail(f"must be >= 0, got {seed}", "--seed")
+    _check_samples_and_seed(samples, seed)
     with usage_errors("--target"):
         RefineConfig(target=target)
     with usage_errors("--max-steps"):
         RefineConfig(max_steps=max_steps)
-    writable(json_path, "--json")
-    writable(out, "--out", folder=True)
-    org = _organism(organism)
-    with usage_errors("--hypothesis"):
-        hyp = study.choose_hypothesis(hypothesis, study.builtins(org))
-        study.check_hypothesis(hyp, org, seed)
+    org, hyp = _checked_inputs(organism, hypothesis, seed, json_path, out)
 
     model, task, _ = study.setup(org, samples, seed)
 
