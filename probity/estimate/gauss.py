@@ -122,3 +122,29 @@ def gaussian_cumulants(activation: str, mean: torch.Tensor, var: torch.Tensor, o
     if order >= 4:
         out.append(m[3] - 4 * m[2] * m[0] - 3 * m[1] ** 2 + 12 * m[1] * m[0] ** 2 - 6 * m[0] ** 4)
     return out
+
+
+def edgeworth_expectation(D: torch.Tensor, k3: torch.Tensor | None, k4: torch.Tensor | None) -> torch.Tensor:
+    """E[g(z)] from Gaussian derivative expectations D[k] = E_G[g^(k)] ([>= 5, width]) and small
+    third and fourth cumulants k3, k4 [width] (None = 0): E_G[g] + k3/6 E_G[g^(3)] + k4/24 E_G[g^(4)]
+    (Edgeworth, first order in each)."""
+    out = D[0]
+    if k3 is not None:
+        out = out + k3 / 6 * D[3]
+    if k4 is not None:
+        out = out + k4 / 24 * D[4]
+    return out
+
+
+def edgeworth_cumulants(
+    activation: str, mean: torch.Tensor, var: torch.Tensor, k3: torch.Tensor | None, k4: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """First four cumulants [mean, var, k3, k4] of phi(z) for z with ``mean``, ``var`` and small
+    third and fourth cumulants ``k3``, ``k4`` (None = 0), each shaped like ``mean``: the raw moments
+    E[phi^p] by :func:`edgeworth_expectation`, then cumulants. With ``k3 = k4 = None`` this is
+    :func:`gaussian_cumulants` at order 4."""
+    m = [edgeworth_expectation(derivative_expectations(activation, p, mean, var, 4), k3, k4) for p in range(1, 5)]
+    c2 = m[1] - m[0] ** 2
+    c3 = m[2] - 3 * m[1] * m[0] + 2 * m[0] ** 3
+    c4 = m[3] - 4 * m[2] * m[0] - 3 * m[1] ** 2 + 12 * m[1] * m[0] ** 2 - 6 * m[0] ** 4
+    return [m[0], c2, c3, c4]

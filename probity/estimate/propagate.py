@@ -1,43 +1,103 @@
 """Cumulant propagation ("kprop"): the expected value of every layer without sampling.
 
-Each layer is two steps. The linear step z = W a + b maps cumulants exactly: the mean by
-W, the covariance by W . W^T, the third cumulant by W on all three indices. The
-nonlinear step a = phi(z) expands each neuron around a Gaussian with its own mean and
-variance: E[g(z_i)] = E_G[g] + k3_i/6 E_G[g'''] + k4_i/24 E_G[g''''] (Edgeworth), and
-pairs by Mehler's formula Cov(phi(z_i), phi(z_j)) = sum_k c_k(i) c_k(j) S_ij^k / k!,
-with c_k = E_G[phi^(k)] (``gauss.derivative_expectations``).
+Each layer is two steps. The linear step z' = W a + b maps cumulants exactly: the mean by
+W, the covariance by W . W^T, higher cumulants by W on every index. The nonlinear step
+a = phi(z) expands each neuron around a Gaussian with its own mean and variance:
+E[g(z_i)] = E_G[g] + k3_i/6 E_G[g'''] + k4_i/24 E_G[g''''] (Edgeworth), and pairs by
+Mehler's formula Cov(phi(z_i), phi(z_j)) = sum_k c_k(i) c_k(j) S_ij^k / k!.
 
-Power counting in the width n (weights ~ n^-1/2): off-diagonal covariances are
-O(n^-1/2), third and fourth cumulants of a pre-activation O(n^-1). Orders:
+Notation (per neuron i of z; Gaussian expectations at (mu_i, v_i = S_ii)):
+S = Cov(z), M_ij = k3(z)_iij, P_ij = k4(z)_iijj (i != j), c_k = E_G[phi^(k)],
+d^p_k = E_G[(phi^p)^(k)] (``gauss.derivative_expectations``), mu = c_0; for the centred square
+g = (phi - mu)^2: e_k = d^2_k - 2 mu c_k, h = e_2 / 2, t = 2 h - 2 c1^2; for the centred cube
+p3 = (phi - mu)^3 - 3 v_a (phi - mu) (v_a = d^2_0 - mu^2): xi_k = d^3_k - 3 mu d^2_k + 3 mu^2 c_k - 3 v_a c_k;
+G_jm = c1_j S_jm (j != m); r_i = sum_a W_ia^2 (row norm); Sym(A x B x C) = the mean of A x B x C
+over the six orders of its legs.
 
-- K=1 (mean field): means and per-neuron variances only; O(n^2) per layer.
-- K=2 (covariance propagation): means and the full covariance, Gaussian closure; O(n^3).
-- K=3: adds the third cumulant tensor, stored factored as sum_r Sym(a_r x b_r x b_r)
-  (rank grows by 2n per layer: a "star" term c2_m (c1 S)_{.m} (c1 S)_{.m} per centre
-  neuron m, and the (j,j,l) and (j,j,j) slices), never materialised as n^3 entries.
-  It corrects means and variances (k3_iii) and covariances (k3_iij). O(L n^3) per layer.
+Power counting in the width n (weights ~ n^-1/2): off-diagonal covariances are O(n^-1/2),
+third and fourth cumulants of a pre-activation O(n^-1). A term whose sign is coherent across
+the summed index (squares of weights, P, M) counts one order higher than its entry size
+suggests. "Cost" of a diagram: the number of cumulant legs beyond a pair, as in ARC's paper.
 
-``variant="augment"`` adds fourth cumulants. At K=1 and K=2: per-neuron third and
-fourth cumulants of the pre-activations as independent sums, k_p(z_i) = sum_j W_ij^p
-k_p(a_j), an O(n^2) extra feeding the Edgeworth terms. At K=3: per-neuron k4 plus the
-n x n pair slice P_jk = k4(z)_jjkk, which is O(1/n) for every pair with a coherent sign
-(so it survives summation), with star terms k4(a)_jjkl; P shifts covariances by
-c2_i c2_j P_ij / 4 and third-cumulant slabs, at about 6 n^3 more per layer.
+Orders and variants (issue 16 measured each against ARC's reference code on the bench networks):
 
-Which terms to keep was decided by power counting and then checked against sampled
-cumulants layer by layer: a term whose sign is coherent across the summed index
-(squares of weights, k4(z)_jjkk, k3(z)_jjl) counts one order higher than its entry size
-suggests; terms with random signs do not.
+- K=1 (mean field): means and per-neuron variances only; O(n^2) per layer. ``augment``: per-neuron
+  k3, k4 of z as independent sums k_p(z_i) = sum_j W_ij^p k_p(a_j) (Gaussian k_p(a_j)).
+- K=2 ``simple`` (covariance propagation): means and the full covariance, Gaussian closure; O(n^3).
+- K=2 ``augment`` (coherent traces): covariance propagation plus, per layer, the per-neuron
+  k3_i, k4_i and two O(n^2) traces of the coherent slices, M_ij ~ r_i m_j and P_ij ~ r_i r_j p:
+
+      Cov(a_i, a_j) = sum_k c_k c_k S^k/k! + (c2_i c1_j M_ij + c1_i c2_j M_ji)/2 + c2_i c2_j P_ij/4
+      L_jl = k3(a)_jjl = e1_j c1_l S_jl + e2_j c2_l S_jl^2/2 + e2_j c1_l M_jl/2 + e1_j c2_l M_lj/2 + e2_j c2_l P_jl/4
+      sc_l = c2_l sum_j G_jl^2                                   (star centred at l, traced)
+      pairs_jl = k4(a)_jjll = h_j h_l (P + 2 S^2)_jl - 2 c1_j^2 c1_l^2 S_jl^2 + e1_j e1_l S_jl
+                              + h_j e1_l M_jl + e1_j h_l M_lj
+      k3(z')_i = sum_a W_ia^3 k3(a)_a + 3 sum_{a != l} W_ia^2 W_il L_al + r_i (W sc)_i / n
+      m'       = (W colsum(L) + W sc) / n
+      k4(z')_i = sum_a W_ia^4 k4(a)_a + 3 r_i^2 sum(pairs) / n^2
+      p'       = (sum(pairs) + sum_a k4(a)_a + 2 sum_j t_j |G_.j|^2) / n^2
+
+  with k3(a)_a, k4(a)_a and Var(a) from Edgeworth moments (``gauss.edgeworth_cumulants``) and e_k, h
+  centred at the Edgeworth mean of a.
+  2 n^3 per layer more than ``simple``.
+- K=3: adds the third cumulant tensor, stored factored as sum_r Sym(A_r x B_r x C_r) (blocks of
+  columns [width, rank]; C = B when omitted), never materialised as n^3 entries; every block is
+  moved by W and scaled by c1 at each layer, and each nonlinear step adds fresh blocks: the star
+  Sym(3 e_m x G_.m x C*_.m) per centre neuron m, the (j, j, l) slab Sym(3 L_.j x e_j x e_j) and its
+  diagonal. Both variants track k4(z)_iiii and P (pair slice), and carry the diagonal fourth
+  cumulant sources kw_s of each earlier layer s through the composite maps X_s = W diag(c1) ... W:
+  k4(z)_iiii += sum_s (X_s^4 kw_s)_i, P += sum_s X_s^2 diag(kw_s) X_s^2^T. The rank grows with depth,
+  so the cost is O(H^2 n^3) in all (about 110 n^3 simple, 300 n^3 augment at H = 4).
+
+  ``simple`` ("lean") keeps, at each nonlinear step:
+
+      E[a], Var(a)  : Edgeworth with k3_iii, k4_iiii
+      Cov(a_i,a_j)  : Mehler + (c2_i c1_j M_ij + c1_i c2_j M_ji)/2 + c2_i c2_j P_ij/4
+      k3(a)         : c1 c1 c1 k3(z) (transported blocks) + star c2_m G_jm G_km
+                      + slab L_jl = e1 c1 S + e2 c2 S^2/2 - c2_l G_jl^2 + (e2_j/2 - c1_j^2) c1_l M_jl
+                                    + e1_j c2_l M_lj/2 + e2_j c2_l P_jl/4;  diagonal: Gaussian k3(a_j)
+      k4(a)         : diagonal Gaussian k4(a_j); pairs h h (P + 2 S^2) - 2 c1^2 c1^2 S^2 - c1^2 c1^2 P_carried;
+                      stars t_j G_kj G_lj; (3,1) slice k4(a)_jjjk = xi_j c1_k S_jk + xi2_j c2_k S_jk^2/2
+                      + xi2_j c1_k M_jk/2 + xi_j c2_k M_kj/2
+      k4(z')_iiii   = sum_a W_ia^4 k4(a)_a + 3 sum_{a!=b} W_ia^2 W_ib^2 pairs_ab
+                      + 6 sum_j W_ij^2 t_j sum_{k!=l} W_ik W_il G_kj G_lj
+                      + 4 sum_{a!=b} W_ia^3 W_ib k4(a)_aaab + carried sources
+
+  ``augment`` ("exact") adds every cost-3 diagram that has a factored form (all but the two
+  non-hypertree ones, S x k3_ijk and the S triangle):
+
+      Cov(a_i,a_j)  += S_ij (c3_i c2_j M_ij + c2_i c3_j M_ji)/2 + c3_i c3_j S_ij P_ij/4
+                       + (c3_i c1_j T_jii + c1_i c3_j T_ijj)/2          (k4(z)_ijjj ~ 3 T_ijj)
+      star legs     : C*_.m = c2_m G_.m + 2 H_.m,  H_im = c3_m (c1_i M_mi/2 + c2_i S_im^2/2 + c2_i P_im/4)
+                                                           + c2_m c2_i M_im/2
+      slab          += e3_j c2_l S_jl M_jl/2 + e2_j c3_l S_jl M_lj/2 + e3_j c3_l S_jl P_jl/4;
+                       diagonal: Edgeworth k3(a_j) minus the c1^3 k3(z)_jjj already transported
+      B1            : k3(a)_ijk += c1_i c1_j c2_k T_ijk/2 with the one-pair slice T_ijk ~ k4(z)_ijkk
+                      = sum_x U_ix U_jx V_kx (this layer's pair and star parts), less its (j,j,l) spill
+      k4(a) pairs   += e1_j e1_k S_jk + h_j e1_k M_jk + e1_j h_k M_kj;  diagonal: Edgeworth k4(a_j)
+                       minus the carried sources' c1^4 share
+      (2,1,1)       : k4(a)_bbcd += e1_b c1_c c1_d k3(z)_bcd (every k3 block, every leg as b)
+                      + the path e1_b c2_k c1_l S_bk S_kl + c1^2 c1 c1 of the star-like part of T
+      T' (for B1 and the (1,3) Cov term) = pairs/k4(a) through W^2 on k and W on i, j; stars
+                      through (WG, WG, W^2 t); the transported star-like part of T
+
+The plain reference (dense tensors at small n) of the factored contractions is
+``probity.estimate.reference``; a test checks that they agree.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from probity.estimate.gauss import derivative_expectations, gaussian_cumulants
+from probity.estimate.gauss import (
+    derivative_expectations,
+    edgeworth_cumulants,
+    edgeworth_expectation,
+    gaussian_cumulants,
+)
 from probity.estimate.mlp import RandomMLP, check_mlp
 
 ORDERS = (1, 2, 3)
@@ -65,73 +125,104 @@ def check_order(order: int, variant: str) -> None:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
+@dataclass(frozen=True)
+class _Truncation:
+    """Which terms one (order, variant) keeps (see the module docstring)."""
+
+    order: int
+    augment: bool
+
+    @property
+    def traces(self) -> bool:
+        """K=2 augment: per-neuron k3, k4 and the traces m, p of M and P."""
+        return self.order == 2 and self.augment
+
+    @property
+    def cost3(self) -> bool:
+        """K=3 augment: the cost-3 diagrams."""
+        return self.order == 3 and self.augment
+
+
 def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order: int | None = None) -> LayerMeans:
     """Estimate E[pre], E[act] of every hidden layer and E[out] for x ~ N(0, I_n), by
-    cumulant propagation of order ``order`` (1, 2 or 3): a ``LayerMeans`` of [width] vectors,
-    H per field for the hidden layers and one for the output. ``series_order`` is the number
-    of Mehler terms kept for off-diagonal covariances (default 2*order + 2). Works in the
-    weights' dtype (float64) and is differentiable with respect to them."""
+    cumulant propagation of order ``order`` (1, 2 or 3; terms per ``variant`` in the module
+    docstring): a ``LayerMeans`` of [width] vectors, H per field for the hidden layers and one
+    for the output. ``series_order`` is the number of Mehler terms kept for off-diagonal
+    covariances (default 2*order + 2). Works in the weights' dtype (float64) and is
+    differentiable with respect to them."""
     check_order(order, variant)
     if series_order is not None and (not isinstance(series_order, int) or series_order < 1):
         raise ValueError(f"series_order must be an integer >= 1 (Mehler terms kept), got {series_order!r}")
     check_mlp(mlp)
+    trunc = _Truncation(order, variant == "augment")
     terms = series_order if series_order is not None else 2 * order + 2
     # The output's mean needs only the last activation's mean, which needs only the
     # per-neuron cumulants of the last pre-activation: off-diagonal ones are skipped there.
     last = mlp.hidden_layers - 1
-    state = _input_state(mlp, order, variant, diag_only=last == 0)
+    state = _input_state(mlp, trunc, diag_only=last == 0)
     pre, act, pre_var, slope = [], [], [], []
     for layer in range(mlp.hidden_layers):
         pre.append(state.mean)
         pre_var.append(_diag(state.cov))
-        a = _nonlinear(state, mlp.activation, order, variant, terms, mean_only=layer == last)
+        a = _nonlinear(state, mlp.activation, trunc, terms, mean_only=layer == last)
         act.append(a.mean)
         slope.append(a.slope)
-        state = _linear(a, mlp.weights[layer + 1], mlp.biases[layer + 1], order, variant, diag_only=layer + 1 == last)
+        state = _linear(a, mlp.weights[layer + 1], mlp.biases[layer + 1], trunc, diag_only=layer + 1 == last)
     return LayerMeans(pre, act, state.mean, pre_var, slope)
 
 
 @dataclass
 class _State:
-    """Cumulants of one layer's neurons. ``cov`` is [width, width], or its diagonal [width] at K=1 and
-    at the last hidden layer; the third cumulant is sum_r Sym(A[:, r], B[:, r], B[:, r])
-    (K=3), with A and B [width, rank]; ``k3``/``k4`` [width] are per-neuron cumulants propagated as independent sums
-    (augment). After a nonlinear
-    step, ``fresh = (c2, G, slab)`` holds the new third-cumulant terms in the structured
-    form Sym(3 c2_m e_m, G_m, G_m) + Sym(3 slab_j, e_j, e_j), so that the linear step
-    multiplies W by a diagonal and an identity for free. K=3 augment also carries ``P``
-    [width, width], the pair fourth cumulants k4(z)_jjkk (zero diagonal), and after a nonlinear
-    step ``quartic = (pairs, t)`` from ``_quartic_terms``."""
+    """Cumulants of one layer's neurons (z before a nonlinear step, a after it).
+
+    ``cov`` [width, width], or its diagonal [width] at K=1 and at the last hidden layer.
+    ``k3``/``k4`` [width]: per-neuron cumulants (k3 only below K=3, where it is not factored).
+    K=2 augment: ``m`` [width] and ``p`` (scalar) with M_ij ~ r_i m_j, P_ij ~ r_i r_j p; ``r``
+    [width] the row norms sum_a W_ia^2 of the last W.
+    K=3: ``blocks``, the third cumulant sum_r Sym(A[:, r] x B[:, r] x C[:, r]) as a list of
+    (A, B, C or None = B), each [width, rank]; ``P`` [width, width] (zero diagonal);
+    ``sources`` the carried diagonal k4 sources [(X [width, width], kw [width])] and ``sources_P``
+    [width, width] their pair slice; augment: ``T`` = (U, V) [width, rank] with
+    k4(z)_ijkk ~ sum_x U_ix U_jx V_kx and ``T_star`` its star-like part.
+    After a nonlinear step: ``fresh`` (new third-cumulant terms, for ``_linear``), ``quartic``
+    (k4(a) slices, from ``_quartic_terms``) or ``trace_terms`` (K=2 augment)."""
 
     mean: torch.Tensor
-    cov: torch.Tensor
-    A: torch.Tensor | None = None
-    B: torch.Tensor | None = None
+    cov: torch.Tensor | None
     k3: torch.Tensor | None = None
     k4: torch.Tensor | None = None
-    fresh: tuple | None = None
-    quartic: tuple | None = None
+    m: torch.Tensor | None = None
+    p: torch.Tensor | None = None
+    r: torch.Tensor | None = None
+    blocks: list | None = None
     P: torch.Tensor | None = None
+    sources: list = field(default_factory=list)
+    sources_P: torch.Tensor | None = None
+    T: tuple | None = None
+    T_star: tuple | None = None
+    fresh: dict | None = None
+    quartic: dict | None = None
+    trace_terms: dict | None = None
     slope: torch.Tensor | None = None
 
 
-def _input_state(mlp: RandomMLP, order: int, variant: str, diag_only: bool = False) -> _State:
+def _input_state(mlp: RandomMLP, trunc: _Truncation, diag_only: bool = False) -> _State:
     """First pre-activation z = W_1 x + b_1: exactly Gaussian."""
     w, b = mlp.weights[0], mlp.biases[0]
     n = w.shape[0]
     mean = b.clone() if b is not None else w.new_zeros(n)  # [width]
-    cov = (w * w).sum(1) if (order == 1 or diag_only) else w @ w.T  # [width] or [width, width]
-    zeros = w.new_zeros(n)
-    empty = w.new_zeros(n, 0)
-    return _State(
-        mean,
-        cov,
-        A=empty if order == 3 else None,
-        B=empty if order == 3 else None,
-        k3=zeros if (variant == "augment" and order < 3) else None,
-        k4=zeros if variant == "augment" else None,
-        P=w.new_zeros(n, n) if (variant == "augment" and order == 3) else None,
-    )
+    cov = (w * w).sum(1) if (trunc.order == 1 or diag_only) else w @ w.T  # [width] or [width, width]
+    out = _State(mean, cov)
+    if trunc.augment or trunc.order == 3:
+        out.k4 = w.new_zeros(n)
+    if trunc.augment and trunc.order < 3:
+        out.k3 = w.new_zeros(n)
+    if trunc.traces:
+        out.m, out.p, out.r = w.new_zeros(n), w.new_zeros(()), (w * w).sum(1)
+    if trunc.order == 3:
+        out.blocks = []
+        out.P = w.new_zeros(n, n)
+    return out
 
 
 def _diag(cov: torch.Tensor) -> torch.Tensor:
@@ -139,10 +230,26 @@ def _diag(cov: torch.Tensor) -> torch.Tensor:
     return cov if cov.ndim == 1 else torch.diagonal(cov)
 
 
+def third_diagonal(blocks: list) -> torch.Tensor:
+    """k3_iii [width] of sum_r Sym(A_r x B_r x C_r) (``blocks`` as in ``_State``)."""
+    return sum((A * B * (B if C is None else C)).sum(1) for A, B, C in blocks)
+
+
+def third_pair_slice(blocks: list, n: int, like: torch.Tensor) -> torch.Tensor:
+    """M [width, width] with M[i, j] = k3_iij of sum_r Sym(A_r x B_r x C_r) (zero blocks: zeros)."""
+    out = like.new_zeros(n, n)
+    for A, B, C in blocks:
+        if C is None:
+            out = out + (2.0 / 3.0) * (A * B) @ B.T + (1.0 / 3.0) * (B * B) @ A.T
+        else:
+            out = out + ((A * B) @ C.T + (A * C) @ B.T + (B * C) @ A.T) / 3.0
+    return out
+
+
 def _third_diag(s: _State) -> torch.Tensor | None:
     """k3(z_i) per neuron: from the factored tensor (K=3) or the tracked vector."""
-    if s.A is not None:
-        return (s.A * s.B * s.B).sum(1)
+    if s.blocks is not None:
+        return third_diagonal(s.blocks) if s.blocks else torch.zeros_like(s.mean)
     return s.k3
 
 
@@ -159,96 +266,181 @@ def _perturbative(k: torch.Tensor | None, var: torch.Tensor, p: int) -> torch.Te
     return torch.maximum(torch.minimum(k, lim * scale), -lim * scale)
 
 
-def _edgeworth(D: torch.Tensor, k3: torch.Tensor | None, k4: torch.Tensor | None) -> torch.Tensor:
-    """E[g(z)] from Gaussian derivative expectations D[k] = E_G[g^(k)] and small k3, k4."""
-    out = D[0]
-    if k3 is not None:
-        out = out + k3 / 6 * D[3]
-    if k4 is not None:
-        out = out + k4 / 24 * D[4]
-    return out
-
-
-def _nonlinear(s: _State, activation: str, order: int, variant: str, terms: int, mean_only: bool = False) -> _State:
+def _nonlinear(s: _State, activation: str, trunc: _Truncation, terms: int, mean_only: bool = False) -> _State:
     """Cumulants of a = phi(z) from those of z (only the mean when ``mean_only``), keeping
     ``terms`` Mehler terms for off-diagonal covariances."""
     var = _diag(s.cov)
     kmax = max(terms, 4)
     c = derivative_expectations(activation, 1, s.mean, var, kmax)  # [kmax + 1, width]: c[k] = E_G[phi^(k)]
-    k3z, k4z = _perturbative(_third_diag(s), var, 3), _perturbative(s.k4, var, 4)
-    mean = _edgeworth(c, k3z, k4z)
+    k3_raw = _third_diag(s)
+    k3z, k4z = _perturbative(k3_raw, var, 3), _perturbative(s.k4, var, 4)
+    mean = edgeworth_expectation(c, k3z, k4z)
     if mean_only:
         return _State(mean, None, slope=c[1])
     d2 = derivative_expectations(activation, 2, s.mean, var, 4)  # [5, width]: E_G[(phi^2)^(k)]
-    a_var = _edgeworth(d2, k3z, k4z) - mean * mean
+    a_var = edgeworth_expectation(d2, k3z, k4z) - mean * mean
     out = _State(mean, a_var, slope=c[1])
-    if variant == "augment":
-        g3, g4 = gaussian_cumulants(activation, s.mean, var, 4)[2:]
-        out.k3 = g3 if order < 3 else None
-        out.k4 = g4
-    if order == 1:
+    edge = None  # Edgeworth cumulants of a, where a variant uses them
+    if trunc.traces or trunc.cost3:
+        edge = edgeworth_cumulants(activation, s.mean, var, k3z, k4z)
+    if trunc.augment and trunc.order == 1:
+        out.k3, out.k4 = gaussian_cumulants(activation, s.mean, var, 4)[2:]
+    if trunc.traces:
+        out.k3, out.k4 = edge[2], edge[3]
+    if trunc.order == 3:
+        out.k4 = gaussian_cumulants(activation, s.mean, var, 4)[3]
+        carried = [(c[1][:, None] * X, kw) for X, kw in s.sources]  # sources move with c1 on each leg
+        if trunc.cost3:
+            # Edgeworth k4(a) already holds c1^4 times the carried sources' diagonal: keep only the rest
+            out.k4 = edge[3] - c[1] ** 4 * sum(((X * X) ** 2) @ kw for X, kw in s.sources)
+        out.sources = carried
+    if trunc.order == 1:
         return out
 
     S = s.cov
+    n = S.shape[0]
+    off = 1 - torch.eye(n, dtype=S.dtype)
     cov = torch.zeros_like(S)
     S_pow = torch.ones_like(S)
     for k in range(1, terms + 1):
         S_pow = S_pow * S
         cov = cov + (c[k][:, None] * c[k][None, :] / math.factorial(k)) * S_pow
-    if order == 3:
-        # k3(z)_iij as a matrix; it shifts Cov(phi_i, phi_j) by (c2_i c1_j k3_iij + c1_i c2_j k3_ijj)/2.
-        M = (2.0 / 3.0) * (s.A * s.B) @ s.B.T + (1.0 / 3.0) * (s.B * s.B) @ s.A.T
-        shift = 0.5 * c[2][:, None] * c[1][None, :] * M
-        cov = cov + shift + shift.T
-        if s.P is not None:  # pair fourth cumulants k4(z)_iijj shift it by c2_i c2_j k4_iijj / 4
-            cov = cov + 0.25 * torch.outer(c[2], c[2]) * s.P
-    eye = torch.eye(S.shape[0], dtype=S.dtype)
-    out.cov = cov * (1 - eye) + torch.diag(a_var)
-    if order == 3:
-        out.A, out.B, out.fresh = _third_factors(s, c, d2, activation, var, M)
-        if variant == "augment":
-            out.quartic = _quartic_terms(s, c, d2)
+    M = P = None  # k3(z)_iij and k4(z)_iijj [width, width]
+    if trunc.traces:
+        M = s.r[:, None] * s.m[None, :]
+        P = s.p * torch.outer(s.r, s.r)
+    elif trunc.order == 3:
+        M = third_pair_slice(s.blocks, n, S)
+        P = s.P
+    if M is not None:
+        shift = 0.5 * c[2][:, None] * c[1][None, :] * M  # (c2_i c1_j k3_iij + c1_i c2_j k3_ijj)/2
+        cov = cov + shift + shift.T + 0.25 * torch.outer(c[2], c[2]) * P  # + c2_i c2_j k4_iijj / 4
+    if trunc.cost3:
+        x = 0.5 * c[3][:, None] * c[2][None, :] * S * M  # S_ij (c3_i c2_j k3_iij) / 2
+        cov = cov + x + x.T + 0.25 * torch.outer(c[3], c[3]) * S * P
+        if s.T is not None:  # (1,3) blocks, k4(z)_ijjj ~ 3 T_ijj: (c3_j c1_i 3 T_ijj) / 6
+            U, V = s.T
+            T_jij = (U * V) @ U.T  # [width, width]: [j, i] = T_ijj
+            y = 0.5 * c[3][:, None] * c[1][None, :] * T_jij
+            cov = cov + y + y.T
+    out.cov = cov * off + torch.diag(a_var)
+    if trunc.traces:
+        out.trace_terms = _trace_terms(s, c, d2, mean, M, P, off)
+    if trunc.order == 3:
+        out.blocks, out.fresh = _third_factors(s, c, d2, activation, var, M, edge, trunc, off)
+        out.quartic = _quartic_terms(s, c, d2, activation, M, trunc, off)
     return out
 
 
-def _quartic_terms(s: _State, c, d2):
-    """The fourth cumulants of a that reach O(1/n) in the next layer (tree diagrams), by
-    Mehler's formula for (phi_j - c0_j)^2 against (phi_k - c0_k)^2: pairs
-    k4(a)_jjkk = h_j h_k (k4(z)_jjkk + 2 S_jk^2) - 2 c1_j^2 c1_k^2 S_jk^2 and stars
-    k4(a)_jjkl = t_j (c1_k S_kj)(c1_l S_lj), with h = E[((phi - c0)^2)'']/2 and
-    t = 2 h - 2 c1^2. Returns (pairs [width, width] with zero diagonal, t [width])."""
+def _centred_square(c: torch.Tensor, d2: torch.Tensor, mu: torch.Tensor | None = None) -> tuple:
+    """(e1, e2, e3), e_k = E_G[g^(k)] [width] of the centred square g = (phi - mu)^2, mu = E_G[phi] unless given."""
+    mu = c[0] if mu is None else mu
+    return tuple(d2[k] - 2 * mu * c[k] for k in (1, 2, 3))
+
+
+def _trace_terms(s: _State, c, d2, mean, M, P, off) -> dict:
+    """K=2 augment: the (2,1) slice L [width, width], the star traces sc [width], the pair slice's
+    sum and sum_j t_j |G_.j|^2 (module docstring), centred at the Edgeworth ``mean`` of a [width]."""
     S = s.cov
-    h = d2[2] / 2 - c[0] * c[2]
+    e1, e2, _ = _centred_square(c, d2, mean)
+    h = e2 / 2
+    G = c[1][:, None] * S * off  # [width, width]: G[j, m] = c1_j S_jm
+    L = (
+        e1[:, None] * c[1][None, :] * S
+        + 0.5 * e2[:, None] * c[2][None, :] * S * S
+        + 0.5 * e2[:, None] * c[1][None, :] * M
+        + 0.5 * e1[:, None] * c[2][None, :] * M.T
+        + 0.25 * e2[:, None] * c[2][None, :] * P
+    ) * off
+    c1sq = c[1] ** 2
+    hM = h[:, None] * e1[None, :] * M
+    pairs = (
+        torch.outer(h, h) * (P + 2 * S * S) - 2 * torch.outer(c1sq, c1sq) * S * S + torch.outer(e1, e1) * S + hM + hM.T
+    ) * off
+    G2 = (G * G).sum(0)  # [width]: |G_.l|^2
+    return {"L": L, "sc": c[2] * G2, "pairs_sum": pairs.sum(), "star_sum": ((2 * h - 2 * c1sq) * G2).sum()}
+
+
+def _quartic_terms(s: _State, c, d2, activation: str, M, trunc: _Truncation, off) -> dict:
+    """The fourth cumulants of a that reach O(1/n) in the next layer (module docstring): ``pairs``
+    [width, width] (zero diagonal), star weights ``t`` [width], the (3,1) slice ``r31`` [j, k] =
+    k4(a)_jjjk; augment: the (2,1,1) pieces (``k3_211`` = (z blocks, e1, c1), path ``e1S``
+    [j, k] = e1_j S_jk, ``c2``) and the carried star-like part ``T_star`` of T."""
+    S = s.cov
+    e1, e2, _ = _centred_square(c, d2)
+    h = e2 / 2
     c1sq = c[1] * c[1]
     pairs = torch.outer(h, h) * (s.P + 2 * S * S) - 2 * torch.outer(c1sq, c1sq) * S * S
-    return pairs * (1 - torch.eye(S.shape[0], dtype=S.dtype)), 2 * h - 2 * c1sq
+    if s.sources_P is not None:  # carried sources already give c1^2 c1^2 of their pair slice
+        pairs = pairs - torch.outer(c1sq, c1sq) * s.sources_P
+    va = d2[0] - c[0] ** 2
+    d3 = derivative_expectations(activation, 3, s.mean, torch.diagonal(S), 2)  # [3, width]: E_G[(phi^3)^(k)]
+    xi = d3[1] - 3 * c[0] * d2[1] + 3 * c[0] ** 2 * c[1] - 3 * va * c[1]
+    xi2 = d3[2] - 3 * c[0] * d2[2] + 3 * c[0] ** 2 * c[2] - 3 * va * c[2]
+    r31 = (
+        xi[:, None] * c[1][None, :] * S
+        + 0.5 * xi2[:, None] * c[2][None, :] * S * S
+        + 0.5 * xi2[:, None] * c[1][None, :] * M
+        + 0.5 * xi[:, None] * c[2][None, :] * M.T
+    )
+    out = {"r31": r31 * off, "t": 2 * h - 2 * c1sq}
+    if trunc.cost3:
+        hM = h[:, None] * e1[None, :] * M
+        pairs = pairs + torch.outer(e1, e1) * S + hM + hM.T
+        out["k3_211"] = (s.blocks, e1, c[1])
+        out["e1S"] = e1[:, None] * S * off
+        out["c2"] = c[2]
+        if s.T_star is not None:
+            U, V = s.T_star
+            out["T_star"] = (c[1][:, None] * U, c1sq[:, None] * V)
+    out["pairs"] = pairs * off
+    return out
 
 
-def _third_factors(s: _State, c: torch.Tensor, d2: torch.Tensor, activation: str, var: torch.Tensor, M: torch.Tensor):
-    """k3(a): the transported factors of k3(z) (scaled by c1) and the fresh terms: stars
-    centred at each neuron and the (j,j,l)/(j,j,j) slices. ``M[j, l]`` = k3(z)_jjl."""
+def _third_factors(s: _State, c, d2, activation: str, var, M, edge, trunc: _Truncation, off):
+    """k3(a): the transported blocks of k3(z) (scaled by c1) and the fresh terms (module docstring):
+    returns (blocks, fresh) with fresh = {G, star (third star factor or None = c2 G), slab [j, l] with
+    its diagonal, B1 columns (ea, eb) or None, c2}."""
     S = s.cov
-    n = S.shape[0]
-    eye = torch.eye(n, dtype=S.dtype)
-    G = c[1][:, None] * S * (1 - eye)  # G[j, m] = c1_j S_jm, zero diagonal
-    # Cum(phi_j, phi_j, phi_l) = Cov((phi_j - c0_j)^2, phi_l), by Mehler to second order,
-    # minus what the star centred at l already puts there (c2_l G[j, l]^2).
-    e1 = d2[1] - 2 * c[0] * c[1]
-    e2 = d2[2] - 2 * c[0] * c[2]
-    slab = e1[:, None] * c[1][None, :] * S + 0.5 * e2[:, None] * c[2][None, :] * S * S - c[2][None, :] * G * G
-    # k3(z)_jjl is coherent across j (about the same for every j), so its second-order
-    # Mehler coefficient matters; the transported factors already carry c1_j^2 c1_l of it.
+    G = c[1][:, None] * S * off  # [width, width]: G[j, m] = c1_j S_jm, zero diagonal
+    e1, e2, e3 = _centred_square(c, d2)
+    star = None
+    star_c = c[2][None, :] * G  # third factor of the star centred at m (column m)
+    if trunc.cost3:
+        F3 = c[1][:, None] * M.T / 2 + c[2][:, None] * (S * S) / 2 + c[2][:, None] * s.P / 4
+        F2 = c[2][:, None] * M / 2
+        H = (c[3][None, :] * F3 + c[2][None, :] * F2) * off  # heavy legs H[i, m]
+        star = star_c = star_c + 2 * H
+    # Cum(phi_j, phi_j, phi_l) = Cov((phi_j - c0_j)^2, phi_l) by Mehler to second order, minus what
+    # the star centred at l already puts there (G_jl C*_jl).
+    slab = e1[:, None] * c[1][None, :] * S + 0.5 * e2[:, None] * c[2][None, :] * S * S - G * star_c
+    # k3(z)_jjl is coherent across j; the transported blocks already carry c1_j^2 c1_l of it.
     slab = slab + (0.5 * e2 - c[1] ** 2)[:, None] * c[1][None, :] * M
-    if s.P is not None:  # and so is k4(z)_jjll, through Cov(h_j dz_j^2, c2_l dz_l^2 / 2)
-        slab = slab + 0.25 * e2[:, None] * c[2][None, :] * s.P
-    k3_gauss = gaussian_cumulants(activation, s.mean, var, 3)[2]
-    slab = slab * (1 - eye) + torch.diag(k3_gauss / 3)
-    return c[1][:, None] * s.A, c[1][:, None] * s.B, (c[2], G, slab)
+    slab = slab + 0.5 * e1[:, None] * c[2][None, :] * M.T + 0.25 * e2[:, None] * c[2][None, :] * s.P
+    if trunc.cost3:
+        slab = slab + 0.5 * e3[:, None] * c[2][None, :] * S * M + 0.5 * e2[:, None] * c[3][None, :] * S * M.T
+        slab = slab + 0.25 * e3[:, None] * c[3][None, :] * S * s.P
+        # diagonal: Edgeworth k3(a), minus the c1^3 k3(z)_jjj the transported blocks already put there
+        k3_diag = edge[2] - c[1] ** 3 * _third_diag(s)
+    else:
+        k3_diag = gaussian_cumulants(activation, s.mean, var, 3)[2]
+    b1 = None
+    if trunc.cost3 and s.T is not None:
+        # B1: c1_i c1_j c2_k T_ijk / 2 as Sym(ea x eb x eb), T from this layer's pair and star columns
+        n = S.shape[0]
+        U, V = s.T[0][:, : 2 * n], s.T[1][:, : 2 * n]
+        ea, eb = 1.5 * c[2][:, None] * V, c[1][:, None] * U
+        b1 = (ea, eb)
+        # it is a distinct-index term: remove what it puts on the (j, j, l) and (j, j, j) slices
+        slab = slab - (2 * (ea * eb) @ eb.T + (eb * eb) @ ea.T) / 3
+        k3_diag = k3_diag - (ea * eb * eb).sum(1)
+    slab = slab * off + torch.diag(k3_diag / 3)
+    c1 = c[1][:, None]
+    blocks = [(c1 * A, c1 * B, None if C is None else c1 * C) for A, B, C in s.blocks]
+    return blocks, {"G": G, "star": star, "slab": slab, "b1": b1, "c2": c[2]}
 
 
-def _linear(
-    a: _State, w: torch.Tensor, b: torch.Tensor | None, order: int, variant: str, diag_only: bool = False
-) -> _State:
+def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, trunc: _Truncation, diag_only: bool = False) -> _State:
     """Cumulants of z = W a + b (per-neuron ones only when ``diag_only``)."""
     mean = w @ a.mean
     if b is not None:
@@ -256,7 +448,7 @@ def _linear(
     if a.cov is None:
         return _State(mean, None)
     w2 = w * w
-    if order == 1:
+    if trunc.order == 1:
         cov = w2 @ a.cov
     else:
         cov = ((w @ a.cov) * w).sum(1) if diag_only else w @ a.cov @ w.T
@@ -265,19 +457,97 @@ def _linear(
         out.k3 = (w2 * w) @ a.k3
     if a.k4 is not None:
         out.k4 = (w2 * w2) @ a.k4
-    if a.A is not None:
-        c2, G, slab = a.fresh
-        WG = w @ G
-        out.A = torch.cat([w @ a.A, w * (3 * c2)[None, :], 3 * (w @ slab.T)], dim=1)
-        out.B = torch.cat([w @ a.B, WG, w], dim=1)
-        if a.quartic is not None:
-            pairs, t = a.quartic
-            XP = w2 @ pairs
-            Y = WG * WG - w2 @ (G * G)  # sum over ordered k != l of W_ik W_il G_kj G_lj
-            Xt = w2 * t[None, :]
-            out.k4 = out.k4 + 3 * (XP * w2).sum(1) + 6 * (Xt * Y).sum(1)
-            if not diag_only:
-                star = Xt @ Y.T
-                P = (XP + w2 * a.k4[None, :]) @ w2.T + star + star.T
-                out.P = P * (1 - torch.eye(P.shape[0], dtype=P.dtype))
+    if a.trace_terms is not None:
+        _linear_traces(a, w, w2, out)
+    if a.blocks is not None:
+        _linear_third(a, w, out)
+        _linear_fourth(a, w, w2, out, diag_only)
     return out
+
+
+def _linear_traces(a: _State, w, w2, out: _State) -> None:
+    """K=2 augment: k3(z')_i, k4(z')_i, m', p', r' from the trace terms (module docstring)."""
+    t = a.trace_terms
+    n = a.mean.shape[0]
+    out.r = w2.sum(1)
+    WL = w @ t["L"].sum(0)  # [width]
+    Wsc = w @ t["sc"]  # [width]
+    out.k3 = out.k3 + 3 * ((w2 @ t["L"]) * w).sum(1) + out.r * Wsc / n
+    out.m = (WL + Wsc) / n
+    out.k4 = out.k4 + 3 * out.r * out.r * t["pairs_sum"] / n**2
+    out.p = (t["pairs_sum"] + a.k4.sum() + 2 * t["star_sum"]) / n**2
+
+
+def _linear_third(a: _State, w, out: _State) -> None:
+    """K=3: move every k3 block by W and add the fresh ones (star, slab, B1)."""
+    f = a.fresh
+    WG = w @ f["G"]
+    moved = [(w @ A, w @ B, None if C is None else w @ C) for A, B, C in a.blocks]
+    if f["star"] is None:
+        fresh = [(w * (3 * f["c2"])[None, :], WG, None)]  # Sym(3 c2_m e_m x G_m x G_m)
+    else:
+        fresh = [(3 * w, WG, w @ f["star"])]  # Sym(3 e_m x G_m x C*_m)
+    fresh.append((3 * (w @ f["slab"].T), w, None))  # Sym(3 slab_.j x e_j x e_j)
+    if f["b1"] is not None:
+        fresh.append((w @ f["b1"][0], w @ f["b1"][1], None))
+    out.blocks = moved + fresh
+    out.fresh = {"WG": WG, "moved": moved}
+
+
+def _linear_fourth(a: _State, w, w2, out: _State, diag_only: bool) -> None:
+    """K=3: k4(z')_iiii and P' (and T' for augment) from the k4(a) slices and the carried sources."""
+    q, G, WG, moved = a.quartic, a.fresh["G"], out.fresh["WG"], out.fresh["moved"]
+    out.fresh = None
+    n = w.shape[0]
+    off = 1 - torch.eye(n, dtype=w.dtype)
+    sources = [(w @ X, kw) for X, kw in a.sources]
+    for X, kw in sources:
+        out.k4 = out.k4 + ((X * X) ** 2) @ kw
+    out.sources = sources + [(w, a.k4)]
+    XP = w2 @ q["pairs"]  # [width, width]: sum_b W_ib^2 pairs_bk
+    Y = WG * WG - w2 @ (G * G)  # [width, width]: sum over ordered k != l of W_ik W_il G_kj G_lj
+    Xt = w2 * q["t"][None, :]  # [width, width]: W_ij^2 t_j
+    out.k4 = out.k4 + 3 * (XP * w2).sum(1) + 6 * (Xt * Y).sum(1)
+    out.k4 = out.k4 + 4 * ((w @ q["r31"].T) * w2 * w).sum(1)  # 4 sum_{j!=k} W_ij^3 W_ik k4(a)_jjjk
+    star_u, star_v = [WG], [Xt]  # star-like part of T': sum_x U_ix U_jx V_kx
+    extra_P = 0.0
+    if "k3_211" in q:
+        # path: 12 sum_k W_ik c2_k (sum_b W_ib^2 e1_b S_bk) (WG)_ik
+        out.k4 = out.k4 + 12 * (w * q["c2"][None, :] * (w2 @ q["e1S"]) * WG).sum(1)
+        # k3 blocks: e1_b c1_c c1_d k3(z)_bcd with each leg of a block as b, c != d
+        z_blocks, e1, c1 = q["k3_211"]
+        F = 0.0
+        for (Az, Bz, Cz), (Aa, Ba, Ca) in zip(z_blocks, moved):
+            if Cz is None:  # Sym(A x B x B): the B and C legs as b give the same term
+                choices = ((Az, Ba, Ba, Bz, Bz, 1), (Bz, Aa, Ba, Az, Bz, 2))
+            else:
+                choices = ((Az, Ba, Ca, Bz, Cz, 1), (Bz, Aa, Ca, Az, Cz, 1), (Cz, Aa, Ba, Az, Bz, 1))
+            for Vb, X1, X2, Y1, Y2, times in choices:
+                V3 = w2 @ (e1[:, None] * Vb) * (times / 3)
+                UU = X1 * X2 - w2 @ ((c1 * c1)[:, None] * Y1 * Y2)
+                out.k4 = out.k4 + 6 * (V3 * UU).sum(1)
+                if not diag_only:
+                    F = F + V3 @ UU.T
+        if not diag_only and torch.is_tensor(F):
+            extra_P = extra_P + F + F.T
+    if "T_star" in q:  # transported star-like part: c1^2 c1 c1 k4(z)_bbcd, k4(z)_bbcd ~ sum_x U_cx U_dx V_bx
+        Ua, Va = q["T_star"]
+        U2, V2 = w @ Ua, w2 @ Va
+        Yt = U2 * U2 - w2 @ (Ua * Ua)
+        out.k4 = out.k4 + 6 * (V2 * Yt).sum(1)
+        star_u.append(U2)
+        star_v.append(V2)
+        if not diag_only:
+            x = V2 @ Yt.T
+            extra_P = extra_P + x + x.T
+    if diag_only:
+        return
+    star = Xt @ Y.T
+    fresh_P = (w2 * a.k4[None, :]) @ w2.T  # pair slice of this layer's new diagonal source
+    carried_P = sum(((X * X) * kw[None, :]) @ (X * X).T for X, kw in sources) * off if sources else 0.0
+    P = XP @ w2.T + fresh_P + star + star.T + extra_P + carried_P
+    out.P = P * off
+    out.sources_P = carried_P + fresh_P * off
+    if "k3_211" in q:
+        out.T_star = (torch.cat(star_u, 1), torch.cat(star_v, 1))
+        out.T = (torch.cat([w] + star_u, 1), torch.cat([XP + w2 * a.k4[None, :]] + star_v, 1))

@@ -44,15 +44,19 @@ def test_k2_matrix_products_are_exactly_counted():
 
 
 def test_blend_beats_both_parts(tmp_path):
-    """blend is never worse than kprop alone or plain sampling at the same sample count."""
+    """blend is never worse than kprop alone or plain sampling at the same sample count (mean MSE/Var
+    over 3 draws: a single Monte Carlo draw can be lucky, e.g. 3x below its expected 1/N)."""
     mlp = RandomMLP(32, 4, "relu", seed=1)
     gt = ground_truth(mlp, 10**6, cache_dir=tmp_path, out_only=True, progress=False)
     k2 = mse_over_var(kprop(mlp, 2, "augment").out, gt.out_mean, gt.out_var, gt.n_samples)
     for n in (30, 3_000, 100_000):
-        b = blend(mlp, n, order=2, variant="augment", generator=torch.Generator().manual_seed(n))
-        mc = monte_carlo(mlp, n, generator=torch.Generator().manual_seed(n), out_only=True)
-        mse_b = mse_over_var(b.out, gt.out_mean, gt.out_var, gt.n_samples)
-        mse_mc = mse_over_var(mc.out_mean, gt.out_mean, gt.out_var, gt.n_samples)
+        mse_b, mse_mc = 0.0, 0.0
+        for draw in range(3):
+            gen = torch.Generator().manual_seed(n + draw)
+            b = blend(mlp, n, order=2, variant="augment", generator=gen)
+            mc = monte_carlo(mlp, n, generator=torch.Generator().manual_seed(n + draw), out_only=True)
+            mse_b += mse_over_var(b.out, gt.out_mean, gt.out_var, gt.n_samples) / 3
+            mse_mc += mse_over_var(mc.out_mean, gt.out_mean, gt.out_var, gt.n_samples) / 3
         assert mse_b <= 1.05 * min(k2, mse_mc), (n, mse_b, k2, mse_mc)
     assert b.weight.mean() > 0.5  # with 10^5 samples the sampled side dominates
 

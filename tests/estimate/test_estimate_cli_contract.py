@@ -18,7 +18,7 @@ from probity.estimate.bench import GT_OVER_BUDGET, BenchConfig, memory_needed
 @pytest.mark.parametrize(
     "args, says",
     [
-        (["--width", "100000"], "needs about 6,4"),  # ~6,400 GB, refused before any allocation
+        (["--width", "100000"], "needs about 11,1"),  # ~11,000 GB (K=3 augment: 7 H^2 + 8 H n^2 matrices), refused
         (["--width", "100000"], "--max-memory"),
         (["--width", "4096", "--max-memory", "1"], "over the 1 GB limit (--max-memory 1 GB)"),
         (["--max-memory", "0"], "--max-memory must be > 0"),
