@@ -10,10 +10,12 @@ Public API::
     case_study(organism, roles=None) -> CaseStudy   # all built-ins, ours beside the paper
     reference_logits(model, hypothesis, task, seed) # the paper's recursion, plain (reference.py)
     refine(model, task, hypothesis, RefineConfig()) -> RefineResult   # greedy search, trajectory + final
+    find_heads(model, task, kind="induction"|"previous_token", threshold, top_k) -> HeadScores  # heads as Sites
 
 Sites are ``probity.models.Site`` objects or strings ``Site.parse`` reads (``1.0``, ``mlp2``, ``embed``).
 """
 
+from probity.scrub.heads import HeadScores, find_heads
 from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node
 from probity.scrub.hypothesis import load as load_hypothesis
 from probity.scrub.library import builtin
@@ -29,6 +31,7 @@ __all__ = [
     "IDENTITY",
     "CaseStudy",
     "Decomposed",
+    "HeadScores",
     "Hypothesis",
     "HypothesisError",
     "Node",
@@ -39,6 +42,7 @@ __all__ = [
     "Task",
     "builtin",
     "case_study",
+    "find_heads",
     "induction_task",
     "load_hypothesis",
     "paren_task",

@@ -8,9 +8,10 @@ time); this module computes the same logits from the same sampled rows, and
 a ``Sum`` of sender terms, each tagged with the rows (which sampled input) it runs on --
 ``reference.treeify``'s terms, where "self" and "child" become the sender's expression in
 that node and "rest" a ``Gather`` on the node's rest rows. Identical (component, node) pairs
-become one expression (hash-consing), identity children alias their parent's rows, and any
-subtree that runs entirely on one input becomes a ``Gather`` from one clean forward pass
-over the dataset (``CleanCache``; the reference's ``CleanRows``, batched). ``execute`` then
+become one expression (hash-consing, memoised, so compiling is linear in depth), identity children
+alias their parent's rows, and any subtree that runs entirely on one input becomes a ``Gather``
+from one clean forward pass over the dataset (``CleanCache``; the reference's ``CleanRows``,
+batched); the clean terms of one input that run on the same rows share one residual-stream gather. ``execute`` then
 evaluates the graph on chunks of reference examples: only components with patched ancestry
 are recomputed, batched over the chunk, and only up to what the output needs.
 """
@@ -85,9 +86,25 @@ class Unembed:
 
 
 def compile_plan(model: Decomposed, root: Resolved, n_ctx: int):
-    """The output expression for hypothesis ``root`` (see module doc)."""
+    """The output expression for hypothesis ``root`` (see module doc).
+
+    Linear in the model's depth: every (component, node) output and every (component, input kind, node)
+    input is built once (memoised), and expressions are interned on a shallow key (their children by
+    identity: those are interned already). Within one receiver input, the plain clean terms that run on
+    the same rows (the rest, and leaf children claiming every position) form one sender set ``S``, gathered
+    by ``_clean_sum``: as one residual-stream gather minus the few senders below it that are not in ``S``
+    when that is shorter, so receivers with the same ``S`` on the same rows share one gather."""
     interned: dict = {}
     alias: dict[int, Rows] = {}
+    outs: dict[tuple[Component, int], object] = {}
+    inps: dict[tuple[Component, str, int], Sum] = {}
+    senders: dict[Component, list[Component]] = {}
+    every_position = frozenset(range(n_ctx))
+
+    def senders_of(c: Component) -> list[Component]:
+        if c not in senders:
+            senders[c] = model.senders(c)
+        return senders[c]
 
     def rows_of(node: Resolved, parent_rows: Rows | None) -> Rows:
         own = (node.index, 0)
@@ -95,12 +112,18 @@ def compile_plan(model: Decomposed, root: Resolved, n_ctx: int):
         return alias[node.index]
 
     def intern(x):
-        return interned.setdefault(x, x)
+        return interned.setdefault(_shallow_key(x), x)
 
     def rest_rows(node: Resolved) -> Rows:
         return alias[node.index] if node.node.rest == "self" else (node.index, 1)
 
     def out(c: Component, node: Resolved):
+        key = (c, node.index)
+        if key not in outs:
+            outs[key] = build_out(c, node)
+        return outs[key]
+
+    def build_out(c: Component, node: Resolved):
         rows = alias[node.index]
         if node.node.phi is not None and c.kind not in ("embed", "pos"):
             return intern(Phi(c, rows, rest_rows(node), node.node.phi))
@@ -113,29 +136,53 @@ def compile_plan(model: Decomposed, root: Resolved, n_ctx: int):
         return intern(Unembed(inp(c, "in", node)))
 
     def inp(c: Component, kind: str, node: Resolved) -> Sum:
-        parts, rest = [], []
-        for s in model.senders(c):
-            claims = [j for j in node.children if s in j.components and kind in j.via]
-            if s in node.components:
+        key = (c, kind, node.index)
+        if key not in inps:
+            inps[key] = build_inp(c, kind, node)
+        return inps[key]
+
+    def build_inp(c: Component, kind: str, node: Resolved) -> Sum:
+        parts, clean_sets = [], {}  # clean_sets: rows -> the senders whose clean outputs on those rows are summed
+        own = set(node.components)
+        for s in senders_of(c):
+            if s in own:
                 parts.append((out(s, node), None))
                 continue
             covered: set[int] = set()
-            for j in claims:
-                term = intern(Gather(s, alias[j.index])) if j.per_position else out(s, j)
-                parts.append((term, j.positions))
-                covered |= set(range(n_ctx)) if j.positions is None else set(j.positions)
-            if not claims:
-                rest.append(s)
+            for j in node.children:
+                if s not in j.components or kind not in j.via:
+                    continue
+                if j.per_position:
+                    parts.append((intern(Gather(s, alias[j.index])), j.positions))
+                else:
+                    term = out(s, j)
+                    if isinstance(term, Gather) and not term.resid and j.positions is None:
+                        clean_sets.setdefault(term.rows, []).append(s)
+                    else:
+                        parts.append((term, j.positions))
+                covered |= every_position if j.positions is None else set(j.positions)
+            if not covered:
+                clean_sets.setdefault(rest_rows(node), []).append(s)
             elif len(covered) < n_ctx:
                 parts.append((intern(Gather(s, rest_rows(node))), tuple(p for p in range(n_ctx) if p not in covered)))
-        if rest:
-            everything = model.senders(c)
-            excluded = tuple(s for s in everything if s not in rest)
-            if len(excluded) < len(rest):
-                parts.append((intern(Gather(c, rest_rows(node), resid=True, exclude=excluded)), None))
-            else:
-                parts += [(intern(Gather(s, rest_rows(node))), None) for s in rest]
+        for rows, group in clean_sets.items():
+            parts += [(term, None) for term in clean_sum(group, rows)]
         return intern(Sum(c, tuple(parts)))
+
+    order = [*model.components, model.output]
+
+    def clean_sum(group: list[Component], rows: Rows) -> list[Gather]:
+        """Gathers summing to the clean outputs of ``group`` on ``rows``: one per sender, or the residual
+        stream into ``c0`` (the first component above every sender of the group: heads of one layer do
+        not feed each other) minus the senders of ``c0`` outside the group, when that is fewer gathers."""
+        if len(group) > 1:
+            top = max((s.layer, s.order) for s in group)
+            c0 = next(x for x in order if (x.layer, x.order) > top)
+            members = set(group)
+            exclude = tuple(x for x in senders_of(c0) if x not in members)
+            if len(exclude) < len(group) - 1:
+                return [intern(Gather(c0, rows, resid=True, exclude=exclude))]
+        return [intern(Gather(s, rows)) for s in group]
 
     def assign(node: Resolved, parent_rows: Rows | None) -> None:
         mine = rows_of(node, parent_rows)
@@ -145,6 +192,20 @@ def compile_plan(model: Decomposed, root: Resolved, n_ctx: int):
     assign(root, None)
     top = root.components
     return out(model.output, root) if model.output in top else None
+
+
+def _shallow_key(x) -> object:
+    """What identifies expression ``x`` once its sub-expressions are interned: its own fields, with
+    sub-expressions by identity (hashing a deep expression by value would walk every path below it)."""
+    if isinstance(x, Sum):
+        return (Sum, x.receiver, tuple((id(p), positions) for p, positions in x.parts))
+    if isinstance(x, Head):
+        return (Head, x.component, id(x.q), id(x.k), id(x.v), x.rows)
+    if isinstance(x, Mlp):
+        return (Mlp, x.component, id(x.x))
+    if isinstance(x, Unembed):
+        return (Unembed, id(x.x))
+    return x  # Gather, Phi: flat
 
 
 def gather_targets(expr) -> set[tuple[Component, bool]]:

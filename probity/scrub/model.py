@@ -173,6 +173,11 @@ class Decomposed:
         per-head residual inputs ``[batch, head, pos, d_model]`` (or ``[batch, 1, pos, d_model]``, shared by all)
         for their queries, keys and values. ``key_mask [batch, pos]`` (bool, True = may be attended to) masks
         keys out, e.g. padding; a query with no key left attends to nothing (output 0)."""
+        return self._attend(layer, heads, q_in, k_in, v_in, key_mask)[0]
+
+    def _attend(self, layer, heads, q_in, k_in, v_in, key_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """``heads``' outputs ``[batch, head, pos, d_model]`` and attention patterns ``[batch, head, pos, pos]``
+        (query, key), as in ``heads``."""
         q, k, v, w_o = self.backend.qkv(layer, torch.tensor(heads), q_in, k_in, v_in)
         scores = self.backend.scores(layer, q, k)
         if self.causal:
@@ -183,7 +188,7 @@ class Decomposed:
         else:  # a query whose keys are all masked gets nan from softmax: it attends to nothing
             pattern = scores.masked_fill(~key_mask[:, None, None, :], float("-inf")).softmax(-1).nan_to_num(0.0)
         z = pattern @ v  # [batch, head, pos, d_head]
-        return torch.einsum("bnph,nhd->bnpd", z, w_o)
+        return torch.einsum("bnph,nhd->bnpd", z, w_o), pattern
 
     def all_heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs ``[batch, head, pos, d_model]`` of every head of ``layer`` on one residual input
@@ -203,18 +208,26 @@ class Decomposed:
     # ---- clean forward ------------------------------------------------------------------
     @torch.no_grad()
     def run(
-        self, tokens: torch.Tensor, keep: set[Component] | None = None, key_mask: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        keep: set[Component] | None = None,
+        key_mask: torch.Tensor | None = None,
+        patterns: dict[int, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
         """Plain forward on ``tokens [batch, pos]``: ``(logits [batch, pos, vocab], {component: output
         [batch, pos, d_model]})`` for the components in ``keep`` (all when ``None``); ``key_mask [batch, pos]``
-        as in ``heads``."""
+        as in ``heads``. A ``patterns`` dict is filled with every layer's attention patterns
+        ``{layer: [batch, head, pos, pos]}`` (query, key)."""
         b = self.backend
         outs: dict[Component, torch.Tensor] = {self.components[0]: self.embed(tokens)}
         if b.has_pos:
             outs[self.components[1]] = self.pos_embed(tokens)
         resid = sum(outs.values())
         for layer in range(self.n_layers):
-            h = self.all_heads(layer, resid, key_mask)
+            x = resid[:, None]  # one input for every head, as in all_heads
+            h, pattern = self._attend(layer, list(range(self.n_heads)), x, x, x, key_mask)
+            if patterns is not None:
+                patterns[layer] = pattern
             for i in range(self.n_heads):
                 outs[Component(layer, 0, "head", i)] = h[:, i]
             resid = resid + h.sum(1) + b.attn_bias(layer)

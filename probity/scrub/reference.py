@@ -30,10 +30,12 @@ The three steps are three functions, and ``reference_logits`` runs them in order
 3. ``evaluate(model, tree, root, rows, clean, i)``: the scrubbed logits of reference example ``i``,
    walking the tree recursively.
 
-Nothing is batched across examples and no subtree is shared; the one memo is a component's clean
-output on one dataset row (``CleanRows``: a subtree whose every path runs on one row is that row's
-plain forward pass). ``engine.py`` computes the same, compiled and batched;
-``tests/scrub/test_scrub_reference.py`` checks that the two agree on every built-in hypothesis.
+Nothing is batched across examples and no subtree is shared between examples. Two memos keep the
+recursion polynomial in depth (every path from the output reaches the lower components again): a
+component's value in a node, per example (``evaluate``), and a component's clean output on one dataset
+row (``CleanRows``: a subtree whose every path runs on one row is that row's plain forward pass).
+``engine.py`` computes the same, compiled and batched; ``tests/scrub/test_scrub_reference.py`` and
+``tests/scrub/test_scrub_deep.py`` check that the two agree on every built-in hypothesis and on a deep model.
 """
 
 from __future__ import annotations
@@ -150,8 +152,14 @@ def apply(model: Decomposed, c: Component, inputs: dict[str, torch.Tensor], key_
 def evaluate(model: Decomposed, tree: Tree, root: Resolved, rows: dict, clean: CleanRows, i: int) -> torch.Tensor:
     """The scrubbed logits ``[pos, vocab]`` of reference example ``i`` (an index into ``rows``)."""
     n_ctx = clean.task.n_ctx
+    values: dict[tuple[Component, int], torch.Tensor] = {}  # this example's (component, node index) -> output
 
     def value(c: Component, node: Resolved) -> torch.Tensor:  # c's output, c a site of node
+        if (c, node.index) not in values:  # every path reaches it again: compute it once per example
+            values[(c, node.index)] = compute(c, node)
+        return values[(c, node.index)]
+
+    def compute(c: Component, node: Resolved) -> torch.Tensor:
         row = int(rows[(node.index, 0)][i])
         if c.kind in ("embed", "pos"):  # no inputs: a function of the node's row
             return clean(c, row)
