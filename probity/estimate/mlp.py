@@ -27,7 +27,8 @@ class RandomMLP:
     """A square random MLP. ``weights[l]`` is [width, width] float64, ``biases[l]`` is [width] or None.
 
     ``RandomMLP(width, hidden_layers, activation, init, bias, seed)`` draws a network;
-    ``RandomMLP.from_weights(weights, activation)`` wraps your own weights."""
+    ``RandomMLP.from_weights(weights, activation)`` wraps your own weights;
+    ``RandomMLP.from_sequential(nn.Sequential(...))`` wraps your own PyTorch MLP."""
 
     weights: list[torch.Tensor]
     biases: list[torch.Tensor | None]
@@ -117,6 +118,58 @@ class RandomMLP:
         mlp.weights, mlp.biases, mlp.activation = ws, bs, activation
         return mlp
 
+    @classmethod
+    def from_sequential(cls, module) -> RandomMLP:
+        """Wrap a PyTorch ``nn.Sequential(Linear, act, Linear, act, ..., Linear)`` for estimation under
+        x ~ N(0, I_n). Every Linear must be square (n, n) with the same n (bias optional); every
+        activation the same one of ``nn.ReLU``, ``nn.GELU`` (exact, not tanh), ``nn.Tanh``,
+        ``nn.Sigmoid``, ``nn.SiLU``, ``nn.Softplus`` (beta 1, threshold 20). A trailing activation is
+        allowed: an identity output layer is appended, so ``out`` is the last activation's mean.
+
+        Not covered: cumulant propagation as implemented here moves cumulants through a linear map and an
+        elementwise activation only. A residual block (x + W phi(x)), LayerNorm (a per-example division by
+        a norm), dropout or any other module is refused with a one-line ``ValueError`` naming the layer;
+        so are non-square layers and mixed activations. Weights are copied (float64, detached)."""
+        from torch import nn
+
+        if not isinstance(module, nn.Sequential):
+            raise TypeError(f"expected an nn.Sequential of Linear layers and activations, got {type(module).__name__}")
+        layers = list(module)
+        weights, biases, activation = [], [], None
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Linear):
+                if i > 0 and isinstance(layers[i - 1], nn.Linear):
+                    raise ValueError(f"layer {i} (Linear) follows another Linear; put an activation between them")
+                n = layers[0].out_features if isinstance(layers[0], nn.Linear) else None
+                if (layer.in_features, layer.out_features) != (n, n):
+                    raise ValueError(
+                        f"layer {i} (Linear {layer.in_features}->{layer.out_features}) is not square ({n}, {n}); "
+                        "kprop needs every layer of one width n"
+                    )
+                weights.append(layer.weight.detach())
+                biases.append(None if layer.bias is None else layer.bias.detach())
+                continue
+            name = _activation_name(layer)
+            if name is None:
+                raise ValueError(
+                    f"layer {i} ({type(layer).__name__}) is not supported: cumulant propagation covers Linear layers "
+                    f"and the elementwise activations {', '.join(_MODULE_ACTIVATIONS.values())} (not LayerNorm, "
+                    "residual blocks or other modules)"
+                )
+            if i == 0 or not isinstance(layers[i - 1], nn.Linear):
+                raise ValueError(f"layer {i} ({type(layer).__name__}) must follow a Linear layer")
+            if activation is not None and name != activation:
+                raise ValueError(
+                    f"layer {i} ({type(layer).__name__}) differs from the earlier {activation}; use one activation"
+                )
+            activation = name
+        if not weights:
+            raise ValueError("the nn.Sequential has no Linear layer; pass Linear, activation, ..., Linear")
+        if _activation_name(layers[-1]) is not None:  # trailing activation: identity output layer
+            weights.append(torch.eye(weights[0].shape[0], dtype=torch.float64))
+            biases.append(None)
+        return cls.from_weights(weights, activation or "relu", biases)
+
     def validate(self) -> None:
         """Raise a one-line ValueError if weights are non-finite or mis-shaped."""
         RandomMLP.from_weights(self.weights, self.activation, self.biases)
@@ -142,6 +195,25 @@ class RandomMLP:
         out = {f"w{i}": w for i, w in enumerate(self.weights)}
         out.update({f"b{i}": b for i, b in enumerate(self.biases) if b is not None})
         return out
+
+
+_MODULE_ACTIVATIONS = {
+    "ReLU": "relu", "GELU": "gelu", "Tanh": "tanh", "Sigmoid": "sigmoid", "SiLU": "silu", "Softplus": "softplus",
+}  # fmt: skip
+
+
+def _activation_name(layer) -> str | None:
+    """The ``ACTIVATIONS`` name of a torch activation module that computes exactly that function, else None."""
+    from torch import nn
+
+    name = _MODULE_ACTIVATIONS.get(type(layer).__name__)
+    if name is None or type(layer).__module__ != nn.ReLU.__module__:
+        return None
+    if isinstance(layer, nn.GELU) and layer.approximate != "none":
+        return None
+    if isinstance(layer, nn.Softplus) and (layer.beta != 1 or layer.threshold != 20):
+        return None
+    return name
 
 
 def check_mlp(mlp) -> None:

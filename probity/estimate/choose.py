@@ -1,0 +1,264 @@
+"""Estimators chosen for a FLOP budget: ``plan(width, hidden_layers, budget)`` and ``estimate(mlp, budget)``.
+
+The rule. Every method that fits the budget is a candidate:
+
+- kprop at each (order, variant) in ``ORDERS`` x ``VARIANTS``, if its FLOPs fit;
+- plain Monte Carlo with N = floor(budget / FLOPs per sample) samples, if N >= 2;
+- ``blend`` (kprop K=2 augment plus N control-variate samples) with the most samples that fit, if
+  N >= max(64, width): below that its empirical-Bayes gate keeps kprop's estimate, so it costs more
+  than kprop K=2 augment for the same answer.
+
+Each gets an expected MSE/Var at the output and the lowest wins (ties: the cheaper). The figures:
+
+- Monte Carlo: 1/N, by definition, at any width, depth and activation.
+- kprop and blend: the seed means measured by ``bench/estimate.py`` (``bench/results/estimate.json``:
+  ReLU, He init, 4 hidden layers, widths 16-256, 5 seeds, 10^7-sample ground truth), interpolated
+  linearly in (log width, log MSE/Var) between measured widths and, for blend, in (log N, log MSE/Var)
+  between its measured budgets 10-10^5. Outside the measured widths the nearest two widths' slope
+  is extended; above 10^5 samples blend's error is taken to fall as 1/N like sampling's.
+
+FLOPs are exact, not modelled: kprop's count (probity's ``count_flops``) is a cubic polynomial in
+the width for a fixed depth, activation and bias pattern (checked: widths 5-8 predict 9, 13 and 64
+to the FLOP), so it is counted on four width-5..8 networks of the same depth and extended; blend is
+that plus a per-sample cost counted the same way (to one FLOP: its gate's multiplication by zero);
+Monte Carlo is ``mc_flops_per_sample`` times N.
+
+Where it extrapolates (``Plan.extrapolated`` says which, and the CLI prints it): at another depth,
+activation or init the kprop and blend figures are the 4-hidden-layer ReLU ones, carried over
+unchanged. Deeper networks make kprop's error larger: at width 256 and depth 8 (``probity estimate
+challenge``, last ReLU layer, variance about 0.2) MSE/Var is about 4x the 4-hidden-layer figure for K=2
+simple and about 12x for K=3 simple, so there the choice leans towards kprop more than it should;
+sampling's 1/N holds everywhere. The ranking of the kprop variants is width-dependent (at width 16
+K=3 is no better than K=2 augment), which the table captures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample
+from probity.estimate.mlp import RandomMLP, check_mlp
+from probity.estimate.propagate import ORDERS, VARIANTS, LayerMeans, kprop
+from probity.estimate.sampling import monte_carlo
+
+# Measured frontier (bench/results/estimate.json, seed means, 3 significant figures; a test keeps them equal).
+FRONTIER_WIDTHS = (16, 32, 64, 128, 256)
+FRONTIER_HIDDEN_LAYERS = 4
+FRONTIER_ACTIVATION = "relu"
+KPROP_MSE = {
+    (1, "simple"): (0.0262, 0.0104, 0.00537, 0.0031, 0.0014),
+    (1, "augment"): (0.0224, 0.00988, 0.00522, 0.00312, 0.00139),
+    (2, "simple"): (0.00862, 0.0032, 0.000473, 0.000169, 4.09e-05),
+    (2, "augment"): (0.00164, 0.00101, 0.000159, 4.14e-05, 1.11e-05),
+    (3, "simple"): (0.00182, 0.000109, 1.53e-05, 2.65e-06, 3.91e-07),
+    (3, "augment"): (0.00203, 9.8e-05, 9.9e-06, 1.63e-06, 1.91e-07),
+}
+BLEND_ORDER, BLEND_VARIANT = 2, "augment"  # the kprop inside blend in the measured frontier
+BLEND_MSE = {  # samples N -> MSE/Var per width
+    10: (0.00164, 0.00101, 0.000159, 4.14e-05, 1.11e-05),
+    100: (0.00164, 0.00101, 0.000159, 4.14e-05, 1.11e-05),
+    1000: (0.000772, 0.000707, 0.000159, 4.14e-05, 1.11e-05),
+    10000: (4.6e-05, 5.02e-05, 4.24e-05, 3.38e-05, 1.11e-05),
+    100000: (3.83e-06, 5.52e-06, 4.44e-06, 6.22e-06, 3.69e-06),
+}
+_BLEND_GATE = 64  # blend trusts its samples only from max(64, width) of them (estimators._MIN_SAMPLES)
+_FIT_WIDTHS = (5, 6, 7, 8)  # four widths determine the cubic FLOP polynomial exactly
+
+
+@dataclass
+class Option:
+    """One candidate: ``method`` is "kprop", "blend" or "mc"; ``order``/``variant`` the kprop (also the
+    one inside blend; 0/"" for mc); ``n_samples`` (0 for kprop); exact ``flops``; the expected
+    MSE/Var at the output."""
+
+    method: str
+    order: int
+    variant: str
+    n_samples: int
+    flops: int
+    expected_mse_over_var: float
+
+    @property
+    def label(self) -> str:
+        """E.g. ``kprop K=3 simple``, ``blend K=2 augment + 5000 samples``, ``mc 70000 samples``."""
+        if self.method == "mc":
+            return f"mc {self.n_samples} samples"
+        kp = f"K={self.order} {self.variant}"
+        return f"kprop {kp}" if self.method == "kprop" else f"blend {kp} + {self.n_samples} samples"
+
+
+@dataclass
+class Plan:
+    """The method chosen for ``budget`` FLOPs (``best``), every candidate that fit (``options``, best
+    first), the network's shape, and ``extrapolated``: "" when the expected MSE/Var comes from measured
+    networks of this kind, else one line saying what is carried over."""
+
+    best: Option
+    budget: float
+    width: int
+    hidden_layers: int
+    activation: str
+    extrapolated: str = ""
+    options: list[Option] = field(default_factory=list)
+
+
+@dataclass
+class Estimate:
+    """``out`` [width]: E[out] by the plan's method; ``plan``; ``layers``: every layer's means when
+    the method is kprop (else None: the samplers estimate the output only)."""
+
+    out: torch.Tensor
+    plan: Plan
+    layers: LayerMeans | None = None
+
+
+def _interp(x: float, xs, ys) -> float:
+    """Piecewise-linear in (log x, log y) through (xs, ys); the end segments extended beyond them."""
+    lx, lxs, lys = math.log(x), [math.log(v) for v in xs], [math.log(v) for v in ys]
+    i = 1
+    while i < len(lxs) - 1 and lx > lxs[i]:
+        i += 1
+    t = (lx - lxs[i - 1]) / (lxs[i] - lxs[i - 1])
+    return math.exp(lys[i - 1] + t * (lys[i] - lys[i - 1]))
+
+
+def expected_kprop(width: int, order: int, variant: str) -> float:
+    """Expected MSE/Var of kprop (``order``, ``variant``) at ``width`` from the measured frontier."""
+    return _interp(width, FRONTIER_WIDTHS, KPROP_MSE[(order, variant)])
+
+
+def expected_blend(width: int, n_samples: int) -> float:
+    """Expected MSE/Var of blend (K=2 augment inside) with ``n_samples`` at ``width``; never above
+    kprop K=2 augment's, and falling as 1/N beyond the largest measured budget."""
+    budgets = sorted(BLEND_MSE)
+    at_width = [_interp(width, FRONTIER_WIDTHS, BLEND_MSE[n]) for n in budgets]
+    top = budgets[-1]
+    value = at_width[-1] * top / n_samples if n_samples > top else _interp(n_samples, budgets, at_width)
+    return min(value, expected_kprop(width, BLEND_ORDER, BLEND_VARIANT))
+
+
+@functools.lru_cache(maxsize=64)
+def _flop_polynomial(what: tuple, hidden_layers: int, activation: str, bias: bool) -> tuple[float, ...]:
+    """Coefficients (highest power first) of a FLOP count that is a cubic polynomial in the width,
+    counted on width-5..8 networks: ``("kprop", K, variant)``, ``("blend", N)`` or ``("mc",)``."""
+    counts = []
+    for w in _FIT_WIDTHS:
+        mlp = RandomMLP(w, hidden_layers, activation, bias=bias, seed=0)
+        with torch.no_grad():
+            if what[0] == "kprop":
+                counts.append(count_flops(kprop, mlp, what[1], what[2])[1])
+            elif what[0] == "blend":
+                counts.append(count_flops(blend, mlp, what[1], BLEND_ORDER, BLEND_VARIANT)[1])
+            else:
+                counts.append(mc_flops_per_sample(mlp))
+    vander = torch.tensor([[float(w) ** p for p in (3, 2, 1, 0)] for w in _FIT_WIDTHS], dtype=torch.float64)
+    return tuple(torch.linalg.solve(vander, torch.tensor(counts, dtype=torch.float64)).tolist())
+
+
+def _at(coeffs, width: int) -> float:
+    return sum(c * width**p for c, p in zip(coeffs, (3, 2, 1, 0)))
+
+
+def method_flops(width: int, hidden_layers: int, what: tuple, activation: str = "relu", bias: bool = False) -> int:
+    """Exact FLOPs (probity's counter) of ``what`` on a width-``width`` network with ``hidden_layers``
+    hidden layers: ``("kprop", K, variant)``, ``("mc", N)`` or ``("blend", N)`` (N >= max(64, width),
+    where blend's cost is affine in N)."""
+    if what[0] == "kprop":
+        return round(_at(_flop_polynomial(what, hidden_layers, activation, bias), width))
+    if what[0] == "mc":
+        return round(what[1] * _at(_flop_polynomial(("mc",), hidden_layers, activation, bias), width))
+    at_gate = _at(_flop_polynomial(("blend", _BLEND_GATE), hidden_layers, activation, bias), width)
+    per = _at(_flop_polynomial(("blend", _BLEND_GATE + 1), hidden_layers, activation, bias), width) - at_gate
+    return round(at_gate + (what[1] - _BLEND_GATE) * per)
+
+
+def _check_budget(budget) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget must be a positive number of FLOPs, e.g. 1e9; got {budget!r}")
+
+
+def _extrapolation(width: int, hidden_layers: int, activation: str) -> str:
+    reasons = []
+    if not FRONTIER_WIDTHS[0] <= width <= FRONTIER_WIDTHS[-1]:
+        reasons.append(f"width {width} outside the measured {FRONTIER_WIDTHS[0]}-{FRONTIER_WIDTHS[-1]}")
+    if hidden_layers != FRONTIER_HIDDEN_LAYERS:
+        reasons.append(f"{hidden_layers} hidden layers, not the measured {FRONTIER_HIDDEN_LAYERS}")
+    if activation != FRONTIER_ACTIVATION:
+        reasons.append(f"{activation}, not the measured {FRONTIER_ACTIVATION}")
+    if not reasons:
+        return ""
+    return (
+        "kprop and blend figures extrapolated from 4-hidden-layer ReLU networks (" + "; ".join(reasons) + "); "
+        "Monte Carlo's 1/N is exact"
+    )
+
+
+def plan(width: int, hidden_layers: int, budget: float, activation: str = "relu", bias: bool = False) -> Plan:
+    """The method expected to be most accurate for ``budget`` FLOPs on a width-``width`` network with
+    ``hidden_layers`` hidden layers (module docstring for the rule). A one-line ``ValueError`` when the
+    budget is below the cheapest method."""
+    _check_budget(budget)
+    RandomMLP.check(width, hidden_layers, activation)
+    if hidden_layers < 1:
+        raise ValueError("a budget plan needs hidden_layers >= 1 (with none the network is linear: E[out] = 0)")
+    options = []
+    for order in ORDERS:
+        for variant in VARIANTS:
+            flops = method_flops(width, hidden_layers, ("kprop", order, variant), activation, bias)
+            if flops <= budget:
+                options.append(Option("kprop", order, variant, 0, flops, expected_kprop(width, order, variant)))
+    per_sample = method_flops(width, hidden_layers, ("mc", 1), activation, bias)
+    n_mc = int(budget // per_sample)
+    if n_mc >= 2:
+        options.append(
+            Option("mc", 0, "", n_mc, method_flops(width, hidden_layers, ("mc", n_mc), activation, bias), 1 / n_mc)
+        )
+    gate = max(_BLEND_GATE, width)
+    at_gate = method_flops(width, hidden_layers, ("blend", gate), activation, bias)
+    if at_gate <= budget:
+        per = method_flops(width, hidden_layers, ("blend", gate + 1), activation, bias) - at_gate
+        n_blend = gate + int((budget - at_gate) // max(per, 1))
+        flops = method_flops(width, hidden_layers, ("blend", n_blend), activation, bias)
+        options.append(Option("blend", BLEND_ORDER, BLEND_VARIANT, n_blend, flops, expected_blend(width, n_blend)))
+    if not options:
+        k1 = method_flops(width, hidden_layers, ("kprop", 1, "simple"), activation, bias)
+        cheapest, name = min((k1, "kprop K=1 simple"), (2 * per_sample, "mc 2 samples"))
+        raise ValueError(
+            f"a budget of {budget:.3g} FLOPs is below the cheapest method at width {width} with {hidden_layers} "
+            f"hidden layers ({name}, {cheapest:.3g} FLOPs); raise the budget to at least {cheapest:.3g}"
+        )
+    options.sort(key=lambda o: (o.expected_mse_over_var, o.flops))
+    return Plan(
+        options[0],
+        float(budget),
+        width,
+        hidden_layers,
+        activation,
+        _extrapolation(width, hidden_layers, activation),
+        options,
+    )
+
+
+def estimate(
+    mlp: RandomMLP, budget: float, generator: torch.Generator | None = None, progress: bool = False
+) -> Estimate:
+    """E[out] [width] of ``mlp`` by the method :func:`plan` chooses for ``budget`` FLOPs; the returned
+    ``Estimate.plan`` carries the method, its exact FLOPs and its expected MSE/Var. ``generator`` seeds
+    the samplers (default: seed 0)."""
+    check_mlp(mlp)
+    bias = any(b is not None for b in mlp.biases)
+    chosen = plan(mlp.width, mlp.hidden_layers, budget, mlp.activation, bias)
+    best = chosen.best
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        if best.method == "kprop":
+            layers = kprop(mlp, best.order, best.variant)
+            return Estimate(layers.out, chosen, layers)
+        if best.method == "mc":
+            stats = monte_carlo(mlp, best.n_samples, generator=gen, progress=progress, out_only=True)
+            return Estimate(stats.out_mean, chosen)
+        return Estimate(blend(mlp, best.n_samples, best.order, best.variant, generator=gen).out, chosen)
