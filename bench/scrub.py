@@ -12,6 +12,12 @@ against ours.
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py [--quick] [--organisms=paren,induction] [--speed-only]
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --recipe-seeds=0,1,2 [--recipe-dir=DIR]
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --refine
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2
+
+``--smollm2`` runs only the induction study on SmolLM2-135M-Instruct (64 rows of ``repeat_task``, span 20,
+seed 0; batch 16): both halves' losses, the heads ``find_heads`` finds (score >= 0.5), the paper's four
+hypotheses and the floor beside the paper, the share the named heads carry (``keep_only``) and peak RSS,
+under ``smollm2_induction`` in bench/results/scrub.json (every other figure there is left as it was).
 
 ``--refine`` runs only ``scrub.refine`` from paren's 1b on the full dataset (2000 rows, seed 0), checks the
 ``faithful`` built-in it leads to, and writes both under ``refine`` in bench/results/scrub.json (every
@@ -30,6 +36,7 @@ seed is one of these runs.
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -330,9 +337,97 @@ def refine_paren(samples: int = 2000, seed: int = 0) -> dict:
     }
 
 
+def smollm2_induction(n: int = 64, span: int = 20, seed: int = 0, batch_size: int = 16) -> dict:
+    """The SmolLM2-135M induction study (see module doc)."""
+    from probity import models
+    from probity.scrub import Decomposed, find_heads, induction_lm, keep_only, repeat_losses, repeat_task
+
+    t0 = time.perf_counter()
+    model, tokenizer = models.load(models.SMOLLM2)
+    task = repeat_task(tokenizer, n=n, span=span, seed=seed)
+    losses = repeat_losses(model, task, batch_size=batch_size)
+    console.print(
+        f"SmolLM2 {task.name}, {n} rows: loss first half {losses.first:.3f} ± {losses.first_stderr:.3f}, "
+        f"repeat {losses.repeat:.3f} ± {losses.repeat_stderr:.3f}"
+    )
+    d = Decomposed(model)
+    ind = find_heads(d, task, "induction", threshold=0.5, rows=n, batch_size=batch_size)
+    prev = find_heads(d, task, "previous_token", threshold=0.5, rows=n, batch_size=batch_size, queries="all")
+
+    def short(site) -> str:
+        layer, head = layer_and_head(site)
+        return f"{layer}.{head}"
+
+    heads = {
+        kind: [{"head": short(s), "score": round(v, 3)} for s, v in zip(found.heads, found.head_scores)]
+        for kind, found in (("induction", ind), ("previous_token", prev))
+    }
+    console.print(f"heads (score >= 0.5): {json.dumps(heads)}")
+    hyps = {**induction_lm(prev.heads, ind.heads), "keep-only": keep_only(ind.heads + prev.heads)}
+    s = Scrubber(d, task, seed=seed, batch_size=batch_size)
+    table = Table(
+        "hypothesis", "loss recovered", "paper", "L_hyp", "worse than constant", "s", title="SmolLM2 induction"
+    )
+    rows = {}
+    for name, hyp in hyps.items():
+        t = time.perf_counter()
+        r = scrub(d, task, hyp, seed=seed, batch_size=batch_size, per_node=False, scrubber=s)
+        c = r.cancellation
+        rows[name] = {
+            "loss_recovered": round(r.loss_recovered, 4),
+            "stderr": round(r.stderr, 4),
+            "paper": hyp.paper,
+            "loss_hypothesis": round(r.loss_hypothesis, 4),
+            "kl_to_model": round(c.kl_to_model, 4),
+            "worse_than_constant": c.worse_than_constant,
+            "cancellation_suspected": c.cancellation_suspected,
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+        table.add_row(
+            name,
+            f"{r.loss_recovered:.3f} ± {r.stderr:.3f}",
+            "" if hyp.paper is None else f"{hyp.paper:.2f}",
+            f"{r.loss_hypothesis:.3f}",
+            str(c.worse_than_constant),
+            f"{time.perf_counter() - t:.0f}",
+        )
+        console.print(f"{name}: {json.dumps(rows[name])}")
+    console.print(table)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
+    console.print(f"L_model {r.loss_model:.3f}, L_all {r.loss_scrubbed_all:.3f}, peak RSS {peak:.2f} GB")
+    return {
+        "model": models.SMOLLM2,
+        "task": task.name,
+        "rows": n,
+        "seed": seed,
+        "batch_size": batch_size,
+        "loss_first_half": round(losses.first, 4),
+        "loss_first_half_stderr": round(losses.first_stderr, 4),
+        "loss_repeat": round(losses.repeat, 4),
+        "loss_repeat_stderr": round(losses.repeat_stderr, 4),
+        "loss_model": round(r.loss_model, 4),
+        "loss_scrubbed_all": round(r.loss_scrubbed_all, 4),
+        "constant_loss": round(task.constant_loss(), 4),
+        "heads": heads,
+        "chance": {"induction": round(ind.chance, 4), "previous_token": round(prev.chance, 4)},
+        "hypotheses": rows,
+        "keep_only_share": rows["keep-only"]["loss_recovered"],
+        "peak_rss_gb": round(peak, 2),
+        "threads": torch.get_num_threads(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def main() -> None:
     torch.set_num_threads(1)
     quick = "--quick" in sys.argv
+    if "--smollm2" in sys.argv:
+        out = ROOT / "results" / "scrub.json"
+        results = json.loads(out.read_text()) if out.is_file() else {}
+        results["smollm2_induction"] = smollm2_induction()
+        report.write_json(out, results)
+        console.print(f"wrote {out}")
+        return
     if "--refine" in sys.argv:
         out = ROOT / "results" / "scrub.json"
         results = json.loads(out.read_text()) if out.is_file() else {}

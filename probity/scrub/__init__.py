@@ -4,6 +4,8 @@ Public API::
 
     Hypothesis, Node, load_hypothesis(path)      # hypotheses as data (Python, YAML, JSON)
     Task, paren_task(n, seed, model), induction_task(n, seed)
+    repeat_task(tokenizer, n, span, seed), repeat_losses(model, task)   # induction on a real LM
+    induction_lm(prev, ind), keep_only(heads)    # its hypotheses, for heads from find_heads
     scrub(model, task, hypothesis, seed, replicates=0) -> ScrubResult   # stderr; stderr_experiment
     Scrubber(model, task, seed)                  # shares one clean cache across hypotheses
     builtin(organism, meta) -> {name: Hypothesis}
@@ -18,13 +20,21 @@ Sites are ``probity.models.Site`` objects or strings ``Site.parse`` reads (``1.0
 from probity.scrub.heads import HeadScores, find_heads
 from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node
 from probity.scrub.hypothesis import load as load_hypothesis
-from probity.scrub.library import builtin
+from probity.scrub.library import builtin, induction_lm, keep_only
 from probity.scrub.model import Decomposed
 from probity.scrub.reference import reference_logits
 from probity.scrub.refine import RefineConfig, RefineResult, refine
 from probity.scrub.run import EMPTY, IDENTITY, Scrubber, ScrubResult, scrub
 from probity.scrub.study import CaseStudy, case_study, setup
-from probity.scrub.task import Task, induction_task, paren_task
+from probity.scrub.task import (
+    RepeatLosses,
+    Task,
+    induction_task,
+    ordinary_tokens,
+    paren_task,
+    repeat_losses,
+    repeat_task,
+)
 
 __all__ = [
     "EMPTY",
@@ -37,17 +47,23 @@ __all__ = [
     "Node",
     "RefineConfig",
     "RefineResult",
+    "RepeatLosses",
     "ScrubResult",
     "Scrubber",
     "Task",
     "builtin",
     "case_study",
     "find_heads",
+    "induction_lm",
     "induction_task",
+    "keep_only",
     "load_hypothesis",
+    "ordinary_tokens",
     "paren_task",
     "reference_logits",
     "refine",
+    "repeat_losses",
+    "repeat_task",
     "scrub",
     "setup",
 ]

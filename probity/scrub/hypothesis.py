@@ -7,7 +7,10 @@ row ``[n]`` or per row and position ``[n, pos]``; ``identity`` = the row itself,
 whose outputs reach one of the parent's sites through the residual stream, into the
 inputs of the parent's sites this node names in ``via`` (``q``, ``k``, ``v`` of a head,
 ``in`` of an MLP or the output; ``direct`` = all), optionally only at some ``positions``.
-The root's sites include ``output``.
+The root's sites include ``output``; the root may also name ``above``: every component above the
+lowest site its children name (heads of that layer included, in ``(layer, order)`` order), minus the
+children's own sites. On a deep model that is the rest of the model above a circuit, so a root
+``["output", "above"]`` recomputes it from the scrubbed circuit instead of reading it clean.
 
 Scrubbing semantics (Chan et al. 2022; rust_circuit's ``other_inputs_sampler``): a node
 runs on an input that agrees with its parent's input on its feature. A leaf's whole
@@ -43,6 +46,7 @@ from probity.report.io import read_structured, write_structured
 from probity.scrub.model import KINDS, Component, Decomposed
 
 SPECIAL_FEATURES = ("identity", "none")
+ABOVE = "above"  # the root's site keyword: the model above its children's sites (see module doc)
 ALL_VIA = (*KINDS, "in")
 MIN_CLASS_ROWS = 5
 
@@ -300,12 +304,14 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
         if parent is None:
             comps = []
             for s in node.sites:
-                comps.append(_parse(model, s, node))
+                comps += _above(model, node) if s == ABOVE else [_parse(model, s, node)]
             if model.output not in comps:
                 raise HypothesisError(f"root node {node.name!r} must claim the `output` site")
         else:
             comps = []
             for s in node.sites:
+                if s == ABOVE:
+                    raise HypothesisError(f"node {node.name!r}: only the root may claim {ABOVE!r}")
                 if s == "*":
                     comps += [
                         c
@@ -365,6 +371,30 @@ def validate(hyp: Hypothesis, model: Decomposed, features: dict[str, torch.Tenso
     root = resolve(hyp.root, None)
     _warn_small_classes(hyp, features)
     return root
+
+
+def _above(model: Decomposed, root: Node) -> list[Component]:
+    """The root's ``above`` sites: every component above the lowest site its children name explicitly
+    (``(layer, order)`` order, the output excluded), minus those children's own sites."""
+    named = {_parse(model, s, c) for c in root.children for s in c.sites if s not in ("*", ABOVE)}
+    if not named:
+        raise HypothesisError(
+            f"root node {root.name!r}: {ABOVE!r} needs a child that names its sites (not only '*'); "
+            "add the circuit's heads as a child"
+        )
+    lowest = min(named)
+    return [c for c in model.components if c > lowest and c not in named and c != model.output]
+
+
+def named_components(model: Decomposed, node: Node) -> list[Component]:
+    """The components ``node`` names, ``above`` expanded and ``*`` (relative to the parent) left out."""
+    out = []
+    for s in node.sites:
+        if s == ABOVE:
+            out += _above(model, node)
+        elif s != "*":
+            out.append(_parse(model, s, node))
+    return out
 
 
 def _parse(model: Decomposed, site: Site | str, node: Node) -> Component:

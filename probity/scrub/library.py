@@ -174,24 +174,22 @@ def faithful(roles: dict, n_heads: int = 2) -> Hypothesis:
     )
 
 
-def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, Hypothesis]:
-    """The induction case study for previous-token heads ``prev`` (layer 0) and induction heads ``heads``
-    (layer 1). Every path outside the induction heads stays exact (root ``rest=self``); inside,
-    the named paths run on the reference and every other path into the heads on a random input."""
-    ind = [f"1.{h}" for h in heads]
-    prev_sites = [f"0.{h}" for h in prev]
+def _induction_paper(prev: list, ind: list, top: list) -> dict[str, Hypothesis]:
+    """The floor and the paper's four hypotheses on induction heads ``ind`` with previous-token heads
+    ``prev`` (``Site``s or strings), under a root claiming ``top`` (``rest=self``: every path outside the
+    induction heads stays exact; inside, the named paths run on the reference and every other path into
+    the heads on a random input)."""
     emb_v = Node("emb->V", ["embed"], via=["v"])
     emb_q = Node("emb->Q", ["embed"], via=["q"])
-    prev_k = Node("prev->K", prev_sites, via=["k"])
+    prev_k = Node("prev->K", list(prev), via=["k"])
 
     def exact(kinds: list[str]) -> Node:
         return Node("exact " + "".join(kinds).upper(), ["*"], via=kinds)
 
     def hyp(name, paper, text, *children, feature: str = "identity") -> Hypothesis:
-        heads = Node("induction", ind, feature, children=list(children))
-        return Hypothesis(name, Node("out", ["output"], rest="self", children=[heads]), text, paper)
+        heads = Node("induction", list(ind), feature, children=list(children))
+        return Hypothesis(name, Node("out", list(top), rest="self", children=[heads]), text, paper)
 
-    others = [f"0.{h}" for h in range(n_heads) if h not in prev]
     return {
         h.name: h
         for h in [
@@ -215,34 +213,91 @@ def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, 
                 emb_q,
                 prev_k,
             ),
-            # ours: where a layer-0 head attends to the current token (head 0.0 of the first organism recipe),
-            # the token reaches the values through it as much as directly; these two make that claim
-            # explicit (they equal emb->V and all-three when every layer-0 head is a previous-token head)
-            hyp(
-                "emb+L0->V",
-                None,
-                "emb->V, with the non-previous-token layer-0 heads also allowed into the values",
-                Node("emb+L0->V", ["embed", *others], via=["v"]),
-                exact(["q", "k"]),
-            ),
-            hyp(
-                "all-three+L0",
-                None,
-                "all-three with emb+L0->V",
-                Node("emb+L0->V", ["embed", *others], via=["v"]),
-                emb_q,
-                prev_k,
-            ),
-            hyp(
-                "refined",
-                0.89,
-                "all-three, plus positions everywhere, the other layer-0 heads into queries and values, "
-                "embeddings into keys",
-                Node("V", ["embed", "pos", *others], via=["v"]),
-                Node("Q", ["embed", "pos", *prev_sites, *others], via=["q"]),
-                Node("K", ["embed", "pos", *prev_sites], via=["k"]),
-            ),
         ]
+    }
+
+
+def induction_lm(prev: list[Site | str], ind: list[Site | str]) -> dict[str, Hypothesis]:
+    """The induction study of a deep language model (e.g. SmolLM2-135M on ``task.repeat_task``) for the
+    previous-token heads ``prev`` and induction heads ``ind`` anywhere in it (``find_heads(...).heads``):
+    the floor (``ind-inputs-random``) and the paper's four hypotheses emb->V, emb->Q, prev->K and
+    all-three. The root claims ``output`` and ``above`` (every component above the lowest induction head
+    but those heads), so the model above the heads is recomputed from the scrubbed heads rather than read
+    clean. No ``pos`` node: rotary models add positions inside Q and K. A previous-token head in or above
+    the top induction head's layer feeds no induction head's key and is left out of prev->K."""
+    if not ind:
+        raise ValueError("induction_lm needs at least one induction head")
+    top = max(layer_and_head(h)[0] for h in ind)
+    below = [h for h in prev if layer_and_head(h)[0] < top]
+    if not below:
+        raise ValueError(f"induction_lm needs a previous-token head below layer {top}, the top induction head's")
+    return _induction_paper(below, ind, ["output", "above"])
+
+
+def keep_only(heads: list[Site | str], name: str = "keep-only") -> Hypothesis:
+    """Only ``heads`` carry the reference: their outputs run on the reference input (a leaf), every other
+    path from the input runs on a random input, and the model above the lowest named head (the root's
+    ``above``) is recomputed from them. Its loss recovered is the share of the behaviour the heads carry."""
+    if not heads:
+        raise ValueError("keep_only needs at least one head")
+    return Hypothesis(
+        name,
+        Node("out", ["output", "above"], children=[Node("heads", list(heads))]),
+        f"only {', '.join(map(str, heads))} carry the reference; every other path runs on a random input",
+    )
+
+
+def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, Hypothesis]:
+    """The induction case study for previous-token heads ``prev`` (layer 0) and induction heads ``heads``
+    (layer 1). Every path outside the induction heads stays exact (root ``rest=self``); inside,
+    the named paths run on the reference and every other path into the heads on a random input."""
+    ind = [f"1.{h}" for h in heads]
+    prev_sites = [f"0.{h}" for h in prev]
+    emb_q = Node("emb->Q", ["embed"], via=["q"])
+    prev_k = Node("prev->K", prev_sites, via=["k"])
+
+    def exact(kinds: list[str]) -> Node:
+        return Node("exact " + "".join(kinds).upper(), ["*"], via=kinds)
+
+    def hyp(name, paper, text, *children) -> Hypothesis:
+        heads = Node("induction", ind, children=list(children))
+        return Hypothesis(name, Node("out", ["output"], rest="self", children=[heads]), text, paper)
+
+    others = [f"0.{h}" for h in range(n_heads) if h not in prev]
+    return {
+        **_induction_paper(prev_sites, ind, ["output"]),
+        **{
+            h.name: h
+            for h in [
+                # ours: where a layer-0 head attends to the current token (head 0.0 of the first organism recipe),
+                # the token reaches the values through it as much as directly; these two make that claim
+                # explicit (they equal emb->V and all-three when every layer-0 head is a previous-token head)
+                hyp(
+                    "emb+L0->V",
+                    None,
+                    "emb->V, with the non-previous-token layer-0 heads also allowed into the values",
+                    Node("emb+L0->V", ["embed", *others], via=["v"]),
+                    exact(["q", "k"]),
+                ),
+                hyp(
+                    "all-three+L0",
+                    None,
+                    "all-three with emb+L0->V",
+                    Node("emb+L0->V", ["embed", *others], via=["v"]),
+                    emb_q,
+                    prev_k,
+                ),
+                hyp(
+                    "refined",
+                    0.89,
+                    "all-three, plus positions everywhere, the other layer-0 heads into queries and values, "
+                    "embeddings into keys",
+                    Node("V", ["embed", "pos", *others], via=["v"]),
+                    Node("Q", ["embed", "pos", *prev_sites, *others], via=["q"]),
+                    Node("K", ["embed", "pos", *prev_sites], via=["k"]),
+                ),
+            ]
+        },
     }
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from probity.report import Claim, result_type, verdict
-from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node
+from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node, named_components
 from probity.scrub.model import Component
 from probity.scrub.run import EMPTY, IDENTITY, Scrubber, recovered, scrub
 from probity.scrub.task import Task
@@ -237,9 +237,9 @@ def _propose(
     for node in hyp.nodes():
         if node is not hyp.root and not node.children:
             continue
-        own = {model.component(x) for x in node.sites}
+        own = set(named_components(model, node))
         reach = {c for r in own for c in model.senders(r)}
-        claimed = {model.component(x) for c in node.children for x in c.sites if x != "*"}
+        claimed = {x for c in node.children for x in named_components(model, c)}
         if any(x == "*" for c in node.children for x in c.sites):
             claimed = reach
         senders = sorted(reach - own - claimed)
@@ -268,7 +268,7 @@ def _propose(
     weakest = sorted(per_node, key=lambda r: r.loss_recovered)[:width]
     for r in weakest:
         node = next(n for n in hyp.nodes() if n.name == r.node)
-        heads = all(model.component(x).kind == "head" for x in node.sites if x != "*")
+        heads = all(c.kind == "head" for c in named_components(model, node))
         for f in [*features, "identity"]:
             if f != node.feature and (heads or f not in labels) and (f != "identity" or node.children):
                 edits.append(
