@@ -12,12 +12,15 @@ against ours.
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py [--quick] [--organisms=paren,induction] [--speed-only]
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --recipe-seeds=0,1,2 [--recipe-dir=DIR]
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --refine
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2 [--keep-only-curve]
 
 ``--smollm2`` runs only the induction study on SmolLM2-135M-Instruct (64 rows of ``repeat_task``, span 20,
 seed 0; batch 16): both halves' losses, the heads ``find_heads`` finds (score >= 0.5), the paper's four
-hypotheses and the floor beside the paper, the share the named heads carry (``keep_only``) and peak RSS,
+hypotheses and the floor beside the paper, the share the named heads carry (``keep_only``), that share as
+a curve over the induction-score threshold (0.5, 0.4, 0.3, 0.2; previous-token heads at 0.5) and peak RSS,
 under ``smollm2_induction`` in bench/results/scrub.json (every other figure there is left as it was).
+With ``--keep-only-curve`` it runs only the curve (same rows, seed and batch; the heads' scores computed
+once per kind) and writes it under ``smollm2_induction.keep_only_curve``, leaving the study's figures.
 
 ``--refine`` runs only ``scrub.refine`` from paren's 1b on the full dataset (2000 rows, seed 0), checks the
 ``faithful`` built-in it leads to, and writes both under ``refine`` in bench/results/scrub.json (every
@@ -337,62 +340,147 @@ def refine_paren(samples: int = 2000, seed: int = 0) -> dict:
     }
 
 
+SMOLLM2_STUDY = {"n": 64, "span": 20, "seed": 0, "batch_size": 16}  # rows, span, scrub seed, batch
+CURVE_THRESHOLDS = (0.5, 0.4, 0.3, 0.2)  # induction-score thresholds of the keep-only curve
+PREV_THRESHOLD = 0.5  # previous-token heads kept at every point of the curve
+STUDY_THRESHOLD = 0.5  # the heads the paper's hypotheses are scrubbed on
+
+
+def _short(site) -> str:
+    layer, head = layer_and_head(site)
+    return f"{layer}.{head}"
+
+
+def _chosen(found, threshold: float) -> list:
+    """The heads of ``found`` (``find_heads`` at threshold 0: every head, best first) scoring >= ``threshold``,
+    with their scores: what ``find_heads`` at that threshold returns, without rerunning the model."""
+    return [(s, v) for s, v in zip(found.heads, found.head_scores) if v >= threshold]
+
+
+def _smollm2_setup(n: int, span: int, seed: int, batch_size: int):
+    """SmolLM2, its repeat task, its decomposition and every head's induction and previous-token score."""
+    from probity import models
+    from probity.scrub import Decomposed, find_heads, repeat_task
+
+    model, tokenizer = models.load(models.SMOLLM2)
+    task = repeat_task(tokenizer, n=n, span=span, seed=seed)
+    d = Decomposed(model)
+    ind = find_heads(d, task, "induction", threshold=0.0, rows=n, batch_size=batch_size)
+    prev = find_heads(d, task, "previous_token", threshold=0.0, rows=n, batch_size=batch_size, queries="all")
+    return model, task, d, ind, prev
+
+
+def _scrub_row(d, task, hyp, s: Scrubber, seed: int, batch_size: int):
+    """One scrub of ``hyp`` on the shared scrubber: its JSON row and the result."""
+    t = time.perf_counter()
+    r = scrub(d, task, hyp, seed=seed, batch_size=batch_size, per_node=False, scrubber=s)
+    c = r.cancellation
+    row = {
+        "loss_recovered": round(r.loss_recovered, 4),
+        "stderr": round(r.stderr, 4),
+        "paper": hyp.paper,
+        "loss_hypothesis": round(r.loss_hypothesis, 4),
+        "kl_to_model": round(c.kl_to_model, 4),
+        "worse_than_constant": c.worse_than_constant,
+        "cancellation_suspected": c.cancellation_suspected,
+        "seconds": round(time.perf_counter() - t, 1),
+    }
+    return row, r
+
+
+def keep_only_curve(d, task, ind, prev, seed: int, batch_size: int, known: dict | None = None) -> dict:
+    """The share of the loss the found heads alone carry (``keep_only``) as the induction-score threshold
+    falls through ``CURVE_THRESHOLDS``, the previous-token heads fixed at ``PREV_THRESHOLD``. ``ind`` and
+    ``prev`` are ``find_heads`` results at threshold 0; ``known`` maps a threshold to a row already scrubbed
+    (the study's keep-only at 0.5) so it is not scrubbed twice. Each point gets its own ``Scrubber`` (the
+    same seed draws the same trees): one clean cache alive at a time, not one grown over every point."""
+    from probity.scrub import keep_only
+
+    known = known or {}
+    prev_heads = [h for h, _ in _chosen(prev, PREV_THRESHOLD)]
+    table = Table(
+        "induction >=", "heads", "loss recovered", "L_hyp", "worse than constant", "s", title="SmolLM2 keep-only curve"
+    )
+    points = []
+    for threshold in CURVE_THRESHOLDS:
+        ind_heads = [h for h, _ in _chosen(ind, threshold)]
+        heads = list(dict.fromkeys([*ind_heads, *prev_heads]))  # a head of both kinds counted once
+        if threshold in known:
+            row = dict(known[threshold])
+        else:
+            s = Scrubber(d, task, seed=seed, batch_size=batch_size)
+            row, _ = _scrub_row(d, task, keep_only(heads, name=f"keep-only@{threshold:g}"), s, seed, batch_size)
+            del s
+        row.pop("paper", None)
+        point = {
+            "induction_threshold": threshold,
+            "previous_token_threshold": PREV_THRESHOLD,
+            "induction_heads": len(ind_heads),
+            "previous_token_heads": len(prev_heads),
+            "heads": len(heads),
+            **row,
+        }
+        points.append(point)
+        table.add_row(
+            f"{threshold:g}",
+            f"{len(ind_heads)} + {len(prev_heads)} = {len(heads)}",
+            f"{row['loss_recovered']:.3f} ± {row['stderr']:.3f}",
+            f"{row['loss_hypothesis']:.3f}",
+            str(row["worse_than_constant"]),
+            f"{row['seconds']:.0f}",
+        )
+        console.print(f"keep-only, induction >= {threshold:g}: {json.dumps(point)}")
+    console.print(table)
+    lowest = min(CURVE_THRESHOLDS)
+    return {
+        "constant_loss": round(task.constant_loss(), 4),
+        "induction_heads": [{"head": _short(h), "score": round(v, 3)} for h, v in _chosen(ind, lowest)],
+        "previous_token_heads": [{"head": _short(h), "score": round(v, 3)} for h, v in _chosen(prev, PREV_THRESHOLD)],
+        "points": points,
+    }
+
+
 def smollm2_induction(n: int = 64, span: int = 20, seed: int = 0, batch_size: int = 16) -> dict:
     """The SmolLM2-135M induction study (see module doc)."""
     from probity import models
-    from probity.scrub import Decomposed, find_heads, induction_lm, keep_only, repeat_losses, repeat_task
+    from probity.scrub import induction_lm, keep_only, repeat_losses
 
     t0 = time.perf_counter()
-    model, tokenizer = models.load(models.SMOLLM2)
-    task = repeat_task(tokenizer, n=n, span=span, seed=seed)
+    model, task, d, ind_all, prev_all = _smollm2_setup(n, span, seed, batch_size)
     losses = repeat_losses(model, task, batch_size=batch_size)
     console.print(
         f"SmolLM2 {task.name}, {n} rows: loss first half {losses.first:.3f} ± {losses.first_stderr:.3f}, "
         f"repeat {losses.repeat:.3f} ± {losses.repeat_stderr:.3f}"
     )
-    d = Decomposed(model)
-    ind = find_heads(d, task, "induction", threshold=0.5, rows=n, batch_size=batch_size)
-    prev = find_heads(d, task, "previous_token", threshold=0.5, rows=n, batch_size=batch_size, queries="all")
-
-    def short(site) -> str:
-        layer, head = layer_and_head(site)
-        return f"{layer}.{head}"
-
+    ind = _chosen(ind_all, STUDY_THRESHOLD)
+    prev = _chosen(prev_all, STUDY_THRESHOLD)
+    ind_heads, prev_heads = [h for h, _ in ind], [h for h, _ in prev]
     heads = {
-        kind: [{"head": short(s), "score": round(v, 3)} for s, v in zip(found.heads, found.head_scores)]
+        kind: [{"head": _short(h), "score": round(v, 3)} for h, v in found]
         for kind, found in (("induction", ind), ("previous_token", prev))
     }
-    console.print(f"heads (score >= 0.5): {json.dumps(heads)}")
-    hyps = {**induction_lm(prev.heads, ind.heads), "keep-only": keep_only(ind.heads + prev.heads)}
+    console.print(f"heads (score >= {STUDY_THRESHOLD:g}): {json.dumps(heads)}")
+    hyps = {**induction_lm(prev_heads, ind_heads), "keep-only": keep_only(ind_heads + prev_heads)}
     s = Scrubber(d, task, seed=seed, batch_size=batch_size)
     table = Table(
         "hypothesis", "loss recovered", "paper", "L_hyp", "worse than constant", "s", title="SmolLM2 induction"
     )
     rows = {}
     for name, hyp in hyps.items():
-        t = time.perf_counter()
-        r = scrub(d, task, hyp, seed=seed, batch_size=batch_size, per_node=False, scrubber=s)
-        c = r.cancellation
-        rows[name] = {
-            "loss_recovered": round(r.loss_recovered, 4),
-            "stderr": round(r.stderr, 4),
-            "paper": hyp.paper,
-            "loss_hypothesis": round(r.loss_hypothesis, 4),
-            "kl_to_model": round(c.kl_to_model, 4),
-            "worse_than_constant": c.worse_than_constant,
-            "cancellation_suspected": c.cancellation_suspected,
-            "seconds": round(time.perf_counter() - t, 1),
-        }
+        rows[name], r = _scrub_row(d, task, hyp, s, seed, batch_size)
         table.add_row(
             name,
             f"{r.loss_recovered:.3f} ± {r.stderr:.3f}",
             "" if hyp.paper is None else f"{hyp.paper:.2f}",
             f"{r.loss_hypothesis:.3f}",
-            str(c.worse_than_constant),
-            f"{time.perf_counter() - t:.0f}",
+            str(r.cancellation.worse_than_constant),
+            f"{rows[name]['seconds']:.0f}",
         )
         console.print(f"{name}: {json.dumps(rows[name])}")
     console.print(table)
+    del s  # free the study's clean cache before the curve's
+    known = {STUDY_THRESHOLD: rows["keep-only"]} if PREV_THRESHOLD == STUDY_THRESHOLD else {}
+    curve = keep_only_curve(d, task, ind_all, prev_all, seed, batch_size, known=known)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
     console.print(f"L_model {r.loss_model:.3f}, L_all {r.loss_scrubbed_all:.3f}, peak RSS {peak:.2f} GB")
     return {
@@ -409,13 +497,31 @@ def smollm2_induction(n: int = 64, span: int = 20, seed: int = 0, batch_size: in
         "loss_scrubbed_all": round(r.loss_scrubbed_all, 4),
         "constant_loss": round(task.constant_loss(), 4),
         "heads": heads,
-        "chance": {"induction": round(ind.chance, 4), "previous_token": round(prev.chance, 4)},
+        "chance": {"induction": round(ind_all.chance, 4), "previous_token": round(prev_all.chance, 4)},
         "hypotheses": rows,
         "keep_only_share": rows["keep-only"]["loss_recovered"],
+        "keep_only_curve": curve,
         "peak_rss_gb": round(peak, 2),
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def smollm2_curve_only(study: dict) -> dict:
+    """Only the keep-only curve, on the rows, seed and batch of the recorded ``study`` (checked against
+    ``SMOLLM2_STUDY``): the study's figures are not recomputed."""
+    cfg = SMOLLM2_STUDY
+    recorded = [study.get(k) for k in ("rows", "task", "seed", "batch_size")]
+    expected = [cfg["n"], f"repeat(span={cfg['span']})", cfg["seed"], cfg["batch_size"]]
+    if recorded != expected:
+        raise SystemExit(f"--keep-only-curve: the recorded study ran {recorded}, not {expected}; rerun --smollm2")
+    t0 = time.perf_counter()
+    _, task, d, ind, prev = _smollm2_setup(**SMOLLM2_STUDY)
+    curve = keep_only_curve(d, task, ind, prev, SMOLLM2_STUDY["seed"], SMOLLM2_STUDY["batch_size"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
+    curve |= {"peak_rss_gb": round(peak, 2), "seconds": round(time.perf_counter() - t0, 1)}
+    console.print(f"curve: {curve['seconds']:.0f} s, peak RSS {peak:.2f} GB")
+    return curve
 
 
 def main() -> None:
@@ -424,7 +530,12 @@ def main() -> None:
     if "--smollm2" in sys.argv:
         out = ROOT / "results" / "scrub.json"
         results = json.loads(out.read_text()) if out.is_file() else {}
-        results["smollm2_induction"] = smollm2_induction()
+        if "--keep-only-curve" in sys.argv:
+            if "smollm2_induction" not in results:
+                raise SystemExit(f"--keep-only-curve: no smollm2_induction study in {out}; run --smollm2 first")
+            results["smollm2_induction"]["keep_only_curve"] = smollm2_curve_only(results["smollm2_induction"])
+        else:
+            results["smollm2_induction"] = smollm2_induction(**SMOLLM2_STUDY)
         report.write_json(out, results)
         console.print(f"wrote {out}")
         return
