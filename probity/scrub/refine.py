@@ -36,7 +36,7 @@ import torch
 from probity.report import Claim, result_type, verdict
 from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node, named_components
 from probity.scrub.model import Component
-from probity.scrub.run import EMPTY, IDENTITY, Scrubber, recovered, scrub
+from probity.scrub.run import EMPTY, IDENTITY, Scrubber, constant_claim, recovered, scrub
 from probity.scrub.task import Task
 
 
@@ -115,13 +115,11 @@ class RefineResult:
                 f">= {self.target:.2f}",
                 verdict(last.loss_recovered >= self.target),
             ),
-            Claim(
+            constant_claim(
                 "final hypothesis vs a constant predictor",
                 last.loss_hypothesis,
-                reference=last.constant_loss,
-                source="constant predictor, same data",
-                target="below the constant predictor's",
-                verdict=verdict(not last.worse_than_constant),
+                last.constant_loss,
+                last.worse_than_constant,
             ),
         ]
 
