@@ -11,7 +11,7 @@ from probity.report import Claim, result_type, verdict
 from probity.scrub.hypothesis import Hypothesis, validate
 from probity.scrub.hypothesis import load as load_hypothesis
 from probity.scrub.library import builtin
-from probity.scrub.run import Scrubber, ScrubResult, recovered_claim, scrub
+from probity.scrub.run import Scrubber, ScrubResult, constant_claim, recovered_claim, scrub
 from probity.scrub.task import Task, induction_task, paren_task, probe_features
 
 DEFAULT_SAMPLES = {"paren": 2000, "induction": 300}  # reference examples of each organism when none are asked for
@@ -123,6 +123,9 @@ class StudyRow:
     description: str
 
 
+FAITHFUL_TARGET = 0.90  # issue 15: a faithful paren hypothesis recovers at least this much
+
+
 @result_type("scrub.CaseStudy")
 @dataclass
 class CaseStudy:
@@ -176,6 +179,30 @@ class CaseStudy:
                 f"{passing} of {len(ranked)}",
                 target=f"{len(ranked)} of {len(ranked)}",
                 verdict=verdict(passing == len(ranked)),
+            ),
+            *self._faithful_claims(label),
+        ]
+
+    def _faithful_claims(self, label: str) -> list[Claim]:
+        """The organism's own faithful hypothesis (``scrub refine`` from 1b), when the study ran it with the
+        recorded head roles: its loss recovered against :data:`FAITHFUL_TARGET`, and the constant check."""
+        row = next((r for r in self.rows if r.hypothesis == "faithful"), None)
+        if row is None or self.roles_override:
+            return []
+        se = row.stderr if row.stderr_experiment is None else row.stderr_experiment
+        return [
+            Claim(
+                f"{label}: faithful (refine from 1b), loss recovered",
+                row.loss_recovered,
+                (row.loss_recovered - 1.96 * se, row.loss_recovered + 1.96 * se),
+                target=f">= {FAITHFUL_TARGET:.2f}",
+                verdict=verdict(row.loss_recovered >= FAITHFUL_TARGET),
+            ),
+            constant_claim(
+                f"{label}: faithful vs a constant predictor",
+                row.loss_hypothesis,
+                self.constant_loss,
+                row.worse_than_constant,
             ),
         ]
 

@@ -61,6 +61,24 @@ def test_case_study_headline_reports_order_gap_and_checks():
     assert study.headline()[0].name.startswith("induction [output+mlp2]")
 
 
+def test_case_study_headline_leads_with_the_faithful_hypothesis_when_run():
+    """A study that ran paren's `faithful` built-in (with the recorded roles) adds its loss recovered
+    against 0.90 and its constant-predictor check; with other head roles it adds nothing."""
+    from probity.scrub.study import CaseStudy
+
+    paper = {"1b": 0.93}
+    rows = _study_rows({"1b": 0.22}, paper) + _study_rows({"faithful": 0.907}, {}, worse=False)
+    study = CaseStudy("paren", 100, 0, 0.005, 3.7, 0.58, rows, True, [], [], None)
+    *_, recovered, constant = study.headline()
+    assert recovered.name == "paren: faithful (refine from 1b), loss recovered" and recovered.verdict == MET
+    assert recovered.interval == pytest.approx((0.907 - 1.96 * 0.03, 0.907 + 1.96 * 0.03))
+    assert constant.value == 1.0 and constant.reference == 0.58 and constant.verdict == MET
+    rows[-1].loss_recovered = 0.85
+    assert study.headline()[-2].verdict == MISSED
+    study.roles_override = {"top": ["output", "mlp2"]}
+    assert len(study.headline()) == 3
+
+
 def test_estimate_headline_against_arc_reference():
     from probity.estimate.bench import BenchConfig, BenchResult, Summary
 
