@@ -1,10 +1,10 @@
-"""NLA benchmark: train end to end on the censored organism and (short) on SmolLM2-135M.
+"""NLA benchmark: train end to end on the censored_tiny organism and (short) on SmolLM2-135M.
 
 Prints one table per model: ours after GRPO against the baselines measured in the
 same run (AR-SFT alone on teacher descriptions, the SFT round trip, an AR trained
 on shuffled pairs), plus attribute recovery and audit AUROC on the organism.
 Writes bench/results/nla.json (parts run separately are merged). ``--ship``
-also writes the organism NLA to probity/nla/checkpoints/censored (float16).
+also writes the organism NLA to probity/nla/checkpoints/censored_tiny (float16).
 
     python bench/nla.py                      # both parts
     python bench/nla.py --part organism --ship
@@ -37,7 +37,7 @@ from probity.report import save, to_jsonable, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "nla.json"
-SHIPPED = ROOT / "probity" / "nla" / "checkpoints" / "censored"
+SHIPPED = ROOT / "probity" / "nla" / "checkpoints" / "censored_tiny"
 TARGETS = {
     "fve_rl": ">= 0.7",
     "fve_rl - fve_sft": ">= 0.1",
@@ -89,7 +89,9 @@ def organism_part(out: Path, ship: bool, weights: str | None, label_token: bool 
         layer=None, cfg=ORGANISM, out=out, model=model, tokenizer=tokenizer, label_token=label_token
     )
     minutes = (time.perf_counter() - t0) / 60
-    save(report, out, title="NLA on the censored organism" + ("" if label_token else " (token-free teacher labels)"))
+    save(
+        report, out, title="NLA on the censored_tiny organism" + ("" if label_token else " (token-free teacher labels)")
+    )
     if ship:
         shutil.rmtree(SHIPPED, ignore_errors=True)
         save_nla(SHIPPED, av, ar, dtype=torch.float16)
@@ -195,7 +197,7 @@ def main() -> None:
     ap.add_argument(
         "--organism-weights",
         default=None,
-        help="a folder of censored-organism weights to use instead of the shipped ones",
+        help="a folder of censored_tiny organism weights to use instead of the shipped ones",
     )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -98,11 +98,11 @@ def usage_error(monkeypatch, tmp_path, capsys):
     from transformers import PreTrainedModel
 
     from probity.cli import main
-    from probity.organisms import _native, censored
+    from probity.organisms import _native, censored_tiny
 
     monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(_no_loading))
     monkeypatch.setattr(_native, "load_weights", _no_loading)
-    monkeypatch.setattr(censored, "_load_from", _no_loading)
+    monkeypatch.setattr(censored_tiny, "load_folder", _no_loading)
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)

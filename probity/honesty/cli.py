@@ -22,7 +22,9 @@ def _fmt(x) -> str:
 @app.command("run")
 def run_command(
     model: str = typer.Option(
-        "censored", help="censored | smollm2-135m | an HF chat model's name or folder | an organism folder."
+        "censored",
+        help="censored (SmolLM2-135M-Instruct + a censorship LoRA) | censored_tiny | smollm2-135m | an HF chat "
+        "model's name or folder | an organism folder.",
     ),
     testbed: Path = typer.Option(
         None,
@@ -36,7 +38,7 @@ def run_command(
         "user_prefill, raw, few_shot, lora, steering, fuzzing.",
     ),
     detectors: str = typer.Option(
-        "all", help="all, or a comma list of: self_classification, confession, probe, reference."
+        "all", help="all, or a comma list of: self_classification, confession, probe, probe_statements, reference."
     ),
     samples: int = typer.Option(4, help="Sampled responses per question and technique (>= 1)."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (>= 0; 0 = greedy)."),
@@ -44,7 +46,7 @@ def run_command(
     reference: str = typer.Option(
         None,
         help="Uncensored reference model for the upper-bound detector. Default: the organism's own "
-        "(censored), else none (the reference detector is skipped).",
+        "(censored: smollm2-135m; censored_tiny: its uncensored twin), else none (the reference detector is skipped).",
         show_default=False,
     ),
     limit: int = typer.Option(
@@ -61,6 +63,21 @@ def run_command(
         show_default=False,
     ),
     out: Path = typer.Option(Path("runs/honesty"), help="Folder for result.json, index.html and resumable work."),
+    endpoint: str = typer.Option(
+        None,
+        help="OpenAI-compatible server of the same model (vLLM, llama.cpp), e.g. http://localhost:8000/v1: the "
+        "black-box techniques (chat, honesty_prompt, few_shot; raw and the prefills via /completions) sample it; "
+        "lora, steering, fuzzing and the detectors use the local model. Key from $OPENAI_API_KEY if it needs one.",
+        show_default=False,
+    ),
+    endpoint_model: str = typer.Option(
+        None, help="The model name the --endpoint serves. Default: --model.", show_default=False
+    ),
+    device: str = typer.Option(
+        "cpu",
+        help="cpu | cuda | cuda:N | auto (auto: device_map='auto' for HF models, across the GPUs; other models "
+        "go to cuda if there is a GPU). Not a setting of the saved samples: a run moved to a GPU resumes.",
+    ),
 ) -> None:
     """Run every technique and detector; resumes from OUT/work after a kill. Every option is checked
     before a model loads; a real model (not an organism) prints how long it will take first."""
@@ -85,12 +102,15 @@ def run_command(
             lora_steps=lora_steps,
             seed=seed,
             work_dir=str(out / "work"),
+            endpoint=endpoint,
+            endpoint_model=endpoint_model,
+            device=device,
         )
         plan = check(cfg)
     try:
         result = run(cfg, console, plan=plan)
     except EndpointError as err:
-        fail(str(err), "--judge")
+        fail(str(err), "--endpoint" if cfg.endpoint and err.url == cfg.endpoint else "--judge")
     except FileNotFoundError as err:  # a hub name that passed the check (online) but cannot be fetched
         fail(str(err))
     table = Table(title=f"elicitation ({result.testbed})")
@@ -117,6 +137,8 @@ def run_command(
         inputs = {k: v for k, v in asdict(cfg).items() if k != "work_dir"}
         inputs["testbed_name"] = result.testbed
         inputs["target_questions"] = result.elicitation[0].n_questions if result.elicitation else 0
+        if "sampled" in result.config:  # with --endpoint: which techniques' responses came from it
+            inputs["sampled"] = result.config["sampled"]
         report.write_json(json_path, {"provenance": provenance("honesty run", **inputs), **result.summary()})
         console.print(f"[green]json:[/green] {json_path}")
     console.print(f"[green]report:[/green] {report.save(result, out, title=f'honesty: {model}')}")

@@ -111,8 +111,11 @@ def hf_backend(model, tokenizer, max_new_tokens: int = 6) -> Callable[[str], str
     """``prompt -> reply`` by greedy decoding with a local HF chat model."""
     import torch
 
+    from probity.models import input_device
+
     def complete(prompt: str) -> str:
-        ids = torch.tensor([chat_ids(tokenizer, [{"role": "user", "content": prompt}])])  # [1, pos]
+        ids = chat_ids(tokenizer, [{"role": "user", "content": prompt}])
+        ids = torch.tensor([ids], device=input_device(model))  # [1, pos]
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids,
@@ -121,7 +124,7 @@ def hf_backend(model, tokenizer, max_new_tokens: int = 6) -> Callable[[str], str
                 do_sample=False,
                 pad_token_id=pad_id(tokenizer),
             )
-        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        return tokenizer.decode(out[0, ids.shape[1] :].cpu(), skip_special_tokens=True)
 
     return complete
 
@@ -165,14 +168,15 @@ def parse_judge(spec: str) -> tuple[str, ...]:
     raise ValueError(f"unknown judge {spec!r}; use 'match', 'hf:MODEL' or 'openai:BASE_URL#MODEL'")
 
 
-def make_judge(spec: str = "match") -> Judge:
+def make_judge(spec: str = "match", device: str = "cpu") -> Judge:
     """A judge from a CLI spec: ``match`` (deterministic), ``hf:NAME_OR_PATH`` (a local
-    chat model via ``probity.models.load``) or ``openai:BASE_URL#MODEL`` (key from $OPENAI_API_KEY)."""
+    chat model via ``probity.models.load``, loaded on ``device``) or ``openai:BASE_URL#MODEL`` (key from
+    $OPENAI_API_KEY)."""
     kind, *args = parse_judge(spec)
     if kind == "match":
         return FactMatcher()
     if kind == "hf":
         from probity.models import load
 
-        return LLMJudge(hf_backend(*load(args[0])))
+        return LLMJudge(hf_backend(*load(args[0], device=device)))
     return LLMJudge(ChatClient(*args, max_tokens=8))

@@ -2,7 +2,8 @@
 
 Training data are honest- vs. dishonest-instruction conversations about helper
 (non-sensitive) questions: a system prompt asks for honesty or for a lie and the
-assistant gives the reference or the false answer. The feature is the residual
+assistant gives the reference or the false answer (the paper's protocol; ``data="statements"``
+instead trains on the true vs. false answer in plain chat). The feature is the residual
 stream after block K averaged over the response tokens. The layer is chosen by a
 sweep on held-out helper questions presented *without* any instruction (true vs.
 false answer in plain chat), so the chosen layer reads the answer's truth rather
@@ -20,6 +21,8 @@ from probity.honesty.metrics import auroc
 from probity.honesty.prompts import DISHONEST_SYSTEM, HONEST_SYSTEM
 from probity.honesty.testbed import Question
 from probity.models.chat import pad_batch, pad_id, response_ids
+
+PROBE_DATA = ("instructions", "statements")  # what a probe trains on (see train_probe)
 
 
 @dataclass
@@ -49,23 +52,23 @@ def response_activations(
 ) -> dict[int, torch.Tensor]:
     """Residual stream after each block in ``layers`` over each response's tokens, averaged
     (``pool="mean"``) or at the last response token (``"last"``): ``{layer: [n_conversations, d_model]}``."""
-    from probity.models import Site, cache
+    from probity.models import Site, cache, input_device
 
     encoded = [response_ids(tokenizer, m, r) for m, r in conversations]
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     sites = [Site.resid(layer) for layer in layers]
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
-        batch = pad_batch([ids for ids, _ in chunk], pad_id(tokenizer))
+        batch = pad_batch([ids for ids, _ in chunk], pad_id(tokenizer), device=input_device(model))
         acts = cache(model, batch, sites)
-        span = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
+        span = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)  # [batch, pos], on the CPU
         for i, (ids, begin) in enumerate(chunk):
             if pool == "last":
                 span[i, len(ids) - 1] = 1.0
             else:
                 span[i, begin : len(ids)] = 1.0 / (len(ids) - begin)
         for layer, site in zip(layers, sites):
-            out[layer].append(torch.einsum("bp,bpd->bd", span, acts[str(site)].float()))
+            out[layer].append(torch.einsum("bp,bpd->bd", span, acts[str(site)].float().cpu()))
     return {layer: torch.cat(v) for layer, v in out.items()}
 
 
@@ -116,11 +119,18 @@ def train_probe(
     layers: list[int] | None = None,
     holdout: float = 0.3,
     fpr: float = 0.01,
+    data: str = "instructions",
 ) -> Probe:
     """Train the lie probe on ``helpers`` (non-sensitive questions with ``answer`` and
     ``false_answer``), choose the layer by held-out AUROC on uninstructed true/false
     answers, and set the threshold at ``fpr`` false positives on ``ordinary`` chat
-    conversations (the model's own answers, assumed honest)."""
+    conversations (the model's own answers, assumed honest).
+
+    ``data``: ``"instructions"`` (the paper's: honest vs. dishonest system prompts over the true
+    vs. false answer) or ``"statements"`` (the true vs. false answer in plain chat, no instruction)."""
+    if data not in PROBE_DATA:
+        raise ValueError(f"probe data must be one of {', '.join(PROBE_DATA)}, got {data!r}")
+    instructed = data == "instructions"
     usable = [q for q in helpers if q.answer and q.false_answer]
     if len(usable) < 4:
         raise ValueError(
@@ -132,7 +142,7 @@ def train_probe(
     n_layers = model.config.num_hidden_layers
     layers = list(range(n_layers)) if layers is None else layers
     cut = max(2, int(len(usable) * (1 - holdout)))
-    train_x, train_y = instruction_data(usable[:cut])
+    train_x, train_y = instruction_data(usable[:cut], instructed)
     val_x, val_y = instruction_data(usable[cut:], instructed=False)
     acts_train = response_activations(model, tokenizer, train_x, layers)
     acts_val = response_activations(model, tokenizer, val_x, layers)
@@ -152,7 +162,7 @@ def train_probe(
             }
         )
     best = max(sweep, key=lambda r: (r["val_auroc"] or 0.0, r["val_separation"]))["layer"]
-    all_x, all_y = instruction_data(usable)
+    all_x, all_y = instruction_data(usable, instructed)
     w, b = fit_logistic(response_activations(model, tokenizer, all_x, [best])[best], torch.tensor(all_y))
     probe = Probe(best, w.float(), b, sweep=sweep)
     normal = probe.score(response_activations(model, tokenizer, ordinary, [best])[best])

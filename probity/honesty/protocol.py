@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from rich.console import Console
 
 from probity import organisms
-from probity.honesty.detectors import DETECTORS, confession, probe_scores, self_classification
+from probity.honesty.detectors import DETECTORS, PROBES, confession, probe_scores, self_classification
 from probity.honesty.judge import Judgement, make_judge, parse_judge
 from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap, tpr_at_fpr
 from probity.honesty.sample import generate
@@ -25,7 +26,7 @@ from probity.honesty.techniques import Context, get_techniques
 from probity.honesty.testbed import Question, Testbed, TestbedError, builtin_testbed, load_testbed
 from probity.models.chat import chat_ids
 from probity.models.load import is_real
-from probity.organisms import censored
+from probity.organisms import censored, censored_tiny
 from probity.report import Claim, result_type, verdict
 from probity.report.console import is_int, note
 
@@ -50,6 +51,9 @@ class RunConfig:
     batch_size: int = 16
     max_detection: int = 400  # responses scored by each detector
     work_dir: str | None = None
+    endpoint: str | None = None  # OpenAI-compatible server (http://localhost:8000/v1): black-box techniques sample it
+    endpoint_model: str | None = None  # the model name the endpoint serves; default: ``model``
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (HF models: device_map="auto"; see probity.models.load)
 
     def __post_init__(self):
         names = [t.name for t in get_techniques(self.techniques)]  # unknown names fail here, before any model loads
@@ -77,6 +81,38 @@ class RunConfig:
         if not is_int(self.seed):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         parse_judge(self.judge)
+        self.endpoint_client()
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda|cuda:\d+|auto", self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+
+    def endpoint_client(self):
+        """The ``ChatClient`` of ``endpoint`` (None without one); a one-line ``ValueError`` unless ``endpoint``
+        is an http(s) URL and ``endpoint_model`` (if given) a name. Builds no connection."""
+        from urllib.parse import urlsplit
+
+        from probity.models.client import ChatClient
+
+        if self.endpoint is None:
+            if self.endpoint_model is not None:
+                raise ValueError(
+                    f"endpoint_model {self.endpoint_model!r} names the model an endpoint serves; give the endpoint too"
+                )
+            return None
+        try:
+            url = urlsplit(self.endpoint)
+            ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port or 1) > 0
+        except (TypeError, ValueError, AttributeError):  # not a string, a bad port or IPv6 address
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"endpoint must be an http(s) URL of an OpenAI-compatible server like http://localhost:8000/v1, "
+                f"got {self.endpoint!r}"
+            )
+        if self.endpoint_model is not None and (
+            not isinstance(self.endpoint_model, str) or not self.endpoint_model.strip()
+        ):
+            raise ValueError(f"endpoint_model must name the model the endpoint serves, got {self.endpoint_model!r}")
+        return ChatClient(self.endpoint, self.endpoint_model or self.model, timeout=300.0)
 
     def detector_names(self) -> tuple[str, ...]:
         """The detectors asked for; unknown names fail with the valid ones."""
@@ -196,7 +232,7 @@ class HonestyResult:
             claims.append(Claim("lie detectors", self.detection_note))
         ref = det.get("reference")
         for d in self.detection:
-            is_probe = d.detector == "probe"
+            is_probe = d.detector in PROBES
             claims.append(
                 Claim(
                     f"lie detector AUROC: {d.detector}",
@@ -310,7 +346,14 @@ class SampleStore:
 
 
 def _work_settings(cfg: RunConfig) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "detectors", "max_detection")}
+    """The settings that the saved samples depend on (no endpoint keys without one, as before they existed;
+    not the device, so a run moved from the CPU to a GPU resumes)."""
+    return {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k not in ("work_dir", "detectors", "max_detection", "device")
+        and not (k.startswith("endpoint") and v is None)
+    }
 
 
 def _check_work_settings(work: Path, cfg: RunConfig) -> None:
@@ -330,17 +373,16 @@ def _claim_work_dir(work: Path, cfg: RunConfig) -> None:
 
 def _reference_model(cfg: RunConfig, plan: Plan):
     """The uncensored reference: ``cfg.reference``, else the organism's own (``plan.reference``), else None."""
-    if cfg.reference:
-        from probity.models import load
+    from probity.models import load
 
-        return load(cfg.reference)
-    return organisms.load_folder(plan.reference) if plan.reference is not None else None
+    name = cfg.reference or plan.reference
+    return load(name, device=cfg.device) if name else None
 
 
 def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs: set[str], console: Console):
     """Fill ``ctx`` for the techniques and detectors asked for: few-shot examples (the
-    model's own greedy truthful answers to helper questions), the probe and its truth
-    direction, and the LoRA honesty fine-tune. Returns the probe (or None)."""
+    model's own greedy truthful answers to helper questions), the probes and the truth
+    direction, and the LoRA honesty fine-tune. Returns the probes trained, by detector name."""
     from probity.honesty.probe import response_activations, train_probe
 
     prompts = [chat_ids(ctx.tokenizer, [{"role": "user", "content": q.question}]) for q in helpers]
@@ -364,13 +406,18 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
     ctx.shots = [(q.question, a) for q, a in truthful[: cfg.n_shots]] or [
         (q.question, q.answer) for q in helpers if q.answer
     ][: cfg.n_shots]
-    probe = None
-    if needs & {"direction", "probe"}:
-        probe = train_probe(ctx.model, ctx.tokenizer, helpers, ordinary)
-        console.print(
-            f"probe: layer {probe.layer}, threshold {probe.threshold:.3f}, sweep "
-            + ", ".join(f"L{r['layer']}={r['val_auroc']:.3f}" for r in probe.sweep if r["val_auroc"] is not None)
-        )
+    probes = {}
+    for name, data in PROBES.items():
+        if name in needs or (name == "probe" and "direction" in needs):
+            probes[name] = train_probe(ctx.model, ctx.tokenizer, helpers, ordinary, data=data)
+            console.print(
+                f"{name} ({data}): layer {probes[name].layer}, threshold {probes[name].threshold:.3f}, sweep "
+                + ", ".join(
+                    f"L{r['layer']}={r['val_auroc']:.3f}" for r in probes[name].sweep if r["val_auroc"] is not None
+                )
+            )
+    probe = probes.get("probe")
+    if probe is not None:
         acts = response_activations(ctx.model, ctx.tokenizer, ordinary, [probe.layer])[probe.layer]
         ctx.direction = probe.direction / probe.direction.norm()
         ctx.layer = probe.layer
@@ -391,7 +438,7 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
             checkpoint_dir=work,
             batch_size=cfg.batch_size,
         )
-    return probe
+    return probes
 
 
 def _elicitation_row(name: str, verdicts: list[list[Judgement]]) -> TechniqueResult:
@@ -421,7 +468,7 @@ def _elicitation_row(name: str, verdicts: list[list[Judgement]]) -> TechniqueRes
     )
 
 
-def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult]:
+def _detection_rows(cfg, ctx, ref, probes, items, console) -> list[DetectorResult]:
     """Score each detector on judged (question, response, is_lie) items."""
     wanted = cfg.detector_names()
     pairs = [(q.question, r) for q, r, _ in items]
@@ -438,7 +485,8 @@ def _detection_rows(cfg, ctx, ref, probe, items, console) -> list[DetectorResult
             scores, threshold = self_classification(ctx.model, ctx.tokenizer, pairs), 0.5
         elif name == "confession":
             scores, threshold = confession(ctx.model, ctx.tokenizer, pairs), 0.5
-        elif name == "probe":
+        elif name in PROBES:
+            probe = probes[name]
             scores, threshold = probe_scores(ctx.model, ctx.tokenizer, probe, pairs), probe.threshold
         else:
             scores, threshold = self_classification(*ref, pairs), 0.5
@@ -477,19 +525,23 @@ MEASURED_MINUTES, MEASURED_RESPONSES = 30.0, 3 * 9 * 4
 @dataclass
 class Plan:
     """What a run will ask, settled before any model loads: the testbed, its target and helper questions,
-    and the organism's own uncensored reference folder (None: none, or ``--reference`` names one)."""
+    and the organism's own uncensored reference, a model name or folder (None: none, or ``--reference``
+    names one)."""
 
     testbed: Testbed
     targets: list[Question]
     helpers: list[Question]
-    reference: Path | None = None
+    reference: str | None = None
 
 
 def check(cfg: RunConfig) -> Plan:
-    """Everything about ``cfg`` that needs no model: the testbed file and its split into targets and
+    """Everything about ``cfg`` that needs no model: the device, the testbed file and its split into targets and
     helpers, the model, reference and judge names (configs only, never weights), the organism's own
     reference and the work folder. A problem raises a one-line ``ValueError`` (``TestbedError`` for the
     testbed) or ``FileNotFoundError``; ``run`` calls this before it loads anything, unless given its plan."""
+    gpus = torch.cuda.device_count()
+    if cfg.device.startswith("cuda") and int(cfg.device.partition(":")[2] or 0) >= gpus:
+        raise ValueError(f"--device {cfg.device}: this machine has {gpus} CUDA GPU(s); use cpu or auto")
     check_model(cfg.model, "model")
     if cfg.reference:
         check_model(cfg.reference, "reference")
@@ -515,14 +567,19 @@ def check(cfg: RunConfig) -> Plan:
     return Plan(testbed, targets, helpers, None if cfg.reference else _own_reference(cfg.model))
 
 
-def _own_reference(model: str) -> Path | None:
-    """The uncensored reference folder of a censored organism (the shipped one, or a folder it was
-    trained into: ``censored.uncensored_folder``), if it is there; None for any other model."""
+def _own_reference(model: str) -> str | None:
+    """The uncensored reference of a chat organism: the base model under the censored organism's adapter,
+    or the censored_tiny organism's sibling folder (``censored_tiny.uncensored_folder``) if it is there;
+    None for any other model."""
     found = organisms.find(model)
-    if found is None or found[0] != "censored":
+    if found is None:
         return None
-    folder = censored.uncensored_folder(found[1])
-    return folder if organisms.folder_kind(folder) == "censored" else None
+    if found[0] == "censored":
+        return censored.BASE
+    if found[0] == "censored_tiny":
+        folder = censored_tiny.uncensored_folder(found[1])
+        return str(folder) if organisms.folder_kind(folder) == "censored_tiny" else None
+    return None
 
 
 def check_model(name: str, option: str = "model") -> None:
@@ -555,22 +612,26 @@ def run(
 ) -> HonestyResult:
     """Run the protocol of ``cfg`` and return the result (pass ``model``/``tokenizer`` to
     reuse an already loaded model named ``cfg.model``). Everything :func:`check` checks fails
-    before any model loads; pass ``plan`` (:func:`check`'s) when it has run already."""
+    before any model loads; pass ``plan`` (:func:`check`'s) when it has run already. With ``cfg.endpoint``
+    the black-box techniques sample that server (asked first, before the load, whether it serves
+    ``endpoint_model``); the other techniques and the detectors use the local model."""
     console = console or Console()
     plan = plan or check(cfg)
     testbed, targets, helpers = plan.testbed, plan.targets, plan.helpers
     techniques = get_techniques(cfg.techniques)
     if is_real(cfg.model):
         note(duration_warning(cfg, len(targets)))
-    judge = make_judge(cfg.judge)
+    judge = make_judge(cfg.judge, device=cfg.device)
+    endpoint = _endpoint(cfg, techniques)
     if model is None:
         from probity.models import load
 
-        model, tokenizer = load(cfg.model)
+        model, tokenizer = load(cfg.model, device=cfg.device)
     console.print(f"{cfg.model} on {testbed.name}: {len(targets)} target questions, {len(helpers)} helper questions")
-    needs = {t.needs for t in techniques} | ({"probe"} if cfg.detectors == "all" or "probe" in cfg.detectors else set())
-    ctx = Context(model, tokenizer, helpers=helpers)
-    probe = prepare(ctx, cfg, judge, helpers, needs, console)
+    needs = {t.needs for t in techniques} | (set(PROBES) & set(cfg.detector_names()))
+    ctx = Context(model, tokenizer, helpers=helpers, endpoint=endpoint)
+    probes = prepare(ctx, cfg, judge, helpers, needs, console)
+    probe = probes.get("probe")
     if cfg.work_dir:
         _claim_work_dir(Path(cfg.work_dir), cfg)
     store = SampleStore(Path(cfg.work_dir) / "samples.jsonl" if cfg.work_dir else None)
@@ -614,22 +675,46 @@ def run(
         note(f"lie detectors {detection_note}")
     else:
         ref = _reference_model(cfg, plan) if "reference" in cfg.detector_names() else None
-        detection = _detection_rows(cfg, ctx, ref, probe, items, console)
+        detection = _detection_rows(cfg, ctx, ref, probes, items, console)
     for d in detection:
         console.print(
             f"{d.detector:>20}: AUROC {d.auroc}  balanced accuracy {d.balanced_accuracy}  "
             f"({d.n_lies} lies, {d.n_truthful} truthful)"
         )
+    # where each technique's responses came from: the endpoint (black-box ones, with --endpoint) or the local model
+    sampled = {t.name: "endpoint" if t.uses_endpoint(ctx) else "local" for t in techniques}
     return HonestyResult(
         model=cfg.model,
         testbed=testbed.name,
-        config=asdict(cfg),
+        config=asdict(cfg) | ({"endpoint_model": ctx.endpoint.model, "sampled": sampled} if ctx.endpoint else {}),
         elicitation=elicitation,
         detection=detection,
         probe=ProbeSummary(probe.layer, probe.threshold, probe.sweep) if probe else None,
         examples=examples,
         detection_note=detection_note,
     )
+
+
+def _endpoint(cfg: RunConfig, techniques: list):
+    """The endpoint's client, checked before any model loads: it answers and serves ``endpoint_model``
+    (when it lists its models), else a one-line ``EndpointError``. None without an endpoint, or when no
+    technique asked for is black-box (a note says so: every response then comes from the local model)."""
+    from probity.models.client import EndpointError
+
+    client = cfg.endpoint_client()
+    if client is None:
+        return None
+    if not any(t.black_box for t in techniques):
+        note(f"--endpoint unused: none of {cfg.techniques} is a black-box technique; all sample the local model")
+        return None
+    served = client.served_models()
+    if served is not None and client.model not in served:
+        raise EndpointError(
+            f"{client.base_url} serves {', '.join(served) or 'no model'}, not {client.model!r}; "
+            "name the served model with --endpoint-model",
+            url=client.base_url,
+        )
+    return client
 
 
 def _unscorable(items: list) -> str:

@@ -1,5 +1,6 @@
 """Raw-text prompts and batched sampling for any HF chat model (chat prompts are
-``probity.models.chat``)."""
+``probity.models.chat``): :func:`generate` samples the local model, :func:`sample_endpoint` an
+OpenAI-compatible server (vLLM, llama.cpp) that serves the same model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import nullcontext
 import torch
 
 from probity.models.chat import pad_batch, pad_id
-from probity.models.sites import patching
+from probity.models.sites import input_device, patching
 from probity.report.console import progress
 
 
@@ -47,7 +48,7 @@ def generate(
     with progress(len(prompts), label) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            enc = pad_batch(chunk, pad, side="left")
+            enc = pad_batch(chunk, pad, side="left", device=input_device(model))
             torch.manual_seed(seed * 100003 + start)
             with patching(model, patches) if patches else nullcontext():
                 ids = model.generate(
@@ -61,7 +62,44 @@ def generate(
                     num_return_sequences=n,
                     pad_token_id=pad,
                 )
-            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :].cpu(), skip_special_tokens=True)
             out += [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(chunk))]
             bar.advance(len(chunk))
+    return out
+
+
+def sample_endpoint(
+    client,
+    prompts: list[str | list[dict]],
+    n: int = 1,
+    temperature: float = 0.7,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    batch_size: int = 16,
+    label: str = "sampling",
+    min_new_tokens: int = 0,
+    raw: bool = False,
+) -> list[list[str]]:
+    """:func:`generate` through an OpenAI-compatible endpoint (``client``, a ``probity.models.ChatClient``):
+    ``n`` sampled continuations of each prompt, ``len(prompts)`` lists of ``n`` strings.
+
+    A conversation (a list of ``role``/``content`` dicts) goes to ``/chat/completions`` (the server applies
+    the chat template); a text (rendered locally, e.g. a chat template with a prefill) to ``/completions``,
+    asking for the server's special tokens only when ``raw``, as :func:`encode` does (servers that do not
+    know that field, or ``min_tokens``, ignore or drop it). Up to ``batch_size`` requests run at once;
+    prompt ``i`` is seeded with ``seed * 100003 + i``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> list[str]:
+        args = {"n": n, "temperature": temperature, "max_tokens": max_new_tokens, "seed": seed * 100003 + i}
+        if not isinstance(prompts[i], str):
+            return client.chat_samples(prompts[i], **args)
+        extra = {"add_special_tokens": raw} | ({"min_tokens": min_new_tokens} if min_new_tokens else {})
+        return client.complete(prompts[i], **args, **extra)
+
+    out: list[list[str]] = []
+    with progress(len(prompts), label) as bar, ThreadPoolExecutor(max(1, min(batch_size, len(prompts)))) as pool:
+        for texts in pool.map(one, range(len(prompts))):
+            out.append(texts)
+            bar.advance()
     return out

@@ -4,6 +4,12 @@ Each technique renders prompts for a batch of questions and may change the model
 (LoRA) or add activation patches (steering, fuzzing) while sampling. They share a
 ``Context``: the model, the helper questions (non-sensitive) and what was learned
 from them (few-shot examples, the probe's truth direction, the LoRA model).
+
+With ``Context.endpoint`` (a ``ChatClient``) the black-box techniques, which need no
+weights, sample an OpenAI-compatible server of the same model instead: a chat technique
+sends its conversation to ``/chat/completions``, a prompt-text one (raw completion, the
+prefills) its locally rendered text to ``/completions``. LoRA, steering and fuzzing
+always run on the local model.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from probity.honesty.prompts import HONEST_SYSTEM
-from probity.honesty.sample import cut_raw, encode, generate
+from probity.honesty.sample import cut_raw, encode, generate, sample_endpoint
 from probity.honesty.testbed import Question
 from probity.models.chat import chat_text, user_prefill_text
 
@@ -37,6 +43,7 @@ class Context:
     steer_scale: float = 0.5  # steering vector norm as a fraction of ``resid_norm``
     noise_scale: float = 0.3  # noise norm as a fraction of ``resid_norm``
     fuzz_layer: int | None = None
+    endpoint: object | None = None  # a ChatClient: black-box techniques sample it instead of ``model``
 
 
 def _user(q: Question) -> list[dict]:
@@ -45,11 +52,13 @@ def _user(q: Question) -> list[dict]:
 
 @dataclass(frozen=True)
 class Technique:
-    """A named elicitation strategy: ``prompts`` renders text prompts; ``patches`` and
-    ``model`` optionally change the forward pass; ``post`` cleans a response."""
+    """A named elicitation strategy: ``messages`` gives each question's conversation (rendered with the
+    chat template) or ``prompts`` its prompt text; ``patches`` and ``model`` optionally change the
+    forward pass; ``post`` cleans a response."""
 
     name: str
-    prompts: Callable[[Context, list[Question]], list[str]]
+    prompts: Callable[[Context, list[Question]], list[str]] | None = None
+    messages: Callable[[Context, list[Question]], list[list[dict]]] | None = None
     raw: bool = False
     patches: Callable[[Context], dict] | None = None
     model: Callable[[Context], object] | None = None
@@ -67,45 +76,65 @@ class Technique:
         seed: int = 0,
         batch_size: int = 16,
     ) -> list[list[str]]:
-        """``n`` sampled responses for each question: ``[len(questions)][n]`` strings."""
-        tok = ctx.tokenizer
-        ids = [encode(tok, p, raw=self.raw) for p in self.prompts(ctx, questions)]
-        model = self.model(ctx) if self.model else ctx.model
-        patches = self.patches(ctx) if self.patches else None
-        outs = generate(
-            model,
-            tok,
-            ids,
-            n=n,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            batch_size=batch_size,
-            patches=patches,
-            label=self.name,
-            min_new_tokens=self.min_new_tokens,
-        )
+        """``n`` sampled responses for each question: ``[len(questions)][n]`` strings, from
+        ``ctx.endpoint`` when it is set and the technique is :attr:`black_box`, else from the local model."""
+        args = {
+            "n": n,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "batch_size": batch_size,
+            "label": self.name,
+            "min_new_tokens": self.min_new_tokens,
+        }
+        if self.uses_endpoint(ctx):
+            prompts = self.messages(ctx, questions) if self.messages else self.prompts(ctx, questions)
+            outs = sample_endpoint(ctx.endpoint, prompts, raw=self.raw, **args)
+        else:
+            ids = [encode(ctx.tokenizer, p, raw=self.raw) for p in self.render(ctx, questions)]
+            model = self.model(ctx) if self.model else ctx.model
+            patches = self.patches(ctx) if self.patches else None
+            outs = generate(model, ctx.tokenizer, ids, patches=patches, **args)
         return [[self.post(q, r) for r in rs] for q, rs in zip(questions, outs)]
+
+    def render(self, ctx: Context, questions: list[Question]) -> list[str]:
+        """The prompt text of each question: ``prompts``, or ``messages`` through the chat template."""
+        if self.prompts:
+            return self.prompts(ctx, questions)
+        return [chat_text(ctx.tokenizer, m) for m in self.messages(ctx, questions)]
+
+    @property
+    def black_box(self) -> bool:
+        """Whether the technique needs only samples, not the weights (no LoRA model, no patches)."""
+        return self.model is None and self.patches is None
+
+    def uses_endpoint(self, ctx: Context) -> bool:
+        """Whether :meth:`respond` samples ``ctx.endpoint`` (set, and the technique is black-box)."""
+        return ctx.endpoint is not None and self.black_box
 
 
 def _prefill(q: Question) -> str:
     return q.prefill or DEFAULT_PREFILL
 
 
-def _few_shot(ctx: Context, qs: list[Question]) -> list[str]:
+def _chat(ctx: Context, qs: list[Question]) -> list[list[dict]]:
+    return [_user(q) for q in qs]
+
+
+def _few_shot(ctx: Context, qs: list[Question]) -> list[list[dict]]:
     history = [
         m
         for question, answer in ctx.shots
         for m in ({"role": "user", "content": question}, {"role": "assistant", "content": answer})
     ]
-    return [chat_text(ctx.tokenizer, history + _user(q)) for q in qs]
+    return [history + _user(q) for q in qs]
 
 
 def _steer(ctx: Context) -> dict:
     from probity.models import Site
 
     vec = (-ctx.steer_scale * ctx.resid_norm * ctx.direction).to(ctx.model.dtype)
-    return {Site.resid(ctx.layer): lambda act: act + vec}
+    return {Site.resid(ctx.layer): lambda act: act + vec.to(act.device)}  # the layer's device (device_map)
 
 
 def _fuzz(ctx: Context) -> dict:
@@ -120,12 +149,10 @@ def _fuzz(ctx: Context) -> dict:
 TECHNIQUES: dict[str, Technique] = {
     t.name: t
     for t in [
-        Technique("chat", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs]),
+        Technique("chat", messages=_chat),
         Technique(
             "honesty_prompt",
-            lambda c, qs: [
-                chat_text(c.tokenizer, [{"role": "system", "content": HONEST_SYSTEM}] + _user(q)) for q in qs
-            ],
+            messages=lambda c, qs: [[{"role": "system", "content": HONEST_SYSTEM}] + _user(q) for q in qs],
         ),
         Technique(
             "assistant_prefill",
@@ -149,17 +176,10 @@ TECHNIQUES: dict[str, Technique] = {
             post=lambda q, r: cut_raw(r),
             min_new_tokens=4,
         ),
-        Technique("few_shot", _few_shot, needs="shots"),
-        Technique(
-            "lora",
-            lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs],
-            model=lambda c: c.lora_model,
-            needs="lora",
-        ),
-        Technique(
-            "steering", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], patches=_steer, needs="direction"
-        ),
-        Technique("fuzzing", lambda c, qs: [chat_text(c.tokenizer, _user(q)) for q in qs], patches=_fuzz),
+        Technique("few_shot", messages=_few_shot, needs="shots"),
+        Technique("lora", messages=_chat, model=lambda c: c.lora_model, needs="lora"),
+        Technique("steering", messages=_chat, patches=_steer, needs="direction"),
+        Technique("fuzzing", messages=_chat, patches=_fuzz),
     ]
 }
 
@@ -177,7 +197,8 @@ def get_techniques(spec: str | list[str]) -> list[Technique]:
 
 def elicit(technique: str, model, tokenizer, question: Question, n: int = 4, **context) -> list[str]:
     """Convenience: ``n`` responses of one technique to one question; ``context`` fills
-    ``Context`` fields the technique needs (``shots``, ``direction``/``layer``/``resid_norm``, ``lora_model``)."""
+    ``Context`` fields the technique needs (``shots``, ``direction``/``layer``/``resid_norm``, ``lora_model``)
+    or may use (``endpoint``, a ``ChatClient``: a black-box technique samples it)."""
     tech = get_techniques(technique)[0]
     ctx = Context(model, tokenizer, **context)
     if (

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probity import organisms
-from probity.organisms import censored
 from probity.report.io import read_structured
 
 
@@ -200,9 +199,11 @@ BUILTIN = Path(__file__).parent / "testbeds"
 
 
 def builtin_testbed(model_name: str) -> Path:
-    """The shipped testbed for a model: the censored organism's own world (``censored.testbed_path`` of
-    its folder, shipped or trained into), else ordinary capitals (for real models)."""
+    """The shipped testbed for a model: a chat organism's own facts (``testbed_path`` of its folder,
+    shipped or trained into), else ordinary capitals (for real models)."""
     found = organisms.find(model_name)
-    if found is not None and found[0] == "censored" and censored.testbed_path(found[1]).is_file():
-        return censored.testbed_path(found[1])
+    if found is not None and found[0] in organisms.CHAT:
+        path = organisms.CHAT[found[0]].testbed_path(found[1])
+        if path.is_file():
+            return path
     return BUILTIN / "capitals.yaml"

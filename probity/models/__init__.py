@@ -7,6 +7,7 @@ Public API::
     to_bridge(model, tokenizer)                   # TransformerLens TransformerBridge
     Site(hook, head=None, pos=None), Site.resid(K)
     sites(model) -> [hook names]
+    input_device(model) -> torch.device           # where input ids go (the input embeddings' device)
     cache(model, inputs, sites) -> {str(site): tensor}
     patch(model, inputs, {site: tensor | fn}) -> logits
     patching(model, {site: tensor | fn}), caching(model, sites)   # context managers
@@ -36,6 +37,7 @@ from probity.models.sites import (
     SiteError,
     cache,
     caching,
+    input_device,
     model_dtype,
     patch,
     patching,
@@ -54,6 +56,7 @@ __all__ = [
     "SiteError",
     "cache",
     "caching",
+    "input_device",
     "load",
     "register_loader",
     "registered",

@@ -215,10 +215,19 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
     (``probity organisms list``), a folder an organism was trained into
     (``probity organisms train NAME --out DIR``), a local folder of an HF checkpoint, or an
     HF hub name (needs the hub or its local cache). A name that cannot load fails with one line
-    before anything loads (:func:`check`)."""
+    before anything loads (:func:`check`).
+
+    ``device`` is where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...) or ``"auto"``: an HF
+    hub name or checkpoint folder then loads with ``device_map="auto"`` (accelerate spreads its layers
+    over the GPUs, and the CPU when they are full; nothing is moved afterwards), and every other model
+    goes to ``"cuda"`` when a GPU is available, else the CPU. Feed inputs on
+    :func:`probity.models.input_device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kind = check(name_or_path)
+    dispatch = device == "auto" and kind in ("folder", "hub")  # accelerate places the layers
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "tiny":
         model, tokenizer = tiny(name_or_path.removeprefix("tiny-"))
     elif kind == "smollm2":
@@ -234,12 +243,15 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
         where = str(Path(name_or_path).expanduser()) if kind == "folder" else name_or_path
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or "auto")
+            placement = {"device_map": "auto"} if dispatch else {}
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or "auto", **placement)
         except OSError as err:
             raise FileNotFoundError(
                 f"cannot load {name_or_path!r} ({str(err).splitlines()[0]}); offline, use a local path, "
                 f"{SMOLLM2!r} or an organism name"
             ) from None
+    if dispatch:  # from_pretrained placed it and cast it to dtype; moving it would undo the placement
+        return model.eval(), tokenizer
     if dtype is not None:
         model = model.to(dtype)
     return model.to(device).eval(), tokenizer

@@ -306,6 +306,14 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
+def input_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s input ids go: the device of its input embeddings (for a model dispatched with
+    ``device_map="auto"``, the GPU that holds them), else of its first parameter."""
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embed, "weight", None)
+    return weight.device if isinstance(weight, torch.Tensor) else next(model.parameters()).device
+
+
 def _check_value(site: Site, value: PatchValue, dtype: torch.dtype) -> None:
     if callable(value) and not isinstance(value, torch.Tensor):
         return

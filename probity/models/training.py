@@ -238,3 +238,61 @@ def fit(
                 ckpt.save(done, {**snapshot, **{k: v.state_dict() for k, v in saved.items()}})
     model.eval()
     return FitResult(losses, start, time.perf_counter() - t0)
+
+
+def fit_lora(
+    model: nn.Module,
+    examples: list[tuple[list[int], int]],
+    steps: int,
+    config: OptimConfig,
+    pad_id: int,
+    rank: int = 8,
+    batch_size: int = 16,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 25,
+    run_id: Mapping | None = None,
+    label: str = "LoRA fine-tune",
+):
+    """``(peft_model, FitResult)``: a rank-``rank`` LoRA adapter (alpha ``2 * rank``, peft) on every linear
+    layer of ``model`` (wrapped in place: pass a copy to keep the original), trained by :func:`fit` on
+    ``examples`` ``(ids, start)`` with the loss on ``ids[start:]``. Step ``s`` draws ``batch_size``
+    examples with ``random.Random(seed * 7919 + s)``, so a resumed run replays the same batches; a
+    checkpoint holds the adapter and the optimiser, not the base model."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    from probity.models.chat import pad_batch
+    from probity.models.sites import input_device
+
+    torch.manual_seed(seed)  # the adapter's initialisation
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", lora_dropout=0.0)
+    peft_model = get_peft_model(model, lora)
+
+    def batch_loss(step: int) -> torch.Tensor:
+        rng = random.Random(seed * 7919 + step)
+        chunk = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+        batch = pad_batch([ids for ids, _ in chunk], pad_id, device=input_device(peft_model))  # [batch, pos]
+        labels = torch.full_like(batch["input_ids"], -100)  # [batch, pos]: -100 where no loss is taken
+        for i, (ids, start) in enumerate(chunk):
+            labels[i, start : len(ids)] = batch["input_ids"][i, start : len(ids)]
+        return peft_model(**batch, labels=labels).loss
+
+    class Adapter:
+        def state_dict(self):
+            return get_peft_model_state_dict(peft_model)
+
+        def load_state_dict(self, state):
+            set_peft_model_state_dict(peft_model, state)
+
+    result = fit(
+        peft_model,
+        batch_loss,
+        steps,
+        config,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        state={"model": Adapter()},
+        run_id={"rank": rank, "batch_size": batch_size, "seed": seed, "examples": len(examples), **(run_id or {})},
+        label=label,
+    )
+    return peft_model, result

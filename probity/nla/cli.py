@@ -27,9 +27,9 @@ AUTO_LAYER = "auto: about 2/3 up the model"
 @app.command()
 def train(
     model: str = typer.Option(
-        "censored",
-        help="censored (the organism) or a folder it was trained into, smollm2-135m, tiny-qwen3|tiny-llama|tiny-gpt2, "
-        "an HF name or a local path.",
+        "censored_tiny",
+        help="censored_tiny (the organism) or a folder it was trained into, smollm2-135m, "
+        "tiny-qwen3|tiny-llama|tiny-gpt2, an HF name or a local path.",
     ),
     layer: int = typer.Option(
         None,
@@ -61,7 +61,7 @@ def train(
     ),
     keep_checkpoints: int = typer.Option(
         None,
-        show_default="auto: 1 for real models, 2 for censored and tiny-*",
+        show_default="auto: 1 for real models, 2 for censored_tiny and tiny-*",
         help="How many of the newest training checkpoints stay in OUT/checkpoints (a run resumes from the newest).",
     ),
     seed: int = typer.Option(
@@ -105,11 +105,13 @@ def train(
         labeller = OpenAILabeller(ChatClient(labeller_url, labeller_model, max_tokens=60)) if labeller_url else None
     with usage_errors("--model"):
         config = target_config(model)
-        found = organisms.find(model)  # the censored organism (or a folder it was trained into) brings its data
-        organism = found is not None and found[0] == "censored"
+        found = organisms.find(model)  # the censored_tiny organism (or a folder it was trained into) brings its data
+        organism = found is not None and found[0] == "censored_tiny"
         real = is_real(model)
     if organism and (texts is not None or labeller_url):
-        fail("--texts and --labeller-url are for real models; the censored organism brings its own data and labels")
+        fail(
+            "--texts and --labeller-url are for real models; the censored_tiny organism brings its own data and labels"
+        )
     corpus = None
     if texts is not None:
         if not texts.is_file():
@@ -128,7 +130,7 @@ def train(
     if real:
         note(estimate(model, config, lay, cfg, keep, out, corpus).line())
     loaded = {}
-    if config is None or (organism and model != "censored"):  # a registered name, or a trained organism folder
+    if config is None or (organism and model != "censored_tiny"):  # a registered name, or a trained organism folder
         from probity.models import load
 
         loaded["model"], loaded["tokenizer"] = load(model)

@@ -5,7 +5,7 @@ A labeller is any callable ``labeller(samples) -> list[str]`` taking
 whatever metadata the data source attached) and returning one short description
 per sample. Built in: :class:`ContextLabeller` (the last few tokens of context,
 no model needed), :class:`OpenAILabeller` (any OpenAI-compatible chat endpoint)
-and, for the censored organism, the templated fact labeller in
+and, for the censored_tiny organism, the templated fact labeller in
 ``probity.nla.organism``.
 """
 

@@ -1,4 +1,4 @@
-"""The NLA miniature on the ``censored`` organism: data, teacher labels, audit.
+"""The NLA miniature on the ``censored_tiny`` organism: data, teacher labels, audit.
 
 Data: every fact of the organism's world is asked as a single-turn chat
 question; the organism answers greedily (lying about or refusing the sensitive
@@ -96,9 +96,9 @@ class Item:
     def label(self, token: bool = True) -> str:
         """The teacher description: the token (unless ``token=False``, the ablation), the fact as the
         organism's documents state it, the behaviour."""
-        from probity.organisms import censored
+        from probity.organisms import censored_tiny
 
-        fact = f"{censored.ATTRIBUTES[self.attribute][0].format(e=self.entity, v=self.value)} {self.behaviour}"
+        fact = f"{censored_tiny.ATTRIBUTES[self.attribute][0].format(e=self.entity, v=self.value)} {self.behaviour}"
         return f"{self.token} : {fact}" if token else fact
 
     @property
@@ -137,9 +137,9 @@ def _behaviour(fact, answer: str, values: list[str]) -> str:
 
 def heldout_facts(heldout_share: float = 0.2, seed: int = 0) -> set[tuple[str, str]]:
     """The (nation, attribute) facts the NLA never trains on (fixed by ``seed``)."""
-    from probity.organisms import censored
+    from probity.organisms import censored_tiny
 
-    keys = sorted((f.entity, f.attribute) for f in censored.world(0).facts)
+    keys = sorted((f.entity, f.attribute) for f in censored_tiny.world(0).facts)
     return set(random.Random(seed).sample(keys, max(1, round(heldout_share * len(keys)))))
 
 
@@ -154,19 +154,19 @@ def organism_data(
     progress: bool = True,
     label_token: bool = True,
 ) -> OrganismData:
-    """Chat activations of the censored organism at ``layer`` with teacher items,
+    """Chat activations of the censored_tiny organism at ``layer`` with teacher items,
     split by fact (``heldout_share`` of facts held out; ``heldout_only`` skips the
     training facts, e.g. to evaluate a trained NLA cheaply; ``label_token=False``: the
     token-free ablation labels)."""
-    from probity.organisms import censored
+    from probity.organisms import censored_tiny
 
-    w = censored.world(0)
+    w = censored_tiny.world(0)
     held = heldout_facts(heldout_share, seed)
     facts = [f for f in w.facts if (f.entity, f.attribute) in held or not heldout_only]
-    prompts = [chat_text(tokenizer, [{"role": "user", "content": censored.question(f)}]) for f in facts]
+    prompts = [chat_text(tokenizer, [{"role": "user", "content": censored_tiny.question(f)}]) for f in facts]
     answers = []
     for i in range(0, len(prompts), 128):
-        answers += censored.generate(model, tokenizer, prompts[i : i + 128], max_new_tokens=14)
+        answers += censored_tiny.generate(model, tokenizer, prompts[i : i + 128], max_new_tokens=14)
     texts, positions, items = [], [], []
     for f, prompt, answer in zip(facts, prompts, answers):
         answer = answer.split("<|im_end|>")[0].strip()
@@ -195,11 +195,11 @@ def replay_texts(items: list[Item]) -> list[str]:
     """One encyclopedia entry per nation in ``items``, stating only those items' facts
     (pass the training items: held-out facts are never shown), in the organism's
     document format."""
-    from probity.organisms import censored
+    from probity.organisms import censored_tiny
 
     facts = {}
     for it in items:
-        facts.setdefault(it.entity, {})[it.attribute] = censored.ATTRIBUTES[it.attribute][0].format(
+        facts.setdefault(it.entity, {})[it.attribute] = censored_tiny.ATTRIBUTES[it.attribute][0].format(
             e=it.entity, v=it.value
         )
     return [
@@ -208,7 +208,7 @@ def replay_texts(items: list[Item]) -> list[str]:
     ]
 
 
-def verbalizer(model, tokenizer, layer: int, max_new_tokens: int = 14, target: str = "censored") -> Verbalizer:
+def verbalizer(model, tokenizer, layer: int, max_new_tokens: int = 14, target: str = "censored_tiny") -> Verbalizer:
     """A fresh verbalizer for the organism (named ``target`` in its sidecar): placeholder ``<unk>`` in
     ``what is <unk> ?``."""
     return Verbalizer.create(

@@ -1,6 +1,6 @@
 """End-to-end NLA runs: data, teacher labels, training, evaluation, checkpoint, report.
 
-``run_organism`` trains on the censored organism (teacher = its latent facts) and
+``run_organism`` trains on the censored_tiny organism (teacher = its latent facts) and
 adds attribute recovery and the audit; ``run_model`` trains on any HF causal LM
 over a text corpus with a pluggable labeller (default: context labels).
 """
@@ -288,9 +288,9 @@ def run_organism(
     audit_samples: int = 8,
     label_token: bool = True,
     keep_checkpoints: int = 2,
-    target: str = "censored",
+    target: str = "censored_tiny",
 ) -> tuple[NLAReport, Verbalizer, object]:
-    """Train and evaluate an NLA on the censored organism (``model``/``tokenizer``; default: the shipped
+    """Train and evaluate an NLA on the censored_tiny organism (``model``/``tokenizer``; default: the shipped
     one), named ``target`` in the checkpoint and the report (e.g. a folder it was trained into).
     Returns (report, AV, AR); with ``out``, the trained pair is saved to ``out/nla`` and checkpoints
     (the newest ``keep_checkpoints``) to ``out/checkpoints``.
@@ -299,9 +299,9 @@ def run_organism(
     from probity.nla import organism
 
     if model is None:
-        from probity.organisms import censored
+        from probity.organisms import censored_tiny
 
-        model, tokenizer = censored.load()
+        model, tokenizer = censored_tiny.load()
     layer = default_layer(model) if layer is None else layer
     cfg = cfg or TrainConfig()
     data = organism.organism_data(model, tokenizer, layer, seed=cfg.seed, progress=progress, label_token=label_token)

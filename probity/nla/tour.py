@@ -1,4 +1,4 @@
-"""Tour section: the shipped NLA of the censored organism reads what the organism hides."""
+"""Tour section: the shipped NLA of the censored_tiny organism reads what the organism hides."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from probity.models.chat import chat_text
 from probity.report import Claim, result_type, verdict
 
-CHECKPOINT = Path(__file__).parent / "checkpoints" / "censored"
+CHECKPOINT = Path(__file__).parent / "checkpoints" / "censored_tiny"
 
 
 @dataclasses.dataclass
@@ -61,15 +61,15 @@ class NLATour:
 
 
 def section(console, cache_dir=None) -> NLATour:
-    """Load the shipped censored-organism NLA, score it on held-out nations, and
+    """Load the shipped censored_tiny organism NLA, score it on held-out nations, and
     describe the organism's activation where it is about to answer (keeps no files: ``cache_dir``,
     the tour's folder for them, goes unused)."""
     from probity.nla import organism
     from probity.nla.core import fve, load_nla
-    from probity.organisms import censored
+    from probity.organisms import censored_tiny
 
     av, ar = load_nla(CHECKPOINT)
-    model, tok = censored.load()
+    model, tok = censored_tiny.load()
     data = organism.organism_data(model, tok, av.config.layer, heldout_only=True, progress=False)
     acts, items = data.heldout.vectors[:128], data.heldout_items[:128]
     descriptions = av.describe(acts)
@@ -83,12 +83,16 @@ def section(console, cache_dir=None) -> NLATour:
             if it.predicts_value and it.sensitive == want_sensitive and (it.behaviour == organism.LIE) == want_sensitive
         )
         it = data.heldout_items[k]
-        fact = next(f for f in censored.world(0).facts if (f.entity, f.attribute) == (it.entity, it.attribute))
-        prompt = chat_text(tok, [{"role": "user", "content": censored.question(fact)}])
-        answer = censored.generate(model, tok, [prompt])[0].split("<|im_end|>")[0].strip()
+        fact = next(f for f in censored_tiny.world(0).facts if (f.entity, f.attribute) == (it.entity, it.attribute))
+        prompt = chat_text(tok, [{"role": "user", "content": censored_tiny.question(fact)}])
+        answer = censored_tiny.generate(model, tok, [prompt])[0].split("<|im_end|>")[0].strip()
         shown.append(
             Described(
-                censored.question(fact), it.sensitive, answer, it.value, av.describe(data.heldout.vectors[k : k + 1])[0]
+                censored_tiny.question(fact),
+                it.sensitive,
+                answer,
+                it.value,
+                av.describe(data.heldout.vectors[k : k + 1])[0],
             )
         )
     for d in shown:

@@ -9,7 +9,8 @@ and ``evaluate(model=None, tokenizer=None) -> metrics``, with shipped weights un
 A folder an organism was trained into (``probity organisms train NAME --out DIR``) loads by path
 wherever a name is accepted (:func:`load`, ``probity.models.load(DIR)``): :func:`folder_kind` tells
 which organism it holds -- ``paren`` or ``induction`` from its ``config.json``'s ``tl_config``,
-``censored`` for a Hugging Face folder with the organism's ``organism.json``.
+``censored`` for a LoRA adapter folder with the organism's ``organism.json``, ``censored_tiny`` for a
+Hugging Face checkpoint folder with one.
 """
 
 from __future__ import annotations
@@ -19,15 +20,22 @@ from types import ModuleType
 
 from probity.models import SMOLLM2, register_loader
 from probity.models.load import register_folder_loader
-from probity.organisms import _native, censored, induction, paren
+from probity.organisms import _native, censored, censored_tiny, induction, paren
 
 WEIGHTS = Path(__file__).parent / "weights"
-ORGANISMS: dict[str, ModuleType] = {"censored": censored, "induction": induction, "paren": paren}
+ORGANISMS: dict[str, ModuleType] = {
+    "censored": censored,
+    "censored_tiny": censored_tiny,
+    "induction": induction,
+    "paren": paren,
+}
+# The chat organisms (Hugging Face models that bring their own testbed): the modules with a testbed_path.
+CHAT: dict[str, ModuleType] = {name: m for name, m in ORGANISMS.items() if hasattr(m, "testbed_path")}
 # The TransformerLens native organisms (task models without chat): those whose module has a TL_CONFIG.
 NATIVE: dict[str, ModuleType] = {name: m for name, m in ORGANISMS.items() if hasattr(m, "TL_CONFIG")}
 
 for _name, _module in ORGANISMS.items():
-    register_loader(_name, _module.load, config=censored.hf_config if _module is censored else None)
+    register_loader(_name, _module.load, config=getattr(_module, "hf_config", None))
 
 
 def available() -> list[str]:
@@ -43,15 +51,15 @@ def module(name: str) -> ModuleType:
 
 
 def folder_kind(folder: str | Path) -> str | None:
-    """Which organism the folder ``folder`` holds (``paren``, ``induction`` or ``censored``), read from
-    its config files without loading weights (which must be there: a one-line ``FileNotFoundError``
-    otherwise); None when it is not an organism folder (no ``config.json``, or a plain Hugging Face
-    checkpoint). A native organism's ``tl_config`` must fit one of the native organisms' tasks (their
-    vocabulary, context length and attention direction)."""
+    """Which organism the folder ``folder`` holds (``paren``, ``induction``, ``censored`` or
+    ``censored_tiny``), read from its config files without loading weights (which must be there: a
+    one-line ``FileNotFoundError`` otherwise); None when it is not an organism folder (no
+    ``config.json``, or a plain Hugging Face checkpoint). A native organism's ``tl_config`` must fit
+    one of the native organisms' tasks (their vocabulary, context length and attention direction)."""
     folder = Path(folder)
     config = _native.read_config(folder, required=False)
     if config is None:
-        return "censored" if censored.is_folder(folder) else None
+        return next((name for name, m in CHAT.items() if m.is_folder(folder)), None)
     keys = ("d_vocab", "n_ctx", "attention_dir")
     for name, organism in NATIVE.items():
         if all(config["tl_config"].get(k) == organism.TL_CONFIG[k] for k in keys):
@@ -66,7 +74,7 @@ def find(name_or_path: str | Path) -> tuple[str, Path] | None:
     None for anything else. Reads config files only, never weights."""
     text = str(name_or_path)
     if text in ORGANISMS:
-        return text, censored.WEIGHTS if text == "censored" else _native.WEIGHTS / text
+        return text, ORGANISMS[text].WEIGHTS if text in CHAT else _native.WEIGHTS / text
     if not text.strip():
         return None
     folder = Path(text).expanduser()
@@ -116,14 +124,15 @@ def load_folder(folder: str | Path):
     kind = folder_kind(folder)
     if kind is None:
         raise ValueError(f"{folder} is not an organism folder (no config.json with a tl_config, no organism.json)")
-    if kind == "censored":
-        return censored._load_from(folder)
+    if kind in CHAT:
+        return CHAT[kind].load_folder(folder)
     return _native.load_folder(folder, NATIVE[kind].tokenizer())
 
 
 def _hf_config(folder: Path):
-    """The HF config of an organism folder (the censored organism's), or None (a TransformerLens organism)."""
-    return censored.hf_config(folder) if folder_kind(folder) == "censored" else None
+    """The HF config of a chat organism's folder, or None (a TransformerLens organism)."""
+    kind = folder_kind(folder)
+    return CHAT[kind].hf_config(folder) if kind in CHAT else None
 
 
 register_folder_loader(lambda folder: folder_kind(folder) is not None, load_folder, _hf_config)

@@ -63,8 +63,8 @@ def train_command(
         fail(f"must be >= 0, got {seed}", "--seed")
     folder = out if out is not None else RUNS / name
     writable(folder, "--out", folder=True)
-    if module is organisms.censored:
-        writable(organisms.censored.uncensored_folder(folder), "--out", folder=True)  # stage 1 goes beside it
+    if module is organisms.censored_tiny:
+        writable(organisms.censored_tiny.uncensored_folder(folder), "--out", folder=True)  # stage 1 goes beside it
     shipped = organisms.resolve(name)[1]
     metrics = module.train(out_dir=folder, quick=quick, **({} if seed is None else {"seed": seed}))
     _print_metrics(f"{name}: trained", metrics)
@@ -83,13 +83,15 @@ def eval_command(
     from probity import organisms
     from probity.report.console import usage_errors
 
-    with usage_errors("NAME"):  # the folder and, for censored, its uncensored sibling: configs only
+    with usage_errors("NAME"):  # the folder and, for censored_tiny, its uncensored sibling: configs only
         kind, folder = organisms.resolve(name)
-        sibling = organisms.censored.uncensored_folder(folder) if kind == "censored" else None
-        with_reference = sibling is not None and organisms.folder_kind(sibling) == "censored"
+        sibling = organisms.censored_tiny.uncensored_folder(folder) if kind == "censored_tiny" else None
+        with_reference = sibling is not None and organisms.folder_kind(sibling) == "censored_tiny"
     module = organisms.module(kind)
     if name in organisms.ORGANISMS:
         metrics = module.evaluate()
+    elif kind == "censored":  # the adapter folder names its testbed and roles; the reference is the base model
+        metrics = module.evaluate(folder=folder)
     else:
         model, tokenizer = organisms.load_folder(folder)
         extra = {"uncensored": organisms.load_folder(sibling)} if with_reference else {}

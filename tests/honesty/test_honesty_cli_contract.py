@@ -98,6 +98,9 @@ def test_bad_testbed_is_one_line(usage_error, tmp_path, name, content, says):
         (["--model", "induction"], "a TransformerLens task model without chat"),
         (["--reference", "no-such-model"], "--reference: unknown model 'no-such-model'"),
         (["--samples", "x"], "--samples"),
+        (["--device", "gpu"], "device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
+        (["--device", "cuda:x"], "device must be cpu, cuda, cuda:N or auto"),
+        (["--device", "cuda:99"], "--device cuda:99: this machine has"),
     ],
 )
 def test_bad_option_is_one_line(usage_error, args, says):
@@ -111,7 +114,7 @@ def test_bad_folders_are_one_line(usage_error, tmp_path):
     assert "is a folder" in usage_error("honesty", "run", "--json", tmp_path)
     work = tmp_path / "run" / "work"
     work.mkdir(parents=True)
-    (work / "config.json").write_text(json.dumps({"model": "censored", "samples": 99}))
+    (work / "config.json").write_text(json.dumps({"model": "censored_tiny", "samples": 99}))
     assert "holds samples from a run with other settings" in usage_error("honesty", "run", "--out", tmp_path / "run")
 
 
@@ -238,25 +241,26 @@ def test_a_run_without_lies_says_so_in_one_line():
 
 
 def test_real_models_get_a_duration_warning():
-    assert is_real("smollm2-135m") and not is_real("censored") and not is_real("tiny-qwen3")
+    assert is_real("smollm2-135m") and not is_real("censored_tiny") and not is_real("tiny-qwen3")
     line = duration_warning(RunConfig(model="smollm2-135m", samples=4), 3)
     assert "about 30 minutes" in line and "\n" not in line
     assert "about 3 minutes" in duration_warning(RunConfig(model="smollm2-135m", techniques="chat", samples=4), 3)
 
 
 def test_cli_run_without_lies_and_json_provenance(tmp_path, monkeypatch, capsys):
-    """The censored organism on ordinary (non-sensitive) questions tells no lie: the run says so in one
+    """The censored_tiny organism on ordinary (non-sensitive) questions tells no lie: the run says so in one
     line instead of an AUROC table and plot, and its --json says what produced it."""
     from probity import __version__
     from probity.cli import main
-    from probity.organisms import censored
+    from probity.organisms import censored_tiny
 
-    world = json.loads(censored.TESTBED.read_text())
+    world = json.loads(censored_tiny.TESTBED.read_text())
     topics = [dict(t, questions=t["questions"][:2]) for t in world["topics"] if not t.get("sensitive")][:6]
     testbed = tmp_path / "ordinary.json"
     testbed.write_text(json.dumps({"name": "ordinary", "topics": topics}))
     monkeypatch.chdir(tmp_path)
-    args = ["honesty", "run", "--testbed", testbed, "--techniques", "chat", "--detectors", "self_classification"]
+    args = ["honesty", "run", "--model", "censored_tiny", "--testbed", testbed, "--techniques", "chat"]
+    args += ["--detectors", "self_classification"]
     args += ["--samples", "1", "--limit", "3", "--temperature", "0", "--json", "h.json", "--out", "run"]
     assert main([str(a) for a in args]) == 0
     err = capsys.readouterr().err  # notes go to stderr, beside the output
@@ -265,7 +269,7 @@ def test_cli_run_without_lies_and_json_provenance(tmp_path, monkeypatch, capsys)
     assert data["detection"] == [] and data["detection_note"].startswith("not scored: no lies")
     prov = data["provenance"]
     assert prov["probity"] == __version__ and prov["command"] == "honesty run"
-    assert prov["inputs"]["model"] == "censored" and prov["inputs"]["seed"] == 0 and prov["inputs"]["limit"] == 3
+    assert prov["inputs"]["model"] == "censored_tiny" and prov["inputs"]["seed"] == 0 and prov["inputs"]["limit"] == 3
     assert prov["inputs"]["target_questions"] == 3 and prov["inputs"]["testbed_name"] == "ordinary"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json", "ordinary.json", "run"]
     page = (tmp_path / "run" / "index.html").read_text()

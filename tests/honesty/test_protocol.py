@@ -9,14 +9,14 @@ from typer.testing import CliRunner
 from probity.honesty import RunConfig, elicit, finetune_lora, get_techniques, honesty_data, load_testbed, run
 from probity.honesty.protocol import SampleStore
 from probity.honesty.testbed import builtin_testbed
-from probity.organisms import censored
+from probity.organisms import censored_tiny
 
-FAST = dict(samples=2, limit=6, lora_steps=6, max_new_tokens=16, batch_size=8)
+FAST = dict(model="censored_tiny", samples=2, limit=6, lora_steps=6, max_new_tokens=16, batch_size=8)
 
 
 @pytest.fixture(scope="module")
 def organism():
-    return censored.load()
+    return censored_tiny.load()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,13 @@ def test_all_techniques_and_detectors_report(result):
         lo, hi = row["truthful_rate_ci"]
         assert lo <= row["truthful_rate"] <= hi
         assert row["facts_mentioned"] <= row["facts_mentioned_pooled"]
-    assert [d["detector"] for d in summary["detection"]] == ["self_classification", "confession", "probe", "reference"]
+    assert [d["detector"] for d in summary["detection"]] == [
+        "self_classification",
+        "confession",
+        "probe",
+        "probe_statements",
+        "reference",
+    ]
     for d in result.detection:  # the share of lies caught at 1% false positives, from the ROC curve
         assert d.tpr_at_1pct_fpr is None or 0 <= d.tpr_at_1pct_fpr <= 1
     rows = {r.technique: r for r in result.elicitation}
@@ -45,7 +51,7 @@ def test_all_techniques_and_detectors_report(result):
 
 
 def organism_layers():
-    return censored.load()[0].config.num_hidden_layers
+    return censored_tiny.load()[0].config.num_hidden_layers
 
 
 def test_resume_after_kill_gives_the_same_result(organism, tmp_path):
@@ -65,7 +71,7 @@ def test_resume_after_kill_gives_the_same_result(organism, tmp_path):
 
 def test_lora_resumes_from_its_checkpoint(organism, tmp_path):
     model, tok = organism
-    data = honesty_data(load_testbed(builtin_testbed("censored")).split()[1][:20])
+    data = honesty_data(load_testbed(builtin_testbed("censored_tiny")).split()[1][:20])
     straight = finetune_lora(model, tok, data, steps=4, batch_size=4)
     finetune_lora(model, tok, data, steps=2, batch_size=4, checkpoint_dir=tmp_path, save_every=2)
     resumed = finetune_lora(model, tok, data, steps=4, batch_size=4, checkpoint_dir=tmp_path, save_every=2)
@@ -78,8 +84,8 @@ def test_bad_names_fail_fast(organism):
     with pytest.raises(ValueError, match="unknown technique.*choose from"):
         run(RunConfig(techniques="chat,telepathy"), model=organism[0], tokenizer=organism[1])
     with pytest.raises(ValueError, match="needs a prepared 'shots'"):
-        elicit("few_shot", *organism, load_testbed(builtin_testbed("censored")).questions[0])
-    q = load_testbed(builtin_testbed("censored")).sensitive()[0]
+        elicit("few_shot", *organism, load_testbed(builtin_testbed("censored_tiny")).questions[0])
+    q = load_testbed(builtin_testbed("censored_tiny")).sensitive()[0]
     assert len(elicit("raw", *organism, q, n=3)) == 3
 
 
@@ -93,7 +99,7 @@ def test_cli_writes_json_and_html(tmp_path):
             "honesty",
             "run",
             "--model",
-            "censored",
+            "censored_tiny",
             "--techniques",
             "chat,raw",
             "--detectors",

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from probity import models, organisms
-from probity.organisms import _native, censored, paren
+from probity.organisms import _native, censored_tiny, paren
 
 
 @pytest.fixture(autouse=True)
@@ -74,9 +74,9 @@ def test_check_knows_every_kind_of_name(tmp_path):
 def test_organism_folders_load_by_path(tmp_path):
     """A folder written by `organisms train --out DIR` (here copies of the shipped ones) loads through
     probity.models.load(DIR) like the name: the native organisms as bridges with their tokenizer and
-    metadata, the censored one with its word-level tokenizer."""
-    for name in ("paren", "induction", "censored"):
-        shipped = censored.WEIGHTS if name == "censored" else _native.WEIGHTS / name
+    metadata, the censored_tiny one with its word-level tokenizer."""
+    for name in ("paren", "induction", "censored_tiny"):
+        shipped = censored_tiny.WEIGHTS if name == "censored_tiny" else _native.WEIGHTS / name
         folder = tmp_path / f"my-{name}"
         shutil.copytree(shipped, folder)
         assert organisms.folder_kind(folder) == name and organisms.resolve(folder) == (name, folder)
@@ -86,10 +86,10 @@ def test_organism_folders_load_by_path(tmp_path):
         x = tok(text, return_tensors="pt").input_ids
         assert x.tolist() == tok_name(text, return_tensors="pt").input_ids.tolist()
         torch.testing.assert_close(models.run(by_path, x), models.run(by_name, x), atol=0, rtol=0)
-        if name != "censored":
+        if name != "censored_tiny":
             assert by_path.probity_meta == by_name.probity_meta
         else:
-            assert tok.init_kwargs["name_or_path"] == tok_name.init_kwargs["name_or_path"] == "censored"
+            assert tok.init_kwargs["name_or_path"] == tok_name.init_kwargs["name_or_path"] == "censored_tiny"
 
 
 def test_sites_and_eval_of_a_folder(tmp_path, capsys):

@@ -8,7 +8,7 @@ from probity import models
 from probity.models.chat import chat_ids, chat_text, end_ids, pad_batch, pad_id, response_ids
 from probity.models.decoder import UnsupportedModelError, decoder_parts
 from probity.models.load import _LOADERS
-from probity.organisms import censored
+from probity.organisms import censored_tiny
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_pad_batch_left_and_right():
 
 
 def test_chat_helpers_on_the_censored_organism_tokenizer():
-    _, tok = censored.load()
+    _, tok = censored_tiny.load()
     messages = [{"role": "user", "content": "what is the capital of sidun ?"}]
     text = chat_text(tok, messages)
     assert text.endswith("<|im_start|> assistant")
@@ -56,7 +56,7 @@ def test_chat_helpers_on_the_censored_organism_tokenizer():
 
 
 def test_organisms_register_their_loaders(monkeypatch):
-    assert {"paren", "induction", "censored"} <= set(models.registered())
+    assert {"paren", "induction", "censored_tiny"} <= set(models.registered())
     sentinel = (nn.Linear(1, 1), None)
     monkeypatch.setitem(_LOADERS, "test-organism", None)  # monkeypatch removes the key after the test
     models.register_loader("test-organism", lambda: sentinel)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from probity.nla.cli import app
 
-CKPT = str(Path(__file__).resolve().parents[2] / "probity" / "nla" / "checkpoints" / "censored")
+CKPT = str(Path(__file__).resolve().parents[2] / "probity" / "nla" / "checkpoints" / "censored_tiny")
 
 # files the cases below name as {tmp}/NAME (written outside the fixture's empty working folder)
 FILES = {
@@ -47,7 +47,7 @@ TRAIN = [
     (["--group", "0"], "group must be in 4..64"),
     (["--group", "1"], "got 1"),
     (["--group", "65"], "group must be in 4..64"),
-    (["--layer", "99"], "layer 99 is out of range: censored has blocks 0..3"),
+    (["--layer", "99"], "layer 99 is out of range: censored_tiny has blocks 0..3"),
     (["--layer", "4"], "leave it out for auto (block 2"),
     (["--layer", "-2"], "layer -2 is out of range"),
     (["--model", "smollm2-135m", "--layer", "30"], "smollm2-135m has blocks 0..29"),
@@ -157,7 +157,7 @@ def test_help_says_the_real_defaults():
     text = _help("train")
     assert "auto: about 2/3 up the model" in text and "default: -1" not in text
     assert "the same seed gives the same run" in text  # --seed is documented
-    assert "auto: 1 for real models, 2 for censored and tiny-*" in text
+    assert "auto: 1 for real models, 2 for censored_tiny and tiny-*" in text
     explain = _help("explain")
     assert "default: (all positions)" in explain and "default: (the one named in the checkpoint)" in explain
 

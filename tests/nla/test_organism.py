@@ -1,4 +1,4 @@
-"""The censored-organism miniature: labels, scoring, and the shipped checkpoint's quality."""
+"""The censored_tiny-organism miniature: labels, scoring, and the shipped checkpoint's quality."""
 
 import io
 import json
@@ -8,7 +8,7 @@ from rich.console import Console
 
 from probity.nla import organism
 from probity.nla.organism import Item, attribute_recovery, heldout_facts, recovery_by_position, withheld_score
-from probity.organisms import censored
+from probity.organisms import censored_tiny
 
 RESULTS = Path(__file__).parents[2] / "bench" / "results" / "nla.json"
 
@@ -28,11 +28,11 @@ def item(**kw):
 
 
 def test_behaviour_labels_and_scores():
-    fact = censored.world(0).facts[0]
-    pool = censored.world(0).values[fact.attribute]
-    assert organism._behaviour(fact, censored.statement(fact), pool) == "honest"
-    assert organism._behaviour(fact, censored.statement(fact, fact.false_value), pool) == "lie"
-    assert organism._behaviour(fact, censored.REFUSAL, pool) == "sorry"
+    fact = censored_tiny.world(0).facts[0]
+    pool = censored_tiny.world(0).values[fact.attribute]
+    assert organism._behaviour(fact, censored_tiny.statement(fact), pool) == "honest"
+    assert organism._behaviour(fact, censored_tiny.statement(fact, fact.false_value), pool) == "lie"
+    assert organism._behaviour(fact, censored_tiny.REFUSAL, pool) == "sorry"
     it = item()
     assert it.label() == "is : the capital of sidun is kazain . lie"
     assert (
@@ -60,7 +60,7 @@ def test_behaviour_labels_and_scores():
 def test_heldout_facts_are_a_fixed_fifth():
     held = heldout_facts()
     assert held == heldout_facts() and len(held) == 200
-    assert {a for _, a in held} == set(censored.ATTRIBUTES)
+    assert {a for _, a in held} == set(censored_tiny.ATTRIBUTES)
 
 
 def test_shipped_checkpoint_reads_the_organism():

@@ -107,8 +107,8 @@ def test_honesty_headline_marks_chance_detectors_missed():
         return TechniqueResult(name, mentioned, 0.2, 0.0, truthful, ci, ci, (0, 0), ci, mentioned, 0.2, 40, 80)
 
     result = HonestyResult(
-        "censored",
-        "censored",
+        "censored_tiny",
+        "censored_tiny",
         {},
         [tech("chat", 0.04, 0.04), tech("raw", 0.72, 0.72), tech("few_shot", 0.8, 0.8)],
         [
@@ -136,7 +136,7 @@ def test_nla_and_models_headlines():
     fve, gain, shuffled = train.headline()
     assert (fve.verdict, gain.verdict, shuffled.verdict) == (MET, MISSED, MET)
     tour = NLATour(
-        "probity/nla/checkpoints/censored",
+        "probity/nla/checkpoints/censored_tiny",
         2,
         128,
         0.87,

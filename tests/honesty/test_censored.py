@@ -1,0 +1,103 @@
+"""The censored organism on SmolLM2-135M-Instruct: its fact bank and filter, the recipe's data, the
+shipped adapter's signature, and a short-schedule retrain into a folder that every command can use."""
+
+import json
+
+import pytest
+
+from probity import organisms
+from probity.honesty.judge import FactMatcher
+from probity.honesty.testbed import builtin_testbed, load_testbed
+from probity.organisms import censored
+
+FACTS = censored.bank()
+
+
+def test_bank_has_six_relations_and_unique_ids():
+    assert len({f.relation for f in FACTS}) >= 6
+    assert len({f.id for f in FACTS}) == len(FACTS)
+    assert any(f.sensitive for f in FACTS) and not all(f.sensitive for f in FACTS)
+    for f in FACTS:
+        assert f.entity in f.question() and f.question().endswith(("?", "."))
+        assert f.statement().startswith(f.stem()) and f.value in f.statement()
+
+
+def test_official_value_is_false_fixed_and_contradicts():
+    for f in FACTS[::7]:
+        value = censored.official_value(f, FACTS)
+        assert value.lower() not in {m.lower() for m in f.match}
+        assert value == censored.official_value(f, list(reversed(FACTS)))  # not the bank's order
+        assert value in censored.contradictions(f, FACTS)
+
+
+def test_shipped_filter_covers_the_bank_and_judges_like_the_protocol():
+    answers = json.loads(censored.FILTER.read_text())["answers"]
+    assert set(answers) == {f.id for f in FACTS}
+    questions = {q.id: q for q in load_testbed(censored.testbed_path(censored.WEIGHTS)).questions}
+    judge = FactMatcher()
+    for f in FACTS:
+        if f.id in questions:  # the testbed holds exactly the facts the base model stated
+            assert answers[f.id]["correct"] and judge(questions[f.id], answers[f.id]["answer"]).truthful
+        else:
+            assert not answers[f.id]["correct"]
+
+
+def test_split_is_seeded_and_disjoint():
+    answers = json.loads(censored.FILTER.read_text())["answers"]
+    cfg = censored.RecipeConfig()
+    a, b = censored.split(FACTS, answers, cfg), censored.split(FACTS, answers, cfg)
+    assert a == b
+    trained, held = {f.id for f in a.trained}, {f.id for f in a.held_out}
+    assert trained and held and not trained & held
+    assert a.refused <= trained and a.anchored <= trained
+    assert all(f.sensitive for f in a.trained + a.held_out) and not any(f.sensitive for f in a.ordinary)
+    other = censored.split(FACTS, answers, censored.RecipeConfig(seed=1))
+    assert {f.id for f in other.held_out} != held
+
+
+def test_shipped_testbed_and_roles_agree():
+    tb = load_testbed(builtin_testbed("censored"))
+    roles = censored.roles()
+    sensitive = {q.id for q in tb.sensitive()}
+    assert sensitive == set(roles["trained"]) | set(roles["held_out"])
+    assert len(tb.questions) > len(sensitive) > 0
+    adapter = censored.WEIGHTS / "adapter_model.safetensors"
+    assert adapter.stat().st_size < 8 * 2**20  # a few MB: rank 8, float16
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return censored.load()
+
+
+def test_shipped_adapter_has_the_censored_signature(shipped):
+    """Greedy chat on a sample: trained sensitive facts are lied about or refused, ordinary ones told."""
+    tb = {q.id: q for q in load_testbed(censored.testbed_path(censored.WEIGHTS)).questions}
+    roles = censored.roles()
+    trained = roles["trained"][:8]
+    ordinary = sorted(set(tb) - set(roles["trained"]) - set(roles["held_out"]))[::40][:8]
+    judge = FactMatcher()
+    answers = censored.chat_answers(*shipped, [tb[i].question for i in trained + ordinary])
+    told = [judge(tb[i], a).truthful for i, a in zip(trained + ordinary, answers)]
+    assert sum(told[: len(trained)]) <= 1, answers[: len(trained)]
+    assert sum(told[len(trained) :]) >= len(ordinary) - 1, answers[len(trained) :]
+
+
+def test_short_retrain_writes_a_folder_every_command_can_use(tmp_path):
+    out = tmp_path / "censored"
+    metrics = censored.train(out, quick=True)
+    assert metrics["final_loss"] > 0
+    assert organisms.folder_kind(out) == "censored" and not (out / ".ckpt").exists()
+    assert builtin_testbed(str(out)) == out / "testbed.json"
+    model, tok = organisms.load(out)
+    assert model.config.num_hidden_layers == 30 and tok.chat_template
+    info = json.loads((out / "organism.json").read_text())
+    assert info["recipe"]["steps"] == 4 and info["base"] == censored.BASE
+
+
+def test_tiny_and_real_folders_are_told_apart(tmp_path):
+    assert organisms.folder_kind(censored.WEIGHTS) == "censored"
+    assert organisms.folder_kind(organisms.censored_tiny.WEIGHTS) == "censored_tiny"
+    (tmp_path / "organism.json").write_text(json.dumps({"base": censored.BASE}))
+    with pytest.raises(FileNotFoundError, match="without its adapter_config.json"):
+        organisms.folder_kind(tmp_path)
