@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from rich.console import Console
@@ -88,8 +89,6 @@ class RunConfig:
     def endpoint_client(self):
         """The ``ChatClient`` of ``endpoint`` (None without one); a one-line ``ValueError`` unless ``endpoint``
         is an http(s) URL and ``endpoint_model`` (if given) a name. Builds no connection."""
-        from urllib.parse import urlsplit
-
         from probity.models.client import ChatClient
 
         if self.endpoint is None:
@@ -281,7 +280,7 @@ class HonestyResult:
             ):
                 vals = [getattr(t, key) for t in self.elicitation]
                 cis = [getattr(t, key + "_ci") for t in self.elicitation]
-                err = [[v - c[0] for v, c in zip(vals, cis)], [c[1] - v for v, c in zip(vals, cis)]]
+                err = list(zip(*map(_error_bar, vals, cis)))
                 ax.bar((x + (k - 1.5) * 0.2).tolist(), vals, 0.2, yerr=err, label=key, color=color, capsize=2)
             ax.set_xticks(x.tolist(), names, rotation=30, ha="right")
             ax.set_ylim(0, 1.05)
@@ -305,6 +304,16 @@ class HonestyResult:
             fig.tight_layout()
             figs["detection"] = fig
         return figs
+
+
+def _error_bar(value: float, ci) -> tuple[float, float]:
+    """The (below, above) lengths of an error bar for ``value`` and its interval ``ci``; none (0, 0) for
+    an interval that is missing or does not hold the value (a damaged result.json still renders)."""
+    try:
+        lo, hi = ci
+        return max(0.0, value - lo), max(0.0, hi - value)
+    except (TypeError, ValueError):
+        return 0.0, 0.0
 
 
 class SampleStore:

@@ -5,6 +5,7 @@ OpenAI-compatible server (vLLM, llama.cpp) that serves the same model."""
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import torch
@@ -88,7 +89,6 @@ def sample_endpoint(
     asking for the server's special tokens only when ``raw``, as :func:`encode` does (servers that do not
     know that field, or ``min_tokens``, ignore or drop it). Up to ``batch_size`` requests run at once;
     prompt ``i`` is seeded with ``seed * 100003 + i``."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(i: int) -> list[str]:
         args = {"n": n, "temperature": temperature, "max_tokens": max_new_tokens, "seed": seed * 100003 + i}
