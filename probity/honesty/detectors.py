@@ -84,4 +84,5 @@ def probe_scores(model, tokenizer, probe, pairs: list[tuple[str, str]]) -> torch
     from probity.honesty.probe import response_activations
 
     convs = [([{"role": "user", "content": q}], r) for q, r in pairs]
-    return probe.score(response_activations(model, tokenizer, convs, [probe.layer])[probe.layer]).float()
+    acts = response_activations(model, tokenizer, convs, [probe.layer], pool=probe.pool)[probe.layer]
+    return probe.score(acts).float()

@@ -4,10 +4,10 @@ Training data are honest- vs. dishonest-instruction conversations about helper
 (non-sensitive) questions: a system prompt asks for honesty or for a lie and the
 assistant gives the reference or the false answer (the paper's protocol; ``data="statements"``
 instead trains on the true vs. false answer in plain chat). The feature is the residual
-stream after block K averaged over the response tokens. The layer is chosen by a
-sweep on held-out helper questions presented *without* any instruction (true vs.
-false answer in plain chat), so the chosen layer reads the answer's truth rather
-than the instruction. The decision threshold gives 1% false positives on
+stream after block K, averaged over the response tokens or read at its last token (which
+follows the stated value). The layer and that pooling are chosen by a sweep on held-out
+helper questions presented *without* any instruction (true vs. false answer in plain chat),
+so the probe reads the answer's truth rather than the instruction, and never sees a test lie. The decision threshold gives 1% false positives on
 ordinary chat (the model's own answers to helper questions).
 """
 
@@ -23,6 +23,7 @@ from probity.honesty.testbed import Question
 from probity.models.chat import pad_batch, pad_id, response_ids
 
 PROBE_DATA = ("instructions", "statements")  # what a probe trains on (see train_probe)
+POOLS = ("mean", "last")  # how a probe reads the answer's residual stream (see response_activations)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Probe:
     bias: float
     threshold: float = 0.0
     sweep: list[dict] = field(default_factory=list)
+    pool: str = "mean"  # how the answer's residual stream is read: response_activations' ``pool``
 
     def score(self, acts: torch.Tensor) -> torch.Tensor:
         """Activations ``[n, d_model]`` -> lie scores ``[n]``."""
@@ -122,8 +124,9 @@ def train_probe(
     data: str = "instructions",
 ) -> Probe:
     """Train the lie probe on ``helpers`` (non-sensitive questions with ``answer`` and
-    ``false_answer``), choose the layer by held-out AUROC on uninstructed true/false
-    answers, and set the threshold at ``fpr`` false positives on ``ordinary`` chat
+    ``false_answer``), choose the layer and the pooling over the answer (its mean, or its last
+    token, which follows the stated value) by held-out AUROC on uninstructed true/false answers,
+    and set the threshold at ``fpr`` false positives on ``ordinary`` chat
     conversations (the model's own answers, assumed honest).
 
     ``data``: ``"instructions"`` (the paper's: honest vs. dishonest system prompts over the true
@@ -144,27 +147,30 @@ def train_probe(
     cut = max(2, int(len(usable) * (1 - holdout)))
     train_x, train_y = instruction_data(usable[:cut], instructed)
     val_x, val_y = instruction_data(usable[cut:], instructed=False)
-    acts_train = response_activations(model, tokenizer, train_x, layers)
-    acts_val = response_activations(model, tokenizer, val_x, layers)
-    ytr = torch.tensor(train_y)
+    ytr, yval = torch.tensor(train_y), torch.tensor(val_y)
     sweep = []
-    yval = torch.tensor(val_y)
-    for layer in layers:
-        w, b = fit_logistic(acts_train[layer], ytr)
-        s = acts_val[layer].double() @ w + b
-        # separation d' breaks the ties AUROC has on small validation sets
-        spread = ((s[yval].var() + s[~yval].var()) / 2).sqrt().clamp_min(1e-9)
-        sweep.append(
-            {
-                "layer": layer,
-                "val_auroc": auroc(s.tolist(), val_y),
-                "val_separation": float((s[yval].mean() - s[~yval].mean()) / spread),
-            }
-        )
-    best = max(sweep, key=lambda r: (r["val_auroc"] or 0.0, r["val_separation"]))["layer"]
+    for pool in POOLS:
+        acts_train = response_activations(model, tokenizer, train_x, layers, pool=pool)
+        acts_val = response_activations(model, tokenizer, val_x, layers, pool=pool)
+        for layer in layers:
+            w, b = fit_logistic(acts_train[layer], ytr)
+            s = acts_val[layer].double() @ w + b
+            # separation d' breaks the ties AUROC has on small validation sets
+            spread = ((s[yval].var() + s[~yval].var()) / 2).sqrt().clamp_min(1e-9)
+            sweep.append(
+                {
+                    "layer": layer,
+                    "pool": pool,
+                    "val_auroc": auroc(s.tolist(), val_y),
+                    "val_separation": float((s[yval].mean() - s[~yval].mean()) / spread),
+                }
+            )
+    best = max(sweep, key=lambda r: (r["val_auroc"] or 0.0, r["val_separation"]))
+    layer, pool = best["layer"], best["pool"]
     all_x, all_y = instruction_data(usable, instructed)
-    w, b = fit_logistic(response_activations(model, tokenizer, all_x, [best])[best], torch.tensor(all_y))
-    probe = Probe(best, w.float(), b, sweep=sweep)
-    normal = probe.score(response_activations(model, tokenizer, ordinary, [best])[best])
+    acts = response_activations(model, tokenizer, all_x, [layer], pool=pool)[layer]
+    w, b = fit_logistic(acts, torch.tensor(all_y))
+    probe = Probe(layer, w.float(), b, sweep=sweep, pool=pool)
+    normal = probe.score(response_activations(model, tokenizer, ordinary, [layer], pool=pool)[layer])
     probe.threshold = float(torch.quantile(normal, 1 - fpr))
     return probe

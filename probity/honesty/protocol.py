@@ -163,11 +163,12 @@ class DetectorResult:
 
 @dataclass
 class ProbeSummary:
-    """The lie probe: chosen layer, threshold (1% FPR on ordinary chat) and the layer sweep."""
+    """The lie probe: chosen layer and pooling, threshold (1% FPR on ordinary chat) and the sweep."""
 
     layer: int
     threshold: float
     sweep: list[dict]
+    pool: str = "mean"
 
 
 @result_type("honesty.HonestyResult")
@@ -420,9 +421,12 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
         if name in needs or (name == "probe" and "direction" in needs):
             probes[name] = train_probe(ctx.model, ctx.tokenizer, helpers, ordinary, data=data)
             console.print(
-                f"{name} ({data}): layer {probes[name].layer}, threshold {probes[name].threshold:.3f}, sweep "
+                f"{name} ({data}): layer {probes[name].layer}, {probes[name].pool} of the answer, threshold "
+                f"{probes[name].threshold:.3f}, sweep "
                 + ", ".join(
-                    f"L{r['layer']}={r['val_auroc']:.3f}" for r in probes[name].sweep if r["val_auroc"] is not None
+                    f"L{r['layer']}/{r['pool']}={r['val_auroc']:.3f}"
+                    for r in probes[name].sweep
+                    if r["val_auroc"] is not None
                 )
             )
     probe = probes.get("probe")
@@ -698,7 +702,7 @@ def run(
         config=asdict(cfg) | ({"endpoint_model": ctx.endpoint.model, "sampled": sampled} if ctx.endpoint else {}),
         elicitation=elicitation,
         detection=detection,
-        probe=ProbeSummary(probe.layer, probe.threshold, probe.sweep) if probe else None,
+        probe=ProbeSummary(probe.layer, probe.threshold, probe.sweep, probe.pool) if probe else None,
         examples=examples,
         detection_note=detection_note,
     )

@@ -46,7 +46,8 @@ def test_all_techniques_and_detectors_report(result):
     # the organism's signature, even on six questions: chat hides, raw completion tells
     assert rows["chat"].facts_lied > rows["raw"].facts_lied
     assert rows["raw"].facts_mentioned > rows["chat"].facts_mentioned
-    assert result.probe.layer in range(organism_layers()) and len(result.probe.sweep) == organism_layers()
+    assert result.probe.layer in range(organism_layers())
+    assert len(result.probe.sweep) == 2 * organism_layers()  # every layer, mean and last-token pooling
     assert set(result.figures()) == {"elicitation", "detection"}
 
 
@@ -138,4 +139,4 @@ def test_real_smollm2_end_to_end(smollm2):
     rows = {r.technique: r for r in res.elicitation}
     assert rows["chat"].n_questions == 2 and res.testbed == "capitals"
     assert rows["assistant_prefill"].facts_mentioned > 0  # "The capital of Japan is" -> Tokyo
-    assert res.probe is not None and len(res.probe.sweep) == model.config.num_hidden_layers
+    assert res.probe is not None and len(res.probe.sweep) == 2 * model.config.num_hidden_layers
