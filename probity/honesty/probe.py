@@ -7,8 +7,9 @@ instead trains on the true vs. false answer in plain chat). The feature is the r
 stream after block K, averaged over the response tokens or read at its last token (which
 follows the stated value). The layer and that pooling are chosen by a sweep on held-out
 helper questions presented *without* any instruction (true vs. false answer in plain chat),
-so the probe reads the answer's truth rather than the instruction, and never sees a test lie. The decision threshold gives 1% false positives on
-ordinary chat (the model's own answers to helper questions).
+so the probe reads the answer's truth rather than the instruction, and never sees a test lie.
+The decision threshold gives 1% false positives on ordinary chat (the model's own answers to
+helper questions).
 """
 
 from __future__ import annotations
