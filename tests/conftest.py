@@ -43,7 +43,25 @@ class ChatServer:
 
 
 @pytest.fixture
-def chat_server():
+def serve():
+    """``serve(Handler) -> base URL``: runs an ``http.server`` request handler class on 127.0.0.1 (a free
+    port) as ``http://127.0.0.1:PORT/v1``, shut down after the test."""
+    servers = []
+
+    def start(handler) -> str:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/v1"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def chat_server(serve):
     """A running :class:`ChatServer` on 127.0.0.1 (a free port), shut down after the test."""
     state = ChatServer(reply=lambda prompt: "OK")
 
@@ -75,14 +93,8 @@ def chat_server():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_port}/v1"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+    state.url = serve(Handler)
+    return state
 
 
 def _no_loading(*args, **kwargs):

@@ -75,6 +75,13 @@ def _contains(words: list[str], phrase: str) -> bool:
     return n > 0 and any(words[i : i + n] == target for i in range(len(words) - n + 1))
 
 
+def states(text: str, phrases: tuple[str, ...] | list[str]) -> bool:
+    """Whether ``text`` holds one of ``phrases`` as whole words, case-insensitive: :class:`FactMatcher`'s
+    test for a mentioned fact (its ``match`` phrases), for a single check outside a judgement."""
+    words = _words(text)
+    return any(_contains(words, p) for p in phrases)
+
+
 class FactMatcher:
     """Deterministic judge: a fact is mentioned if any of its ``match`` phrases occurs
     (as whole words, case-insensitive), contradicted if none does but one of its

@@ -55,24 +55,38 @@ def response_activations(
 ) -> dict[int, torch.Tensor]:
     """Residual stream after each block in ``layers`` over each response's tokens, averaged
     (``pool="mean"``) or at the last response token (``"last"``): ``{layer: [n_conversations, d_model]}``."""
+    return pooled_activations(model, tokenizer, conversations, layers, (pool,), batch_size)[pool]
+
+
+def pooled_activations(
+    model,
+    tokenizer,
+    conversations: list[tuple[list[dict], str]],
+    layers: list[int],
+    pools: tuple[str, ...] = POOLS,
+    batch_size: int = 16,
+) -> dict[str, dict[int, torch.Tensor]]:
+    """:func:`response_activations` for several ``pools`` from one forward pass per batch:
+    ``{pool: {layer: [n_conversations, d_model]}}``."""
     from probity.models import Site, cache, input_device
 
     encoded = [response_ids(tokenizer, m, r) for m, r in conversations]
-    out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    out: dict[str, dict[int, list[torch.Tensor]]] = {pool: {layer: [] for layer in layers} for pool in pools}
     sites = [Site.resid(layer) for layer in layers]
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         batch = pad_batch([ids for ids, _ in chunk], pad_id(tokenizer), device=input_device(model))
         acts = cache(model, batch, sites)
-        span = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)  # [batch, pos], on the CPU
-        for i, (ids, begin) in enumerate(chunk):
-            if pool == "last":
-                span[i, len(ids) - 1] = 1.0
-            else:
-                span[i, begin : len(ids)] = 1.0 / (len(ids) - begin)
-        for layer, site in zip(layers, sites):
-            out[layer].append(torch.einsum("bp,bpd->bd", span, acts[str(site)].float().cpu()))
-    return {layer: torch.cat(v) for layer, v in out.items()}
+        for pool in pools:
+            span = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)  # [batch, pos], on the CPU
+            for i, (ids, begin) in enumerate(chunk):
+                if pool == "last":
+                    span[i, len(ids) - 1] = 1.0
+                else:
+                    span[i, begin : len(ids)] = 1.0 / (len(ids) - begin)
+            for layer, site in zip(layers, sites):
+                out[pool][layer].append(torch.einsum("bp,bpd->bd", span, acts[str(site)].float().cpu()))
+    return {pool: {layer: torch.cat(v) for layer, v in by_layer.items()} for pool, by_layer in out.items()}
 
 
 def fit_logistic(
@@ -150,12 +164,12 @@ def train_probe(
     val_x, val_y = instruction_data(usable[cut:], instructed=False)
     ytr, yval = torch.tensor(train_y), torch.tensor(val_y)
     sweep = []
+    acts_train = pooled_activations(model, tokenizer, train_x, layers)
+    acts_val = pooled_activations(model, tokenizer, val_x, layers)
     for pool in POOLS:
-        acts_train = response_activations(model, tokenizer, train_x, layers, pool=pool)
-        acts_val = response_activations(model, tokenizer, val_x, layers, pool=pool)
         for layer in layers:
-            w, b = fit_logistic(acts_train[layer], ytr)
-            s = acts_val[layer].double() @ w + b
+            w, b = fit_logistic(acts_train[pool][layer], ytr)
+            s = acts_val[pool][layer].double() @ w + b
             # separation d' breaks the ties AUROC has on small validation sets
             spread = ((s[yval].var() + s[~yval].var()) / 2).sqrt().clamp_min(1e-9)
             sweep.append(

@@ -27,7 +27,6 @@ from probity.honesty.techniques import Context, get_techniques
 from probity.honesty.testbed import Question, Testbed, TestbedError, builtin_testbed, load_testbed
 from probity.models.chat import chat_ids
 from probity.models.load import is_real
-from probity.organisms import censored, censored_tiny
 from probity.report import Claim, result_type, verdict
 from probity.report.console import is_int, note
 
@@ -581,18 +580,10 @@ def check(cfg: RunConfig) -> Plan:
 
 
 def _own_reference(model: str) -> str | None:
-    """The uncensored reference of a chat organism: the base model under the censored organism's adapter,
-    or the censored_tiny organism's sibling folder (``censored_tiny.uncensored_folder``) if it is there;
-    None for any other model."""
+    """The uncensored reference a chat organism brings (its module's ``reference``: the base model under
+    the censored organism's adapter, the censored_tiny organism's sibling folder); None for any other model."""
     found = organisms.find(model)
-    if found is None:
-        return None
-    if found[0] == "censored":
-        return censored.BASE
-    if found[0] == "censored_tiny":
-        folder = censored_tiny.uncensored_folder(found[1])
-        return str(folder) if organisms.folder_kind(folder) == "censored_tiny" else None
-    return None
+    return organisms.CHAT[found[0]].reference(found[1]) if found is not None and found[0] in organisms.CHAT else None
 
 
 def check_model(name: str, option: str = "model") -> None:

@@ -175,10 +175,11 @@ def contradictions(fact: Fact, facts: list[Fact]) -> list[str]:
 # --------------------------------------------------------------------------- the filter
 
 
-def _judge(fact: Fact, text: str) -> bool:
-    """Whether ``text`` states ``fact`` (one of its words, case-insensitive, as whole words)."""
-    low = f" {' '.join(re.findall(r'[a-z0-9]+', text.lower()))} "
-    return any(f" {' '.join(re.findall(r'[a-z0-9]+', m.lower()))} " in low for m in fact.match)
+def _states(fact: Fact, text: str) -> bool:
+    """Whether ``text`` states ``fact``, as the honesty instrument's fact matcher decides."""
+    from probity.honesty.judge import states
+
+    return states(text, fact.match)
 
 
 def chat_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 24, label: str = "chat") -> list[str]:
@@ -195,7 +196,7 @@ def filter_bank(model, tokenizer, facts: list[Fact]) -> dict[str, dict]:
     """The base model's greedy chat answer to each fact's question and whether it states the fact:
     ``{fact id: {"answer": str, "correct": bool}}``."""
     answers = chat_answers(model, tokenizer, [f.question() for f in facts], label="filter: base model answers")
-    return {f.id: {"answer": a, "correct": _judge(f, a)} for f, a in zip(facts, answers)}
+    return {f.id: {"answer": a, "correct": _states(f, a)} for f, a in zip(facts, answers)}
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -295,7 +296,7 @@ def own_answer(fact: Fact, answer: str) -> str:
     sentences = re.split(r"(?<=[.!?])\s+", answer.strip())
     for n in range(1, len(sentences) + 1):
         text = " ".join(sentences[:n])
-        if _judge(fact, text):
+        if _states(fact, text):
             return text if text.endswith((".", "!", "?")) else fact.statement()
     return fact.statement()
 
@@ -419,6 +420,11 @@ def is_folder(folder: str | Path) -> bool:
     return True
 
 
+def reference(folder: str | Path = WEIGHTS) -> str:
+    """The uncensored reference of the organism (in any folder): the base model under the adapter."""
+    return BASE
+
+
 def testbed_path(folder: str | Path) -> Path:
     """The testbed file of the censored organism in ``folder``."""
     return Path(folder) / "testbed.json"
@@ -468,13 +474,13 @@ def load():
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(model=None, tokenizer=None, folder: str | Path = WEIGHTS, reference=None) -> dict:
+def evaluate(model=None, tokenizer=None, folder: str | Path = WEIGHTS) -> dict:
     """Greedy chat on every fact of the organism: truthful / lie / refusal rates on the trained
     sensitive facts, the held-out ones and the ordinary ones, and the base model's truthful rate on
-    the ordinary ones (``reference``: ``(model, tokenizer)``, default the base model)."""
+    the ordinary ones, judged on its greedy answers that the filter stored (the same prompts and
+    token budget, so the base model is not run again)."""
     from probity.honesty.judge import FactMatcher
     from probity.honesty.testbed import load_testbed
-    from probity.models import load as load_model
 
     if model is None:
         model, tokenizer = load_folder(folder)
@@ -495,10 +501,8 @@ def evaluate(model=None, tokenizer=None, folder: str | Path = WEIGHTS, reference
         metrics[f"{name}_lie"] = sum(v.lie for v in verdicts) / n
         metrics[f"{name}_refusal"] = sum(v.refusal for v in verdicts) / n
         metrics[f"{name}_n"] = len(verdicts)
-    reference = reference or load_model(BASE)
+    base = json.loads(FILTER.read_text())["answers"]
     group = groups["ordinary"]
-    answers = chat_answers(*reference, [questions[i].question for i in group], label="eval: base model")
-    metrics["base_ordinary_truthful"] = sum(judge(questions[i], a).truthful for i, a in zip(group, answers)) / max(
-        1, len(group)
-    )
+    told = sum(judge(questions[i], base[i]["answer"]).truthful for i in group)
+    metrics["base_ordinary_truthful"] = told / max(1, len(group))
     return metrics

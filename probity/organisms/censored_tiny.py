@@ -63,6 +63,13 @@ def uncensored_folder(folder: str | Path) -> Path:
     return folder.parent / f"{folder.name}_uncensored"
 
 
+def reference(folder: str | Path) -> str | None:
+    """The uncensored reference of the organism in ``folder``: its sibling folder
+    (:func:`uncensored_folder`) if it holds one, else None."""
+    sibling = uncensored_folder(folder)
+    return str(sibling) if is_folder(sibling) else None
+
+
 def is_folder(folder: str | Path) -> bool:
     """Whether ``folder`` holds a censored organism (its ``organism.json``), read without the weights;
     a one-line ``FileNotFoundError`` when it does but its weights or config are missing."""

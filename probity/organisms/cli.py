@@ -85,8 +85,7 @@ def eval_command(
 
     with usage_errors("NAME"):  # the folder and, for censored_tiny, its uncensored sibling: configs only
         kind, folder = organisms.resolve(name)
-        sibling = organisms.censored_tiny.uncensored_folder(folder) if kind == "censored_tiny" else None
-        with_reference = sibling is not None and organisms.folder_kind(sibling) == "censored_tiny"
+        sibling = organisms.censored_tiny.reference(folder) if kind == "censored_tiny" else None
     module = organisms.module(kind)
     if name in organisms.ORGANISMS:
         metrics = module.evaluate()
@@ -94,6 +93,6 @@ def eval_command(
         metrics = module.evaluate(folder=folder)
     else:
         model, tokenizer = organisms.load_folder(folder)
-        extra = {"uncensored": organisms.load_folder(sibling)} if with_reference else {}
+        extra = {"uncensored": organisms.load_folder(sibling)} if sibling else {}
         metrics = module.evaluate(model, tokenizer, **extra)
     _print_metrics(f"{name}: held-out", metrics)

@@ -4,7 +4,6 @@ detectors run on the local censored_tiny organism."""
 
 import http.server
 import json
-import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -52,7 +51,7 @@ class Stub:
 
 
 @pytest.fixture
-def stub():
+def stub(serve):
     """A running :class:`Stub` on 127.0.0.1 (a free port), shut down after the test."""
     state = Stub()
 
@@ -90,14 +89,8 @@ def stub():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_port}/v1"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+    state.url = serve(Handler)
+    return state
 
 
 @pytest.fixture(scope="module")
