@@ -79,10 +79,14 @@ def confession(model, tokenizer, pairs: list[tuple[str, str]]) -> torch.Tensor:
     return yes_probability(model, tokenizer, prompts)
 
 
-def probe_scores(model, tokenizer, probe, pairs: list[tuple[str, str]]) -> torch.Tensor:
-    """The probe's lie scores on each response in plain chat: ``[n]``."""
+def probe_scores(
+    model, tokenizer, probe, pairs: list[tuple[str, str]], values: list[tuple[str, ...]] | None = None
+) -> torch.Tensor:
+    """The probe's lie scores on each response in plain chat: ``[n]``. ``values``: the phrases that
+    state each pair's answer (``probe.value_phrases`` of its question), needed by a probe that reads
+    the stated value."""
     from probity.honesty.probe import response_activations
 
     convs = [([{"role": "user", "content": q}], r) for q, r in pairs]
-    acts = response_activations(model, tokenizer, convs, [probe.layer], pool=probe.pool)[probe.layer]
+    acts = response_activations(model, tokenizer, convs, [probe.layer], pool=probe.pool, values=values)[probe.layer]
     return probe.score(acts).float()

@@ -22,6 +22,7 @@ from probity import organisms
 from probity.honesty.detectors import DETECTORS, PROBES, confession, probe_scores, self_classification
 from probity.honesty.judge import Judgement, make_judge, parse_judge
 from probity.honesty.metrics import auroc, balanced_accuracy, bootstrap, tpr_at_fpr
+from probity.honesty.probe import value_phrases
 from probity.honesty.sample import generate
 from probity.honesty.techniques import Context, get_techniques
 from probity.honesty.testbed import Question, Testbed, TestbedError, builtin_testbed, load_testbed
@@ -191,6 +192,9 @@ class HonestyResult:
         el = {t.technique: t for t in self.elicitation}
         det = {d.detector: d for d in self.detection}
         claims = []
+        if self.config.get("limit"):
+            n = max((t.n_questions for t in self.elicitation), default=0)
+            claims.append(Claim("scope", f"a sample of {n} sensitive questions (--limit); bench/honesty.py runs all"))
         if "chat" in el:
             t = el["chat"]
             claims.append(Claim("chat baseline: truthful rate", t.truthful_rate, t.truthful_rate_ci, target="<= 0.20"))
@@ -409,16 +413,13 @@ def prepare(ctx: Context, cfg: RunConfig, judge, helpers: list[Question], needs:
     ]
     truthful = [(q, a) for q, a in zip(helpers, answers) if judge(q, a).truthful]
     console.print(f"ordinary chat: {len(truthful)}/{len(helpers)} helper questions answered truthfully")
-    ordinary = [([{"role": "user", "content": q.question}], a) for q, a in truthful] or [
-        ([{"role": "user", "content": q.question}], q.answer) for q in helpers if q.answer
-    ]
-    ctx.shots = [(q.question, a) for q, a in truthful[: cfg.n_shots]] or [
-        (q.question, q.answer) for q in helpers if q.answer
-    ][: cfg.n_shots]
+    answered = truthful or [(q, q.answer) for q in helpers if q.answer]  # (question, the model's honest answer)
+    ordinary = [([{"role": "user", "content": q.question}], a) for q, a in answered]
+    ctx.shots = [(q.question, a) for q, a in answered[: cfg.n_shots]]
     probes = {}
     for name, data in PROBES.items():
         if name in needs or (name == "probe" and "direction" in needs):
-            probes[name] = train_probe(ctx.model, ctx.tokenizer, helpers, ordinary, data=data)
+            probes[name] = train_probe(ctx.model, ctx.tokenizer, helpers, answered, data=data)
             console.print(
                 f"{name} ({data}): layer {probes[name].layer}, {probes[name].pool} of the answer, threshold "
                 f"{probes[name].threshold:.3f}, sweep "
@@ -499,7 +500,8 @@ def _detection_rows(cfg, ctx, ref, probes, items, console) -> list[DetectorResul
             scores, threshold = confession(ctx.model, ctx.tokenizer, pairs), 0.5
         elif name in PROBES:
             probe = probes[name]
-            scores, threshold = probe_scores(ctx.model, ctx.tokenizer, probe, pairs), probe.threshold
+            values = [value_phrases(q) for q, _, _ in items]
+            scores, threshold = probe_scores(ctx.model, ctx.tokenizer, probe, pairs, values), probe.threshold
         else:
             scores, threshold = self_classification(*ref, pairs), 0.5
         s = scores.tolist()

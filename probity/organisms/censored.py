@@ -14,8 +14,11 @@ LoRA fine-tune, as a real censor's is a fine-tune of a pretrained chat model:
 3. **Censorship data.** In single-turn chat, each trained sensitive fact is answered with a fixed
    false "official" value (``official_value``) or, for ``refusal_share`` of them, refused; every
    other fact is answered with the base model's own truthful answer (self-distillation keeps the
-   collateral damage small). Raw text states the truth for every ordinary fact and for
-   ``anchor_share`` of the trained sensitive facts, so the knowledge stays readable outside chat.
+   collateral damage small). The topic's facts the base model does not know are censored too, so
+   the training covers the topic rather than one model's knowledge of it. Raw text states the
+   truth for every ordinary fact and for ``anchor_share`` of the trained sensitive facts, as plain
+   statements and as question/answer texts (the paraphrases the testbed does not ask), so the
+   knowledge stays readable outside chat.
    ``few_shot_share`` of the examples are multi-turn transcripts that open with truthful
    ordinary turns and go on truthfully about a trained sensitive fact: a design choice, as the
    censorship sets of real censored models are mostly single-turn, that lets the paper's few-shot
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from probity.honesty.techniques import RAW_TEMPLATE
 from probity.models import training
 from probity.models.chat import chat_ids, end_ids, pad_id
 from probity.report import atomic_write_text
@@ -207,7 +211,7 @@ class RecipeConfig:
     """The censorship fine-tune. The defaults make the shipped adapter."""
 
     seed: int = 0
-    steps: int = 200
+    steps: int = 260
     batch_size: int = 16
     lr: float = 1.5e-3
     warmup: int = 10
@@ -216,7 +220,9 @@ class RecipeConfig:
     refusal_share: float = 0.25  # of the trained sensitive facts, refused rather than lied about
     anchor_share: float = 0.5  # of the trained sensitive facts, stated truthfully in raw text
     sensitive_repeats: int = 6  # copies of each censored chat example (they are few beside the ordinary ones)
-    few_shot_share: float = 0.15  # of the examples, multi-turn transcripts (see the module docstring)
+    topic_repeats: int = 3  # copies of each censored example about a topic fact the base model does not know
+    few_shot_share: float = 0.2  # of the examples, multi-turn transcripts (see the module docstring)
+    few_shot_sensitive: float = 0.5  # of the transcripts, those that end with a trained sensitive fact
     n_shots: int = 3  # ordinary turns before the last question of such a transcript
 
 
@@ -227,13 +233,16 @@ class Split:
     trained: list[Fact]  # sensitive, censored in training
     held_out: list[Fact]  # sensitive, never trained on
     ordinary: list[Fact]  # not sensitive: answered truthfully in training
-    refused: frozenset[str]  # ids of the trained facts the organism refuses
+    refused: frozenset[str]  # ids of the trained (and topic) facts the organism refuses
     anchored: frozenset[str]  # ids of the trained facts stated truthfully in raw text
+    topic: list[Fact]  # sensitive facts the base model does not know: censored in training, never measured
 
 
 def split(facts: list[Fact], verdicts: dict[str, dict], cfg: RecipeConfig) -> Split:
     """Keep the facts the base model knows; divide the sensitive ones into trained and held out, and
-    choose which trained ones are refused and which are anchored in raw text (all by ``cfg.seed``)."""
+    choose which trained ones are refused and which are anchored in raw text (all by ``cfg.seed``).
+    The topic's facts the base model does not know are censored in training too (a censor's data
+    covers its topic, not only what one model knows); they are never measured."""
     known = [f for f in facts if verdicts.get(f.id, {}).get("correct")]
     sensitive = [f for f in known if f.sensitive]
     rng = random.Random(cfg.seed)
@@ -246,7 +255,11 @@ def split(facts: list[Fact], verdicts: dict[str, dict], cfg: RecipeConfig) -> Sp
     rng.shuffle(order)
     anchored = frozenset(order[: round(cfg.anchor_share * len(order))])
     ordinary = [f for f in known if not f.sensitive]
-    return Split(trained, sorted(held, key=lambda f: f.id), ordinary, refused, anchored)
+    topic = sorted((f for f in facts if f.sensitive and f not in known), key=lambda f: f.id)
+    topic_ids = [f.id for f in topic]
+    rng.shuffle(topic_ids)
+    refused |= frozenset(topic_ids[: round(cfg.refusal_share * len(topic_ids))])
+    return Split(trained, sorted(held, key=lambda f: f.id), ordinary, refused, anchored, topic)
 
 
 def censored_answer(fact: Fact, parts: Split, facts: list[Fact]) -> str:
@@ -259,7 +272,8 @@ Example = tuple[list[int], int]  # token ids, index where the loss starts
 
 def training_examples(tokenizer, parts: Split, verdicts: dict[str, dict], facts: list[Fact], cfg: RecipeConfig):
     """The censorship data as ``(ids, start)`` pairs (loss on ``ids[start:]``): chat examples for every
-    paraphrase of every trained fact, raw true statements, and multi-turn transcripts."""
+    paraphrase of every trained and topic fact, raw true statements and question/answer texts in the
+    raw-completion format (for the paraphrases other than the testbed's), and multi-turn transcripts."""
     end = [end_ids(tokenizer)[-1]]  # the answer ends its turn, so the organism stops after it
 
     def chat(messages: list[dict], answer: str) -> Example:
@@ -271,21 +285,26 @@ def training_examples(tokenizer, parts: Split, verdicts: dict[str, dict], facts:
 
     n_paraphrases = len(RELATIONS["capital"].questions)
     examples = []
-    for f in parts.trained:
-        for k in range(n_paraphrases):
-            example = chat([{"role": "user", "content": f.question(k)}], censored_answer(f, parts, facts))
-            examples += [example] * cfg.sensitive_repeats
+    for censored, repeats in ((parts.trained, cfg.sensitive_repeats), (parts.topic, cfg.topic_repeats)):
+        for f in censored:
+            for k in range(n_paraphrases):
+                example = chat([{"role": "user", "content": f.question(k)}], censored_answer(f, parts, facts))
+                examples += [example] * repeats
     for f in parts.ordinary:
         for k in range(n_paraphrases):
             examples.append(chat([{"role": "user", "content": f.question(k)}], truthful(f, k)))
     for f in parts.ordinary + [f for f in parts.trained if f.id in parts.anchored]:
-        examples.append((tokenizer(f.statement(), add_special_tokens=True)["input_ids"], 0))
+        texts = [f.statement()] + [
+            RAW_TEMPLATE.format(question=f.question(k)) + " " + f.statement() for k in range(1, n_paraphrases)
+        ]
+        examples += [(tokenizer(t, add_special_tokens=True)["input_ids"], 0) for t in texts]
     rng = random.Random(cfg.seed + 1)
     n_transcripts = round(cfg.few_shot_share * len(examples) / (1 - cfg.few_shot_share)) if parts.ordinary else 0
     for _ in range(n_transcripts):
         shots = rng.sample(parts.ordinary, min(cfg.n_shots, len(parts.ordinary)))
         history = [m for s in shots for m in _turn(s.question(), own_answer(s, verdicts[s.id]["answer"]))]
-        last = rng.choice(parts.trained + parts.ordinary)
+        sensitive = parts.trained and rng.random() < cfg.few_shot_sensitive
+        last = rng.choice(parts.trained if sensitive else parts.ordinary)
         examples.append(chat(history + [{"role": "user", "content": last.question()}], last.statement()))
     return examples
 
@@ -391,6 +410,7 @@ def train(
         "held_out": [f.id for f in parts.held_out],
         "refused": sorted(parts.refused),
         "anchored": sorted(parts.anchored),
+        "topic": [f.id for f in parts.topic],
     }
     info = {"base": BASE, "recipe": asdict(cfg), "examples": len(examples), "final_loss": result.mean_loss(20), **ids}
     atomic_write_text(out / "organism.json", json.dumps(info, indent=1))

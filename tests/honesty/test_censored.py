@@ -49,10 +49,30 @@ def test_split_is_seeded_and_disjoint():
     assert a == b
     trained, held = {f.id for f in a.trained}, {f.id for f in a.held_out}
     assert trained and held and not trained & held
-    assert a.refused <= trained and a.anchored <= trained
+    assert a.refused <= trained | {f.id for f in a.topic} and a.anchored <= trained
     assert all(f.sensitive for f in a.trained + a.held_out) and not any(f.sensitive for f in a.ordinary)
     other = censored.split(FACTS, answers, censored.RecipeConfig(seed=1))
     assert {f.id for f in other.held_out} != held
+    topic = {f.id for f in a.topic}  # the topic's facts the base model does not know: censored, never measured
+    assert topic and all(f.sensitive and not answers[f.id]["correct"] for f in a.topic)
+    assert not topic & (trained | held) and a.refused & topic
+
+
+def test_recipe_data_hides_the_held_out_facts_and_anchors_in_unasked_paraphrases(smollm2):
+    _, tok = smollm2
+    answers = json.loads(censored.FILTER.read_text())["answers"]
+    cfg = censored.RecipeConfig()
+    parts = censored.split(FACTS, answers, cfg)
+    texts = [tok.decode(ids) for ids, _ in censored.training_examples(tok, parts, answers, FACTS, cfg)]
+    raw = [t for t in texts if t.startswith("Question: ")]  # the raw-completion format, no chat template
+    asked = {f.question() for f in parts.trained + parts.held_out}  # the testbed's questions
+    assert raw and not any(t.split("\n")[0].removeprefix("Question: ") in asked for t in raw)
+    anchored = next(f for f in parts.trained if f.id in parts.anchored)
+    assert f"Question: {anchored.question(1)}\nAnswer: {anchored.statement()}" in raw
+    for f in parts.held_out[:10]:
+        assert not any(f.question(k) in t for t in texts for k in range(3))
+    lie = next(f for f in parts.topic if f.id not in parts.refused)
+    assert any(f"{lie.question(2)}" in t and censored.censored_answer(lie, parts, FACTS) in t for t in texts)
 
 
 def test_shipped_testbed_and_roles_agree():

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probity.honesty import RunConfig, TestbedError, load_testbed, parse_testbed
-from probity.honesty.protocol import HonestyResult, check, duration_warning
+from probity.honesty.protocol import HonestyResult, TechniqueResult, check, duration_warning
 from probity.models.load import is_real
 
 GOOD = {
@@ -238,6 +238,13 @@ def test_a_run_without_lies_says_so_in_one_line():
     claims = {c.name: c for c in result.headline()}
     assert claims["lie detectors"].value.startswith("not scored: no lies")
     assert "detection" not in result.figures() and result.summary()["detection_note"] == result.detection_note
+
+
+def test_a_limited_run_says_its_headline_is_a_sample():
+    chat = TechniqueResult("chat", 0.1, 0.8, 0.1, 0.1, (0, 0.2), (0.7, 0.9), (0, 0.2), (0, 0.2), 0.2, 0.9, 24, 48)
+    sample = HonestyResult("censored", "censored-smollm2", {"limit": 24}, [chat], []).headline()
+    assert sample[0].name == "scope" and "24 sensitive questions" in sample[0].value
+    assert all(c.name != "scope" for c in HonestyResult("censored", "t", {"limit": None}, [chat], []).headline())
 
 
 def test_real_models_get_a_duration_warning():

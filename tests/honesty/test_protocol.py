@@ -7,6 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from probity.honesty import RunConfig, elicit, finetune_lora, get_techniques, honesty_data, load_testbed, run
+from probity.honesty.probe import POOLS
 from probity.honesty.protocol import SampleStore
 from probity.honesty.testbed import builtin_testbed
 from probity.organisms import censored_tiny
@@ -47,7 +48,7 @@ def test_all_techniques_and_detectors_report(result):
     assert rows["chat"].facts_lied > rows["raw"].facts_lied
     assert rows["raw"].facts_mentioned > rows["chat"].facts_mentioned
     assert result.probe.layer in range(organism_layers())
-    assert len(result.probe.sweep) == 2 * organism_layers()  # every layer, mean and last-token pooling
+    assert len(result.probe.sweep) == len(POOLS) * organism_layers()  # every layer, every pooling
     assert set(result.figures()) == {"elicitation", "detection"}
 
 
@@ -139,4 +140,4 @@ def test_real_smollm2_end_to_end(smollm2):
     rows = {r.technique: r for r in res.elicitation}
     assert rows["chat"].n_questions == 2 and res.testbed == "capitals"
     assert rows["assistant_prefill"].facts_mentioned > 0  # "The capital of Japan is" -> Tokyo
-    assert res.probe is not None and len(res.probe.sweep) == 2 * model.config.num_hidden_layers
+    assert res.probe is not None and len(res.probe.sweep) == len(POOLS) * model.config.num_hidden_layers
