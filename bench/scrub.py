@@ -4,15 +4,26 @@ case studies over 5 seeds (loss recovered beside the paper; both bootstrap stder
 Speed: the same hypothesis and the same sampled input tree, scrubbed (a) by our engine
 (one clean cached forward over the dataset, gathers, batched forwards only where
 ancestry is patched) and (b) by a straightforward implementation that handles one
-reference example at a time and gets every clean activation by running the
-TransformerBridge with TransformerLens hooks (``run_with_cache``) on that example's
-sampled inputs. Both end to end, after sampling; the baseline's logits are checked
-against ours.
+reference example at a time and gets every clean activation from hooked forwards of the model
+on that example's sampled inputs (an organism's TransformerBridge with TransformerLens hooks,
+``run_with_cache``; an HF decoder with PyTorch forward hooks), then recomputes what the
+hypothesis patches on that one example. The baseline runs twice: with one hooked forward per
+distinct input of the example (the fewest it can run: the headline ``speedup``), and with one
+per clean activation the plan asks for (``speedup_per_gather``, the baseline of the first
+organism rows). Both end to end, after sampling, logits at the task's loss positions; the
+baseline's logits are checked against ours, and the engine's peak RSS is recorded. Speeds are per
+CPU second of the one-thread process (``time.process_time``: the machine is shared, so wall time
+also counts other jobs' turns; recorded beside them).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py [--quick] [--organisms=paren,induction] [--speed-only]
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --recipe-seeds=0,1,2 [--recipe-dir=DIR]
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --refine
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2 [--keep-only-curve]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-speed
+
+``--smollm2-speed`` runs only the speed row on SmolLM2-135M-Instruct (``SMOLLM2_SPEED``: the engine on 64 rows
+of the study's task in chunks of 16, the baselines on the first 4; all-three on the heads ``find_heads``
+finds) and writes it into the ``speed`` list of bench/results/scrub.json as organism ``smollm2-135m``.
 
 ``--smollm2`` runs only the induction study on SmolLM2-135M-Instruct (64 rows of ``repeat_task``, span 20,
 seed 0; batch 16): both halves' losses, the heads ``find_heads`` finds (score >= 0.5), the paper's four
@@ -50,6 +61,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probity import report
+from probity.models.decoder import decoder_parts
 from probity.scrub import Hypothesis, Node, Scrubber, case_study, engine, scrub, setup
 from probity.scrub.model import layer_and_head
 from probity.scrub.study import order_violations
@@ -59,19 +71,62 @@ console = Console()
 REPLICATES = 10  # whole-experiment bootstrap replicates per hypothesis and seed
 
 
-class HookCache(engine.CleanCache):
-    """Clean activations of given rows obtained by hooked forward passes of the bridge, one call per
-    request (nothing stored: the engine's uncached mode, with the bridge's hooks as the forward)."""
+class PerExampleCache(engine.CleanCache):
+    """The baseline's clean activations: nothing stored across examples, every request answered by a hooked
+    forward of the model on the requested rows (the subclass's ``_hooked``). ``per_input``: one forward per
+    distinct input of the current example (memoised until ``next_example``), the fewest a per-example patcher
+    can run; otherwise one per clean activation the plan asks for (a gather and each of its ``exclude``
+    terms), the organisms' first baseline. ``forwards`` counts the forwards run."""
 
-    def __init__(self, bridge, decomposed, tokens, targets, features, key_mask):
-        super().__init__(decomposed, tokens, targets, enabled=False, features=features, key_mask=key_mask)
-        self.bridge = bridge
+    def __init__(self, decomposed, task, targets, per_input: bool):
+        super().__init__(
+            decomposed, task.tokens, targets, enabled=False, features=task.features, key_mask=task.key_mask
+        )
+        self.per_input, self.seen, self.forwards = per_input, {}, 0
+
+    def next_example(self) -> None:
+        self.seen.clear()
+
+    def _forward(self, rows: torch.Tensor) -> dict:
+        key = tuple(rows.tolist())
+        if not self.per_input or key not in self.seen:
+            self.forwards += 1
+            self.seen[key] = super()._forward(rows)
+        return self.seen[key]
 
     def _run(self, tokens, key_mask):
-        logits, cache = self.bridge.run_with_cache(tokens, attention_mask=None if key_mask is None else key_mask.long())
-        return logits, {c: self._hook(cache, c) for c in self.model.components if c != self.model.output}
+        logits, got = self._hooked(tokens, key_mask)
+        outs = _Lazy(lambda c: self._output(got, c))
+        return logits, {
+            (c, resid): self._stream(got, outs, c) if resid else outs[c]
+            for c, resid in self.targets
+            if resid or c != self.model.output
+        }
 
-    def _hook(self, cache, comp):
+    def _hooked(self, tokens, key_mask) -> tuple[torch.Tensor, object]:
+        """The logits ``[batch, pos, vocab]`` of one hooked forward on ``tokens`` and what its hooks caught."""
+        raise NotImplementedError
+
+    def _output(self, got, comp) -> torch.Tensor:
+        """``comp``'s clean output ``[batch, pos, d_model]`` (without its output bias) from the hooks' catch."""
+        raise NotImplementedError
+
+    def _stream(self, got, outs, comp) -> torch.Tensor:
+        """The sum of the senders' outputs into ``comp`` ``[batch, pos, d_model]`` (``outs``: component -> output)."""
+        return sum(outs[s] for s in self.model.senders(comp))
+
+
+class HookCache(PerExampleCache):
+    """Per-example clean activations from the TransformerBridge of a native organism, by ``run_with_cache``."""
+
+    def __init__(self, bridge, decomposed, task, targets, per_input: bool):
+        super().__init__(decomposed, task, targets, per_input)
+        self.bridge = bridge
+
+    def _hooked(self, tokens, key_mask):
+        return self.bridge.run_with_cache(tokens, attention_mask=None if key_mask is None else key_mask.long())
+
+    def _output(self, cache, comp):
         if comp.kind == "head":
             # native bridges expose hook_z but not per-head results: project z through that head's W_O
             o = self.model.native.layers[comp.layer].attn.o.weight
@@ -85,55 +140,158 @@ class HookCache(engine.CleanCache):
         return cache[comp.name]
 
 
-def per_example_baseline(bridge, scrubber: Scrubber, hyp, n: int) -> tuple[float, torch.Tensor]:
-    """Seconds to scrub the first ``n`` references one at a time with hooked forwards; their logits."""
+class HFHookCache(PerExampleCache):
+    """Per-example clean activations from a Hugging Face Llama-family decoder by forward hooks: its token
+    embedding's output, every attention block's ``o_proj`` input (the heads' z, concatenated), every MLP's
+    output, and the inputs of the norms (the residual stream into the heads, the MLPs and the logits). A
+    head's output (z through its slice of ``o_proj``) is computed only when the plan asks for it."""
+
+    def __init__(self, hf, decomposed, task, targets, per_input: bool):
+        super().__init__(decomposed, task, targets, per_input)
+        self.hf, self.parts = hf, decoder_parts(hf)
+
+    def _hooked(self, tokens, key_mask):
+        got = {}
+
+        def keep(name):
+            return lambda module, args, out=None: got.__setitem__(name, args[0] if out is None else out)
+
+        handles = [
+            self.parts.embed.register_forward_hook(keep("embed")),
+            self.parts.final_norm.register_forward_pre_hook(keep(("stream", self.model.n_layers, 0))),
+        ]
+        for layer, block in enumerate(self.parts.layers):
+            handles += [
+                block.input_layernorm.register_forward_pre_hook(keep(("stream", layer, 0))),  # [batch, pos, d_model]
+                block.self_attn.o_proj.register_forward_pre_hook(keep(("z", layer))),  # [batch, pos, head * d_head]
+                block.post_attention_layernorm.register_forward_pre_hook(keep(("stream", layer, 1))),
+                block.mlp.register_forward_hook(keep(("mlp", layer))),
+            ]
+        try:
+            logits = self.hf(tokens, attention_mask=None if key_mask is None else key_mask.long()).logits
+        finally:
+            for h in handles:
+                h.remove()
+        return logits, got
+
+    def _output(self, got, comp):
+        if comp.kind == "embed":
+            return got["embed"]
+        if comp.kind == "mlp":
+            return got[("mlp", comp.layer)] - self.model.backend.mlp_bias(comp.layer)
+        dh, h = self.model.d_head, comp.head
+        w_o = self.parts.layers[comp.layer].self_attn.o_proj.weight[:, h * dh : (h + 1) * dh]  # [d_model, d_head]
+        return got[("z", comp.layer)][..., h * dh : (h + 1) * dh] @ w_o.T
+
+    def _stream(self, got, outs, comp):
+        return got[("stream", comp.layer, comp.order)] - self.model.bias(comp)
+
+
+class _Lazy(dict):
+    """A dict whose missing keys are computed by ``make(key)`` on first use."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        self[key] = value = self.make(key)
+        return value
+
+
+def _timed(run) -> tuple[float, float, object]:
+    """``run()``'s CPU seconds (this process's: on one thread, the work done, however busy the shared machine),
+    its wall seconds and its result."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    out = run()
+    return time.process_time() - cpu, time.perf_counter() - wall, out
+
+
+def per_example_baseline(model, scrubber: Scrubber, hyp, n: int, per_input: bool) -> tuple[float, float, tuple]:
+    """CPU and wall seconds to scrub the first ``n`` references one at a time with hooked forwards (``model``: the
+    organism's TransformerBridge or an HF decoder; ``per_input`` as in ``PerExampleCache``), and (their logits at
+    the task's loss positions ``[n, m, vocab]``, the hooked forwards per reference)."""
     root, rows = scrubber.sample(hyp)
     plan = engine.compile_plan(scrubber.model, root, scrubber.task.n_ctx)
-    hooks = HookCache(
-        bridge,
-        scrubber.model,
-        scrubber.task.tokens,
-        engine.gather_targets(plan),
-        scrubber.task.features,
-        scrubber.task.key_mask,
-    )
-    t0 = time.perf_counter()
-    out = [engine.execute(scrubber.model, plan, {k: v[i : i + 1] for k, v in rows.items()}, hooks) for i in range(n)]
-    return time.perf_counter() - t0, torch.cat(out)
+    kind = HookCache if type(getattr(model, "original_model", None)).__name__ == "NativeModel" else HFHookCache
+    hooks = kind(model, scrubber.model, scrubber.task, engine.gather_targets(plan), per_input)
+
+    def run() -> torch.Tensor:
+        out = []
+        for i in range(n):
+            hooks.next_example()
+            one = {k: v[i : i + 1] for k, v in rows.items()}
+            out.append(engine.execute(scrubber.model, plan, one, hooks, scrubber.task.loss_positions))
+        return torch.cat(out)
+
+    cpu, wall, logits = _timed(run)
+    return cpu, wall, (logits, hooks.forwards / n)
 
 
-def ours_timed(bridge, task, hyp) -> tuple[float, torch.Tensor]:
-    """Seconds for a fresh scrubber to scrub every reference (clean cache + compile + evaluate); the logits."""
-    scrubber = Scrubber(bridge, task, seed=0, batch_size=512)
-    t0 = time.perf_counter()
-    ours = torch.cat([lg for _, lg in scrubber.logits(hyp)])
-    return time.perf_counter() - t0, ours
+def ours_timed(model, task, hyp, batch_size: int = 512) -> tuple[float, float, torch.Tensor]:
+    """CPU and wall seconds for a fresh scrubber to scrub every reference (clean cache + compile + evaluate); the
+    logits at the task's loss positions ``[n, m, vocab]`` (what a scrub's losses read)."""
+    scrubber = Scrubber(model, task, seed=0, batch_size=batch_size)
+    return _timed(lambda: torch.cat([lg for _, lg in scrubber.logits(hyp, positions=task.loss_positions)]))
 
 
 def speed(organism: str, hypothesis: str, n: int, n_baseline: int, repeats: int = 3) -> dict:
-    """Examples per second, ours vs the per-example baseline; each timed ``repeats`` times from
-    scratch and the fastest kept (the machine is shared: the minimum is the least disturbed run)."""
+    """Examples per second, ours vs the per-example baselines on an organism (see ``speed_row``)."""
     bridge, task, hyps = setup(organism, n, seed=0)
-    hyp = hyps[hypothesis]
-    ours_s, ours = min((ours_timed(bridge, task, hyp) for _ in range(repeats)), key=lambda r: r[0])
-    base_s, base = min(
-        (per_example_baseline(bridge, Scrubber(bridge, task, seed=0), hyp, n_baseline) for _ in range(repeats)),
-        key=lambda r: r[0],
+    return {"organism": organism, **speed_row(bridge, task, hyps[hypothesis], n, n_baseline, repeats)}
+
+
+def speed_row(model, task, hyp, n: int, n_baseline: int, repeats: int = 3, batch_size: int = 512) -> dict:
+    """Examples per CPU second of our engine on the ``n`` rows of ``task`` against the per-example baseline on
+    the first ``n_baseline`` of them, once with one hooked forward per distinct input of an example (the
+    headline speed-up) and once with one per clean activation asked for (the organisms' first baseline); same
+    hypothesis, same sampled tree (same seed). Each timed ``repeats`` times from scratch and the fastest kept;
+    CPU seconds (one thread) because the machine is shared, wall seconds beside them. The baselines' logits are
+    checked against ours; the engine's peak RSS is the process's over its runs (the model loaded)."""
+    _reset_peak_rss()
+    ours_cpu, ours_wall, ours = min(
+        (ours_timed(model, task, hyp, batch_size) for _ in range(repeats)), key=lambda r: r[0]
     )
-    diff = float((ours[:n_baseline] - base).abs().max())
-    ours_eps, base_eps = n / ours_s, n_baseline / base_s
-    return {
-        "organism": organism,
-        "hypothesis": hypothesis,
+    ours_eps = n / ours_cpu
+    row = {
+        "hypothesis": hyp.name,
         "ours_examples": n,
-        "ours_seconds": round(ours_s, 3),
-        "ours_examples_per_s": round(ours_eps, 1),
+        "ours_batch_size": batch_size,
+        "ours_seconds": round(ours_cpu, 3),
+        "ours_wall_seconds": round(ours_wall, 3),
+        "ours_examples_per_s": round(ours_eps, 2),
+        "ours_peak_rss_gb": round(_peak_rss_gb(), 2),
         "baseline_examples": n_baseline,
-        "baseline_seconds": round(base_s, 3),
-        "baseline_examples_per_s": round(base_eps, 2),
-        "speedup": round(ours_eps / base_eps, 1),
-        "max_abs_logit_diff": diff,
     }
+    for tag, per_input in (("", True), ("_per_gather", False)):
+        base_cpu, base_wall, (base, forwards) = min(
+            (
+                per_example_baseline(model, Scrubber(model, task, seed=0), hyp, n_baseline, per_input)
+                for _ in range(repeats)
+            ),
+            key=lambda r: r[0],
+        )
+        base_eps = n_baseline / base_cpu
+        row |= {
+            f"baseline{tag}_forwards_per_example": round(forwards, 2),
+            f"baseline{tag}_seconds": round(base_cpu, 3),
+            f"baseline{tag}_wall_seconds": round(base_wall, 3),
+            f"baseline{tag}_examples_per_s": round(base_eps, 3),
+            f"speedup{tag}": round(ours_eps / base_eps, 1),
+            f"max_abs_logit_diff{tag}": float((ours[:n_baseline] - base).abs().max()),
+        }
+    return row
+
+
+def _reset_peak_rss() -> None:
+    """Restart this process's peak resident set (``VmHWM``) from its current size (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident set since the last ``_reset_peak_rss`` (or its start), in GB."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1e6  # kB
 
 
 def direct_paths(model, task, seed: int = 0, show: bool = True) -> dict:
@@ -524,6 +682,53 @@ def smollm2_curve_only(study: dict) -> dict:
     return curve
 
 
+SMOLLM2_SPEED = {"n": 64, "n_baseline": 4, "batch_size": 16, "repeats": 3}  # engine rows, baseline rows, chunk
+
+
+def smollm2_speed(n: int = 64, n_baseline: int = 4, batch_size: int = 16, repeats: int = 3) -> dict:
+    """The speed row on SmolLM2-135M-Instruct (``speed_row``): the study's task (``repeat_task``, span and seed
+    of ``SMOLLM2_STUDY``) on ``n`` rows, the paper's all-three on the heads ``find_heads`` finds (score >= 0.5);
+    the engine in chunks of ``batch_size`` references."""
+    from probity.scrub import induction_lm
+
+    cfg = SMOLLM2_STUDY
+    model, task, _, ind, prev = _smollm2_setup(n, cfg["span"], cfg["seed"], cfg["batch_size"])
+    ind_heads, prev_heads = ([h for h, _ in _chosen(found, STUDY_THRESHOLD)] for found in (ind, prev))
+    hyp = induction_lm(prev_heads, ind_heads)["all-three"]
+    row = speed_row(model, task, hyp, n, n_baseline, repeats, batch_size)
+    return {
+        "organism": "smollm2-135m",
+        **row,
+        "task": task.name,
+        "induction_heads": [_short(h) for h in ind_heads],
+        "previous_token_heads": [_short(h) for h in prev_heads],
+        "threads": torch.get_num_threads(),
+    }
+
+
+def speed_table(r: dict) -> Table:
+    """One speed row as a table."""
+    table = Table(
+        "organism",
+        "hypothesis",
+        "ours ex/s",
+        "baseline ex/s (per input / per gather)",
+        "speed-up",
+        "max |logit diff|",
+        "peak RSS",
+    )
+    table.add_row(
+        r["organism"],
+        r["hypothesis"],
+        f"{r['ours_examples_per_s']:.1f}",
+        f"{r['baseline_examples_per_s']:.2f} / {r['baseline_per_gather_examples_per_s']:.2f}",
+        f"{r['speedup']:.1f}x / {r['speedup_per_gather']:.1f}x",
+        f"{r['max_abs_logit_diff']:.1e} / {r['max_abs_logit_diff_per_gather']:.1e}",
+        f"{r['ours_peak_rss_gb']:.2f} GB",
+    )
+    return table
+
+
 def main() -> None:
     torch.set_num_threads(1)
     quick = "--quick" in sys.argv
@@ -536,6 +741,15 @@ def main() -> None:
             results["smollm2_induction"]["keep_only_curve"] = smollm2_curve_only(results["smollm2_induction"])
         else:
             results["smollm2_induction"] = smollm2_induction(**SMOLLM2_STUDY)
+        report.write_json(out, results)
+        console.print(f"wrote {out}")
+        return
+    if "--smollm2-speed" in sys.argv:
+        out = ROOT / "results" / "scrub.json"
+        results = json.loads(out.read_text()) if out.is_file() else {"speed": []}
+        r = smollm2_speed(**SMOLLM2_SPEED)
+        console.print(speed_table(r))
+        results["speed"] = [x for x in results.get("speed", []) if x["organism"] != r["organism"]] + [r]
         report.write_json(out, results)
         console.print(f"wrote {out}")
         return
@@ -570,16 +784,7 @@ def main() -> None:
             continue
         r = speed(organism, hyp, n // cut, max(2, nb // cut))
         results["speed"] = [x for x in results["speed"] if x["organism"] != organism] + [r]
-        table = Table("organism", "hypothesis", "ours ex/s", "baseline ex/s", "speed-up", "max |logit diff|")
-        table.add_row(
-            r["organism"],
-            r["hypothesis"],
-            f"{r['ours_examples_per_s']:.1f}",
-            f"{r['baseline_examples_per_s']:.2f}",
-            f"{r['speedup']:.0f}x",
-            f"{r['max_abs_logit_diff']:.1e}",
-        )
-        console.print(table)
+        console.print(speed_table(r))
     if "--speed-only" in sys.argv:
         report.write_json(out, results)
         return

@@ -11,13 +11,17 @@ that node and "rest" a ``Gather`` on the node's rest rows. Identical (component,
 become one expression (hash-consing, memoised, so compiling is linear in depth), identity children
 alias their parent's rows, and any subtree that runs entirely on one input becomes a ``Gather``
 from one clean forward pass over the dataset (``CleanCache``; the reference's ``CleanRows``,
-batched); the clean terms of one input that run on the same rows share one residual-stream gather. ``execute`` then
+batched, and stopped above the highest gathered target); the clean terms of one input that run on the
+same rows share one residual-stream gather, read off the running stream. ``execute`` then
 evaluates the graph on chunks of reference examples: only components with patched ancestry
-are recomputed, batched over the chunk, and only up to what the output needs.
+are recomputed, batched over the chunk, and only up to what the output needs; the heads of one layer
+that read one input run as one call, an input extends the largest smaller input it contains, and the
+logits can be asked for at the loss positions only.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +56,9 @@ class Phi:
 
 @dataclass(frozen=True)
 class Sum:
-    """A receiver's input: biases plus terms, each on all positions or only on ``positions``."""
+    """A receiver's input: biases plus terms, each on all positions or only on ``positions``. The biases
+    depend only on where ``receiver`` reads the residual stream, so receivers at one point with the same
+    terms (the heads of one layer, say) share one ``Sum`` and ``receiver`` is any of them."""
 
     receiver: Component
     parts: tuple[tuple[object, tuple[int, ...] | None], ...]
@@ -198,7 +204,7 @@ def _shallow_key(x) -> object:
     """What identifies expression ``x`` once its sub-expressions are interned: its own fields, with
     sub-expressions by identity (hashing a deep expression by value would walk every path below it)."""
     if isinstance(x, Sum):
-        return (Sum, x.receiver, tuple((id(p), positions) for p, positions in x.parts))
+        return (Sum, (x.receiver.layer, x.receiver.order), tuple((id(p), positions) for p, positions in x.parts))
     if isinstance(x, Head):
         return (Head, x.component, id(x.q), id(x.k), id(x.v), x.rows)
     if isinstance(x, Mlp):
@@ -208,26 +214,60 @@ def _shallow_key(x) -> object:
     return x  # Gather, Phi: flat
 
 
-def gather_targets(expr) -> set[tuple[Component, bool]]:
-    """Every (component, resid?) the plan gathers: what the clean cache must hold."""
-    seen, found, stack = set(), set(), [expr]
+def expressions(expr) -> list:
+    """Every distinct sub-expression of the plan ``expr`` (by identity), ``expr`` first."""
+    seen, found, stack = set(), [], [expr]
     while stack:
         e = stack.pop()
         if id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, Gather):
-            found.add((e.target, e.resid))
-            found |= {(x, False) for x in e.exclude}
-        elif isinstance(e, Phi):
-            found.add((e.target, False))
-        elif isinstance(e, Sum):
+        found.append(e)
+        if isinstance(e, Sum):
             stack += [p for p, _ in e.parts]
         elif isinstance(e, Head):
             stack += [e.q, e.k, e.v]
         elif isinstance(e, (Mlp, Unembed)):
             stack.append(e.x)
     return found
+
+
+def gather_targets(expr) -> set[tuple[Component, bool]]:
+    """Every (component, resid?) the plan gathers: what the clean cache must hold."""
+    found = set()
+    for e in expressions(expr):
+        if isinstance(e, Gather):
+            found.add((e.target, e.resid))
+            found |= {(x, False) for x in e.exclude}
+        elif isinstance(e, Phi):
+            found.add((e.target, False))
+    return found
+
+
+def _sum_bases(sums: list[Sum]) -> dict[int, tuple[Sum, tuple]]:
+    """For each ``Sum`` whose terms include every term of a smaller one (of more than two terms), the largest
+    such one and the terms left over: evaluated from it, an input high in the stream costs the terms added
+    since, not every term below it."""
+    terms = {id(s): Counter((id(p), at) for p, at in s.parts) for s in sums}
+    out = {}
+    for s in sums:
+        mine = terms[id(s)]
+        inside = [o for o in sums if 2 < len(o.parts) < len(s.parts) and not terms[id(o)] - mine]
+        if inside:
+            base = max(inside, key=lambda o: len(o.parts))
+            left = mine - terms[id(base)]
+            extra = []
+            for p, at in s.parts:  # the leftover terms, in order, each as often as it is left over
+                if left[(id(p), at)] > 0:
+                    left[(id(p), at)] -= 1
+                    extra.append((p, at))
+            out[id(s)] = (base, tuple(extra))
+    return out
+
+
+def _head_group(h: Head) -> tuple:
+    """Heads of one layer on the same Q/K/V inputs and rows: computed together by one ``Decomposed.heads``."""
+    return h.component.layer, id(h.q), id(h.k), id(h.v), h.rows
 
 
 class CleanCache:
@@ -251,6 +291,12 @@ class CleanCache:
         self.features = features or {}
         self.store: dict[tuple[Component, bool], torch.Tensor] = {}
         self.fits: dict[tuple[Component, str], torch.Tensor] = {}
+        order = [*model.components, model.output]
+
+        def reach(c: Component, resid: bool) -> Component:  # the first component whose input sees the target
+            return c if resid or c == model.output else next(x for x in order if model.below(x, c))
+
+        self.upto = max((reach(*t) for t in targets), key=lambda c: (c.layer, c.order), default=model.output)
         if enabled:
             pieces = [self._forward(torch.arange(i, min(i + chunk, len(tokens)))) for i in range(0, len(tokens), chunk)]
             self.store = {t: torch.cat([p[t] for p in pieces]) for t in targets}
@@ -261,21 +307,17 @@ class CleanCache:
 
     def _run(
         self, tokens: torch.Tensor, key_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
-        """Clean logits and every component's output on ``tokens``."""
-        return self.model.run(tokens, key_mask=key_mask)
+    ) -> tuple[torch.Tensor | None, dict[tuple[Component, bool], torch.Tensor]]:
+        """Clean logits (None when no target needs them) and every target on ``tokens``: a component's output,
+        or the residual stream into it (resid targets), read off one forward that stops at ``upto``."""
+        streams = {c: None for c, resid in self.targets if resid}
+        keep = {c for c, resid in self.targets if not resid}
+        logits, outs = self.model.run(tokens, keep=keep, key_mask=key_mask, upto=self.upto, streams=streams)
+        return logits, {**{(c, False): v for c, v in outs.items()}, **{(c, True): v for c, v in streams.items()}}
 
     def _forward(self, rows: torch.Tensor) -> dict[tuple[Component, bool], torch.Tensor]:
-        logits, outs = self._run(self.tokens[rows], self.mask(rows))
-        out = {}
-        for comp, resid in self.targets:
-            if comp == self.model.output and not resid:
-                out[(comp, resid)] = logits
-            elif resid:
-                out[(comp, resid)] = sum(outs[s] for s in self.model.senders(comp))
-            else:
-                out[(comp, resid)] = outs[comp]
-        return out
+        logits, found = self._run(self.tokens[rows], self.mask(rows))
+        return {t: logits if t == (self.model.output, False) else found[t] for t in self.targets}
 
     def fit(self, target: Component, feature: str) -> torch.Tensor:
         """Least-squares direction ``[pos, d_model]`` of ``target``'s clean output on the per-row ``feature``
@@ -301,10 +343,25 @@ class CleanCache:
 
 
 @torch.no_grad()
-def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: CleanCache) -> torch.Tensor:
+def execute(
+    model: Decomposed,
+    expr,
+    rows: dict[Rows, torch.Tensor],
+    cache: CleanCache,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Evaluate the plan ``expr`` for one chunk of reference examples: ``rows`` maps each row key to that
-    chunk's rows (``[batch]``, or ``[batch, pos]`` per position). Returns the logits ``[batch, pos, vocab]``."""
+    chunk's rows (``[batch]``, or ``[batch, pos]`` per position). Returns the logits ``[batch, pos, vocab]``,
+    or ``[batch, m, vocab]`` at ``positions [m]`` only (the unembedding runs only there). The heads of one
+    layer on the same inputs (``_head_group``) are computed in one call, and an input whose terms include a
+    smaller input's starts from that one's value (``_sum_bases``)."""
     memo: dict[int, torch.Tensor] = {}
+    groups: dict[tuple, list[Head]] = {}
+    every = expressions(expr)
+    for h in every:
+        if isinstance(h, Head):
+            groups.setdefault(_head_group(h), []).append(h)
+    bases = _sum_bases([e for e in every if isinstance(e, Sum)])
 
     def ev(e) -> torch.Tensor:
         key = id(e)
@@ -322,25 +379,34 @@ def execute(model: Decomposed, expr, rows: dict[Rows, torch.Tensor], cache: Clea
                 e.target, e.feature
             )
         elif isinstance(e, Sum):
-            val = model.bias(e.receiver).expand(cache.tokens.shape[1], -1).clone()
-            for part, positions in e.parts:
+            base, parts = bases.get(id(e), (None, e.parts))
+            if base is None:
+                val = model.bias(e.receiver).expand(cache.tokens.shape[1], -1).clone()
+            else:  # a smaller input's value, with this receiver's biases and the terms it lacks
+                val = ev(base) + (model.bias(e.receiver) - model.bias(base.receiver))
+            for part, only in parts:
                 t = ev(part)
-                if positions is None:
+                if only is None:
                     val = val + t
                 else:
-                    idx = torch.tensor(positions)
+                    idx = torch.tensor(only)
                     val = val.expand_as(t).clone() if val.dim() < t.dim() else val
                     val[:, idx] = val[:, idx] + t[:, idx]
         elif isinstance(e, Head):
-            c = e.component
-            val = model.heads(
-                c.layer, [c.head], ev(e.q)[:, None], ev(e.k)[:, None], ev(e.v)[:, None], cache.mask(rows[e.rows])
-            )[:, 0]
+            group = groups[_head_group(e)]
+            q, k, v = (ev(x)[:, None] for x in (e.q, e.k, e.v))  # [batch, 1, pos, d_model]: shared by the group
+            outs = model.heads(
+                e.component.layer, [h.component.head for h in group], q, k, v, cache.mask(rows[e.rows])
+            )  # [batch, head, pos, d_model]
+            memo.update({id(h): outs[:, i] for i, h in enumerate(group)})
+            val = memo[key]
         elif isinstance(e, Mlp):
             val = model.mlp(e.component.layer, ev(e.x))
         else:
-            val = model.unembed(ev(e.x))
+            x = ev(e.x)
+            val = model.unembed(x if positions is None else x[:, positions])
         memo[key] = val
         return val
 
-    return ev(expr)
+    out = ev(expr)
+    return out if positions is None or isinstance(expr, Unembed) else out[:, positions]

@@ -213,17 +213,32 @@ class Decomposed:
         keep: set[Component] | None = None,
         key_mask: torch.Tensor | None = None,
         patterns: dict[int, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, dict[Component, torch.Tensor]]:
+        upto: Component | None = None,
+        streams: dict[Component, torch.Tensor | None] | None = None,
+    ) -> tuple[torch.Tensor | None, dict[Component, torch.Tensor]]:
         """Plain forward on ``tokens [batch, pos]``: ``(logits [batch, pos, vocab], {component: output
         [batch, pos, d_model]})`` for the components in ``keep`` (all when ``None``); ``key_mask [batch, pos]``
         as in ``heads``. A ``patterns`` dict is filled with every layer's attention patterns
-        ``{layer: [batch, head, pos, pos]}`` (query, key)."""
+        ``{layer: [batch, head, pos, pos]}`` (query, key). With ``upto``, only the components below it (those
+        that can feed its input) are computed, and the logits are None unless ``upto`` is the output. Each
+        receiver that is a key of ``streams`` gets as its value the sum of its senders' outputs
+        ``[batch, pos, d_model]``: the residual stream at its input, without the biases."""
         b = self.backend
         outs: dict[Component, torch.Tensor] = {self.components[0]: self.embed(tokens)}
         if b.has_pos:
             outs[self.components[1]] = self.pos_embed(tokens)
         resid = sum(outs.values())
+
+        def reach(layer: int, order: int) -> bool:
+            """Record the stream at this point for the receivers there; whether to compute what reads it."""
+            for c in streams or ():
+                if (c.layer, c.order) == (layer, order):
+                    streams[c] = resid - self.bias(c)
+            return upto is None or (layer, order) < (upto.layer, upto.order)
+
         for layer in range(self.n_layers):
+            if not reach(layer, 0):
+                break
             x = resid[:, None]  # one input for every head, as in all_heads
             h, pattern = self._attend(layer, list(range(self.n_heads)), x, x, x, key_mask)
             if patterns is not None:
@@ -231,11 +246,16 @@ class Decomposed:
             for i in range(self.n_heads):
                 outs[Component(layer, 0, "head", i)] = h[:, i]
             resid = resid + h.sum(1) + b.attn_bias(layer)
-            if not self.attn_only:
-                m = self.mlp(layer, resid)
-                outs[Component(layer, 1, "mlp")] = m
-                resid = resid + m + b.mlp_bias(layer)
-        logits = self.unembed(resid)
+            if self.attn_only:
+                continue
+            if not reach(layer, 1):
+                break
+            m = self.mlp(layer, resid)
+            outs[Component(layer, 1, "mlp")] = m
+            resid = resid + m + b.mlp_bias(layer)
+        else:
+            reach(self.n_layers, 0)
+        logits = self.unembed(resid) if upto in (None, self.output) else None
         if keep is not None:
             outs = {c: v for c, v in outs.items() if c in keep}
         return logits, outs
@@ -394,17 +414,19 @@ class _HFBackend:
         kv = idx // (self.n_heads // self.n_kv)
         normed = {}
 
-        def project(x, w, b):
+        def project(x, w, b, sel):
+            """``x [batch, 1 or head, pos, d_model]`` through projections ``w[sel]``: ``[batch, head, pos, d_head]``."""
             if id(x) not in normed:
                 normed[id(x)] = norm(x)
-            y = torch.einsum("bnpd,nhd->bnph", normed[id(x)], w)
-            return y if b is None else y + b[None, :, None, :]
+            x = normed[id(x)]
+            if x.shape[1] == 1:  # one input for every head: one matmul per distinct projection (a K/V group), then pick
+                uniq, pick = sel.unique(return_inverse=True)
+                y = (x[:, 0] @ w[uniq].flatten(0, 1).T).unflatten(-1, (len(uniq), -1)).transpose(1, 2)[:, pick]
+            else:
+                y = torch.einsum("bnpd,nhd->bnph", x, w[sel])
+            return y if b is None else y + b[sel][None, :, None, :]
 
-        q, k, v = (
-            project(q_in, wq[idx], None if bq is None else bq[idx]),
-            project(k_in, wk[kv], None if bk is None else bk[kv]),
-            project(v_in, wv[kv], None if bv is None else bv[kv]),
-        )
+        q, k, v = project(q_in, wq, bq, idx), project(k_in, wk, bk, kv), project(v_in, wv, bv, kv)
         if not self.gpt2:
             if hasattr(attn, "q_norm"):
                 q, k = attn.q_norm(q), attn.k_norm(k)

@@ -82,15 +82,17 @@ class Scrubber:
         """Chunks of ``batch_size`` reference examples in one scrub of the dataset (its progress units)."""
         return -(-len(self.refs) // self.batch_size)
 
-    def logits(self, hyp: Hypothesis, progress=None, note: str = ""):
-        """Scrubbed logits per chunk: yields ``(rows [batch], logits [batch, pos, vocab])``; ``progress``
-        (a ``probity.report.console`` tracker), if given, advances by one per chunk with ``note``."""
+    def logits(self, hyp: Hypothesis, progress=None, note: str = "", positions: torch.Tensor | None = None):
+        """Scrubbed logits per chunk: yields ``(rows [batch], logits [batch, pos, vocab])``, or
+        ``[batch, m, vocab]`` at ``positions [m]`` only; ``progress`` (a ``probity.report.console`` tracker), if
+        given, advances by one per chunk with ``note``."""
         root, rows = self.sample(hyp)
         plan = engine.compile_plan(self.model, root, self.task.n_ctx)
         cache = self._clean(engine.gather_targets(plan))
         for start in range(0, len(self.refs), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            yield self.refs[chunk], engine.execute(self.model, plan, {k: v[chunk] for k, v in rows.items()}, cache)
+            chunk_rows = {k: v[chunk] for k, v in rows.items()}
+            yield self.refs[chunk], engine.execute(self.model, plan, chunk_rows, cache, positions)
             if progress is not None:
                 progress.advance(1, note)
 
@@ -98,13 +100,15 @@ class Scrubber:
         self, hyp: Hypothesis, model_logits: list | None = None, keep: bool = False, progress=None, note: str = ""
     ):
         """``(loss [n], kl [n], logits)``: per-example loss of ``hyp``, KL to ``model_logits`` (a list of
-        per-chunk clean logits; zeros when None) and, with ``keep``, the list of per-chunk logits;
-        ``progress`` and ``note`` as for :meth:`logits`."""
+        per-chunk clean logits; zeros when None) and, with ``keep``, the list of per-chunk logits; all logits
+        at the task's ``loss_positions`` only (``[batch, m, vocab]``); ``progress`` and ``note`` as for
+        :meth:`logits`."""
         loss, kl, kept = [], [], []
-        for i, (refs, logits) in enumerate(self.logits(hyp, progress, note)):
-            loss.append(self.task.per_example_loss(logits, refs))
+        at = self.task.loss_positions
+        for i, (refs, logits) in enumerate(self.logits(hyp, progress, note, at)):
+            loss.append(self.task.per_example_loss(logits, refs, at))
             kl.append(
-                self.task.per_example_kl(model_logits[i], logits, refs) if model_logits else torch.zeros(len(refs))
+                self.task.per_example_kl(model_logits[i], logits, refs, at) if model_logits else torch.zeros(len(refs))
             )
             if keep:
                 kept.append(logits)

@@ -73,21 +73,39 @@ class Task:
     def n_ctx(self) -> int:
         return self.tokens.shape[1]
 
-    def per_example_loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    @property
+    def loss_positions(self) -> torch.Tensor:
+        """The positions ``[m]`` where some row's loss is counted: the only logits a loss reads."""
+        return self.loss_mask.any(0).nonzero()[:, 0]
+
+    def per_example_loss(
+        self, logits: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Loss of each reference example ``[batch]``: mean over its masked positions; ``logits [batch, pos, vocab]``
-        for the dataset rows ``rows [batch]``."""
-        mask = self.loss_mask[rows].float()
+        for the dataset rows ``rows [batch]``, or ``[batch, m, vocab]`` at ``positions [m]`` only (they must
+        hold every masked position of those rows, e.g. ``loss_positions``)."""
+        mask, targets = (
+            x[rows] if positions is None else x[rows][:, positions] for x in (self.loss_mask, self.targets)
+        )
+        mask = mask.float()
         if self.loss_kind == "ce":
-            nll = -logits.log_softmax(-1).gather(-1, self.targets[rows].long()[..., None])[..., 0]
+            nll = -logits.log_softmax(-1).gather(-1, targets.long()[..., None])[..., 0]
         else:
-            nll = (logits[..., 0] - self.targets[rows].float()) ** 2
+            nll = (logits[..., 0] - targets.float()) ** 2
         return (nll * mask).sum(1) / mask.sum(1)
 
-    def per_example_kl(self, model_logits: torch.Tensor, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """KL(model || scrubbed) per example ``[batch]``, averaged over masked positions (0 for ``mse``)."""
+    def per_example_kl(
+        self,
+        model_logits: torch.Tensor,
+        logits: torch.Tensor,
+        rows: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """KL(model || scrubbed) per example ``[batch]``, averaged over masked positions (0 for ``mse``); logits
+        as in ``per_example_loss``."""
         if self.loss_kind != "ce":
             return torch.zeros(len(rows))
-        mask = self.loss_mask[rows].float()
+        mask = (self.loss_mask[rows] if positions is None else self.loss_mask[rows][:, positions]).float()
         kl = F.kl_div(logits.log_softmax(-1), model_logits.log_softmax(-1), log_target=True, reduction="none").sum(-1)
         return (kl * mask).sum(1) / mask.sum(1)
 

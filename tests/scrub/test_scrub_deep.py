@@ -115,3 +115,51 @@ def test_plan_is_linear_in_depth():
     components, nodes = len(d.components) + 1, 2
     assert len(seen) <= 4 * components * nodes
     assert len(engine.gather_targets(plan)) <= 2
+
+
+def test_clean_forward_stops_at_what_the_targets_need(deep):
+    """``run(upto=)`` computes only the components below ``upto`` and no logits; ``streams`` holds each
+    receiver's input read off the running stream: the sum of its senders' outputs."""
+    d, task = deep
+    tokens = task.tokens[:5]
+    _, full = d.run(tokens)
+    into = [d.component(s) for s in ("3.1", "mlp2", "embed")] + [d.output]
+    streams = dict.fromkeys(into[:2])
+    logits, outs = d.run(tokens, upto=d.component("3.0"), streams=streams)
+    assert logits is None and set(outs) == {c for c in d.components if d.below(d.component("3.0"), c)}
+    for c, out in outs.items():
+        torch.testing.assert_close(out, full[c], atol=1e-6, rtol=1e-6)
+    for c, stream in streams.items():
+        torch.testing.assert_close(stream, sum(full[s] for s in d.senders(c)), atol=1e-5, rtol=1e-5)
+    cache = engine.CleanCache(d, tokens, {(into[0], True), (into[1], False)})
+    assert (cache.upto.layer, cache.upto.order) == (3, 0)  # head 3.1's input: everything below layer 3
+    assert engine.CleanCache(d, tokens, {(into[2], False), (into[3], True)}, enabled=False).upto == d.output
+
+
+def test_heads_of_a_layer_share_their_input_and_inputs_build_on_smaller_ones(deep):
+    """In the root above the heads, every head of a layer reads one shared input (one ``Sum``, so one
+    grouped head call), and each input high in the stream extends a smaller one by the terms in between."""
+    d, task = deep
+    root = validate(Hypothesis("a", hypotheses(d)["root above, split q/k/v"]), d, task.features, N_CTX)
+    every = engine.expressions(engine.compile_plan(d, root, N_CTX))
+    layer6 = [e for e in every if isinstance(e, engine.Head) and e.component.layer == 6]
+    assert len(layer6) == 4 and len({id(h.q) for h in layer6}) == 1 and layer6[0].q is layer6[0].k
+    sums = [e for e in every if isinstance(e, engine.Sum)]
+    bases = engine._sum_bases(sums)
+    top = next(e for e in sums if e.receiver == d.output)
+    base, extra = bases[id(top)]
+    assert base.receiver == d.component("mlp7") and len(extra) < len(top.parts) - 2
+
+
+def test_logits_at_the_loss_positions_only(deep):
+    """``positions`` unembeds only where the loss reads: the same logits there, the same losses."""
+    d, task = deep
+    hyp = Hypothesis("a", hypotheses(d)["root above, split q/k/v"])
+    s = Scrubber(d, task, seed=5, batch_size=7)
+    at = task.loss_positions
+    assert at.tolist() == list(range(N_CTX - 1))
+    full = torch.cat([lg for _, lg in s.logits(hyp)])
+    only = torch.cat([lg for _, lg in s.logits(hyp, positions=at)])
+    torch.testing.assert_close(only, full[:, at], atol=1e-5, rtol=1e-5)
+    rows = torch.arange(len(task.tokens))
+    torch.testing.assert_close(s.losses(hyp)[0], task.per_example_loss(full, rows), atol=1e-5, rtol=1e-5)
