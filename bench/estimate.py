@@ -1,10 +1,10 @@
 """Benchmark for probity.estimate: kprop vs Monte Carlo (and blend) on random ReLU MLPs.
 
 Protocol (ARC's setting): ReLU, He init, 4 hidden layers, widths 16-256 on 5 seeds with a
-10^7-sample ground truth each; MSE/Var at the output, ground-truth noise subtracted; FLOPs
-by FlopCounterMode; x-MC. Then a wall-clock race at width 256 (kprop vs Monte Carlo given
-the same seconds, same process) and the K=2 exactness check on a width-8 network against
-10^8 samples. ``--quick`` runs widths 16, 32 on 2 seeds only.
+10^7-sample ground truth each; kprop K=1-4 (K=4, dense, up to width 128); MSE/Var at the output,
+ground-truth noise subtracted; FLOPs by FlopCounterMode; x-MC. Then a wall-clock race at width
+256 (kprop vs Monte Carlo given the same seconds, same process) and the K=2/K=4 exactness check
+on a width-8 network against 10^8 samples. ``--quick`` runs widths 16, 32 on 2 seeds only.
 Ground truths are cached under bench/results/cache/ (resumable), so a rerun is quick.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/estimate.py
@@ -33,7 +33,7 @@ DESIGN_X_MC_N64 = {(1, "simple"): (40, 70), (2, "simple"): (12, 16)}
 
 
 def exactness_check(samples: int = 10**8) -> dict:
-    """Width 8, 2 hidden layers: layer-2 pre-activation mean and variance are exact under K=2
+    """Width 8, 2 hidden layers: layer-2 pre-activation mean and variance are exact under K=2 and K=4
     (layer-1 pre-activations are Gaussian); compare with ``samples`` samples (z-scores)."""
     mlp = RandomMLP(8, 2, "relu", seed=0)
     gt = ground_truth(mlp, samples, cache_dir=CACHE, progress=True)
@@ -41,7 +41,7 @@ def exactness_check(samples: int = 10**8) -> dict:
     se_mean = (gt.pre_var[1] / N).sqrt()
     se_var = (2 * gt.pre_var[1] ** 2 / N).sqrt()  # Gaussian approximation of a sample variance's sd
     out = {"width": 8, "hidden_layers": 2, "samples": N}
-    for K in (1, 2):
+    for K in (1, 2, 4):
         est = kprop(mlp, K)
         out[f"K{K}_layer2_mean_max_abs_z"] = float(((est.pre[1] - gt.pre_mean[1]).abs() / se_mean).max())
         out[f"K{K}_layer2_var_max_abs_z"] = float(((est.pre_var[1] - gt.pre_var[1]).abs() / se_var).max())

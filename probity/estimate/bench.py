@@ -18,6 +18,7 @@ import torch
 
 from probity.estimate.activations import check_activation
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample, mse_over_var, x_mc
+from probity.estimate.kprop4 import CHUNK_ENTRIES
 from probity.estimate.mlp import RandomMLP
 from probity.estimate.propagate import check_order, kprop
 from probity.estimate.sampling import SAMPLE_BATCH, _Moments, _sample_into, ground_truth, monte_carlo
@@ -34,12 +35,14 @@ GT_OVER_BUDGET = 100
 @dataclass
 class BenchConfig:
     """What to run. ``mc_budgets``/``blend_budgets``: sample counts for the sampling
-    methods; ``blend_order``/``blend_variant``: the kprop inside ``blend``."""
+    methods; ``blend_order``/``blend_variant``: the kprop inside ``blend``. K=4 (dense: 8 n^4
+    bytes, O(n^5) FLOPs) runs only at widths up to ``dense_max_width`` and only as ``k4_variants``
+    (its augment, every diagram of cost <= 4, measured worse than simple at 2.4x the FLOPs, n=64)."""
 
     activation: str = "relu"
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     hidden_layers: int = 4
-    orders: list[int] = field(default_factory=lambda: [1, 2, 3])
+    orders: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     variants: list[str] = field(default_factory=lambda: ["simple", "augment"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     gt_samples: int = 10**7
@@ -48,6 +51,8 @@ class BenchConfig:
     blend_budgets: list[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 100000])
     blend_order: int = 2
     blend_variant: str = "augment"
+    k4_variants: list[str] = field(default_factory=lambda: ["simple"])
+    dense_max_width: int = 128
 
     def __post_init__(self) -> None:
         """One-line ValueErrors for bad settings, before any sampling."""
@@ -58,7 +63,7 @@ class BenchConfig:
         if not is_int(self.hidden_layers) or self.hidden_layers < 1:
             raise ValueError(f"hidden_layers must be an integer >= 1, got {self.hidden_layers!r}")
         for order in self.orders:
-            for variant in self.variants:
+            for variant in self.k4_variants if order == 4 else self.variants:
                 check_order(order, variant)
         check_order(self.blend_order, self.blend_variant)
         if not is_int(self.gt_samples) or self.gt_samples < 1000:
@@ -87,10 +92,20 @@ class BenchConfig:
                 f"{GT_OVER_BUDGET * budget} or lower the budgets"
             )
 
+    def kprop_methods(self, width: int) -> list[tuple[int, str]]:
+        """The kprop (order, variant) pairs run at ``width``."""
+        return [
+            (order, variant)
+            for order in self.orders
+            if order < 4 or width <= self.dense_max_width
+            for variant in (self.k4_variants if order == 4 else self.variants)
+        ]
+
     def memory_needed(self) -> int:
-        """Estimated peak bytes of one network's rows (:func:`memory_needed` at the widest width)."""
-        budgets = self.mc_budgets + self.blend_budgets + [self.gt_samples]
-        return memory_needed(max(self.widths), self.hidden_layers, self.orders, max(budgets))
+        """Estimated peak bytes of one network's rows (:func:`memory_needed`, the largest over widths)."""
+        samples = max(self.mc_budgets + self.blend_budgets + [self.gt_samples])
+        orders = {w: {k for k, _ in self.kprop_methods(w)} for w in self.widths}
+        return max(memory_needed(w, self.hidden_layers, orders[w], samples) for w in self.widths)
 
 
 def memory_needed(width: int, hidden_layers: int, orders=(), samples: int = 0, batch: int = SAMPLE_BATCH) -> int:
@@ -99,12 +114,18 @@ def memory_needed(width: int, hidden_layers: int, orders=(), samples: int = 0, b
     measured (peak RSS, widths 384-2048): the weights (H + 2), K=1 4, K=2 14, K=3 the larger of 19 H + 4
     and 7 H^2 + 8 H (its third-cumulant factors grow by 2n columns a layer, 4n for augment, which also
     carries the one-pair slice T and a composite map per earlier layer: at width 384, simple 27, 46, 64,
-    84 and augment 30, 65, 111, 250 at H = 2, 3, 4, 6); a sampling batch keeps 2H + 8 [batch, width]
+    84 and augment 30, 65, 111, 250 at H = 2, 3, 4, 6); K=4 one [n]^4 float64 tensor, a dozen [n]^3 and
+    four row blocks (measured 2.8 GB peak RSS at n=128); a sampling batch keeps 2H + 8 [batch, width]
     float32 arrays; plus 256 MB of allocator overhead. An upper estimate, for refusing a run that
     cannot fit before allocating it."""
     n2 = 8 * width * width
-    per_order = {1: 4, 2: 14, 3: max(19 * hidden_layers + 4, 7 * hidden_layers**2 + 8 * hidden_layers)}
-    kprop_bytes = max((per_order.get(k, 0) * n2 for k in orders), default=0)
+    per_order = {
+        1: 4 * n2,
+        2: 14 * n2,
+        3: max(19 * hidden_layers + 4, 7 * hidden_layers**2 + 8 * hidden_layers) * n2,
+        4: 8 * width**4 + 96 * width**3 + 32 * CHUNK_ENTRIES,
+    }
+    kprop_bytes = max((per_order[k] for k in orders), default=0)
     sample_bytes = (2 * hidden_layers + 8) * min(batch, samples) * width * 4 if samples else 0
     return (hidden_layers + 2) * n2 + max(kprop_bytes, sample_bytes) + 2**28
 
@@ -128,7 +149,7 @@ def check_memory(needed: int, max_gb: float | None = None, what: str = "this run
     if needed > limit:
         raise ValueError(
             f"{what} needs about {_gb(needed)} GB of memory, over the {_gb(limit)} GB limit "
-            f"({source}); use a smaller width (memory grows as width^2) or fewer hidden layers"
+            f"({source}); use a smaller width (memory grows as width^2, as width^4 at K=4) or fewer hidden layers"
         )
 
 
@@ -326,11 +347,10 @@ def _network_rows(cfg: BenchConfig, width: int, seed: int) -> list[Row]:
         )
 
     rows = []
-    for order in cfg.orders:
-        for variant in cfg.variants:
-            est, flops = count_flops(kprop, mlp, order, variant)
-            _, wall = _timed(kprop, mlp, order, variant)
-            rows.append(row("kprop", variant, order, est.out, flops, wall))
+    for order, variant in cfg.kprop_methods(width):
+        est, flops = count_flops(kprop, mlp, order, variant)
+        _, wall = _timed(kprop, mlp, order, variant)
+        rows.append(row("kprop", variant, order, est.out, flops, wall))
     for n in cfg.mc_budgets:
         gen = torch.Generator().manual_seed(1_000 + seed)
         stats, wall = _timed(monte_carlo, mlp, n, generator=gen, out_only=True)

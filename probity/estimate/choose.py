@@ -2,7 +2,8 @@
 
 The rule. Every method that fits the budget is a candidate:
 
-- kprop at each (order, variant) in ``ORDERS`` x ``VARIANTS``, if its FLOPs fit;
+- kprop at each (order, variant) of the measured frontier ``KPROP_MSE`` (K <= 3; the dense K=4 is
+  O(n^5) and measured only up to width 128), if its FLOPs fit;
 - plain Monte Carlo with N = floor(budget / FLOPs per sample) samples, if N >= 2;
 - ``blend`` (kprop K=2 augment plus N control-variate samples) with the most samples that fit, if
   N >= max(64, width): below that its empirical-Bayes gate keeps kprop's estimate, so it costs more
@@ -42,7 +43,7 @@ import torch
 
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample
 from probity.estimate.mlp import RandomMLP, check_mlp
-from probity.estimate.propagate import ORDERS, VARIANTS, LayerMeans, kprop
+from probity.estimate.propagate import LayerMeans, kprop
 from probity.estimate.sampling import monte_carlo
 
 # Measured frontier (bench/results/estimate.json, seed means, 3 significant figures; a test keeps them equal).
@@ -206,11 +207,10 @@ def plan(width: int, hidden_layers: int, budget: float, activation: str = "relu"
     if hidden_layers < 1:
         raise ValueError("a budget plan needs hidden_layers >= 1 (with none the network is linear: E[out] = 0)")
     options = []
-    for order in ORDERS:
-        for variant in VARIANTS:
-            flops = method_flops(width, hidden_layers, ("kprop", order, variant), activation, bias)
-            if flops <= budget:
-                options.append(Option("kprop", order, variant, 0, flops, expected_kprop(width, order, variant)))
+    for order, variant in KPROP_MSE:
+        flops = method_flops(width, hidden_layers, ("kprop", order, variant), activation, bias)
+        if flops <= budget:
+            options.append(Option("kprop", order, variant, 0, flops, expected_kprop(width, order, variant)))
     per_sample = method_flops(width, hidden_layers, ("mc", 1), activation, bias)
     n_mc = int(budget // per_sample)
     if n_mc >= 2:

@@ -31,7 +31,11 @@ def run(
     width: int = typer.Option(64, help="Width n of every layer."),
     hidden_layers: int = typer.Option(4, help="Hidden layers (the network has this many + 1 linear layers)."),
     activation: str = typer.Option("relu", help="relu, gelu, tanh, sigmoid, silu or softplus."),
-    order: int = typer.Option(None, help="Cumulant order K: 1, 2 or 3 (default 3).", show_default=False),
+    order: int = typer.Option(
+        None,
+        help="Cumulant order K: 1-4 (default 3; 4 keeps dense [n]^4 tensors: 8 n^4 bytes).",
+        show_default=False,
+    ),
     variant: str = typer.Option(None, help="simple or augment (default simple).", show_default=False),
     budget: float = typer.Option(
         None,

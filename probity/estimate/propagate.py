@@ -81,6 +81,11 @@ Orders and variants (issue 16 measured each against ARC's reference code on the 
       T' (for B1 and the (1,3) Cov term) = pairs/k4(a) through W^2 on k and W on i, j; stars
                       through (WG, WG, W^2 t); the transported star-like part of T
 
+- K=4: every joint cumulant up to order four kept whole, as dense tensors (``probity.estimate.kprop4``):
+  the fourth cumulant [n]^4 is moved by W on every index and each nonlinear step sums every connected
+  diagram of cost <= 3 (``simple``) or <= 4 (``augment``) into every slice. O(n^5) FLOPs and 8 n^4
+  bytes per layer (2.1 GB at n=128); not differentiable (its tensors are overwritten in place).
+
 The plain reference (dense tensors at small n) of the factored contractions is
 ``probity.estimate.reference``; a test checks that they agree.
 """
@@ -100,7 +105,7 @@ from probity.estimate.gauss import (
 )
 from probity.estimate.mlp import RandomMLP, check_mlp
 
-ORDERS = (1, 2, 3)
+ORDERS = (1, 2, 3, 4)
 VARIANTS = ("simple", "augment")
 
 
@@ -145,17 +150,21 @@ class _Truncation:
 
 def kprop(mlp: RandomMLP, order: int = 2, variant: str = "simple", series_order: int | None = None) -> LayerMeans:
     """Estimate E[pre], E[act] of every hidden layer and E[out] for x ~ N(0, I_n), by
-    cumulant propagation of order ``order`` (1, 2 or 3; terms per ``variant`` in the module
+    cumulant propagation of order ``order`` (1-4; terms per ``variant`` in the module
     docstring): a ``LayerMeans`` of [width] vectors, H per field for the hidden layers and one
     for the output. ``series_order`` is the number of Mehler terms kept for off-diagonal
-    covariances (default 2*order + 2). Works in the weights' dtype (float64) and is
-    differentiable with respect to them."""
+    covariances (default 2*order + 2). Works in the weights' dtype (float64) and, for K <= 3,
+    is differentiable with respect to them."""
     check_order(order, variant)
     if series_order is not None and (not isinstance(series_order, int) or series_order < 1):
         raise ValueError(f"series_order must be an integer >= 1 (Mehler terms kept), got {series_order!r}")
     check_mlp(mlp)
-    trunc = _Truncation(order, variant == "augment")
     terms = series_order if series_order is not None else 2 * order + 2
+    if order == 4:
+        from probity.estimate.kprop4 import kprop4  # it builds on this module's LayerMeans
+
+        return kprop4(mlp, variant, terms)
+    trunc = _Truncation(order, variant == "augment")
     # The output's mean needs only the last activation's mean, which needs only the
     # per-neuron cumulants of the last pre-activation: off-diagonal ones are skipped there.
     last = mlp.hidden_layers - 1

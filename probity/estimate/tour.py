@@ -1,4 +1,4 @@
-"""Tour section: kprop K=1..3 against sampling on one width-64, 4-hidden-layer ReLU MLP."""
+"""Tour section: kprop K=1..4 against sampling on one width-64, 4-hidden-layer ReLU MLP."""
 
 from __future__ import annotations
 

@@ -66,6 +66,8 @@ def test_cli_run_and_bench(tmp_path):
     res = runner.invoke(app, ["run", "--width", "8", "--hidden-layers", "2", "--order", "3", "--check", "2000"])
     assert res.exit_code == 0, res.output
     assert "act2" in res.output and "out" in res.output
+    res = runner.invoke(app, ["run", "--width", "8", "--hidden-layers", "2", "--order", "4", "--check", "2000"])
+    assert res.exit_code == 0 and "kprop K=4 simple" in res.output, res.output
     bad = runner.invoke(app, ["run", "--order", "5"])
     assert bad.exit_code == 2 and "order must be one of" in bad.output
     bad = runner.invoke(app, ["run", "--check", "1"])
@@ -110,7 +112,7 @@ def test_cli_run_and_bench(tmp_path):
         ({"activation": "swish"}, "unknown activation"),
         ({"widths": []}, "widths must be integers"),
         ({"hidden_layers": 0}, "hidden_layers must be"),
-        ({"orders": [4]}, "order must be one of"),
+        ({"orders": [5]}, "order must be one of"),
         ({"blend_variant": "fancy"}, "variant must be one of"),
         ({"gt_samples": 10}, "gt_samples must be"),
         ({"seeds": []}, "seeds must be"),

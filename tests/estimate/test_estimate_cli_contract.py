@@ -24,7 +24,8 @@ from probity.estimate.bench import GT_OVER_BUDGET, BenchConfig, memory_needed
         (["--max-memory", "0"], "--max-memory must be > 0"),
         (["--width", "0"], "--width must be an integer >= 1, got 0"),
         (["--hidden-layers", "-1"], "--hidden-layers must be an integer >= 0, got -1"),
-        (["--order", "5"], "order must be one of (1, 2, 3), got 5"),
+        (["--order", "5"], "order must be one of (1, 2, 3, 4), got 5"),
+        (["--order", "4", "--width", "512"], "as width^4 at K=4"),  # dense [n]^4: 550 GB, refused
         (["--variant", "fancy"], "variant must be one of"),
         (["--activation", "swish"], "unknown activation 'swish'"),
         (["--init", "xavier"], "unknown init 'xavier'; choose one of he, critical"),
@@ -50,7 +51,7 @@ def test_bad_run_input_is_one_line(usage_error, args, says):
         (["--widths", "a,b"], "--widths takes comma-separated integers"),
         (["--widths", ","], "widths must be integers >= 1"),
         (["--seeds", ""], "seeds must be a non-empty list"),
-        (["--orders", "4"], "order must be one of"),
+        (["--orders", "5"], "order must be one of"),
         (["--variants", "fancy"], "variant must be one of"),
         (["--hidden-layers", "0"], "--hidden-layers must be an integer >= 1"),
         (["--activation", "swish"], "unknown activation"),

@@ -87,7 +87,7 @@ def test_constructor_draws_reproducible_networks_in_the_issue_spelling():
         (lambda: RandomMLP(0, 2), "width"),
         (lambda: RandomMLP(8, 2, "swish"), "unknown activation"),
         (lambda: RandomMLP(8, 2, init="xavier"), "unknown init"),
-        (lambda: kprop(RandomMLP(8, 2), order=4), "order must be one of"),
+        (lambda: kprop(RandomMLP(8, 2), order=5), "order must be one of"),
         (lambda: kprop(RandomMLP(8, 2), order=2, variant="fancy"), "variant must be one of"),
         (lambda: RandomMLP.from_weights([torch.full((3, 3), math.nan)]), "NaN or inf"),
         (lambda: kprop(_with_inf_weight(RandomMLP(3, 1)), 1), "NaN or inf"),
