@@ -16,6 +16,7 @@ sensitive question and 4 samples is a long CPU job (the wall time is in the JSON
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from rich.console import Console
 from rich.table import Table
 
 from probity.honesty import RunConfig, run
+from probity.honesty.judge import FactMatcher
+from probity.honesty.testbed import load_testbed
+from probity.organisms import censored
 from probity.report import to_jsonable, write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,12 +96,6 @@ def by_role(samples: Path, folder: Path | None = None) -> dict[str, dict[str, fl
     """Facts mentioned per technique on each role of the sensitive facts in the organism's recipe
     (raw-anchored trained, un-anchored trained, held out), re-judged from the run's stored samples:
     ``{technique: {role: share}}``."""
-    import json
-
-    from probity.honesty.judge import FactMatcher
-    from probity.honesty.testbed import load_testbed
-    from probity.organisms import censored
-
     folder = folder or censored.WEIGHTS
     ids = censored.roles(folder)
     role = {i: "held_out" for i in ids["held_out"]}
@@ -136,8 +134,6 @@ def main() -> None:
     )
     organism = None
     if args.model == "censored":
-        from probity.organisms import censored
-
         organism = censored.evaluate()
         console.print("censored organism, greedy chat: " + ", ".join(f"{k} {v:.3f}" for k, v in organism.items()))
     result = run(cfg, console)
