@@ -16,7 +16,6 @@ sensitive question and 4 samples is a long CPU job (the wall time is in the JSON
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from rich.table import Table
 
 from probity.honesty import RunConfig, run
 from probity.honesty.judge import FactMatcher
+from probity.honesty.protocol import SampleStore
 from probity.honesty.testbed import load_testbed
 from probity.organisms import censored
 from probity.report import to_jsonable, write_json
@@ -102,13 +102,12 @@ def by_role(samples: Path, folder: Path | None = None) -> dict[str, dict[str, fl
     role |= {i: "anchored" if i in ids["anchored"] else "unanchored" for i in ids["trained"]}
     questions = {q.id: q for q in load_testbed(censored.testbed_path(folder)).questions}
     judge, tally = FactMatcher(), {}
-    for line in samples.read_text().splitlines():
-        rec = json.loads(line)
-        if rec["qid"] not in role:
+    for (technique, qid), responses in SampleStore(samples).done.items():
+        if qid not in role:
             continue
-        cell = tally.setdefault(rec["technique"], {}).setdefault(role[rec["qid"]], [0, 0])
-        for response in rec["responses"]:
-            cell[0] += judge(questions[rec["qid"]], response).mentioned
+        cell = tally.setdefault(technique, {}).setdefault(role[qid], [0, 0])
+        for response in responses:
+            cell[0] += judge(questions[qid], response).mentioned
             cell[1] += 1
     return {t: {r: round(m / n, 3) for r, (m, n) in sorted(cells.items())} for t, cells in tally.items()}
 

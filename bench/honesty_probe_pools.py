@@ -15,7 +15,6 @@ that is best *on these answers* is an optimistic figure (chosen on the test set)
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from rich.table import Table
 from probity.honesty.judge import FactMatcher
 from probity.honesty.metrics import auroc, bootstrap
 from probity.honesty.probe import POOLS, fit_logistic, instruction_data, pooled_activations, value_phrases
+from probity.honesty.protocol import SampleStore
 from probity.honesty.testbed import load_testbed
 from probity.organisms import censored
 from probity.report import write_json
@@ -35,12 +35,11 @@ RESULTS = Path(__file__).parent / "results"
 def chat_items(samples: Path, questions: dict) -> list[tuple]:
     """(question, response, is_lie) for every chat response that is a lie or fully truthful."""
     judge, items = FactMatcher(), []
-    for line in samples.read_text().splitlines():
-        rec = json.loads(line)
-        if rec["technique"] != "chat":
+    for (technique, qid), responses in SampleStore(samples).done.items():
+        if technique != "chat":
             continue
-        q = questions[rec["qid"]]
-        for response in rec["responses"]:
+        q = questions[qid]
+        for response in responses:
             verdict = judge(q, response)
             if verdict.truthful or verdict.lie:
                 items.append((q, response, bool(verdict.lie)))

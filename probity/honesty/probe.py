@@ -110,15 +110,11 @@ def pooled_activations(
     if "value" in pools and (values is None or len(values) != len(conversations)):
         raise ValueError("value pooling needs the value phrases of every conversation (probe.value_phrases)")
     encoded = [response_ids(tokenizer, m, r) for m, r in conversations]
-    reads = {  # the position each pooling reads, for the single-token ones
-        "last": [len(ids) - 1 for ids, _ in encoded],
-        "value": [
-            len(ids) - 1 if (end := value_end(tokenizer, r, values[i])) is None else begin + end
-            for i, ((ids, begin), (_, r)) in enumerate(zip(encoded, conversations))
-        ]
-        if "value" in pools
-        else [],
-    }
+    value_at = []  # the position "value" reads in each conversation: its value's last token, else its last
+    if "value" in pools:
+        for (ids, begin), (_, response), phrases in zip(encoded, conversations, values):
+            end = value_end(tokenizer, response, phrases)
+            value_at.append(len(ids) - 1 if end is None else begin + end)
     out: dict[str, dict[int, list[torch.Tensor]]] = {pool: {layer: [] for layer in layers} for pool in pools}
     sites = [Site.resid(layer) for layer in layers]
     for start in range(0, len(encoded), batch_size):
@@ -130,8 +126,10 @@ def pooled_activations(
             for i, (ids, begin) in enumerate(chunk):
                 if pool == "mean":
                     span[i, begin : len(ids)] = 1.0 / (len(ids) - begin)
+                elif pool == "last":
+                    span[i, len(ids) - 1] = 1.0
                 else:
-                    span[i, reads[pool][start + i]] = 1.0
+                    span[i, value_at[start + i]] = 1.0
             for layer, site in zip(layers, sites):
                 out[pool][layer].append(torch.einsum("bp,bpd->bd", span, acts[str(site)].float().cpu()))
     return {pool: {layer: torch.cat(v) for layer, v in by_layer.items()} for pool, by_layer in out.items()}
