@@ -23,6 +23,7 @@ from probity.report import atomic_write_text
 SIDECAR = "nla.json"
 ANCHOR_SIDECAR = "nla_meta.yaml"
 FORMAT = "probity-nla/1"
+INJECT_MODES = ("replace", "add")
 
 
 class MissingLayerError(ValueError):
@@ -41,6 +42,13 @@ class NLAConfig:
     injection (None in a sidecar file means sqrt(d_model)); ``mse_scale`` the norm
     both vectors get before the MSE (sqrt(d_model) makes MSE = 2(1 - cos)).
     ``target`` names the model the activations come from (for ``probity.models.load``).
+
+    Where the activation enters the verbalizer: ``inject_layer`` is the block whose *input* it
+    replaces at the placeholder's position (0: the input embedding, as in the NLA paper; ``layer + 1``:
+    the same residual site it was read from, as in Patchscopes). ``inject_mode`` "replace" writes
+    the activation rescaled to ``injection_scale``; "add" adds it to the hidden state h there,
+    norm-matched (h + |h| a/|a|, as Activation Oracles do). ``centered``: the training mean is
+    subtracted first (the checkpoint carries it in ``center.safetensors``).
     """
 
     layer: int
@@ -56,6 +64,9 @@ class NLAConfig:
     explanation_tags: tuple[str, str] | None = None
     target: str = ""
     chat_template: bool = True
+    inject_layer: int = 0
+    inject_mode: str = "replace"
+    centered: bool = False
 
     def __post_init__(self):
         if self.injection_scale is None:
@@ -71,6 +82,10 @@ class NLAConfig:
                 "need layer >= 0, d_model > 0 and injection_scale > 0, "
                 f"got {self.layer}, {self.d_model}, {self.injection_scale}"
             )
+        if self.inject_mode not in INJECT_MODES:
+            raise ValueError(f"inject_mode must be one of {INJECT_MODES}, got {self.inject_mode!r}")
+        if self.inject_layer < 0:
+            raise ValueError(f"inject_layer must be >= 0 (0 = the input embedding), got {self.inject_layer}")
         if self.placeholder_neighbors is not None:
             self.placeholder_neighbors = tuple(self.placeholder_neighbors)
         if self.explanation_tags is not None:

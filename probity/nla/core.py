@@ -11,6 +11,7 @@ identity, read at the last token of a fixed template around the description.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -26,6 +27,8 @@ from probity.models.chat import chat_ids, end_ids, pad_batch, pad_id
 from probity.models.decoder import DecoderParts, decoder_parts
 from probity.nla.config import ANCHOR_SIDECAR, SIDECAR, MissingLayerError, NLAConfig, from_anchor_meta
 from probity.report.console import track
+
+CENTER = "center.safetensors"  # the training mean a centred verbalizer subtracts before injection
 
 
 def normalise(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -158,13 +161,23 @@ class Verbalizer(nn.Module):
                 f"{tuple(config.placeholder_neighbors)}: tokenizer or template drift"
             )
         self.register_buffer("prompt_ids", torch.tensor(ids), persistent=False)
+        self.register_buffer("center", torch.zeros(config.d_model), persistent=False)
         self.slot = p
         self.end_ids = end_ids(tokenizer)
+        n_layers = len(decoder_parts(_unwrapped(model)).layers)
+        if not config.inject_layer <= n_layers - 1:
+            raise ValueError(
+                f"inject_layer {config.inject_layer} out of range: the verbalizer has blocks 0..{n_layers - 1}"
+            )
 
     @classmethod
-    def create(cls, model, tokenizer, layer: int, placeholder: str | None = None, **config) -> Verbalizer:
+    def create(
+        cls, model, tokenizer, layer: int, placeholder: str | None = None, lora_rank: int = 0, **config
+    ) -> Verbalizer:
         """A verbalizer on a copy of ``model`` with a fresh :class:`NLAConfig`.
-        ``placeholder``: a token that encodes to one id (default: a rarely used token)."""
+        ``placeholder``: a token that encodes to one id (default: a rarely used token).
+        ``lora_rank`` > 0 trains a LoRA adapter (peft, every linear layer of the blocks) on the
+        copy instead of all its weights."""
         placeholder = placeholder or _pick_placeholder(tokenizer, config.get("av_prompt", NLAConfig.av_prompt))
         pid = tokenizer.get_vocab().get(placeholder)
         if pid is None:
@@ -175,21 +188,65 @@ class Verbalizer(nn.Module):
         cfg = NLAConfig(
             layer=layer, d_model=model.config.hidden_size, placeholder=placeholder, placeholder_id=pid, **config
         )
-        return cls(copy.deepcopy(model), tokenizer, cfg)
+        return cls(with_lora(copy.deepcopy(model), lora_rank), tokenizer, cfg)
+
+    def fit_center(self, acts: torch.Tensor) -> Verbalizer:
+        """Subtract the mean of ``acts`` ``[n, d]`` from every activation before injection
+        (sets ``config.centered``); returns self."""
+        if acts.ndim != 2 or acts.shape[1] != self.config.d_model or len(acts) < 2:
+            raise ValueError(f"fit_center needs [n>=2, {self.config.d_model}] activations, got {tuple(acts.shape)}")
+        self.center.copy_(acts.float().mean(0).to(self.center.device))
+        self.config.centered = True
+        return self
+
+    def inject(self, hidden: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """``hidden`` ``[batch, pos, d]`` with the slot position replaced by (or, mode "add",
+        added to) the activation ``acts`` ``[batch, d]``, centred when the config says so."""
+        v = acts.float() - self.center.to(acts.device) if self.config.centered else acts.float()
+        at = hidden[:, self.slot].float()  # [batch, d]
+        if self.config.inject_mode == "replace":
+            new = normalise(v, self.config.injection_scale)
+        else:
+            new = at + normalise(v, 1.0) * at.norm(dim=-1, keepdim=True)
+        mask = torch.zeros(hidden.shape[1], 1, dtype=torch.bool, device=hidden.device)
+        mask[self.slot] = True
+        return torch.where(mask, new[:, None, :].to(hidden.dtype), hidden)
+
+    @contextlib.contextmanager
+    def injecting(self, acts: torch.Tensor):
+        """Within the block, a forward pass over the prompt (the whole prompt in one call: the
+        prefill of a generation or a teacher-forced pass) carries ``acts`` ``[batch, d]`` into
+        block ``config.inject_layer``'s input; later one-token decoding steps are untouched.
+        For ``inject_layer`` 0 :meth:`embeds` injects and this does nothing."""
+        if self.config.inject_layer == 0:
+            yield
+            return
+        block = decoder_parts(_unwrapped(self.model)).layers[self.config.inject_layer]
+        prompt_len = len(self.prompt_ids)
+
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if hidden.shape[1] < prompt_len:  # a decoding step: the cache holds the injected prefix
+                return None
+            hidden = self.inject(hidden, acts.to(hidden.device))
+            return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def embeds(self, acts: torch.Tensor) -> torch.Tensor:
-        """Prompt embeddings ``[batch, pos, d]`` with position ``slot`` replaced by the rescaled
-        ``acts`` ``[batch, d]``."""
+        """Prompt embeddings ``[batch, pos, d]``; with ``inject_layer`` 0, position ``slot`` carries
+        ``acts`` ``[batch, d]`` (see :meth:`inject`; deeper layers inject under :meth:`injecting`)."""
         if acts.ndim != 2 or acts.shape[1] != self.config.d_model:
             raise ValueError(f"activations must be [batch, {self.config.d_model}], got {tuple(acts.shape)}")
         if not torch.isfinite(acts).all():
             raise ValueError("activations contain NaN or inf")
         table = self.model.get_input_embeddings()
         base = table(self.prompt_ids.to(table.weight.device))[None].expand(len(acts), -1, -1)
-        inject = normalise(acts.float(), self.config.injection_scale).to(base.dtype)
-        mask = torch.zeros(base.shape[1], 1, dtype=torch.bool, device=base.device)
-        mask[self.slot] = True
-        return torch.where(mask, inject[:, None, :], base)
+        return self.inject(base, acts) if self.config.inject_layer == 0 else base
 
     @torch.no_grad()
     def generate(
@@ -203,17 +260,19 @@ class Verbalizer(nn.Module):
         """Sample ``samples`` descriptions per activation (``acts`` ``[batch, d]``): a list of batch * samples
         token-id lists (activation-major), each ending with an end id unless cut
         at ``max_new_tokens`` (then it is malformed)."""
-        emb = self.embeds(acts).repeat_interleave(samples, 0)
+        acts = acts.repeat_interleave(samples, 0)
+        emb = self.embeds(acts)
         pad = pad_id(self.tokenizer)
         kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if not greedy else dict(do_sample=False)
-        out = self.model.generate(
-            inputs_embeds=emb,
-            attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
-            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
-            eos_token_id=self.end_ids,
-            pad_token_id=pad,
-            **kw,
-        )
+        with self.injecting(acts):
+            out = self.model.generate(
+                inputs_embeds=emb,
+                attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+                max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                eos_token_id=self.end_ids,
+                pad_token_id=pad,
+                **kw,
+            )
         seqs = []
         for row in out.tolist():
             cut = next((i + 1 for i, t in enumerate(row) if t in self.end_ids), len(row))
@@ -263,9 +322,33 @@ class Verbalizer(nn.Module):
         prompt = self.embeds(acts)
         emb = torch.cat([prompt, self.model.get_input_embeddings()(ids)], 1)
         attn = torch.cat([torch.ones(prompt.shape[:2], device=acts.device), mask], 1).long()
-        logits = self.model(inputs_embeds=emb, attention_mask=attn).logits[:, prompt.shape[1] - 1 : -1].float()
-        logp = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
+        with self.injecting(acts):  # logits only where a description token is predicted
+            logits = self.model(inputs_embeds=emb, attention_mask=attn, logits_to_keep=ids.shape[1] + 1).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[..., None])[..., 0]
         return logp * mask, mask
+
+    def first_logprobs(self, acts: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities ``[batch, vocab]`` of the first description token given ``acts`` ``[batch, d]``."""
+        with self.injecting(acts):
+            logits = self.model(inputs_embeds=self.embeds(acts), logits_to_keep=1).logits[:, -1]
+        return torch.log_softmax(logits.float(), -1)
+
+
+def with_lora(model: nn.Module, rank: int) -> nn.Module:
+    """``model`` with a fresh LoRA adapter of ``rank`` (alpha 2 * rank) on every linear layer of its
+    blocks (peft; only the adapter trains), or ``model`` itself for rank 0."""
+    if rank < 0:
+        raise ValueError(f"lora_rank must be >= 0 (0 = train every weight), got {rank}")
+    if rank == 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear"))
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The transformer under a peft wrapper (``model`` itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _pick_placeholder(tokenizer, av_prompt: str) -> str:
@@ -298,9 +381,10 @@ class Reconstructor(nn.Module):
         self.backbone, self.head, self.tokenizer, self.config = backbone, head, tokenizer, config
 
     @classmethod
-    def from_target(cls, model, tokenizer, config: NLAConfig) -> Reconstructor:
+    def from_target(cls, model, tokenizer, config: NLAConfig, lora_rank: int = 0) -> Reconstructor:
         """Copy ``model``, keep blocks 0..config.layer, drop the final norm and the
-        LM head, add a Linear(d, d) head initialised to the identity."""
+        LM head, add a Linear(d, d) head initialised to the identity. ``lora_rank`` > 0
+        trains a LoRA adapter on the blocks (and the whole head) instead of every weight."""
         parts = decoder_parts(model)
         n = len(parts.layers)
         if not 0 <= config.layer < n:
@@ -320,7 +404,7 @@ class Reconstructor(nn.Module):
         head = nn.Linear(d, d, bias=False)
         with torch.no_grad():
             head.weight.copy_(torch.eye(d))
-        return cls(backbone, head.to(next(backbone.parameters()).dtype), tokenizer, config)
+        return cls(with_lora(backbone, lora_rank), head.to(next(backbone.parameters()).dtype), tokenizer, config)
 
     def forward(self, descriptions: Sequence[str]) -> torch.Tensor:
         """Predicted activations ``[batch, d]`` for batch descriptions."""
@@ -353,6 +437,8 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
     directory = Path(directory)
 
     def cast(m):
+        if hasattr(m, "merge_and_unload"):  # a LoRA-trained half is saved with its adapter merged in
+            m = copy.deepcopy(m).merge_and_unload()
         if dtype is None and getattr(m, "hf_quantizer", None) is None:
             return m
         m = copy.deepcopy(m).to(dtype or next(m.parameters()).dtype)
@@ -364,6 +450,8 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
     cast(av.model).save_pretrained(directory / "av")
     av.tokenizer.save_pretrained(directory / "av")
     av.config.save(directory / "av")
+    if av.config.centered:
+        save_file({"center": av.center.detach().float().contiguous()}, str(directory / "av" / CENTER))
     if ar is not None:
         cast(ar.backbone).save_pretrained(directory / "ar")
         ar.tokenizer.save_pretrained(directory / "ar")
@@ -434,6 +522,12 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     config, av_dir, ar_dir = _checked(directory, ar_directory, layer)
     tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
     av = Verbalizer(AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch.float32).eval(), tokenizer, config)
+    if config.centered:
+        if not (av_dir / CENTER).is_file():
+            raise FileNotFoundError(
+                f"the sidecar says centred but {av_dir / CENTER} is missing; re-save the checkpoint"
+            )
+        av.center.copy_(load_file(str(av_dir / CENTER))["center"])
     if ar_dir is None:
         return av, None
     ar_config = dataclasses.replace(

@@ -91,6 +91,96 @@ def test_greedy_generation_agrees_with_token_logprobs():
             assert nxt == seq[k]
 
 
+def _block_inputs(av, layer):
+    """Record the hidden states block ``layer`` of the verbalizer works on (its first norm's input,
+    which sees what every pre-hook on the block wrote)."""
+    seen = []
+    norm = av.model.model.layers[layer].input_layernorm
+    return seen, norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+
+
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_deeper_injection_writes_the_slot_of_the_chosen_block_in_the_prefill_only(mode):
+    model, tok = tiny("qwen3")
+    av = Verbalizer.create(
+        model,
+        tok,
+        1,
+        placeholder="w99",
+        av_prompt=PROMPT,
+        ar_template=TEMPLATE,
+        max_new_tokens=4,
+        inject_layer=1,
+        inject_mode=mode,
+    )
+    acts = torch.randn(2, 32)
+    plain = av.model(inputs_embeds=av.embeds(acts), output_hidden_states=True).hidden_states[1]  # input of block 1
+    seen, handle = _block_inputs(av, 1)
+    seqs = av.generate(acts, greedy=True)
+    handle.remove()
+    # embeddings untouched (the placeholder's own embedding), block 1's input changed at the slot only
+    torch.testing.assert_close(
+        av.embeds(acts)[0, av.slot], model.get_input_embeddings().weight[av.config.placeholder_id]
+    )
+    prefill, steps = seen[0], seen[1:]
+    want = (
+        normalise(acts, math.sqrt(32))
+        if mode == "replace"
+        else (plain[:, av.slot] + normalise(acts, 1.0) * plain[:, av.slot].norm(dim=-1, keepdim=True))
+    )
+    torch.testing.assert_close(prefill[:, av.slot], want)
+    others = [i for i in range(prefill.shape[1]) if i != av.slot]
+    torch.testing.assert_close(prefill[:, others], plain[:, others])
+    assert steps and all(s.shape[1] == 1 for s in steps)
+    # teacher forcing sees the same injection as generation: greedy tokens are each position's argmax
+    lp, mask = av.token_logprobs(acts, seqs)
+    first = av.first_logprobs(acts)
+    torch.testing.assert_close(first.gather(1, torch.tensor([[s[0]] for s in seqs]))[:, 0], lp[:, 0])
+    assert torch.equal(first.argmax(-1), torch.tensor([s[0] for s in seqs]))
+    with pytest.raises(ValueError, match="inject_layer 7 out of range"):
+        Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt=PROMPT, inject_layer=7)
+    with pytest.raises(ValueError, match="inject_mode"):
+        Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt=PROMPT, inject_mode="scale")
+
+
+def test_token_logprobs_equal_the_full_forward():
+    model, tok, av = make()
+    acts = torch.randn(3, 32)
+    seqs = [[5, 6, 7], [8], [9, 10]]
+    lp, mask = av.token_logprobs(acts, seqs)
+    for i, seq in enumerate(seqs):
+        emb = torch.cat([av.embeds(acts[i : i + 1]), model.get_input_embeddings()(torch.tensor([seq]))], 1)
+        logp = torch.log_softmax(av.model(inputs_embeds=emb).logits[0, -len(seq) - 1 : -1], -1)
+        torch.testing.assert_close(lp[i, : len(seq)], logp[torch.arange(len(seq)), seq])
+        assert mask[i].sum() == len(seq)
+
+
+def test_centred_lora_verbalizer_trains_only_the_adapter_and_round_trips(tmp_path):
+    model, tok = tiny("qwen3")
+    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt=PROMPT, ar_template=TEMPLATE, lora_rank=4)
+    ar = Reconstructor.from_target(model, tok, av.config, lora_rank=4)
+    trainable = [n for n, p in av.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".")[0] for n, p in ar.named_parameters() if p.requires_grad and "lora_" not in n} == {"head"}
+    acts = torch.randn(6, 32) + 2.0
+    av.fit_center(acts)
+    torch.testing.assert_close(av.embeds(acts[:2])[:, av.slot], normalise(acts[:2] - acts.mean(0), math.sqrt(32)))
+    with torch.no_grad():  # move the adapters off their zero init so the merge matters
+        for p in [*av.model.parameters(), *ar.parameters()]:
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    seqs = [[5, 6], [7, 8, 9]]
+    lp, _ = av.token_logprobs(acts[:2], seqs)
+    pred = ar.predict(["w1 w2", "w3"])
+    save_nla(tmp_path / "ck", av, ar)
+    av2, ar2 = load_nla(tmp_path / "ck")
+    assert av2.config.centered and not hasattr(av2.model, "get_base_model")
+    torch.testing.assert_close(av2.token_logprobs(acts[:2], seqs)[0], lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ar2.predict(["w1 w2", "w3"]), pred, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="lora_rank"):
+        Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt=PROMPT, lora_rank=-1)
+
+
 def test_placeholder_must_appear_once():
     model, tok = tiny("qwen3")
     with pytest.raises(ValueError, match="appears 2 times"):
