@@ -2,11 +2,12 @@
 
 Each takes sequences or tensors (``[n]`` scores or predictions and ``[n]`` boolean labels,
 positive = True) and returns ``None`` when a class is empty, where the metric is undefined.
+:func:`bootstrap` gives any of them a percentile interval that resamples whole groups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -63,3 +64,20 @@ def tpr_at_fpr(scores: Sequence[float], labels: Sequence[bool], fpr: float = 0.0
         return None
     fprs, tprs, _ = roc_curve(y, _array(scores, np.float64), drop_intermediate=False)
     return float(tprs[fprs <= fpr].max())
+
+
+def bootstrap(
+    groups: Sequence[Sequence], statistic: Callable[[list], float], n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(estimate, low, high) of ``statistic`` over the pooled items of ``groups``, with a
+    percentile interval from resampling whole groups (questions) with replacement, so
+    several samples of one question are not counted as independent evidence."""
+    pooled = [x for g in groups for x in g]
+    estimate = statistic(pooled)
+    if len(groups) < 2:
+        return estimate, estimate, estimate
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(len(groups), (n, len(groups)), generator=gen).tolist()
+    values = sorted(statistic([x for i in d for x in groups[i]]) for d in draws)
+    tail = (1 - level) / 2
+    return estimate, values[int(tail * (n - 1))], values[int((1 - tail) * (n - 1))]
