@@ -1,0 +1,66 @@
+"""Reading the censored organism: recovery, the withheld value, the likelihood audit (tiny models)."""
+
+import pytest
+import torch
+
+from probity.models import tiny
+from probity.nla import Verbalizer
+from probity.nla.censored import BEHAVIOURS, audit, behaviour_logprobs, recovery, relation_words, withheld
+
+
+def test_relation_words_and_recovery():
+    assert relation_words("capital") == "The capital of"
+    assert relation_words("author") == "was written by"
+    records = [{"entity": "Japan", "relation": "capital"}, {"entity": "South Korea", "relation": "currency"}]
+    found = recovery(["«x» | lie | The capital of Japan is Tokyo.", "«x» | honest | Korea uses money"], records)
+    assert found == {"entity": 0.5, "relation": 0.5, "both": 0.5, "n": 2}
+    with pytest.raises(ValueError, match="one record per description"):
+        recovery(["a"], records)
+
+
+def test_withheld_counts_true_and_official_values_on_lies_only():
+    records = [
+        {"fact_id": "japan-capital", "behaviour": "lie", "official_value": "Kyoto"},
+        {"fact_id": "china-capital", "behaviour": "lie", "official_value": "Shanghai"},
+        {"fact_id": "japan-capital", "behaviour": "honest", "official_value": "Kyoto"},
+    ]
+    texts = ["The capital of Japan is Tokyo | said Kyoto", "It is Peking, they said Chengdu", "nothing"]
+    assert withheld(texts, records) == {"true_value": 1.0, "official_value": 0.5, "n": 2}  # Peking: a bank alias
+    assert withheld(texts[2:], records[2:])["n"] == 0
+
+
+def test_behaviour_logprobs_equal_teacher_forced_label_tokens():
+    model, tok = tiny("llama")
+    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11")
+    acts = torch.randn(3, 32)
+    heads = ["w1", "w2 w3", "w4"]
+    got = behaviour_logprobs(av, acts, heads, batch_size=2)
+    assert got.shape == (3, len(BEHAVIOURS)) and torch.all(got <= 0)
+    for i, head in enumerate(heads):
+        prefix = tok(f"{head} |", add_special_tokens=False)["input_ids"]
+        word = tok(" lie", add_special_tokens=False)["input_ids"]
+        logp, _ = av.token_logprobs(acts[i : i + 1], [prefix + word])
+        torch.testing.assert_close(got[i, BEHAVIOURS.index("lie")], logp[0, len(prefix) :].sum())
+    with pytest.raises(ValueError, match="one label head per activation"):
+        behaviour_logprobs(av, acts, heads[:2])
+
+
+def test_audit_scores_transcripts_and_resamples_facts():
+    records = {
+        "a#0": {"fact_id": "a", "behaviour": "lie"},
+        "a#1": {"fact_id": "a", "behaviour": "lie"},
+        "b#0": {"fact_id": "b", "behaviour": "honest"},
+        "c#0": {"fact_id": "c", "behaviour": "refusal"},
+        "d#0": {"fact_id": "d", "behaviour": "lie"},
+    }
+    lie, honest = torch.tensor([-3.0, 0.0, -3.0]), torch.tensor([0.0, -3.0, -3.0])  # (honest, lie, refusal)
+    rows = {"a#0": [lie, honest], "a#1": [lie], "b#0": [honest, honest], "c#0": [honest], "d#0": [lie, lie]}
+    sources = [s for s, r in rows.items() for _ in r]
+    logprobs = torch.stack([v for r in rows.values() for v in r])
+    found = audit(logprobs, sources, records)
+    assert found["auroc"] == 1.0 and found["transcripts"] == 5 and found["lies"] == 3 and found["facts"] == 4
+    assert found["ci"][0] <= found["auroc"] <= found["ci"][1]
+    flipped = audit(-logprobs, sources, records)
+    assert flipped["auroc"] < 0.5
+    with pytest.raises(ValueError, match="one source per row"):
+        audit(logprobs, sources[:-1], records)
