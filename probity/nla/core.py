@@ -334,16 +334,21 @@ class Verbalizer(nn.Module):
         return torch.log_softmax(logits.float(), -1)
 
 
-def with_lora(model: nn.Module, rank: int) -> nn.Module:
+def with_lora(model: nn.Module, rank: int, seed: int = 0) -> nn.Module:
     """``model`` with a fresh LoRA adapter of ``rank`` (alpha 2 * rank) on every linear layer of its
-    blocks (peft; only the adapter trains), or ``model`` itself for rank 0."""
+    blocks (peft; only the adapter trains), initialised from ``seed`` without touching the global
+    random state; ``model`` itself for rank 0."""
     if rank < 0:
         raise ValueError(f"lora_rank must be >= 0 (0 = train every weight), got {rank}")
     if rank == 0:
         return model
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(
+            model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear")
+        )
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:

@@ -58,7 +58,9 @@ class CheckpointMismatch(ValueError):
 class TrainConfig:
     """Schedule and optimiser settings. Steps are global optimiser updates; an SFT
     step takes ``batch_size`` activations, an RL step ``batch_size // group``
-    activations with ``group`` rollouts each (``batch_size`` rollouts)."""
+    activations with ``group`` rollouts each (``batch_size`` rollouts). ``lora_rank`` > 0
+    trains the reconstructor as a LoRA adapter plus its head (the verbalizer's rank is set
+    where it is made, ``Verbalizer.create(..., lora_rank=)``)."""
 
     ar_sft_steps: int = 300
     av_sft_steps: int = 300
@@ -77,6 +79,7 @@ class TrainConfig:
     eval_size: int = 256
     checkpoint_every: int = 50
     shuffled_control: bool = True
+    lora_rank: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -384,7 +387,7 @@ def _shuffled_control(
     permuted activations: what a reconstructor gets from the labels' format alone."""
     g = torch.Generator().manual_seed(cfg.seed + 7)
     perm = torch.randperm(len(train_acts), generator=g)
-    ar = Reconstructor.from_target(model, tokenizer, config).train()
+    ar = Reconstructor.from_target(model, tokenizer, config, lora_rank=cfg.lora_rank).train()
     stepper = _stepper(ar, cfg.lr_ar, cfg.ar_sft_steps)
     with console_progress(cfg.ar_sft_steps, "shuffled control", enabled=progress) as bar:
         for _ in range(cfg.ar_sft_steps):
@@ -392,6 +395,21 @@ def _shuffled_control(
             stepper.step(ar_loss(ar, [train_labels[i] for i in idx], train_acts[perm[idx]]))
             bar.advance()
     return fve(ar.eval().predict(eval_labels), eval_acts)
+
+
+def trainable_state(module: nn.Module, like: nn.Module | None = None) -> dict:
+    """The state of the parameters that train in ``like`` (default ``module``), taken from ``module``:
+    every weight for a full fine-tune, the adapter (and head) for LoRA, so a checkpoint of a LoRA run
+    holds megabytes, not the frozen base."""
+    names = {n for n, p in (like or module).named_parameters() if p.requires_grad}
+    return {k: v for k, v in module.state_dict().items() if k in names}
+
+
+def load_trainable_state(module: nn.Module, state: dict) -> None:
+    """Load a :func:`trainable_state` state into ``module``; any key it does not know is an error."""
+    unexpected = module.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise CheckpointMismatch(f"checkpoint holds weights this model does not have: {unexpected[:3]}")
 
 
 def _check_data(av: Verbalizer, train_acts, train_labels, eval_acts, eval_labels) -> None:
@@ -441,7 +459,7 @@ def train(
         raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
     rank, world = _world()
     eval_acts, eval_labels = eval_acts[: cfg.eval_size], eval_labels[: cfg.eval_size]
-    ar = Reconstructor.from_target(model, tokenizer, av.config)
+    ar = Reconstructor.from_target(model, tokenizer, av.config, lora_rank=cfg.lora_rank)
     replay = None
     if replay_texts and cfg.replay_coef > 0:
         target = model.eval()
@@ -475,14 +493,14 @@ def train(
                 f"{ckpt.folder} holds checkpoints of a different run (other config or data); "
                 "pass a fresh output folder or delete that one"
             )
-        av.model.load_state_dict(saved["av"])
-        ar.load_state_dict(saved["ar"])
+        load_trainable_state(av.model, saved["av"])
+        load_trainable_state(ar, saved["ar"])
         run.av_stepper.load_state_dict(saved["av_stepper"])
         run.ar_stepper.load_state_dict(saved["ar_stepper"])
         state = saved["state"]
         if saved.get("ref") is not None:
-            run.ref = copy.deepcopy(av).eval()
-            run.ref.model.load_state_dict(saved["ref"])
+            run.ref = copy.deepcopy(av).eval().requires_grad_(False)
+            load_trainable_state(run.ref.model, saved["ref"])
     run.run_av, run.run_ar = _ddp(av), _ddp(ar)  # after a resume: every process holds rank 0's weights
     sft_end = cfg.ar_sft_steps + cfg.av_sft_steps
     t0 = time.perf_counter() - state["seconds"]
@@ -500,12 +518,12 @@ def train(
             ckpt.save(
                 step,
                 {
-                    "av": av.model.state_dict(),
-                    "ar": ar.state_dict(),
+                    "av": trainable_state(av.model),
+                    "ar": trainable_state(ar),
                     "av_stepper": run.av_stepper.state_dict(),
                     "ar_stepper": run.ar_stepper.state_dict(),
                     "state": state,
-                    "ref": None if run.ref is None else run.ref.model.state_dict(),
+                    "ref": None if run.ref is None else trainable_state(run.ref.model, like=av.model),
                     "run": run_id,
                 },
             )

@@ -26,9 +26,9 @@ def _data():
     return model, tok, acts.vectors, [t.split()[-1] for t in texts]
 
 
-def task():
+def task(lora_rank: int = 0):
     """Last-token activations of random texts; the teacher label names the last word.
-    Returns (target, tokenizer, fresh verbaliser, activations (120, 32), labels)."""
+    Returns (target, tokenizer, fresh verbaliser (LoRA when ``lora_rank``), activations (120, 32), labels)."""
     model, tok, acts, labels = _data()
     av = Verbalizer.create(
         model,
@@ -38,6 +38,7 @@ def task():
         av_prompt="w100 w101 {placeholder} w102",
         ar_template="w103 {description} w104",
         max_new_tokens=4,
+        lora_rank=lora_rank,
     )
     return model, tok, av, acts, labels
 
@@ -108,8 +109,10 @@ def test_replay_term_pulls_the_av_back():
     assert train_mod.replay_loss(av, model, tok, texts).item() < drift
 
 
-def test_resumes_after_a_kill(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_resumes_after_a_kill(tmp_path, monkeypatch, lora_rank):
     cfg = TrainConfig(
+        lora_rank=lora_rank,
         ar_sft_steps=6,
         av_sft_steps=6,
         rl_steps=6,
@@ -119,12 +122,12 @@ def test_resumes_after_a_kill(tmp_path, monkeypatch):
         checkpoint_every=4,
         shuffled_control=False,
     )
-    model, tok, av, acts, labels = task()
+    model, tok, av, acts, labels = task(lora_rank)
     args = (acts[:90], labels[:90], acts[90:], labels[90:], cfg)
     _, ar_ref, res_ref = train(model, tok, av, *args, progress=False)
     want = [p.detach().clone() for p in av.parameters()] + [p.detach().clone() for p in ar_ref.parameters()]
 
-    model, tok, av, acts, labels = task()
+    model, tok, av, acts, labels = task(lora_rank)
     real, calls = train_mod.grpo_step, {"n": 0}
 
     def dies(*a, **k):
@@ -139,14 +142,18 @@ def test_resumes_after_a_kill(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "grpo_step", real)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000008.pt", "step-00000012.pt"]
 
-    model, tok, av, acts, labels = task()  # a fresh process: everything rebuilt from scratch
+    model, tok, av, acts, labels = task(lora_rank)  # a fresh process: everything rebuilt from scratch
     av, ar, res = train(model, tok, av, *args, out_dir=tmp_path, progress=False)
     got = [p.detach() for p in av.parameters()] + [p.detach() for p in ar.parameters()]
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
     assert [p.step for p in res.curve] == [p.step for p in res_ref.curve]
     assert res.fve_rl == pytest.approx(res_ref.fve_rl, abs=1e-4)
+    saved = torch.load(tmp_path / "checkpoints" / "step-00000018.pt", weights_only=False)["state"]
+    if lora_rank:  # a LoRA run's checkpoint holds the adapters and the head, not the frozen base
+        assert saved["ref"] is not None and all("lora_" in k for k in [*saved["av"], *saved["ref"]])
+        assert all("lora_" in k or k.startswith("head.") for k in saved["ar"])
     # another run's checkpoints are never resumed
-    model, tok, av, acts, labels = task()
+    model, tok, av, acts, labels = task(lora_rank)
     with pytest.raises(ValueError, match="different run"):
         train(
             model,
