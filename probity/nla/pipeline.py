@@ -1,8 +1,10 @@
 """End-to-end NLA runs: data, teacher labels, training, evaluation, checkpoint, report.
 
 ``run_organism`` trains on the censored_tiny organism (teacher = its latent facts) and
-adds attribute recovery and the audit; ``run_model`` trains on any HF causal LM
-over a text corpus with a pluggable labeller (default: context labels).
+adds attribute recovery and the audit; ``run_censored`` trains LoRA adapters on the censored
+SmolLM2 (``probity.nla.smollm2_data``'s texts and chats) and reads its lies
+(``probity.nla.censored``); ``run_model`` trains on any HF causal LM over a text corpus with a
+pluggable labeller (default: context labels).
 """
 
 from __future__ import annotations
@@ -444,6 +446,128 @@ def run_model(
         result,
         None,
         _examples(av, he_acts.vectors, [labels[i] for i in he], he_acts.token),
+        saved,
+    )
+    return report, av, ar
+
+
+INJECTIONS = ("paper", "embed", "layer1", "same", "add1")
+RAW_AV_PROMPT = "Text: {placeholder}\nMeaning:"  # short and template-free: about 6 tokens
+RAW_AR_TEMPLATE = "Meaning: {description}\nText:"
+CENSORED_NEW_TOKENS = 32  # the teacher labels of the censored data: median 16 tokens, 95% at most 22
+
+
+def injection(name: str, layer: int, vectors, embeddings, embed_scale: float = 4.0) -> dict:
+    """:class:`NLAConfig` options of a named way to put layer-``layer`` activations ``vectors`` ``[n, d]``
+    into the verbalizer (``embeddings`` ``[V, d]``: its token table), and whether to centre them:
+
+    - ``paper``: the input embedding, rescaled to sqrt(d), not centred (the NLA paper's injection);
+    - ``embed``: the input embedding, centred, at ``embed_scale`` x the median token-embedding norm;
+    - ``layer1``: the input of block 1, replaced by the raw activation at its median norm;
+    - ``same``: the input of block ``layer + 1``, the site it was read from (Patchscopes);
+    - ``add1``: the input of block 1, centred, added norm-matched (Activation Oracles).
+
+    Returns ``(options, centre)``."""
+    median = float(vectors.norm(dim=-1).median())
+    options = {
+        "paper": ({}, False),
+        "embed": ({"injection_scale": embed_scale * float(embeddings.detach().norm(dim=-1).median())}, True),
+        "layer1": ({"inject_layer": 1, "injection_scale": median}, False),
+        "same": ({"inject_layer": layer + 1, "injection_scale": median}, False),
+        "add1": ({"inject_layer": 1, "inject_mode": "add"}, True),
+    }
+    if name not in options:
+        raise ValueError(f"unknown injection {name!r}; choose from {', '.join(INJECTIONS)}")
+    return options[name]
+
+
+def censored_verbalizer(base, tokenizer, layer: int, vectors, name: str = "layer1", rank: int = 16) -> Verbalizer:
+    """A fresh LoRA verbalizer on ``base`` (the uncensored model) with the short raw prompt and the
+    injection ``name`` (:func:`injection`), centred on ``vectors`` ``[n, d]`` where that injection is."""
+    options, centre = injection(name, layer, vectors, base.get_input_embeddings().weight)
+    av = Verbalizer.create(
+        base,
+        tokenizer,
+        layer,
+        lora_rank=rank,
+        av_prompt=RAW_AV_PROMPT,
+        ar_template=RAW_AR_TEMPLATE,
+        chat_template=False,
+        max_new_tokens=CENSORED_NEW_TOKENS,
+        target="censored",
+        **options,
+    )
+    return av.fit_center(vectors) if centre else av
+
+
+def run_censored(
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    layer: int = 15,
+    inject: str = "layer1",
+    rank: int = 16,
+    eval_rows: int = 256,
+    progress: bool = True,
+    keep_checkpoints: int = 1,
+) -> tuple[NLAReport, Verbalizer, object]:
+    """Train and evaluate an NLA on the censored SmolLM2 at layer ``layer``: LoRA verbalizer on the
+    uncensored base (:func:`censored_verbalizer`), LoRA reconstructor cut from the organism
+    (``cfg.lora_rank``), the shipped teacher data (a mixture of ordinary and fact positions,
+    :func:`probity.nla.smollm2_data.mixture`; held out by text and by fact). Scores the censored
+    readings (:func:`probity.nla.censored.readings`) after SFT and at the end, and the round trip on
+    held-out ordinary and fact positions separately. With ``out``: activations cached in
+    ``out/acts.pt``, checkpoints in ``out/checkpoints``, the trained pair in ``out/nla``."""
+    from probity.models import load
+    from probity.nla import smollm2_data
+    from probity.nla.censored import readings
+    from probity.nla.training import round_trip_fve
+    from probity.organisms import censored
+
+    target, tokenizer = censored.load()
+    base, _ = load("smollm2-135m")
+    cache = Path(out) / "acts.pt" if out is not None else None
+    acts = smollm2_data.activations(target, tokenizer, layer, cache=cache, seed=cfg.seed)
+    train_vectors, train_labels, _ = smollm2_data.mixture(acts["train"], seed=cfg.seed)
+    eval_vectors, eval_labels, _ = smollm2_data.mixture(acts["eval"], rows=eval_rows, oversample=1, seed=cfg.seed)
+    av = censored_verbalizer(base, tokenizer, layer, train_vectors, inject, rank)
+    records = smollm2_data.chat_records()
+
+    def read(av: Verbalizer) -> dict:
+        return readings(av, acts["eval"]["fact"], records, seed=cfg.seed)
+
+    av, ar, result = train(
+        target,
+        tokenizer,
+        av,
+        train_vectors,
+        train_labels,
+        eval_vectors,
+        eval_labels,
+        cfg,
+        out_dir=out,
+        progress=progress,
+        on_sft_end=read,
+        keep_checkpoints=keep_checkpoints,
+    )
+    final = read(av)
+    for group in ("ordinary", "fact"):
+        vectors = acts["eval"][group]["vectors"]
+        pick = random.Random(cfg.seed).sample(range(len(vectors)), min(eval_rows // 2, len(vectors)))
+        final[f"fve_{group}"] = round_trip_fve(av, ar, vectors[pick])[0]
+    saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
+    descriptions = av.describe(eval_vectors[:12])
+    report = NLAReport(
+        "censored",
+        layer,
+        result.fve_ar_sft,
+        result.fve_sft,
+        result.fve_rl,
+        result.fve_shuffled,
+        final["recovery_all"]["both"],
+        final["audit"]["auroc"],
+        result,
+        final,
+        [Example(lab.split(" | ")[0], lab, d) for lab, d in zip(eval_labels[:12], descriptions)],
         saved,
     )
     return report, av, ar

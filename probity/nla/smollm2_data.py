@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import io
 import json
 import random
 import re
@@ -38,9 +39,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from probity.models.chat import chat_ids, chat_text, end_ids
 from probity.models.generation import generate
-from probity.report import atomic_write_text
+from probity.nla.core import extract
+from probity.report import atomic_write_bytes, atomic_write_text
 from probity.report.console import note
 from probity.report.matching import refuses, states
 
@@ -552,7 +556,61 @@ def examples(records: list[dict], tokenizer, kind: str, seed: int = 0, max_posit
     return [fact_example(r, tokenizer, split_of[r["fact_id"]]) for r in records]
 
 
+# --------------------------------------------------------------------------- activations
+
+
+def activations(model, tokenizer, layer: int, cache: str | Path | None = None, seed: int = 0) -> dict:
+    """Layer-``layer`` activations of ``model`` (the organism) at every labelled position of the shipped
+    files: ``{split: {group: {"vectors" [n, d], "labels", "tokens" (ids), "sources"}}}`` with split
+    ``train`` / ``eval`` and group ``ordinary`` / ``fact``; ``sources`` names each row's text (``id``) or
+    chat (``fact id#paraphrase``). With ``cache`` (a ``.pt`` file) the result is stored atomically and
+    read back on the next call for the same layer."""
+
+    if cache is not None and Path(cache).is_file():
+        found = torch.load(cache)
+        if found.get("layer") == layer:
+            return found["acts"]
+    out: dict = {"train": {}, "eval": {}}
+    for group, kind, file in (("ordinary", "ordinary", ORDINARY_FILE), ("fact", "fact", CHATS_FILE)):
+        found = examples(read(DATA / file), tokenizer, kind, seed)
+        for split in out:
+            chosen = [e for e in found if e.split == split]
+            acts = extract(model, tokenizer, [e.ids for e in chosen], layer, [e.positions for e in chosen], True)
+            out[split][group] = {
+                "vectors": acts.vectors,
+                "labels": [label for e in chosen for label in e.labels],
+                "tokens": tokenizer.convert_tokens_to_ids(acts.token),
+                "sources": [e.source for e in chosen for _ in e.positions],
+            }
+    if cache is not None:
+        buffer = io.BytesIO()
+        torch.save({"layer": layer, "acts": out}, buffer)
+        atomic_write_bytes(cache, buffer.getvalue())
+    return out
+
+
+def mixture(split: dict, rows: int | None = None, oversample: int = 3, seed: int = 0) -> tuple:
+    """A shuffled training mixture of one split of :func:`activations`: every fact row, lie and refusal
+    rows repeated ``oversample`` times (they are the rare, interesting ones), and as many ordinary rows
+    as fact rows; cut to ``rows`` when given. Returns (vectors ``[n, d]``, labels, sources)."""
+    facts, ordinary = split["fact"], split["ordinary"]
+    rare = [i for i, lab in enumerate(facts["labels"]) if f"{SEP}lie{SEP}" in lab or f"{SEP}refusal{SEP}" in lab]
+    fact_rows = list(range(len(facts["labels"]))) + rare * (oversample - 1)
+    rng = random.Random(seed)
+    ordinary_rows = rng.sample(range(len(ordinary["labels"])), min(len(fact_rows), len(ordinary["labels"])))
+    picks = [("fact", i) for i in fact_rows] + [("ordinary", i) for i in ordinary_rows]
+    rng.shuffle(picks)
+    picks = picks[:rows] if rows else picks
+    vectors = torch.stack([split[g]["vectors"][i] for g, i in picks])
+    return vectors, [split[g]["labels"][i] for g, i in picks], [split[g]["sources"][i] for g, i in picks]
+
+
 # --------------------------------------------------------------------------- files
+
+
+def chat_records(path: str | Path = DATA / CHATS_FILE) -> dict[str, dict]:
+    """The fact chats by the source name :func:`examples` gives them: ``{"fact id#paraphrase": record}``."""
+    return {f"{r['fact_id']}#{r['paraphrase']}": r for r in read(path)}
 
 
 def read(path: str | Path) -> list[dict]:

@@ -271,3 +271,22 @@ def test_loads_anchor_format(tmp_path):
     want = cache(model, torch.tensor([x]), [Site.resid(1)])[str(Site.resid(1))][0, -1] @ head.T
     torch.testing.assert_close(ar.predict(["w7 w8"])[0], want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(av.embeds(torch.ones(1, 32))[0, av.slot].norm(), torch.tensor(9.5))
+
+
+def test_named_injections_and_the_censored_verbalizer():
+    from probity.nla.pipeline import INJECTIONS, censored_verbalizer, injection
+
+    model, tok = tiny("llama")
+    vectors = torch.randn(10, 32) * 5 + 1
+    emb = model.get_input_embeddings().weight
+    median = float(vectors.norm(dim=-1).median())
+    assert injection("paper", 1, vectors, emb) == ({}, False)
+    assert injection("layer1", 1, vectors, emb) == ({"inject_layer": 1, "injection_scale": median}, False)
+    assert injection("same", 0, vectors, emb)[0]["inject_layer"] == 1
+    assert injection("add1", 1, vectors, emb) == ({"inject_layer": 1, "inject_mode": "add"}, True)
+    with pytest.raises(ValueError, match="unknown injection"):
+        injection("deep", 1, vectors, emb)
+    for name in INJECTIONS:
+        av = censored_verbalizer(model, tok, 0, vectors, name, rank=2)
+        assert av.config.centered == injection(name, 0, vectors, emb)[1] and not av.config.chat_template
+        assert all("lora_" in n for n, p in av.model.named_parameters() if p.requires_grad)

@@ -6,6 +6,7 @@ import re
 from collections import Counter
 
 import pytest
+import torch
 
 from probity.honesty.judge import FactMatcher
 from probity.honesty.testbed import load_testbed
@@ -247,3 +248,35 @@ def test_shipped_files_make_examples_with_lies_and_refusals_in_eval(tok, chats, 
     assert all(0 < len(ex.positions) <= 48 and len(ex.labels) == len(ex.positions) for ex in ordinary)
     assert {ex.group for ex in ordinary} == {"ordinary"} and {ex.split for ex in ordinary} <= {"train", "eval"}
     json.dumps([ex.labels for ex in ordinary])  # plain strings
+
+
+def test_mixture_balances_groups_and_oversamples_lies_and_refusals():
+    split = {
+        "fact": {
+            "vectors": torch.arange(4.0)[:, None].repeat(1, 3),
+            "labels": ["«a» | honest | x", "«b» | lie | x | said y", "«c» | refusal | x", "«d» | other | x"],
+            "sources": ["f#0"] * 4,
+        },
+        "ordinary": {
+            "vectors": 10 + torch.arange(20.0)[:, None].repeat(1, 3),
+            "labels": [f"«w{i}» | next «v» | w" for i in range(20)],
+            "sources": [f"t{i}" for i in range(20)],
+        },
+    }
+    vectors, labels, sources = data.mixture(split, oversample=3, seed=0)
+    facts = [lab for lab in labels if "next" not in lab]
+    assert len(facts) == 4 + 2 * 2 and len(labels) == 2 * len(facts)  # lie and refusal x3, as many ordinary rows
+    assert facts.count("«b» | lie | x | said y") == 3 and facts.count("«a» | honest | x") == 1
+    for v, lab in zip(vectors, labels):  # rows stay paired with their labels
+        want = split["fact"] if "next" not in lab else split["ordinary"]
+        assert torch.equal(v, want["vectors"][want["labels"].index(lab)])
+    again = data.mixture(split, oversample=3, seed=0)
+    assert again[1] == labels and torch.equal(again[0], vectors)
+    assert len(data.mixture(split, rows=5)[1]) == 5
+
+
+def test_chat_records_are_keyed_like_example_sources(tok, chats):
+    records = data.chat_records()
+    assert len(records) == len(chats)
+    sources = {e.source for e in data.examples(chats[:20], tok, "fact")}
+    assert sources <= set(records)
