@@ -49,6 +49,9 @@ class NLAConfig:
     the activation rescaled to ``injection_scale``; "add" adds it to the hidden state h there,
     norm-matched (h + |h| a/|a|, as Activation Oracles do). ``centered``: the training mean is
     subtracted first (the checkpoint carries it in ``center.safetensors``).
+    ``base``: the model (a ``probity.models.load`` name) under the verbalizer's LoRA adapter; when
+    set, a checkpoint of LoRA-trained halves holds the adapters only (the reconstructor's sits on
+    ``target`` cut after ``layer``), a few MB instead of two models.
     """
 
     layer: int
@@ -67,6 +70,7 @@ class NLAConfig:
     inject_layer: int = 0
     inject_mode: str = "replace"
     centered: bool = False
+    base: str = ""
 
     def __post_init__(self):
         if self.injection_scale is None:

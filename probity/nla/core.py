@@ -29,6 +29,7 @@ from probity.nla.config import ANCHOR_SIDECAR, SIDECAR, MissingLayerError, NLACo
 from probity.report.console import track
 
 CENTER = "center.safetensors"  # the training mean a centred verbalizer subtracts before injection
+ADAPTER = "adapter_config.json"  # a half stored as a peft LoRA adapter on a named base
 
 
 def normalise(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -435,15 +436,15 @@ class Reconstructor(nn.Module):
 def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: torch.dtype | None = None):
     """Write a checkpoint directory: ``nla.json`` (the sidecar), ``av/`` (an HF
     model + tokenizer folder) and, if given, ``ar/`` (the truncated backbone as an
-    HF base-model folder plus ``value_head.safetensors``). ``dtype`` (e.g.
+    HF base-model folder plus ``value_head.safetensors``). A LoRA-trained half whose sidecar
+    names its ``base`` is stored as its peft adapter alone (``adapter_config.json`` +
+    ``adapter_model.safetensors``); without ``base`` its adapter is merged in. ``dtype`` (e.g.
     torch.float16) stores the weights smaller; loading returns float32. Returns the directory."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
 
     def cast(m):
-        if hasattr(m, "merge_and_unload"):  # a LoRA-trained half is saved with its adapter merged in
-            m = copy.deepcopy(m).merge_and_unload()
         if dtype is None and getattr(m, "hf_quantizer", None) is None:
             return m
         m = copy.deepcopy(m).to(dtype or next(m.parameters()).dtype)
@@ -452,20 +453,31 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
             m.config.quantization_config = None
         return m
 
-    cast(av.model).save_pretrained(directory / "av")
-    av.tokenizer.save_pretrained(directory / "av")
+    def write(model, tokenizer, folder: Path) -> None:
+        if _is_lora(model) and av.config.base:
+            cast(model).save_pretrained(folder)  # the adapter alone
+            return
+        if _is_lora(model):
+            model = copy.deepcopy(model).merge_and_unload()
+        cast(model).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    write(av.model, av.tokenizer, directory / "av")
     av.config.save(directory / "av")
     if av.config.centered:
         save_file({"center": av.center.detach().float().contiguous()}, str(directory / "av" / CENTER))
     if ar is not None:
-        cast(ar.backbone).save_pretrained(directory / "ar")
-        ar.tokenizer.save_pretrained(directory / "ar")
+        write(ar.backbone, ar.tokenizer, directory / "ar")
         save_file(
             {"weight": cast(ar.head).weight.detach().contiguous()}, str(directory / "ar" / "value_head.safetensors")
         )
         ar.config.save(directory / "ar")
     av.config.save(directory)
     return directory
+
+
+def _is_lora(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
 
 
 def check_nla(directory, ar_directory=None, layer: int | None = None) -> NLAConfig:
@@ -487,11 +499,13 @@ def _checked(directory, ar_directory, layer) -> tuple[NLAConfig, Path, Path | No
         )
     config = _load_config(av_dir, layer, ar_dir)
     for half, folder in (("verbalizer", av_dir), ("reconstructor", ar_dir)):
-        if folder is not None and not (folder / "config.json").is_file():
+        if folder is not None and not (folder / "config.json").is_file() and not (folder / ADAPTER).is_file():
             raise FileNotFoundError(
-                f"{folder} holds no {half} model (no config.json); point at the folder `probity nla train` "
-                "wrote (OUT/nla) or at an anchor actor folder"
+                f"{folder} holds no {half} model (no config.json or {ADAPTER}); point at the folder "
+                "`probity nla train` wrote (OUT/nla) or at an anchor actor folder"
             )
+    if (av_dir / ADAPTER).is_file() and not config.base:
+        raise ValueError(f"{av_dir} holds a LoRA adapter but the sidecar names no base model; re-save the checkpoint")
     if ar_dir is not None and not (ar_dir / "value_head.safetensors").is_file():
         raise FileNotFoundError(f"no value_head.safetensors in {ar_dir}; the reconstructor is incomplete")
     return config, av_dir, ar_dir
@@ -525,8 +539,15 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     from transformers.utils import logging as hf_logging
 
     config, av_dir, ar_dir = _checked(directory, ar_directory, layer)
-    tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
-    av = Verbalizer(AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch.float32).eval(), tokenizer, config)
+    if (av_dir / ADAPTER).is_file():
+        from probity.models import load
+
+        base, tokenizer = load(config.base, dtype=torch.float32)
+        av = Verbalizer(_with_adapter(base, av_dir), tokenizer, config)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch.float32).eval()
+        av = Verbalizer(model, tokenizer, config)
     if config.centered:
         if not (av_dir / CENTER).is_file():
             raise FileNotFoundError(
@@ -538,6 +559,16 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     ar_config = dataclasses.replace(
         config, **{k: getattr(_load_config(ar_dir, config.layer, ar_dir), k) for k in ("ar_template", "mse_scale")}
     )
+    head = nn.Linear(config.d_model, config.d_model, bias=False)
+    head.load_state_dict({k: v.float() for k, v in load_file(str(ar_dir / "value_head.safetensors")).items()})
+    if (ar_dir / ADAPTER).is_file():
+        from probity.models import load
+
+        target, target_tokenizer = load(ar_config.target, dtype=torch.float32)
+        ar = Reconstructor.from_target(target, target_tokenizer, ar_config)
+        ar.backbone = _with_adapter(ar.backbone, ar_dir)
+        ar.head = head
+        return av, ar.eval()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the final norm is missing on purpose: no load report about it
     try:
@@ -546,11 +577,16 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
         hf_logging.set_verbosity(verbosity)
     parts = decoder_parts(backbone)
     setattr(parts.base, parts.family.final_norm, nn.Identity())
-    head = nn.Linear(config.d_model, config.d_model, bias=False)
-    head.load_state_dict({k: v.float() for k, v in load_file(str(ar_dir / "value_head.safetensors")).items()})
     return av, Reconstructor(
         backbone, head.to(next(backbone.parameters()).dtype), AutoTokenizer.from_pretrained(str(ar_dir)), ar_config
     )
+
+
+def _with_adapter(model: nn.Module, folder: Path) -> nn.Module:
+    """``model`` with the peft adapter in ``folder`` merged into its weights (float32, eval mode)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload().float().eval()
 
 
 def _load_config(directory, layer, ar_dir) -> NLAConfig:

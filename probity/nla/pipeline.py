@@ -495,6 +495,7 @@ def censored_verbalizer(base, tokenizer, layer: int, vectors, name: str = "layer
         chat_template=False,
         max_new_tokens=CENSORED_NEW_TOKENS,
         target="censored",
+        base="smollm2-135m",
         **options,
     )
     return av.fit_center(vectors) if centre else av

@@ -155,9 +155,13 @@ def test_token_logprobs_equal_the_full_forward():
         assert mask[i].sum() == len(seq)
 
 
-def test_centred_lora_verbalizer_trains_only_the_adapter_and_round_trips(tmp_path):
+@pytest.mark.parametrize("base", ["", "tiny-qwen3"])
+def test_centred_lora_verbalizer_trains_only_the_adapter_and_round_trips(tmp_path, base):
     model, tok = tiny("qwen3")
-    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt=PROMPT, ar_template=TEMPLATE, lora_rank=4)
+    names = {"base": base, "target": base} if base else {}
+    av = Verbalizer.create(
+        model, tok, 1, placeholder="w99", av_prompt=PROMPT, ar_template=TEMPLATE, lora_rank=4, **names
+    )
     ar = Reconstructor.from_target(model, tok, av.config, lora_rank=4)
     trainable = [n for n, p in av.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -173,6 +177,9 @@ def test_centred_lora_verbalizer_trains_only_the_adapter_and_round_trips(tmp_pat
     lp, _ = av.token_logprobs(acts[:2], seqs)
     pred = ar.predict(["w1 w2", "w3"])
     save_nla(tmp_path / "ck", av, ar)
+    # with a named base the halves are stored as adapters alone (no full weights), else merged in
+    assert (tmp_path / "ck" / "av" / "adapter_config.json").is_file() == bool(base)
+    assert (tmp_path / "ck" / "ar" / "config.json").is_file() != bool(base)
     av2, ar2 = load_nla(tmp_path / "ck")
     assert av2.config.centered and not hasattr(av2.model, "get_base_model")
     torch.testing.assert_close(av2.token_logprobs(acts[:2], seqs)[0], lp, atol=1e-5, rtol=1e-5)
