@@ -198,10 +198,18 @@ def _check(checkpoint: Path, model_name: str):
 
 
 def _token_count(checkpoint: Path, text: str) -> int:
-    """Tokens of ``text`` as the verbalizer's tokenizer (a copy of the target's) counts them."""
+    """Tokens of ``text`` as the verbalizer's tokenizer (a copy of the target's, or its base model's
+    when the checkpoint holds adapters) counts them."""
     from transformers import AutoTokenizer
 
+    from probity.models import load
+    from probity.nla.core import ADAPTER, check_nla
+
     folder = checkpoint / "av" if (checkpoint / "av").is_dir() else checkpoint
+    if (folder / ADAPTER).is_file():
+        with usage_errors("--checkpoint"):
+            tokenizer = load(check_nla(checkpoint).base)[1]
+        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
     with usage_errors("--checkpoint"):
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))

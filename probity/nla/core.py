@@ -456,6 +456,7 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
     def write(model, tokenizer, folder: Path) -> None:
         if _is_lora(model) and av.config.base:
             cast(model).save_pretrained(folder)  # the adapter alone
+            (folder / "README.md").unlink(missing_ok=True)  # peft's empty model card
             return
         if _is_lora(model):
             model = copy.deepcopy(model).merge_and_unload()
@@ -583,10 +584,10 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
 
 
 def _with_adapter(model: nn.Module, folder: Path) -> nn.Module:
-    """``model`` with the peft adapter in ``folder`` merged into its weights (float32, eval mode)."""
+    """``model`` with the peft adapter in ``folder`` merged into its weights (eval mode)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload().float().eval()
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload().eval()
 
 
 def _load_config(directory, layer, ar_dir) -> NLAConfig:
