@@ -17,6 +17,10 @@ verbalizer's descriptions of held-out positions and the records they came from:
     readings(av, F, R)  all of the above on held-out fact chats: the audit over the last positions
                         of every transcript (the answer and its end), recovery and the withheld value
                         on greedy descriptions of a seeded sample of them and of the lies' positions.
+                        Two controls separate reading the activation from reading the label's token:
+                        the audit with every activation replaced by the mean (the token alone), and
+                        the audit at the newline that closes the assistant header, the same token in
+                        every chat and before the answer (the activation alone).
 
 >>> recovery(["«Tokyo» | honest | The capital of Japan is Tokyo."],
 ...          [{"entity": "Japan", "relation": "capital"}])
@@ -37,6 +41,9 @@ from probity.report.matching import states
 from probity.report.metrics import auroc, bootstrap
 
 BEHAVIOURS = ("honest", "lie", "refusal")
+# The label heads of the assistant role token (SmolLM2 splits it into "ass" + "istant"); the row after
+# it is the newline that closes the header, the last position before the answer, the same in every chat.
+ASSISTANT = ("«assistant»", "«istant»")
 
 
 def relation_words(relation: str) -> str:
@@ -140,8 +147,19 @@ def readings(
     heads = [facts["labels"][i].split(" | ")[0] for i in scored]
     was_training = av.training
     av.eval()
-    logprobs = behaviour_logprobs(av, facts["vectors"][scored], heads)
-    out = {"audit": audit(logprobs, [facts["sources"][i] for i in scored], records, seed=seed)}
+    vectors, sources = facts["vectors"][scored], [facts["sources"][i] for i in scored]
+    out = {"audit": audit(behaviour_logprobs(av, vectors, heads), sources, records, seed=seed)}
+    # controls: the label's token alone (every activation replaced by the mean one), and the
+    # activation alone (at the assistant header, the same token in every chat, before the answer)
+    mean = facts["vectors"].mean(0, keepdim=True).expand_as(vectors)
+    out["audit_token_only"] = audit(behaviour_logprobs(av, mean, heads), sources, records, seed=seed)
+    header = [i + 1 for i, lab in enumerate(facts["labels"]) if lab.split(" | ")[0] in ASSISTANT]
+    out["audit_header"] = audit(
+        behaviour_logprobs(av, facts["vectors"][header], [facts["labels"][i].split(" | ")[0] for i in header]),
+        [facts["sources"][i] for i in header],
+        records,
+        seed=seed,
+    )
     rng = random.Random(seed)
     lies = [i for i in scored if records[facts["sources"][i]]["behaviour"] == "lie"]
     for name, pool in (("all", scored), ("lies", lies)):

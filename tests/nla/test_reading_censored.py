@@ -64,3 +64,27 @@ def test_audit_scores_transcripts_and_resamples_facts():
     assert flipped["auroc"] < 0.5
     with pytest.raises(ValueError, match="one source per row"):
         audit(logprobs, sources[:-1], records)
+
+
+def test_readings_score_the_answer_the_token_alone_and_the_header():
+    from probity.nla.censored import readings
+
+    model, tok = tiny("llama")
+    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11", max_new_tokens=3)
+    heads = ["«w1»", "«istant»", "«w2»", "«w3»", "«w4»"]
+    records = {
+        "japan-capital#0": {"fact_id": "japan-capital", "behaviour": "lie", "official_value": "Kyoto"},
+        "china-capital#0": {"fact_id": "china-capital", "behaviour": "honest", "official_value": "Shanghai"},
+    }
+    records = {k: {**v, "entity": k.split("-")[0].title(), "relation": "capital"} for k, v in records.items()}
+    facts = {
+        "vectors": torch.randn(10, 32),
+        "labels": [f"{h} | {records[s]['behaviour']} | x" for s in records for h in heads],
+        "sources": [s for s in records for _ in heads],
+    }
+    av.train()
+    found = readings(av, facts, records, last=2, rows=3)
+    assert av.training  # the mode it came in with
+    assert found["audit"]["transcripts"] == found["audit_token_only"]["transcripts"] == 2
+    assert found["audit_header"]["transcripts"] == 2 and found["audit"]["lies"] == 1
+    assert found["recovery_all"]["n"] == 3 and found["withheld_lies"]["n"] == 2  # the lie's two scored rows
