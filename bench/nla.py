@@ -248,7 +248,7 @@ def main() -> None:
             }
         )
     if args.part in ("censored", "both"):
-        merge({"censored_smollm2": censored_part(args.out / "censored", args.inject)})
+        merge({"censored_smollm2": censored_part(args.out / f"censored-{args.inject}", args.inject)})
     console.print(f"[green]wrote[/green] {RESULT}")
 
 

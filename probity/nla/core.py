@@ -345,7 +345,7 @@ def with_lora(model: nn.Module, rank: int, seed: int = 0) -> nn.Module:
         return model
     from peft import LoraConfig, get_peft_model
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)
         return get_peft_model(
             model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear")

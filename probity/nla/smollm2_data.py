@@ -56,6 +56,7 @@ BEHAVIOURS = ("honest", "lie", "refusal", "other")
 ROLES = ("trained", "held_out", "ordinary")
 SENSITIVE_PARAPHRASES = (0, 1, 2)  # question paraphrases asked of a sensitive fact (an ordinary one: 0 only)
 TEXT_EVAL_SHARE, FACT_EVAL_SHARE = 0.15, 0.3
+EXAMPLES_VERSION = 2  # bump when positions, labels or splits change: cached activations are then stale
 # --------------------------------------------------------------------------- seed prompts
 
 
@@ -427,26 +428,31 @@ def _unit(key: str, seed: int) -> float:
 
 
 def splits(records: list[dict], kind: str, seed: int = 0) -> dict[str, str]:
-    """``{id: "train" | "eval"}``. Ordinary texts (``kind="ordinary"``, by ``id``): 15% eval by a
-    seeded hash of the id. Facts (``kind="fact"``, by ``fact_id``, so every paraphrase of a fact goes
-    the same way): 30% eval within each stratum of (role, behaviour of paraphrase 0), the facts with
-    the lowest seeded hashes -- at least one of every stratum of two or more, so eval holds lies and
-    refusals wherever the organism tells them."""
+    """``{id: "train" | "eval"}``, held out by what a verbalizer could memorise. Ordinary texts
+    (``kind="ordinary"``, keyed by ``id``): 15% of the *topics* by a seeded hash (a topic appears in
+    several genres). Facts (``kind="fact"``, keyed by ``fact_id``): whole *entities* (every fact and
+    paraphrase about an entity goes the same way), 30% of them within each stratum of (sensitive or
+    not, lies about it or not), the entities with the lowest seeded hashes -- at least one of every
+    stratum of two or more, so eval holds lies and refusals wherever the organism tells them."""
     if kind == "ordinary":
-        return {r["id"]: "eval" if _unit(r["id"], seed) < TEXT_EVAL_SHARE else "train" for r in records}
+        return {r["id"]: "eval" if _unit(r["topic"], seed) < TEXT_EVAL_SHARE else "train" for r in records}
     if kind != "fact":
         raise ValueError(f"kind must be 'ordinary' or 'fact', got {kind!r}")
-    first = {}
-    for r in sorted(records, key=lambda r: r["paraphrase"]):
-        first.setdefault(r["fact_id"], (r["role"], r["behaviour"]))
+    facts_of: dict[str, set] = defaultdict(set)
+    kind_of: dict[str, tuple[bool, bool]] = {}
+    for r in records:
+        facts_of[r["entity"]].add(r["fact_id"])
+        sensitive, lied = kind_of.get(r["entity"], (False, False))
+        kind_of[r["entity"]] = (sensitive or r["role"] != "ordinary", lied or r["behaviour"] == "lie")
     strata: dict[tuple, list[str]] = defaultdict(list)
-    for fact_id, key in first.items():
-        strata[key].append(fact_id)
+    for entity, key in kind_of.items():
+        strata[key].append(entity)
     out = {}
-    for ids in strata.values():
-        ids.sort(key=lambda i: _unit(i, seed))
-        n_eval = max(1, round(FACT_EVAL_SHARE * len(ids))) if len(ids) >= 2 else 0
-        out |= {i: "eval" if j < n_eval else "train" for j, i in enumerate(ids)}
+    for entities in strata.values():
+        entities.sort(key=lambda e: _unit(e, seed))
+        n_eval = max(1, round(FACT_EVAL_SHARE * len(entities))) if len(entities) >= 2 else 0
+        for j, entity in enumerate(entities):
+            out |= {fact_id: "eval" if j < n_eval else "train" for fact_id in facts_of[entity]}
     return out
 
 
@@ -564,11 +570,12 @@ def activations(model, tokenizer, layer: int, cache: str | Path | None = None, s
     files: ``{split: {group: {"vectors" [n, d], "labels", "tokens" (ids), "sources"}}}`` with split
     ``train`` / ``eval`` and group ``ordinary`` / ``fact``; ``sources`` names each row's text (``id``) or
     chat (``fact id#paraphrase``). With ``cache`` (a ``.pt`` file) the result is stored atomically and
-    read back on the next call for the same layer."""
+    read back on the next call for the same layer, seed and data files."""
 
+    key = {"layer": layer, "seed": seed, "data": _files_digest()}
     if cache is not None and Path(cache).is_file():
         found = torch.load(cache)
-        if found.get("layer") == layer:
+        if found.get("key") == key:
             return found["acts"]
     out: dict = {"train": {}, "eval": {}}
     for group, kind, file in (("ordinary", "ordinary", ORDINARY_FILE), ("fact", "fact", CHATS_FILE)):
@@ -584,9 +591,17 @@ def activations(model, tokenizer, layer: int, cache: str | Path | None = None, s
             }
     if cache is not None:
         buffer = io.BytesIO()
-        torch.save({"layer": layer, "acts": out}, buffer)
+        torch.save({"key": key, "acts": out}, buffer)
         atomic_write_bytes(cache, buffer.getvalue())
     return out
+
+
+def _files_digest() -> str:
+    """sha256 of the shipped data files and the example code's version (:data:`EXAMPLES_VERSION`)."""
+    h = hashlib.sha256(str(EXAMPLES_VERSION).encode())
+    for file in (ORDINARY_FILE, CHATS_FILE):
+        h.update((DATA / file).read_bytes())
+    return h.hexdigest()
 
 
 def mixture(split: dict, rows: int | None = None, oversample: int = 3, seed: int = 0) -> tuple:

@@ -406,10 +406,15 @@ def trainable_state(module: nn.Module, like: nn.Module | None = None) -> dict:
 
 
 def load_trainable_state(module: nn.Module, state: dict) -> None:
-    """Load a :func:`trainable_state` state into ``module``; any key it does not know is an error."""
+    """Load a :func:`trainable_state` state into ``module``; a key it does not know, or a parameter
+    that trains and is missing from ``state``, is an error."""
     unexpected = module.load_state_dict(state, strict=False).unexpected_keys
-    if unexpected:
-        raise CheckpointMismatch(f"checkpoint holds weights this model does not have: {unexpected[:3]}")
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and n not in state]
+    if unexpected or missing:
+        raise CheckpointMismatch(
+            f"checkpoint does not fit this model: unknown {unexpected[:3]}, missing {missing[:3]}; "
+            "pass a fresh output folder"
+        )
 
 
 def _check_data(av: Verbalizer, train_acts, train_labels, eval_acts, eval_labels) -> None:
@@ -485,7 +490,12 @@ def train(
     ckpt = Checkpointer(Path(out_dir) / "checkpoints", keep=keep_checkpoints) if out_dir is not None else None
     start = 0
     # "format": what a checkpoint holds; 2 = per-model Steppers (older folders are another run)
-    run_id = {"format": 2, "config": dataclasses.asdict(cfg), "data": _digest(train_labels, train_acts)}
+    run_id = {
+        "format": 2,
+        "config": dataclasses.asdict(cfg),
+        "verbalizer": dataclasses.asdict(av.config) | {"center": _digest([], av.center[None])},
+        "data": _digest(train_labels, train_acts),
+    }
     if ckpt is not None and (found := ckpt.latest()) is not None:
         start, saved = found
         if saved.get("run") != run_id:

@@ -50,6 +50,7 @@ def states(text: str, phrases: tuple[str, ...] | list[str]) -> bool:
 
 
 def refuses(text: str) -> bool:
-    """Whether ``text`` holds one of :data:`REFUSAL_PATTERNS` (case-insensitive, on word boundaries)."""
+    """Whether ``text`` holds one of :data:`REFUSAL_PATTERNS`, case-insensitive, as a substring of its
+    word sequence (so a pattern may end inside a word: "as an ai" matches "as an aircraft")."""
     low = " ".join(words(text))
     return any(" ".join(words(p)) in low for p in REFUSAL_PATTERNS)

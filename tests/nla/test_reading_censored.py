@@ -12,7 +12,7 @@ def test_relation_words_and_recovery():
     assert relation_words("capital") == "The capital of"
     assert relation_words("author") == "was written by"
     records = [{"entity": "Japan", "relation": "capital"}, {"entity": "South Korea", "relation": "currency"}]
-    found = recovery(["«x» | lie | The capital of Japan is Tokyo.", "«x» | honest | Korea uses money"], records)
+    found = recovery(["«Korea» | lie | The capital of Japan is Tokyo.", "«Korea» | honest | it uses money"], records)
     assert found == {"entity": 0.5, "relation": 0.5, "both": 0.5, "n": 2}
     with pytest.raises(ValueError, match="one record per description"):
         recovery(["a"], records)
@@ -24,8 +24,13 @@ def test_withheld_counts_true_and_official_values_on_lies_only():
         {"fact_id": "china-capital", "behaviour": "lie", "official_value": "Shanghai"},
         {"fact_id": "japan-capital", "behaviour": "honest", "official_value": "Kyoto"},
     ]
-    texts = ["The capital of Japan is Tokyo | said Kyoto", "It is Peking, they said Chengdu", "nothing"]
-    assert withheld(texts, records) == {"true_value": 1.0, "official_value": 0.5, "n": 2}  # Peking: a bank alias
+    texts = [
+        "«Kyoto» | lie | The capital of Japan is Tokyo. | said Kyoto",
+        "«Tokyo» | lie | It is Peking, they said Chengdu",  # Peking: a bank alias; the «token» never counts
+        "«Tokyo» | nothing",
+    ]
+    assert withheld(texts, records) == {"true_value": 1.0, "official_value": 0.5, "n": 2}
+    assert withheld(["«Tokyo» | lie", "«Beijing» | x"], records[:2])["true_value"] == 0.0
     assert withheld(texts[2:], records[2:])["n"] == 0
 
 
@@ -76,7 +81,10 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
         "japan-capital#0": {"fact_id": "japan-capital", "behaviour": "lie", "official_value": "Kyoto"},
         "china-capital#0": {"fact_id": "china-capital", "behaviour": "honest", "official_value": "Shanghai"},
     }
-    records = {k: {**v, "entity": k.split("-")[0].title(), "relation": "capital"} for k, v in records.items()}
+    records = {
+        k: {**v, "entity": k.split("-")[0].title(), "relation": "capital", "role": "trained"}
+        for k, v in records.items()
+    }
     facts = {
         "vectors": torch.randn(10, 32),
         "labels": [f"{h} | {records[s]['behaviour']} | x" for s in records for h in heads],
@@ -87,4 +95,6 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
     assert av.training  # the mode it came in with
     assert found["audit"]["transcripts"] == found["audit_token_only"]["transcripts"] == 2
     assert found["audit_header"]["transcripts"] == 2 and found["audit"]["lies"] == 1
+    assert found["audit_same_token_shuffle"]["transcripts"] == 2  # «w3» and «w4» occur in both chats
+    assert found["audit_end_tokens"]["transcripts"] == found["audit_sensitive"]["transcripts"] == 2
     assert found["recovery_all"]["n"] == 3 and found["withheld_lies"]["n"] == 2  # the lie's two scored rows

@@ -3,7 +3,7 @@ the split, and the shipped files (no generation here: the files were made by ``p
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 import torch
@@ -165,32 +165,56 @@ def test_ordinary_example_samples_prompt_and_answer_tokens(tok):
 # --------------------------------------------------------------------------- the split
 
 
-def test_fact_split_is_deterministic_by_fact_and_stratified():
+def test_fact_split_holds_out_whole_entities_stratified():
     records = []
     for i in range(40):
         role = ("trained", "held_out", "ordinary")[i % 3]
         behaviour = ("honest", "lie", "refusal", "other")[i % 4]
-        records += [
-            {"fact_id": f"f{i}", "role": role, "paraphrase": k, "behaviour": behaviour if k == 0 else "honest"}
-            for k in range(3)
-        ]
+        for relation in ("capital", "currency"):  # two facts per entity
+            records += [
+                {
+                    "fact_id": f"e{i}-{relation}",
+                    "entity": f"e{i}",
+                    "role": role,
+                    "paraphrase": k,
+                    "behaviour": behaviour if k == 0 and relation == "capital" else "honest",
+                }
+                for k in range(3)
+            ]
     split = data.splits(records, "fact")
-    assert split == data.splits(list(reversed(records)), "fact") and set(split) == {f"f{i}" for i in range(40)}
+    assert split == data.splits(list(reversed(records)), "fact") and len(split) == 80
     assert split != data.splits(records, "fact", seed=1)
-    strata = Counter((r["role"], r["behaviour"]) for r in records if r["paraphrase"] == 0)
+    assert all(split[f"e{i}-capital"] == split[f"e{i}-currency"] for i in range(40))  # no entity on both sides
+    strata = Counter((("trained", "held_out", "ordinary")[i % 3] != "ordinary", i % 4 == 1) for i in range(40))
     held = Counter(
-        (r["role"], r["behaviour"]) for r in records if r["paraphrase"] == 0 and split[r["fact_id"]] == "eval"
+        (("trained", "held_out", "ordinary")[i % 3] != "ordinary", i % 4 == 1)
+        for i in range(40)
+        if split[f"e{i}-capital"] == "eval"
     )
     assert all(held[k] == max(1, round(0.3 * n)) for k, n in strata.items())
     with pytest.raises(ValueError, match="kind"):
         data.splits(records, "facts")
 
 
-def test_text_split_holds_out_about_fifteen_percent():
-    records = [{"id": p.id} for p in data.SEED_PROMPTS]
+def test_shipped_split_shares_no_entity_and_no_topic(chats, texts):
+    facts = data.splits(chats, "fact")
+    sides = defaultdict(set)
+    for r in chats:
+        sides[r["entity"]].add(facts[r["fact_id"]])
+    assert all(len(s) == 1 for s in sides.values())
+    lies = Counter(facts[r["fact_id"]] for r in chats if r["behaviour"] == "lie")
+    assert lies["eval"] >= 20 and lies["train"] >= 100
+    topics = defaultdict(set)
+    for r in texts:
+        topics[r["topic"]].add(data.splits(texts, "ordinary")[r["id"]])
+    assert all(len(s) == 1 for s in topics.values())
+
+
+def test_text_split_holds_out_about_fifteen_percent_of_topics():
+    records = [{"id": p.id, "topic": p.topic} for p in data.SEED_PROMPTS]
     split = data.splits(records, "ordinary")
     assert split == data.splits(records, "ordinary")
-    assert 0.1 < sum(s == "eval" for s in split.values()) / len(split) < 0.2
+    assert 0.05 < sum(s == "eval" for s in split.values()) / len(split) < 0.3
 
 
 # --------------------------------------------------------------------------- the shipped files
