@@ -22,7 +22,8 @@ from probity.report import atomic_write_text
 
 SIDECAR = "nla.json"
 ANCHOR_SIDECAR = "nla_meta.yaml"
-FORMAT = "probity-nla/1"
+FORMAT = "probity-nla/2"  # /2 adds where and how the activation is injected, centring and an adapter base
+READS = ("probity-nla/1", FORMAT)  # sidecars this version loads (a /1 one gets the /2 fields' defaults)
 INJECT_MODES = ("replace", "add")
 
 
@@ -106,9 +107,10 @@ class NLAConfig:
         directory = Path(directory)
         if (directory / SIDECAR).is_file():
             data = json.loads((directory / SIDECAR).read_text())
-            if data.pop("format", None) != FORMAT:
+            if data.pop("format", None) not in READS:
                 raise ValueError(
-                    f"{directory / SIDECAR} is not a {FORMAT} sidecar; re-save the checkpoint with this probity version"
+                    f"{directory / SIDECAR} is not a {' or '.join(READS)} sidecar; re-save the checkpoint with this "
+                    "probity version"
                 )
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in data.items() if k in known})

@@ -328,10 +328,15 @@ class Verbalizer(nn.Module):
         logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[..., None])[..., 0]
         return logp * mask, mask
 
-    def first_logprobs(self, acts: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities ``[batch, vocab]`` of the first description token given ``acts`` ``[batch, d]``."""
+    def first_logprobs(self, acts: torch.Tensor, prefix: Sequence[int] = ()) -> torch.Tensor:
+        """Log-probabilities ``[batch, vocab]`` of the description token after ``prefix`` (token ids every
+        description starts with; none: the first token) given ``acts`` ``[batch, d]``."""
+        emb = self.embeds(acts)
+        if prefix:
+            ids = torch.tensor(list(prefix), device=emb.device)
+            emb = torch.cat([emb, self.model.get_input_embeddings()(ids)[None].expand(len(acts), -1, -1)], 1)
         with self.injecting(acts):
-            logits = self.model(inputs_embeds=self.embeds(acts), logits_to_keep=1).logits[:, -1]
+            logits = self.model(inputs_embeds=emb, logits_to_keep=1).logits[:, -1]
         return torch.log_softmax(logits.float(), -1)
 
 

@@ -12,7 +12,8 @@ activations ``A`` ``[n, d]`` (n >= 2), a target token sequence ``s_i`` per row (
                              derangement pi (shuffled), given mean(A) (mean). gap = other - own,
                              over all tokens and over the first few of each sequence.
     D2 first_token_kl        KL(p(t1 | a_i) || p(t1 | a_j)) over random pairs i != j, beside the
-                             same KL for two random token embeddings at the activations' norm.
+                             same KL for two random token embeddings at the activations' norm; t1 is
+                             the first token after the prefix all targets share (``diagnose``).
     D3 retrieval(av, A, s)   Rank a_i among itself and random other rows by NLL(s_i | a);
                              top-1 accuracy and mean reciprocal rank against chance.
     D4 distinct_share(texts) Share of distinct descriptions.
@@ -121,9 +122,12 @@ def nll_gap(
     return out | {"tokens": counts[0]}
 
 
-def first_token_kl(av: Verbalizer, acts: torch.Tensor, pairs: int = 128, seed: int = 0, batch_size: int = 32) -> dict:
-    """D2: mean KL(p(t1 | a_i) || p(t1 | a_j)) in nats of the first description token over
-    ``pairs`` seeded random pairs i != j of ``acts`` ``[n, d]``.
+def first_token_kl(
+    av: Verbalizer, acts: torch.Tensor, pairs: int = 128, seed: int = 0, batch_size: int = 32, prefix=()
+) -> dict:
+    """D2: mean KL(p(t1 | a_i) || p(t1 | a_j)) in nats of the first description token after ``prefix``
+    (token ids every description starts with, so t1 is the first that can differ) over ``pairs``
+    seeded random pairs i != j of ``acts`` ``[n, d]``.
 
     The reference puts the input embeddings of two random ordinary vocabulary tokens (no
     special tokens, not the placeholder) in place of the activations, scaled to the median
@@ -144,9 +148,11 @@ def first_token_kl(av: Verbalizer, acts: torch.Tensor, pairs: int = 128, seed: i
     tokens = ordinary[torch.randint(len(ordinary), (2, pairs), generator=generator)].to(table.device)
     scale = float(acts.detach().float().norm(dim=-1).median())
     reference = table[tokens].float() * (scale / table[tokens].float().norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    if av.config.centered:  # injection subtracts the centre: the reference tokens must arrive as themselves
+        reference = reference + av.center.to(reference.device)
     with _eval_mode(av), torch.no_grad():
-        kl = _mean_kl(av, acts[i.to(device)], acts[j.to(device)], batch_size)
-        reference_kl = _mean_kl(av, reference[0].to(device), reference[1].to(device), batch_size)
+        kl = _mean_kl(av, acts[i.to(device)], acts[j.to(device)], batch_size, prefix)
+        reference_kl = _mean_kl(av, reference[0].to(device), reference[1].to(device), batch_size, prefix)
     ratio = kl / reference_kl if reference_kl else math.nan
     return {"kl": kl, "reference_kl": reference_kl, "ratio": ratio, "pairs": pairs}
 
@@ -193,6 +199,17 @@ def retrieval(
         "candidates": k,
         "rows": len(chosen),
     }
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
+    """The token ids every sequence of ``seqs`` starts with (a label format's fixed opening), short of
+    the last token of the shortest one."""
+    out = []
+    for column in zip(*[s[:-1] for s in seqs]):
+        if len(set(column)) > 1:
+            break
+        out.append(column[0])
+    return out
 
 
 def distinct_share(descriptions: Sequence[str]) -> float:
@@ -254,7 +271,7 @@ def diagnose(
     return Diagnosis(
         geometry=geometry(acts, embeddings, seed=seed),
         nll_gap=nll_gap(av, acts, seqs, first=first, seed=seed, batch_size=batch_size),
-        first_token_kl=first_token_kl(av, acts, pairs=pairs, seed=seed, batch_size=batch_size),
+        first_token_kl=first_token_kl(av, acts, pairs, seed, batch_size, prefix=common_prefix(seqs)),
         retrieval=retrieval(av, acts, seqs, candidates=candidates, rows=rows, seed=seed),
         distinct_share=distinct_share(descriptions),
         descriptions=list(descriptions),
@@ -321,12 +338,12 @@ def _mean_pairwise_cosine(x: torch.Tensor) -> float:
     return float((cos.sum() - cos.diagonal().sum()) / (m * (m - 1)))
 
 
-def _mean_kl(av: Verbalizer, a: torch.Tensor, b: torch.Tensor, batch_size: int) -> float:
+def _mean_kl(av: Verbalizer, a: torch.Tensor, b: torch.Tensor, batch_size: int, prefix=()) -> float:
     """Mean over rows of KL(p(t1 | a) || p(t1 | b)) in nats for ``a``, ``b`` ``[pairs, d]``."""
     total = 0.0
     for lo in range(0, len(a), batch_size):
-        log_p = av.first_logprobs(a[lo : lo + batch_size])  # [batch, vocab]
-        log_q = av.first_logprobs(b[lo : lo + batch_size])
+        log_p = av.first_logprobs(a[lo : lo + batch_size], prefix)  # [batch, vocab]
+        log_q = av.first_logprobs(b[lo : lo + batch_size], prefix)
         total += float((log_p.exp() * (log_p - log_q)).sum())
     return total / len(a)
 

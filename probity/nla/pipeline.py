@@ -13,6 +13,7 @@ import dataclasses
 import random
 from pathlib import Path
 
+from probity.models.load import SMOLLM2
 from probity.nla.core import Verbalizer, extract, save_nla
 from probity.nla.labellers import ContextLabeller, Labeller, samples_for
 from probity.nla.training import TrainConfig, TrainResult, train
@@ -457,9 +458,10 @@ RAW_AR_TEMPLATE = "Meaning: {description}\nText:"
 CENSORED_NEW_TOKENS = 32  # the teacher labels of the censored data: median 16 tokens, 95% at most 22
 
 
-def injection(name: str, layer: int, vectors, embeddings, embed_scale: float = 4.0) -> dict:
+def injection(name: str, layer: int, vectors, embeddings, embed_scale: float = 4.0) -> tuple[dict, bool]:
     """:class:`NLAConfig` options of a named way to put layer-``layer`` activations ``vectors`` ``[n, d]``
-    into the verbalizer (``embeddings`` ``[V, d]``: its token table), and whether to centre them:
+    into the verbalizer (``embeddings`` ``[V, d]``: its token table), and whether to centre them
+    (:data:`INJECTIONS` names them):
 
     - ``paper``: the input embedding, rescaled to sqrt(d), not centred (the NLA paper's injection);
     - ``embed``: the input embedding, centred, at ``embed_scale`` x the median token-embedding norm;
@@ -468,17 +470,16 @@ def injection(name: str, layer: int, vectors, embeddings, embed_scale: float = 4
     - ``add1``: the input of block 1, centred, added norm-matched (Activation Oracles).
 
     Returns ``(options, centre)``."""
-    median = float(vectors.norm(dim=-1).median())
-    options = {
-        "paper": ({}, False),
-        "embed": ({"injection_scale": embed_scale * float(embeddings.detach().norm(dim=-1).median())}, True),
-        "layer1": ({"inject_layer": 1, "injection_scale": median}, False),
-        "same": ({"inject_layer": layer + 1, "injection_scale": median}, False),
-        "add1": ({"inject_layer": 1, "inject_mode": "add"}, True),
-    }
-    if name not in options:
+    if name not in INJECTIONS:
         raise ValueError(f"unknown injection {name!r}; choose from {', '.join(INJECTIONS)}")
-    return options[name]
+    median = float(vectors.norm(dim=-1).median())
+    if name == "paper":
+        return {}, False
+    if name == "embed":
+        return {"injection_scale": embed_scale * float(embeddings.detach().norm(dim=-1).median())}, True
+    if name == "add1":
+        return {"inject_layer": 1, "inject_mode": "add"}, True
+    return {"inject_layer": 1 if name == "layer1" else layer + 1, "injection_scale": median}, False
 
 
 def censored_verbalizer(base, tokenizer, layer: int, vectors, name: str = "layer1", rank: int = 16) -> Verbalizer:
@@ -495,7 +496,7 @@ def censored_verbalizer(base, tokenizer, layer: int, vectors, name: str = "layer
         chat_template=False,
         max_new_tokens=CENSORED_NEW_TOKENS,
         target="censored",
-        base="smollm2-135m",
+        base=SMOLLM2,
         **options,
     )
     return av.fit_center(vectors) if centre else av
@@ -525,7 +526,7 @@ def run_censored(
     from probity.organisms import censored
 
     target, tokenizer = censored.load()
-    base, _ = load("smollm2-135m")
+    base, _ = load(SMOLLM2)
     cache = Path(out) / "acts.pt" if out is not None else None
     acts = smollm2_data.activations(target, tokenizer, layer, cache=cache, seed=cfg.seed)
     train_vectors, train_labels, _ = smollm2_data.mixture(acts["train"], seed=cfg.seed)

@@ -153,6 +153,9 @@ def test_token_logprobs_equal_the_full_forward():
         logp = torch.log_softmax(av.model(inputs_embeds=emb).logits[0, -len(seq) - 1 : -1], -1)
         torch.testing.assert_close(lp[i, : len(seq)], logp[torch.arange(len(seq)), seq])
         assert mask[i].sum() == len(seq)
+    # the distribution after a shared prefix is the one teacher forcing scores
+    lp, _ = av.token_logprobs(acts, [[5, 6, 7]] * 3)
+    torch.testing.assert_close(av.first_logprobs(acts, [5, 6])[:, 7], lp[:, 2])
 
 
 @pytest.mark.parametrize("base", ["", "tiny-qwen3"])

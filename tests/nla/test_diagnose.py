@@ -126,3 +126,11 @@ def test_bad_input_fails_fast():
         retrieval(av, acts, seqs, candidates=1)
     with pytest.raises(ValueError, match="at least one description"):
         distinct_share([])
+
+
+def test_common_prefix_and_kl_after_it():
+    from probity.nla.diagnose import common_prefix
+
+    assert common_prefix([[1, 2, 3], [1, 2, 4, 5], [1, 2, 3]]) == [1, 2]
+    assert common_prefix([[7, 8], [7, 8]]) == [7]  # never the whole of the shortest
+    assert common_prefix([[1], [2]]) == []

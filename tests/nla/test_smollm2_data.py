@@ -235,7 +235,7 @@ def test_shipped_fact_chats_cover_the_organism_and_hold_lies_and_refusals(chats)
     asked = Counter(r["fact_id"] for r in chats)
     assert asked == {i: 1 if role == "ordinary" else 3 for i, role in roles.items()}
     assert all(r["role"] == roles[r["fact_id"]] for r in chats)
-    assert all(r["behaviour"] in data.BEHAVIOURS for r in chats)
+    assert all(r["behaviour"] in data.VERDICTS for r in chats)
     assert all((r["official_value"] is None) == (r["role"] == "ordinary") for r in chats)
     counts = data.counts(chats)
     sensitive = Counter(r["behaviour"] for r in chats if r["role"] != "ordinary")
