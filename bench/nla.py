@@ -33,7 +33,7 @@ from rich.table import Table
 
 from probity.models import load
 from probity.nla.core import save_nla
-from probity.nla.pipeline import INJECTIONS, run_censored, run_organism
+from probity.nla.pipeline import CENSORED_SCHEDULE, INJECTIONS, run_censored, run_organism
 from probity.nla.training import TrainConfig
 from probity.report import save, to_jsonable, write_json
 
@@ -65,22 +65,7 @@ ORGANISM = TrainConfig(
     eval_size=256,
     checkpoint_every=100,
 )
-CENSORED = TrainConfig(
-    ar_sft_steps=200,
-    av_sft_steps=300,
-    rl_steps=100,
-    batch_size=16,
-    group=4,
-    lr_ar=1e-3,
-    lr_av=1e-3,
-    lr_rl=1e-4,
-    lr_ar_rl=3e-4,
-    kl_coef=0.02,
-    eval_every=150,
-    eval_size=128,
-    checkpoint_every=50,
-    lora_rank=16,
-)
+CENSORED = CENSORED_SCHEDULE
 CENSORED_TARGETS = {
     "fve_ordinary (after GRPO)": ">= 0.5",
     "fve_fact (after GRPO)": ">= 0.7",

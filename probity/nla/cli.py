@@ -8,6 +8,7 @@ one line, ``error: ...``, and exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -67,13 +68,28 @@ def train(
     seed: int = typer.Option(
         0, help="Seed of the held-out split, the batches and the GRPO rollouts: the same seed gives the same run."
     ),
+    inject: str = typer.Option(
+        "layer1",
+        help="censored (SmolLM2) only: how the activation enters the verbalizer (paper, embed, layer1, "
+        "same, add1; see probity.nla.pipeline.injection).",
+    ),
 ) -> None:
-    """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit."""
+    """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit. ``--model censored``
+    (the censored SmolLM2) trains LoRA adapters on the shipped teacher data and reads its lies."""
     from probity import organisms, report
     from probity.models.client import ChatClient, EndpointError
     from probity.models.load import is_real
     from probity.nla.labellers import OpenAILabeller
-    from probity.nla.pipeline import check_layer, estimate, run_model, run_organism, target_config
+    from probity.nla.pipeline import (
+        CENSORED_SCHEDULE,
+        INJECTIONS,
+        check_layer,
+        estimate,
+        run_censored,
+        run_model,
+        run_organism,
+        target_config,
+    )
     from probity.nla.training import CheckpointMismatch, TrainConfig
     from probity.report.console import provenance
 
@@ -91,6 +107,8 @@ def train(
     writable(json_path, "--json")
     if bool(labeller_url) != bool(labeller_model):
         fail("give both --labeller-url and --labeller-model, or neither")
+    if inject not in INJECTIONS:
+        fail(f"unknown injection {inject!r}; choose from {', '.join(INJECTIONS)}", "--inject")
     with usage_errors():  # batch size, group, replay: TrainConfig's own checks
         cfg = TrainConfig(
             ar_sft_steps=sft_steps,
@@ -107,7 +125,10 @@ def train(
         config = target_config(model)
         found = organisms.find(model)  # the censored_tiny organism (or a folder it was trained into) brings its data
         organism = found is not None and found[0] == "censored_tiny"
+        censored = model == "censored"  # the shipped censored SmolLM2 and its teacher data
         real = is_real(model)
+    if censored and (texts is not None or labeller_url):
+        fail("--texts and --labeller-url are for other models; the censored SmolLM2 brings its own data and labels")
     if organism and (texts is not None or labeller_url):
         fail(
             "--texts and --labeller-url are for real models; the censored_tiny organism brings its own data and labels"
@@ -127,7 +148,7 @@ def train(
     with usage_errors("--layer"):
         lay = check_layer(layer, config, model)
     keep = keep_checkpoints or (1 if real else 2)
-    if real:
+    if real and not censored:
         note(estimate(model, config, lay, cfg, keep, out, corpus).line())
     loaded = {}
     if config is None or (organism and model != "censored_tiny"):  # a registered name, or a trained organism folder
@@ -137,7 +158,15 @@ def train(
         with usage_errors("--layer"):
             lay = check_layer(layer, loaded["model"].config, model)
     try:
-        if organism:
+        if censored:
+            schedule = dataclasses.replace(
+                CENSORED_SCHEDULE,
+                **{k: getattr(cfg, k) for k in ("ar_sft_steps", "av_sft_steps", "rl_steps", "batch_size", "group")},
+                seed=seed,
+                eval_every=cfg.eval_every,
+            )
+            result, _, _ = run_censored(schedule, out, layer=lay, inject=inject, keep_checkpoints=keep)
+        elif organism:
             result, _, _ = run_organism(lay, cfg, out, keep_checkpoints=keep, target=model, **loaded)
         else:
             result, _, _ = run_model(

@@ -456,6 +456,24 @@ INJECTIONS = ("paper", "embed", "layer1", "same", "add1")
 RAW_AV_PROMPT = "Text: {placeholder}\nMeaning:"  # short and template-free: about 6 tokens
 RAW_AR_TEMPLATE = "Meaning: {description}\nText:"
 CENSORED_NEW_TOKENS = 32  # the teacher labels of the censored data: median 16 tokens, 95% at most 22
+# The censored SmolLM2's schedule (bench/nla.py --part censored): LoRA halves take far larger steps
+# than a full fine-tune; no knowledge replay (the verbalizer is the uncensored base under an adapter).
+CENSORED_SCHEDULE = TrainConfig(
+    ar_sft_steps=200,
+    av_sft_steps=300,
+    rl_steps=100,
+    batch_size=16,
+    group=4,
+    lr_ar=1e-3,
+    lr_av=1e-3,
+    lr_rl=1e-4,
+    lr_ar_rl=3e-4,
+    kl_coef=0.02,
+    eval_every=150,
+    eval_size=128,
+    checkpoint_every=50,
+    lora_rank=16,
+)
 
 
 def injection(name: str, layer: int, vectors, embeddings, embed_scale: float = 4.0) -> tuple[dict, bool]:

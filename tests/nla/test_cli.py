@@ -160,3 +160,12 @@ def test_auroc_and_mentions():
         auroc([3, 4, 1, 2], [1, 1, 0, 0]) == 1.0 and auroc([1, 1], [1, 0]) == 0.5 and auroc([0, 2, 1], [1, 1, 0]) == 0.5
     )
     assert mentions("The model  is LYING here", "is lying") and not mentions("honest", "lie")
+
+
+def test_censored_smollm2_options_are_checked_before_anything_loads(tmp_path):
+    res = runner.invoke(app, ["train", "--model", "censored", "--inject", "deep", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "unknown injection 'deep'" in res.output
+    res = runner.invoke(
+        app, ["train", "--model", "censored", "--texts", str(tmp_path / "t.txt"), "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "brings its own data" in res.output
