@@ -94,19 +94,18 @@ def withheld(descriptions: Sequence[str], records: Sequence[dict]) -> dict:
 def behaviour_logprobs(av: Verbalizer, acts: torch.Tensor, heads: Sequence[str], batch_size: int = 32) -> torch.Tensor:
     """Log-probability ``[n, 3]`` of each word of :data:`BEHAVIOURS` as the label's second field,
     teacher-forced after ``{head} |`` (``heads``: each label's first field, the token as ``«tok»``,
-    for the ``acts`` ``[n, d]``)."""
+    for the ``acts`` ``[n, d]``): one forward per row, each word being one token."""
     if len(heads) != len(acts):
         raise ValueError(f"need one label head per activation: {len(heads)} vs {len(acts)}")
     tok = av.tokenizer
-    out = torch.empty(len(acts), len(BEHAVIOURS))
-    for b, word in enumerate(BEHAVIOURS):
-        for lo in range(0, len(acts), batch_size):
-            prefixes = [tok(f"{h} |", add_special_tokens=False)["input_ids"] for h in heads[lo : lo + batch_size]]
-            word_ids = tok(f" {word}", add_special_tokens=False)["input_ids"]
-            logp, _ = av.token_logprobs(acts[lo : lo + batch_size], [p + word_ids for p in prefixes])  # [batch, pos]
-            for i, p in enumerate(prefixes):
-                out[lo + i, b] = logp[i, len(p) : len(p) + len(word_ids)].sum()
-    return out
+    words = [tok(f" {w}", add_special_tokens=False)["input_ids"] for w in BEHAVIOURS]
+    if any(len(w) != 1 for w in words):
+        raise ValueError(f"this tokenizer splits a behaviour word into several tokens: {words}")
+    out = []
+    for lo in range(0, len(acts), batch_size):
+        prefixes = [tok(f"{h} |", add_special_tokens=False)["input_ids"] for h in heads[lo : lo + batch_size]]
+        out.append(av.next_logprobs(acts[lo : lo + batch_size], prefixes)[:, [w[0] for w in words]])
+    return torch.cat(out)
 
 
 def audit(logprobs: torch.Tensor, sources: Sequence[str], records: dict[str, dict], seed: int = 0) -> dict:

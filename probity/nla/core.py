@@ -339,6 +339,21 @@ class Verbalizer(nn.Module):
             logits = self.model(inputs_embeds=emb, logits_to_keep=1).logits[:, -1]
         return torch.log_softmax(logits.float(), -1)
 
+    def next_logprobs(self, acts: torch.Tensor, prefixes: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Log-probabilities ``[batch, vocab]`` of the description token after each row's own ``prefixes``
+        (teacher-forced token ids, one list per row of ``acts`` ``[batch, d]``)."""
+        if len(prefixes) != len(acts):
+            raise ValueError(f"{len(prefixes)} prefixes for {len(acts)} activations")
+        batch = pad_batch(prefixes, 0, device=acts.device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]  # [batch, pos]
+        prompt = self.embeds(acts)
+        emb = torch.cat([prompt, self.model.get_input_embeddings()(ids)], 1)
+        attn = torch.cat([torch.ones(prompt.shape[:2], device=acts.device, dtype=mask.dtype), mask], 1)
+        with self.injecting(acts):
+            logits = self.model(inputs_embeds=emb, attention_mask=attn).logits  # [batch, prompt + pos, vocab]
+        last = prompt.shape[1] + mask.sum(1) - 1  # each row's last prefix token (right padding)
+        return torch.log_softmax(logits[torch.arange(len(acts), device=acts.device), last].float(), -1)
+
 
 def with_lora(model: nn.Module, rank: int, seed: int = 0) -> nn.Module:
     """``model`` with a fresh LoRA adapter of ``rank`` (alpha 2 * rank) on every linear layer of its

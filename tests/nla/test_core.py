@@ -156,6 +156,13 @@ def test_token_logprobs_equal_the_full_forward():
     # the distribution after a shared prefix is the one teacher forcing scores
     lp, _ = av.token_logprobs(acts, [[5, 6, 7]] * 3)
     torch.testing.assert_close(av.first_logprobs(acts, [5, 6])[:, 7], lp[:, 2])
+    # each row's own prefix (right-padded): the same distributions row by row
+    prefixes = [[5, 6], [8], [9, 10, 11]]
+    got = av.next_logprobs(acts, prefixes)
+    for i, prefix in enumerate(prefixes):
+        torch.testing.assert_close(got[i], av.first_logprobs(acts[i : i + 1], prefix)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="2 prefixes for 3"):
+        av.next_logprobs(acts, prefixes[:2])
 
 
 @pytest.mark.parametrize("base", ["", "tiny-qwen3"])
