@@ -6,7 +6,8 @@ on shuffled pairs), plus attribute recovery and audit AUROC on the organism; on 
 SmolLM2 (LoRA adapters, ``probity.nla.pipeline.run_censored``) also FVE on held-out ordinary
 text and fact chats, and the withheld true value on lies, after SFT and after GRPO.
 Writes bench/results/nla.json (parts run separately are merged). ``--ship``
-also writes the organism NLA to probity/nla/checkpoints/censored_tiny (float16).
+also writes the trained NLA to probity/nla/checkpoints/censored_tiny (the organism part) or
+probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, float16).
 
     python bench/nla.py                      # both parts
     python bench/nla.py --part organism --ship
@@ -40,6 +41,7 @@ from probity.report import save, to_jsonable, write_json
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "nla.json"
 SHIPPED = ROOT / "probity" / "nla" / "checkpoints" / "censored_tiny"
+SHIPPED_CENSORED = ROOT / "probity" / "nla" / "checkpoints" / "censored_smollm2"
 TARGETS = {
     "fve_rl": ">= 0.7",
     "fve_rl - fve_sft": ">= 0.1",
@@ -149,12 +151,16 @@ def organism_part(out: Path, ship: bool, weights: str | None, label_token: bool 
     return row
 
 
-def censored_part(out: Path, inject: str) -> dict:
+def censored_part(out: Path, inject: str, ship: bool) -> dict:
     """Issue 14 on the censored SmolLM2: LoRA adapters trained by ``run_censored``, the readings after SFT
-    and after GRPO, FVE on held-out ordinary text and on held-out fact chats."""
+    and after GRPO, FVE on held-out ordinary text and on held-out fact chats; ``ship`` writes the
+    adapters (float16) to the shipped checkpoint folder."""
     t0 = time.perf_counter()
-    report, _, _ = run_censored(CENSORED, out=out, inject=inject)
+    report, av, ar = run_censored(CENSORED, out=out, inject=inject)
     minutes = (time.perf_counter() - t0) / 60
+    if ship:
+        shutil.rmtree(SHIPPED_CENSORED, ignore_errors=True)
+        save_nla(SHIPPED_CENSORED, av, ar, dtype=torch.float16)
     save(report, out, title="NLA on the censored SmolLM2-135M-Instruct")
     final, sft = report.audit, report.training.sft_probe or {}
     row = {
@@ -211,7 +217,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=["organism", "censored", "both", "ablation"], default="both")
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
-    ap.add_argument("--ship", action="store_true", help="write the organism NLA to the shipped checkpoint folder")
+    ap.add_argument("--ship", action="store_true", help="write the trained NLA to the shipped checkpoint folder")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_nla")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
@@ -233,7 +239,7 @@ def main() -> None:
             }
         )
     if args.part in ("censored", "both"):
-        merge({"censored_smollm2": censored_part(args.out / f"censored-{args.inject}", args.inject)})
+        merge({"censored_smollm2": censored_part(args.out / f"censored-{args.inject}", args.inject, args.ship)})
     console.print(f"[green]wrote[/green] {RESULT}")
 
 

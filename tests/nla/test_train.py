@@ -169,17 +169,25 @@ def test_resumes_after_a_kill(tmp_path, monkeypatch, lora_rank):
         )
 
 
-def _ddp_worker(rank, world, port, out):
+def _ddp_worker(rank, world, port, out, lora_rank):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        model, tok, av, acts, labels = task()
-        if rank == 1:  # different starting weights on rank 1 are overwritten by rank 0's
+        model, tok, av, acts, labels = task(lora_rank)
+        if rank == 1:  # different starting weights on rank 1 (the adapter's, for LoRA) are overwritten by rank 0's
             with torch.no_grad():
                 for p in av.parameters():
-                    p.add_(0.1)
+                    if p.requires_grad:
+                        p.add_(0.1)
         cfg = TrainConfig(
-            ar_sft_steps=4, av_sft_steps=4, rl_steps=3, batch_size=8, group=4, eval_every=100, shuffled_control=False
+            ar_sft_steps=4,
+            av_sft_steps=4,
+            rl_steps=3,
+            batch_size=8,
+            group=4,
+            eval_every=100,
+            shuffled_control=False,
+            lora_rank=lora_rank,
         )
         av, ar, res = train(model, tok, av, acts[:90], labels[:90], acts[90:], labels[90:], cfg, progress=False)
         flat = torch.cat([p.detach().flatten() for p in list(av.parameters()) + list(ar.parameters())])
@@ -188,17 +196,18 @@ def _ddp_worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def test_ddp_two_processes_on_gloo_stay_in_sync(tmp_path):
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_ddp_two_processes_on_gloo_stay_in_sync(tmp_path, lora_rank):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path), lora_rank), nprocs=2, join=True, start_method="spawn")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert r0["processes"] == r1["processes"] == 2
     torch.testing.assert_close(r0["flat"], r1["flat"])
-    model, tok, av, _, _ = task()
+    model, tok, av, _, _ = task(lora_rank)
     start = torch.cat([p.detach().flatten() for p in av.parameters()])
     assert not torch.allclose(r0["flat"][: len(start)], start)  # it trained
 
