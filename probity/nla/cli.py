@@ -9,6 +9,7 @@ one line, ``error: ...``, and exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import typer
@@ -148,6 +149,7 @@ def train(
     with usage_errors("--layer"):
         lay = check_layer(layer, config, model)
     keep = keep_checkpoints or (1 if real else 2)
+    rank = _join_launcher()
     if real and not censored:
         note(estimate(model, config, lay, cfg, keep, out, corpus).line())
     loaded = {}
@@ -188,11 +190,27 @@ def train(
         labeller_model=labeller_model or None,
     )
     result.provenance = inputs
+    if rank != 0:  # under torchrun / accelerate launch one process reports
+        return
     html = report.save(result, out, title=f"NLA on {model}")
     _print_headline(result.metrics())
     if json_path is not None:
         report.write_json(json_path, {"provenance": inputs, **result.metrics()})
     console.print(f"[green]checkpoint:[/green] {result.checkpoint}   [green]report:[/green] {html}")
+
+
+def _join_launcher() -> int:
+    """Join the process group a launcher set up (``torchrun`` or ``accelerate launch``: WORLD_SIZE > 1 in
+    the environment), so training averages gradients across the processes. gloo: ``nla train`` keeps
+    its models on the CPU (a GPU run of the same loop needs each process's model on its LOCAL_RANK
+    device, not wired here). Returns this process's rank (0 without a launcher)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank()
 
 
 def _print_headline(metrics: dict) -> None:

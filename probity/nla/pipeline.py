@@ -16,7 +16,7 @@ from pathlib import Path
 from probity.models.load import SMOLLM2
 from probity.nla.core import Verbalizer, extract, save_nla
 from probity.nla.labellers import ContextLabeller, Labeller, samples_for
-from probity.nla.training import TrainConfig, TrainResult, train
+from probity.nla.training import TrainConfig, TrainResult, rank_and_size, train
 from probity.report import Claim, result_type
 
 # A small built-in corpus for real models: varied registers, so activations differ.
@@ -110,6 +110,16 @@ class NLAReport:
                 Claim("audit AUROC at the value token (lies vs controls)", self.audit_auroc, target=">= 0.90")
             )
         return claims
+
+
+def _save(out, av: Verbalizer, ar) -> str | None:
+    """Save the trained pair to ``out/nla`` (from one process when several trained it); its path, or None."""
+    if out is None:
+        return None
+    folder = Path(out) / "nla"
+    if rank_and_size()[0] == 0:
+        save_nla(folder, av, ar)
+    return str(folder)
 
 
 def default_layer(model) -> int:
@@ -348,7 +358,7 @@ def run_organism(
         keep_checkpoints=keep_checkpoints,
     )
     descriptions, recovery, by_position, audit = score(av)
-    saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
+    saved = _save(out, av, ar)
     report = NLAReport(
         target,
         layer,
@@ -433,7 +443,7 @@ def run_model(
         replay_texts=[t for i, t in enumerate(texts) if i not in held],
         keep_checkpoints=keep_checkpoints,
     )
-    saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
+    saved = _save(out, av, ar)
     he_acts = acts.subset(he)
     report = NLAReport(
         name,
@@ -574,7 +584,7 @@ def run_censored(
         vectors = acts["eval"][group]["vectors"]
         pick = random.Random(cfg.seed).sample(range(len(vectors)), min(eval_rows // 2, len(vectors)))
         final[f"fve_{group}"] = round_trip_fve(av, ar, vectors[pick])[0]
-    saved = str(save_nla(Path(out) / "nla", av, ar)) if out is not None else None
+    saved = _save(out, av, ar)
     descriptions = av.describe(eval_vectors[:12])
     report = NLAReport(
         "censored",

@@ -184,7 +184,8 @@ class TrainResult:
         return {"FVE over training": fig}
 
 
-def _world() -> tuple[int, int]:
+def rank_and_size() -> tuple[int, int]:
+    """(this process's rank, the number of processes) of the torch.distributed group; (0, 1) without one."""
     return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
@@ -208,7 +209,7 @@ def _direct(fn, *args):
 def _ddp(model: nn.Module):
     """``run(fn, *args)`` computing a loss of ``model`` (the parameters are broadcast
     from rank 0 once, gradients averaged on backward), or a plain call in one process."""
-    if _world()[1] == 1:
+    if rank_and_size()[1] == 1:
         return _direct
     from torch.nn.parallel import DistributedDataParallel
 
@@ -462,7 +463,7 @@ def train(
     _check_data(av, train_acts, train_labels, eval_acts, eval_labels)
     if keep_checkpoints < 1:
         raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
-    rank, world = _world()
+    rank, world = rank_and_size()
     eval_acts, eval_labels = eval_acts[: cfg.eval_size], eval_labels[: cfg.eval_size]
     ar = Reconstructor.from_target(model, tokenizer, av.config, lora_rank=cfg.lora_rank)
     replay = None

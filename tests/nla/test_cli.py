@@ -1,6 +1,11 @@
 """`probity nla train|explain|audit` end to end on a tiny random model, and bad input."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -169,3 +174,25 @@ def test_censored_smollm2_options_are_checked_before_anything_loads(tmp_path):
         app, ["train", "--model", "censored", "--texts", str(tmp_path / "t.txt"), "--out", str(tmp_path)]
     )
     assert res.exit_code == 2 and "brings its own data" in res.output
+
+
+def test_torchrun_trains_on_two_processes(tmp_path):
+    """``torchrun --nproc-per-node 2 probity nla train`` joins one gloo group: one report, from rank 0."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(" ".join(f"w{(i * 7 + k) % 40}" for k in range(5)) for i in range(16)))
+    out = tmp_path / "run"
+    args = ["--model", "tiny-qwen3", "--layer", "1", "--steps", "2", "--sft-steps", "2", "--batch-size", "4"]
+    args += ["--group", "4", "--texts", str(texts), "--out", str(out), "--json", str(tmp_path / "m.json")]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    probity = Path(sys.executable).parent / "probity"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROBITY_PROGRESS_EVERY": "0"}
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(probity), "nla", "train", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert (out / "nla" / "nla.json").is_file() and "fve_rl" in metrics
+    assert done.stdout.count("checkpoint:") == 1  # rank 0 alone reports
+    assert json.loads((out / "result.json").read_text())["result"]["training"]["processes"] == 2
