@@ -56,6 +56,7 @@ SECTIONS = (
     ("scrub", "Scrub: causal scrubbing (Chan et al. 2022)", scrub_tour.section),
     ("honesty", "Honesty: elicitation and lie detection (Casademunt et al. 2026)", honesty_tour.section),
     ("nla", "NLA: natural-language autoencoders (Anthropic 2026)", nla_tour.section),
+    ("nla-censored", "NLA on the censored SmolLM2: what it knows but does not say", nla_tour.censored_section),
 )
 
 

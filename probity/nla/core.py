@@ -473,22 +473,24 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
             m.config.quantization_config = None
         return m
 
-    def write(model, tokenizer, folder: Path) -> None:
+    def write(model, tokenizer, folder: Path, base: str = "") -> None:
         if _is_lora(model) and av.config.base:
             cast(model).save_pretrained(folder)  # the adapter alone
             (folder / "README.md").unlink(missing_ok=True)  # peft's empty model card
+            adapter = json.loads((folder / ADAPTER).read_text())  # name the base, not this machine's path to it
+            (folder / ADAPTER).write_text(json.dumps({**adapter, "base_model_name_or_path": base}, indent=2))
             return
         if _is_lora(model):
             model = copy.deepcopy(model).merge_and_unload()
         cast(model).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
-    write(av.model, av.tokenizer, directory / "av")
+    write(av.model, av.tokenizer, directory / "av", av.config.base)
     av.config.save(directory / "av")
     if av.config.centered:
         save_file({"center": av.center.detach().float().contiguous()}, str(directory / "av" / CENTER))
     if ar is not None:
-        write(ar.backbone, ar.tokenizer, directory / "ar")
+        write(ar.backbone, ar.tokenizer, directory / "ar", f"{ar.config.target} (blocks 0..{ar.config.layer})")
         save_file(
             {"weight": cast(ar.head).weight.detach().contiguous()}, str(directory / "ar" / "value_head.safetensors")
         )

@@ -1,7 +1,10 @@
 """Reading the censored organism: recovery, the withheld value, the likelihood audit (tiny models)."""
 
+import io
+
 import pytest
 import torch
+from rich.console import Console
 
 from probity.models import tiny
 from probity.nla import Verbalizer
@@ -98,3 +101,16 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
     assert found["audit_same_token_shuffle"]["transcripts"] == 2  # «w3» and «w4» occur in both chats
     assert found["audit_end_tokens"]["transcripts"] == found["audit_sensitive"]["transcripts"] == 2
     assert found["recovery_all"]["n"] == 3 and found["withheld_lies"]["n"] == 2  # the lie's two scored rows
+
+
+def test_shipped_censored_smollm2_adapters_read_the_organism():
+    """The tour section on the shipped adapters: it loads (adapters on their bases), reads one honest
+    answer, one lie and one refusal, and scores the audit on a few held-out chats."""
+    from probity.nla.tour import SMOLLM2_CHECKPOINT, censored_section
+
+    sizes = sum(f.stat().st_size for f in SMOLLM2_CHECKPOINT.rglob("*") if f.is_file())
+    assert sizes < 20e6  # adapters, not models
+    out = censored_section(Console(file=io.StringIO(), width=200), transcripts=6, rows=8)
+    assert [r.behaviour for r in out.readings] == ["honest", "lie", "refusal"]
+    assert all(r.description and 0 <= r.p_lie <= 1 for r in out.readings)
+    assert out.activations == 8 and out.transcripts >= 6 and out.layer == 15
