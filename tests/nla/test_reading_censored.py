@@ -114,3 +114,4 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert [r.behaviour for r in out.readings] == ["honest", "lie", "refusal"]
     assert all(r.description and 0 <= r.p_lie <= 1 for r in out.readings)
     assert out.activations == 8 and out.transcripts >= 6 and out.layer == 15
+    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 4  # round trip, audit, its control, the lie
