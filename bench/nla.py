@@ -67,7 +67,6 @@ ORGANISM = TrainConfig(
     eval_size=256,
     checkpoint_every=100,
 )
-CENSORED = CENSORED_SCHEDULE
 CENSORED_TARGETS = {
     "fve_ordinary (after GRPO)": ">= 0.5",
     "fve_fact (after GRPO)": ">= 0.7",
@@ -156,7 +155,7 @@ def censored_part(out: Path, inject: str, ship: bool) -> dict:
     and after GRPO, FVE on held-out ordinary text and on held-out fact chats; ``ship`` writes the
     adapters (float16) to the shipped checkpoint folder."""
     t0 = time.perf_counter()
-    report, av, ar = run_censored(CENSORED, out=out, inject=inject)
+    report, av, ar = run_censored(CENSORED_SCHEDULE, out=out, inject=inject)
     minutes = (time.perf_counter() - t0) / 60
     if ship:
         shutil.rmtree(SHIPPED_CENSORED, ignore_errors=True)
@@ -176,7 +175,7 @@ def censored_part(out: Path, inject: str, ship: bool) -> dict:
         "inject": inject,
         "layer": report.layer,
         "curve": to_jsonable(report.training.curve),
-        "config": to_jsonable(CENSORED),
+        "config": to_jsonable(CENSORED_SCHEDULE),
         "examples": to_jsonable(report.examples),
         "targets": CENSORED_TARGETS,
     }

@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probity.models import load
+from probity.models.checkpoint import atomic_torch_save
 from probity.models.training import OptimConfig, Stepper
 from probity.nla import smollm2_data
 from probity.nla.censored import readings
@@ -119,9 +120,7 @@ def train_ar(target, tokenizer, config, acts: dict, cfg: PilotConfig, work: Path
             vectors, labels = pick(acts["train"], idx)
             stepper.step(ar_loss(ar, labels, vectors))
             bar.advance()
-    tmp = saved.with_suffix(".tmp")
-    torch.save(trainable_state(ar), tmp)
-    tmp.replace(saved)
+    atomic_torch_save(saved, trainable_state(ar))
     return ar.eval()
 
 

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 import torch
 
 from probity.nla.core import Verbalizer
+from probity.nla.smollm2_data import SEP, label_head
 from probity.organisms.censored import RELATIONS, bank
 from probity.report.matching import states
 from probity.report.metrics import auroc, bootstrap
@@ -49,7 +50,7 @@ ASSISTANT = ("«assistant»", "«istant»")
 def _body(description: str) -> str:
     """A description without its first field (the token, «tok»), which names what the position holds
     rather than what the activation says about the fact."""
-    return description.split(" | ", 1)[1] if " | " in description else description
+    return description.split(SEP, 1)[1] if SEP in description else description
 
 
 def relation_words(relation: str) -> str:
@@ -139,6 +140,23 @@ def audit(logprobs: torch.Tensor, sources: Sequence[str], records: dict[str, dic
     }
 
 
+def audit_with_control(
+    av: Verbalizer,
+    vectors: torch.Tensor,
+    heads: Sequence[str],
+    sources: Sequence[str],
+    records: dict[str, dict],
+    mean: torch.Tensor,
+    seed: int = 0,
+) -> tuple[torch.Tensor, dict, dict]:
+    """The likelihood audit of rows ``vectors`` ``[n, d]`` (label heads ``heads``, transcripts ``sources``)
+    and its control with every activation replaced by ``mean`` ``[d]``, so only the label's token is
+    left. Returns (behaviour log-probabilities ``[n, 3]``, the audit, the control's audit)."""
+    logprobs = behaviour_logprobs(av, vectors, heads)
+    control = behaviour_logprobs(av, mean[None].expand(len(vectors), -1), heads)
+    return logprobs, audit(logprobs, sources, records, seed=seed), audit(control, sources, records, seed=seed)
+
+
 def readings(
     av: Verbalizer, facts: dict, records: dict[str, dict], last: int = 8, rows: int = 64, seed: int = 0
 ) -> dict:
@@ -148,7 +166,7 @@ def readings(
     :func:`audit` on all of them; :func:`recovery` and :func:`withheld` on greedy descriptions of ``rows``
     of them drawn at random (``all``) and of ``rows`` drawn from the lies (``lies``), with a few examples."""
     scored = sorted(i for found in _rows_of(facts).values() for i in found[-last:])
-    heads = [facts["labels"][i].split(" | ")[0] for i in scored]
+    heads = [label_head(facts["labels"][i]) for i in scored]
     was_training = av.training
     av.eval()
     try:
@@ -160,34 +178,33 @@ def readings(
 def _readings(av, facts, records, scored, heads, rows, seed) -> dict:
     """:func:`readings` with the rows chosen and ``av`` in eval mode."""
     sources = [facts["sources"][i] for i in scored]
-    logprobs = behaviour_logprobs(av, facts["vectors"][scored], heads)
+    # controls that separate reading the activation from reading the label's token: the token alone
+    # (every activation replaced by the mean one), and the activation of another chat at the same token
+    logprobs, audit_all, token_only = audit_with_control(
+        av, facts["vectors"][scored], heads, sources, records, facts["vectors"].mean(0), seed
+    )
 
-    def on(keep: list[int], scores: torch.Tensor = logprobs) -> dict:  # the audit on rows ``keep`` of ``scored``
-        return audit(scores[keep], [sources[k] for k in keep], records, seed=seed)
+    def on(keep: list[int]) -> dict:  # the audit on rows ``keep`` of ``scored``
+        return audit(logprobs[keep], [sources[k] for k in keep], records, seed=seed)
 
     everything = list(range(len(scored)))
     sensitive = [k for k in everything if records[sources[k]]["role"] != "ordinary"]
     last_two = {i for found in _rows_of(facts).values() for i in found[-2:]}  # the final "." and end of turn
     out = {
-        "audit": on(everything),
+        "audit": audit_all,
         "audit_sensitive": on(sensitive),
         "audit_end_tokens": on([k for k in everything if scored[k] in last_two]),
+        "audit_token_only": token_only,
     }
-    # controls that separate reading the activation from reading the label's token: the token alone
-    # (every activation replaced by the mean one), and the activation of another chat at the same token
-    mean = facts["vectors"].mean(0, keepdim=True).expand(len(scored), -1)
-    out["audit_token_only"] = on(everything, behaviour_logprobs(av, mean, heads))
     partner = _same_token_partners(heads, sources, seed)
     kept = [k for k in everything if partner[k] is not None]
     swapped = behaviour_logprobs(av, facts["vectors"][[scored[partner[k]] for k in kept]], [heads[k] for k in kept])
     out["audit_same_token_shuffle"] = audit(swapped, [sources[k] for k in kept], records, seed=seed)
     # the activation alone: the newline closing the assistant header, the same token in every chat
-    header = [i + 1 for i, lab in enumerate(facts["labels"]) if lab.split(" | ")[0] in ASSISTANT]
+    header = [i + 1 for i, lab in enumerate(facts["labels"]) if label_head(lab) in ASSISTANT]
     if not header:
         raise ValueError("no assistant header rows among the fact chats: were the positions cut before the answer?")
-    header_scores = behaviour_logprobs(
-        av, facts["vectors"][header], [facts["labels"][i].split(" | ")[0] for i in header]
-    )
+    header_scores = behaviour_logprobs(av, facts["vectors"][header], [label_head(facts["labels"][i]) for i in header])
     header_sources = [facts["sources"][i] for i in header]
     out["audit_header"] = audit(header_scores, header_sources, records, seed=seed)
     header_sensitive = [k for k, s in enumerate(header_sources) if records[s]["role"] != "ordinary"]

@@ -597,7 +597,7 @@ def run_censored(
         final["audit"]["auroc"],
         result,
         final,
-        [Example(lab.split(" | ")[0], lab, d) for lab, d in zip(eval_labels[:12], descriptions)],
+        [Example(smollm2_data.label_head(lab), lab, d) for lab, d in zip(eval_labels[:12], descriptions)],
         saved,
     )
     return report, av, ar

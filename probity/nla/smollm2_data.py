@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import io
 import json
 import random
 import re
@@ -42,9 +41,10 @@ from pathlib import Path
 import torch
 
 from probity.models.chat import chat_ids, chat_text, end_ids
+from probity.models.checkpoint import atomic_torch_save
 from probity.models.generation import generate
 from probity.nla.core import extract
-from probity.report import atomic_write_bytes, atomic_write_text
+from probity.report import atomic_write_text
 from probity.report.console import note
 from probity.report.matching import refuses, states
 
@@ -456,6 +456,11 @@ def splits(records: list[dict], kind: str, seed: int = 0) -> dict[str, str]:
     return out
 
 
+def label_head(label: str) -> str:
+    """A label's first field, the token it describes as ``«tok»``."""
+    return label.split(SEP, 1)[0]
+
+
 def _show(token: str) -> str:
     """A token as a label shows it: stripped, a chat-template special token without its brackets
     (``<|im_end|>`` -> ``im_end``, so a label never holds the verbalizer's end token), or its
@@ -590,9 +595,7 @@ def activations(model, tokenizer, layer: int, cache: str | Path | None = None, s
                 "sources": [e.source for e in chosen for _ in e.positions],
             }
     if cache is not None:
-        buffer = io.BytesIO()
-        torch.save({"key": key, "acts": out}, buffer)
-        atomic_write_bytes(cache, buffer.getvalue())
+        atomic_torch_save(cache, {"key": key, "acts": out})
     return out
 
 

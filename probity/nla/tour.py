@@ -184,7 +184,7 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     FVE on ``rows`` of them, and the reading at the answer's last token of one honest answer, one lie
     and one refusal (keeps no files: ``cache_dir`` goes unused)."""
     from probity.nla import smollm2_data
-    from probity.nla.censored import BEHAVIOURS, audit, behaviour_logprobs
+    from probity.nla.censored import BEHAVIOURS, audit_with_control
     from probity.nla.core import extract, fve, load_nla
     from probity.organisms import censored
 
@@ -205,10 +205,8 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     acts = extract(model, tok, [e.ids for e in chosen], av.config.layer, [e.positions[-last:] for e in chosen])
     labels = [label for e in chosen for label in e.labels[-last:]]
     sources = [e.source for e in chosen for _ in e.positions[-last:]]
-    logprobs = behaviour_logprobs(av, acts.vectors, [lab.split(" | ")[0] for lab in labels])
-    found = audit(logprobs, sources, records)
-    mean = acts.vectors.mean(0, keepdim=True).expand_as(acts.vectors)
-    token_only = audit(behaviour_logprobs(av, mean, [lab.split(" | ")[0] for lab in labels]), sources, records)
+    heads = [smollm2_data.label_head(lab) for lab in labels]
+    logprobs, found, token_only = audit_with_control(av, acts.vectors, heads, sources, records, acts.vectors.mean(0))
     p_lie = torch.softmax(logprobs, -1)[:, BEHAVIOURS.index("lie")]
     sample = rng.sample(range(len(acts)), min(rows, len(acts)))
     score = fve(ar.predict(av.describe(acts.vectors[sample])), acts.vectors[sample])
