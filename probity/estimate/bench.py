@@ -37,7 +37,8 @@ class BenchConfig:
     """What to run. ``mc_budgets``/``blend_budgets``: sample counts for the sampling
     methods; ``blend_order``/``blend_variant``: the kprop inside ``blend``. K=4 (dense: 8 n^4
     bytes, O(n^5) FLOPs) runs only at widths up to ``dense_max_width`` and only as ``k4_variants``
-    (its augment, every diagram of cost <= 4, measured worse than simple at 2.4x the FLOPs, n=64)."""
+    (its augment, every diagram of cost <= 4, measured worse than simple at 2.4x the FLOPs, n=64;
+    ``repeated``, O(n^4), is run beside simple at the same widths)."""
 
     activation: str = "relu"
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
@@ -51,7 +52,7 @@ class BenchConfig:
     blend_budgets: list[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 100000])
     blend_order: int = 2
     blend_variant: str = "augment"
-    k4_variants: list[str] = field(default_factory=lambda: ["simple"])
+    k4_variants: list[str] = field(default_factory=lambda: ["simple", "repeated"])
     dense_max_width: int = 128
 
     def __post_init__(self) -> None:

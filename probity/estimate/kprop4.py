@@ -1,4 +1,5 @@
-"""kprop at order K=4, dense: every joint cumulant of a layer up to order four, stored whole.
+"""kprop at order K=4: every joint cumulant of a layer up to order four, stored whole (dense), or all but
+the distinct slice of the fourth (``repeated``, at the end).
 
 The plain algorithm (ARC's paper's box, with nothing factored). A layer's state is its mean [n],
 covariance S [n, n], third cumulant k3 [n, n, n] and fourth cumulant k4 [n, n, n, n]: memory
@@ -41,6 +42,34 @@ is c1^4 k4(z)_ijkl + the 16 trees of three S edges (stars c3 c1 c1 c1 S S S, pat
 + the 12 k3(z)_ijm S_ml c1 c1 c2 c1, and the (2,1,1) slice holds the star t_j G_kj G_lj of K=3 with
 t = e_2 - 2 c1^2. Unlike the factored K=3 (``propagate``), nothing is left out for want of a low-rank
 form (the S triangle and S x k3_ijk are kept).
+
+Variant ``repeated`` (budget B = 3, O(n^4) FLOPs and O(n^3) memory per layer): the same diagrams, but
+the distinct slice k4(a)_ijkl (i, j, k, l all different) is never formed, i.e. set to zero after each
+nonlinear step. Then k4(a) is supported on index tuples with a repeat, and all of it is one [n]^3 tensor
+
+    T_jkl = k4(a)_jjkl   (T_jkk: the (2,2) slice, T_jjl = T_jlj: the (3,1) slice, T_jjj: the diagonal)
+
+Nothing in the nonlinear step reads the distinct slice of k4(z) (a k4 hyperedge on at most three groups
+has a repeated index), so the state carries only the repeated slices of z's fourth cumulant,
+R_ikl = k4(z)_iikl [n]^3, and the repeated variant equals the dense step with the distinct slice of
+k4(a) zeroed (``_propagate(..., "zero-distinct")``, the reference the tests compare with). The linear
+step needs R, not the dense W^(x)4 k4(a). With m(x) the number of coinciding position pairs of a
+4-tuple x (1 for (j,j,k,l), 2 for (j,j,k,k), 3 for (j,j,j,l), 6 for (j,j,j,j)), a symmetric tensor X
+supported on tuples with a repeat is
+
+    X_abcd = sum over the 6 position pairs p < q of [x_p = x_q] F_{x_p; the other two},
+    F_acd  = T_acd / m(a, a, c, d)
+
+(each tuple is counted once per coinciding pair, hence the 1/m). Moving it by W on every index and
+reading the (i, i, k, l) entries gives, with G_a = W F_a W^T [n, n] per a and g_ai = (G_a)_ii,
+
+    R_ikl = sum_a W_ia^2 (G_a)_kl                        (pair on positions 1, 2)
+          + sum_a W_ka W_la g_ai                         (pair on 3, 4)
+          + 2 sum_a W_ia W_ka (G_a)_il + 2 sum_a W_ia W_la (G_a)_ik   (pairs 13, 23 and 14, 24)
+
+and at the last layer k4(z)_iiii = R_iii = 6 sum_a W_ia^2 g_ai. Cost per layer: G 4 n^4, the three sums
+2 n^4 each (10 n^4), plus 6 n^4 for the dense k3 and O(n^3) per diagram in the nonlinear step; the last
+layer's diagonals 4 n^4.
 """
 
 from __future__ import annotations
@@ -57,7 +86,7 @@ from probity.estimate.gauss import derivative_expectations
 from probity.estimate.mlp import RandomMLP, check_mlp
 from probity.estimate.propagate import LayerMeans, _perturbative
 
-BUDGETS = {"simple": 3, "augment": 4}  # the largest diagram cost kept, per variant
+BUDGETS = {"simple": 3, "augment": 4, "repeated": 3}  # the largest diagram cost kept, per variant
 LETTERS = "ijkl"  # einsum letter of each group
 CHUNK_ENTRIES = 2**22  # entries per chunk of a fourth-order tensor built from diagrams
 
@@ -124,23 +153,33 @@ def diagrams(groups: int, budget: int, orders: tuple[int, ...] = (2, 3, 4)) -> t
 class _Cumulants:
     """A layer's cumulants, dense: ``mean`` [n], ``cov`` [n, n] (or its diagonal [n] at the last
     layer), ``k3`` [n, n, n] and ``k4`` [n, n, n, n] (None where zero; at the last layer their
-    diagonals [n])."""
+    diagonals [n]). Variant ``repeated`` keeps ``k4`` None before the last layer and carries only
+    the repeated slices ``k4r`` [n, n, n], k4r[j, k, l] = k4_jjkl, instead."""
 
     mean: torch.Tensor
     cov: torch.Tensor
     k3: torch.Tensor | None = None
     k4: torch.Tensor | None = None
+    k4r: torch.Tensor | None = None
 
 
 def kprop4(mlp: RandomMLP, variant: str = "simple", series_order: int = 10, budget: int | None = None) -> LayerMeans:
-    """Order-4 cumulant propagation with dense tensors (module docstring; ``kprop(mlp, 4, variant)``
-    calls it): a ``LayerMeans`` of [width] vectors. ``budget`` overrides the variant's largest
-    diagram cost (tests raise it to see the expansion converge); ``series_order`` Mehler terms in
-    the covariance."""
+    """Order-4 cumulant propagation (module docstring; ``kprop(mlp, 4, variant)`` calls it): a
+    ``LayerMeans`` of [width] vectors. ``simple``/``augment`` keep k4 dense, ``repeated`` only its
+    repeated-index slices. ``budget`` overrides the variant's largest diagram cost (tests raise it
+    to see the expansion converge); ``series_order`` Mehler terms in the covariance."""
     check_mlp(mlp)
     if variant not in BUDGETS:
         raise ValueError(f"variant must be one of {tuple(BUDGETS)}, got {variant!r}")
     B = BUDGETS[variant] if budget is None else budget
+    return _propagate(mlp, B, series_order, "repeated" if variant == "repeated" else "full")
+
+
+def _propagate(mlp: RandomMLP, B: int, series_order: int, fourth: str) -> LayerMeans:
+    """kprop4's layer loop at budget ``B``: a ``LayerMeans`` of [width] vectors. ``fourth`` says how each
+    activation's fourth cumulant is kept: "full" dense [n]^4 with every slice, "zero-distinct" dense with
+    its distinct slice zeroed (the plain reference of ``repeated``), "repeated" only its repeated slices
+    [n]^3 (module docstring)."""
     w, b = mlp.weights[0], mlp.biases[0]
     last = mlp.hidden_layers - 1
     mean = b.clone() if b is not None else w.new_zeros(w.shape[0])  # [n]
@@ -149,7 +188,7 @@ def kprop4(mlp: RandomMLP, variant: str = "simple", series_order: int = 10, budg
     for layer in range(mlp.hidden_layers):
         pre.append(s.mean)
         pre_var.append(s.cov if s.cov.ndim == 1 else torch.diagonal(s.cov))
-        a, c1 = _nonlinear(s, mlp.activation, B, series_order, mean_only=layer == last)
+        a, c1 = _nonlinear(s, mlp.activation, B, series_order, mean_only=layer == last, fourth=fourth)
         act.append(a.mean)
         slope.append(c1)
         s = _linear(a, mlp.weights[layer + 1], mlp.biases[layer + 1], diag_only=layer + 1 == last)
@@ -177,10 +216,14 @@ def _operands(d: Diagram, coefs: list, s: _Cumulants, diag: dict, rows: slice | 
         if len(set(legs)) == 1:  # k3_ggg or k4_gggg: the group's (clipped) diagonal cumulant
             t, sub = diag[len(legs)], LETTERS[legs[0]]
         else:
-            full = {2: s.cov, 3: s.k3, 4: s.k4}[len(legs)]
             sub = "".join(LETTERS[g] for g in legs)
             uniq = "".join(dict.fromkeys(sub))
-            t = torch.einsum(f"{sub}->{uniq}", full) if uniq != sub else full
+            if len(legs) == 4 and s.k4 is None:  # read k4_..(repeat).. from the repeated slices k4r
+                rep = next(letter for letter in uniq if sub.count(letter) > 1)
+                t = torch.einsum(f"{rep}{sub.replace(rep, '', 2)}->{uniq}", s.k4r)
+            else:
+                full = {2: s.cov, 3: s.k3, 4: s.k4}[len(legs)]
+                t = torch.einsum(f"{sub}->{uniq}", full) if uniq != sub else full
             sub = uniq
         if rows is not None and "i" in sub:
             t = t[(slice(None),) * sub.index("i") + (rows,)]
@@ -214,7 +257,7 @@ def diagram_sum(groups: int, budget: int, coefs: list, s: _Cumulants, diag: dict
 
 def _orders(s: _Cumulants) -> tuple[int, ...]:
     """The cumulant orders of z that are not zero (2 always; k3 and k4 from the second layer on)."""
-    return (2,) + ((3,) if s.k3 is not None else ()) + ((4,) if s.k4 is not None else ())
+    return (2,) + ((3,) if s.k3 is not None else ()) + ((4,) if s.k4 is not None or s.k4r is not None else ())
 
 
 def _product(x: list, y: list, budget: int, combine) -> torch.Tensor | float:
@@ -227,8 +270,9 @@ def _product(x: list, y: list, budget: int, combine) -> torch.Tensor | float:
     return total
 
 
-def _nonlinear(s: _Cumulants, activation: str, B: int, terms: int, mean_only: bool):
-    """Cumulants of a = phi(z) from those of z (module docstring); only the mean when ``mean_only``.
+def _nonlinear(s: _Cumulants, activation: str, B: int, terms: int, mean_only: bool, fourth: str = "full"):
+    """Cumulants of a = phi(z) from those of z (module docstring); only the mean when ``mean_only``;
+    a's fourth cumulant as ``fourth`` (``_propagate``: dense ``k4`` [n]^4, or ``k4r`` [n]^3 when "repeated").
     Returns (cumulants of a, c1 = E_G[phi'] [n])."""
     n = s.mean.shape[0]
     var = s.cov if s.cov.ndim == 1 else torch.diagonal(s.cov)
@@ -237,7 +281,10 @@ def _nonlinear(s: _Cumulants, activation: str, B: int, terms: int, mean_only: bo
     raw[0][0] = 1.0  # E_G[(phi^0)^(k)] = [k == 0]
     raw += [derivative_expectations(activation, p, s.mean, var, kmax) for p in range(1, 5)]  # [kmax + 1, n]
     k3d = None if s.k3 is None else (s.k3 if s.k3.ndim == 1 else torch.einsum("iii->i", s.k3))
-    k4d = None if s.k4 is None else (s.k4 if s.k4.ndim == 1 else torch.einsum("iiii->i", s.k4))
+    if s.k4 is not None:
+        k4d = s.k4 if s.k4.ndim == 1 else torch.einsum("iiii->i", s.k4)  # [n]
+    else:
+        k4d = None if s.k4r is None else torch.einsum("iii->i", s.k4r)  # [n]
     diag = {3: _perturbative(k3d, var, 3), 4: _perturbative(k4d, var, 4)}  # [n] each (None = 0)
     mean = sum(diagram_sum(1, B, [raw[1]], s, diag))  # [n]
     if mean_only:
@@ -267,11 +314,16 @@ def _nonlinear(s: _Cumulants, activation: str, B: int, terms: int, mean_only: bo
     x211 = x211 - 2 * _product(C, C, B, lambda x, y: x[:, :, None] * y[:, None, :])
     x22 = sum(diagram_sum(2, B, [cp[2], cp[2]], s, diag)) - 2 * _product(C, C, B, torch.mul)  # [j, k]
     x31 = sum(diagram_sum(2, B, [cp[3], phi], s, diag)) - 3 * _product(mu2, C, B, lambda v, c: v[:, None] * c)
+    if fourth == "repeated":
+        return _Cumulants(mean, cov, k3, k4r=_fill_repeated(x211, x22, x31, k4_diag)), raw[1][1]
     k4 = s.k4 if s.k4 is not None else torch.zeros(n, n, n, n, dtype=s.mean.dtype)
-    step = max(1, CHUNK_ENTRIES // n**3)
-    for lo in range(0, n, step):
-        rows = slice(lo, min(n, lo + step))
-        k4[rows] = sum(diagram_sum(4, B, [phi] * 4, s, diag, rows))
+    if fourth == "zero-distinct":
+        k4.zero_()
+    else:
+        step = max(1, CHUNK_ENTRIES // n**3)
+        for lo in range(0, n, step):
+            rows = slice(lo, min(n, lo + step))
+            k4[rows] = sum(diagram_sum(4, B, [phi] * 4, s, diag, rows))
     k4 = _fill_fourth(k4, x211, x22, x31, k4_diag)
     return _Cumulants(mean, cov, k3, k4), raw[1][1]
 
@@ -317,6 +369,47 @@ def _fill_fourth(k4, x211, x22, x31, k4_diag) -> torch.Tensor:
     return k4
 
 
+def _fill_repeated(x211, x22, x31, k4_diag) -> torch.Tensor:
+    """T [n, n, n], T[j, k, l] = k4(a)_jjkl: x211 [n, n, n] where j, k, l are distinct (written over
+    x211), x22 [n, n] at (j, k, k), x31 [n, n] at (j, j, k) and (j, k, j), and k4_diag [n] at (j, j, j)."""
+    n = x211.shape[0]
+    j, k = _pairs(n)
+    x211.index_put_((j, k, k), x22[j, k])
+    v = x31[j, k]
+    x211.index_put_((j, j, k), v).index_put_((j, k, j), v)
+    d = torch.arange(n)
+    return x211.index_put_((d, d, d), k4_diag)
+
+
+def _coincidences(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """m [n, n, n]: the number of coinciding position pairs of the 4-tuple (j, j, k, l),
+    1 + 2 [j = k] + 2 [j = l] + [k = l] (1, 2, 3 or 6)."""
+    eye = torch.eye(n, dtype=dtype)
+    return 1 + 2 * eye[:, :, None] + 2 * eye[:, None, :] + eye[None, :, :]
+
+
+def _repeated_transport(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """R [n, n, n], R[i, k, l] = k4(z)_iikl for z = W a, from the repeated slices t [n, n, n] of a
+    k4(a) with no distinct slice (t[a, c, d] = k4(a)_aacd): the four sums of the module docstring,
+    10 n^4 FLOPs."""
+    n = w.shape[0]
+    f = t / _coincidences(n, t.dtype)  # [a, c, d]: F_acd = T_acd / m
+    g = w @ f @ w.T  # [a, k, l] = (W F_a W^T)_kl
+    r = ((w * w) @ g.reshape(n, n * n)).view(n, n, n)  # [i, k, l]: sum_a W_ia^2 G_a,kl
+    ww = (w.T[:, :, None] * w.T[:, None, :]).reshape(n, n * n)  # [a, (k, l)] = W_ka W_la
+    r += (torch.diagonal(g, dim1=1, dim2=2).T @ ww).view(n, n, n)  # sum_a W_ka W_la G_a,ii
+    cross = w @ (g.transpose(0, 1) * w[:, :, None])  # [i, k, l] = sum_a W_ka W_ia G_a,il
+    return r + 2 * (cross + cross.transpose(1, 2))
+
+
+def _repeated_diagonal(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """k4(z)_iiii [n] for z = W a from the repeated slices t [n, n, n] of k4(a) (no distinct slice):
+    6 sum_a W_ia^2 (W F_a W^T)_ii, 2 n^4 FLOPs."""
+    f = t / _coincidences(w.shape[0], t.dtype)  # [a, c, d]
+    g = ((w @ f) * w).sum(2)  # [a, i] = (W F_a W^T)_ii
+    return 6 * ((w * w) * g.T).sum(1)
+
+
 def _contract_(x: torch.Tensor, w: torch.Tensor, axis: int) -> None:
     """x <- W on index ``axis`` of x [n]*r, in place, a block at a time (no second [n]*r tensor):
     2 n^(r+1) FLOPs."""
@@ -357,11 +450,16 @@ def _transport_diagonal_(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def _linear(a: _Cumulants, w: torch.Tensor, b: torch.Tensor | None, diag_only: bool) -> _Cumulants:
     """Cumulants of z = W a + b (diagonals only when ``diag_only``; only the mean after a mean-only
-    step). a's k3 and k4 tensors are overwritten."""
+    step); a's repeated slices ``k4r`` give z's (or z's diagonal). a's k3 and k4 tensors are
+    overwritten."""
     mean = w @ a.mean + (0 if b is None else b)  # [n]
     if a.k3 is None:
         return _Cumulants(mean, a.cov)
     if diag_only:
         cov = ((w @ a.cov) * w).sum(1)  # [n]
-        return _Cumulants(mean, cov, _transport_diagonal_(a.k3, w), _transport_diagonal_(a.k4, w))
-    return _Cumulants(mean, w @ a.cov @ w.T, _transport_(a.k3, w), _transport_(a.k4, w))
+        k4 = _transport_diagonal_(a.k4, w) if a.k4r is None else _repeated_diagonal(a.k4r, w)  # [n]
+        return _Cumulants(mean, cov, _transport_diagonal_(a.k3, w), k4)
+    cov = w @ a.cov @ w.T  # [n, n]
+    if a.k4r is not None:
+        return _Cumulants(mean, cov, _transport_(a.k3, w), k4r=_repeated_transport(a.k4r, w))
+    return _Cumulants(mean, cov, _transport_(a.k3, w), _transport_(a.k4, w))

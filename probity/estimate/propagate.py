@@ -85,6 +85,8 @@ Orders and variants (issue 16 measured each against ARC's reference code on the 
   the fourth cumulant [n]^4 is moved by W on every index and each nonlinear step sums every connected
   diagram of cost <= 3 (``simple``) or <= 4 (``augment``) into every slice. O(n^5) FLOPs and 8 n^4
   bytes per layer (2.1 GB at n=128); not differentiable (its tensors are overwritten in place).
+  ``repeated`` (K=4 only): the same diagrams at cost <= 3 with the distinct slice k4(a)_ijkl dropped,
+  the fourth cumulant carried as its repeated slices k4_jjkl [n]^3; O(n^4) FLOPs per layer.
 
 The plain reference (dense tensors at small n) of the factored contractions is
 ``probity.estimate.reference``; a test checks that they agree.
@@ -107,6 +109,7 @@ from probity.estimate.mlp import RandomMLP, check_mlp
 
 ORDERS = (1, 2, 3, 4)
 VARIANTS = ("simple", "augment")
+K4_VARIANTS = VARIANTS + ("repeated",)  # K=4 only: the repeated-index slices of k4, O(n^4) (kprop4)
 
 
 @dataclass
@@ -126,8 +129,9 @@ def check_order(order: int, variant: str) -> None:
     """Raise a one-line ValueError for an unsupported (order, variant)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    allowed = K4_VARIANTS if order == 4 else VARIANTS
+    if variant not in allowed:
+        raise ValueError(f"variant must be one of {allowed}, got {variant!r}")
 
 
 @dataclass(frozen=True)
