@@ -20,6 +20,7 @@ also counts other jobs' turns; recorded beside them).
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --refine
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2 [--keep-only-curve]
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-speed
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-ioi
 
 ``--smollm2-speed`` runs only the speed row on SmolLM2-135M-Instruct (``SMOLLM2_SPEED``: the engine on 64 rows
 of the study's task in chunks of 16, the baselines on the first 4; all-three on the heads ``find_heads``
@@ -32,6 +33,12 @@ a curve over the induction-score threshold (0.5, 0.4, 0.3, 0.2; previous-token h
 under ``smollm2_induction`` in bench/results/scrub.json (every other figure there is left as it was).
 With ``--keep-only-curve`` it runs only the curve (same rows, seed and batch; the heads' scores computed
 once per kind) and writes it under ``smollm2_induction.keep_only_curve``, leaving the study's figures.
+
+``--smollm2-ioi`` runs only the IOI study on SmolLM2-135M-Instruct (``scrub.ioi.ioi_study``: 128 prompts of
+``ioi_task``, seed 0, heads scoring >= 0.5 per role; the ``ioi_lm`` hypotheses with their floor shares and the
+keep-only rows), then ``scrub.refine`` from keep-only of the name movers, its new paths drawn from the heads
+scoring >= 0.3 in any IOI role and every MLP (``IOI_REFINE``), and writes both and the peak RSS under
+``smollm2_ioi`` in bench/results/scrub.json (every other figure there is left as it was).
 
 ``--refine`` runs only ``scrub.refine`` from paren's 1b on the full dataset (2000 rows, seed 0), checks the
 ``faithful`` built-in it leads to, and writes both under ``refine`` in bench/results/scrub.json (every
@@ -49,6 +56,7 @@ seed is one of these runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import sys
@@ -62,7 +70,7 @@ from rich.table import Table
 
 from probity import report
 from probity.models.decoder import decoder_parts
-from probity.scrub import Hypothesis, Node, Scrubber, case_study, engine, scrub, setup
+from probity.scrub import Decomposed, Hypothesis, Node, Scrubber, case_study, engine, scrub, setup
 from probity.scrub.model import layer_and_head
 from probity.scrub.study import order_violations
 
@@ -729,6 +737,73 @@ def speed_table(r: dict) -> Table:
     return table
 
 
+SMOLLM2_IOI = {"n": 128, "seed": 0, "threshold": 0.5, "batch_size": 32}  # the IOI study's rows, seed, heads, chunk
+IOI_REFINE = {"sender_threshold": 0.3, "max_steps": 4, "width": 2, "features": ["io", "s", "order"]}
+
+
+def smollm2_ioi() -> dict:
+    """The SmolLM2-135M IOI study and a refinement from keep-only of its name movers (module doc)."""
+    from probity import models
+    from probity.scrub import RefineConfig, find_ioi_heads, ioi_task, keep_only, refine
+    from probity.scrub.ioi import ioi_study
+
+    t0 = time.perf_counter()
+    cfg = SMOLLM2_IOI
+    model, tokenizer = models.load(models.SMOLLM2)
+    d = Decomposed(model)
+    study = ioi_study(d, tokenizer, models.SMOLLM2, progress=lambda name: console.print(f"  scrubbed {name}"), **cfg)
+    table = Table("hypothesis", "loss recovered", "L_hyp", "floor", "floor share", title="SmolLM2 IOI")
+    for r in study.rows:
+        share = "" if r.floor_share is None else f"{r.floor_share:.3f} ± {r.floor_share_stderr:.3f}"
+        recovered = f"{r.loss_recovered:.3f} ± {r.stderr:.3f}"
+        table.add_row(r.hypothesis, recovered, f"{r.loss_hypothesis:.3f}", r.floor, share)
+    console.print(table)
+    console.print(
+        f"L_model {study.loss_model:.3f} (accuracy {study.accuracy:.3f}, logit diff {study.logit_diff:.2f}), "
+        f"L_all {study.loss_scrubbed_all:.3f}, constant {study.constant_loss:.3f}; heads {json.dumps(study.heads)}"
+    )
+    seconds_study = time.perf_counter() - t0
+    rc = IOI_REFINE
+    task = ioi_task(tokenizer, cfg["n"], cfg["seed"])
+    found = find_ioi_heads(d, task, rc["sender_threshold"], rows=cfg["n"], batch_size=cfg["batch_size"])
+    heads = list(dict.fromkeys(h for f in found.values() for h in f.heads))
+    senders = [*heads, *(f"mlp{layer}" for layer in range(d.n_layers))]
+    start = keep_only([h for h, _ in study.heads["name_mover"]], "keep-only name movers")
+    config = RefineConfig(
+        max_steps=rc["max_steps"],
+        width=rc["width"],
+        features=rc["features"],
+        senders=senders,
+        seed=cfg["seed"],
+        batch_size=cfg["batch_size"],
+    )
+
+    def show(step) -> None:
+        console.print(
+            f"step {step.step}: {step.edit} -> {step.loss_recovered:.3f} ± {step.stderr:.3f} "
+            f"(L {step.loss_hypothesis:.3f}, constant {step.constant_loss:.3f}, {step.candidates} scrubs, "
+            f"{time.perf_counter() - t0:.0f} s)"
+        )
+
+    trajectory = refine(d, task, start, config, on_step=show)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
+    return {
+        **dataclasses.asdict(study),
+        "refine": {
+            "config": {**rc, "senders": len(senders)},
+            "stopped": trajectory.stopped,
+            "steps": [
+                {k: v for k, v in vars(step).items() if k != "hypothesis"} | {"hypothesis": step.hypothesis}
+                for step in trajectory.steps
+            ],
+        },
+        "seconds_study": round(seconds_study, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_rss_gb": round(peak, 2),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def main() -> None:
     torch.set_num_threads(1)
     quick = "--quick" in sys.argv
@@ -753,13 +828,14 @@ def main() -> None:
         report.write_json(out, results)
         console.print(f"wrote {out}")
         return
-    if "--refine" in sys.argv:
-        out = ROOT / "results" / "scrub.json"
-        results = json.loads(out.read_text()) if out.is_file() else {}
-        results["refine"] = refine_paren()
-        report.write_json(out, results)
-        console.print(f"wrote {out}")
-        return
+    for flag, key, run in (("--smollm2-ioi", "smollm2_ioi", smollm2_ioi), ("--refine", "refine", refine_paren)):
+        if flag in sys.argv:  # one figure of bench/results/scrub.json rewritten, every other one left as it was
+            out = ROOT / "results" / "scrub.json"
+            results = json.loads(out.read_text()) if out.is_file() else {}
+            results[key] = run()
+            report.write_json(out, results)
+            console.print(f"wrote {out}")
+            return
     recipe = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--recipe-seeds=")), None)
     if recipe is not None:
         folder = Path(

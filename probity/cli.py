@@ -116,7 +116,7 @@ def rerender(
     from probity.estimate import bench  # noqa: F401
     from probity.honesty import protocol  # noqa: F401
     from probity.nla import evaluate, pipeline, training  # noqa: F401
-    from probity.scrub import run, study  # noqa: F401
+    from probity.scrub import ioi, run, study  # noqa: F401
 
     if not folder.is_dir():
         fail(f"{folder} is not a folder; pass a run folder holding result.json (e.g. runs/tour)", "FOLDER")

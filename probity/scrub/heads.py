@@ -1,4 +1,5 @@
-"""Find previous-token and induction heads from their attention patterns on a task's rows.
+"""Find attention heads by role (previous-token, induction, duplicate-token, copy) from their attention
+patterns on a task's rows.
 
 ``find_heads(model, task, kind)`` runs the model's clean forward (``Decomposed.run``, so every
 backend scrub supports: TransformerLens native models, HF Llama-family and GPT-2 decoders, bridges
@@ -7,12 +8,20 @@ over either) and scores every attention head by the mean attention its queries p
 - ``previous_token``: query q attends to key q-1 (every query q >= 1);
 - ``induction``: query q, holding token t, attends to the key right after the latest earlier
   occurrence of t (key j+1 for the largest j with j+1 < q and tokens[j] == t): the token that
-  followed t last time, which an induction head copies forward.
+  followed t last time, which an induction head copies forward;
+- ``duplicate_token``: query q, holding token t, attends to the latest earlier occurrence of t (key j
+  for the largest j < q with tokens[j] == t; Wang et al.'s duplicate-token heads at S2 -> S1);
+- ``copy``: query q attends to the latest earlier occurrence of the token it must predict (key j for
+  the largest j <= q with tokens[j] == targets[q]; the IOI name movers at END -> IO; on a repeat task
+  this is the induction target);
+- any other name, with ``keys [n, pos]`` given: the key each query is scored on, computed by the caller
+  (e.g. the IOI S-inhibition heads, END -> S2).
 
 A query without a target (no earlier occurrence; a target key masked out by ``task.key_mask``) is
 not scored; with ``queries="loss"`` (the default) only the task's ``loss_mask`` positions are
-(where a repeat task counts the induction it predicts). Uniform attention over the keys a query
-may see scores ``HeadScores.chance``. The heads come back as ``Site``s, best first.
+(where a repeat task counts the induction it predicts), with a bool ``[n, pos]`` mask only those.
+Uniform attention over the keys a query may see scores ``HeadScores.chance``.
+The heads come back as ``Site``s, best first.
 """
 
 from __future__ import annotations
@@ -25,27 +34,36 @@ from probity.models.sites import Site
 from probity.report import Claim
 from probity.report.registry import result_type
 from probity.scrub.model import Decomposed, layer_and_head
-from probity.scrub.task import Task
+from probity.scrub.task import IOI_POSITIONS, Task
 
-HEAD_KINDS = ("induction", "previous_token")
+HEAD_KINDS = ("induction", "previous_token", "duplicate_token", "copy")
 QUERY_SETS = ("loss", "all")
 
 
-def target_keys(tokens: torch.Tensor, kind: str, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+def target_keys(
+    tokens: torch.Tensor, kind: str, key_mask: torch.Tensor | None = None, targets: torch.Tensor | None = None
+) -> torch.Tensor:
     """The key each query is scored on ``[n, pos]`` for ``tokens [n, pos]`` (-1: the query has none).
 
     ``previous_token``: q-1. ``induction``: j+1 for the latest j with j+1 < q and tokens[j] == tokens[q].
-    With ``key_mask [n, pos]`` (True = may be attended to), a query or target key masked out has none."""
+    ``duplicate_token``: the latest j < q with tokens[j] == tokens[q]. ``copy``: the latest j <= q with
+    tokens[j] == targets[q] (``targets [n, pos]`` needed). With ``key_mask [n, pos]`` (True = may be
+    attended to), a query or target key masked out has none."""
     if kind not in HEAD_KINDS:
         raise ValueError(f"kind must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
+    if kind == "copy" and (targets is None or targets.shape != tokens.shape):
+        raise ValueError("kind='copy' needs targets [n, pos] like tokens (the token each query must predict)")
     n, p = tokens.shape
     if kind == "previous_token":
         keys = torch.arange(p).expand(n, p) - 1  # [n, pos]
     else:
-        same = tokens[:, :, None] == tokens[:, None, :]  # [n, pos, pos] (query, earlier position j)
-        before = torch.ones(p, p, dtype=torch.bool).tril(-2)  # j + 1 < q: the key after j is not q itself
+        query = targets if kind == "copy" else tokens  # [n, pos]: the token each query looks for
+        same = query[:, :, None] == tokens[:, None, :]  # [n, pos, pos] (query, earlier position j)
+        offset = {"induction": -2, "duplicate_token": -1, "copy": 0}[kind]
+        before = torch.ones(p, p, dtype=torch.bool).tril(offset)  # which j each query may look back to
         latest = torch.where(same & before, torch.arange(p), -2).max(-1).values  # [n, pos]
-        keys = torch.where(latest >= 0, latest + 1, -1)
+        shift = 1 if kind == "induction" else 0  # an induction head reads the token after the match
+        keys = torch.where(latest >= 0, latest + shift, -1)
     keys = keys.clone()
     if key_mask is not None:
         keys[~(key_mask.gather(1, keys.clamp(min=0)) & key_mask)] = -1
@@ -91,6 +109,33 @@ class HeadScores:
         ]
 
 
+IOI_ROLES = ("name_mover", "s_inhibition", "duplicate_token", "induction")
+
+
+def find_ioi_heads(model, task: Task, threshold: float = 0.5, rows: int = 64, batch_size: int = 16) -> dict:
+    """The heads of Wang et al.'s IOI circuit by their attention on an ``ioi_task``: ``{role: HeadScores}``
+    for ``IOI_ROLES``: ``name_mover`` (END attends to the indirect object: ``copy``), ``s_inhibition``
+    (END attends to S2), ``duplicate_token`` (S2 attends to S1) and ``induction`` (S2 attends to the token
+    after S1). Attention alone does not tell a negative name mover from a name mover, or an S-inhibition
+    head from another head reading S2: scrubbing the roles (``library.ioi_lm``) tests them."""
+
+    n, p = task.tokens.shape
+    if task.name != "ioi" or p != IOI_POSITIONS["END"] + 1:
+        raise ValueError(f"find_ioi_heads needs a task from ioi_task, got {task.name!r} with {p} positions")
+    d = model if isinstance(model, Decomposed) else Decomposed(model)
+    at_s2 = torch.zeros(n, p, dtype=torch.bool)  # [n, pos]
+    at_s2[:, IOI_POSITIONS["S2"]] = True
+    end_to_s2 = torch.full((n, p), -1)  # [n, pos]
+    end_to_s2[:, IOI_POSITIONS["END"]] = IOI_POSITIONS["S2"]
+    common = {"threshold": threshold, "rows": rows, "batch_size": batch_size}
+    return {
+        "name_mover": find_heads(d, task, "copy", **common),
+        "s_inhibition": find_heads(d, task, "s_inhibition", keys=end_to_s2, **common),
+        "duplicate_token": find_heads(d, task, "duplicate_token", queries=at_s2, **common),
+        "induction": find_heads(d, task, "induction", queries=at_s2, **common),
+    }
+
+
 def _site(layer: int, head: int) -> Site:
     return Site(f"blocks.{layer}.attn.hook_result", head=head)
 
@@ -104,19 +149,31 @@ def find_heads(
     top_k: int | None = None,
     rows: int = 64,
     batch_size: int = 16,
-    queries: str = "loss",
+    queries: str | torch.Tensor = "loss",
+    keys: torch.Tensor | None = None,
 ) -> HeadScores:
-    """Score every attention head of ``model`` as a ``kind`` head (``induction`` or ``previous_token``;
-    see module doc) on the first ``rows`` rows of ``task``, and choose those scoring at least
-    ``threshold`` (best first, at most ``top_k``).
+    """Score every attention head of ``model`` as a ``kind`` head (one of ``HEAD_KINDS``; see module doc)
+    on the first ``rows`` rows of ``task``, and choose those scoring at least ``threshold`` (best first, at
+    most ``top_k``).
 
     ``model`` is anything ``Decomposed`` takes (or a ``Decomposed``). ``queries="loss"`` scores only
-    the queries in ``task.loss_mask``, ``"all"`` every query with a target. Returns ``HeadScores``:
-    ``heads`` are ``Site("blocks.L.attn.hook_result", head=H)``, the sites scrub hypotheses name."""
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
-    if queries not in QUERY_SETS:
-        raise ValueError(f"queries must be one of {', '.join(QUERY_SETS)}, got {queries!r}")
+    the queries in ``task.loss_mask``, ``"all"`` every query with a target, a bool tensor ``[n, pos]`` (the
+    task's rows) those it marks. ``keys [n, pos]`` (the task's rows; -1 for none) gives each query's target
+    key in place of ``kind``'s rule, which then only names the result. Returns ``HeadScores``: ``heads``
+    are ``Site("blocks.L.attn.hook_result", head=H)``, the sites scrub hypotheses name.
+
+    >>> ioi = ioi_task(tokenizer)
+    >>> find_heads(model, ioi, "copy").heads[:3]  # name movers: END attends to the indirect object"""
+    n, p = task.tokens.shape
+    if keys is None and kind not in HEAD_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(HEAD_KINDS)} (or pass keys=), got {kind!r}")
+    if keys is not None and (not isinstance(keys, torch.Tensor) or keys.shape != (n, p)):
+        raise ValueError(f"keys must be a tensor [n, pos] = {[n, p]} of key positions (-1 for none)")
+    if isinstance(queries, torch.Tensor):
+        if queries.shape != (n, p) or queries.dtype != torch.bool:
+            raise ValueError(f"a queries mask must be a bool tensor [n, pos] = {[n, p]}")
+    elif queries not in QUERY_SETS:
+        raise ValueError(f"queries must be one of {', '.join(QUERY_SETS)} or a bool mask, got {queries!r}")
     if rows < 1 or batch_size < 1:
         raise ValueError(f"rows and batch_size must be at least 1, got {rows} and {batch_size}")
     if top_k is not None and top_k < 1:
@@ -124,15 +181,18 @@ def find_heads(
     d = model if isinstance(model, Decomposed) else Decomposed(model)
     tokens = task.tokens[:rows]  # [n, pos]
     key_mask = None if task.key_mask is None else task.key_mask[:rows]
-    keys = target_keys(tokens, kind, key_mask)  # [n, pos]
-    if queries == "loss":
-        keys = torch.where(task.loss_mask[:rows], keys, -1)
+    if keys is None:
+        keys = target_keys(tokens, kind, key_mask, task.targets[:rows])  # [n, pos]
+    else:
+        keys = keys[:rows]
+    if isinstance(queries, torch.Tensor) or queries == "loss":
+        keys = torch.where((task.loss_mask if isinstance(queries, str) else queries)[:rows], keys, -1)
     scored = keys >= 0  # [n, pos]
     count = int(scored.sum())
     if count == 0:
         raise ValueError(
             f"no query in the first {len(tokens)} rows of task {task.name!r} has a {kind} target"
-            + (" at its loss positions; pass queries='all'" if queries == "loss" else "")
+            + (" at its loss positions; pass queries='all'" if isinstance(queries, str) and queries == "loss" else "")
         )
     total = torch.zeros(d.n_layers, d.n_heads, dtype=torch.float64)  # [layer, head]
     for start in range(0, len(tokens), batch_size):

@@ -225,13 +225,20 @@ def induction_lm(prev: list[Site | str], ind: list[Site | str]) -> dict[str, Hyp
     but those heads), so the model above the heads is recomputed from the scrubbed heads rather than read
     clean. No ``pos`` node: rotary models add positions inside Q and K. A previous-token head in or above
     the top induction head's layer feeds no induction head's key and is left out of prev->K."""
-    if not ind:
-        raise ValueError("induction_lm needs at least one induction head")
-    top = max(layer_and_head(h)[0] for h in ind)
-    below = [h for h in prev if layer_and_head(h)[0] < top]
-    if not below:
-        raise ValueError(f"induction_lm needs a previous-token head below layer {top}, the top induction head's")
+    below = _below(prev, ind, "induction_lm", "previous-token", "induction")
     return _induction_paper(below, ind, ["output", "above"])
+
+
+def _below(senders: list, receivers: list, caller: str, sender_role: str, receiver_role: str) -> list:
+    """The ``senders`` below the top layer of ``receivers`` (the heads that can feed one of them); a one-line
+    ``ValueError`` from ``caller`` when there are no receivers or no such sender."""
+    if not receivers:
+        raise ValueError(f"{caller} needs at least one {receiver_role} head")
+    top = max(layer_and_head(h)[0] for h in receivers)
+    below = [h for h in senders if layer_and_head(h)[0] < top]
+    if not below:
+        raise ValueError(f"{caller} needs a {sender_role} head below layer {top}, the top {receiver_role} head's")
+    return below
 
 
 def keep_only(heads: list[Site | str], name: str = "keep-only") -> Hypothesis:
@@ -245,6 +252,46 @@ def keep_only(heads: list[Site | str], name: str = "keep-only") -> Hypothesis:
         Node("out", ["output", "above"], children=[Node("heads", list(heads))]),
         f"only {', '.join(map(str, heads))} carry the reference; every other path runs on a random input",
     )
+
+
+def ioi_lm(name_movers: list[Site | str], s_inhibition: list[Site | str]) -> dict[str, Hypothesis]:
+    """The IOI study of a language model (``task.ioi_task``) for name-mover heads ``name_movers`` (END
+    attends to the indirect object: ``find_heads(..., "copy")``) and S-inhibition heads ``s_inhibition``
+    (END attends to S2), after Wang et al. (2022). Every path outside the name movers stays exact (root
+    ``rest=self``); the hypotheses differ in what the name movers' queries may read, and on what:
+
+    - ``nm-q-random``: the floor, every path into the name movers' queries on a random input;
+    - ``nm-q<-SI``: the queries read only the S-inhibition heads below them (the model's own values there);
+    - ``SI=order`` / ``SI=s``: the same, the S-inhibition heads run on another prompt with the same name
+      order (where S stands: ABBA or BABA) / the same subject name. Wang et al. found the position signal
+      carries most of what S-inhibition heads tell the name movers in GPT-2 small;
+    - ``nm=none`` / ``nm=io``: the name movers' outputs computed on a random prompt (the floor of the
+      output claims) / on another prompt with the same indirect object: they carry which name to say and
+      nothing else of the prompt.
+
+    The keys and values of the name movers stay exact in the query hypotheses. S-inhibition heads in or
+    above the top name mover's layer feed no name mover's query and are left out."""
+    below = _below(s_inhibition, name_movers, "ioi_lm", "S-inhibition", "name-mover")
+    exact_kv = Node("exact KV", ["*"], via=["k", "v"])
+
+    def query(feature: str | None) -> list[Node]:
+        return [exact_kv] + ([] if feature is None else [Node("SI->Q", list(below), feature, via=["q"])])
+
+    def hyp(name, text, children, feature: str = "identity") -> Hypothesis:
+        movers = Node("name movers", list(name_movers), feature, children=children)
+        return Hypothesis(name, Node("out", ["output"], rest="self", children=[movers]), text)
+
+    return {
+        h.name: h
+        for h in [
+            hyp("nm-q-random", "floor: the name movers' queries read a random prompt", query(None)),
+            hyp("nm-q<-SI", "the name movers' queries read only the S-inhibition heads", query("identity")),
+            hyp("SI=order", "... which carry only where S stands (ABBA / BABA)", query("order")),
+            hyp("SI=s", "... which carry only the subject's name", query("s")),
+            hyp("nm=none", "floor: the name movers' outputs computed on a random prompt", [], "none"),
+            hyp("nm=io", "the name movers' outputs carry only the indirect object's name", [], "io"),
+        ]
+    }
 
 
 def induction(prev: list[int], heads: list[int], n_heads: int = 4) -> dict[str, Hypothesis]:

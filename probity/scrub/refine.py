@@ -50,6 +50,8 @@ class RefineConfig:
     width: int = 2  # paths and nodes the attribution passes on to the full candidate set each step
     identity_cost: float = 0.02  # loss recovered a switch to the identity feature must win by
     features: list[str] | None = None  # features an edit may assign (None: every feature of the task)
+    senders: list | None = None  # Sites or strings ``Site.parse`` reads: the components a new path may come from
+    # (e.g. the heads find_heads names and the MLPs; None: every sender)
     seed: int = 0  # scrub seed: the sampled input trees (the dataset is the task's)
     batch_size: int = 512  # reference examples per forward chunk
 
@@ -64,6 +66,8 @@ class RefineConfig:
             raise ValueError(f"width must be at least 1 (paths and nodes explored per step), got {self.width}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.senders is not None and not self.senders:
+            raise ValueError("senders must name at least one component (or be None for every sender)")
 
 
 @dataclass
@@ -159,6 +163,8 @@ def refine(
     cfg = config or RefineConfig()
     s = Scrubber(model, task, seed=cfg.seed, batch_size=cfg.batch_size)
     s.resolve(hypothesis)
+    for sender in cfg.senders or []:
+        s.model.component(sender)  # a KeyError naming the valid sites, before any forward pass
     if cfg.features is not None and (unknown := sorted(set(cfg.features) - set(task.features))):
         raise ValueError(f"features {unknown} are not the task's; available: {', '.join(task.features)}")
     features = cfg.features or list(task.features)
@@ -208,7 +214,7 @@ def refine(
         if len(result.steps) > cfg.max_steps:
             result.stopped = f"max_steps ({cfg.max_steps}) edits"
             break
-        edits, scanned = _propose(s, current, row.loss_recovered, full.per_node, features, labels, cfg.width, score)
+        edits, scanned = _propose(s, current, row.loss_recovered, full.per_node, features, labels, cfg, score)
         scored = [(v, e) for e in edits if (v := score(e.hypothesis)) is not None]
         if not scored:
             result.stopped = "no edit to propose"
@@ -224,12 +230,13 @@ def refine(
 
 
 def _propose(
-    s: Scrubber, hyp: Hypothesis, base: float, per_node, features, labels, width: int, score
+    s: Scrubber, hyp: Hypothesis, base: float, per_node, features, labels, cfg: RefineConfig, score
 ) -> tuple[list[_Edit], int]:
     """The candidate edits of one step (module doc) and how many paths were scrubbed to choose them: the
-    ``width`` unclaimed paths of largest gain when claimed on the identity, then the ``width`` weakest
-    nodes by per-node attribution."""
-    model = s.model
+    ``cfg.width`` unclaimed paths (from ``cfg.senders`` when given) of largest gain when claimed on the
+    identity, then the ``cfg.width`` weakest nodes by per-node attribution."""
+    model, width = s.model, cfg.width
+    allowed = None if cfg.senders is None else {short(model.component(x)) for x in cfg.senders}
     names = {n.name for n in hyp.nodes()}
     paths = []
     for node in hyp.nodes():
@@ -242,6 +249,8 @@ def _propose(
             claimed = reach
         senders = sorted(reach - own - claimed)
         for c in senders:
+            if allowed is not None and short(c) not in allowed:
+                continue
             name = short(c) if short(c) not in names else f"{short(c)}->{node.name}"
             probe = _edited(hyp, node.name, lambda n, name=name, c=c: n.children.append(Node(name, [short(c)])))
             gain = score(probe)

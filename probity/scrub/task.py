@@ -388,3 +388,80 @@ def repeat_losses(model, task: Task, batch_size: int = 16) -> RepeatLosses:
         float(repeat.mean()),
         float(repeat.std() / n**0.5) if n > 1 else 0.0,
     )
+
+
+# The IOI prompts (Wang et al. 2022) ``ioi_task`` builds: "{opener} {A} and {B} {went to the} {place}, {S}
+# {gave} a {thing} to" -> " {IO}", every part one token with a leading space (SmolLM2's tokenizer), so every
+# row has 14 tokens with the names at the same positions: A at 1, B at 3, S2 at 9, the loss at 13.
+IOI_NAMES = ("Mary", "John", "Tom", "Anna", "Paul", "Sarah", "David", "Lisa", "Alice", "Kate", "Mark", "Emma")
+IOI_OPENERS = ("When", "After", "Once")
+IOI_MOTIONS = ("went to the", "walked to the", "arrived at the", "got to the")
+IOI_VERBS = ("gave", "handed")
+IOI_PLACES = ("store", "park", "school", "hospital", "restaurant", "office", "station", "garden")
+IOI_THINGS = ("drink", "book", "ring", "bone", "kiss", "basketball", "snack", "necklace")
+IOI_POSITIONS = {"A": 1, "B": 3, "S2": 9, "END": 13}
+
+
+def ioi_task(tokenizer, n: int = 128, seed: int = 0, names: tuple[str, ...] = IOI_NAMES) -> Task:
+    """Indirect-object identification for a language model: ``n`` raw-text prompts (no BOS) "When Mary and
+    John went to the store, John gave a drink to" with target " Mary" (the indirect object, IO); loss =
+    cross-entropy of IO at the last position. Rows alternate ABBA (IO first: "Mary and John ... John") and
+    BABA ("John and Mary ... John"); the two names are drawn without replacement from ``names``, the
+    opener, motion, verb, place and object uniformly, with ``seed``.
+
+    Every row is 14 tokens with the names at fixed positions (``IOI_POSITIONS``), so positions line up
+    across rows. Features (per row): ``io`` and ``s`` (the IO's and the subject's token id), ``order``
+    (0 ABBA, 1 BABA: where IO stands), ``io_order`` (both), ``template`` (opener, motion and verb), and
+    per position ``token``. Subsets ``ABBA`` and ``BABA``. A one-line ``ValueError`` if a part is not
+    one token for ``tokenizer`` or ``names`` has fewer than 2 names."""
+    if n < 1:
+        raise ValueError(f"ioi_task needs n >= 1, got {n}")
+    if len(set(names)) < 2:
+        raise ValueError(f"ioi_task needs at least 2 distinct names, got {names!r}")
+
+    def one(word: str) -> int:
+        ids = tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"ioi_task: {word!r} is {len(ids)} tokens for this tokenizer; pass one-token names")
+        return ids[0]
+
+    name_ids = [one(" " + w) for w in names]
+    openers = [one(w) for w in IOI_OPENERS]
+    motions = [[one(" " + w) for w in m.split()] for m in IOI_MOTIONS]
+    verbs, places, things = ([one(" " + w) for w in ws] for ws in (IOI_VERBS, IOI_PLACES, IOI_THINGS))
+    comma, space_and, space_a, space_to = one(","), one(" and"), one(" a"), one(" to")
+    g = torch.Generator().manual_seed(40_000 + seed)
+
+    def draw(k: int) -> int:
+        return int(torch.randint(k, (1,), generator=g))
+
+    rows, io, s, template = [], [], [], []
+    for i in range(n):
+        pick = torch.randperm(len(name_ids), generator=g)[:2]
+        a, b = name_ids[int(pick[0])], name_ids[int(pick[1])]  # a is the indirect object, b the subject
+        first, second = (a, b) if i % 2 == 0 else (b, a)
+        o, m, v = draw(len(openers)), draw(len(motions)), draw(len(verbs))
+        place, thing = places[draw(len(places))], things[draw(len(things))]
+        rows.append(
+            [openers[o], first, space_and, second, *motions[m], place, comma, b, verbs[v], space_a, thing, space_to]
+        )
+        io.append(a)
+        s.append(b)
+        template.append((o * len(motions) + m) * len(verbs) + v)
+    tokens = torch.tensor(rows)  # [n, pos]
+    end = IOI_POSITIONS["END"]
+    targets = torch.zeros_like(tokens)
+    targets[:, end] = torch.tensor(io)
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    mask[:, end] = True
+    order = torch.arange(n) % 2  # [n]: 0 ABBA, 1 BABA
+    io_t = torch.tensor(io)
+    per_row = {
+        "io": io_t,
+        "s": torch.tensor(s),
+        "order": order,
+        "io_order": io_t * 2 + order,
+        "template": torch.tensor(template),
+    }
+    features = compute_features({"token": lambda t: t, **{k: (lambda t, v=v: v) for k, v in per_row.items()}}, tokens)
+    return Task("ioi", tokens, targets, mask, features, {"ABBA": order == 0, "BABA": order == 1})

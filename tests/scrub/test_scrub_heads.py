@@ -21,8 +21,13 @@ def test_target_keys_on_hand_made_rows():
     assert ind[2].tolist() == [-1, -1, 1, -1, 3, -1]  # the latest earlier occurrence whose successor is not q
     padded = torch.tensor([[False, True, True, True, True, True]])  # left padding: key 0 may not be attended to
     assert target_keys(tokens[:1], "previous_token", padded).tolist() == [[-1, -1, 1, 2, 3, 4]]
-    with pytest.raises(ValueError, match="kind"):
+    assert target_keys(tokens, "duplicate_token")[2].tolist() == [-1, 0, 1, -1, 2, -1]  # the latest earlier copy
+    targets = torch.tensor([[0, 0, 0, 0, 0, 5], [0, 0, 0, 0, 0, 9], [0, 0, 0, 0, 0, 2]])  # predict at the end
+    assert target_keys(tokens, "copy", targets=targets)[:, 5].tolist() == [4, -1, 5]  # may point at itself
+    with pytest.raises(ValueError, match="needs targets"):
         target_keys(tokens, "copy")
+    with pytest.raises(ValueError, match="kind"):
+        target_keys(tokens, "name_mover")
 
 
 def test_patterns_equal_hf_eager_attentions():
@@ -53,7 +58,7 @@ def test_finds_the_induction_organisms_heads(organism, one_thread):
     assert ind.chance < 0.05 and ind.queries > 0
     assert "induction heads" in ind.headline()[0].name
     with pytest.raises(ValueError, match="kind"):
-        find_heads(bridge, task, "copy")
+        find_heads(bridge, task, "name_mover")  # not a rule: give keys=
 
 
 def test_no_target_is_an_error():
