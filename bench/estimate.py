@@ -1,7 +1,7 @@
 """Benchmark for probity.estimate: kprop vs Monte Carlo (and blend) on random ReLU MLPs.
 
 Protocol (ARC's setting): ReLU, He init, 4 hidden layers, widths 16-256 on 5 seeds with a
-10^7-sample ground truth each; kprop K=1-4 (K=4 simple, dense, and repeated, up to width 128);
+10^7-sample ground truth each; kprop K=1-4 (K=4 simple, dense, up to width 128; K=4 repeated at every width);
 MSE/Var at the output, ground-truth noise subtracted; FLOPs by FlopCounterMode; x-MC. Then a wall-clock race at width
 256 (kprop vs Monte Carlo given the same seconds, same process) and the K=2/K=4 exactness check
 on a width-8 network against 10^8 samples. ``--quick`` runs widths 16, 32 on 2 seeds only.

@@ -2,25 +2,37 @@
 
 The rule. Every method that fits the budget is a candidate:
 
-- kprop at each (order, variant) of the measured frontier ``KPROP_MSE`` (K <= 3; the dense K=4 is
-  O(n^5) and measured only up to width 128), if its FLOPs fit;
+- kprop at each (order, variant) of the measured frontier, ``KPROP_MSE`` (K <= 3) and ``K4_MSE`` (K=4
+  repeated), if its FLOPs fit. The dense K=4 variants are not candidates: O(n^5) FLOPs and x-MC below 1
+  (0.57 at width 64, 0.98 at 128), so Monte Carlo is as accurate for what they cost;
 - plain Monte Carlo with N = floor(budget / FLOPs per sample) samples, if N >= 2;
 - ``blend`` (kprop K=2 augment plus N control-variate samples) with the most samples that fit, if
   N >= max(64, width): below that its empirical-Bayes gate keeps kprop's estimate, so it costs more
   than kprop K=2 augment for the same answer.
 
-Each gets an expected MSE/Var at the output and the lowest wins (ties: the cheaper). The figures:
+With ``max_bytes`` a method whose estimated peak memory (``bench.memory_needed``) exceeds it is left
+out (K=4 repeated keeps a dozen [n]^3 tensors: 1.5 GB measured at width 256, about 12 GB at 512).
+Each candidate gets an expected MSE/Var at the output and the lowest wins (ties: the cheaper). The
+figures:
 
 - Monte Carlo: 1/N, by definition, at any width, depth and activation.
 - kprop and blend: the seed means measured by ``bench/estimate.py`` (``bench/results/estimate.json``:
   ReLU, He init, 4 hidden layers, widths 16-256, 5 seeds, 10^7-sample ground truth), interpolated
   linearly in (log width, log MSE/Var) between measured widths and, for blend, in (log N, log MSE/Var)
-  between its measured budgets 10-10^5. Outside the measured widths the nearest two widths' slope
-  is extended; above 10^5 samples blend's error is taken to fall as 1/N like sampling's.
+  between its measured budgets 10-10^5. K=4 repeated: the seed means of ``bench/results/estimate_k4.json``
+  (same networks and truths; widths 16 and 32 on seeds 0-1, 64 on 0-4, 128 on 0-2), interpolated the
+  same way. Outside the measured widths the nearest two widths' slope is extended (for K=4 repeated
+  above 128: n^-3, as from 64 to 128, against K=3 augment's measured n^-3.1 from 128 to 256); above
+  10^5 samples blend's error is taken to fall as 1/N like sampling's.
+
+So at 4 hidden layers K=4 repeated wins from its cost (7.3e8 FLOPs at width 64, 1.07e10 at 128) until
+blend's samples beat it (from about 5e9 at 64, 2.2e11 at 128); below its cost the choice is among
+K <= 3 and sampling, as before.
 
 FLOPs are exact, not modelled: kprop's count (probity's ``count_flops``) is a cubic polynomial in
-the width for a fixed depth, activation and bias pattern (checked: widths 5-8 predict 9, 13 and 64
-to the FLOP), so it is counted on four width-5..8 networks of the same depth and extended; blend is
+the width for a fixed depth, activation and bias pattern, a quartic for K=4 repeated (checked: the
+cubic from widths 5-8 predicts 9, 13 and 64 to the FLOP, the quartic from 5-9 predicts 16, 32, 64 and
+128), so it is counted on four (five) width-5.. networks of the same depth and extended; blend is
 that plus a per-sample cost counted the same way (to one FLOP: its gate's multiplication by zero);
 Monte Carlo is ``mc_flops_per_sample`` times N.
 
@@ -41,6 +53,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from probity.estimate.bench import memory_limit, memory_needed
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample
 from probity.estimate.mlp import RandomMLP, check_mlp
 from probity.estimate.propagate import LayerMeans, kprop
@@ -58,6 +71,9 @@ KPROP_MSE = {
     (3, "simple"): (0.00182, 0.000109, 1.53e-05, 2.65e-06, 3.91e-07),
     (3, "augment"): (0.00203, 9.8e-05, 9.9e-06, 1.63e-06, 1.91e-07),
 }
+# K=4 repeated (bench/results/estimate_k4.json, seed means; a test keeps them equal); no width-256 truth yet.
+K4_WIDTHS = (16, 32, 64, 128)
+K4_MSE = {(4, "repeated"): (0.000285, 7.58e-05, 5.14e-06, 6.47e-07)}
 BLEND_ORDER, BLEND_VARIANT = 2, "augment"  # the kprop inside blend in the measured frontier
 BLEND_MSE = {  # samples N -> MSE/Var per width
     10: (0.00164, 0.00101, 0.000159, 4.14e-05, 1.11e-05),
@@ -67,7 +83,7 @@ BLEND_MSE = {  # samples N -> MSE/Var per width
     100000: (3.83e-06, 5.52e-06, 4.44e-06, 6.22e-06, 3.69e-06),
 }
 _BLEND_GATE = 64  # blend trusts its samples only from max(64, width) of them (estimators._MIN_SAMPLES)
-_FIT_WIDTHS = (5, 6, 7, 8)  # four widths determine the cubic FLOP polynomial exactly
+_FIT_WIDTHS = (5, 6, 7, 8, 9)  # the first four determine a cubic FLOP polynomial exactly, all five a quartic
 
 
 @dataclass
@@ -129,6 +145,8 @@ def _interp(x: float, xs, ys) -> float:
 
 def expected_kprop(width: int, order: int, variant: str) -> float:
     """Expected MSE/Var of kprop (``order``, ``variant``) at ``width`` from the measured frontier."""
+    if order == 4:
+        return _interp(width, K4_WIDTHS, K4_MSE[(order, variant)])
     return _interp(width, FRONTIER_WIDTHS, KPROP_MSE[(order, variant)])
 
 
@@ -144,10 +162,12 @@ def expected_blend(width: int, n_samples: int) -> float:
 
 @functools.lru_cache(maxsize=64)
 def _flop_polynomial(what: tuple, hidden_layers: int, activation: str, bias: bool) -> tuple[float, ...]:
-    """Coefficients (highest power first) of a FLOP count that is a cubic polynomial in the width,
-    counted on width-5..8 networks: ``("kprop", K, variant)``, ``("blend", N)`` or ``("mc",)``."""
+    """Coefficients (highest power first) of a FLOP count that is a polynomial in the width, cubic (quartic
+    for K=4), counted on width-5..8 (5..9) networks: ``("kprop", K, variant)``, ``("blend", N)`` or ``("mc",)``."""
+    degree = 4 if what[:2] == ("kprop", 4) else 3
+    widths = _FIT_WIDTHS[: degree + 1]
     counts = []
-    for w in _FIT_WIDTHS:
+    for w in widths:
         mlp = RandomMLP(w, hidden_layers, activation, bias=bias, seed=0)
         with torch.no_grad():
             if what[0] == "kprop":
@@ -156,12 +176,12 @@ def _flop_polynomial(what: tuple, hidden_layers: int, activation: str, bias: boo
                 counts.append(count_flops(blend, mlp, what[1], BLEND_ORDER, BLEND_VARIANT)[1])
             else:
                 counts.append(mc_flops_per_sample(mlp))
-    vander = torch.tensor([[float(w) ** p for p in (3, 2, 1, 0)] for w in _FIT_WIDTHS], dtype=torch.float64)
+    vander = torch.tensor([[float(w) ** p for p in range(degree, -1, -1)] for w in widths], dtype=torch.float64)
     return tuple(torch.linalg.solve(vander, torch.tensor(counts, dtype=torch.float64)).tolist())
 
 
 def _at(coeffs, width: int) -> float:
-    return sum(c * width**p for c, p in zip(coeffs, (3, 2, 1, 0)))
+    return sum(c * width**p for p, c in enumerate(reversed(coeffs)))
 
 
 def method_flops(width: int, hidden_layers: int, what: tuple, activation: str = "relu", bias: bool = False) -> int:
@@ -182,10 +202,12 @@ def _check_budget(budget) -> None:
         raise ValueError(f"budget must be a positive number of FLOPs, e.g. 1e9; got {budget!r}")
 
 
-def _extrapolation(width: int, hidden_layers: int, activation: str) -> str:
+def _extrapolation(width: int, hidden_layers: int, activation: str, k4: bool) -> str:
     reasons = []
     if not FRONTIER_WIDTHS[0] <= width <= FRONTIER_WIDTHS[-1]:
         reasons.append(f"width {width} outside the measured {FRONTIER_WIDTHS[0]}-{FRONTIER_WIDTHS[-1]}")
+    if k4 and not K4_WIDTHS[0] <= width <= K4_WIDTHS[-1]:
+        reasons.append(f"K=4 repeated at width {width}, outside its measured {K4_WIDTHS[0]}-{K4_WIDTHS[-1]}")
     if hidden_layers != FRONTIER_HIDDEN_LAYERS:
         reasons.append(f"{hidden_layers} hidden layers, not the measured {FRONTIER_HIDDEN_LAYERS}")
     if activation != FRONTIER_ACTIVATION:
@@ -198,16 +220,24 @@ def _extrapolation(width: int, hidden_layers: int, activation: str) -> str:
     )
 
 
-def plan(width: int, hidden_layers: int, budget: float, activation: str = "relu", bias: bool = False) -> Plan:
+def plan(
+    width: int,
+    hidden_layers: int,
+    budget: float,
+    activation: str = "relu",
+    bias: bool = False,
+    max_bytes: int | None = None,
+) -> Plan:
     """The method expected to be most accurate for ``budget`` FLOPs on a width-``width`` network with
-    ``hidden_layers`` hidden layers (module docstring for the rule). A one-line ``ValueError`` when the
-    budget is below the cheapest method."""
+    ``hidden_layers`` hidden layers (module docstring for the rule), among those estimated to need at
+    most ``max_bytes`` of memory (None: no limit). A one-line ``ValueError`` when the budget is below
+    the cheapest method, or no method within it fits in ``max_bytes``."""
     _check_budget(budget)
     RandomMLP.check(width, hidden_layers, activation)
     if hidden_layers < 1:
         raise ValueError("a budget plan needs hidden_layers >= 1 (with none the network is linear: E[out] = 0)")
     options = []
-    for order, variant in KPROP_MSE:
+    for order, variant in [*KPROP_MSE, *K4_MSE]:
         flops = method_flops(width, hidden_layers, ("kprop", order, variant), activation, bias)
         if flops <= budget:
             options.append(Option("kprop", order, variant, 0, flops, expected_kprop(width, order, variant)))
@@ -231,6 +261,15 @@ def plan(width: int, hidden_layers: int, budget: float, activation: str = "relu"
             f"a budget of {budget:.3g} FLOPs is below the cheapest method at width {width} with {hidden_layers} "
             f"hidden layers ({name}, {cheapest:.3g} FLOPs); raise the budget to at least {cheapest:.3g}"
         )
+    if max_bytes is not None:
+        fitting = [o for o in options if _memory(o, width, hidden_layers) <= max_bytes]
+        if not fitting:
+            least = min(options, key=lambda o: _memory(o, width, hidden_layers))
+            raise ValueError(
+                f"no method within {budget:.3g} FLOPs fits in {max_bytes / 2**30:.3g} GB at width {width} "
+                f"(the smallest, {least.label}, needs about {_memory(least, width, hidden_layers) / 2**30:.3g} GB)"
+            )
+        options = fitting
     options.sort(key=lambda o: (o.expected_mse_over_var, o.flops))
     return Plan(
         options[0],
@@ -238,20 +277,31 @@ def plan(width: int, hidden_layers: int, budget: float, activation: str = "relu"
         width,
         hidden_layers,
         activation,
-        _extrapolation(width, hidden_layers, activation),
+        _extrapolation(width, hidden_layers, activation, any(o.order == 4 for o in options)),
         options,
     )
 
 
+def _memory(option: Option, width: int, hidden_layers: int) -> int:
+    """Estimated peak bytes of ``option`` (``bench.memory_needed``)."""
+    methods = [] if option.method == "mc" else [(option.order, option.variant)]
+    return memory_needed(width, hidden_layers, methods, option.n_samples)
+
+
 def estimate(
-    mlp: RandomMLP, budget: float, generator: torch.Generator | None = None, progress: bool = False
+    mlp: RandomMLP,
+    budget: float,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    max_gb: float | None = None,
 ) -> Estimate:
-    """E[out] [width] of ``mlp`` by the method :func:`plan` chooses for ``budget`` FLOPs; the returned
-    ``Estimate.plan`` carries the method, its exact FLOPs and its expected MSE/Var. ``generator`` seeds
-    the samplers (default: seed 0)."""
+    """E[out] [width] of ``mlp`` by the method :func:`plan` chooses for ``budget`` FLOPs among those that
+    fit in ``max_gb`` GB of memory (default: 3/4 of this machine's RAM, ``bench.memory_limit``); the
+    returned ``Estimate.plan`` carries the method, its exact FLOPs and its expected MSE/Var.
+    ``generator`` seeds the samplers (default: seed 0)."""
     check_mlp(mlp)
     bias = any(b is not None for b in mlp.biases)
-    chosen = plan(mlp.width, mlp.hidden_layers, budget, mlp.activation, bias)
+    chosen = plan(mlp.width, mlp.hidden_layers, budget, mlp.activation, bias, memory_limit(max_gb)[0])
     best = chosen.best
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     with torch.no_grad():

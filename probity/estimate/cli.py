@@ -33,10 +33,15 @@ def run(
     activation: str = typer.Option("relu", help="relu, gelu, tanh, sigmoid, silu or softplus."),
     order: int = typer.Option(
         None,
-        help="Cumulant order K: 1-4 (default 3; 4 keeps dense [n]^4 tensors: 8 n^4 bytes).",
+        help="Cumulant order K: 1-4 (default 3; 4 simple/augment keep dense [n]^4 tensors, 8 n^4 bytes).",
         show_default=False,
     ),
-    variant: str = typer.Option(None, help="simple or augment (default simple).", show_default=False),
+    variant: str = typer.Option(
+        None,
+        help="simple or augment (default simple); at --order 4 also repeated: the fourth cumulant's "
+        "repeated-index slices only, [n]^3, O(n^4) FLOPs.",
+        show_default=False,
+    ),
     budget: float = typer.Option(
         None,
         help="FLOP budget: pick the method (kprop order/variant, blend or Monte Carlo with N samples) expected "
@@ -58,7 +63,7 @@ def run(
     import torch
 
     from probity.estimate import RandomMLP, count_flops, kprop, monte_carlo, mse_over_var
-    from probity.estimate.bench import check_memory, memory_needed
+    from probity.estimate.bench import check_memory, memory_limit, memory_needed
     from probity.estimate.choose import estimate, plan
     from probity.estimate.propagate import check_order
 
@@ -72,16 +77,16 @@ def run(
         if check and check < 2:
             raise ValueError(f"--check must be 0 (no sampling) or >= 2 samples, got {check}")
         if budget is not None:
-            chosen = plan(width, hidden_layers, budget, activation)
+            chosen = plan(width, hidden_layers, budget, activation, max_bytes=memory_limit(max_memory)[0])
             order, variant = chosen.best.order or 1, chosen.best.variant or "simple"
         samples = max(check, chosen.best.n_samples if chosen else 0)
-        needed = memory_needed(width, hidden_layers, [order], samples)
+        needed = memory_needed(width, hidden_layers, [(order, variant)], samples)
         check_memory(needed, max_memory, f"estimate run at width {width} with {hidden_layers} hidden layers")
     writable(json_path, "--json")
     mlp = RandomMLP(width, hidden_layers, activation, init=init, seed=seed)
     if chosen is not None:
         print_plan(chosen, console)
-        result = estimate(mlp, budget, progress=True)
+        result = estimate(mlp, budget, progress=True, max_gb=max_memory)
         est, flops, method = result.layers, result.plan.best.flops, result.plan.best.label
     else:
         with torch.no_grad():
@@ -265,8 +270,10 @@ def bench(
     activation: str = typer.Option("relu", help="relu, gelu, tanh, sigmoid, silu or softplus."),
     widths: str = typer.Option("16,32,64,128", help="Comma-separated widths."),
     hidden_layers: int = typer.Option(4, help="Hidden layers of every network."),
-    orders: str = typer.Option("1,2,3", help="Comma-separated kprop orders."),
-    variants: str = typer.Option("simple,augment", help="Comma-separated kprop variants."),
+    orders: str = typer.Option(
+        "1,2,3", help="Comma-separated kprop orders (4 runs repeated, and dense simple up to width 128)."
+    ),
+    variants: str = typer.Option("simple,augment", help="Comma-separated kprop variants of K=1-3."),
     seeds: str = typer.Option("0,1,2,3,4", help="Comma-separated network seeds."),
     gt_samples: int = typer.Option(10**7, help="Ground-truth samples per network (cached by network and N)."),
     mc_budgets: str = typer.Option("10,100,1000,10000,100000", help="Sample budgets for Monte Carlo."),

@@ -131,7 +131,8 @@ def check_order(order: int, variant: str) -> None:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     allowed = K4_VARIANTS if order == 4 else VARIANTS
     if variant not in allowed:
-        raise ValueError(f"variant must be one of {allowed}, got {variant!r}")
+        k4_only = f" ({variant!r} is K=4 only)" if variant in K4_VARIANTS else ""
+        raise ValueError(f"variant must be one of {allowed} at order {order}, got {variant!r}{k4_only}")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from probity.estimate import (
     mse_over_var,
     x_mc,
 )
-from probity.estimate.bench import BenchConfig
+from probity.estimate.bench import ARC_REFERENCE, BenchConfig, BenchResult, Summary, memory_needed
 from probity.estimate.cli import app
 
 
@@ -68,6 +68,8 @@ def test_cli_run_and_bench(tmp_path):
     assert "act2" in res.output and "out" in res.output
     res = runner.invoke(app, ["run", "--width", "8", "--hidden-layers", "2", "--order", "4", "--check", "2000"])
     assert res.exit_code == 0 and "kprop K=4 simple" in res.output, res.output
+    res = runner.invoke(app, ["run", "--width", "8", "--hidden-layers", "2", "--order", "4", "--variant", "repeated"])
+    assert res.exit_code == 0 and "kprop K=4 repeated" in res.output, res.output
     bad = runner.invoke(app, ["run", "--order", "5"])
     assert bad.exit_code == 2 and "order must be one of" in bad.output
     bad = runner.invoke(app, ["run", "--check", "1"])
@@ -123,6 +125,37 @@ def test_bench_config_validates_on_construction(fields, message):
     with pytest.raises(ValueError, match=message) as info:
         BenchConfig(**fields)
     assert "\n" not in str(info.value)
+
+
+def test_bench_runs_k4_repeated_beyond_the_dense_width_and_sizes_it_as_cubic():
+    """K=4 simple stays at widths <= dense_max_width (8 n^4 bytes); repeated (a dozen [n]^3) runs at 256 too."""
+    cfg = BenchConfig(widths=[128, 256], orders=[3, 4], variants=["augment"])
+    assert cfg.kprop_methods(128) == [(3, "augment"), (4, "simple"), (4, "repeated")]
+    assert cfg.kprop_methods(256) == [(3, "augment"), (4, "repeated")]
+    dense, repeated = memory_needed(256, 4, [4]), memory_needed(256, 4, [(4, "repeated")])
+    assert dense > 32 * 2**30 and repeated < 2 * 2**30  # 8 n^4 = 32 GB against 96 n^3 = 1.5 GB
+    assert memory_needed(256, 4, [(4, "simple")]) == dense
+    assert cfg.memory_needed() == memory_needed(128, 4, [4], 10**7)  # the dense K=4 at 128 is the largest
+
+
+def test_k4_repeated_claims_against_arcs_k4_simple():
+    """K=4 repeated is claimed beside ARC's K=4 simple: MSE/Var below our K=3 augment, x-MC above 10."""
+
+    def kp(order, variant, mse, x):
+        return Summary("kprop", variant, order, 128, 0, 3, mse, 1e10, 1.0, x)
+
+    rows = [kp(3, "augment", 1.65e-6, 155.0), kp(4, "repeated", 6.47e-7, 23.9), kp(4, "simple", 2.5e-7, 0.98)]
+    claims = {c.name: c for c in BenchResult(BenchConfig(), rows, []).headline()}
+    mse, xmc = claims["kprop K=4 repeated, n=128: MSE/Var"], claims["kprop K=4 repeated, n=128: x-MC"]
+    assert (mse.reference, xmc.reference) == ARC_REFERENCE[(128, 4, "simple")]
+    assert "K=4 simple" in mse.source and mse.target.startswith("< 1.65e-06") and mse.verdict == "met"
+    assert xmc.target.startswith("> 10") and xmc.verdict == "met"
+    slow = BenchResult(BenchConfig(), [kp(4, "repeated", 6.47e-7, 9.0)], []).headline()
+    assert [(c.name, c.verdict) for c in slow] == [("kprop K=4 repeated, n=128: x-MC", "missed")]  # no K=3 row
+    assert (
+        BenchResult(BenchConfig(), [Summary("kprop", "repeated", 4, 32, 0, 2, 1e-4, 1e7, 1.0, 2.0)], []).headline()
+        == []
+    )
 
 
 def test_bench_config_stores_a_path_as_its_string(tmp_path):

@@ -10,9 +10,12 @@ import torch
 
 from probity.cli import main
 from probity.estimate import RandomMLP, blend, count_flops, kprop, mc_flops_per_sample
+from probity.estimate.bench import memory_needed
 from probity.estimate.choose import (
     BLEND_MSE,
     FRONTIER_WIDTHS,
+    K4_MSE,
+    K4_WIDTHS,
     KPROP_MSE,
     estimate,
     expected_blend,
@@ -22,6 +25,7 @@ from probity.estimate.choose import (
 )
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "results" / "estimate.json"
+BENCH_K4 = BENCH.with_name("estimate_k4.json")
 
 
 def test_frontier_table_is_the_committed_benchmark():
@@ -38,6 +42,11 @@ def test_frontier_table_is_the_committed_benchmark():
         for width, value in zip(FRONTIER_WIDTHS, values):
             (row,) = [s for s in summary if (s["method"], s["n_samples"], s["width"]) == ("blend", n, width)]
             assert row["mse_over_var"] == pytest.approx(value, rel=5e-3)
+    k4 = json.loads(BENCH_K4.read_text())["summary"]
+    for (order, variant), values in K4_MSE.items():
+        for width, value in zip(K4_WIDTHS, values, strict=True):
+            (row,) = [s for s in k4 if (s["order"], s["variant"], s["width"]) == (order, variant, width)]
+            assert row["mse_over_var"] == pytest.approx(value, rel=5e-3)
 
 
 def test_interpolation_hits_the_measured_points_and_is_monotone_in_samples():
@@ -52,7 +61,7 @@ def test_interpolation_hits_the_measured_points_and_is_monotone_in_samples():
 def test_flop_predictions_are_exact():
     mlp = RandomMLP(12, 3, seed=0)
     with torch.no_grad():
-        for order, variant in [(1, "simple"), (2, "augment"), (3, "simple"), (3, "augment")]:
+        for order, variant in [(1, "simple"), (2, "augment"), (3, "simple"), (3, "augment"), (4, "repeated")]:
             assert method_flops(12, 3, ("kprop", order, variant)) == count_flops(kprop, mlp, order, variant)[1]
         # blend: to one FLOP (its gate multiplies tau^2 by zero, one FLOP, only when it rejects the samples)
         assert abs(method_flops(12, 3, ("blend", 100)) - count_flops(blend, mlp, 100, 2, "augment")[1]) <= 1
@@ -60,6 +69,9 @@ def test_flop_predictions_are_exact():
     gelu = RandomMLP(9, 2, "gelu", seed=0)
     with torch.no_grad():
         assert method_flops(9, 2, ("kprop", 2, "simple"), "gelu") == count_flops(kprop, gelu, 2, "simple")[1]
+        biased = RandomMLP(10, 2, "gelu", bias=True, seed=0)
+        k4 = count_flops(kprop, biased, 4, "repeated")[1]
+        assert method_flops(10, 2, ("kprop", 4, "repeated"), "gelu", bias=True) == k4  # a quartic in the width
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -76,6 +88,38 @@ def test_choice_is_sensible_at_small_and_large_budgets():
     assert big.best.method in ("blend", "mc") and big.best.expected_mse_over_var < 1e-7
     assert big.best.flops <= 1e13
     assert [o.expected_mse_over_var for o in big.options] == sorted(o.expected_mse_over_var for o in big.options)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_k4_repeated_is_chosen_where_it_is_the_most_accurate():
+    """Width 128 (4 hidden layers): K=4 repeated costs 1.065e10 FLOPs for MSE/Var 6.47e-7, 2.5x below K=3
+    augment's 1.63e-6; it wins from its cost until blend's samples catch up (about 2.2e11), and below its
+    cost K=3 augment wins."""
+    k4 = method_flops(128, 4, ("kprop", 4, "repeated"))
+    assert k4 == 10_645_997_824  # count_flops on the bench networks (bench/results/estimate_k4.json: 1.065e10)
+    for budget in (k4, 1.2e10, 3e10, 1e11):
+        chosen = plan(128, 4, budget)
+        assert chosen.best.label == "kprop K=4 repeated" and chosen.extrapolated == "", budget
+        assert chosen.best.expected_mse_over_var == pytest.approx(6.47e-7)
+    for budget in (1e9, k4 - 1):
+        assert plan(128, 4, budget).best.label == "kprop K=3 augment"
+    assert plan(128, 4, 1e12).best.method == "blend"
+    assert plan(64, 4, 1e9).best.label == "kprop K=4 repeated"  # 7.3e8 FLOPs at width 64
+    assert "K=4 repeated at width 256, outside its measured 16-128" in plan(256, 4, 2e11).extrapolated
+    assert plan(256, 4, 1e11).extrapolated == ""  # K=4 does not fit: the K <= 3 frontier is measured there
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_plan_leaves_out_what_does_not_fit_in_memory():
+    """At width 512 K=4 repeated (about 12 GB) is the most accurate for 3e12 FLOPs; with 8 GB it is left out,
+    and a limit below every method is one line."""
+    assert plan(512, 4, 3e12).best.label == "kprop K=4 repeated"
+    assert memory_needed(512, 4, [(4, "repeated")]) > 8 * 2**30
+    small = plan(512, 4, 3e12, max_bytes=8 * 2**30)
+    assert small.best.label != "kprop K=4 repeated" and all(o.order != 4 for o in small.options)
+    with pytest.raises(ValueError, match="no method within 3e\\+12 FLOPs fits in 0.0156 GB at width 512") as err:
+        plan(512, 4, 3e12, max_bytes=2**24)
+    assert "\n" not in str(err.value)
 
 
 def test_plan_says_when_it_extrapolates():

@@ -27,6 +27,9 @@ from probity.estimate.bench import GT_OVER_BUDGET, BenchConfig, memory_needed
         (["--order", "5"], "order must be one of (1, 2, 3, 4), got 5"),
         (["--order", "4", "--width", "512"], "as width^4 at K=4"),  # dense [n]^4: 550 GB, refused
         (["--variant", "fancy"], "variant must be one of"),
+        (["--variant", "repeated"], "'repeated' is K=4 only"),  # the default order is 3
+        (["--order", "2", "--variant", "repeated"], "variant must be one of ('simple', 'augment') at order 2"),
+        (["--order", "4", "--variant", "repeated", "--width", "4096"], "width^3 at K=4 repeated"),  # 6,000 GB
         (["--activation", "swish"], "unknown activation 'swish'"),
         (["--init", "xavier"], "unknown init 'xavier'; choose one of he, critical"),
         (["--check", "1"], "--check must be 0 (no sampling) or >= 2"),

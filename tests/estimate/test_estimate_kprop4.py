@@ -271,3 +271,23 @@ def test_k4_memory_estimate_is_an_upper_bound():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout) <= memory_needed(64, 3, [4]), (int(done.stdout), memory_needed(64, 3, [4]))
+
+
+def test_k4_repeated_memory_estimate_is_an_upper_bound():
+    """Peak memory of K=4 repeated at width 128 (4 hidden layers), in a fresh process, stays under
+    ``memory_needed``, which is far below the dense variant's."""
+    code = textwrap.dedent(
+        """
+        import resource, torch
+        torch.set_num_threads(1)
+        from probity.estimate import RandomMLP, kprop
+        mlp = RandomMLP(128, 4, seed=0)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with torch.no_grad():
+            kprop(mlp, 4, "repeated")
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    estimate = memory_needed(128, 4, [(4, "repeated")])
+    assert int(done.stdout) <= estimate < memory_needed(128, 4, [4]) / 4, (int(done.stdout), estimate)
