@@ -409,4 +409,5 @@ def execute(
         return val
 
     out = ev(expr)
+    memo.clear()  # ev is a recursive closure (a reference cycle): without this its tensors wait for the cyclic GC
     return out if positions is None or isinstance(expr, Unembed) else out[:, positions]
