@@ -244,33 +244,42 @@ def _check(checkpoint: Path, model_name: str):
     return config, name
 
 
-def _token_count(checkpoint: Path, text: str) -> int:
-    """Tokens of ``text`` as the verbalizer's tokenizer (a copy of the target's, or its base model's
-    when the checkpoint holds adapters) counts them."""
+def _token_count(checkpoint: Path, text) -> int:
+    """Tokens of ``text`` (a string or an :class:`probity.nla.evaluate.Chat`) as the verbalizer's
+    tokenizer (a copy of the target's, or its base model's when the checkpoint holds adapters) counts
+    them."""
     from transformers import AutoTokenizer
 
-    from probity.models import load
+    from probity.models import SMOLLM2, load
+    from probity.models.load import smollm2_gguf
     from probity.nla.core import ADAPTER, check_nla
+    from probity.nla.evaluate import transcript_ids
 
     folder = checkpoint / "av" if (checkpoint / "av").is_dir() else checkpoint
-    if (folder / ADAPTER).is_file():
-        with usage_errors("--checkpoint"):
-            tokenizer = load(check_nla(checkpoint).base)[1]
-        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
     with usage_errors("--checkpoint"):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except OSError as err:
-            raise FileNotFoundError(f"no tokenizer in {folder} ({str(err).splitlines()[0]})") from None
-    return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+        base = check_nla(checkpoint).base if (folder / ADAPTER).is_file() else ""
+        if base == SMOLLM2:  # its tokenizer alone, without the model
+            gguf_folder, gguf = smollm2_gguf()
+            tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=gguf)
+        elif base:
+            tokenizer = load(base)[1]
+        else:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            except OSError as err:
+                raise FileNotFoundError(f"no tokenizer in {folder} ({str(err).splitlines()[0]})") from None
+    with usage_errors("--text"):
+        return len(transcript_ids(tokenizer, text)[0])
 
 
 def _load(checkpoint: Path, name: str):
+    """(verbalizer, target, its tokenizer): the verbalizer alone (its folder ``av/`` holds its own
+    sidecar), so the reconstructor, which explain and audit do not use, is never loaded."""
     from probity.models import load
     from probity.nla.core import load_nla
 
     with usage_errors("--checkpoint"):
-        av, _ = load_nla(checkpoint)
+        av, _ = load_nla(checkpoint / "av" if (checkpoint / "av").is_dir() else checkpoint)
     target, tokenizer = load(name)
     return av, target, tokenizer
 
@@ -279,32 +288,59 @@ def _load(checkpoint: Path, name: str):
 def explain(
     checkpoint: Path = typer.Option(..., help="A trained NLA folder (OUT/nla of `probity nla train`)."),
     text: str = typer.Option(
-        ...,
+        None,
         help="Text to explain; the tokenizer adds its special start token (for chat models include the chat "
-        "template yourself).",
+        "template yourself, or give --question and --answer instead).",
     ),
+    question: str = typer.Option(
+        None, help="With --answer, instead of --text: a chat, rendered with the target's chat template."
+    ),
+    answer: str = typer.Option(None, help="The assistant's answer to --question (its tokens are described)."),
     position: int = typer.Option(
-        None, show_default="all positions", help="Only this token position (negative counts from the end)."
+        None,
+        show_default="all positions",
+        help="Only this token position (negative counts from the end; a chat ends with its end-of-turn token). "
+        "Left out: every token of --text, the answer's tokens of a chat.",
     ),
     model: str = typer.Option("", show_default="the one named in the checkpoint", help="Target model."),
 ) -> None:
-    """Print the verbalizer's description of each token's activation."""
+    """Print the verbalizer's description of each token's activation. On the censored SmolLM2, e.g.
+    ``--checkpoint probity/nla/checkpoints/censored_smollm2 --model censored --question Q --answer A``;
+    what it reads behind a lie is mostly the token and the topic (docs/design/nla-issue14.md, g)."""
+    from probity.nla.evaluate import Chat
     from probity.nla.evaluate import explain as run
 
-    if not text.strip():
+    chat = None
+    if (question is None) != (answer is None):
+        fail(
+            "give --question and --answer together (a chat), or --text", "--answer" if answer is None else "--question"
+        )
+    if question is not None:
+        if text is not None:
+            fail("give --text or --question and --answer, not both", "--text")
+        for flag, value in (("--question", question), ("--answer", answer)):
+            if not value.strip():
+                fail(f"the {flag.lstrip('-')} is empty; give the chat's {flag.lstrip('-')}", flag)
+        chat = Chat(question, answer)
+    elif text is None:
+        fail("give --text, or --question and --answer (a chat), to explain", "--text")
+    elif not text.strip():
         fail("the text is empty; give the text whose tokens to describe", "--text")
     _, name = _check(checkpoint, model)
     if position is not None:
-        n = _token_count(checkpoint, text)
+        n = _token_count(checkpoint, chat or text)
         if not -n <= position < n:
             fail(
-                f"position {position} is out of range: the text has {n} tokens (0..{n - 1}, or -{n}..-1 from "
-                "the end); leave it out for every token",
+                f"position {position} is out of range: the {'chat' if chat else 'text'} has {n} tokens (0..{n - 1}, "
+                f"or -{n}..-1 from the end); leave it out for every {'answer token' if chat else 'token'}",
                 "--position",
             )
     av, target, tokenizer = _load(checkpoint, name)
+    positions = ("answer" if chat else "all") if position is None else position
     table = Table("pos", "token", "description")
-    for e in run(target, tokenizer, av, text, "all" if position is None else position, progress=True):
+    with usage_errors("--text"):
+        found = run(target, tokenizer, av, chat or text, positions, progress=True)
+    for e in found:
         table.add_row(str(e.position), e.token, e.description)
     console.print(table)
 
@@ -313,36 +349,71 @@ def explain(
 def audit(
     checkpoint: Path = typer.Option(..., help="A trained NLA folder (OUT/nla of `probity nla train`)."),
     transcripts: Path = typer.Option(
-        ..., help='.jsonl with {"text", "label": 0|1} per line (label optional), or .txt with one transcript per line.'
+        ...,
+        help='.jsonl with {"text"} or {"question", "answer"} (a chat) and an optional "label": 0|1 per line, '
+        "or .txt with one transcript per line.",
     ),
-    concept: str = typer.Option(..., help="Phrase to look for in the descriptions, e.g. 'lie'."),
+    concept: str = typer.Option(
+        ..., help="Phrase to look for in the descriptions, e.g. 'lie'; with --likelihood: lie, honest or refusal."
+    ),
+    likelihood: bool = typer.Option(
+        False,
+        "--likelihood",
+        help="Score p(concept) at the behaviour field of the verbalizer's labels at every answer token, beside "
+        "the same score with the activation hidden (the token-only control); for checkpoints trained on the "
+        "censored SmolLM2's teacher data (their sidecar's target is censored).",
+    ),
+    threshold: float = typer.Option(
+        None,
+        show_default="0.5",
+        help="--likelihood: flag a transcript whose mean p(concept) over its answer is above this.",
+    ),
     model: str = typer.Option("", show_default="the one named in the checkpoint", help="Target model."),
     out: Path = typer.Option(
         None, help="Write result.json (with the inputs: checkpoint, transcripts, concept) and index.html here."
     ),
 ) -> None:
-    """Describe every token of every transcript and flag those whose description mentions the concept."""
+    """Describe every token of every transcript and flag those whose description mentions the concept;
+    with --likelihood, score the answer of every transcript for a behaviour of the censored SmolLM2
+    (lie, honest, refusal) and report its token-only control beside it."""
     from probity import report
-    from probity.nla.evaluate import audit as run
     from probity.nla.evaluate import read_transcripts
     from probity.report.console import provenance
 
     if not concept.strip():
         fail("the concept is empty; give a phrase to look for, e.g. 'lie'", "--concept")
+    if likelihood:
+        from probity.nla.censored import BEHAVIOURS
+
+        if concept not in BEHAVIOURS:
+            fail(
+                f"--likelihood scores a behaviour of the labels: {', '.join(BEHAVIOURS)}; got {concept!r}", "--concept"
+            )
+        if threshold is not None and not 0 <= threshold <= 1:
+            fail(f"the threshold is a probability in [0, 1], got {threshold}", "--threshold")
+    elif threshold is not None:
+        fail("--threshold is for --likelihood (the description audit flags tokens, not transcripts)", "--threshold")
     writable(out, "--out", folder=True)
     with usage_errors("--transcripts"):
         texts, labels = read_transcripts(transcripts)
-    _, name = _check(checkpoint, model)
+    config, name = _check(checkpoint, model)
+    if likelihood and config.target != "censored":
+        fail(
+            f"--likelihood reads the behaviour field of the censored SmolLM2's labels; this checkpoint was "
+            f"trained on {config.target or 'an unnamed target'}",
+            "--checkpoint",
+        )
     av, target, tokenizer = _load(checkpoint, name)
+    inputs = {"checkpoint": str(checkpoint), "model": name, "transcripts": str(transcripts), "concept": concept}
+    if likelihood:
+        _likelihood_audit(
+            av, target, tokenizer, texts, labels, concept, 0.5 if threshold is None else threshold, inputs, out
+        )
+        return
+    from probity.nla.evaluate import audit as run
+
     result = run(target, tokenizer, av, texts, concept, labels, progress=True)
-    result.provenance = provenance(
-        "nla audit",
-        checkpoint=str(checkpoint),
-        model=name,
-        transcripts=str(transcripts),
-        concept=concept,
-        layer=av.config.layer,
-    )
+    result.provenance = provenance("nla audit", **inputs, layer=av.config.layer)
     table = Table("transcript", "label", "score", "flagged tokens")
     for row in result.per_transcript:
         table.add_row(
@@ -358,3 +429,52 @@ def audit(
     )
     if out is not None:
         console.print(f"[green]report:[/green] {report.save(result, out, title=f'NLA audit: {concept}')}")
+
+
+def _likelihood_audit(av, target, tokenizer, texts, labels, concept, threshold, inputs, out) -> None:
+    """``probity nla audit --likelihood``: run :func:`probity.nla.censored.likelihood_audit`, print one
+    row per transcript and the AUROC beside its token-only control, and save the report to ``out``."""
+    from probity import report
+    from probity.nla.censored import likelihood_audit
+    from probity.nla.evaluate import Chat
+    from probity.report.console import provenance
+
+    with usage_errors("--transcripts"):
+        result = likelihood_audit(target, tokenizer, av, texts, labels, concept, threshold, progress=len(texts) > 4)
+    result.provenance = provenance("nla audit", **inputs, likelihood=True, threshold=threshold, layer=av.config.layer)
+    table = Table(
+        "transcript", "label", f"p({concept})", "token only", "flagged", "top token", "answer", title="likelihood audit"
+    )
+    for row, text in zip(result.per_transcript, texts):
+        top = max(range(len(row.p)), key=row.p.__getitem__)
+        answer = text.answer if isinstance(text, Chat) else tokenizer.convert_tokens_to_string(row.tokens)
+        table.add_row(
+            str(row.index),
+            "-" if row.label is None else str(row.label),
+            f"{row.score:.2f}",
+            f"{row.token_only:.2f}",
+            "yes" if row.flagged else "",
+            f"{tokenizer.convert_tokens_to_string([row.tokens[top]]).strip()} {row.p[top]:.2f}",
+            " ".join(answer.split())[:60],
+        )
+    console.print(table)
+    line = (
+        f"{result.flagged}/{result.transcripts} transcripts flagged (mean p({concept}) over the answer > {threshold:g})"
+    )
+    if result.auroc is None:
+        line += "; no AUROC: give every transcript a 0/1 label, both classes"
+    else:
+        lo, hi = result.ci
+        c_lo, c_hi = result.token_only_ci
+        line += (
+            f"; AUROC {result.auroc:.3f} [{lo:.2f}, {hi:.2f}]; token-only control (every activation replaced by "
+            f"their mean) {result.token_only_auroc:.3f} [{c_lo:.2f}, {c_hi:.2f}]"
+        )
+    console.print(line)
+    if result.auroc is not None and result.token_only_auroc >= result.auroc - 0.1:
+        note(
+            f"the token-only control ({result.token_only_auroc:.3f}) is not 0.1 below the audit "
+            f"({result.auroc:.3f}): the audit reads no more from the activation than from the answer's tokens"
+        )
+    if out is not None:
+        console.print(f"[green]report:[/green] {report.save(result, out, title=f'NLA likelihood audit: {concept}')}")

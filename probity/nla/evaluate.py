@@ -3,7 +3,10 @@
 ``explain`` runs the verbalizer on the activation of every (or one) token of a
 text; ``audit`` does that for a set of transcripts and flags the tokens whose
 descriptions mention a concept. When transcripts carry labels, the per-transcript
-score (share of flagged tokens) is scored against them as an AUROC.
+score (share of flagged tokens) is scored against them as an AUROC. A transcript is a
+text as is or a :class:`Chat` (a question and its answer, rendered with the chat template
+the way the censored organism's fact chats are made: :func:`transcript_ids`). The censored
+SmolLM2's likelihood audit is :func:`probity.nla.censored.likelihood_audit`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from probity.models.chat import NoChatTemplateError, chat_text
 from probity.nla.core import Verbalizer, extract
+from probity.nla.smollm2_data import answer_ids
 from probity.report import Claim, result_type
 from probity.report.console import progress as console_progress
 from probity.report.io import read_text
@@ -27,6 +32,43 @@ class TokenExplanation:
     position: int
     token: str
     description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Chat:
+    """A single-turn chat transcript: the user's ``question`` and the assistant's ``answer``."""
+
+    question: str
+    answer: str
+
+
+def transcript_ids(tokenizer, transcript: str | Chat) -> tuple[list[int], int]:
+    """Token ids of ``transcript`` and the index where its answer starts (``ids[start:]`` is the answer).
+    A :class:`Chat` is rendered as the censored organism's fact chats are
+    (:func:`probity.nla.smollm2_data.answer_ids`: the chat template's prompt, the answer, the
+    end-of-turn token); a text is tokenised as :func:`probity.nla.core.extract` does, its answer
+    after the last assistant header of the tokenizer's chat template (the whole text when it holds
+    none, or the tokenizer has no template; ``start == len(ids)`` when it ends at the header)."""
+    if isinstance(transcript, Chat):
+        return answer_ids(tokenizer, transcript.question, transcript.answer)
+    header = _assistant_header(tokenizer)
+    at = transcript.rfind(header) if header else -1
+    if at < 0:
+        return tokenizer(transcript, add_special_tokens=True)["input_ids"], 0
+    enc = tokenizer(transcript, add_special_tokens=True, return_offsets_mapping=True)
+    ids, begin = list(enc["input_ids"]), at + len(header)
+    return ids, next((i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a >= begin), len(ids))
+
+
+def _assistant_header(tokenizer) -> str:
+    """The text the chat template opens an assistant turn with (e.g. ``<|im_start|>assistant\\n``), or
+    an empty string when the tokenizer has no template."""
+    probe = [{"role": "user", "content": "x"}]
+    try:
+        opened = chat_text(tokenizer, probe)
+    except NoChatTemplateError:
+        return ""
+    return opened[len(tokenizer.apply_chat_template(probe, tokenize=False)) :]
 
 
 def describe(av: Verbalizer, vectors, progress: bool = False, batch_size: int = 64) -> list[str]:
@@ -43,12 +85,20 @@ def describe(av: Verbalizer, vectors, progress: bool = False, batch_size: int = 
 
 
 def explain(
-    model, tokenizer, av: Verbalizer, text: str, positions="all", progress: bool = False
+    model, tokenizer, av: Verbalizer, text: str | Chat, positions="all", progress: bool = False
 ) -> list[TokenExplanation]:
-    """Describe the activation at each chosen position of ``text`` (greedy)."""
-    if not text.strip():
+    """Describe the activation at each chosen position of ``text`` (greedy): ``positions`` is "all",
+    "answer" (the answer's tokens, :func:`transcript_ids`), an int (negative counts from the end)
+    or a list of them."""
+    if isinstance(text, str) and not text.strip():
         raise ValueError("text is empty; give the text whose tokens to describe")
-    acts = extract(model, tokenizer, [text], av.config.layer, positions)
+    source = text
+    if isinstance(text, Chat) or positions == "answer":
+        source, start = transcript_ids(tokenizer, text)
+        positions = list(range(start, len(source))) if positions == "answer" else positions
+    acts = extract(
+        model, tokenizer, [source], av.config.layer, [positions] if isinstance(positions, list) else positions
+    )
     descriptions = describe(av, acts.vectors, progress)
     return [TokenExplanation(p, t, d) for p, t, d in zip(acts.position, acts.token, descriptions)]
 
@@ -91,12 +141,16 @@ class ConceptAudit:
         return claims
 
 
-def read_transcripts(path: str | Path) -> tuple[list[str], list[int | None]]:
-    """Transcripts from a JSONL file (objects with a non-empty ``text`` and optional 0/1 ``label``)
-    or a plain text file (one transcript per line). A missing, empty or malformed file raises
-    ``FileNotFoundError`` / ``ValueError`` naming the file (and the line)."""
+def read_transcripts(path: str | Path) -> tuple[list[str | Chat], list[int | None]]:
+    """Transcripts from a JSONL file (objects with a non-empty ``text``, or a non-empty ``question``
+    and ``answer`` (a :class:`Chat`), and an optional 0/1 ``label``) or a plain text file (one
+    transcript per line). A missing, empty or malformed file raises ``FileNotFoundError`` /
+    ``ValueError`` naming the file (and the line)."""
     path = Path(path)
-    form = 'give a .jsonl of {"text": ..., "label": 0|1} per line or a .txt, one transcript per line'
+    form = (
+        'give a .jsonl of {"text": ..., "label": 0|1} or {"question": ..., "answer": ..., "label": 0|1} per line, '
+        "or a .txt, one transcript per line"
+    )
     if not path.is_file():
         raise FileNotFoundError(f"no transcript file {path}; {form}")
     if path.suffix in (".json", ".yaml", ".yml", ".csv"):
@@ -109,11 +163,16 @@ def read_transcripts(path: str | Path) -> tuple[list[str], list[int | None]]:
         if path.suffix == ".jsonl":
             try:
                 row = json.loads(line)
-                text = row["text"]
+                fields = ("question", "answer") if "text" not in row and "question" in row else ("text",)
+                values = [row[k] for k in fields]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{n}: each line must be a JSON object with a 'text' field") from None
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}:{n}: 'text' must be a non-empty string, got {text!r}")
+                raise ValueError(
+                    f"{path}:{n}: each line must be a JSON object with a 'text' field, or 'question' and 'answer'"
+                ) from None
+            for k, value in zip(fields, values):
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"{path}:{n}: {k!r} must be a non-empty string, got {value!r}")
+            text = Chat(*values) if len(values) == 2 else values[0]
             label = row.get("label")
             if label is not None and (isinstance(label, str) or label not in (0, 1)):
                 raise ValueError(f"{path}:{n}: 'label' must be 0 or 1 (or left out), got {label!r}")
@@ -131,19 +190,20 @@ def audit(
     model,
     tokenizer,
     av: Verbalizer,
-    texts: Sequence[str],
+    texts: Sequence[str | Chat],
     concept: str,
     labels: Sequence[int | None] | None = None,
     positions="all",
     progress: bool = False,
 ) -> ConceptAudit:
-    """Run the verbalizer over every token of every transcript and flag descriptions
-    that mention ``concept``; AUROC of the transcript scores against ``labels`` when
+    """Run the verbalizer over every token of every transcript (a text or a :class:`Chat`) and flag
+    descriptions that mention ``concept``; AUROC of the transcript scores against ``labels`` when
     every transcript has one and both classes occur."""
     if not concept.strip():
         raise ValueError("concept must be a non-empty phrase")
     labels = list(labels) if labels is not None else [None] * len(texts)
-    acts = extract(model, tokenizer, list(texts), av.config.layer, positions, progress=progress or len(texts) > 4)
+    inputs = [transcript_ids(tokenizer, t)[0] if isinstance(t, Chat) else t for t in texts]
+    acts = extract(model, tokenizer, inputs, av.config.layer, positions, progress=progress or len(texts) > 4)
     descriptions = describe(av, acts.vectors, progress)
     rows = []
     for i in range(len(texts)):

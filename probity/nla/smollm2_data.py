@@ -469,6 +469,19 @@ def _show(token: str) -> str:
     return token.strip() or token.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "·")
 
 
+def token_head(tokenizer, token_id: int) -> str:
+    """The first field of a teacher label, the token it describes as ``«tok»`` (see :func:`_show`)."""
+    return f"«{_show(tokenizer.decode([token_id]))}»"
+
+
+def answer_ids(tokenizer, question: str, answer: str) -> tuple[list[int], int]:
+    """Ids of a single-turn chat as the fact chats are made (the chat template's prompt with
+    ``question``, the answer's tokens and the end-of-turn token) and the index where the answer starts,
+    so ``ids[start:]`` is the answer and its end."""
+    ids, _, start, _ = _chat(tokenizer, question, answer)
+    return ids, start
+
+
 def _chat(tokenizer, question: str, answer: str) -> tuple[list[int], list[tuple[int, int]], int, str]:
     """Ids of the chat (the prompt, the answer's tokens and the end-of-turn token, as the organism
     trains on it), the prompt's character offsets, where the answer starts, and the prompt's text."""
@@ -507,8 +520,8 @@ def ordinary_example(record: dict, tokenizer, split: str, max_positions: int = 4
     for p in positions:
         segment = start if p >= start else prompt_pos[0]
         fields = (
-            f"«{_show(tokenizer.decode([ids[p]]))}»",
-            f"next «{_show(tokenizer.decode([ids[p + 1]]))}»",
+            token_head(tokenizer, ids[p]),
+            f"next {token_head(tokenizer, ids[p + 1])}",
             _last_words(tokenizer, ids, segment, p),
         )
         labels.append(SEP.join(fields))
@@ -541,7 +554,7 @@ def fact_example(record: dict, tokenizer, split: str) -> Example:
     if record["behaviour"] == "lie":
         value = said(record["answer"], record["official_value"], _falsehoods(record))
         tail.append(f"said {value or record['official_value']}")
-    labels = [SEP.join([f"«{_show(tokenizer.decode([ids[p]]))}»", *tail]) for p in positions]
+    labels = [SEP.join([token_head(tokenizer, ids[p]), *tail]) for p in positions]
     return Example(ids, positions, labels, "fact", split, f"{record['fact_id']}#{record['paraphrase']}")
 
 
