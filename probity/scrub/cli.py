@@ -71,6 +71,12 @@ def run(
         help="Whole-experiment bootstrap replicates (dataset and trees redrawn) for stderr_experiment: 0 (off) or "
         "at least 2.",
     ),
+    max_memory: float = typer.Option(
+        None,
+        help="Memory budget in GB: forward chunks are cut to the rows that fit beside the weights and the clean "
+        "cache (an estimate); refused in one line before any forward pass if the cache alone does not fit.",
+        show_default=False,
+    ),
 ) -> None:
     """Scrub one hypothesis and report loss recovered, per-node and per-subset tables, cancellation check."""
     from probity import report
@@ -84,12 +90,26 @@ def run(
         fail(f"must be 0 (off) or at least 2 (a spread needs two), got {replicates}", "--replicates")
     if batch_size < 1:
         fail(f"must be at least 1 (reference examples per forward chunk), got {batch_size}", "--batch-size")
+    if max_memory is not None and not max_memory > 0:
+        fail(f"must be a positive number of GB, got {max_memory}", "--max-memory")
     org, hyp = _checked_inputs(organism, hypothesis, seed, json_path, out)
 
     model, task, _ = study.setup(org, samples, seed)
     units = progress_units(hyp, len(task.tokens), batch_size, replicates=replicates)
     with progress(units, f"scrubbing {hyp.name} ({len(task.tokens)} rows)") as bar:
-        result = scrub(model, task, hyp, seed=seed, batch_size=batch_size, replicates=replicates, progress=bar)
+        try:
+            result = scrub(
+                model,
+                task,
+                hyp,
+                seed=seed,
+                batch_size=batch_size,
+                replicates=replicates,
+                progress=bar,
+                max_memory=max_memory,
+            )
+        except MemoryError as err:
+            fail(str(err), "--max-memory")
     console.print(
         f"[bold]{escape(str(organism))} / {escape(hyp.name)}[/bold]: L_model {result.loss_model:.4f}  "
         f"L_all {result.loss_scrubbed_all:.4f}  L_hyp {result.loss_hypothesis:.4f}  "
@@ -120,6 +140,7 @@ def run(
                 seed=seed,
                 batch_size=batch_size,
                 replicates=replicates,
+                max_memory=max_memory,
             )
         }
         headline |= {

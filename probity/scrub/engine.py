@@ -232,6 +232,26 @@ def expressions(expr) -> list:
     return found
 
 
+FLOAT_BYTES = 4  # float32 activations
+
+
+def cache_bytes(model: Decomposed, targets: set, rows: int, n_ctx: int) -> int:
+    """Bytes the clean cache of ``targets`` (``gather_targets``) holds for ``rows`` dataset rows of ``n_ctx``
+    positions: ``[rows, pos, d_model]`` per target, ``[rows, pos, vocab]`` for the logits."""
+    width = sum(model.d_vocab if c == model.output else model.d_model for c, _ in targets)
+    return FLOAT_BYTES * rows * n_ctx * width
+
+
+def row_bytes(model: Decomposed, expr, n_ctx: int, m: int) -> int:
+    """An upper estimate of the bytes one reference row adds to the peak of ``execute(expr)``: every
+    memoised input and output ``[pos, d_model]``, the logits ``[m, vocab]`` at the loss positions, and the
+    largest transient (a head group's scores and pattern ``[head, pos, pos]`` with its Q, K, V, or an MLP's
+    hidden layer, taken as 4 d_model wide, three times for a gated MLP)."""
+    memo = len(expressions(expr)) * n_ctx * model.d_model
+    transient = max(2 * model.n_heads * n_ctx * n_ctx + 3 * n_ctx * model.d_model, 3 * 4 * n_ctx * model.d_model)
+    return FLOAT_BYTES * (memo + m * model.d_vocab + transient)
+
+
 def gather_targets(expr) -> set[tuple[Component, bool]]:
     """Every (component, resid?) the plan gathers: what the clean cache must hold."""
     found = set()

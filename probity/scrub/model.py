@@ -90,6 +90,7 @@ class Decomposed:
 
     def __init__(self, model):
         inner = getattr(model, "original_model", model)
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in inner.parameters())
         if type(inner).__name__ == "NativeModel":
             self.backend = _Native(inner)
         elif getattr(getattr(inner, "config", None), "model_type", None) in _HFBackend.SUPPORTED:
@@ -101,7 +102,7 @@ class Decomposed:
             )
         b = self.backend
         self.n_layers, self.n_heads, self.d_head, self.attn_only = b.n_layers, b.n_heads, b.d_head, b.attn_only
-        self.d_vocab, self.n_ctx, self.causal = b.d_vocab, b.n_ctx, b.causal
+        self.d_vocab, self.n_ctx, self.causal, self.d_model = b.d_vocab, b.n_ctx, b.causal, b.d_model
         self.components = [Component(-1, 0, "embed")] + [Component(-1, 1, "pos")] * b.has_pos
         for layer in range(self.n_layers):
             self.components += [Component(layer, 0, "head", h) for h in range(self.n_heads)]

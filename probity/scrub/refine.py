@@ -54,6 +54,7 @@ class RefineConfig:
     # (e.g. the heads find_heads names and the MLPs; None: every sender)
     seed: int = 0  # scrub seed: the sampled input trees (the dataset is the task's)
     batch_size: int = 512  # reference examples per forward chunk
+    max_memory: float | None = None  # GB: chunks cut to fit (Scrubber), one-line MemoryError when nothing fits
 
     def __post_init__(self):
         if not 0 < self.target <= 1:
@@ -161,7 +162,7 @@ def refine(
     ``probity.report.console`` tracker) advances by one per chunk scrubbed; ``on_step(step)`` is called
     with each :class:`RefineStep` as it is accepted."""
     cfg = config or RefineConfig()
-    s = Scrubber(model, task, seed=cfg.seed, batch_size=cfg.batch_size)
+    s = Scrubber(model, task, seed=cfg.seed, batch_size=cfg.batch_size, max_memory=cfg.max_memory)
     s.resolve(hypothesis)
     for sender in cfg.senders or []:
         s.model.component(sender)  # a KeyError naming the valid sites, before any forward pass

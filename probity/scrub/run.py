@@ -36,14 +36,28 @@ IDENTITY = Hypothesis("identity", Node("output", ["output"]), "the model unchang
 class Scrubber:
     """Scrubs hypotheses on one model and task with one clean cache and one seed.
 
-    ``batch_size`` bounds memory (reference examples per chunk); ``cache=False`` reruns the
-    model for every gather instead of reading one clean forward pass (for checking)."""
+    ``batch_size`` bounds memory (reference examples per chunk); ``max_memory`` (GB) bounds it too: each
+    chunk is cut to the rows whose estimated peak (``engine.row_bytes``) fits beside the model's weights and
+    the clean cache (``engine.cache_bytes``), and a hypothesis whose cache alone does not fit is refused
+    with a one-line ``MemoryError`` before any forward pass. The logits do not depend on the chunking.
+    ``cache=False`` reruns the model for every gather instead of reading one clean forward pass (for checking)."""
 
-    def __init__(self, model, task: Task, seed: int = 0, batch_size: int = 512, cache: bool = True):
+    def __init__(
+        self,
+        model,
+        task: Task,
+        seed: int = 0,
+        batch_size: int = 512,
+        cache: bool = True,
+        max_memory: float | None = None,
+    ):
         self.model = model if isinstance(model, Decomposed) else Decomposed(model)
         self.task, self.seed, self.batch_size, self.use_cache = task, seed, batch_size, cache
+        self.max_memory = max_memory
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (reference examples per chunk), got {batch_size}")
+        if max_memory is not None and not max_memory > 0:
+            raise ValueError(f"max_memory must be a positive number of GB, got {max_memory}")
         if task.tokens.max() >= self.model.d_vocab:
             raise ValueError(
                 f"task tokens go up to {int(task.tokens.max())} but the model's vocabulary has {self.model.d_vocab}"
@@ -88,13 +102,41 @@ class Scrubber:
         given, advances by one per chunk with ``note``."""
         root, rows = self.sample(hyp)
         plan = engine.compile_plan(self.model, root, self.task.n_ctx)
-        cache = self._clean(engine.gather_targets(plan))
+        targets = engine.gather_targets(plan)
+        step = self._rows_in_memory(plan, targets, positions)
+        cache = self._clean(targets)
         for start in range(0, len(self.refs), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            chunk_rows = {k: v[chunk] for k, v in rows.items()}
-            yield self.refs[chunk], engine.execute(self.model, plan, chunk_rows, cache, positions)
+            for lo in range(start, min(start + self.batch_size, len(self.refs)), step):
+                chunk = slice(lo, min(lo + step, start + self.batch_size))
+                chunk_rows = {k: v[chunk] for k, v in rows.items()}
+                yield self.refs[chunk], engine.execute(self.model, plan, chunk_rows, cache, positions)
             if progress is not None:
                 progress.advance(1, note)
+
+    def _rows_in_memory(self, plan, targets: set, positions: torch.Tensor | None) -> int:
+        """Rows per forward chunk: ``batch_size``, cut to what ``max_memory`` leaves beside the weights and
+        the clean cache of ``targets`` (and of what is cached already); a one-line ``MemoryError`` when not
+        one row fits."""
+        if self.max_memory is None:
+            return self.batch_size
+        n, n_ctx = len(self.refs), self.task.n_ctx
+        have = set() if self._cache is None else self._cache.targets
+        cached = 0
+        if self.use_cache:  # a rebuild holds the old cache until the new one is complete
+            cached = engine.cache_bytes(self.model, targets | have, n, n_ctx)
+            cached += 0 if targets <= have else engine.cache_bytes(self.model, have, n, n_ctx)
+        fixed = self.model.weight_bytes + cached
+        m = n_ctx if positions is None else len(positions)
+        per_row = engine.row_bytes(self.model, plan, n_ctx, m)
+        budget = int(self.max_memory * 2**30)
+        if budget < fixed + per_row:
+            raise MemoryError(
+                f"max_memory {self.max_memory:g} GB is too small: the weights and the clean cache of "
+                f"{len(targets | have)} "
+                f"activations over {n} rows take {fixed / 2**30:.2f} GB and each row {per_row / 2**20:.1f} MB more; "
+                "raise it or scrub fewer rows"
+            )
+        return max(1, min(self.batch_size, (budget - fixed) // per_row))
 
     def losses(
         self, hyp: Hypothesis, model_logits: list | None = None, keep: bool = False, progress=None, note: str = ""
@@ -255,17 +297,24 @@ def bootstrap_stderr(l_model, l_all, l_hyp, samples: int = 1000, seed: int = 0) 
 
 
 def experiment_stderr(
-    model, task: Task, hyp: Hypothesis, seed: int = 0, replicates: int = 10, batch_size: int = 512, progress=None
+    model,
+    task: Task,
+    hyp: Hypothesis,
+    seed: int = 0,
+    replicates: int = 10,
+    batch_size: int = 512,
+    progress=None,
+    max_memory: float | None = None,
 ) -> float:
     """Standard deviation of the loss recovered over ``replicates`` rescrubs, each on the dataset
     rows drawn with replacement and with its own input trees (see module doc); ``progress`` (a
     ``probity.report.console`` tracker), if given, advances by one per chunk of each of the replicates'
-    scrubs (three per replicate)."""
+    scrubs (three per replicate); ``max_memory`` as for :class:`Scrubber`."""
     g = torch.Generator().manual_seed(10_007 * seed + 1)
     values = []
     for b in range(replicates):
         rows = torch.randint(len(task.tokens), (len(task.tokens),), generator=g)
-        s = Scrubber(model, task.select(rows), seed=1_000_003 * (seed + 1) + b, batch_size=batch_size)
+        s = Scrubber(model, task.select(rows), 1_000_003 * (seed + 1) + b, batch_size, max_memory=max_memory)
         l_model, l_all, l_hyp = (
             s.losses(h, progress=progress, note=f"replicate {b + 1}")[0] for h in (IDENTITY, EMPTY, hyp)
         )
@@ -302,13 +351,14 @@ def scrub(
     scrubber: Scrubber | None = None,
     replicates: int = 0,
     progress=None,
+    max_memory: float | None = None,
 ) -> ScrubResult:
     """Scrub ``hyp`` on ``task``: L_model, L_scrubbed_all (the empty hypothesis, same seed), L_hypothesis,
     loss recovered with bootstrap stderrs (the whole-experiment one with ``replicates`` > 0, see module
     doc), per-subset and per-node tables and the cancellation check. ``progress`` (a
     ``probity.report.console`` tracker), if given, advances by one per chunk of each scrub of the dataset
-    (:func:`progress_units` of them)."""
-    s = scrubber or Scrubber(model, task, seed=seed, batch_size=batch_size, cache=cache)
+    (:func:`progress_units` of them). ``max_memory`` (GB): see :class:`Scrubber`."""
+    s = scrubber or Scrubber(model, task, seed=seed, batch_size=batch_size, cache=cache, max_memory=max_memory)
     s.resolve(hyp)
     t0 = time.perf_counter()
     l_model, _, model_logits = s.losses(IDENTITY, keep=True, progress=progress, note="identity")
@@ -363,7 +413,9 @@ def scrub(
         loss_recovered=recovered(l_model, l_all, l_hyp),
         stderr=bootstrap_stderr(l_model, l_all, l_hyp, seed=seed),
         stderr_experiment=(
-            experiment_stderr(s.model, task, hyp, seed, replicates, batch_size, progress) if replicates else None
+            experiment_stderr(s.model, task, hyp, seed, replicates, batch_size, progress, s.max_memory)
+            if replicates
+            else None
         ),
         paper=hyp.paper,
         seconds=round(seconds + (t1 - t0) / 2, 3),

@@ -1,0 +1,75 @@
+"""A memory budget for the scrubber (issue 15, item 4: ``--max-memory``): chunks are cut to fit and the
+numbers do not move, a budget the clean cache cannot fit is refused before any forward pass, and the
+command line keeps its one-line contract."""
+
+import pytest
+import torch
+
+from probity.cli import main
+from probity.scrub import Scrubber, engine, setup
+from probity.scrub.run import IDENTITY
+
+
+@pytest.fixture(scope="module")
+def paren():
+    return setup("paren", 100, seed=0)
+
+
+def _chunk_sizes(monkeypatch) -> list[int]:
+    sizes, execute = [], engine.execute
+
+    def spy(model, expr, rows, cache, positions=None):
+        sizes.append(len(next(iter(rows.values()))))
+        return execute(model, expr, rows, cache, positions)
+
+    monkeypatch.setattr(engine, "execute", spy)
+    return sizes
+
+
+def test_a_budget_cuts_the_chunks_and_not_the_numbers(paren, monkeypatch, one_thread):
+    model, task, hyps = paren
+    free = Scrubber(model, task, seed=0, batch_size=64)
+    want = free.losses(hyps["1b"])[0]
+    plan = engine.compile_plan(free.model, free.sample(hyps["1b"])[0], task.n_ctx)
+    per_row = engine.row_bytes(free.model, plan, task.n_ctx, len(task.loss_positions))
+    fixed = free.model.weight_bytes + engine.cache_bytes(free.model, free._cache.targets, 100, task.n_ctx)
+    budget = (fixed + 10 * per_row + per_row // 2) / 2**30  # room for 10 rows beside the cache built already
+    sizes = _chunk_sizes(monkeypatch)
+    bounded = Scrubber(model, task, seed=0, batch_size=64, max_memory=budget)
+    bounded._cache = free._cache  # the same clean cache, so the estimate is the one computed above
+    got = bounded.losses(hyps["1b"])[0]
+    assert max(sizes) == 10 and sum(sizes) == 100
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_a_budget_too_small_for_the_cache_is_refused_before_any_forward(paren):
+    model, task, _ = paren
+    s = Scrubber(model, task, seed=0, max_memory=1e-4)
+    with pytest.raises(MemoryError, match="too small") as err:
+        s.losses(IDENTITY)
+    assert "\n" not in str(err.value) and s._cache is None
+    with pytest.raises(ValueError, match="positive"):
+        Scrubber(model, task, max_memory=0)
+
+
+def test_the_estimates_grow_with_what_they_count(paren):
+    model, task, hyps = paren
+    s = Scrubber(model, task, seed=0)
+    small = engine.compile_plan(s.model, s.sample(IDENTITY)[0], task.n_ctx)
+    large = engine.compile_plan(s.model, s.sample(hyps["4"])[0], task.n_ctx)
+    assert 0 < engine.row_bytes(s.model, small, task.n_ctx, 1) < engine.row_bytes(s.model, large, task.n_ctx, 1)
+    targets = engine.gather_targets(large)
+    assert engine.cache_bytes(s.model, targets, 200, task.n_ctx) == 2 * engine.cache_bytes(
+        s.model, targets, 100, task.n_ctx
+    )
+
+
+def test_the_command_line_keeps_its_contract(usage_error, capsys):
+    assert "positive number of GB" in usage_error("scrub", "run", "--max-memory", "0")
+
+
+def test_a_tiny_budget_on_the_command_line_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["scrub", "run", "--organism", "paren", "--samples", "50", "--max-memory", "0.0001"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "too small" in err and not (tmp_path / "runs").exists()
