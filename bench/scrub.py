@@ -21,6 +21,7 @@ also counts other jobs' turns; recorded beside them).
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2 [--keep-only-curve]
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-speed
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-ioi
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-refine
 
 ``--smollm2-speed`` runs only the speed row on SmolLM2-135M-Instruct (``SMOLLM2_SPEED``: the engine on 64 rows
 of the study's task in chunks of 16, the baselines on the first 4; all-three on the heads ``find_heads``
@@ -39,6 +40,12 @@ once per kind) and writes it under ``smollm2_induction.keep_only_curve``, leavin
 keep-only rows), then ``scrub.refine`` from keep-only of the name movers, its new paths drawn from the heads
 scoring >= 0.3 in any IOI role and every MLP (``IOI_REFINE``), and writes both and the peak RSS under
 ``smollm2_ioi`` in bench/results/scrub.json (every other figure there is left as it was).
+
+``--smollm2-refine`` runs only ``scrub.refine`` on the SmolLM2 induction study (its rows, seed and batch) from
+the paper's all-three on its heads (score >= 0.5), new paths drawn from the heads scoring >= 0.3 (induction) /
+0.5 (previous-token) and the MLPs below the top one (``SMOLLM2_REFINE``), under ``smollm2_induction_refine``.
+(From ``keep_only`` instead it stops after one step: that root claims everything above layer 1, the lowest
+previous-token head's, and mlp0 on the token makes it the model: 0.677 -> 1.000 in 7 scrubs, 159 s.)
 
 ``--refine`` runs only ``scrub.refine`` from paren's 1b on the full dataset (2000 rows, seed 0), checks the
 ``faithful`` built-in it leads to, and writes both under ``refine`` in bench/results/scrub.json (every
@@ -741,10 +748,73 @@ SMOLLM2_IOI = {"n": 128, "seed": 0, "threshold": 0.5, "batch_size": 32}  # the I
 IOI_REFINE = {"sender_threshold": 0.3, "max_steps": 4, "width": 2, "features": ["io", "s", "order"]}
 
 
+def refine_run(d, task, start, senders: list, rc: dict, seed: int, batch_size: int, t0: float) -> dict:
+    """``scrub.refine`` from ``start`` with new paths only from ``senders`` and the settings ``rc``
+    (``max_steps``, ``width``, ``features``), printing each step: its trajectory as JSON rows."""
+    from probity.scrub import RefineConfig, refine
+
+    config = RefineConfig(
+        max_steps=rc["max_steps"],
+        width=rc["width"],
+        features=rc["features"],
+        senders=senders,
+        seed=seed,
+        batch_size=batch_size,
+    )
+
+    def show(step) -> None:
+        console.print(
+            f"step {step.step}: {step.edit} -> {step.loss_recovered:.3f} ± {step.stderr:.3f} "
+            f"(L {step.loss_hypothesis:.3f}, constant {step.constant_loss:.3f}, {step.candidates} scrubs, "
+            f"{time.perf_counter() - t0:.0f} s)"
+        )
+
+    trajectory = refine(d, task, start, config, on_step=show)
+    return {
+        "config": {**rc, "senders": len(senders)},
+        "stopped": trajectory.stopped,
+        "steps": [
+            {k: v for k, v in vars(step).items() if k != "hypothesis"} | {"hypothesis": step.hypothesis}
+            for step in trajectory.steps
+        ],
+    }
+
+
+SMOLLM2_REFINE = {"induction_threshold": 0.3, "previous_threshold": 0.5, "max_steps": 3, "width": 2}
+
+
+def smollm2_induction_refine() -> dict:
+    """``scrub.refine`` on the SmolLM2 induction study (``SMOLLM2_STUDY``'s rows, seed and batch) from the
+    paper's all-three on its heads (induction and previous-token scores >= 0.5), new paths drawn from the
+    heads scoring >= ``SMOLLM2_REFINE``'s thresholds and the MLPs below the top induction head."""
+    from probity.scrub import induction_lm
+
+    t0 = time.perf_counter()
+    cfg, rc = SMOLLM2_STUDY, SMOLLM2_REFINE
+    _, task, d, ind, prev = _smollm2_setup(cfg["n"], cfg["span"], cfg["seed"], cfg["batch_size"])
+    study = [[h for h, _ in _chosen(found, STUDY_THRESHOLD)] for found in (prev, ind)]
+    start = induction_lm(*study)["all-three"]
+    pool = [h for h, _ in _chosen(ind, rc["induction_threshold"])] + [
+        h for h, _ in _chosen(prev, rc["previous_threshold"])
+    ]
+    top = max(layer_and_head(h)[0] for h in pool)
+    senders = [*dict.fromkeys(pool), *(f"mlp{layer}" for layer in range(top))]
+    settings = {**rc, "features": ["token", "copy"]}
+    trajectory = refine_run(d, task, start, senders, settings, cfg["seed"], cfg["batch_size"], t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
+    return {
+        **trajectory,
+        "task": task.name,
+        "rows": cfg["n"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_rss_gb": round(peak, 2),
+    }
+
+
 def smollm2_ioi() -> dict:
     """The SmolLM2-135M IOI study and a refinement from keep-only of its name movers (module doc)."""
     from probity import models
-    from probity.scrub import RefineConfig, find_ioi_heads, ioi_task, keep_only, refine
+    from probity.scrub import find_ioi_heads, ioi_task, keep_only
     from probity.scrub.ioi import ioi_study
 
     t0 = time.perf_counter()
@@ -769,34 +839,11 @@ def smollm2_ioi() -> dict:
     heads = list(dict.fromkeys(h for f in found.values() for h in f.heads))
     senders = [*heads, *(f"mlp{layer}" for layer in range(d.n_layers))]
     start = keep_only([h for h, _ in study.heads["name_mover"]], "keep-only name movers")
-    config = RefineConfig(
-        max_steps=rc["max_steps"],
-        width=rc["width"],
-        features=rc["features"],
-        senders=senders,
-        seed=cfg["seed"],
-        batch_size=cfg["batch_size"],
-    )
-
-    def show(step) -> None:
-        console.print(
-            f"step {step.step}: {step.edit} -> {step.loss_recovered:.3f} ± {step.stderr:.3f} "
-            f"(L {step.loss_hypothesis:.3f}, constant {step.constant_loss:.3f}, {step.candidates} scrubs, "
-            f"{time.perf_counter() - t0:.0f} s)"
-        )
-
-    trajectory = refine(d, task, start, config, on_step=show)
+    refined = refine_run(d, task, start, senders, rc, cfg["seed"], cfg["batch_size"], t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
     return {
         **dataclasses.asdict(study),
-        "refine": {
-            "config": {**rc, "senders": len(senders)},
-            "stopped": trajectory.stopped,
-            "steps": [
-                {k: v for k, v in vars(step).items() if k != "hypothesis"} | {"hypothesis": step.hypothesis}
-                for step in trajectory.steps
-            ],
-        },
+        "refine": refined,
         "seconds_study": round(seconds_study, 1),
         "seconds": round(time.perf_counter() - t0, 1),
         "peak_rss_gb": round(peak, 2),
@@ -809,13 +856,17 @@ def main() -> None:
     quick = "--quick" in sys.argv
     if "--smollm2" in sys.argv:
         out = ROOT / "results" / "scrub.json"
-        results = json.loads(out.read_text()) if out.is_file() else {}
         if "--keep-only-curve" in sys.argv:
+            results = json.loads(out.read_text()) if out.is_file() else {}
             if "smollm2_induction" not in results:
                 raise SystemExit(f"--keep-only-curve: no smollm2_induction study in {out}; run --smollm2 first")
-            results["smollm2_induction"]["keep_only_curve"] = smollm2_curve_only(results["smollm2_induction"])
+            curve = smollm2_curve_only(results["smollm2_induction"])
+            results = json.loads(out.read_text())  # read again: another figure may have been written meanwhile
+            results["smollm2_induction"]["keep_only_curve"] = curve
         else:
-            results["smollm2_induction"] = smollm2_induction(**SMOLLM2_STUDY)
+            study = smollm2_induction(**SMOLLM2_STUDY)
+            results = json.loads(out.read_text()) if out.is_file() else {}
+            results["smollm2_induction"] = study
         report.write_json(out, results)
         console.print(f"wrote {out}")
         return
@@ -828,11 +879,16 @@ def main() -> None:
         report.write_json(out, results)
         console.print(f"wrote {out}")
         return
-    for flag, key, run in (("--smollm2-ioi", "smollm2_ioi", smollm2_ioi), ("--refine", "refine", refine_paren)):
+    for flag, key, run in (
+        ("--smollm2-ioi", "smollm2_ioi", smollm2_ioi),
+        ("--smollm2-refine", "smollm2_induction_refine", smollm2_induction_refine),
+        ("--refine", "refine", refine_paren),
+    ):
         if flag in sys.argv:  # one figure of bench/results/scrub.json rewritten, every other one left as it was
+            value = run()  # read the file only after the run: another figure may have been written meanwhile
             out = ROOT / "results" / "scrub.json"
             results = json.loads(out.read_text()) if out.is_file() else {}
-            results[key] = run()
+            results[key] = value
             report.write_json(out, results)
             console.print(f"wrote {out}")
             return
