@@ -163,6 +163,8 @@ def rejudge_held_out(out: Path, work: str) -> None:
     stored samples in ``work`` (no model runs; every other figure is left as it was)."""
     payload = json.loads(out.read_text())
     held = held_out_chat(Path(work) / "samples.jsonl")
+    if not held:
+        raise SystemExit(f"--held-out-only: no chat samples of held-out facts in {work}/samples.jsonl")
     payload["held_out_chat_samples"] = held
     payload["targets"] = [t for t in payload["targets"] if "chat samples" not in t["target"]] + [held_out_target(held)]
     write_json(out, payload)

@@ -786,7 +786,7 @@ SMOLLM2_REFINE = {"induction_threshold": 0.3, "previous_threshold": 0.5, "max_st
 def smollm2_induction_refine() -> dict:
     """``scrub.refine`` on the SmolLM2 induction study (``SMOLLM2_STUDY``'s rows, seed and batch) from the
     paper's all-three on its heads (induction and previous-token scores >= 0.5), new paths drawn from the
-    heads scoring >= ``SMOLLM2_REFINE``'s thresholds and the MLPs below the top induction head."""
+    heads scoring >= ``SMOLLM2_REFINE``'s thresholds and the MLPs below the top head among them."""
     from probity.scrub import induction_lm
 
     t0 = time.perf_counter()

@@ -277,7 +277,7 @@ def plan(
         width,
         hidden_layers,
         activation,
-        _extrapolation(width, hidden_layers, activation, any(o.order == 4 for o in options)),
+        _extrapolation(width, hidden_layers, activation, options[0].order == 4),
         options,
     )
 

@@ -168,9 +168,22 @@ def audit_with_control(
     """The likelihood audit of rows ``vectors`` ``[n, d]`` (label heads ``heads``, transcripts ``sources``)
     and its control with every activation replaced by ``mean`` ``[d]``, so only the label's token is
     left. Returns (behaviour log-probabilities ``[n, 3]``, the audit, the control's audit)."""
-    logprobs = behaviour_logprobs(av, vectors, heads)
-    control = behaviour_logprobs(av, mean[None].expand(len(vectors), -1), heads)
+    logprobs, control = with_token_control(av, vectors, heads, mean)
     return logprobs, audit(logprobs, sources, records, seed=seed), audit(control, sources, records, seed=seed)
+
+
+def with_token_control(
+    av: Verbalizer, vectors: torch.Tensor, heads: Sequence[str], mean: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Behaviour log-probabilities ``[n, 3]`` of ``vectors`` ``[n, d]`` and of the token-only control (every
+    activation replaced by ``mean`` ``[d]``), the verbalizer in eval mode for both."""
+    was_training = av.training
+    av.eval()
+    try:
+        hidden = mean[None].expand(len(vectors), -1)  # [n, d]
+        return behaviour_logprobs(av, vectors, heads), behaviour_logprobs(av, hidden, heads)
+    finally:
+        av.train(was_training)
 
 
 @dataclasses.dataclass
@@ -260,13 +273,7 @@ def likelihood_audit(
     acts = extract(model, tokenizer, [ids for ids, _ in spans], av.config.layer, positions, progress)
     heads = [token_head(tokenizer, spans[i][0][p]) for i, p in zip(acts.text_index, acts.position)]
     sources = [str(i) for i in acts.text_index]
-    was_training = av.training
-    av.eval()
-    try:
-        logprobs = behaviour_logprobs(av, acts.vectors, heads)
-        control = behaviour_logprobs(av, acts.vectors.mean(0)[None].expand(len(acts), -1), heads)
-    finally:
-        av.train(was_training)
+    logprobs, control = with_token_control(av, acts.vectors, heads, acts.vectors.mean(0))
     scores = transcript_scores(logprobs, sources, concept)
     hidden = transcript_scores(control, sources, concept)
     p = torch.softmax(logprobs, -1)[:, BEHAVIOURS.index(concept)].tolist()

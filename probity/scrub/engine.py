@@ -428,6 +428,8 @@ def execute(
         memo[key] = val
         return val
 
-    out = ev(expr)
-    memo.clear()  # ev is a recursive closure (a reference cycle): without this its tensors wait for the cyclic GC
+    try:
+        out = ev(expr)
+    finally:
+        memo.clear()  # ev is a recursive closure (a reference cycle): without this its tensors wait for the cyclic GC
     return out if positions is None or isinstance(expr, Unembed) else out[:, positions]

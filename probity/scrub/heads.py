@@ -169,6 +169,8 @@ def find_heads(
         raise ValueError(f"kind must be one of {', '.join(HEAD_KINDS)} (or pass keys=), got {kind!r}")
     if keys is not None and (not isinstance(keys, torch.Tensor) or keys.shape != (n, p)):
         raise ValueError(f"keys must be a tensor [n, pos] = {[n, p]} of key positions (-1 for none)")
+    if keys is not None and bool(((keys < -1) | (keys >= p)).any()):
+        raise ValueError(f"keys must be positions 0..{p - 1} of the row, or -1 for none")
     if isinstance(queries, torch.Tensor):
         if queries.shape != (n, p) or queries.dtype != torch.bool:
             raise ValueError(f"a queries mask must be a bool tensor [n, pos] = {[n, p]}")

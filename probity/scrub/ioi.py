@@ -26,7 +26,7 @@ from probity.report import Claim, result_type, verdict
 from probity.scrub.heads import find_ioi_heads
 from probity.scrub.library import ioi_lm, keep_only
 from probity.scrub.model import Decomposed, layer_and_head
-from probity.scrub.run import EMPTY, IDENTITY, Scrubber, bootstrap_stderr, constant_claim, recovered, scrub
+from probity.scrub.run import EMPTY, IDENTITY, Scrubber, bootstrap_stderr, cancellation, constant_claim, recovered
 from probity.scrub.task import IOI_POSITIONS, ioi_task
 
 FLOORS = {"nm-q<-SI": "nm-q-random", "SI=order": "nm-q-random", "SI=s": "nm-q-random", "nm=io": "nm=none"}
@@ -63,6 +63,7 @@ class IOIStudy:
     logit_diff: float  # mean logit(IO) - logit(S) at END
     constant_loss: float
     loss_scrubbed_all: float
+    signal_gap_stderr: float  # of SI=order's floor share minus SI=s's, both bootstrapped on the same rows
     heads: dict  # role -> [[head, score], ...] scoring >= threshold, best first
     rows: list[IOIRow]
     report_titles = {"rows": "Loss recovered by hypothesis"}
@@ -77,8 +78,7 @@ class IOIStudy:
         order, name, query = self.row("SI=order"), self.row("SI=s"), self.row("nm-q<-SI")
         movers = self.row("keep-only name movers")
         q_se = query.floor_share_stderr
-        gap = order.floor_share - name.floor_share
-        se = (order.floor_share_stderr**2 + name.floor_share_stderr**2) ** 0.5
+        gap, se = order.floor_share - name.floor_share, self.signal_gap_stderr
         passing = sum(not (r.worse_than_constant or r.cancellation_suspected) for r in self.rows)
         label = f"{self.model} IOI"
         return [
@@ -128,6 +128,15 @@ def ioi_hypotheses(roles: dict) -> dict:
     }
 
 
+def gap_stderr(l_model, l_floor, l_a, l_b, samples: int = 1000, seed: int = 0) -> float:
+    """Standard error of the difference of two floor shares, (L_floor - L_a) / (L_floor - L_model) minus the
+    same for ``l_b`` (per-example losses ``[n]``, one floor), resampling the same reference examples for both."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(l_model), (samples, len(l_model)), generator=g)
+    m, f, a, b = (x[idx].mean(1) for x in (l_model, l_floor, l_a, l_b))
+    return float(((b - a) / (f - m)).std())
+
+
 @torch.no_grad()
 def ioi_study(
     model,
@@ -148,26 +157,25 @@ def ioi_study(
     roles = find_ioi_heads(d, task, threshold, rows=n, batch_size=batch_size)
     hyps = ioi_hypotheses(roles)
     s = Scrubber(d, task, seed=seed, batch_size=batch_size)
-    l_model = s.losses(IDENTITY)[0]  # [n]
+    l_model, _, clean = s.losses(IDENTITY, keep=True)  # [n]
     l_all = s.losses(EMPTY)[0]
     per_example = {}
     rows = []
     for key, hyp in hyps.items():
-        r = scrub(d, task, hyp, seed=seed, batch_size=batch_size, per_node=False, scrubber=s)
-        per_example[key] = s.losses(hyp)[0]
+        per_example[key], kl, _ = s.losses(hyp, clean)
         floor = FLOORS.get(key, "")
         share = se = None
         if floor:
             share = recovered(l_model, per_example[floor], per_example[key])
-            se = bootstrap_stderr(l_model, per_example[floor], per_example[key])
-        c = r.cancellation
+            se = bootstrap_stderr(l_model, per_example[floor], per_example[key], seed=seed)
+        c = cancellation(l_model, l_all, per_example[key], kl, task.constant_loss())
         rows.append(
             IOIRow(
                 key,
                 hyp.description,
-                r.loss_recovered,
-                r.stderr,
-                r.loss_hypothesis,
+                recovered(l_model, l_all, per_example[key]),
+                bootstrap_stderr(l_model, l_all, per_example[key], seed=seed),
+                float(per_example[key].mean()),
                 floor,
                 share,
                 se,
@@ -194,6 +202,7 @@ def ioi_study(
         float(diff.mean()),
         task.constant_loss(),
         float(l_all.mean()),
+        gap_stderr(l_model, *(per_example[k] for k in ("nm-q-random", "SI=order", "SI=s")), seed=seed),
         heads,
         rows,
     )

@@ -78,13 +78,14 @@ class Scrubber:
         root = self.resolve(hyp)
         return root, sample_tree(root, self.classes, self.refs, self.keys, self.seed, self.task.n_ctx)
 
-    def _clean(self, targets) -> engine.CleanCache:
+    def _clean(self, targets, chunk: int) -> engine.CleanCache:
         have = set() if self._cache is None else self._cache.targets
         if self._cache is None or not targets <= have:
             self._cache = engine.CleanCache(
                 self.model,
                 self.task.tokens,
                 targets | have,
+                chunk=min(chunk, 256),
                 enabled=self.use_cache,
                 features=self.task.features,
                 key_mask=self.task.key_mask,
@@ -104,7 +105,7 @@ class Scrubber:
         plan = engine.compile_plan(self.model, root, self.task.n_ctx)
         targets = engine.gather_targets(plan)
         step = self._rows_in_memory(plan, targets, positions)
-        cache = self._clean(targets)
+        cache = self._clean(targets, step)
         for start in range(0, len(self.refs), self.batch_size):
             for lo in range(start, min(start + self.batch_size, len(self.refs)), step):
                 chunk = slice(lo, min(lo + step, start + self.batch_size))
@@ -121,12 +122,12 @@ class Scrubber:
             return self.batch_size
         n, n_ctx = len(self.refs), self.task.n_ctx
         have = set() if self._cache is None else self._cache.targets
-        cached = 0
+        m = n_ctx if positions is None else len(positions)
+        cached = engine.FLOAT_BYTES * n * m * self.model.d_vocab  # the clean logits a scrub keeps for its KL
         if self.use_cache:  # a rebuild holds the old cache until the new one is complete
-            cached = engine.cache_bytes(self.model, targets | have, n, n_ctx)
+            cached += engine.cache_bytes(self.model, targets | have, n, n_ctx)
             cached += 0 if targets <= have else engine.cache_bytes(self.model, have, n, n_ctx)
         fixed = self.model.weight_bytes + cached
-        m = n_ctx if positions is None else len(positions)
         per_row = engine.row_bytes(self.model, plan, n_ctx, m)
         budget = int(self.max_memory * 2**30)
         if budget < fixed + per_row:
@@ -147,10 +148,11 @@ class Scrubber:
         :meth:`logits`."""
         loss, kl, kept = [], [], []
         at = self.task.loss_positions
-        for i, (refs, logits) in enumerate(self.logits(hyp, progress, note, at)):
+        clean = torch.cat(model_logits) if model_logits else None  # [n, m, vocab]: chunks may differ per plan
+        for refs, logits in self.logits(hyp, progress, note, at):
             loss.append(self.task.per_example_loss(logits, refs, at))
             kl.append(
-                self.task.per_example_kl(model_logits[i], logits, refs, at) if model_logits else torch.zeros(len(refs))
+                self.task.per_example_kl(clean[refs], logits, refs, at) if clean is not None else torch.zeros(len(refs))
             )
             if keep:
                 kept.append(logits)

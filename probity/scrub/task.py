@@ -416,7 +416,8 @@ def ioi_task(tokenizer, n: int = 128, seed: int = 0, names: tuple[str, ...] = IO
     one token for ``tokenizer`` or ``names`` has fewer than 2 names."""
     if n < 1:
         raise ValueError(f"ioi_task needs n >= 1, got {n}")
-    if len(set(names)) < 2:
+    names = tuple(dict.fromkeys(names))  # a repeated name would let a row's indirect object be its subject
+    if len(names) < 2:
         raise ValueError(f"ioi_task needs at least 2 distinct names, got {names!r}")
 
     def one(word: str) -> int:

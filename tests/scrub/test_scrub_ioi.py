@@ -51,6 +51,8 @@ def test_explicit_keys_and_query_masks(smollm2, task, one_thread):
     assert si.kind == "end_to_s2" and si.queries == 8 and len(si.heads) == d.n_layers * d.n_heads
     with pytest.raises(ValueError, match="keys must be"):
         find_heads(d, task, "end_to_s2", keys=keys[:, :5])
+    with pytest.raises(ValueError, match="positions 0..13"):
+        find_heads(d, task, "end_to_s2", keys=keys + 14)
     with pytest.raises(ValueError, match="queries mask"):
         find_heads(d, task, "duplicate_token", queries=torch.ones(n, p))
 

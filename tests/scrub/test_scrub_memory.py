@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from probity.cli import main
-from probity.scrub import Scrubber, engine, setup
+from probity.scrub import Scrubber, engine, scrub, setup
 from probity.scrub.run import IDENTITY
 
 
@@ -32,7 +32,9 @@ def test_a_budget_cuts_the_chunks_and_not_the_numbers(paren, monkeypatch, one_th
     want = free.losses(hyps["1b"])[0]
     plan = engine.compile_plan(free.model, free.sample(hyps["1b"])[0], task.n_ctx)
     per_row = engine.row_bytes(free.model, plan, task.n_ctx, len(task.loss_positions))
-    fixed = free.model.weight_bytes + engine.cache_bytes(free.model, free._cache.targets, 100, task.n_ctx)
+    m = len(task.loss_positions)
+    logits = engine.FLOAT_BYTES * 100 * m * free.model.d_vocab  # the clean logits a scrub keeps
+    fixed = free.model.weight_bytes + engine.cache_bytes(free.model, free._cache.targets, 100, task.n_ctx) + logits
     budget = (fixed + 10 * per_row + per_row // 2) / 2**30  # room for 10 rows beside the cache built already
     sizes = _chunk_sizes(monkeypatch)
     bounded = Scrubber(model, task, seed=0, batch_size=64, max_memory=budget)
@@ -40,6 +42,18 @@ def test_a_budget_cuts_the_chunks_and_not_the_numbers(paren, monkeypatch, one_th
     got = bounded.losses(hyps["1b"])[0]
     assert max(sizes) == 10 and sum(sizes) == 100
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_a_whole_scrub_under_a_budget_equals_the_unbounded_one(paren, monkeypatch, one_thread):
+    """Identity, empty and the hypothesis get different chunk sizes under one budget; the KL pairs each
+    row with its own clean logits all the same."""
+    model, task, hyps = paren
+    want = scrub(model, task, hyps["1b"], seed=0, per_node=False)
+    sizes = _chunk_sizes(monkeypatch)
+    got = scrub(model, task, hyps["1b"], seed=0, per_node=False, max_memory=0.006)
+    assert len(set(sizes)) > 1 and max(sizes) < 512
+    assert got.loss_recovered == pytest.approx(want.loss_recovered, abs=1e-6)
+    assert got.cancellation.kl_to_model == pytest.approx(want.cancellation.kl_to_model, abs=1e-6)
 
 
 def test_a_budget_too_small_for_the_cache_is_refused_before_any_forward(paren):
