@@ -64,6 +64,12 @@ def target_keys(
         latest = torch.where(same & before, torch.arange(p), -2).max(-1).values  # [n, pos]
         shift = 1 if kind == "induction" else 0  # an induction head reads the token after the match
         keys = torch.where(latest >= 0, latest + shift, -1)
+    return _unmasked(keys, key_mask)
+
+
+def _unmasked(keys: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """``keys [n, pos]`` with -1 wherever the query or its target key is masked out by ``key_mask [n, pos]``
+    (True = may be attended to); a copy."""
     keys = keys.clone()
     if key_mask is not None:
         keys[~(key_mask.gather(1, keys.clamp(min=0)) & key_mask)] = -1
@@ -186,15 +192,17 @@ def find_heads(
     if keys is None:
         keys = target_keys(tokens, kind, key_mask, task.targets[:rows])  # [n, pos]
     else:
-        keys = keys[:rows]
-    if isinstance(queries, torch.Tensor) or queries == "loss":
-        keys = torch.where((task.loss_mask if isinstance(queries, str) else queries)[:rows], keys, -1)
+        keys = _unmasked(keys[:rows], key_mask)
+    at_loss = isinstance(queries, str) and queries == "loss"
+    chosen = task.loss_mask if at_loss else queries if isinstance(queries, torch.Tensor) else None  # [n, pos]
+    if chosen is not None:
+        keys = torch.where(chosen[:rows], keys, -1)
     scored = keys >= 0  # [n, pos]
     count = int(scored.sum())
     if count == 0:
         raise ValueError(
             f"no query in the first {len(tokens)} rows of task {task.name!r} has a {kind} target"
-            + (" at its loss positions; pass queries='all'" if isinstance(queries, str) and queries == "loss" else "")
+            + (" at its loss positions; pass queries='all'" if at_loss else "")
         )
     total = torch.zeros(d.n_layers, d.n_heads, dtype=torch.float64)  # [layer, head]
     for start in range(0, len(tokens), batch_size):

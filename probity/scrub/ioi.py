@@ -6,7 +6,7 @@ The study, in order::
     task  = ioi_task(tokenizer, n, seed)                 # "When Mary and John went ..., John gave a drink to"
     roles = find_ioi_heads(model, task, threshold)       # name movers, S-inhibition, duplicate-token, induction
     for H in ioi_lm(roles.name_movers, roles.s_inhibition) + keep-only(name movers) + keep-only(circuit):
-        L_H = scrub(model, task, H)                      # one clean cache, one seed
+        L_H = Scrubber(model, task, seed).losses(H)      # one clean cache, one seed
         recovered(H)  = (L_all - L_H) / (L_all - L_model)           # Chan et al.'s loss recovered
         floor_share(H) = (L_floor - L_H) / (L_floor - L_model)      # the same against H's own floor
 
@@ -26,7 +26,16 @@ from probity.report import Claim, result_type, verdict
 from probity.scrub.heads import find_ioi_heads
 from probity.scrub.library import ioi_lm, keep_only
 from probity.scrub.model import Decomposed, layer_and_head
-from probity.scrub.run import EMPTY, IDENTITY, Scrubber, bootstrap_stderr, cancellation, constant_claim, recovered
+from probity.scrub.run import (
+    EMPTY,
+    IDENTITY,
+    Scrubber,
+    bootstrap_stderr,
+    cancellation,
+    constant_claim,
+    recovered,
+    resampled_means,
+)
 from probity.scrub.task import IOI_POSITIONS, ioi_task
 
 FLOORS = {"nm-q<-SI": "nm-q-random", "SI=order": "nm-q-random", "SI=s": "nm-q-random", "nm=io": "nm=none"}
@@ -131,9 +140,7 @@ def ioi_hypotheses(roles: dict) -> dict:
 def gap_stderr(l_model, l_floor, l_a, l_b, samples: int = 1000, seed: int = 0) -> float:
     """Standard error of the difference of two floor shares, (L_floor - L_a) / (L_floor - L_model) minus the
     same for ``l_b`` (per-example losses ``[n]``, one floor), resampling the same reference examples for both."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(l_model), (samples, len(l_model)), generator=g)
-    m, f, a, b = (x[idx].mean(1) for x in (l_model, l_floor, l_a, l_b))
+    m, f, a, b = resampled_means(l_model, l_floor, l_a, l_b, samples=samples, seed=seed)
     return float(((b - a) / (f - m)).std())
 
 

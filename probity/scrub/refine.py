@@ -164,8 +164,9 @@ def refine(
     cfg = config or RefineConfig()
     s = Scrubber(model, task, seed=cfg.seed, batch_size=cfg.batch_size, max_memory=cfg.max_memory)
     s.resolve(hypothesis)
-    for sender in cfg.senders or []:
-        s.model.component(sender)  # a KeyError naming the valid sites, before any forward pass
+    # the components a new path may come from, as short names (a KeyError naming the valid sites, before any
+    # forward pass); None: every sender
+    allowed = None if cfg.senders is None else {short(s.model.component(x)) for x in cfg.senders}
     if cfg.features is not None and (unknown := sorted(set(cfg.features) - set(task.features))):
         raise ValueError(f"features {unknown} are not the task's; available: {', '.join(task.features)}")
     features = cfg.features or list(task.features)
@@ -215,7 +216,9 @@ def refine(
         if len(result.steps) > cfg.max_steps:
             result.stopped = f"max_steps ({cfg.max_steps}) edits"
             break
-        edits, scanned = _propose(s, current, row.loss_recovered, full.per_node, features, labels, cfg, score)
+        edits, scanned = _propose(
+            s, current, row.loss_recovered, full.per_node, features, labels, cfg.width, allowed, score
+        )
         scored = [(v, e) for e in edits if (v := score(e.hypothesis)) is not None]
         if not scored:
             result.stopped = "no edit to propose"
@@ -231,13 +234,12 @@ def refine(
 
 
 def _propose(
-    s: Scrubber, hyp: Hypothesis, base: float, per_node, features, labels, cfg: RefineConfig, score
+    s: Scrubber, hyp: Hypothesis, base: float, per_node, features, labels, width: int, allowed: set | None, score
 ) -> tuple[list[_Edit], int]:
     """The candidate edits of one step (module doc) and how many paths were scrubbed to choose them: the
-    ``cfg.width`` unclaimed paths (from ``cfg.senders`` when given) of largest gain when claimed on the
-    identity, then the ``cfg.width`` weakest nodes by per-node attribution."""
-    model, width = s.model, cfg.width
-    allowed = None if cfg.senders is None else {short(model.component(x)) for x in cfg.senders}
+    ``width`` unclaimed paths (from the components named in ``allowed`` when given) of largest gain when
+    claimed on the identity, then the ``width`` weakest nodes by per-node attribution."""
+    model = s.model
     names = {n.name for n in hyp.nodes()}
     paths = []
     for node in hyp.nodes():

@@ -290,11 +290,17 @@ def recovered(l_model: torch.Tensor, l_all: torch.Tensor, l_hyp: torch.Tensor) -
     return float((l_all.mean() - l_hyp.mean()) / (l_all.mean() - l_model.mean()))
 
 
+def resampled_means(*losses: torch.Tensor, samples: int = 1000, seed: int = 0) -> list[torch.Tensor]:
+    """The mean ``[samples]`` of each per-example loss ``[n]`` over the same ``samples`` draws of the reference
+    examples with replacement (the bootstrap every stderr here uses)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(losses[0]), (samples, len(losses[0])), generator=g)  # [samples, n]
+    return [x[idx].mean(1) for x in losses]
+
+
 def bootstrap_stderr(l_model, l_all, l_hyp, samples: int = 1000, seed: int = 0) -> float:
     """Standard error of the loss recovered, resampling reference examples with replacement."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(l_model), (samples, len(l_model)), generator=g)
-    m, a, h = l_model[idx].mean(1), l_all[idx].mean(1), l_hyp[idx].mean(1)
+    m, a, h = resampled_means(l_model, l_all, l_hyp, samples=samples, seed=seed)
     return float(((a - h) / (a - m)).std())
 
 
