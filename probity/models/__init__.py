@@ -3,6 +3,7 @@
 Public API::
 
     load(name_or_path) -> (model, tokenizer)     # "smollm2-135m", organism, HF name or path
+    load_tokenizer(name_or_path)                 # its tokenizer, without the weights where it can
     tiny(arch, seed) -> (model, tokenizer)        # tiny random Qwen3 / Llama / GPT-2, offline
     to_bridge(model, tokenizer)                   # TransformerLens TransformerBridge
     Site(hook, head=None, pos=None), Site.resid(K)
@@ -24,6 +25,7 @@ from probity.models.client import ChatClient, EndpointError
 from probity.models.load import (
     SMOLLM2,
     load,
+    load_tokenizer,
     register_loader,
     registered,
     smollm2_gguf,
@@ -58,6 +60,7 @@ __all__ = [
     "caching",
     "input_device",
     "load",
+    "load_tokenizer",
     "register_loader",
     "registered",
     "model_dtype",

@@ -207,6 +207,37 @@ def config(name_or_path: str):
         raise ValueError(f"{name_or_path}: not an HF model config ({str(err).splitlines()[0]})") from None
 
 
+def load_tokenizer(name_or_path: str):
+    """The tokenizer ``load(name_or_path)`` would return, read without the weights where it has its own
+    files (``smollm2-135m``'s GGUF, an HF checkpoint folder or hub name); for any other name (a ``tiny-*``
+    config, an organism) the model is loaded and its tokenizer returned. Fails as :func:`load` does."""
+    from transformers import AutoTokenizer
+
+    kind = check(name_or_path)
+    if kind == "smollm2":
+        folder, gguf = smollm2_gguf()
+        return AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    if kind in ("folder", "hub"):
+        try:
+            return AutoTokenizer.from_pretrained(_hf_source(name_or_path, kind))
+        except OSError as err:
+            raise _cannot_load(name_or_path, err) from None
+    return load(name_or_path)[1]
+
+
+def _hf_source(name_or_path: str, kind: str) -> str:
+    """What ``from_pretrained`` reads for an HF checkpoint ``folder`` or ``hub`` name."""
+    return str(Path(name_or_path).expanduser()) if kind == "folder" else name_or_path
+
+
+def _cannot_load(name_or_path: str, err: OSError) -> FileNotFoundError:
+    """The one-line error of an HF checkpoint or hub name that ``from_pretrained`` could not read."""
+    return FileNotFoundError(
+        f"cannot load {name_or_path!r} ({str(err).splitlines()[0]}); offline, use a local path, "
+        f"{SMOLLM2!r} or an organism name"
+    )
+
+
 def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
     """Load ``(model, tokenizer)`` in eval mode.
 
@@ -222,7 +253,7 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
     over the GPUs, and the CPU when they are full; nothing is moved afterwards), and every other model
     goes to ``"cuda"`` when a GPU is available, else the CPU. Feed inputs on
     :func:`probity.models.input_device`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     kind = check(name_or_path)
     dispatch = device == "auto" and kind in ("folder", "hub")  # accelerate places the layers
@@ -232,7 +263,7 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
         model, tokenizer = tiny(name_or_path.removeprefix("tiny-"))
     elif kind == "smollm2":
         folder, gguf = smollm2_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+        tokenizer = load_tokenizer(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=dtype or torch.float32)
     elif kind == "registered":
         model, tokenizer = _LOADERS[name_or_path]()
@@ -240,16 +271,13 @@ def load(name_or_path: str, dtype: torch.dtype | None = None, device: str | torc
         local = Path(name_or_path).expanduser()
         model, tokenizer = _folder_entry(local)[1](local)
     else:
-        where = str(Path(name_or_path).expanduser()) if kind == "folder" else name_or_path
+        tokenizer = load_tokenizer(name_or_path)
+        placement = {"device_map": "auto"} if dispatch else {}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(where)
-            placement = {"device_map": "auto"} if dispatch else {}
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or "auto", **placement)
+            source = _hf_source(name_or_path, kind)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or "auto", **placement)
         except OSError as err:
-            raise FileNotFoundError(
-                f"cannot load {name_or_path!r} ({str(err).splitlines()[0]}); offline, use a local path, "
-                f"{SMOLLM2!r} or an organism name"
-            ) from None
+            raise _cannot_load(name_or_path, err) from None
     if dispatch:  # from_pretrained placed it and cast it to dtype; moving it would undo the placement
         return model.eval(), tokenizer
     if dtype is not None:

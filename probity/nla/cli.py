@@ -250,19 +250,14 @@ def _token_count(checkpoint: Path, text) -> int:
     them."""
     from transformers import AutoTokenizer
 
-    from probity.models import SMOLLM2, load
-    from probity.models.load import smollm2_gguf
+    from probity.models import load_tokenizer
     from probity.nla.core import ADAPTER, check_nla
     from probity.nla.evaluate import transcript_ids
 
     folder = checkpoint / "av" if (checkpoint / "av").is_dir() else checkpoint
     with usage_errors("--checkpoint"):
-        base = check_nla(checkpoint).base if (folder / ADAPTER).is_file() else ""
-        if base == SMOLLM2:  # its tokenizer alone, without the model
-            gguf_folder, gguf = smollm2_gguf()
-            tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=gguf)
-        elif base:
-            tokenizer = load(base)[1]
+        if (folder / ADAPTER).is_file():  # adapters: the base model's tokenizer
+            tokenizer = load_tokenizer(check_nla(checkpoint).base)
         else:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(str(folder))
