@@ -295,7 +295,9 @@ class CleanCache:
 
     With ``enabled=False`` nothing is stored and every gather reruns the model on the
     gathered rows instead (slow; the invariance tests compare the two). ``key_mask [n, pos]``
-    (bool, True = may be attended to) is the dataset's attention mask, e.g. padding."""
+    (bool, True = may be attended to) is the dataset's attention mask, e.g. padding. The tokens,
+    the mask and the ``features`` are kept on the model's device (``Decomposed.device``), and so is
+    every activation; ``gather`` takes row indices there."""
 
     def __init__(
         self,
@@ -307,8 +309,10 @@ class CleanCache:
         features: dict | None = None,
         key_mask: torch.Tensor | None = None,
     ):
-        self.model, self.tokens, self.targets, self.enabled, self.key_mask = model, tokens, targets, enabled, key_mask
-        self.features = features or {}
+        device = model.device
+        self.model, self.targets, self.enabled = model, targets, enabled
+        self.tokens, self.key_mask = tokens.to(device), None if key_mask is None else key_mask.to(device)
+        self.features = {name: values.to(device) for name, values in (features or {}).items()}
         self.store: dict[tuple[Component, bool], torch.Tensor] = {}
         self.fits: dict[tuple[Component, str], torch.Tensor] = {}
         order = [*model.components, model.output]
@@ -318,7 +322,10 @@ class CleanCache:
 
         self.upto = max((reach(*t) for t in targets), key=lambda c: (c.layer, c.order), default=model.output)
         if enabled:
-            pieces = [self._forward(torch.arange(i, min(i + chunk, len(tokens)))) for i in range(0, len(tokens), chunk)]
+            pieces = [
+                self._forward(torch.arange(i, min(i + chunk, len(tokens)), device=device))
+                for i in range(0, len(tokens), chunk)
+            ]
             self.store = {t: torch.cat([p[t] for p in pieces]) for t in targets}
 
     def mask(self, rows: torch.Tensor) -> torch.Tensor | None:
@@ -344,7 +351,7 @@ class CleanCache:
         over the whole dataset (no intercept: output ~ v_p * f)."""
         if (target, feature) not in self.fits:
             f = self.features[feature].double()
-            out = self.gather((target, False), torch.arange(len(self.tokens))).double()
+            out = self.gather((target, False), torch.arange(len(self.tokens), device=f.device)).double()
             self.fits[(target, feature)] = (torch.einsum("b,bpd->pd", f, out) / (f @ f).clamp(min=1e-12)).float()
         return self.fits[(target, feature)]
 
@@ -353,13 +360,14 @@ class CleanCache:
         (``rows [batch, pos]``: position p from row ``rows[:, p]``)."""
         if self.enabled:
             full = self.store[target]
-            return full[rows] if rows.dim() == 1 else full[rows, torch.arange(rows.shape[1])]
+            return full[rows] if rows.dim() == 1 else full[rows, torch.arange(rows.shape[1], device=rows.device)]
         flat = rows.reshape(-1)
         value = self._forward(flat)[target]
         if rows.dim() == 1:
             return value
         b, p = rows.shape
-        return value.view(b, p, p, -1)[:, torch.arange(p), torch.arange(p)]
+        at = torch.arange(p, device=rows.device)
+        return value.view(b, p, p, -1)[:, at, at]
 
 
 @torch.no_grad()
@@ -371,10 +379,12 @@ def execute(
     positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Evaluate the plan ``expr`` for one chunk of reference examples: ``rows`` maps each row key to that
-    chunk's rows (``[batch]``, or ``[batch, pos]`` per position). Returns the logits ``[batch, pos, vocab]``,
-    or ``[batch, m, vocab]`` at ``positions [m]`` only (the unembedding runs only there). The heads of one
-    layer on the same inputs (``_head_group``) are computed in one call, and an input whose terms include a
-    smaller input's starts from that one's value (``_sum_bases``)."""
+    chunk's rows (``[batch]``, or ``[batch, pos]`` per position; on any device, like ``positions``). Returns the
+    logits ``[batch, pos, vocab]``, or ``[batch, m, vocab]`` at ``positions [m]`` only (the unembedding runs only
+    there), on the model's device. The heads of one layer on the same inputs (``_head_group``) are computed in
+    one call, and an input whose terms include a smaller input's starts from that one's value (``_sum_bases``)."""
+    rows = {key: r.to(model.device) for key, r in rows.items()}
+    positions = None if positions is None else positions.to(model.device)
     memo: dict[int, torch.Tensor] = {}
     groups: dict[tuple, list[Head]] = {}
     every = expressions(expr)
@@ -409,7 +419,7 @@ def execute(
                 if only is None:
                     val = val + t
                 else:
-                    idx = torch.tensor(only)
+                    idx = torch.tensor(only, device=val.device)
                     val = val.expand_as(t).clone() if val.dim() < t.dim() else val
                     val[:, idx] = val[:, idx] + t[:, idx]
         elif isinstance(e, Head):

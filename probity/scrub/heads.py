@@ -204,16 +204,17 @@ def find_heads(
             f"no query in the first {len(tokens)} rows of task {task.name!r} has a {kind} target"
             + (" at its loss positions; pass queries='all'" if at_loss else "")
         )
-    total = torch.zeros(d.n_layers, d.n_heads, dtype=torch.float64)  # [layer, head]
+    total = torch.zeros(d.n_layers, d.n_heads, dtype=torch.float64, device=d.device)  # [layer, head]
+    target, weight = keys.clamp(min=0).to(d.device), scored.to(d.device)  # [n, pos], beside the patterns
     for start in range(0, len(tokens), batch_size):
         chunk = slice(start, start + batch_size)
         patterns: dict[int, torch.Tensor] = {}
         d.run(tokens[chunk], keep=set(), key_mask=None if key_mask is None else key_mask[chunk], patterns=patterns)
-        k = keys[chunk].clamp(min=0)[:, None, :, None].expand(-1, d.n_heads, -1, 1)  # [batch, head, pos, 1]
+        k = target[chunk][:, None, :, None].expand(-1, d.n_heads, -1, 1)  # [batch, head, pos, 1]
         for layer, pattern in patterns.items():  # [batch, head, pos, pos]
             at = pattern.gather(-1, k)[..., 0]  # [batch, head, pos]
-            total[layer] += (at * scored[chunk][:, None, :]).sum((0, 2)).double()
-    scores = (total / count).float()  # [layer, head]
+            total[layer] += (at * weight[chunk][:, None, :]).sum((0, 2)).double()
+    scores = (total / count).float().cpu()  # [layer, head]
     seen = torch.ones_like(keys, dtype=torch.bool) if key_mask is None else key_mask  # [n, pos]
     visible = seen.long().cumsum(1) if d.causal else seen.long().sum(1, keepdim=True).expand_as(keys)  # [n, pos]
     chance = float((1 / visible.clamp(min=1).float())[scored].mean())

@@ -193,7 +193,7 @@ def ioi_study(
         if progress is not None:
             progress(key)
     end, at = IOI_POSITIONS["END"], torch.arange(n)
-    logits = torch.cat([d.run(task.tokens[c], keep=set())[0][:, end] for c in at.split(batch_size)])  # [n, vocab]
+    logits = torch.cat([d.run(task.tokens[c], keep=set())[0][:, end].cpu() for c in at.split(batch_size)])  # [n, vocab]
     diff = logits[at, task.features["io"]] - logits[at, task.features["s"]]  # [n]
     heads = {
         role: [[f"{layer_and_head(h)[0]}.{h.head}", round(v, 4)] for h, v in zip(found.heads, found.head_scores)]

@@ -24,6 +24,11 @@ model's logits in both:
   Rotary models have no ``hook_pos_embed`` sender: positions enter inside every
   head's queries and keys. With grouped-query attention, a head's K and V inputs
   are still its own (the shared projection is applied to each head's input).
+
+The model may live on any device, or across several (``device_map="auto"``): the residual stream
+lives on ``Decomposed.device`` (the token embedding's), every op (embeddings, a layer's heads, an MLP,
+the final norm, the unembedding) runs beside the weights it reads, and token and mask inputs may be
+given on the CPU. On one device nothing is copied.
 """
 
 from __future__ import annotations
@@ -121,6 +126,21 @@ class Decomposed:
         """The TransformerLens config (native backend) or the HF config."""
         return self.backend.cfg
 
+    @property
+    def device(self) -> torch.device:
+        """Where the residual stream lives: the token embedding's device. Every output comes back here."""
+        return self.backend.tok_embed.weight.device
+
+    def _on(self, module: torch.nn.Module, fn, *args):
+        """``fn(*args)`` run where ``module``'s weights are (the tensors among ``args`` moved there; a module
+        without weights runs on ``device``), its output (a tensor or a tuple of them) moved back to ``device``.
+        On a model split across devices each op runs beside its weights; on one device nothing moves
+        (``Tensor.to`` returns the tensor itself when it is on the device already)."""
+        weight = next(module.parameters(), None)
+        where = self.device if weight is None else weight.device
+        out = fn(*(a.to(where) if isinstance(a, torch.Tensor) else a for a in args))
+        return tuple(o.to(self.device) for o in out) if isinstance(out, tuple) else out.to(self.device)
+
     # ---- names and graph -------------------------------------------------------------
     def component(self, site: Site | str) -> Component:
         """The component ``site`` names: a ``Site`` or any string ``Site.parse`` reads (a TransformerLens
@@ -143,22 +163,29 @@ class Decomposed:
 
     # ---- component functions (pure, batched) ---------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token embeddings ``[batch, pos, d_model]`` of ``tokens [batch, pos]``."""
-        return self.backend.embed(tokens)
+        """Token embeddings ``[batch, pos, d_model]`` of ``tokens [batch, pos]`` (on any device)."""
+        return self._on(self.backend.tok_embed, self.backend.embed, tokens)
 
     def pos_embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Learned positional embeddings ``[batch, pos, d_model]`` (input independent; not for rotary models)."""
-        return self.backend.pos_embed(tokens)
+        return self._on(self.backend.pos, self.backend.pos_embed, tokens)
+
+    def attn_bias(self, layer: int) -> torch.Tensor:
+        """The attention output bias ``[d_model]`` of ``layer`` (zeros when it has none)."""
+        return self.backend.attn_bias(layer).to(self.device)
+
+    def mlp_bias(self, layer: int) -> torch.Tensor:
+        """The MLP output bias ``[d_model]`` of ``layer`` (zeros when it has none)."""
+        return self.backend.mlp_bias(layer).to(self.device)
 
     def bias(self, receiver: Component) -> torch.Tensor:
         """The constant part of ``receiver``'s input: the attention and MLP output biases below it ``[d_model]``."""
-        b = self.backend
-        total = torch.zeros(b.d_model, dtype=b.dtype)
+        total = torch.zeros(self.d_model, dtype=self.backend.dtype, device=self.device)
         for layer in range(min(receiver.layer + 1, self.n_layers)):
             if layer < receiver.layer or receiver.order > 0:
-                total = total + b.attn_bias(layer)
+                total = total + self.attn_bias(layer)
             if not self.attn_only and layer < receiver.layer:
-                total = total + b.mlp_bias(layer)
+                total = total + self.mlp_bias(layer)
         return total
 
     def heads(
@@ -178,12 +205,17 @@ class Decomposed:
 
     def _attend(self, layer, heads, q_in, k_in, v_in, key_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """``heads``' outputs ``[batch, head, pos, d_model]`` and attention patterns ``[batch, head, pos, pos]``
-        (query, key), as in ``heads``."""
-        q, k, v, w_o = self.backend.qkv(layer, torch.tensor(heads), q_in, k_in, v_in)
+        (query, key), as in ``heads``, computed where ``layer``'s weights are."""
+        return self._on(self.backend.layers[layer], self._attention, layer, heads, q_in, k_in, v_in, key_mask)
+
+    def _attention(self, layer, heads, q_in, k_in, v_in, key_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_attend`` on inputs already on ``layer``'s device."""
+        q, k, v, w_o = self.backend.qkv(layer, heads, q_in, k_in, v_in)
         scores = self.backend.scores(layer, q, k)
         if self.causal:
             p = scores.shape[-1]
-            scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
+            future = torch.ones(p, p, dtype=torch.bool, device=scores.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
         if key_mask is None:
             pattern = scores.softmax(-1)
         else:  # a query whose keys are all masked gets nan from softmax: it attends to nothing
@@ -200,11 +232,12 @@ class Decomposed:
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """MLP output ``[batch, pos, d_model]`` (without the output bias) for residual input
         ``x [batch, pos, d_model]``."""
-        return self.backend.mlp(layer, x)
+        return self._on(self.backend.layers[layer], self.backend.mlp, layer, x)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[batch, pos, vocab]`` from the final residual stream ``x [batch, pos, d_model]``."""
-        return self.backend.unembed(x)
+        b = self.backend
+        return self._on(b.head, b.head, self._on(b.final_norm, b.final_norm, x))
 
     # ---- clean forward ------------------------------------------------------------------
     @torch.no_grad()
@@ -223,7 +256,8 @@ class Decomposed:
         ``{layer: [batch, head, pos, pos]}`` (query, key). With ``upto``, only the components below it (those
         that can feed its input) are computed, and the logits are None unless ``upto`` is the output. Each
         receiver that is a key of ``streams`` gets as its value the sum of its senders' outputs
-        ``[batch, pos, d_model]``: the residual stream at its input, without the biases."""
+        ``[batch, pos, d_model]``: the residual stream at its input, without the biases. ``tokens`` and
+        ``key_mask`` may be on any device; every output is on ``device``."""
         b = self.backend
         outs: dict[Component, torch.Tensor] = {self.components[0]: self.embed(tokens)}
         if b.has_pos:
@@ -246,14 +280,14 @@ class Decomposed:
                 patterns[layer] = pattern
             for i in range(self.n_heads):
                 outs[Component(layer, 0, "head", i)] = h[:, i]
-            resid = resid + h.sum(1) + b.attn_bias(layer)
+            resid = resid + h.sum(1) + self.attn_bias(layer)
             if self.attn_only:
                 continue
             if not reach(layer, 1):
                 break
             m = self.mlp(layer, resid)
             outs[Component(layer, 1, "mlp")] = m
-            resid = resid + m + b.mlp_bias(layer)
+            resid = resid + m + self.mlp_bias(layer)
         else:
             reach(self.n_layers, 0)
         logits = self.unembed(resid) if upto in (None, self.output) else None
@@ -284,6 +318,8 @@ class _Native:
         self.n_layers, self.n_heads, self.d_head, self.d_model = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
         self.attn_only, self.causal = bool(cfg.attn_only), cfg.attention_dir == "causal"
         self.d_vocab, self.n_ctx, self.dtype = cfg.d_vocab, cfg.n_ctx, native.tok_embed.weight.dtype
+        self.tok_embed, self.pos, self.layers = native.tok_embed, native.pos, native.layers
+        self.final_norm, self.head = native.ln_out, native.head
 
     def embed(self, tokens):
         return self.native.tok_embed(tokens)
@@ -300,8 +336,8 @@ class _Native:
     def scores(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return q @ k.transpose(-1, -2) / self.native.layers[layer].attn.scale
 
-    def qkv(self, layer, idx, q_in, k_in, v_in):
-        """Per-head queries, keys, values ``[batch, head, pos, d_head]`` of heads ``idx`` and their W_O
+    def qkv(self, layer, heads: list[int], q_in, k_in, v_in):
+        """Per-head queries, keys, values ``[batch, head, pos, d_head]`` of ``heads`` and their W_O
         ``[head, d_head, d_model]``."""
         block = self.native.layers[layer]
         attn = block.attn
@@ -310,11 +346,11 @@ class _Native:
         def project(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
             if id(x) not in normed:  # q, k and v often share one input: normalise it once
                 normed[id(x)] = block.ln1(x)
-            w = lin.weight.view(self.n_heads, self.d_head, -1)[idx]  # [head, d_head, d_model]
-            b = lin.bias.view(self.n_heads, self.d_head)[idx]
+            w = lin.weight.view(self.n_heads, self.d_head, -1)[heads]  # [head, d_head, d_model]
+            b = lin.bias.view(self.n_heads, self.d_head)[heads]
             return torch.einsum("bnpd,nhd->bnph", normed[id(x)], w) + b[None, :, None, :]
 
-        w_o = attn.o.weight.view(-1, self.n_heads, self.d_head).permute(1, 2, 0)[idx]
+        w_o = attn.o.weight.view(-1, self.n_heads, self.d_head).permute(1, 2, 0)[heads]
         return project(attn.q, q_in), project(attn.k, k_in), project(attn.v, v_in), w_o
 
     def mlp(self, layer, x):
@@ -324,9 +360,6 @@ class _Native:
         if mlp.ln is not None:
             mid = mlp.ln(mid)
         return mid @ mlp.fc_out.weight.T
-
-    def unembed(self, x):
-        return self.native.head(self.native.ln_out(x))
 
 
 class _HFBackend:
@@ -348,6 +381,7 @@ class _HFBackend:
             parts.layers,
             parts.final_norm,
         )
+        self.head = model.lm_head
         self.gpt2 = cfg.model_type == "gpt2"
         self.has_pos, self.attn_only = self.pos is not None, False
         self.n_layers = len(self.layers)
@@ -378,13 +412,17 @@ class _HFBackend:
         return block.attn if self.gpt2 else block.self_attn
 
     def attn_bias(self, layer: int) -> torch.Tensor:
-        out = self._attn(layer).c_proj if self.gpt2 else self._attn(layer).o_proj
-        return torch.zeros(self.d_model, dtype=self.dtype) if out.bias is None else out.bias.detach()
+        return self._out_bias(self._attn(layer).c_proj if self.gpt2 else self._attn(layer).o_proj)
 
     def mlp_bias(self, layer: int) -> torch.Tensor:
         mlp = self.layers[layer].mlp
-        out = mlp.c_proj if self.gpt2 else mlp.down_proj
-        return torch.zeros(self.d_model, dtype=self.dtype) if out.bias is None else out.bias.detach()
+        return self._out_bias(mlp.c_proj if self.gpt2 else mlp.down_proj)
+
+    def _out_bias(self, out: torch.nn.Module) -> torch.Tensor:
+        """The bias ``[d_model]`` of output projection ``out``, or zeros beside its weight when it has none."""
+        if out.bias is None:
+            return torch.zeros(self.d_model, dtype=self.dtype, device=out.weight.device)
+        return out.bias.detach()
 
     def scores(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return (q @ k.transpose(-1, -2)) * self._attn(layer).scaling
@@ -406,43 +444,41 @@ class _HFBackend:
         w_o = attn.o_proj.weight.view(d, H, dh).permute(1, 2, 0)
         return (*lin(attn.q_proj, H), *lin(attn.k_proj, KV), *lin(attn.v_proj, KV), w_o)
 
-    def qkv(self, layer, idx, q_in, k_in, v_in):
-        """Per-head queries, keys, values ``[batch, head, pos, d_head]`` of heads ``idx`` and their W_O
+    def qkv(self, layer, heads: list[int], q_in, k_in, v_in):
+        """Per-head queries, keys, values ``[batch, head, pos, d_head]`` of ``heads`` and their W_O
         ``[head, d_head, d_model]``; rotary models get their q/k norms and rotary positions here."""
         block, attn = self.layers[layer], self._attn(layer)
         norm = block.ln_1 if self.gpt2 else block.input_layernorm
         wq, bq, wk, bk, wv, bv, w_o = self._weights(layer)
-        kv = idx // (self.n_heads // self.n_kv)
+        kv = [h // (self.n_heads // self.n_kv) for h in heads]  # each head's K/V group
         normed = {}
 
-        def project(x, w, b, sel):
+        def project(x, w, b, sel: list[int]):
             """``x [batch, 1 or head, pos, d_model]`` through projections ``w[sel]``: ``[batch, head, pos, d_head]``."""
             if id(x) not in normed:
                 normed[id(x)] = norm(x)
             x = normed[id(x)]
             if x.shape[1] == 1:  # one input for every head: one matmul per distinct projection (a K/V group), then pick
-                uniq, pick = sel.unique(return_inverse=True)
-                y = (x[:, 0] @ w[uniq].flatten(0, 1).T).unflatten(-1, (len(uniq), -1)).transpose(1, 2)[:, pick]
+                uniq = sorted(set(sel))
+                y = (x[:, 0] @ w[uniq].flatten(0, 1).T).unflatten(-1, (len(uniq), -1)).transpose(1, 2)
+                y = y[:, [uniq.index(s) for s in sel]]
             else:
                 y = torch.einsum("bnpd,nhd->bnph", x, w[sel])
             return y if b is None else y + b[sel][None, :, None, :]
 
-        q, k, v = project(q_in, wq, bq, idx), project(k_in, wk, bk, kv), project(v_in, wv, bv, kv)
+        q, k, v = project(q_in, wq, bq, heads), project(k_in, wk, bk, kv), project(v_in, wv, bv, kv)
         if not self.gpt2:
             if hasattr(attn, "q_norm"):
                 q, k = attn.q_norm(q), attn.k_norm(k)
-            p = q.shape[2]
-            cos, sin = self.rotary(q, torch.arange(p)[None])
+            positions = torch.arange(q.shape[2], device=q.device)[None]
+            cos, sin = (x.to(q.device) for x in self.rotary(q, positions))  # the rotary module may sit elsewhere
             q, k = self.rope(q, k, cos, sin)
-        return q, k, v, w_o[idx]
+        return q, k, v, w_o[heads]
 
     def mlp(self, layer, x):
         block = self.layers[layer]
         out = block.mlp(block.ln_2(x) if self.gpt2 else block.post_attention_layernorm(x))
         return out - self.mlp_bias(layer)
-
-    def unembed(self, x):
-        return self.hf.lm_head(self.final_norm(x))
 
 
 def _wrapped(model: torch.nn.Module) -> bool:
@@ -459,7 +495,8 @@ def _plain(model: torch.nn.Module) -> torch.nn.Module:
         for k, v in model.state_dict().items()
     }
     config = model.cfg if type(model).__name__ == "NativeModel" else model.config
-    plain = type(model)(config).to(next(model.parameters()).dtype)
+    weight = next(model.parameters())
+    plain = type(model)(config).to(weight.device, weight.dtype)
     missing, _aliases = plain.load_state_dict(state, strict=False)  # the bridge adds alias names (mlp.in, ...)
     if missing:
         raise ValueError(f"could not read weights {missing[:3]} from the model")

@@ -131,8 +131,8 @@ class CleanRows:
         """Least-squares direction ``[pos, d_model]`` of ``c``'s clean output on the per-row ``feature``
         over the whole dataset, without intercept: output ~ v_pos * feature."""
         if (c, feature) not in self.fits:
-            f = self.task.features[feature].double()  # [n]
-            outputs = torch.stack([self(c, row) for row in range(len(f))]).double()  # [n, pos, d_model]
+            outputs = torch.stack([self(c, row) for row in range(len(self.task.tokens))]).double()  # [n, pos, d_model]
+            f = self.task.features[feature].to(outputs.device, torch.double)  # [n]
             self.fits[(c, feature)] = (torch.einsum("n,npd->pd", f, outputs) / (f @ f).clamp(min=1e-12)).float()
         return self.fits[(c, feature)]
 

@@ -99,8 +99,8 @@ class Scrubber:
 
     def logits(self, hyp: Hypothesis, progress=None, note: str = "", positions: torch.Tensor | None = None):
         """Scrubbed logits per chunk: yields ``(rows [batch], logits [batch, pos, vocab])``, or
-        ``[batch, m, vocab]`` at ``positions [m]`` only; ``progress`` (a ``probity.report.console`` tracker), if
-        given, advances by one per chunk with ``note``."""
+        ``[batch, m, vocab]`` at ``positions [m]`` only, the logits on the model's device; ``progress`` (a
+        ``probity.report.console`` tracker), if given, advances by one per chunk with ``note``."""
         root, rows = self.sample(hyp)
         plan = engine.compile_plan(self.model, root, self.task.n_ctx)
         targets = engine.gather_targets(plan)
@@ -144,19 +144,21 @@ class Scrubber:
     ):
         """``(loss [n], kl [n], logits)``: per-example loss of ``hyp``, KL to ``model_logits`` (a list of
         per-chunk clean logits; zeros when None) and, with ``keep``, the list of per-chunk logits; all logits
-        at the task's ``loss_positions`` only (``[batch, m, vocab]``); ``progress`` and ``note`` as for
-        :meth:`logits`."""
+        at the task's ``loss_positions`` only (``[batch, m, vocab]``, on the model's device), the loss and KL
+        on the CPU; ``progress`` and ``note`` as for :meth:`logits`."""
         loss, kl, kept = [], [], []
         at = self.task.loss_positions
         clean = torch.cat(model_logits) if model_logits else None  # [n, m, vocab]: chunks may differ per plan
         for refs, logits in self.logits(hyp, progress, note, at):
             loss.append(self.task.per_example_loss(logits, refs, at))
             kl.append(
-                self.task.per_example_kl(clean[refs], logits, refs, at) if clean is not None else torch.zeros(len(refs))
+                self.task.per_example_kl(clean[refs.to(clean.device)], logits, refs, at)
+                if clean is not None
+                else torch.zeros(len(refs), device=logits.device)
             )
             if keep:
                 kept.append(logits)
-        return torch.cat(loss), torch.cat(kl), kept
+        return torch.cat(loss).cpu(), torch.cat(kl).cpu(), kept
 
 
 @dataclass

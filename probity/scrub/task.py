@@ -83,9 +83,11 @@ class Task:
     ) -> torch.Tensor:
         """Loss of each reference example ``[batch]``: mean over its masked positions; ``logits [batch, pos, vocab]``
         for the dataset rows ``rows [batch]``, or ``[batch, m, vocab]`` at ``positions [m]`` only (they must
-        hold every masked position of those rows, e.g. ``loss_positions``)."""
+        hold every masked position of those rows, e.g. ``loss_positions``). On the logits' device; ``rows`` and
+        ``positions`` index the task's tensors (on the CPU)."""
         mask, targets = (
-            x[rows] if positions is None else x[rows][:, positions] for x in (self.loss_mask, self.targets)
+            (x[rows] if positions is None else x[rows][:, positions]).to(logits.device)
+            for x in (self.loss_mask, self.targets)
         )
         mask = mask.float()
         if self.loss_kind == "ce":
@@ -102,10 +104,11 @@ class Task:
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """KL(model || scrubbed) per example ``[batch]``, averaged over masked positions (0 for ``mse``); logits
-        as in ``per_example_loss``."""
+        and devices as in ``per_example_loss``."""
         if self.loss_kind != "ce":
-            return torch.zeros(len(rows))
-        mask = (self.loss_mask[rows] if positions is None else self.loss_mask[rows][:, positions]).float()
+            return torch.zeros(len(rows), device=logits.device)
+        mask = self.loss_mask[rows] if positions is None else self.loss_mask[rows][:, positions]
+        mask = mask.to(logits.device, torch.float)
         kl = F.kl_div(logits.log_softmax(-1), model_logits.log_softmax(-1), log_target=True, reduction="none").sum(-1)
         return (kl * mask).sum(1) / mask.sum(1)
 
@@ -172,10 +175,11 @@ def adjusted_open_after(model, tokens: torch.Tensor, head: Site | str) -> torch.
 
     layer, h = layer_and_head(head)
     name = f"blocks.{layer}.attn.hook_pattern"
+    device = next(model.parameters()).device
     pattern = torch.cat(
         [
-            cache(model, {"input_ids": t, "attention_mask": paren.attention_mask(t)}, [name])[name][:, h]
-            for t in tokens.split(500)
+            cache(model, {"input_ids": t, "attention_mask": paren.attention_mask(t)}, [name])[name][:, h].cpu()
+            for t in tokens.to(device).split(500)
         ]
     )
     n, p = tokens.shape
@@ -374,10 +378,11 @@ def repeat_losses(model, task: Task, batch_size: int = 16) -> RepeatLosses:
     d = None if hf or isinstance(model, Decomposed) else Decomposed(model)
     for chunk in rows.split(batch_size):
         if hf:
-            logits = model(task.tokens[chunk]).logits  # [batch, pos, vocab]
+            logits = model(task.tokens[chunk].to(next(model.parameters()).device)).logits  # [batch, pos, vocab]
         else:
             logits = (d or model).run(task.tokens[chunk], keep=set())[0]
-        nll = -logits.float().log_softmax(-1).gather(-1, task.targets[chunk][..., None])[..., 0]  # [batch, pos]
+        targets = task.targets[chunk].to(logits.device)
+        nll = -logits.float().log_softmax(-1).gather(-1, targets[..., None])[..., 0].cpu()  # [batch, pos]
         for key, mask in (("first", first_mask[chunk]), ("repeat", task.loss_mask[chunk])):
             per_row[key].append((nll * mask).sum(1) / mask.sum(1))
     first, repeat = torch.cat(per_row["first"]), torch.cat(per_row["repeat"])

@@ -72,8 +72,8 @@ def decomposition_check(model=None, tokenizer=None) -> DecompositionCheck:
 
     if model is None:
         model, tokenizer = models.load(models.SMOLLM2)
-    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     d = Decomposed(model)
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"].to(d.device)
     with torch.no_grad():
         want = model(ids).logits
     got = d.run(ids)[0]
