@@ -125,11 +125,12 @@ class IOIStudy:
         ]
 
 
-def ioi_hypotheses(roles: dict) -> dict:
-    """The study's hypotheses for ``find_ioi_heads`` results ``roles``: ``ioi_lm`` on the name movers and
-    S-inhibition heads, and ``keep_only`` of the name movers and of every found head."""
-    movers, inhibition = roles["name_mover"].heads, roles["s_inhibition"].heads
-    circuit = list(dict.fromkeys(h for found in roles.values() for h in found.heads))
+def ioi_hypotheses(heads: dict) -> dict:
+    """The study's hypotheses for ``heads`` (role -> heads, e.g. the ``heads`` of each ``find_ioi_heads``
+    result): ``ioi_lm`` on the name movers and S-inhibition heads, and ``keep_only`` of the name movers and
+    of every head named."""
+    movers, inhibition = heads["name_mover"], heads["s_inhibition"]
+    circuit = list(dict.fromkeys(h for found in heads.values() for h in found))
     return {
         **ioi_lm(movers, inhibition),
         "keep-only name movers": keep_only(movers, "keep-only name movers"),
@@ -162,7 +163,7 @@ def ioi_study(
     task = ioi_task(tokenizer, n, seed)
     d = model if isinstance(model, Decomposed) else Decomposed(model)
     roles = find_ioi_heads(d, task, threshold, rows=n, batch_size=batch_size)
-    hyps = ioi_hypotheses(roles)
+    hyps = ioi_hypotheses({role: found.heads for role, found in roles.items()})
     s = Scrubber(d, task, seed=seed, batch_size=batch_size)
     l_model, _, clean = s.losses(IDENTITY, keep=True)  # [n]
     l_all = s.losses(EMPTY)[0]
