@@ -23,9 +23,15 @@ also counts other jobs' turns; recorded beside them).
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-ioi
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/scrub.py --smollm2-refine
 
-``--smollm2-speed`` runs only the speed row on SmolLM2-135M-Instruct (``SMOLLM2_SPEED``: the engine on 64 rows
-of the study's task in chunks of 16, the baselines on the first 4; all-three on the heads ``find_heads``
-finds) and writes it into the ``speed`` list of bench/results/scrub.json as organism ``smollm2-135m``.
+The SmolLM2 studies are set up by ``probity.scrub.lm``, as ``probity scrub run|refine --model`` sets them up:
+the task and its rows and chunk (``lm.TASKS``, ``lm.lm_task``), every head's score (``lm.score_heads``), the
+hypotheses on the heads scoring >= ``lm.THRESHOLD`` (0.5; ``lm.builtins``) and refinement's start, senders
+and settings (``lm.refine_config``); the bench adds seed 0 (``SEED``), the keep-only curve, the speed
+baselines and peak RSS.
+
+``--smollm2-speed`` runs only the speed row on SmolLM2-135M-Instruct (the engine on the induction study's 64
+rows in chunks of 16, the baselines on the first 4 (``SMOLLM2_SPEED``); all-three on the heads the study finds)
+and writes it into the ``speed`` list of bench/results/scrub.json as organism ``smollm2-135m``.
 
 ``--smollm2`` runs only the induction study on SmolLM2-135M-Instruct (64 rows of ``repeat_task``, span 20,
 seed 0; batch 16): both halves' losses, the heads ``find_heads`` finds (score >= 0.5), the paper's four
@@ -38,12 +44,12 @@ once per kind) and writes it under ``smollm2_induction.keep_only_curve``, leavin
 ``--smollm2-ioi`` runs only the IOI study on SmolLM2-135M-Instruct (``scrub.ioi.ioi_study``: 128 prompts of
 ``ioi_task``, seed 0, heads scoring >= 0.5 per role; the ``ioi_lm`` hypotheses with their floor shares and the
 keep-only rows), then ``scrub.refine`` from keep-only of the name movers, its new paths drawn from the heads
-scoring >= 0.3 in any IOI role and every MLP (``IOI_REFINE``), and writes both and the peak RSS under
+scoring >= 0.3 (``lm.SENDER_THRESHOLD``) in any IOI role and every MLP, and writes both and the peak RSS under
 ``smollm2_ioi`` in bench/results/scrub.json (every other figure there is left as it was).
 
 ``--smollm2-refine`` runs only ``scrub.refine`` on the SmolLM2 induction study (its rows, seed and batch) from
 the paper's all-three on its heads (score >= 0.5), new paths drawn from the heads scoring >= 0.3 (induction) /
-0.5 (previous-token) and the MLPs below the top one (``SMOLLM2_REFINE``), under ``smollm2_induction_refine``.
+0.5 (previous-token) and the MLPs below the top one (``lm.senders``), under ``smollm2_induction_refine``.
 (From ``keep_only`` instead it stops after one step: that root claims everything above layer 1, the lowest
 previous-token head's, and mlp0 on the token makes it the model: 0.677 -> 1.000 in 7 scrubs, 159 s.)
 
@@ -77,7 +83,7 @@ from rich.table import Table
 
 from probity import report
 from probity.models.decoder import decoder_parts
-from probity.scrub import Decomposed, Hypothesis, Node, Scrubber, case_study, engine, scrub, setup
+from probity.scrub import Decomposed, Hypothesis, Node, Scrubber, case_study, engine, lm, scrub, setup
 from probity.scrub.model import layer_and_head
 from probity.scrub.study import order_violations
 
@@ -513,34 +519,23 @@ def refine_paren(samples: int = 2000, seed: int = 0) -> dict:
     }
 
 
-SMOLLM2_STUDY = {"n": 64, "span": 20, "seed": 0, "batch_size": 16}  # rows, span, scrub seed, batch
+# The SmolLM2 studies' rows, chunks, head thresholds, hypotheses and refinement settings are probity.scrub.lm's
+# (what ``probity scrub run|refine --model`` uses); only the seed, the curve and the speed baselines are the bench's.
+SEED = 0  # the SmolLM2 studies' task and scrub seed
+INDUCTION, IOI = lm.TASKS["induction"], lm.TASKS["ioi"]
 CURVE_THRESHOLDS = (0.5, 0.4, 0.3, 0.2)  # induction-score thresholds of the keep-only curve
-PREV_THRESHOLD = 0.5  # previous-token heads kept at every point of the curve
-STUDY_THRESHOLD = 0.5  # the heads the paper's hypotheses are scrubbed on
+# (previous-token heads kept at lm.THRESHOLD, the study's, at every point of it)
 
 
-def _short(site) -> str:
-    layer, head = layer_and_head(site)
-    return f"{layer}.{head}"
-
-
-def _chosen(found, threshold: float) -> list:
-    """The heads of ``found`` (``find_heads`` at threshold 0: every head, best first) scoring >= ``threshold``,
-    with their scores: what ``find_heads`` at that threshold returns, without rerunning the model."""
-    return [(s, v) for s, v in zip(found.heads, found.head_scores) if v >= threshold]
-
-
-def _smollm2_setup(n: int, span: int, seed: int, batch_size: int):
-    """SmolLM2, its repeat task, its decomposition and every head's induction and previous-token score."""
+def _smollm2_setup(n: int = INDUCTION.samples, seed: int = SEED):
+    """SmolLM2, its induction task (``lm.lm_task``: ``repeat_task``, span ``lm.SPAN``), its decomposition and
+    every head's induction and previous-token score (``lm.score_heads``, threshold 0, the study's chunk)."""
     from probity import models
-    from probity.scrub import Decomposed, find_heads, repeat_task
 
     model, tokenizer = models.load(models.SMOLLM2)
-    task = repeat_task(tokenizer, n=n, span=span, seed=seed)
+    task = lm.lm_task("induction", tokenizer, n, seed)
     d = Decomposed(model)
-    ind = find_heads(d, task, "induction", threshold=0.0, rows=n, batch_size=batch_size)
-    prev = find_heads(d, task, "previous_token", threshold=0.0, rows=n, batch_size=batch_size, queries="all")
-    return model, task, d, ind, prev
+    return model, task, d, lm.score_heads(d, "induction", task, INDUCTION.batch_size)
 
 
 def _scrub_row(d, task, hyp, s: Scrubber, seed: int, batch_size: int):
@@ -561,22 +556,23 @@ def _scrub_row(d, task, hyp, s: Scrubber, seed: int, batch_size: int):
     return row, r
 
 
-def keep_only_curve(d, task, ind, prev, seed: int, batch_size: int, known: dict | None = None) -> dict:
+def keep_only_curve(d, task, roles: dict, seed: int, batch_size: int, known: dict | None = None) -> dict:
     """The share of the loss the found heads alone carry (``keep_only``) as the induction-score threshold
-    falls through ``CURVE_THRESHOLDS``, the previous-token heads fixed at ``PREV_THRESHOLD``. ``ind`` and
-    ``prev`` are ``find_heads`` results at threshold 0; ``known`` maps a threshold to a row already scrubbed
-    (the study's keep-only at 0.5) so it is not scrubbed twice. Each point gets its own ``Scrubber`` (the
-    same seed draws the same trees): one clean cache alive at a time, not one grown over every point."""
+    falls through ``CURVE_THRESHOLDS``, the previous-token heads fixed at ``lm.THRESHOLD``. ``roles``: every
+    head's scores (``lm.score_heads``); ``known`` maps a threshold to a row already scrubbed (the study's
+    keep-only at 0.5) so it is not scrubbed twice. Each point gets its own ``Scrubber`` (the same seed draws
+    the same trees): one clean cache alive at a time, not one grown over every point."""
     from probity.scrub import keep_only
 
     known = known or {}
-    prev_heads = [h for h, _ in _chosen(prev, PREV_THRESHOLD)]
+    ind, prev = roles["induction"], roles["previous_token"]
+    prev_heads = [h for h, _ in lm.chosen(prev, lm.THRESHOLD)]
     table = Table(
         "induction >=", "heads", "loss recovered", "L_hyp", "worse than constant", "s", title="SmolLM2 keep-only curve"
     )
     points = []
     for threshold in CURVE_THRESHOLDS:
-        ind_heads = [h for h, _ in _chosen(ind, threshold)]
+        ind_heads = [h for h, _ in lm.chosen(ind, threshold)]
         heads = list(dict.fromkeys([*ind_heads, *prev_heads]))  # a head of both kinds counted once
         if threshold in known:
             row = dict(known[threshold])
@@ -587,7 +583,7 @@ def keep_only_curve(d, task, ind, prev, seed: int, batch_size: int, known: dict 
         row.pop("paper", None)
         point = {
             "induction_threshold": threshold,
-            "previous_token_threshold": PREV_THRESHOLD,
+            "previous_token_threshold": lm.THRESHOLD,
             "induction_heads": len(ind_heads),
             "previous_token_heads": len(prev_heads),
             "heads": len(heads),
@@ -607,33 +603,31 @@ def keep_only_curve(d, task, ind, prev, seed: int, batch_size: int, known: dict 
     lowest = min(CURVE_THRESHOLDS)
     return {
         "constant_loss": round(task.constant_loss(), 4),
-        "induction_heads": [{"head": _short(h), "score": round(v, 3)} for h, v in _chosen(ind, lowest)],
-        "previous_token_heads": [{"head": _short(h), "score": round(v, 3)} for h, v in _chosen(prev, PREV_THRESHOLD)],
+        "induction_heads": [{"head": lm.short(h), "score": round(v, 3)} for h, v in lm.chosen(ind, lowest)],
+        "previous_token_heads": [{"head": lm.short(h), "score": round(v, 3)} for h, v in lm.chosen(prev, lm.THRESHOLD)],
         "points": points,
     }
 
 
-def smollm2_induction(n: int = 64, span: int = 20, seed: int = 0, batch_size: int = 16) -> dict:
+def smollm2_induction(seed: int = SEED) -> dict:
     """The SmolLM2-135M induction study (see module doc)."""
     from probity import models
-    from probity.scrub import induction_lm, keep_only, repeat_losses
+    from probity.scrub import repeat_losses
 
     t0 = time.perf_counter()
-    model, task, d, ind_all, prev_all = _smollm2_setup(n, span, seed, batch_size)
+    n, batch_size = INDUCTION.samples, INDUCTION.batch_size
+    model, task, d, roles = _smollm2_setup(n, seed)
     losses = repeat_losses(model, task, batch_size=batch_size)
     console.print(
         f"SmolLM2 {task.name}, {n} rows: loss first half {losses.first:.3f} ± {losses.first_stderr:.3f}, "
         f"repeat {losses.repeat:.3f} ± {losses.repeat_stderr:.3f}"
     )
-    ind = _chosen(ind_all, STUDY_THRESHOLD)
-    prev = _chosen(prev_all, STUDY_THRESHOLD)
-    ind_heads, prev_heads = [h for h, _ in ind], [h for h, _ in prev]
     heads = {
-        kind: [{"head": _short(h), "score": round(v, 3)} for h, v in found]
-        for kind, found in (("induction", ind), ("previous_token", prev))
+        kind: [{"head": lm.short(h), "score": round(v, 3)} for h, v in lm.chosen(roles[kind], lm.THRESHOLD)]
+        for kind in ("induction", "previous_token")
     }
-    console.print(f"heads (score >= {STUDY_THRESHOLD:g}): {json.dumps(heads)}")
-    hyps = {**induction_lm(prev_heads, ind_heads), "keep-only": keep_only(ind_heads + prev_heads)}
+    console.print(f"heads (score >= {lm.THRESHOLD:g}): {json.dumps(heads)}")
+    hyps = {k: h for k, h in lm.builtins("induction", roles).items() if k not in ("identity", "empty")}
     s = Scrubber(d, task, seed=seed, batch_size=batch_size)
     table = Table(
         "hypothesis", "loss recovered", "paper", "L_hyp", "worse than constant", "s", title="SmolLM2 induction"
@@ -652,8 +646,7 @@ def smollm2_induction(n: int = 64, span: int = 20, seed: int = 0, batch_size: in
         console.print(f"{name}: {json.dumps(rows[name])}")
     console.print(table)
     del s  # free the study's clean cache before the curve's
-    known = {STUDY_THRESHOLD: rows["keep-only"]} if PREV_THRESHOLD == STUDY_THRESHOLD else {}
-    curve = keep_only_curve(d, task, ind_all, prev_all, seed, batch_size, known=known)
+    curve = keep_only_curve(d, task, roles, seed, batch_size, known={lm.THRESHOLD: rows["keep-only"]})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
     console.print(f"L_model {r.loss_model:.3f}, L_all {r.loss_scrubbed_all:.3f}, peak RSS {peak:.2f} GB")
     return {
@@ -670,7 +663,7 @@ def smollm2_induction(n: int = 64, span: int = 20, seed: int = 0, batch_size: in
         "loss_scrubbed_all": round(r.loss_scrubbed_all, 4),
         "constant_loss": round(task.constant_loss(), 4),
         "heads": heads,
-        "chance": {"induction": round(ind_all.chance, 4), "previous_token": round(prev_all.chance, 4)},
+        "chance": {kind: round(roles[kind].chance, 4) for kind in ("induction", "previous_token")},
         "hypotheses": rows,
         "keep_only_share": rows["keep-only"]["loss_recovered"],
         "keep_only_curve": curve,
@@ -681,42 +674,39 @@ def smollm2_induction(n: int = 64, span: int = 20, seed: int = 0, batch_size: in
 
 
 def smollm2_curve_only(study: dict) -> dict:
-    """Only the keep-only curve, on the rows, seed and batch of the recorded ``study`` (checked against
-    ``SMOLLM2_STUDY``): the study's figures are not recomputed."""
-    cfg = SMOLLM2_STUDY
+    """Only the keep-only curve, on the rows, seed and batch of the recorded ``study`` (checked against the
+    study's, ``lm.TASKS["induction"]`` and ``SEED``): the study's figures are not recomputed."""
     recorded = [study.get(k) for k in ("rows", "task", "seed", "batch_size")]
-    expected = [cfg["n"], f"repeat(span={cfg['span']})", cfg["seed"], cfg["batch_size"]]
+    expected = [INDUCTION.samples, f"repeat(span={lm.SPAN})", SEED, INDUCTION.batch_size]
     if recorded != expected:
         raise SystemExit(f"--keep-only-curve: the recorded study ran {recorded}, not {expected}; rerun --smollm2")
     t0 = time.perf_counter()
-    _, task, d, ind, prev = _smollm2_setup(**SMOLLM2_STUDY)
-    curve = keep_only_curve(d, task, ind, prev, SMOLLM2_STUDY["seed"], SMOLLM2_STUDY["batch_size"])
+    _, task, d, roles = _smollm2_setup()
+    curve = keep_only_curve(d, task, roles, SEED, INDUCTION.batch_size)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
     curve |= {"peak_rss_gb": round(peak, 2), "seconds": round(time.perf_counter() - t0, 1)}
     console.print(f"curve: {curve['seconds']:.0f} s, peak RSS {peak:.2f} GB")
     return curve
 
 
-SMOLLM2_SPEED = {"n": 64, "n_baseline": 4, "batch_size": 16, "repeats": 3}  # engine rows, baseline rows, chunk
+SMOLLM2_SPEED = {"n_baseline": 4, "repeats": 3}  # baseline rows (the engine: the study's rows and chunk)
 
 
-def smollm2_speed(n: int = 64, n_baseline: int = 4, batch_size: int = 16, repeats: int = 3) -> dict:
-    """The speed row on SmolLM2-135M-Instruct (``speed_row``): the study's task (``repeat_task``, span and seed
-    of ``SMOLLM2_STUDY``) on ``n`` rows, the paper's all-three on the heads ``find_heads`` finds (score >= 0.5);
-    the engine in chunks of ``batch_size`` references."""
-    from probity.scrub import induction_lm
-
-    cfg = SMOLLM2_STUDY
-    model, task, _, ind, prev = _smollm2_setup(n, cfg["span"], cfg["seed"], cfg["batch_size"])
-    ind_heads, prev_heads = ([h for h, _ in _chosen(found, STUDY_THRESHOLD)] for found in (ind, prev))
-    hyp = induction_lm(prev_heads, ind_heads)["all-three"]
+def smollm2_speed(n_baseline: int = 4, repeats: int = 3) -> dict:
+    """The speed row on SmolLM2-135M-Instruct (``speed_row``): the induction study's task, rows and chunk
+    (``lm.TASKS["induction"]``), the paper's all-three on its heads (``lm.builtins``: score >= ``lm.THRESHOLD``);
+    the baselines on the first ``n_baseline`` rows."""
+    n, batch_size = INDUCTION.samples, INDUCTION.batch_size
+    model, task, _, roles = _smollm2_setup(n)
+    hyp = lm.builtins("induction", roles)["all-three"]
     row = speed_row(model, task, hyp, n, n_baseline, repeats, batch_size)
+    ind, prev = (lm.chosen(roles[kind], lm.THRESHOLD) for kind in ("induction", "previous_token"))
     return {
         "organism": "smollm2-135m",
         **row,
         "task": task.name,
-        "induction_heads": [_short(h) for h in ind_heads],
-        "previous_token_heads": [_short(h) for h in prev_heads],
+        "induction_heads": [lm.short(h) for h, _ in ind],
+        "previous_token_heads": [lm.short(h) for h, _ in prev],
         "threads": torch.get_num_threads(),
     }
 
@@ -744,23 +734,10 @@ def speed_table(r: dict) -> Table:
     return table
 
 
-SMOLLM2_IOI = {"n": 128, "seed": 0, "threshold": 0.5, "batch_size": 32}  # the IOI study's rows, seed, heads, chunk
-IOI_REFINE = {"sender_threshold": 0.3, "max_steps": 4, "width": 2, "features": ["io", "s", "order"]}
-
-
-def refine_run(d, task, start, senders: list, rc: dict, seed: int, batch_size: int, t0: float) -> dict:
-    """``scrub.refine`` from ``start`` with new paths only from ``senders`` and the settings ``rc``
-    (``max_steps``, ``width``, ``features``), printing each step: its trajectory as JSON rows."""
-    from probity.scrub import RefineConfig, refine
-
-    config = RefineConfig(
-        max_steps=rc["max_steps"],
-        width=rc["width"],
-        features=rc["features"],
-        senders=senders,
-        seed=seed,
-        batch_size=batch_size,
-    )
+def refine_run(d, task, start, config, thresholds: dict, t0: float) -> dict:
+    """``scrub.refine`` from ``start`` with ``config`` (``lm.refine_config``), printing each step: its trajectory
+    as JSON rows, under the sender ``thresholds`` it was built with and its settings."""
+    from probity.scrub import refine
 
     def show(step) -> None:
         console.print(
@@ -770,8 +747,9 @@ def refine_run(d, task, start, senders: list, rc: dict, seed: int, batch_size: i
         )
 
     trajectory = refine(d, task, start, config, on_step=show)
+    settings = {"max_steps": config.max_steps, "width": config.width, "features": config.features}
     return {
-        "config": {**rc, "senders": len(senders)},
+        "config": {**thresholds, **settings, "senders": len(config.senders)},
         "stopped": trajectory.stopped,
         "steps": [
             {k: v for k, v in vars(step).items() if k != "hypothesis"} | {"hypothesis": step.hypothesis}
@@ -780,32 +758,24 @@ def refine_run(d, task, start, senders: list, rc: dict, seed: int, batch_size: i
     }
 
 
-SMOLLM2_REFINE = {"induction_threshold": 0.3, "previous_threshold": 0.5, "max_steps": 3, "width": 2}
-
-
 def smollm2_induction_refine() -> dict:
-    """``scrub.refine`` on the SmolLM2 induction study (``SMOLLM2_STUDY``'s rows, seed and batch) from the
-    paper's all-three on its heads (induction and previous-token scores >= 0.5), new paths drawn from the
-    heads scoring >= ``SMOLLM2_REFINE``'s thresholds and the MLPs below the top head among them."""
-    from probity.scrub import induction_lm
-
+    """``scrub.refine`` on the SmolLM2 induction study (its rows, seed and chunk) from the paper's all-three on
+    its heads, new paths only from ``lm.senders`` (induction heads >= ``lm.SENDER_THRESHOLD``, previous-token
+    heads >= ``lm.THRESHOLD`` and the MLPs below the top one), as ``lm.refine_config`` sets it up."""
     t0 = time.perf_counter()
-    cfg, rc = SMOLLM2_STUDY, SMOLLM2_REFINE
-    _, task, d, ind, prev = _smollm2_setup(cfg["n"], cfg["span"], cfg["seed"], cfg["batch_size"])
-    study = [[h for h, _ in _chosen(found, STUDY_THRESHOLD)] for found in (prev, ind)]
-    start = induction_lm(*study)["all-three"]
-    pool = [h for h, _ in _chosen(ind, rc["induction_threshold"])] + [
-        h for h, _ in _chosen(prev, rc["previous_threshold"])
-    ]
-    top = max(layer_and_head(h)[0] for h in pool)
-    senders = [*dict.fromkeys(pool), *(f"mlp{layer}" for layer in range(top))]
-    settings = {**rc, "features": ["token", "copy"]}
-    trajectory = refine_run(d, task, start, senders, settings, cfg["seed"], cfg["batch_size"], t0)
+    _, task, d, roles = _smollm2_setup()
+    start = lm.builtins("induction", roles)[INDUCTION.start]
+    config = lm.refine_config("induction", roles, lm.THRESHOLD, d, seed=SEED, batch_size=INDUCTION.batch_size)
+    thresholds = {
+        "induction_threshold": min(lm.THRESHOLD, lm.SENDER_THRESHOLD),
+        "previous_threshold": lm.THRESHOLD,
+    }
+    trajectory = refine_run(d, task, start, config, thresholds, t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
     return {
         **trajectory,
         "task": task.name,
-        "rows": cfg["n"],
+        "rows": INDUCTION.samples,
         "seconds": round(time.perf_counter() - t0, 1),
         "peak_rss_gb": round(peak, 2),
     }
@@ -814,14 +784,22 @@ def smollm2_induction_refine() -> dict:
 def smollm2_ioi() -> dict:
     """The SmolLM2-135M IOI study and a refinement from keep-only of its name movers (module doc)."""
     from probity import models
-    from probity.scrub import find_ioi_heads, ioi_task, keep_only
     from probity.scrub.ioi import ioi_study
 
     t0 = time.perf_counter()
-    cfg = SMOLLM2_IOI
+    n, batch_size = IOI.samples, IOI.batch_size
     model, tokenizer = models.load(models.SMOLLM2)
     d = Decomposed(model)
-    study = ioi_study(d, tokenizer, models.SMOLLM2, progress=lambda name: console.print(f"  scrubbed {name}"), **cfg)
+    study = ioi_study(
+        d,
+        tokenizer,
+        models.SMOLLM2,
+        n=n,
+        seed=SEED,
+        threshold=lm.THRESHOLD,
+        batch_size=batch_size,
+        progress=lambda name: console.print(f"  scrubbed {name}"),
+    )
     table = Table("hypothesis", "loss recovered", "L_hyp", "floor", "floor share", title="SmolLM2 IOI")
     for r in study.rows:
         share = "" if r.floor_share is None else f"{r.floor_share:.3f} ± {r.floor_share_stderr:.3f}"
@@ -833,13 +811,12 @@ def smollm2_ioi() -> dict:
         f"L_all {study.loss_scrubbed_all:.3f}, constant {study.constant_loss:.3f}; heads {json.dumps(study.heads)}"
     )
     seconds_study = time.perf_counter() - t0
-    rc = IOI_REFINE
-    task = ioi_task(tokenizer, cfg["n"], cfg["seed"])
-    found = find_ioi_heads(d, task, rc["sender_threshold"], rows=cfg["n"], batch_size=cfg["batch_size"])
-    heads = list(dict.fromkeys(h for f in found.values() for h in f.heads))
-    senders = [*heads, *(f"mlp{layer}" for layer in range(d.n_layers))]
-    start = keep_only([h for h, _ in study.heads["name_mover"]], "keep-only name movers")
-    refined = refine_run(d, task, start, senders, rc, cfg["seed"], cfg["batch_size"], t0)
+    task = lm.lm_task("ioi", tokenizer, n, SEED)
+    roles = lm.score_heads(d, "ioi", task, batch_size)
+    start = lm.builtins("ioi", roles)[IOI.start]
+    config = lm.refine_config("ioi", roles, lm.THRESHOLD, d, seed=SEED, batch_size=batch_size)
+    thresholds = {"sender_threshold": min(lm.THRESHOLD, lm.SENDER_THRESHOLD)}
+    refined = refine_run(d, task, start, config, thresholds, t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux -> GB
     return {
         **dataclasses.asdict(study),
@@ -864,7 +841,7 @@ def main() -> None:
             results = json.loads(out.read_text())  # read again: another figure may have been written meanwhile
             results["smollm2_induction"]["keep_only_curve"] = curve
         else:
-            study = smollm2_induction(**SMOLLM2_STUDY)
+            study = smollm2_induction()
             results = json.loads(out.read_text()) if out.is_file() else {}
             results["smollm2_induction"] = study
         report.write_json(out, results)
