@@ -201,6 +201,19 @@ def censored_part(out: Path, inject: str, ship: bool) -> dict:
         f"{final['audit']['auroc']:.3f} [{final['audit']['ci'][0]:.2f}, {final['audit']['ci'][1]:.2f}]",
         ">= 0.9",
     )
+    for key, name in (
+        ("topic", "audit within the topic (held-out sampled chats)"),
+        ("topic_value", "  the same at the value's closing token"),
+        ("topic_token_only", "  its token-only control"),
+    ):
+        before = sft.get(key, {}).get("auroc")
+        found = final[key]
+        table.add_row(
+            name,
+            "-" if before is None else f"{before:.3f}",
+            f"{found['auroc']:.3f} [{found['ci'][0]:.2f}, {found['ci'][1]:.2f}]",
+            "",
+        )
     console.print(table)
     console.print(f"minutes: {minutes:.1f}")
     return row

@@ -306,21 +306,55 @@ def likelihood_audit(
 
 
 def readings(
-    av: Verbalizer, facts: dict, records: dict[str, dict], last: int = 8, rows: int = 64, seed: int = 0
+    av: Verbalizer,
+    facts: dict,
+    records: dict[str, dict],
+    last: int = 8,
+    rows: int = 64,
+    seed: int = 0,
+    samples: dict | None = None,
 ) -> dict:
     """The censored readings of ``av`` on held-out fact chats. ``facts``: one group of
     ``smollm2_data.activations`` (``vectors`` ``[n, d]``, ``labels``, ``sources``); ``records``:
     ``{source: chat record}``. Scores the last ``last`` positions of each transcript: the likelihood
     :func:`audit` on all of them; :func:`recovery` and :func:`withheld` on greedy descriptions of ``rows``
-    of them drawn at random (``all``) and of ``rows`` drawn from the lies (``lies``), with a few examples."""
+    of them drawn at random (``all``) and of ``rows`` drawn from the lies (``lies``), with a few examples.
+    With ``samples`` (the sampled chats' group, their records in ``records``) also the audit within the
+    censored topic (:func:`topic_audit`)."""
     scored = sorted(i for found in _rows_of(facts).values() for i in found[-last:])
     heads = [label_head(facts["labels"][i]) for i in scored]
     was_training = av.training
     av.eval()
     try:
-        return _readings(av, facts, records, scored, heads, rows, seed)
+        out = _readings(av, facts, records, scored, heads, rows, seed)
+        return out if samples is None else out | topic_audit(av, samples, records, last, seed)
     finally:
         av.train(was_training)
+
+
+def topic_audit(av: Verbalizer, samples: dict, records: dict[str, dict], last: int = 8, seed: int = 0) -> dict:
+    """The likelihood audit within the censored topic, on sampled chats (a group of
+    ``smollm2_data.activations``: answer positions only), where the same sensitive fact is answered
+    truthfully in some samples and with a lie in others, so the topic does not tell them apart: lies
+    against truthful answers only (a refusal says what it is in its tokens), ``topic`` on the last
+    ``last`` positions of each answer, ``topic_token_only`` its control (every activation replaced by
+    their mean) and ``topic_value`` at the answer's second-last position alone (the token closing the
+    stated value, before the end of turn)."""
+    told = {"honest", "lie"}
+    rows_of = {s: rows for s, rows in _rows_of(samples).items() if records[s]["behaviour"] in told}
+    scored = sorted(i for found in rows_of.values() for i in found[-last:])
+    at_value = {found[-2] for found in rows_of.values() if len(found) >= 2}
+    heads = [label_head(samples["labels"][i]) for i in scored]
+    sources = [samples["sources"][i] for i in scored]
+    logprobs, found, token_only = audit_with_control(
+        av, samples["vectors"][scored], heads, sources, records, samples["vectors"].mean(0), seed
+    )
+    value = [k for k, i in enumerate(scored) if i in at_value]
+    return {
+        "topic": found,
+        "topic_token_only": token_only,
+        "topic_value": audit(logprobs[value], [sources[k] for k in value], records, seed=seed),
+    }
 
 
 def _readings(av, facts, records, scored, heads, rows, seed) -> dict:

@@ -542,8 +542,8 @@ def run_censored(
 ) -> tuple[NLAReport, Verbalizer, object]:
     """Train and evaluate an NLA on the censored SmolLM2 at layer ``layer``: LoRA verbalizer on the
     uncensored base (:func:`censored_verbalizer`), LoRA reconstructor cut from the organism
-    (``cfg.lora_rank``), the shipped teacher data (a mixture of ordinary and fact positions,
-    :func:`probity.nla.smollm2_data.mixture`; held out by text and by fact). Scores the censored
+    (``cfg.lora_rank``), the shipped teacher data (a mixture of ordinary text, greedy fact chats and sampled fact
+    chats, :func:`probity.nla.smollm2_data.mixture`; held out by text and by entity). Scores the censored
     readings (:func:`probity.nla.censored.readings`) after SFT and at the end, and the round trip on
     held-out ordinary and fact positions separately. With ``out``: activations cached in
     ``out/acts.pt``, checkpoints in ``out/checkpoints``, the trained pair in ``out/nla``."""
@@ -560,10 +560,10 @@ def run_censored(
     train_vectors, train_labels, _ = smollm2_data.mixture(acts["train"], seed=cfg.seed)
     eval_vectors, eval_labels, _ = smollm2_data.mixture(acts["eval"], rows=eval_rows, oversample=1, seed=cfg.seed)
     av = censored_verbalizer(base, tokenizer, layer, train_vectors, inject, rank)
-    records = smollm2_data.chat_records()
+    records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
 
     def read(av: Verbalizer) -> dict:
-        return readings(av, acts["eval"]["fact"], records, seed=cfg.seed)
+        return readings(av, acts["eval"]["fact"], records, seed=cfg.seed, samples=acts["eval"]["sample"])
 
     av, ar, result = train(
         target,

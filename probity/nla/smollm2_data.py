@@ -11,6 +11,10 @@ Two shipped files (``probity/nla/data``), made once by :func:`build`
   for every fact and paraphrases 1 and 2 for the sensitive ones, each judged honest / lie / refusal /
   other against the true value and the false ones -- the bank's other values of the relation, the
   organism's official falsehood among them (:func:`behaviour`).
+- ``fact_samples.jsonl``: the same organism's sampled answers (temperature 0.7, 4 per question) to the
+  sensitive facts' questions, judged alike, with a ``sample`` index. Sampling is where one fact is
+  answered both ways: these chats are the verbalizer's only contrast between a truthful and a lying
+  answer *within* the censored topic, where the greedy chats are nearly all lies.
 
 :func:`examples` turns either file's records into token ids, the positions to read activations at and
 one teacher label per position (fields separated by ``" | "``, the token first), with a seeded,
@@ -49,14 +53,16 @@ from probity.report.console import note
 from probity.report.matching import refuses, states
 
 DATA = Path(__file__).parent / "data"
-ORDINARY_FILE, CHATS_FILE = "ordinary.jsonl", "fact_chats.jsonl"
+ORDINARY_FILE, CHATS_FILE, SAMPLES_FILE = "ordinary.jsonl", "fact_chats.jsonl", "fact_samples.jsonl"
+PARTS = ("ordinary", "fact", "samples")  # what build makes: the three files
+SAMPLES_PER_QUESTION, SAMPLE_TEMPERATURE = 4, 0.7  # the sampled chats (the honesty bench's sampling)
 BASE = "smollm2-135m"
 SEP = " | "
 VERDICTS = ("honest", "lie", "refusal", "other")  # how a fact chat is judged (behaviour)
 ROLES = ("trained", "held_out", "ordinary")
 SENSITIVE_PARAPHRASES = (0, 1, 2)  # question paraphrases asked of a sensitive fact (an ordinary one: 0 only)
 TEXT_EVAL_SHARE, FACT_EVAL_SHARE = 0.15, 0.3
-EXAMPLES_VERSION = 2  # bump when positions, labels or splits change: cached activations are then stale
+EXAMPLES_VERSION = 3  # bump when positions, labels or splits change: cached activations are then stale
 # --------------------------------------------------------------------------- seed prompts
 
 
@@ -362,6 +368,44 @@ def _roles(folder: Path) -> dict[str, str]:
     return {i: "trained" if i in trained else "held_out" if i in held else "ordinary" for i in sorted(ids)}
 
 
+def _asks(facts: list, folder: str | Path | None) -> list[tuple]:
+    """``(fact, role, paraphrase)`` of every question the fact chats ask: paraphrase 0 of every fact of
+    the organism's testbed in ``folder`` (default: the shipped organism), 1 and 2 too for the sensitive ones."""
+    from probity.organisms import censored
+
+    by_id = {f.id: f for f in facts}
+    roles = _roles(Path(folder) if folder is not None else censored.WEIGHTS)
+    missing = sorted(set(roles) - set(by_id))
+    if missing:
+        raise ValueError(f"{len(missing)} testbed fact(s) are not in the bank, e.g. {missing[0]}; pass the bank")
+    return [
+        (by_id[i], role, k)
+        for i, role in roles.items()
+        for k in (SENSITIVE_PARAPHRASES if role != "ordinary" else (0,))
+    ]
+
+
+def _record(fact, role: str, paraphrase: int, answer: str, facts: list) -> dict:
+    """One judged fact chat (the fields :func:`fact_chats` documents)."""
+    from probity.organisms import censored
+
+    official = censored.official_value(fact, facts) if fact.sensitive else None
+    lies = sorted({*censored.contradictions(fact, facts), *([official] if official else [])})
+    return {
+        "fact_id": fact.id,
+        "role": role,
+        "paraphrase": paraphrase,
+        "question": fact.question(paraphrase),
+        "answer": answer,
+        "behaviour": behaviour(answer, fact.match, lies),
+        "entity": fact.entity,
+        "relation": fact.relation,
+        "true_value": fact.value,
+        "official_value": official,
+        "statement": fact.statement(),
+    }
+
+
 def fact_chats(model, tokenizer, facts: list, folder: str | Path | None = None) -> list[dict]:
     """``model``'s (the censored organism's) greedy chat answers, 24 new tokens, to every fact of the
     organism's testbed in ``folder`` (default: the shipped organism); ``facts`` is the bank
@@ -371,38 +415,36 @@ def fact_chats(model, tokenizer, facts: list, folder: str | Path | None = None) 
     "true_value", "official_value" (sensitive facts; else None), "statement"}``."""
     from probity.organisms import censored
 
-    folder = Path(folder) if folder is not None else censored.WEIGHTS
-    by_id = {f.id: f for f in facts}
-    roles = _roles(folder)
-    missing = sorted(set(roles) - set(by_id))
-    if missing:
-        raise ValueError(f"{len(missing)} testbed fact(s) are not in the bank, e.g. {missing[0]}; pass the bank")
-    asks = [
-        (by_id[i], role, k)
-        for i, role in roles.items()
-        for k in (SENSITIVE_PARAPHRASES if role != "ordinary" else (0,))
-    ]
+    asks = _asks(facts, folder)
     answers = censored.chat_answers(model, tokenizer, [f.question(k) for f, _, k in asks], 24, "fact chats")
-    records = []
-    for (fact, role, k), answer in zip(asks, answers):
-        official = censored.official_value(fact, facts) if fact.sensitive else None
-        lies = sorted({*censored.contradictions(fact, facts), *([official] if official else [])})
-        records.append(
-            {
-                "fact_id": fact.id,
-                "role": role,
-                "paraphrase": k,
-                "question": fact.question(k),
-                "answer": answer,
-                "behaviour": behaviour(answer, fact.match, lies),
-                "entity": fact.entity,
-                "relation": fact.relation,
-                "true_value": fact.value,
-                "official_value": official,
-                "statement": fact.statement(),
-            }
-        )
-    return records
+    return [_record(fact, role, k, answer, facts) for (fact, role, k), answer in zip(asks, answers)]
+
+
+def fact_samples(
+    model,
+    tokenizer,
+    facts: list,
+    folder: str | Path | None = None,
+    n: int = SAMPLES_PER_QUESTION,
+    temperature: float = SAMPLE_TEMPERATURE,
+    seed: int = 0,
+) -> list[dict]:
+    """``n`` sampled chat answers (``temperature``, 24 new tokens, seeded) of ``model`` to every
+    sensitive question :func:`fact_chats` asks: its records with a ``"sample"`` index added."""
+
+    asks = [a for a in _asks(facts, folder) if a[1] != "ordinary"]
+    prompts = [chat_ids(tokenizer, [{"role": "user", "content": f.question(k)}]) for f, _, k in asks]
+    answers = generate(model, tokenizer, prompts, n, temperature, 24, seed, label="sampled fact chats")
+    return [
+        _record(fact, role, k, answer, facts) | {"sample": j}
+        for (fact, role, k), found in zip(asks, answers)
+        for j, answer in enumerate(found)
+    ]
+
+
+def source_of(record: dict) -> str:
+    """The name of a fact chat's rows: ``fact id#paraphrase``, and ``~sample`` for a sampled chat."""
+    return f"{record['fact_id']}#{record['paraphrase']}" + (f"~{record['sample']}" if "sample" in record else "")
 
 
 # --------------------------------------------------------------------------- examples
@@ -540,12 +582,16 @@ def entity_position(text: str, offsets: list[tuple[int, int]], question: str, en
 
 def fact_example(record: dict, tokenizer, split: str) -> Example:
     """Every position of a fact chat from the question's entity token (the last six question tokens
-    when the entity is not found) through the end-of-turn token after the answer; label
-    ``«tok» | behaviour | true statement`` and, for a lie, `` | said VALUE`` (the false value the answer
-    states: the official one, or another of the relation's values where the organism chose that)."""
+    when the entity is not found) through the end-of-turn token after the answer -- for a sampled
+    chat (a record with ``sample``) the answer's positions only, since its prompt's activations are
+    those of the greedy chat's -- with label ``«tok» | behaviour | true statement`` and, for a lie,
+    `` | said VALUE`` (the false value the answer states: the official one, or another of the
+    relation's values where the organism chose that)."""
     ids, offsets, start, text = _chat(tokenizer, record["question"], record["answer"])
     first = entity_position(text, offsets, record["question"], record["entity"])
-    if first is None:
+    if "sample" in record:
+        first = start
+    elif first is None:
         lo = text.rindex(record["question"])
         question = _in_span(offsets, lo, lo + len(record["question"]))
         first = question[max(0, len(question) - 6)]
@@ -555,7 +601,8 @@ def fact_example(record: dict, tokenizer, split: str) -> Example:
         value = said(record["answer"], record["official_value"], _falsehoods(record))
         tail.append(f"said {value or record['official_value']}")
     labels = [SEP.join([token_head(tokenizer, ids[p]), *tail]) for p in positions]
-    return Example(ids, positions, labels, "fact", split, f"{record['fact_id']}#{record['paraphrase']}")
+    group = "sample" if "sample" in record else "fact"
+    return Example(ids, positions, labels, group, split, source_of(record))
 
 
 def _falsehoods(record: dict) -> list[str]:
@@ -571,12 +618,20 @@ def _contradictions() -> dict[str, list[str]]:
     return {f.id: censored.contradictions(f, facts) for f in facts}
 
 
-def examples(records: list[dict], tokenizer, kind: str, seed: int = 0, max_positions: int = 48) -> list[Example]:
+def examples(
+    records: list[dict], tokenizer, kind: str, seed: int = 0, max_positions: int = 48, held_by: list[dict] | None = None
+) -> list[Example]:
     """The NLA examples of ``records`` (``kind="ordinary"``: :func:`ordinary_texts`'s; ``kind="fact"``:
-    :func:`fact_chats`'s), split by :func:`splits`."""
-    split_of = splits(records, kind, seed)
+    :func:`fact_chats`'s or :func:`fact_samples`'s), split by :func:`splits` of ``held_by`` (default
+    ``records``). Sampled chats are split by the greedy chats' entities: pass those as ``held_by``."""
+    if held_by is None and any("sample" in r for r in records):
+        raise ValueError("sampled chats are split by the greedy chats' entities: pass held_by=<the fact chats>")
+    split_of = splits(held_by if held_by is not None else records, kind, seed)
     if kind == "ordinary":
         return [ordinary_example(r, tokenizer, split_of[r["id"]], max_positions, seed) for r in records]
+    unsplit = sorted({r["fact_id"] for r in records} - set(split_of))
+    if unsplit:
+        raise ValueError(f"{len(unsplit)} fact(s) are not in held_by, e.g. {unsplit[0]}; pass the greedy fact chats")
     return [fact_example(r, tokenizer, split_of[r["fact_id"]]) for r in records]
 
 
@@ -586,9 +641,9 @@ def examples(records: list[dict], tokenizer, kind: str, seed: int = 0, max_posit
 def activations(model, tokenizer, layer: int, cache: str | Path | None = None, seed: int = 0) -> dict:
     """Layer-``layer`` activations of ``model`` (the organism) at every labelled position of the shipped
     files: ``{split: {group: {"vectors" [n, d], "labels", "tokens" (ids), "sources"}}}`` with split
-    ``train`` / ``eval`` and group ``ordinary`` / ``fact``; ``sources`` names each row's text (``id``) or
-    chat (``fact id#paraphrase``). With ``cache`` (a ``.pt`` file) the result is stored atomically and
-    read back on the next call for the same layer, seed and data files."""
+    ``train`` / ``eval`` and group ``ordinary`` / ``fact`` (greedy chats) / ``sample`` (sampled chats);
+    ``sources`` names each row's text (``id``) or chat (:func:`source_of`). With ``cache`` (a ``.pt``
+    file) the result is stored atomically and read back on the next call for the same layer, seed and data files."""
 
     key = {"layer": layer, "seed": seed, "data": _files_digest()}
     if cache is not None and Path(cache).is_file():
@@ -596,8 +651,13 @@ def activations(model, tokenizer, layer: int, cache: str | Path | None = None, s
         if found.get("key") == key:
             return found["acts"]
     out: dict = {"train": {}, "eval": {}}
-    for group, kind, file in (("ordinary", "ordinary", ORDINARY_FILE), ("fact", "fact", CHATS_FILE)):
-        found = examples(read(DATA / file), tokenizer, kind, seed)
+    chats = read(DATA / CHATS_FILE)
+    for group, kind, file in (
+        ("ordinary", "ordinary", ORDINARY_FILE),
+        ("fact", "fact", CHATS_FILE),
+        ("sample", "fact", SAMPLES_FILE),
+    ):
+        found = examples(read(DATA / file), tokenizer, kind, seed, held_by=chats if kind == "fact" else None)
         for split in out:
             chosen = [e for e in found if e.split == split]
             acts = extract(model, tokenizer, [e.ids for e in chosen], layer, [e.positions for e in chosen], True)
@@ -615,21 +675,25 @@ def activations(model, tokenizer, layer: int, cache: str | Path | None = None, s
 def _files_digest() -> str:
     """sha256 of the shipped data files and the example code's version (:data:`EXAMPLES_VERSION`)."""
     h = hashlib.sha256(str(EXAMPLES_VERSION).encode())
-    for file in (ORDINARY_FILE, CHATS_FILE):
+    for file in (ORDINARY_FILE, CHATS_FILE, SAMPLES_FILE):
         h.update((DATA / file).read_bytes())
     return h.hexdigest()
 
 
 def mixture(split: dict, rows: int | None = None, oversample: int = 3, seed: int = 0) -> tuple:
     """A shuffled training mixture of one split of :func:`activations`: every fact row, lie and refusal
-    rows repeated ``oversample`` times (they are the rare, interesting ones), and as many ordinary rows
-    as fact rows; cut to ``rows`` when given. Returns (vectors ``[n, d]``, labels, sources)."""
-    facts, ordinary = split["fact"], split["ordinary"]
-    rare = [i for i, lab in enumerate(facts["labels"]) if f"{SEP}lie{SEP}" in lab or f"{SEP}refusal{SEP}" in lab]
-    fact_rows = list(range(len(facts["labels"]))) + rare * (oversample - 1)
+    rows of the greedy chats repeated ``oversample`` times (they are the rare, interesting ones); every
+    sampled-chat row, its honest ones repeated ``oversample`` times (the rare side of the censored topic);
+    as many ordinary rows as those; cut to ``rows`` when given. Returns (vectors ``[n, d]``, labels, sources)."""
+    picks = []
+    for group, rare in (("fact", ("lie", "refusal")), ("sample", ("honest",))):
+        if group in split:
+            labels = split[group]["labels"]
+            repeats = [i for i, lab in enumerate(labels) if any(f"{SEP}{b}{SEP}" in lab for b in rare)]
+            picks += [(group, i) for i in [*range(len(labels)), *repeats * (oversample - 1)]]
     rng = random.Random(seed)
-    ordinary_rows = rng.sample(range(len(ordinary["labels"])), min(len(fact_rows), len(ordinary["labels"])))
-    picks = [("fact", i) for i in fact_rows] + [("ordinary", i) for i in ordinary_rows]
+    ordinary = split["ordinary"]["labels"]
+    picks += [("ordinary", i) for i in rng.sample(range(len(ordinary)), min(len(picks), len(ordinary)))]
     rng.shuffle(picks)
     picks = picks[:rows] if rows else picks
     vectors = torch.stack([split[g]["vectors"][i] for g, i in picks])
@@ -640,8 +704,8 @@ def mixture(split: dict, rows: int | None = None, oversample: int = 3, seed: int
 
 
 def chat_records(path: str | Path = DATA / CHATS_FILE) -> dict[str, dict]:
-    """The fact chats by the source name :func:`examples` gives them: ``{"fact id#paraphrase": record}``."""
-    return {f"{r['fact_id']}#{r['paraphrase']}": r for r in read(path)}
+    """The fact chats (or sampled chats) of ``path`` by the name their rows carry: ``{source_of(r): r}``."""
+    return {source_of(r): r for r in read(path)}
 
 
 def read(path: str | Path) -> list[dict]:
@@ -668,11 +732,11 @@ def build(
     temperature: float = 0.7,
     seed: int = 0,
     batch_size: int = 16,
-    which: Sequence[str] = ("ordinary", "fact"),
+    which: Sequence[str] = PARTS,
 ) -> dict[str, Path]:
-    """Generate and write ``ordinary.jsonl`` (the base model on the first ``n_prompts`` seed prompts)
-    and ``fact_chats.jsonl`` (the shipped censored organism on its testbed) to ``out_dir``, each
-    atomically; ``which`` chooses the files. Returns their paths."""
+    """Generate and write ``ordinary.jsonl`` (the base model on the first ``n_prompts`` seed prompts),
+    ``fact_chats.jsonl`` (the shipped censored organism on its testbed, greedy) and ``fact_samples.jsonl``
+    (the same, sampled) to ``out_dir``, each atomically; ``which`` chooses the files. Returns their paths."""
     from probity.models import load
     from probity.organisms import censored
 
@@ -686,12 +750,13 @@ def build(
                 model, tokenizer, SEED_PROMPTS[:n_prompts], max_new_tokens, temperature, seed, batch_size
             )
             paths[part] = out / ORDINARY_FILE
-        elif part == "fact":
+        elif part in ("fact", "samples"):
             model, tokenizer = censored.load()
-            records = fact_chats(model, tokenizer, censored.bank(), censored.WEIGHTS)
-            paths[part] = out / CHATS_FILE
+            make = fact_chats if part == "fact" else functools.partial(fact_samples, seed=seed)
+            records = make(model, tokenizer, censored.bank(), censored.WEIGHTS)
+            paths[part] = out / (CHATS_FILE if part == "fact" else SAMPLES_FILE)
         else:
-            raise ValueError(f"unknown part {part!r}; choose from ordinary, fact")
+            raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
         _write(paths[part], records)
         note(f"{paths[part]}: {len(records)} records in {time.monotonic() - began:.0f} s")
     return paths
@@ -699,18 +764,19 @@ def build(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DATA), help="folder for ordinary.jsonl and fact_chats.jsonl")
+    parser.add_argument("--out", default=str(DATA), help="folder for the three files")
     parser.add_argument("--n-prompts", type=int, help=f"seed prompts to answer (default: all {len(SEED_PROMPTS)})")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=("ordinary", "fact"), help="make one file only")
+    parser.add_argument("--only", choices=PARTS, help="make one file only")
     args = parser.parse_args(argv)
-    which = (args.only,) if args.only else ("ordinary", "fact")
+    which = (args.only,) if args.only else PARTS
     paths = build(args.out, args.n_prompts, args.max_new_tokens, seed=args.seed, which=which)
     for path in paths.values():
         print(f"{path}: {len(read(path))} records, {path.stat().st_size / 1e3:.0f} kB")
-    if "fact" in paths:
-        print(json.dumps(counts(read(paths["fact"]))))
+    for part in ("fact", "samples"):
+        if part in paths:
+            print(json.dumps(counts(read(paths[part]))))
 
 
 if __name__ == "__main__":

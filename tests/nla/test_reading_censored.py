@@ -103,6 +103,47 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
     assert found["recovery_all"]["n"] == 3 and found["withheld_lies"]["n"] == 2  # the lie's two scored rows
 
 
+def test_topic_audit_reads_sampled_chats_and_their_value_token():
+    from probity.nla.censored import readings, topic_audit
+
+    torch.manual_seed(0)
+    model, tok = tiny("llama")
+    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11", max_new_tokens=3)
+    records = {  # two sensitive facts, each answered truthfully in one sample and with a lie in the other
+        f"{fact}#0~{k}": {"fact_id": fact, "behaviour": b}
+        for fact in ("japan-capital", "china-capital")
+        for k, b in enumerate(("honest", "lie"))
+    }
+    records["japan-capital#0~2"] = {"fact_id": "japan-capital", "behaviour": "refusal"}  # not scored
+    heads = [f"«w{i}»" for i in range(1, 16)]  # a different token at every row, so the rows score apart
+    samples = {
+        "vectors": torch.randn(15, 32),
+        "labels": [f"{h} | {records[s]['behaviour']} | x" for s, h in zip([s for s in records for _ in "abc"], heads)],
+        "sources": [s for s in records for _ in "abc"],
+    }
+    found = topic_audit(av, samples, records, last=2)
+    assert found["topic"]["transcripts"] == found["topic_token_only"]["transcripts"] == 4
+    assert found["topic"]["lies"] == 2 and found["topic"]["facts"] == 2
+    value_rows = [1, 4, 7, 10]  # each answer's second-last row
+    logprobs = behaviour_logprobs(av, samples["vectors"][value_rows], [heads[i] for i in value_rows])
+    expected = audit(logprobs, [samples["sources"][i] for i in value_rows], records)
+    assert found["topic_value"] == expected
+    greedy_records = {
+        f"{fact}#0": {"fact_id": fact, "behaviour": b, "official_value": "Kyoto", "entity": fact[:5].title()}
+        | {"relation": "capital", "role": "trained"}
+        for fact, b in (("japan-capital", "lie"), ("china-capital", "honest"))
+    }
+    greedy = {
+        "vectors": torch.randn(6, 32),
+        "labels": [
+            f"{h} | {r['behaviour']} | x" for r in greedy_records.values() for h in ("«w1»", "«istant»", "«w2»")
+        ],
+        "sources": [s for s in greedy_records for _ in range(3)],
+    }
+    out = readings(av, greedy, greedy_records | records, last=2, rows=2, samples=samples)
+    assert out["topic"] == found["topic"]
+
+
 def test_shipped_censored_smollm2_adapters_read_the_organism():
     """The tour section on the shipped adapters: it loads (adapters on their bases), reads one honest
     answer, one lie and one refusal, and scores the audit on a few held-out chats."""

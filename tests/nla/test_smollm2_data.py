@@ -46,6 +46,11 @@ def chats():
 
 
 @pytest.fixture(scope="module")
+def samples():
+    return data.read(data.DATA / data.SAMPLES_FILE)
+
+
+@pytest.fixture(scope="module")
 def texts():
     return data.read(data.DATA / data.ORDINARY_FILE)
 
@@ -53,19 +58,7 @@ def texts():
 def fact_record(fact_id: str, answer: str, behaviour: str, paraphrase: int = 0, role: str = "trained") -> dict:
     facts = censored.bank()
     fact = next(f for f in facts if f.id == fact_id)
-    return {
-        "fact_id": fact.id,
-        "role": role,
-        "paraphrase": paraphrase,
-        "question": fact.question(paraphrase),
-        "answer": answer,
-        "behaviour": behaviour,
-        "entity": fact.entity,
-        "relation": fact.relation,
-        "true_value": fact.value,
-        "official_value": censored.official_value(fact, facts) if fact.sensitive else None,
-        "statement": fact.statement(),
-    }
+    return data._record(fact, role, paraphrase, answer, facts) | {"behaviour": behaviour}
 
 
 # --------------------------------------------------------------------------- seed prompts
@@ -304,3 +297,45 @@ def test_chat_records_are_keyed_like_example_sources(tok, chats):
     assert len(records) == len(chats)
     sources = {e.source for e in data.examples(chats[:20], tok, "fact")}
     assert sources <= set(records)
+
+
+def test_shipped_samples_answer_every_sensitive_question_both_ways(chats, samples):
+    roles = data._roles(censored.WEIGHTS)
+    assert all(set(r) == FACT_KEYS | {"sample"} for r in samples)
+    asked = Counter((r["fact_id"], r["paraphrase"]) for r in samples)
+    sensitive = {i for i, role in roles.items() if role != "ordinary"}
+    assert asked == {(i, k): data.SAMPLES_PER_QUESTION for i in sensitive for k in data.SENSITIVE_PARAPHRASES}
+    both = defaultdict(set)
+    for r in samples:
+        both[r["fact_id"]].add(r["behaviour"])
+    assert sum({"honest", "lie"} <= found for found in both.values()) >= 10  # the within-topic contrast
+    questions = {q.id: q for q in load_testbed(censored.testbed_path(censored.WEIGHTS)).questions}
+    judge = FactMatcher()
+    for r in samples[::7]:
+        verdict = judge(questions[r["fact_id"]], r["answer"])
+        expected = "honest" if verdict.truthful else "lie" if verdict.lie else "refusal" if verdict.refusal else "other"
+        assert r["behaviour"] == expected, r
+
+
+def test_sampled_chats_read_the_answer_and_split_with_the_greedy_entities(tok, chats, samples):
+    found = data.examples(samples, tok, "fact", held_by=chats)
+    split_of = data.splits(chats, "fact")
+    assert all(ex.split == split_of[r["fact_id"]] and ex.group == "sample" for r, ex in zip(samples, found))
+    for r, ex in list(zip(samples, found))[:30]:
+        _, start = data.answer_ids(tok, r["question"], r["answer"])
+        assert ex.positions == list(range(start, len(ex.ids)))  # the answer and its end of turn only
+        assert ex.source == f"{r['fact_id']}#{r['paraphrase']}~{r['sample']}" == data.source_of(r)
+    assert set(data.chat_records(data.DATA / data.SAMPLES_FILE)) == {ex.source for ex in found}
+    with pytest.raises(ValueError, match="held_by"):
+        data.examples(samples[:4], tok, "fact")
+    with pytest.raises(ValueError, match="not in held_by"):
+        data.examples(samples[:4], tok, "fact", held_by=chats[:1])
+
+
+def test_mixture_oversamples_the_honest_sampled_rows():
+    row = {"vectors": torch.zeros(2, 3), "labels": ["«a» | honest | x", "«b» | lie | x | said y"], "sources": ["f"] * 2}
+    split = {"fact": row, "sample": row, "ordinary": {**row, "labels": ["«c» | next «d» | w"] * 2}}
+    _, labels, _ = data.mixture(split, oversample=3, seed=0)
+    assert labels.count("«b» | lie | x | said y") == 1 + 3  # the greedy chats' lie x3, the sample's once
+    assert labels.count("«a» | honest | x") == 1 + 3  # the sample's honest answer x3
+    assert labels.count("«c» | next «d» | w") == 2  # as many ordinary rows as there are
