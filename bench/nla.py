@@ -22,6 +22,7 @@ turning content words into a code, and attribute recovery collapses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probity.models import load
+from probity.nla.censored import BEHAVIOURS
 from probity.nla.core import save_nla
 from probity.nla.pipeline import CENSORED_SCHEDULE, INJECTIONS, run_censored, run_organism
 from probity.nla.training import TrainConfig
@@ -150,12 +152,16 @@ def organism_part(out: Path, ship: bool, weights: str | None, label_token: bool 
     return row
 
 
-def censored_part(out: Path, inject: str, ship: bool) -> dict:
+def censored_part(out: Path, inject: str, ship: bool, emphasis_weight: float = 1.0) -> dict:
     """Issue 14 on the censored SmolLM2: LoRA adapters trained by ``run_censored``, the readings after SFT
     and after GRPO, FVE on held-out ordinary text and on held-out fact chats; ``ship`` writes the
-    adapters (float16) to the shipped checkpoint folder."""
+    adapters (float16) to the shipped checkpoint folder. ``emphasis_weight`` != 1 weighs the labels'
+    behaviour word that much in the AV-SFT loss (``TrainConfig.emphasis``)."""
+    schedule = CENSORED_SCHEDULE
+    if emphasis_weight != 1:
+        schedule = dataclasses.replace(schedule, emphasis=BEHAVIOURS, emphasis_weight=emphasis_weight)
     t0 = time.perf_counter()
-    report, av, ar = run_censored(CENSORED_SCHEDULE, out=out, inject=inject)
+    report, av, ar = run_censored(schedule, out=out, inject=inject)
     minutes = (time.perf_counter() - t0) / 60
     if ship:
         shutil.rmtree(SHIPPED_CENSORED, ignore_errors=True)
@@ -175,7 +181,7 @@ def censored_part(out: Path, inject: str, ship: bool) -> dict:
         "inject": inject,
         "layer": report.layer,
         "curve": to_jsonable(report.training.curve),
-        "config": to_jsonable(CENSORED_SCHEDULE),
+        "config": to_jsonable(schedule),
         "examples": to_jsonable(report.examples),
         "targets": CENSORED_TARGETS,
     }
@@ -233,6 +239,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_nla")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
+        "--emphasis-weight",
+        type=float,
+        default=1.0,
+        help="censored part: weight of the labels' behaviour word in the AV-SFT loss (1: plain NLL, the shipped run)",
+    )
+    ap.add_argument(
         "--organism-weights",
         default=None,
         help="a folder of censored_tiny organism weights to use instead of the shipped ones",
@@ -251,7 +263,13 @@ def main() -> None:
             }
         )
     if args.part in ("censored", "both"):
-        merge({"censored_smollm2": censored_part(args.out / f"censored-{args.inject}", args.inject, args.ship)})
+        merge(
+            {
+                "censored_smollm2": censored_part(
+                    args.out / f"censored-{args.inject}", args.inject, args.ship, args.emphasis_weight
+                )
+            }
+        )
     console.print(f"[green]wrote[/green] {RESULT}")
 
 

@@ -36,7 +36,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -80,6 +80,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     shuffled_control: bool = True
     lora_rank: int = 0
+    emphasis: tuple[str, ...] = ()  # label words (one token each) that weigh emphasis_weight in the AV-SFT loss
+    emphasis_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -101,7 +103,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0 (0 turns it off), got {value}")
-        for name in ("lr_ar", "lr_av", "lr_rl", "lr_ar_rl", "temperature"):
+        for name in ("lr_ar", "lr_av", "lr_rl", "lr_ar_rl", "temperature", "emphasis_weight"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value}")
@@ -226,10 +228,32 @@ def ar_loss(ar: Reconstructor, descriptions, targets: torch.Tensor) -> torch.Ten
     return direction_mse(ar(descriptions), targets).mean()
 
 
-def av_sft_loss(av: Verbalizer, acts: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-    """Mean per-token negative log-likelihood of teacher token sequences given activations ``[batch, d]``."""
-    logp, mask = av.token_logprobs(acts, targets)
-    return -(logp.sum() / mask.sum())
+def av_sft_loss(
+    av: Verbalizer, acts: torch.Tensor, targets: list[list[int]], weights: list[list[float]] | None = None
+) -> torch.Tensor:
+    """Mean per-token negative log-likelihood of teacher token sequences given activations ``[batch, d]``;
+    with ``weights`` (one per target token, :func:`emphasis_weights`) the weighted mean."""
+    logp, mask = av.token_logprobs(acts, targets)  # [batch, pos], right-padded
+    if weights is None:
+        return -(logp.sum() / mask.sum())
+    w = torch.zeros_like(mask)
+    for i, row in enumerate(weights):
+        w[i, : len(row)] = torch.tensor(row, dtype=w.dtype)
+    return -((logp * w).sum() / w.sum())
+
+
+def emphasis_weights(tokenizer, targets: list[list[int]], words: Sequence[str], weight: float) -> list[list[float]]:
+    """Per-token AV-SFT weights of teacher token sequences: ``weight`` on every token that is one of
+    ``words`` as a label field writes it (with its leading space: one token each), 1 elsewhere. For the
+    censored labels ``«tok» | lie | ...`` the behaviour word is one token of about 16, so plain NLL all
+    but ignores it; this is the knob that makes the verbalizer read it."""
+    ids = set()
+    for word in words:
+        found = tokenizer(f" {word}", add_special_tokens=False)["input_ids"]
+        if len(found) != 1:
+            raise ValueError(f"emphasis word {word!r} is {len(found)} tokens for this tokenizer; give one-token words")
+        ids.add(found[0])
+    return [[weight if t in ids else 1.0 for t in seq] for seq in targets]
 
 
 def replay_loss(av: Verbalizer, target, tokenizer, texts: list[str]) -> torch.Tensor:
@@ -309,6 +333,7 @@ class _Run:
     acts: torch.Tensor  # [n, d] training activations
     labels: list[str]  # their teacher descriptions
     teacher_ids: list[list[int]]  # the descriptions as the AV's target token ids
+    teacher_weights: list[list[float]] | None  # their AV-SFT weights (None: plain NLL)
     av_stepper: Stepper
     ar_stepper: Stepper
     run_av: Callable
@@ -329,7 +354,8 @@ def av_sft_step(run: _Run, idx: torch.Tensor) -> dict:
     of the activations ``idx`` (plus the knowledge-replay term when there is one)."""
 
     def loss(idx):
-        nll = av_sft_loss(run.av, run.acts[idx], [run.teacher_ids[i] for i in idx])
+        weights = None if run.teacher_weights is None else [run.teacher_weights[i] for i in idx]
+        nll = av_sft_loss(run.av, run.acts[idx], [run.teacher_ids[i] for i in idx], weights)
         return nll if run.replay is None else nll + run.cfg.replay_coef * run.replay()
 
     run.av_stepper.step(run.run_av(loss, idx))
@@ -474,13 +500,16 @@ def train(
             pick = torch.randint(len(replay_texts), (cfg.replay_batch,)).tolist()
             return replay_loss(av, target, tokenizer, [replay_texts[i] for i in pick])
 
+    teacher_ids = av.encode(train_labels)
+    weighted = cfg.emphasis and cfg.emphasis_weight != 1
     run = _Run(
         cfg,
         av,
         ar,
         train_acts,
         train_labels,
-        av.encode(train_labels),
+        teacher_ids,
+        emphasis_weights(av.tokenizer, teacher_ids, cfg.emphasis, cfg.emphasis_weight) if weighted else None,
         _stepper(av, cfg.lr_av, cfg.total_steps),
         _stepper(ar, cfg.lr_ar, cfg.total_steps),
         _direct,

@@ -223,3 +223,28 @@ def test_keeps_only_the_newest_checkpoints_asked_for(tmp_path):
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000006.pt"]
     with pytest.raises(ValueError, match="keep_checkpoints must be >= 1"):
         train(model, tok, av, *args, out_dir=tmp_path, progress=False, keep_checkpoints=0)
+
+
+def test_emphasis_weights_the_named_words_in_the_sft_loss(monkeypatch):
+    model, tok, av, acts, labels = task()
+    targets = av.encode(["w1 w2", "w3"])
+    weights = train_mod.emphasis_weights(tok, targets, ["w2"], 5.0)
+    w2 = tok(" w2", add_special_tokens=False)["input_ids"]
+    assert len(w2) == 1 and weights == [[5.0 if t == w2[0] else 1.0 for t in seq] for seq in targets]
+    assert 5.0 in weights[0] and 5.0 not in weights[1]
+    plain = train_mod.av_sft_loss(av, acts[:2], targets)
+    ones = [[1.0] * len(seq) for seq in targets]
+    assert torch.allclose(train_mod.av_sft_loss(av, acts[:2], targets, ones), plain)
+    logp, mask = av.token_logprobs(acts[:2], targets)  # [2, pos], right-padded
+    w = torch.tensor([row + [0.0] * (mask.shape[1] - len(row)) for row in weights])
+    assert torch.allclose(train_mod.av_sft_loss(av, acts[:2], targets, weights), -(logp * w).sum() / w.sum())
+    with pytest.raises(ValueError, match="one-token"):
+        train_mod.emphasis_weights(tok, targets, ["w1 w2"], 5.0)
+    with pytest.raises(ValueError, match="emphasis_weight"):
+        TrainConfig(emphasis_weight=0)
+    seen = []  # train passes the weights of each batch's labels through to the loss
+    monkeypatch.setattr(train_mod, "av_sft_loss", lambda *a: seen.append(a[3]) or plain.detach().requires_grad_())
+    cfg = TrainConfig(ar_sft_steps=0, av_sft_steps=1, rl_steps=0, batch_size=4, emphasis=("w2",), emphasis_weight=5.0)
+    cfg = dataclasses.replace(cfg, shuffled_control=False, eval_size=4)
+    train(model, tok, av, acts[:8], ["w2"] * 8, acts[8:12], labels[8:12], cfg, progress=False)
+    assert seen and all(5.0 in row for row in seen[0]) and len(seen[0]) == 4
