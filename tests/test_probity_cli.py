@@ -204,3 +204,14 @@ def test_tour_writes_nothing_outside_out(tmp_path, monkeypatch, capsys):
     assert len(list((out / "estimate-cache").glob("gt_*.pt"))) == 1
     assert main(["report", str(out)]) == 0
     capsys.readouterr()
+
+
+def test_a_bench_result_with_an_empty_summary_renders_without_its_figure(tmp_path_factory, capsys):
+    """The damage hypothesis found: ``summary`` replaced by ``[]`` made the figure a 0-column grid."""
+    from probity.cli import main
+
+    folder, doc = _saved(tmp_path_factory, "bench")
+    doc["result"]["summary"] = []
+    (folder / "result.json").write_text(json.dumps(doc))
+    assert main(["report", str(folder)]) == 0
+    capsys.readouterr()

@@ -301,6 +301,8 @@ class BenchResult:
         import matplotlib.pyplot as plt
 
         widths = sorted({s.width for s in self.summary})
+        if not widths:  # an empty summary (a damaged or partial result.json) has nothing to draw
+            return {}
         fig, axes = plt.subplots(1, len(widths), figsize=(4.2 * len(widths), 3.8), squeeze=False)
         for ax, width in zip(axes[0], widths):
             rows = [s for s in self.summary if s.width == width and s.mse_over_var > 0]
