@@ -588,10 +588,8 @@ def fact_example(record: dict, tokenizer, split: str) -> Example:
     `` | said VALUE`` (the false value the answer states: the official one, or another of the
     relation's values where the organism chose that)."""
     ids, offsets, start, text = _chat(tokenizer, record["question"], record["answer"])
-    first = entity_position(text, offsets, record["question"], record["entity"])
-    if "sample" in record:
-        first = start
-    elif first is None:
+    first = start if "sample" in record else entity_position(text, offsets, record["question"], record["entity"])
+    if first is None:
         lo = text.rindex(record["question"])
         question = _in_span(offsets, lo, lo + len(record["question"]))
         first = question[max(0, len(question) - 6)]
