@@ -84,7 +84,7 @@ from rich.table import Table
 from probity import report
 from probity.models.decoder import decoder_parts
 from probity.scrub import Decomposed, Hypothesis, Node, Scrubber, case_study, engine, lm, scrub, setup
-from probity.scrub.model import layer_and_head
+from probity.scrub.model import layer_and_head, shorthand
 from probity.scrub.study import order_violations
 
 ROOT = Path(__file__).resolve().parent
@@ -603,8 +603,10 @@ def keep_only_curve(d, task, roles: dict, seed: int, batch_size: int, known: dic
     lowest = min(CURVE_THRESHOLDS)
     return {
         "constant_loss": round(task.constant_loss(), 4),
-        "induction_heads": [{"head": lm.short(h), "score": round(v, 3)} for h, v in lm.chosen(ind, lowest)],
-        "previous_token_heads": [{"head": lm.short(h), "score": round(v, 3)} for h, v in lm.chosen(prev, lm.THRESHOLD)],
+        "induction_heads": [{"head": shorthand(h), "score": round(v, 3)} for h, v in lm.chosen(ind, lowest)],
+        "previous_token_heads": [
+            {"head": shorthand(h), "score": round(v, 3)} for h, v in lm.chosen(prev, lm.THRESHOLD)
+        ],
         "points": points,
     }
 
@@ -623,7 +625,7 @@ def smollm2_induction(seed: int = SEED) -> dict:
         f"repeat {losses.repeat:.3f} ± {losses.repeat_stderr:.3f}"
     )
     heads = {
-        kind: [{"head": lm.short(h), "score": round(v, 3)} for h, v in lm.chosen(roles[kind], lm.THRESHOLD)]
+        kind: [{"head": shorthand(h), "score": round(v, 3)} for h, v in lm.chosen(roles[kind], lm.THRESHOLD)]
         for kind in ("induction", "previous_token")
     }
     console.print(f"heads (score >= {lm.THRESHOLD:g}): {json.dumps(heads)}")
@@ -705,8 +707,8 @@ def smollm2_speed(n_baseline: int = 4, repeats: int = 3) -> dict:
         "organism": "smollm2-135m",
         **row,
         "task": task.name,
-        "induction_heads": [lm.short(h) for h, _ in ind],
-        "previous_token_heads": [lm.short(h) for h, _ in prev],
+        "induction_heads": [shorthand(h) for h, _ in ind],
+        "previous_token_heads": [shorthand(h) for h, _ in prev],
         "threads": torch.get_num_threads(),
     }
 

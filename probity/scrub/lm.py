@@ -29,7 +29,7 @@ from probity.scrub.heads import HeadScores, find_heads, find_ioi_heads
 from probity.scrub.hypothesis import Hypothesis
 from probity.scrub.ioi import ioi_hypotheses
 from probity.scrub.library import induction_lm, keep_only
-from probity.scrub.model import Decomposed, _HFBackend, layer_and_head
+from probity.scrub.model import Decomposed, _HFBackend, layer_and_head, shorthand
 from probity.scrub.refine import RefineConfig
 from probity.scrub.run import EMPTY, IDENTITY
 from probity.scrub.task import Task, ioi_task, ordinary_tokens, repeat_task
@@ -150,9 +150,9 @@ def builtins(task: str, roles: dict[str, HeadScores], threshold: float = THRESHO
             best, score = roles[role].heads[0], roles[role].head_scores[0]
             raise ValueError(
                 f"no {role.replace('_', '-')} head scores >= {threshold:g} on this model (the best, "
-                f"{short(best)}, scores {score:.2f}); lower the threshold or give a hypothesis file"
+                f"{shorthand(best)}, scores {score:.2f}); lower the threshold or give a hypothesis file"
             )
-    heads = {role: [short(h) for h, _ in chosen(found, threshold)] for role, found in roles.items()}
+    heads = {role: [shorthand(h) for h, _ in chosen(found, threshold)] for role, found in roles.items()}
     return {"identity": IDENTITY, "empty": EMPTY, **_study(task, heads)}
 
 
@@ -168,7 +168,7 @@ def senders(task: str, roles: dict[str, HeadScores], threshold: float, n_layers:
     else:
         pool = [h for h, _ in chosen(roles["induction"], low) + chosen(roles["previous_token"], threshold)]
         top = max((layer_and_head(h)[0] for h in pool), default=n_layers)
-    return [*dict.fromkeys(map(short, pool)), *(f"mlp{layer}" for layer in range(top))]
+    return [*dict.fromkeys(map(shorthand, pool)), *(f"mlp{layer}" for layer in range(top))]
 
 
 def refine_config(task: str, roles: dict[str, HeadScores], threshold: float, model: Decomposed, **settings):
@@ -181,10 +181,4 @@ def refine_config(task: str, roles: dict[str, HeadScores], threshold: float, mod
 
 def heads_table(roles: dict[str, HeadScores], threshold: float) -> dict[str, list]:
     """Role -> ``[[head, score], ...]`` scoring at least ``threshold``, best first (for reports and JSON)."""
-    return {role: [[short(h), round(s, 4)] for h, s in chosen(found, threshold)] for role, found in roles.items()}
-
-
-def short(site: Site) -> str:
-    """A head as its shorthand, e.g. ``"5.2"``."""
-    layer, head = layer_and_head(site)
-    return f"{layer}.{head}"
+    return {role: [[shorthand(h), round(s, 4)] for h, s in chosen(found, threshold)] for role, found in roles.items()}

@@ -66,6 +66,11 @@ class Component:
         return Site({"embed": EMBED, "pos": POS, "output": OUTPUT}[self.kind])
 
     @property
+    def short(self) -> str:
+        """The shorthand :func:`shorthand` writes for this component's site, e.g. ``1.0`` or ``mlp2``."""
+        return shorthand(self.site)
+
+    @property
     def name(self) -> str:
         """The site as the string ``str(Site)`` writes and ``Site.parse`` reads back:
         ``blocks.1.attn.hook_result[head=0]``, ``hook_embed``."""
@@ -78,6 +83,17 @@ class Component:
 
     def __str__(self) -> str:
         return self.name
+
+
+def shorthand(site: Site | str) -> str:
+    """A component's site as the shorthand ``Site.parse`` reads back: ``1.0`` (layer 1, head 0),
+    ``mlp2``, ``embed``, ``pos`` or ``output``; any other site as ``str(site)``."""
+    parsed = Site.parse(site)
+    if parsed.head is not None and (found := re.fullmatch(r"blocks\.(\d+)\.attn\.hook_result", parsed.hook)):
+        return f"{found[1]}.{parsed.head}"
+    if parsed.head is None and (found := re.fullmatch(r"blocks\.(\d+)\.hook_mlp_out", parsed.hook)):
+        return f"mlp{found[1]}"
+    return {EMBED: "embed", POS: "pos", OUTPUT: "output"}.get(str(parsed), str(parsed))
 
 
 def layer_and_head(site: Site | str) -> tuple[int, int]:

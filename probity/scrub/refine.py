@@ -35,7 +35,6 @@ import torch
 
 from probity.report import Claim, result_type, verdict
 from probity.scrub.hypothesis import Hypothesis, HypothesisError, Node, named_components
-from probity.scrub.model import Component
 from probity.scrub.run import EMPTY, IDENTITY, Scrubber, constant_claim, recovered, scrub
 from probity.scrub.task import Task
 
@@ -147,13 +146,6 @@ def determines_targets(task: Task, feature: str) -> bool:
     return len(torch.unique(keyed, dim=0)) == len(torch.unique(values))
 
 
-def short(c: Component) -> str:
-    """A component as the shorthand ``Site.parse`` reads: ``1.0``, ``mlp2``, ``embed``, ``pos``, ``output``."""
-    if c.kind == "head":
-        return f"{c.layer}.{c.head}"
-    return f"mlp{c.layer}" if c.kind == "mlp" else c.kind
-
-
 def refine(
     model, task: Task, hypothesis: Hypothesis, config: RefineConfig | None = None, progress=None, on_step=None
 ) -> RefineResult:
@@ -166,7 +158,7 @@ def refine(
     s.resolve(hypothesis)
     # the components a new path may come from, as short names (a KeyError naming the valid sites, before any
     # forward pass); None: every sender
-    allowed = None if cfg.senders is None else {short(s.model.component(x)) for x in cfg.senders}
+    allowed = None if cfg.senders is None else {s.model.component(x).short for x in cfg.senders}
     if cfg.features is not None and (unknown := sorted(set(cfg.features) - set(task.features))):
         raise ValueError(f"features {unknown} are not the task's; available: {', '.join(task.features)}")
     features = cfg.features or list(task.features)
@@ -252,13 +244,13 @@ def _propose(
             claimed = reach
         senders = sorted(reach - own - claimed)
         for c in senders:
-            if allowed is not None and short(c) not in allowed:
+            if allowed is not None and c.short not in allowed:
                 continue
-            name = short(c) if short(c) not in names else f"{short(c)}->{node.name}"
-            probe = _edited(hyp, node.name, lambda n, name=name, c=c: n.children.append(Node(name, [short(c)])))
+            name = c.short if c.short not in names else f"{c.short}->{node.name}"
+            probe = _edited(hyp, node.name, lambda n, name=name, c=c: n.children.append(Node(name, [c.short])))
             gain = score(probe)
             if gain is not None:
-                paths.append((gain - base, node.name, name, short(c)))
+                paths.append((gain - base, node.name, name, c.short))
     edits = []
     for _, parent, name, site in sorted(paths, key=lambda p: -p[0])[:width]:
         edits.append(

@@ -5,7 +5,7 @@ import torch
 
 from probity.models.sites import Site
 from probity.scrub import Hypothesis, HypothesisError, Node, Scrubber, Task, load_hypothesis
-from probity.scrub.model import layer_and_head
+from probity.scrub.model import layer_and_head, shorthand
 from probity.scrub.task import compute_features
 
 TREE = {
@@ -155,6 +155,15 @@ def test_one_spelling_of_a_site(tiny_model, tiny_task):
     d = tiny_model
     for c in [*d.components, d.output]:
         assert d.component(c.site) == d.component(c.name) == c and Site.parse(c.name) == c.site
+        assert d.component(c.short) == c and shorthand(c.name) == c.short  # the shorthand reads back
+    assert [shorthand(s) for s in ("1.0", "blocks.2.hook_mlp_out", "hook_embed", "pos", "logits")] == [
+        "1.0",
+        "mlp2",
+        "embed",
+        "pos",
+        "output",
+    ]
+    assert shorthand("blocks.0.attn.hook_z[1]") == "blocks.0.attn.hook_z[head=1]"  # not a component: as written
     assert d.component("1.0") == d.component(head) and layer_and_head("1.0") == layer_and_head(head) == (1, 0)
     with pytest.raises(KeyError, match="unknown site 'mlp7'"):
         d.component("mlp7")
