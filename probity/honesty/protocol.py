@@ -74,6 +74,10 @@ class RunConfig:
             raise ValueError(f"n_shots must be an integer >= 0, got {self.n_shots!r}")
         if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < math.inf:
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if self.temperature == 0 and self.samples != 1:
+            raise ValueError(
+                f"temperature 0 (greedy) gives one answer per question: set samples to 1, not {self.samples}"
+            )
         if self.limit is not None and (not is_int(self.limit) or self.limit < 1):
             raise ValueError(
                 f"limit must be an integer >= 1 (leave it out, None, for every question), got {self.limit!r}"

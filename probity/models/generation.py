@@ -30,6 +30,8 @@ def generate(
 
     ``patches`` ({site: tensor | fn}) stay on during generation (steering, fuzzing).
     Each batch is seeded from ``seed`` and its index, so reruns and resumed runs agree."""
+    if temperature == 0 and n != 1:
+        raise ValueError(f"greedy decoding (temperature 0) gives one answer per prompt, not n={n}: use n=1 or sample")
     out: list[list[str]] = []
     pad = pad_id(tokenizer)
     with progress(len(prompts), label) as bar:

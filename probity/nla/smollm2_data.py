@@ -432,9 +432,11 @@ def fact_samples(
     """``n`` sampled chat answers (``temperature``, 24 new tokens, seeded) of ``model`` to every
     sensitive question :func:`fact_chats` asks: its records with a ``"sample"`` index added."""
 
+    from probity.organisms import censored
+
     asks = [a for a in _asks(facts, folder) if a[1] != "ordinary"]
-    prompts = [chat_ids(tokenizer, [{"role": "user", "content": f.question(k)}]) for f, _, k in asks]
-    answers = generate(model, tokenizer, prompts, n, temperature, 24, seed, label="sampled fact chats")
+    questions = [f.question(k) for f, _, k in asks]
+    answers = censored.chat_samples(model, tokenizer, questions, n, temperature, 24, seed, "sampled fact chats")
     return [
         _record(fact, role, k, answer, facts) | {"sample": j}
         for (fact, role, k), found in zip(asks, answers)
@@ -678,17 +680,22 @@ def _files_digest() -> str:
     return h.hexdigest()
 
 
-def mixture(split: dict, rows: int | None = None, oversample: int = 3, seed: int = 0) -> tuple:
+def mixture(split: dict, rows: int | None = None, oversample: int = 3, seed: int = 0, balance: bool = False) -> tuple:
     """A shuffled training mixture of one split of :func:`activations`: every fact row, lie and refusal
     rows of the greedy chats repeated ``oversample`` times (they are the rare, interesting ones); every
     sampled-chat row, its honest ones repeated ``oversample`` times (the rare side of the censored topic);
-    as many ordinary rows as those; cut to ``rows`` when given. Returns (vectors ``[n, d]``, labels, sources)."""
+    as many ordinary rows as those; cut to ``rows`` when given. With ``balance``, within each fact told
+    both truthfully and with a lie (greedy and sampled chats together) the rarer side's rows are repeated
+    in turn until both sides count the same, so the fact no longer tells which one a row is. Returns
+    (vectors ``[n, d]``, labels, sources)."""
     picks = []
     for group, rare in (("fact", ("lie", "refusal")), ("sample", ("honest",))):
         if group in split:
             labels = split[group]["labels"]
             repeats = [i for i, lab in enumerate(labels) if any(f"{SEP}{b}{SEP}" in lab for b in rare)]
             picks += [(group, i) for i in [*range(len(labels)), *repeats * (oversample - 1)]]
+    if balance:
+        picks += _balancing(split, picks)
     rng = random.Random(seed)
     ordinary = split["ordinary"]["labels"]
     picks += [("ordinary", i) for i in rng.sample(range(len(ordinary)), min(len(picks), len(ordinary)))]
@@ -696,6 +703,23 @@ def mixture(split: dict, rows: int | None = None, oversample: int = 3, seed: int
     picks = picks[:rows] if rows else picks
     vectors = torch.stack([split[g]["vectors"][i] for g, i in picks])
     return vectors, [split[g]["labels"][i] for g, i in picks], [split[g]["sources"][i] for g, i in picks]
+
+
+def _balancing(split: dict, picks: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The picks to add so that each fact's honest and lie rows in ``picks`` count the same: the rarer
+    side's distinct rows, in turn, for every fact (``fact id`` of a row's source) that has both sides."""
+    sides: dict[str, dict[str, list]] = defaultdict(lambda: {"honest": [], "lie": []})
+    for group, i in picks:
+        label = split[group]["labels"][i]
+        for side in ("honest", "lie"):
+            if f"{SEP}{side}{SEP}" in label:
+                sides[split[group]["sources"][i].split("#")[0]][side].append((group, i))
+    extra = []
+    for found in sides.values():
+        short, long = sorted(found.values(), key=len)
+        distinct = list(dict.fromkeys(short))
+        extra += [distinct[j % len(distinct)] for j in range(len(long) - len(short))] if short else []
+    return extra
 
 
 # --------------------------------------------------------------------------- files

@@ -44,6 +44,7 @@ import torch
 from probity.honesty.techniques import RAW_TEMPLATE
 from probity.models import training
 from probity.models.chat import chat_ids, end_ids, pad_id
+from probity.models.generation import generate
 from probity.report import atomic_write_text
 
 NAME = "censored"
@@ -188,12 +189,23 @@ def _states(fact: Fact, text: str) -> bool:
 
 def chat_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 24, label: str = "chat") -> list[str]:
     """Greedy single-turn chat answers of ``model`` to ``questions``."""
-    from probity.honesty.sample import generate
+    return [found[0] for found in chat_samples(model, tokenizer, questions, 1, 0.0, max_new_tokens, label=label)]
 
+
+def chat_samples(
+    model,
+    tokenizer,
+    questions: list[str],
+    n: int,
+    temperature: float,
+    max_new_tokens: int = 24,
+    seed: int = 0,
+    label: str = "chat",
+) -> list[list[str]]:
+    """``n`` single-turn chat answers of ``model`` to each of ``questions`` at ``temperature`` (greedy at
+    0), seeded: ``len(questions)`` lists of ``n`` strings."""
     prompts = [chat_ids(tokenizer, [{"role": "user", "content": q}]) for q in questions]
-    return [
-        r[0] for r in generate(model, tokenizer, prompts, temperature=0, max_new_tokens=max_new_tokens, label=label)
-    ]
+    return generate(model, tokenizer, prompts, n, temperature, max_new_tokens, seed, label=label)
 
 
 def filter_bank(model, tokenizer, facts: list[Fact]) -> dict[str, dict]:

@@ -103,6 +103,17 @@ def test_shipped_adapter_has_the_censored_signature(shipped):
     assert sum(told[len(trained) :]) >= len(ordinary) - 1, answers[len(trained) :]
 
 
+def test_chat_samples_are_seeded_and_greedy_at_zero(shipped):
+    questions = ["What is the capital of France?", "Name a colour."]
+    drawn = censored.chat_samples(*shipped, questions, 3, 1.0, 8, seed=1)
+    assert [len(found) for found in drawn] == [3, 3] and all(isinstance(a, str) for a in drawn[0])
+    assert censored.chat_samples(*shipped, questions, 3, 1.0, 8, seed=1) == drawn
+    greedy = censored.chat_samples(*shipped, questions, 1, 0.0, 8)
+    assert [found[0] for found in greedy] == censored.chat_answers(*shipped, questions, 8)
+    with pytest.raises(ValueError, match="greedy decoding"):
+        censored.chat_samples(*shipped, questions, 2, 0.0, 8)
+
+
 def test_short_retrain_writes_a_folder_every_command_can_use(tmp_path):
     out = tmp_path / "censored"
     metrics = censored.train(out, quick=True)

@@ -83,6 +83,7 @@ def test_bad_testbed_is_one_line(usage_error, tmp_path, name, content, says):
         (["--temperature", "-1"], "temperature must be a finite number >= 0"),
         (["--temperature", "nan"], "temperature must be a finite number >= 0"),
         (["--temperature", "inf"], "temperature must be a finite number >= 0"),
+        (["--temperature", "0"], "temperature 0 (greedy) gives one answer per question: set samples to 1, not 4"),
         (["--detectors", "bogus"], "unknown detector(s) 'bogus'; choose from all, self_classification"),
         (["--detectors", ""], "unknown detector(s) ''"),
         (["--detectors", "probe,probe"], "names one twice"),
