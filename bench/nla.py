@@ -152,17 +152,38 @@ def organism_part(out: Path, ship: bool, weights: str | None, label_token: bool 
     return row
 
 
-def censored_part(out: Path, inject: str, ship: bool, emphasis_weight: float = 1.0) -> dict:
+def censored_part(
+    out: Path, inject: str, ship: bool, emphasis_weight: float = 1.0, balance: bool = True, sft_only: bool = False
+) -> dict:
     """Issue 14 on the censored SmolLM2: LoRA adapters trained by ``run_censored``, the readings after SFT
     and after GRPO, FVE on held-out ordinary text and on held-out fact chats; ``ship`` writes the
     adapters (float16) to the shipped checkpoint folder. ``emphasis_weight`` != 1 weighs the labels'
-    behaviour word that much in the AV-SFT loss (``TrainConfig.emphasis``)."""
+    behaviour word that much in the AV-SFT loss (``TrainConfig.emphasis``); ``balance`` balances each
+    fact's truthful and lying rows in the training mixture; ``sft_only`` stops after AV-SFT (no GRPO, no
+    shuffled control) and returns the readings there, for comparing training mixtures in half the time."""
     schedule = CENSORED_SCHEDULE
     if emphasis_weight != 1:
         schedule = dataclasses.replace(schedule, emphasis=BEHAVIOURS, emphasis_weight=emphasis_weight)
+    if sft_only:
+        schedule = dataclasses.replace(schedule, rl_steps=0, shuffled_control=False)
     t0 = time.perf_counter()
-    report, av, ar = run_censored(schedule, out=out, inject=inject)
+    report, av, ar = run_censored(schedule, out=out, inject=inject, balance=balance)
     minutes = (time.perf_counter() - t0) / 60
+    if sft_only:
+        found = report.audit
+        keep = ("audit", "audit_token_only", "audit_sensitive", "topic", "topic_token_only", "topic_value")
+        row = {key: found[key] for key in keep} | {
+            "recovery_all": found["recovery_all"],
+            "withheld_lies": found["withheld_lies"],
+            "fve_sft": report.fve_sft,
+            "fve_ordinary": found["fve_ordinary"],
+            "fve_fact": found["fve_fact"],
+            "minutes": minutes,
+            "balance": balance,
+            "emphasis_weight": emphasis_weight,
+        }
+        console.print_json(data=to_jsonable(row))
+        return row
     if ship:
         shutil.rmtree(SHIPPED_CENSORED, ignore_errors=True)
         save_nla(SHIPPED_CENSORED, av, ar, dtype=torch.float16)
@@ -245,6 +266,16 @@ def main() -> None:
         help="censored part: weight of the labels' behaviour word in the AV-SFT loss (1: plain NLL, the shipped run)",
     )
     ap.add_argument(
+        "--no-balance",
+        action="store_true",
+        help="censored part: leave each fact's truthful and lying rows unbalanced (the mixture of stop 25)",
+    )
+    ap.add_argument(
+        "--sft-only",
+        action="store_true",
+        help="censored part: stop after AV-SFT and write censored_smollm2_sft_only (a quick comparison; never shipped)",
+    )
+    ap.add_argument(
         "--organism-weights",
         default=None,
         help="a folder of censored_tiny organism weights to use instead of the shipped ones",
@@ -263,13 +294,18 @@ def main() -> None:
             }
         )
     if args.part in ("censored", "both"):
-        merge(
-            {
-                "censored_smollm2": censored_part(
-                    args.out / f"censored-{args.inject}", args.inject, args.ship, args.emphasis_weight
-                )
-            }
+        if args.sft_only and args.ship:
+            ap.error("--sft-only trains no GRPO and is never shipped: drop --ship")
+        key = "censored_smollm2_sft_only" if args.sft_only else "censored_smollm2"
+        found = censored_part(
+            args.out / f"censored-{args.inject}",
+            args.inject,
+            args.ship,
+            args.emphasis_weight,
+            balance=not args.no_balance,
+            sft_only=args.sft_only,
         )
+        merge({key: found})
     console.print(f"[green]wrote[/green] {RESULT}")
 
 

@@ -539,11 +539,13 @@ def run_censored(
     eval_rows: int = 256,
     progress: bool = True,
     keep_checkpoints: int = 1,
+    balance: bool = True,
 ) -> tuple[NLAReport, Verbalizer, object]:
     """Train and evaluate an NLA on the censored SmolLM2 at layer ``layer``: LoRA verbalizer on the
     uncensored base (:func:`censored_verbalizer`), LoRA reconstructor cut from the organism
     (``cfg.lora_rank``), the shipped teacher data (a mixture of ordinary text, greedy fact chats and sampled fact
-    chats, :func:`probity.nla.smollm2_data.mixture`; held out by text and by entity). Scores the censored
+    chats, :func:`probity.nla.smollm2_data.mixture`, with each fact's truthful and lying rows balanced
+    unless ``balance`` is false; held out by text and by entity). Scores the censored
     readings (:func:`probity.nla.censored.readings`) after SFT and at the end, and the round trip on
     held-out ordinary and fact positions separately. With ``out``: activations cached in
     ``out/acts.pt``, checkpoints in ``out/checkpoints``, the trained pair in ``out/nla``."""
@@ -557,7 +559,7 @@ def run_censored(
     base, _ = load(SMOLLM2)
     cache = Path(out) / "acts.pt" if out is not None else None
     acts = smollm2_data.activations(target, tokenizer, layer, cache=cache, seed=cfg.seed)
-    train_vectors, train_labels, _ = smollm2_data.mixture(acts["train"], seed=cfg.seed)
+    train_vectors, train_labels, _ = smollm2_data.mixture(acts["train"], seed=cfg.seed, balance=balance)
     eval_vectors, eval_labels, _ = smollm2_data.mixture(acts["eval"], rows=eval_rows, oversample=1, seed=cfg.seed)
     av = censored_verbalizer(base, tokenizer, layer, train_vectors, inject, rank)
     records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)

@@ -339,3 +339,27 @@ def test_mixture_oversamples_the_honest_sampled_rows():
     assert labels.count("«b» | lie | x | said y") == 1 + 3  # the greedy chats' lie x3, the sample's once
     assert labels.count("«a» | honest | x") == 1 + 3  # the sample's honest answer x3
     assert labels.count("«c» | next «d» | w") == 2  # as many ordinary rows as there are
+
+
+def test_mixture_balances_truthful_and_lying_rows_within_each_fact():
+    labels = ["«a» | honest | x", "«b» | lie | x | said y", "«c» | lie | x | said z", "«d» | lie | x | said w"]
+    labels += ["«e» | lie | q | said r", "«f» | refusal | x"]
+    split = {
+        "sample": {
+            "vectors": torch.arange(6.0)[:, None],
+            "labels": labels,
+            "sources": ["f#0~0", "f#0~1", "f#1~2", "f#1~3", "g#0~0", "f#0~2"],
+        },
+        "ordinary": {"vectors": torch.zeros(50, 1), "labels": ["«o» | next «p» | w"] * 50, "sources": ["t"] * 50},
+    }
+    plain = data.mixture(split, oversample=1, seed=0)[1]
+    assert plain.count(labels[0]) == 1 and sum(plain.count(lab) for lab in labels[1:4]) == 3
+    vectors, found, sources = data.mixture(split, oversample=1, seed=0, balance=True)
+    assert found.count(labels[0]) == 3  # fact f: its one truthful row, in turn, as often as its three lies
+    assert all(found.count(lab) == 1 for lab in labels[1:])  # g has no truthful side; refusals are not a side
+    assert found.count("«o» | next «p» | w") == 8  # as many ordinary rows as the balanced fact rows
+    assert all(float(v) == labels.index(lab) for v, lab in zip(vectors, found) if "next" not in lab)
+    two = {**split["sample"], "labels": [labels[0], labels[0].replace("«a»", "«h»"), *labels[1:4]]}
+    two["vectors"], two["sources"] = torch.arange(5.0)[:, None], ["f#0"] * 5
+    turns = data.mixture({"sample": two, "ordinary": split["ordinary"]}, oversample=1, balance=True)[1]
+    assert turns.count(labels[0]) + turns.count("«h» | honest | x") == 3 and turns.count(labels[0]) == 2
