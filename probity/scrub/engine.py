@@ -440,6 +440,8 @@ def execute(
 
     try:
         out = ev(expr)
-    finally:
-        memo.clear()  # ev is a recursive closure (a reference cycle): without this its tensors wait for the cyclic GC
+    finally:  # ev calls itself (a reference cycle through ``cache`` and ``memo``): break it, or the clean cache
+        # and the values wait for Python's cyclic collector, a rebuilt cache's old one included
+        memo.clear()
+        ev = None  # clears the closure's cell
     return out if positions is None or isinstance(expr, Unembed) else out[:, positions]

@@ -2,6 +2,9 @@
 numbers do not move, a budget the clean cache cannot fit is refused before any forward pass, and the
 command line keeps its one-line contract."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -87,3 +90,21 @@ def test_a_tiny_budget_on_the_command_line_is_one_line(tmp_path, monkeypatch, ca
     code = main(["scrub", "run", "--organism", "paren", "--samples", "50", "--max-memory", "0.0001"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "too small" in err and not (tmp_path / "runs").exists()
+
+
+def test_a_rebuilt_clean_cache_is_freed_at_once(paren, one_thread):
+    """When a hypothesis needs targets the clean cache lacks, the old cache is garbage as soon as the new one
+    is built, without waiting for Python's cyclic collector (refine rebuilds it once per new sender: kept
+    alive, each old cache added its size to the peak)."""
+    model, task, hyps = paren
+    s = Scrubber(model, task, seed=0, batch_size=64)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        s.losses(IDENTITY)
+        old = weakref.ref(s._cache)
+        s.losses(hyps["1b"])
+        assert s._cache is not old() and old() is None
+    finally:
+        if collecting:
+            gc.enable()
