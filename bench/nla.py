@@ -13,10 +13,16 @@ probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, floa
     python bench/nla.py --part organism --ship
     python bench/nla.py --part censored      # the censored SmolLM2 (--inject layer1 by default)
     python bench/nla.py --part ablation      # the organism with token-free teacher labels
+    python bench/nla.py --part ceilings      # linear read-outs of the censored part's activations (no training)
 
 The ablation shows what GRPO does when the teacher labels miss what the activation
 mostly carries (the token): it adds the missing information (a large FVE gain) by
 turning content words into a code, and attribute recovery collapses.
+
+The ceilings part (``censored.linear_ceilings``) reads the censored part's cached activations (``--out``) with
+no verbalizer: a logistic probe for lie against truthful answer within the censored topic, and a ridge map
+from an activation to its entity's input embedding scored on held-out entities, the references for the
+audit within the topic and for attribute recovery.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from rich.console import Console
 from rich.table import Table
 
 from probity.models import load
-from probity.nla.censored import BEHAVIOURS
+from probity.models.load import SMOLLM2
+from probity.nla import smollm2_data
+from probity.nla.censored import BEHAVIOURS, entity_embeddings, linear_ceilings
 from probity.nla.core import save_nla
 from probity.nla.pipeline import CENSORED_SCHEDULE, INJECTIONS, run_censored, run_organism
 from probity.nla.training import TrainConfig
@@ -246,6 +254,33 @@ def censored_part(
     return row
 
 
+def ceilings_part(out: Path, layer: int = 15) -> dict:
+    """Linear read-outs of the censored organism's layer-``layer`` activations (cached in ``out/acts.pt`` by
+    the censored part, else extracted there): ``censored.linear_ceilings`` with the base model's input
+    embeddings as the entities' vectors."""
+    from probity.organisms import censored
+
+    target, tokenizer = censored.load()
+    acts = smollm2_data.activations(target, tokenizer, layer, cache=out / "acts.pt")
+    records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
+    base, _ = load(SMOLLM2)
+    embeddings = base.get_input_embeddings().weight.detach().float()
+    vectors = entity_embeddings(sorted({r["entity"] for r in records.values()}), embeddings, tokenizer)
+    found = linear_ceilings(acts, records, vectors)
+    table = Table("linear read-out (held-out entities)", "measured", "chance")
+    table.add_row("lie vs truthful within the topic, AUROC", f"{found['lie_probe']['auroc']:.3f}", "0.5")
+    table.add_row("  at the value's closing token", f"{found['lie_probe_value']['auroc']:.3f}", "0.5")
+    readout = found["entity_readout"]
+    table.add_row("entity named, among all entities", f"{readout['all']:.3f}", f"{readout['all_chance']:.3f}")
+    table.add_row(
+        "entity named, among held-out entities",
+        f"{readout['among_held_out']:.3f}",
+        f"{readout['among_held_out_chance']:.3f}",
+    )
+    console.print(table)
+    return {**found, "layer": layer}
+
+
 def merge(parts: dict) -> None:
     """Update the results file with ``parts``, keeping the parts other runs wrote."""
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
@@ -254,7 +289,7 @@ def merge(parts: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["organism", "censored", "both", "ablation"], default="both")
+    ap.add_argument("--part", choices=["organism", "censored", "both", "ablation", "ceilings"], default="both")
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
     ap.add_argument("--ship", action="store_true", help="write the trained NLA to the shipped checkpoint folder")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_nla")
@@ -306,6 +341,8 @@ def main() -> None:
             sft_only=args.sft_only,
         )
         merge({key: found})
+    if args.part == "ceilings":
+        merge({"censored_linear_ceilings": ceilings_part(args.out / f"censored-{args.inject}")})
     console.print(f"[green]wrote[/green] {RESULT}")
 
 

@@ -427,3 +427,86 @@ def _same_token_partners(heads: Sequence[str], sources: Sequence[str], seed: int
         others = [j for j in by_head[h] if sources[j] != sources[k]]
         out.append(rng.choice(others) if others else None)
     return out
+
+
+def linear_ceilings(
+    acts: dict,
+    records: dict[str, dict],
+    entity_vectors: dict[str, torch.Tensor],
+    last: int = 8,
+    seed: int = 0,
+    c: float = 0.05,
+    ridge: float = 1000.0,
+) -> dict:
+    """What a linear read-out of the same activations reaches, beside the verbalizer's readings (no
+    verbalizer involved). ``acts``: :func:`probity.nla.smollm2_data.activations` (``train`` and ``eval``
+    splits, held out by entity); ``entity_vectors``: ``{entity: [d_emb]}``, e.g. each name's mean input
+    embedding (:func:`entity_embeddings`).
+
+    ``lie_probe``: logistic regression (``C=c``) of lie against truthful answer on every answer position of
+    the training entities' sampled chats, scored on the held-out entities' as :func:`topic_audit` scores the
+    verbalizer: the mean p(lie) over each answer's last ``last`` positions; ``lie_probe_value`` at the
+    value's closing token alone.
+
+    ``entity_readout``: ridge regression (``ridge``) from an activation of a greedy fact chat to its entity's
+    vector, fit on the training entities' rows and scored on the last ``last`` positions of each held-out
+    chat: the share whose nearest entity vector (cosine) is its own, among every entity of both splits
+    (``all``) and among the held-out entities only (``among_held_out``), with chance beside each."""
+    from sklearn.linear_model import LogisticRegression
+
+    told = {"honest", "lie"}
+
+    def answers(group: dict) -> dict[str, list[int]]:
+        return {s: rows for s, rows in _rows_of(group).items() if records[s]["behaviour"] in told}
+
+    train, held = acts["train"]["sample"], acts["eval"]["sample"]
+    fit_rows = [i for rows in answers(train).values() for i in rows]
+    y = [records[train["sources"][i]]["behaviour"] == "lie" for i in fit_rows]
+    probe = LogisticRegression(C=c, max_iter=2000).fit(train["vectors"][fit_rows].double().numpy(), y)
+    rows_of = answers(held)
+    scored = sorted(i for rows in rows_of.values() for i in rows[-last:])
+    p = torch.from_numpy(probe.predict_proba(held["vectors"][scored].double().numpy())[:, 1])
+    as_logprobs = torch.stack([(1 - p).clamp(min=1e-12).log(), p.clamp(min=1e-12).log(), torch.full_like(p, -1e9)], 1)
+    sources = [held["sources"][i] for i in scored]
+    value = [k for k, i in enumerate(scored) if i in {rows[-2] for rows in rows_of.values() if len(rows) >= 2}]
+    out = {
+        "lie_probe": audit(as_logprobs, sources, records, seed=seed),
+        "lie_probe_value": audit(as_logprobs[value], [sources[k] for k in value], records, seed=seed),
+    }
+    facts, tests = acts["train"]["fact"], acts["eval"]["fact"]
+    entities = sorted({records[s]["entity"] for s in [*facts["sources"], *tests["sources"]]})
+    targets = torch.stack([entity_vectors[e].double() for e in entities])
+    targets = targets / targets.norm(dim=1, keepdim=True)
+    index = {e: k for k, e in enumerate(entities)}
+    x = facts["vectors"].double()
+    mean = x.mean(0)
+    x = x - mean
+    y_fit = targets[[index[records[s]["entity"]] for s in facts["sources"]]]
+    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y_fit)  # [d, d_emb]
+    rows = sorted(i for found in _rows_of(tests).values() for i in found[-last:])
+    predicted = (tests["vectors"][rows].double() - mean) @ w
+    similarity = (predicted / predicted.norm(dim=1, keepdim=True)) @ targets.T  # [rows, entities]
+    truth = torch.tensor([index[records[tests["sources"][i]]["entity"]] for i in rows])
+    unseen = sorted(
+        {records[tests["sources"][i]]["entity"] for i in rows} - {records[s]["entity"] for s in facts["sources"]}
+    )
+    among = torch.tensor([index[e] for e in unseen])
+    own = (similarity.argmax(1) == truth).double().mean().item()
+    masked = torch.full_like(similarity, -torch.inf)
+    masked[:, among] = similarity[:, among]
+    out["entity_readout"] = {
+        "all": own,
+        "all_chance": 1 / len(entities),
+        "among_held_out": (masked.argmax(1) == truth).double().mean().item(),
+        "among_held_out_chance": 1 / max(len(unseen), 1),
+        "rows": len(rows),
+        "entities": len(entities),
+        "held_out_entities": len(unseen),
+    }
+    return out
+
+
+def entity_embeddings(entities: Sequence[str], embeddings: torch.Tensor, tokenizer) -> dict[str, torch.Tensor]:
+    """``{entity: [d_emb]}``: the mean of ``embeddings`` ``[vocab, d_emb]`` over the tokens of `` entity``
+    (with its leading space, as the name reads inside a sentence)."""
+    return {e: embeddings[tokenizer(f" {e}", add_special_tokens=False)["input_ids"]].mean(0) for e in entities}

@@ -8,7 +8,15 @@ from rich.console import Console
 
 from probity.models import tiny
 from probity.nla import Verbalizer
-from probity.nla.censored import BEHAVIOURS, audit, behaviour_logprobs, recovery, relation_words, withheld
+from probity.nla.censored import (
+    BEHAVIOURS,
+    audit,
+    behaviour_logprobs,
+    linear_ceilings,
+    recovery,
+    relation_words,
+    withheld,
+)
 
 
 def test_relation_words_and_recovery():
@@ -156,3 +164,40 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert all(r.description and 0 <= r.p_lie <= 1 for r in out.readings)
     assert out.activations == 8 and out.transcripts >= 6 and out.layer == 15
     assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 4  # round trip, audit, its control, the lie
+
+
+def _planted(signal: float, seed: int = 0) -> tuple[dict, dict, dict]:
+    """Activations ``[n, 16]`` of 24 entities' chats (16 train, 8 held out): a fact chat's rows carry its
+    entity's vector through one fixed linear map, a sampled chat's rows +-u for lie or truthful answer,
+    both scaled by ``signal`` over unit noise."""
+    gen = torch.Generator().manual_seed(seed)
+    vectors = {f"E{k}": torch.randn(8, generator=gen) for k in range(24)}
+    mix, u = torch.randn(16, 8, generator=gen), torch.randn(16, generator=gen)
+    acts, records = {"train": {}, "eval": {}}, {}
+    for split, names in (("train", list(vectors)[:16]), ("eval", list(vectors)[16:])):
+        for group in ("fact", "sample"):
+            rows, sources = [], []
+            for e in names:
+                for k in range(1 if group == "fact" else 4):
+                    lie = group == "sample" and k % 2 == 0
+                    source = f"{e}-capital#0" + (f"~{k}" if group == "sample" else "")
+                    records[source] = {"fact_id": f"{e}-capital", "entity": e, "behaviour": "lie" if lie else "honest"}
+                    for _ in range(6):
+                        carried = mix @ vectors[e] if group == "fact" else u * (1 if lie else -1)
+                        rows.append(signal * carried + torch.randn(16, generator=gen))
+                        sources.append(source)
+            acts[split][group] = {"vectors": torch.stack(rows), "sources": sources, "labels": [""] * len(rows)}
+    return acts, records, vectors
+
+
+def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
+    acts, records, vectors = _planted(signal=3.0)
+    found = linear_ceilings(acts, records, vectors, last=4, ridge=1.0)
+    assert found["lie_probe"]["auroc"] > 0.95 and found["lie_probe_value"]["auroc"] > 0.95
+    assert found["lie_probe"]["transcripts"] == 8 * 4 and found["lie_probe"]["lies"] == 8 * 2
+    readout = found["entity_readout"]
+    assert readout["among_held_out"] > 0.9 and readout["all"] > 0.8  # unseen entities, through the linear map
+    assert (readout["entities"], readout["held_out_entities"], readout["rows"]) == (24, 8, 8 * 4)
+    noise = linear_ceilings(*_planted(signal=0.0), last=4, ridge=1.0)
+    assert noise["entity_readout"]["among_held_out"] < 0.4 and noise["entity_readout"]["all"] < 0.2
+    assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3
