@@ -478,7 +478,10 @@ def save_nla(directory, av: Verbalizer, ar: Reconstructor | None = None, dtype: 
             cast(model).save_pretrained(folder)  # the adapter alone
             (folder / "README.md").unlink(missing_ok=True)  # peft's empty model card
             adapter = json.loads((folder / ADAPTER).read_text())  # name the base, not this machine's path to it
-            (folder / ADAPTER).write_text(json.dumps({**adapter, "base_model_name_or_path": base}, indent=2))
+            adapter |= {"base_model_name_or_path": base}
+            if isinstance(adapter.get("target_modules"), list):  # peft writes a set: same training, same file
+                adapter["target_modules"] = sorted(adapter["target_modules"])
+            (folder / ADAPTER).write_text(json.dumps(adapter, indent=2))
             return
         if _is_lora(model):
             model = copy.deepcopy(model).merge_and_unload()

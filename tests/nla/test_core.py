@@ -190,10 +190,10 @@ def test_centred_lora_verbalizer_trains_only_the_adapter_and_round_trips(tmp_pat
     # with a named base the halves are stored as adapters alone (no full weights), else merged in
     assert (tmp_path / "ck" / "av" / "adapter_config.json").is_file() == bool(base)
     assert (tmp_path / "ck" / "ar" / "config.json").is_file() != bool(base)
-    if base:  # the adapter names its base as probity does, not by this machine's path
-        assert (
-            json.loads((tmp_path / "ck" / "av" / "adapter_config.json").read_text())["base_model_name_or_path"] == base
-        )
+    if base:  # the adapter names its base as probity does, not by this machine's path, its modules in order
+        adapter = json.loads((tmp_path / "ck" / "av" / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == base
+        assert adapter["target_modules"] == sorted(adapter["target_modules"]) and len(adapter["target_modules"]) > 1
     av2, ar2 = load_nla(tmp_path / "ck")
     assert av2.config.centered and not hasattr(av2.model, "get_base_model")
     torch.testing.assert_close(av2.token_logprobs(acts[:2], seqs)[0], lp, atol=1e-5, rtol=1e-5)
