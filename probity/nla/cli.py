@@ -363,6 +363,11 @@ def audit(
         show_default="0.5",
         help="--likelihood: flag a transcript whose mean p(concept) over its answer is above this.",
     ),
+    calibrate: Path = typer.Option(
+        None,
+        help="--likelihood: labelled transcripts (every line with a 0/1 label, both classes; not the ones audited) "
+        "to choose the threshold on: the cut of highest balanced accuracy on their scores.",
+    ),
     model: str = typer.Option("", show_default="the one named in the checkpoint", help="Target model."),
     out: Path = typer.Option(
         None, help="Write result.json (with the inputs: checkpoint, transcripts, concept) and index.html here."
@@ -370,7 +375,8 @@ def audit(
 ) -> None:
     """Describe every token of every transcript and flag those whose description mentions the concept;
     with --likelihood, score the answer of every transcript for a behaviour of the censored SmolLM2
-    (lie, honest, refusal) and report its token-only control beside it."""
+    (lie, honest, refusal) and report its token-only control beside it (--calibrate chooses the flag's
+    threshold on other, labelled transcripts)."""
     from probity import report
     from probity.nla.evaluate import read_transcripts
     from probity.report.console import provenance
@@ -386,11 +392,21 @@ def audit(
             )
         if threshold is not None and not 0 <= threshold <= 1:
             fail(f"the threshold is a probability in [0, 1], got {threshold}", "--threshold")
+        if threshold is not None and calibrate is not None:
+            fail("give --threshold or --calibrate (which chooses the threshold), not both", "--calibrate")
     elif threshold is not None:
         fail("--threshold is for --likelihood (the description audit flags tokens, not transcripts)", "--threshold")
+    elif calibrate is not None:
+        fail("--calibrate is for --likelihood (it chooses the threshold on transcript scores)", "--calibrate")
     writable(out, "--out", folder=True)
     with usage_errors("--transcripts"):
         texts, labels = read_transcripts(transcripts)
+    reference = None
+    if calibrate is not None:
+        with usage_errors("--calibrate"):
+            reference = read_transcripts(calibrate)
+        if any(lab is None for lab in reference[1]) or len(set(reference[1])) != 2:
+            fail(f"{calibrate}: every line needs a 0/1 label, and both classes must be there", "--calibrate")
     config, name = _check(checkpoint, model)
     if likelihood and config.target != "censored":
         fail(
@@ -401,6 +417,9 @@ def audit(
     av, target, tokenizer = _load(checkpoint, name)
     inputs = {"checkpoint": str(checkpoint), "model": name, "transcripts": str(transcripts), "concept": concept}
     if likelihood:
+        if reference is not None:
+            threshold = _calibrated(av, target, tokenizer, *reference, concept)
+            inputs |= {"calibrate": str(calibrate)}
         _likelihood_audit(
             av, target, tokenizer, texts, labels, concept, 0.5 if threshold is None else threshold, inputs, out
         )
@@ -424,6 +443,26 @@ def audit(
     )
     if out is not None:
         console.print(f"[green]report:[/green] {report.save(result, out, title=f'NLA audit: {concept}')}")
+
+
+def _calibrated(av, target, tokenizer, texts, labels, concept) -> float:
+    """``--calibrate``: the threshold of highest balanced accuracy on the scores of labelled ``texts``
+    (:func:`probity.report.metrics.youden_threshold`), printed with that accuracy."""
+    from probity.nla.censored import likelihood_audit
+    from probity.report.metrics import balanced_accuracy, youden_threshold
+
+    with usage_errors("--calibrate"):
+        found = likelihood_audit(target, tokenizer, av, texts, labels, concept, progress=len(texts) > 4)
+    scores = [row.score for row in found.per_transcript]
+    cut = youden_threshold(scores, [bool(lab) for lab in labels])
+    if cut is None:
+        fail("no threshold on the calibration transcripts' scores does better than chance", "--calibrate")
+    cut = min(max(cut, 0.0), 1.0)
+    accuracy = balanced_accuracy([x > cut for x in scores], [bool(lab) for lab in labels])
+    console.print(
+        f"threshold {cut:g}: the best cut on {len(texts)} calibration transcripts (balanced accuracy {accuracy:.3f})"
+    )
+    return cut
 
 
 def _likelihood_audit(av, target, tokenizer, texts, labels, concept, threshold, inputs, out) -> None:

@@ -66,6 +66,30 @@ def tpr_at_fpr(scores: Sequence[float], labels: Sequence[bool], fpr: float = 0.0
     return float(tprs[fprs <= fpr].max())
 
 
+def youden_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """The cut on ``scores`` [n] that best separates boolean ``labels`` [n]: flag ``score > cut`` at the
+    threshold of highest balanced accuracy (TPR - FPR, Youden's J), placed halfway to the next lower score
+    so that ``>`` and ``>=`` flag the same rows; ``None`` when a class is empty or no cut does better than
+    chance (every TPR - FPR <= 0).
+
+    >>> youden_threshold([0.1, 0.2, 0.6, 0.9], [False, False, True, True])
+    0.4
+    """
+    from sklearn.metrics import roc_curve
+
+    y = _labels(labels)
+    if y is None:
+        return None
+    x = _array(scores, np.float64)
+    fprs, tprs, cuts = roc_curve(y, x)
+    j = tprs - fprs
+    if j.max() <= 0:
+        return None
+    best = float(cuts[int(np.argmax(j))])  # flags x >= best
+    below = x[x < best]
+    return round((best + below.max()) / 2, 12) if below.size else float(np.nextafter(best, -np.inf))
+
+
 def bootstrap(
     groups: Sequence[Sequence], statistic: Callable[[list], float], n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:

@@ -24,6 +24,8 @@ FILES = {
     "emptyq.jsonl": '{"question": " ", "answer": "A."}\n',
     "numanswer.jsonl": '{"question": "Q?", "answer": 3}\n',
     "chatlabel.jsonl": '{"question": "Q?", "answer": "A.", "label": "lie"}\n',
+    "oneclass.jsonl": '{"question": "Q?", "answer": "A.", "label": 1}\n{"text": "plain", "label": 1}\n',
+    "unlabelled.jsonl": '{"question": "Q?", "answer": "A.", "label": 1}\n{"text": "plain"}\n',
 }
 
 AUDIT = [
@@ -39,6 +41,14 @@ AUDIT = [
     (["--transcripts", "{tmp}/numanswer.jsonl"], "'answer' must be a non-empty string, got 3"),
     (["--transcripts", "{tmp}/chatlabel.jsonl"], "'label' must be 0 or 1 (or left out), got 'lie'"),
     (["--likelihood", "--transcripts", "{tmp}/missing.jsonl"], "no transcript file"),
+    (
+        ["--likelihood", "--threshold", "0.3", "--calibrate", "{tmp}/chats.jsonl"],
+        "give --threshold or --calibrate (which chooses the threshold), not both",
+    ),
+    (["--calibrate", "{tmp}/chats.jsonl"], "--calibrate is for --likelihood"),
+    (["--likelihood", "--calibrate", "{tmp}/oneclass.jsonl"], "every line needs a 0/1 label, and both classes"),
+    (["--likelihood", "--calibrate", "{tmp}/unlabelled.jsonl"], "every line needs a 0/1 label, and both classes"),
+    (["--likelihood", "--calibrate", "{tmp}/missing.jsonl"], "no transcript file"),
 ]
 
 EXPLAIN = [
@@ -157,6 +167,13 @@ def test_likelihood_audit_and_explain_on_the_shipped_adapters(tmp_path, one_thre
         assert 0 <= row["score"] <= 1 and 0 <= row["token_only"] <= 1
         assert row["tokens"][-1] == "<|im_end|>" and len(row["p"]) == len(row["tokens"])
         assert row["flagged"] == (row["score"] > 0.5)
+    rest = [r for r in sample if r not in lies + honest]  # other chats, both classes, to choose the threshold on
+    calibration = tmp_path / "calibration.jsonl"
+    calibration.write_text("".join(json.dumps({k: r[k] for k in ("question", "answer", "label")}) + "\n" for r in rest))
+    res = runner.invoke(app, ["audit", *args, "--likelihood", "--calibrate", str(calibration)])
+    assert res.exit_code == 0, res.output
+    cut = float(" ".join(res.output.split()).split("threshold ")[1].split(":")[0])
+    assert 0 <= cut <= 1 and f"over the answer > {cut:g})" in " ".join(res.output.split())
     lie = lies[0]
     res = runner.invoke(
         app,

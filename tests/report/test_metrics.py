@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from probity.report.metrics import auroc, balanced_accuracy, tpr_at_fpr
+from probity.report.metrics import auroc, balanced_accuracy, tpr_at_fpr, youden_threshold
 
 
 def _data(seed: int, n: int = 60, levels: int = 6):
@@ -45,6 +45,18 @@ def test_tpr_at_fpr_is_the_best_threshold_within_the_false_positive_budget(seed,
         if fp / n_neg <= fpr:
             best = max(best, tp / n_pos)
     assert tpr_at_fpr(s, y, fpr) == pytest.approx(best, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_youden_threshold_flags_at_the_highest_balanced_accuracy(seed):
+    s, y = _data(seed)
+    s = [x + 0.3 * label for x, label in zip(s, y)]  # some separation, many ties
+    cut = youden_threshold(s, y)
+    best = max(balanced_accuracy([x >= t for x in s], y) for t in set(s))  # every cut a plain search can make
+    assert balanced_accuracy([x > cut for x in s], y) == pytest.approx(best, abs=1e-12)
+    assert [x > cut for x in s] == [x >= cut for x in s]  # halfway between scores: no row sits on the cut
+    assert youden_threshold([0.9, 0.1], [False, True]) is None  # no cut beats chance
+    assert youden_threshold([0.5, 0.5], [False, True]) is None and youden_threshold([1.0], [True]) is None
 
 
 def test_empty_class_gives_none_and_small_cases():
