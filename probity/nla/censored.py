@@ -340,21 +340,27 @@ def topic_audit(av: Verbalizer, samples: dict, records: dict[str, dict], last: i
     ``last`` positions of each answer, ``topic_token_only`` its control (every activation replaced by
     their mean) and ``topic_value`` at the answer's second-last position alone (the token closing the
     stated value, before the end of turn)."""
-    told = {"honest", "lie"}
-    rows_of = {s: rows for s, rows in _rows_of(samples).items() if records[s]["behaviour"] in told}
-    scored = sorted(i for found in rows_of.values() for i in found[-last:])
-    at_value = {found[-2] for found in rows_of.values() if len(found) >= 2}
+    _, scored, value = _told(samples, records, last)
     heads = [label_head(samples["labels"][i]) for i in scored]
     sources = [samples["sources"][i] for i in scored]
     logprobs, found, token_only = audit_with_control(
         av, samples["vectors"][scored], heads, sources, records, samples["vectors"].mean(0), seed
     )
-    value = [k for k, i in enumerate(scored) if i in at_value]
     return {
         "topic": found,
         "topic_token_only": token_only,
         "topic_value": audit(logprobs[value], [sources[k] for k in value], records, seed=seed),
     }
+
+
+def _told(samples: dict, records: dict[str, dict], last: int) -> tuple[dict[str, list[int]], list[int], list[int]]:
+    """The sampled chats answered truthfully or with a lie (``samples``: a group of
+    ``smollm2_data.activations``): their rows by chat, the rows scored (each answer's last ``last``) and
+    the indices into those that sit at the value's closing token (each answer's second-last position)."""
+    rows_of = {s: rows for s, rows in _rows_of(samples).items() if records[s]["behaviour"] in ("honest", "lie")}
+    scored = sorted(i for found in rows_of.values() for i in found[-last:])
+    at_value = {found[-2] for found in rows_of.values() if len(found) >= 2}
+    return rows_of, scored, [k for k, i in enumerate(scored) if i in at_value]
 
 
 def _readings(av, facts, records, scored, heads, rows, seed) -> dict:
@@ -454,21 +460,14 @@ def linear_ceilings(
     (``all``) and among the held-out entities only (``among_held_out``), with chance beside each."""
     from sklearn.linear_model import LogisticRegression
 
-    told = {"honest", "lie"}
-
-    def answers(group: dict) -> dict[str, list[int]]:
-        return {s: rows for s, rows in _rows_of(group).items() if records[s]["behaviour"] in told}
-
     train, held = acts["train"]["sample"], acts["eval"]["sample"]
-    fit_rows = [i for rows in answers(train).values() for i in rows]
+    fit_rows = [i for rows in _told(train, records, last)[0].values() for i in rows]
     y = [records[train["sources"][i]]["behaviour"] == "lie" for i in fit_rows]
     probe = LogisticRegression(C=c, max_iter=2000).fit(train["vectors"][fit_rows].double().numpy(), y)
-    rows_of = answers(held)
-    scored = sorted(i for rows in rows_of.values() for i in rows[-last:])
+    _, scored, value = _told(held, records, last)
     p = torch.from_numpy(probe.predict_proba(held["vectors"][scored].double().numpy())[:, 1])
     as_logprobs = torch.stack([(1 - p).clamp(min=1e-12).log(), p.clamp(min=1e-12).log(), torch.full_like(p, -1e9)], 1)
     sources = [held["sources"][i] for i in scored]
-    value = [k for k, i in enumerate(scored) if i in {rows[-2] for rows in rows_of.values() if len(rows) >= 2}]
     out = {
         "lie_probe": audit(as_logprobs, sources, records, seed=seed),
         "lie_probe_value": audit(as_logprobs[value], [sources[k] for k in value], records, seed=seed),

@@ -453,12 +453,12 @@ def _calibrated(av, target, tokenizer, texts, labels, concept) -> float:
 
     with usage_errors("--calibrate"):
         found = likelihood_audit(target, tokenizer, av, texts, labels, concept, progress=len(texts) > 4)
-    scores = [row.score for row in found.per_transcript]
-    cut = youden_threshold(scores, [bool(lab) for lab in labels])
+    scores, truth = [row.score for row in found.per_transcript], [bool(lab) for lab in labels]
+    cut = youden_threshold(scores, truth)
     if cut is None:
         fail("no threshold on the calibration transcripts' scores does better than chance", "--calibrate")
     cut = min(max(cut, 0.0), 1.0)
-    accuracy = balanced_accuracy([x > cut for x in scores], [bool(lab) for lab in labels])
+    accuracy = balanced_accuracy([x > cut for x in scores], truth)
     console.print(
         f"threshold {cut:g}: the best cut on {len(texts)} calibration transcripts (balanced accuracy {accuracy:.3f})"
     )
