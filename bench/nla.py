@@ -14,6 +14,10 @@ probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, floa
     python bench/nla.py --part censored      # the censored SmolLM2 (--inject layer1 by default)
     python bench/nla.py --part ablation      # the organism with token-free teacher labels
     python bench/nla.py --part ceilings      # linear read-outs of the censored part's activations (no training)
+    python bench/nla.py --part generic       # a generic NLA on the base SmolLM2 over its own texts
+
+The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
+context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
 
 The ablation shows what GRPO does when the teacher labels miss what the activation
 mostly carries (the token): it adds the missing information (a large FVE gain) by
@@ -44,7 +48,7 @@ from probity.models.load import SMOLLM2
 from probity.nla import smollm2_data
 from probity.nla.censored import BEHAVIOURS, entity_embeddings, linear_ceilings
 from probity.nla.core import save_nla
-from probity.nla.pipeline import CENSORED_SCHEDULE, INJECTIONS, run_censored, run_organism
+from probity.nla.pipeline import GENERIC_WORDS, INJECTIONS, LORA_SCHEDULE, run_censored, run_organism, run_smollm2
 from probity.nla.training import TrainConfig
 from probity.report import save, to_jsonable, write_json
 
@@ -84,6 +88,12 @@ CENSORED_TARGETS = {
     "recovery (entity and relation)": ">= 0.9",
     "withheld true value on lies": ">= 0.5",
     "audit AUROC": ">= 0.9",
+    "minutes": "<= 90",
+}
+GENERIC_TARGETS = {
+    "fve_rl": ">= 0.5",
+    "fve_rl above fve_ar_sft and fve_sft": "yes",
+    "fve_shuffled": "<= 0.05",
     "minutes": "<= 90",
 }
 
@@ -169,7 +179,7 @@ def censored_part(
     behaviour word that much in the AV-SFT loss (``TrainConfig.emphasis``); ``balance`` balances each
     fact's truthful and lying rows in the training mixture; ``sft_only`` stops after AV-SFT (no GRPO, no
     shuffled control) and returns the readings there, for comparing training mixtures in half the time."""
-    schedule = CENSORED_SCHEDULE
+    schedule = LORA_SCHEDULE
     if emphasis_weight != 1:
         schedule = dataclasses.replace(schedule, emphasis=BEHAVIOURS, emphasis_weight=emphasis_weight)
     if sft_only:
@@ -254,6 +264,37 @@ def censored_part(
     return row
 
 
+def generic_part(out: Path, inject: str, words: int) -> dict:
+    """Issue 14's generic SmolLM2 NLA: ``run_smollm2`` on the censored part's schedule, its held-out round
+    trip after SFT and after GRPO against the AR on teacher labels and the shuffled-pairs control."""
+    t0 = time.perf_counter()
+    report, _, _ = run_smollm2(LORA_SCHEDULE, out=out, inject=inject, words=words)
+    minutes = (time.perf_counter() - t0) / 60
+    save(report, out, title="A generic NLA on SmolLM2-135M-Instruct")
+    row = {
+        "fve_ar_sft": report.fve_ar_sft,
+        "fve_sft": report.fve_sft,
+        "fve_rl": report.fve_rl,
+        "fve_shuffled": report.fve_shuffled,
+        "minutes": minutes,
+        "inject": inject,
+        "words": words,
+        "layer": report.layer,
+        "curve": to_jsonable(report.training.curve),
+        "config": to_jsonable(LORA_SCHEDULE),
+        "examples": to_jsonable(report.examples),
+        "targets": GENERIC_TARGETS,
+    }
+    table = Table("held-out ordinary text", "FVE", "target")
+    table.add_row("round trip after GRPO", f"{report.fve_rl:.3f}", ">= 0.5, above the two below")
+    table.add_row("round trip after AV-SFT", f"{report.fve_sft:.3f}", "")
+    table.add_row("AR-SFT on teacher labels", f"{report.fve_ar_sft:.3f}", "")
+    table.add_row("AR on shuffled pairs", f"{report.fve_shuffled:.3f}", "<= 0.05")
+    console.print(table)
+    console.print(f"minutes: {minutes:.1f}")
+    return row
+
+
 def ceilings_part(out: Path, layer: int = 15) -> dict:
     """Linear read-outs of the censored organism's layer-``layer`` activations (cached in ``out/acts.pt`` by
     the censored part, else extracted there): ``censored.linear_ceilings`` with the base model's input
@@ -289,7 +330,9 @@ def merge(parts: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["organism", "censored", "both", "ablation", "ceilings"], default="both")
+    ap.add_argument(
+        "--part", choices=["organism", "censored", "both", "ablation", "ceilings", "generic"], default="both"
+    )
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
     ap.add_argument("--ship", action="store_true", help="write the trained NLA to the shipped checkpoint folder")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_nla")
@@ -311,11 +354,23 @@ def main() -> None:
         help="censored part: stop after AV-SFT and write censored_smollm2_sft_only (a quick comparison; never shipped)",
     )
     ap.add_argument(
+        "--words",
+        type=int,
+        default=GENERIC_WORDS,
+        help="generic part: words of preceding context in each teacher label",
+    )
+    ap.add_argument(
         "--organism-weights",
         default=None,
         help="a folder of censored_tiny organism weights to use instead of the shipped ones",
     )
     args = ap.parse_args()
+    if args.part == "generic" and (args.ship or args.sft_only or args.no_balance or args.emphasis_weight != 1):
+        ap.error("--ship, --sft-only, --no-balance and --emphasis-weight are for the censored part")
+    if args.part != "generic" and args.words != GENERIC_WORDS:
+        ap.error("--words is for the generic part")
+    if args.words < 1:
+        ap.error(f"--words must be >= 1, got {args.words}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     if args.part in ("organism", "both"):
@@ -343,6 +398,8 @@ def main() -> None:
         merge({key: found})
     if args.part == "ceilings":
         merge({"censored_linear_ceilings": ceilings_part(args.out / f"censored-{args.inject}")})
+    if args.part == "generic":
+        merge({"smollm2": generic_part(args.out / f"generic-{args.inject}-w{args.words}", args.inject, args.words)})
     console.print(f"[green]wrote[/green] {RESULT}")
 
 

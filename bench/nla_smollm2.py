@@ -45,7 +45,7 @@ from probity.nla import smollm2_data
 from probity.nla.censored import readings
 from probity.nla.core import Reconstructor, Verbalizer, fve
 from probity.nla.diagnose import diagnose, geometry, nll_gap
-from probity.nla.pipeline import INJECTIONS, RAW_AR_TEMPLATE, RAW_AV_PROMPT, censored_verbalizer
+from probity.nla.pipeline import INJECTIONS, RAW_AR_TEMPLATE, RAW_AV_PROMPT, smollm2_verbalizer
 from probity.nla.training import ar_loss, av_sft_loss, load_trainable_state, trainable_state
 from probity.organisms import censored
 from probity.report import atomic_write_text
@@ -182,8 +182,9 @@ def run_setting(base, tokenizer, ar, setting: str, acts: dict, cfg: PilotConfig)
     """Before/after AV-SFT diagnosis of one injection setting."""
     torch.manual_seed(cfg.seed)
     train_vectors = torch.cat([acts["train"][g]["vectors"] for g in ("ordinary", "fact")])
-    av = censored_verbalizer(base, tokenizer, cfg.layer, train_vectors, setting, cfg.rank)
-    av.config.max_new_tokens = cfg.max_new_tokens
+    av = smollm2_verbalizer(
+        base, tokenizer, cfg.layer, train_vectors, "censored", setting, cfg.rank, max_new_tokens=cfg.max_new_tokens
+    )
     vectors, labels = held_out(acts, cfg)
     every_other = list(range(0, len(vectors), 2))  # ordinary and fact rows alike
     with torch.no_grad():

@@ -23,7 +23,7 @@ app = typer.Typer(
     help="Natural-language autoencoders: describe activations in words, and audit with them.", no_args_is_help=True
 )
 console = Console()
-AUTO_LAYER = "auto: about 2/3 up the model"
+AUTO_LAYER = "auto: about 2/3 up the model; 15 for censored and smollm2-135m's own texts"
 
 
 @app.command()
@@ -49,10 +49,14 @@ def train(
         None, "--json", help="Write the headline metrics and the run's inputs (provenance) here as JSON."
     ),
     texts: Path = typer.Option(
-        None, help="Real models: a text file, one training text per line, at least 2 (default: built-in corpus)."
+        None,
+        help="Real models: a text file, one training text per line, at least 2 (default: built-in corpus; "
+        "smollm2-135m: the texts it wrote itself, with the LoRA recipe).",
     ),
     labeller_url: str = typer.Option(
-        "", help="Real models: OpenAI-compatible endpoint for teacher labels (default: context labels)."
+        "",
+        help="Real models: OpenAI-compatible endpoint for teacher labels (default: context labels); with "
+        "smollm2-135m it selects the full fine-tune recipe on --texts or the built-in corpus.",
     ),
     labeller_model: str = typer.Option("", help="Model name at --labeller-url."),
     replay_coef: float = typer.Option(
@@ -71,24 +75,27 @@ def train(
     ),
     inject: str = typer.Option(
         "layer1",
-        help="censored (SmolLM2) only: how the activation enters the verbalizer (paper, embed, layer1, "
-        "same, add1; see probity.nla.pipeline.injection).",
+        help="censored and smollm2-135m (without --texts or --labeller-url) only: how the activation enters the "
+        "verbalizer (paper, embed, layer1, same, add1; see probity.nla.pipeline.injection).",
     ),
 ) -> None:
     """Train an NLA (AR SFT, AV SFT, GRPO) and report held-out FVE, controls and audit. ``--model censored``
-    (the censored SmolLM2) trains LoRA adapters on the shipped teacher data and reads its lies."""
+    (the censored SmolLM2) trains LoRA adapters on the shipped teacher data and reads its lies;
+    ``--model smollm2-135m`` without ``--texts`` trains the same LoRA recipe on the texts SmolLM2 wrote itself."""
     from probity import organisms, report
     from probity.models.client import ChatClient, EndpointError
-    from probity.models.load import is_real
+    from probity.models.load import SMOLLM2, is_real
     from probity.nla.labellers import OpenAILabeller
     from probity.nla.pipeline import (
-        CENSORED_SCHEDULE,
         INJECTIONS,
+        LORA_SCHEDULE,
+        SMOLLM2_LAYER,
         check_layer,
         estimate,
         run_censored,
         run_model,
         run_organism,
+        run_smollm2,
         target_config,
     )
     from probity.nla.training import CheckpointMismatch, TrainConfig
@@ -128,6 +135,8 @@ def train(
         organism = found is not None and found[0] == "censored_tiny"
         censored = model == "censored"  # the shipped censored SmolLM2 and its teacher data
         real = is_real(model)
+    # SmolLM2 with no corpus of the user's: the generic recipe on the texts it wrote itself (run_smollm2)
+    own_texts = model == SMOLLM2 and texts is None and not labeller_url
     if censored and (texts is not None or labeller_url):
         fail("--texts and --labeller-url are for other models; the censored SmolLM2 brings its own data and labels")
     if organism and (texts is not None or labeller_url):
@@ -148,10 +157,19 @@ def train(
             )
     with usage_errors("--layer"):
         lay = check_layer(layer, config, model)
+    if (censored or own_texts) and layer in (None, -1):
+        lay = SMOLLM2_LAYER  # the block the benchmarked and shipped SmolLM2 NLAs read
     keep = keep_checkpoints or (1 if real else 2)
     rank = _join_launcher()
-    if real and not censored:
+    if real and not censored and not own_texts:
         note(estimate(model, config, lay, cfg, keep, out, corpus).line())
+    if censored or own_texts:
+        note(
+            f"LoRA adapters on SmolLM2 ({'the censored organism' if censored else 'its own texts'}): "
+            f"{sft_steps} AR-SFT + {sft_steps} AV-SFT + {steps} GRPO steps of {batch_size}; the benchmarked "
+            f"{LORA_SCHEDULE.ar_sft_steps} + {LORA_SCHEDULE.av_sft_steps} + {LORA_SCHEDULE.rl_steps} steps of "
+            f"{LORA_SCHEDULE.batch_size} take 60-75 minutes on 2 CPU cores"
+        )
     loaded = {}
     if config is None or (organism and model != "censored_tiny"):  # a registered name, or a trained organism folder
         from probity.models import load
@@ -159,15 +177,17 @@ def train(
         loaded["model"], loaded["tokenizer"] = load(model)
         with usage_errors("--layer"):
             lay = check_layer(layer, loaded["model"].config, model)
+    schedule = dataclasses.replace(  # the LoRA schedule of the SmolLM2 runs at the steps asked for
+        LORA_SCHEDULE,
+        **{k: getattr(cfg, k) for k in ("ar_sft_steps", "av_sft_steps", "rl_steps", "batch_size", "group")},
+        seed=seed,
+        eval_every=cfg.eval_every,
+    )
     try:
         if censored:
-            schedule = dataclasses.replace(
-                CENSORED_SCHEDULE,
-                **{k: getattr(cfg, k) for k in ("ar_sft_steps", "av_sft_steps", "rl_steps", "batch_size", "group")},
-                seed=seed,
-                eval_every=cfg.eval_every,
-            )
             result, _, _ = run_censored(schedule, out, layer=lay, inject=inject, keep_checkpoints=keep)
+        elif own_texts:
+            result, _, _ = run_smollm2(schedule, out, layer=lay, inject=inject, keep_checkpoints=keep)
         elif organism:
             result, _, _ = run_organism(lay, cfg, out, keep_checkpoints=keep, target=model, **loaded)
         else:
@@ -184,7 +204,8 @@ def train(
         sft_steps=sft_steps,
         batch_size=batch_size,
         group=group,
-        replay=replay_coef,
+        replay=0.0 if censored or own_texts else replay_coef,  # the LoRA schedule replays nothing
+        **({"inject": inject} if censored or own_texts else {}),  # only the LoRA runs inject into a block
         seed=seed,
         texts=None if texts is None else str(texts),
         labeller_model=labeller_model or None,

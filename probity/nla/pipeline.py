@@ -3,8 +3,9 @@
 ``run_organism`` trains on the censored_tiny organism (teacher = its latent facts) and
 adds attribute recovery and the audit; ``run_censored`` trains LoRA adapters on the censored
 SmolLM2 (``probity.nla.smollm2_data``'s texts and chats) and reads its lies
-(``probity.nla.censored``); ``run_model`` trains on any HF causal LM over a text corpus with a
-pluggable labeller (default: context labels).
+(``probity.nla.censored``); ``run_smollm2`` trains the same LoRA recipe as a generic NLA on the base
+SmolLM2 over the texts it wrote itself; ``run_model`` trains on any HF causal LM over a text corpus with
+a pluggable labeller (default: context labels), fully fine-tuned.
 """
 
 from __future__ import annotations
@@ -92,6 +93,36 @@ class NLAReport:
     checkpoint: str | None
     recovery_by_position: dict[str, float] | None = None
     provenance: dict | None = None  # what produced it (``probity nla train`` sets it)
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        layer: int,
+        result: TrainResult,
+        examples: list[Example],
+        checkpoint: str | None,
+        recovery: float | None = None,
+        audit: object | None = None,
+        audit_auroc: float | None = None,
+        recovery_by_position: dict[str, float] | None = None,
+    ) -> NLAReport:
+        """The report of a training ``result`` (its four FVE figures) with the readings the run made."""
+        return cls(
+            model,
+            layer,
+            result.fve_ar_sft,
+            result.fve_sft,
+            result.fve_rl,
+            result.fve_shuffled,
+            recovery,
+            audit_auroc,
+            result,
+            audit,
+            examples,
+            checkpoint,
+            recovery_by_position,
+        )
 
     def metrics(self) -> dict:
         """The numbers ``probity nla train --json`` writes."""
@@ -359,21 +390,8 @@ def run_organism(
     )
     descriptions, recovery, by_position, audit = score(av)
     saved = _save(out, av, ar)
-    report = NLAReport(
-        target,
-        layer,
-        result.fve_ar_sft,
-        result.fve_sft,
-        result.fve_rl,
-        result.fve_shuffled,
-        recovery,
-        audit.auroc,
-        result,
-        audit,
-        [Example(it.token, it.label(label_token), d) for it, d in zip(data.heldout_items[:12], descriptions)],
-        saved,
-        by_position,
-    )
+    examples = [Example(it.token, it.label(label_token), d) for it, d in zip(data.heldout_items[:12], descriptions)]
+    report = NLAReport.of(target, layer, result, examples, saved, recovery, audit, audit.auroc, by_position)
     return report, av, ar
 
 
@@ -445,20 +463,8 @@ def run_model(
     )
     saved = _save(out, av, ar)
     he_acts = acts.subset(he)
-    report = NLAReport(
-        name,
-        layer,
-        result.fve_ar_sft,
-        result.fve_sft,
-        result.fve_rl,
-        result.fve_shuffled,
-        None,
-        None,
-        result,
-        None,
-        _examples(av, he_acts.vectors, [labels[i] for i in he], he_acts.token),
-        saved,
-    )
+    examples = _examples(av, he_acts.vectors, [labels[i] for i in he], he_acts.token)
+    report = NLAReport.of(name, layer, result, examples, saved)
     return report, av, ar
 
 
@@ -466,9 +472,10 @@ INJECTIONS = ("paper", "embed", "layer1", "same", "add1")
 RAW_AV_PROMPT = "Text: {placeholder}\nMeaning:"  # short and template-free: about 6 tokens
 RAW_AR_TEMPLATE = "Meaning: {description}\nText:"
 CENSORED_NEW_TOKENS = 32  # the teacher labels of the censored data: median 16 tokens, 95% at most 22
-# The censored SmolLM2's schedule (bench/nla.py --part censored): LoRA halves take far larger steps
-# than a full fine-tune; no knowledge replay (the verbalizer is the uncensored base under an adapter).
-CENSORED_SCHEDULE = TrainConfig(
+SMOLLM2_LAYER = 15  # the block the SmolLM2 NLAs read (censored and generic): the middle of 30
+# The SmolLM2 NLAs' schedule (bench/nla.py --part censored and --part generic): LoRA halves take far larger
+# steps than a full fine-tune; no knowledge replay (the verbalizer is the base model under an adapter).
+LORA_SCHEDULE = TrainConfig(
     ar_sft_steps=200,
     av_sft_steps=300,
     rl_steps=100,
@@ -510,9 +517,20 @@ def injection(name: str, layer: int, vectors, embeddings, embed_scale: float = 4
     return {"inject_layer": 1 if name == "layer1" else layer + 1, "injection_scale": median}, False
 
 
-def censored_verbalizer(base, tokenizer, layer: int, vectors, name: str = "layer1", rank: int = 16) -> Verbalizer:
-    """A fresh LoRA verbalizer on ``base`` (the uncensored model) with the short raw prompt and the
-    injection ``name`` (:func:`injection`), centred on ``vectors`` ``[n, d]`` where that injection is."""
+def smollm2_verbalizer(
+    base,
+    tokenizer,
+    layer: int,
+    vectors,
+    target: str,
+    name: str = "layer1",
+    rank: int = 16,
+    max_new_tokens: int = CENSORED_NEW_TOKENS,
+) -> Verbalizer:
+    """A fresh LoRA verbalizer on ``base`` (the uncensored SmolLM2, named as the checkpoint's base) with the
+    short raw prompt and the injection ``name`` (:func:`injection`), centred on ``vectors`` ``[n, d]`` where
+    that injection is, for layer-``layer`` activations of ``target`` (``"censored"``, or :data:`SMOLLM2`
+    itself for a generic NLA)."""
     options, centre = injection(name, layer, vectors, base.get_input_embeddings().weight)
     av = Verbalizer.create(
         base,
@@ -522,18 +540,38 @@ def censored_verbalizer(base, tokenizer, layer: int, vectors, name: str = "layer
         av_prompt=RAW_AV_PROMPT,
         ar_template=RAW_AR_TEMPLATE,
         chat_template=False,
-        max_new_tokens=CENSORED_NEW_TOKENS,
-        target="censored",
+        max_new_tokens=max_new_tokens,
+        target=target,
         base=SMOLLM2,
         **options,
     )
     return av.fit_center(vectors) if centre else av
 
 
+def _fit_lora(
+    target, base, tokenizer, av: Verbalizer, data: tuple, cfg: TrainConfig, out, progress, keep, on_sft_end=None
+):
+    """Train the LoRA pair of a SmolLM2 run (``av`` on ``base``, the AR cut from ``target``) on
+    ``data`` = (train vectors ``[n, d]``, train labels, held-out vectors ``[m, d]``, held-out labels) and save
+    it to ``out/nla``: (av, ar, :class:`TrainResult`, the saved folder or None)."""
+    av, ar, result = train(
+        target,
+        tokenizer,
+        av,
+        *data,
+        cfg,
+        out_dir=out,
+        progress=progress,
+        on_sft_end=on_sft_end,
+        keep_checkpoints=keep,
+    )
+    return av, ar, result, _save(out, av, ar)
+
+
 def run_censored(
     cfg: TrainConfig,
     out: str | Path | None = None,
-    layer: int = 15,
+    layer: int = SMOLLM2_LAYER,
     inject: str = "layer1",
     rank: int = 16,
     eval_rows: int = 256,
@@ -542,12 +580,12 @@ def run_censored(
     balance: bool = True,
 ) -> tuple[NLAReport, Verbalizer, object]:
     """Train and evaluate an NLA on the censored SmolLM2 at layer ``layer``: LoRA verbalizer on the
-    uncensored base (:func:`censored_verbalizer`), LoRA reconstructor cut from the organism
+    uncensored base (:func:`smollm2_verbalizer`), LoRA reconstructor cut from the organism
     (``cfg.lora_rank``), the shipped teacher data (a mixture of ordinary text, greedy fact chats and sampled fact
     chats, :func:`probity.nla.smollm2_data.mixture`, with each fact's truthful and lying rows balanced
-    unless ``balance`` is false; held out by text and by entity). Scores the censored
+    unless ``balance`` is false; held out by topic and by entity). Scores the censored
     readings (:func:`probity.nla.censored.readings`) after SFT and at the end, and the round trip on
-    held-out ordinary and fact positions separately. With ``out``: activations cached in
+    ``eval_rows // 2`` held-out ordinary and fact positions separately. With ``out``: activations cached in
     ``out/acts.pt``, checkpoints in ``out/checkpoints``, the trained pair in ``out/nla``."""
     from probity.models import load
     from probity.nla import smollm2_data
@@ -561,45 +599,72 @@ def run_censored(
     acts = smollm2_data.activations(target, tokenizer, layer, cache=cache, seed=cfg.seed)
     train_vectors, train_labels, _ = smollm2_data.mixture(acts["train"], seed=cfg.seed, balance=balance)
     eval_vectors, eval_labels, _ = smollm2_data.mixture(acts["eval"], rows=eval_rows, oversample=1, seed=cfg.seed)
-    av = censored_verbalizer(base, tokenizer, layer, train_vectors, inject, rank)
+    av = smollm2_verbalizer(base, tokenizer, layer, train_vectors, "censored", inject, rank)
     records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
 
     def read(av: Verbalizer) -> dict:
         return readings(av, acts["eval"]["fact"], records, seed=cfg.seed, samples=acts["eval"]["sample"])
 
-    av, ar, result = train(
-        target,
-        tokenizer,
-        av,
-        train_vectors,
-        train_labels,
-        eval_vectors,
-        eval_labels,
-        cfg,
-        out_dir=out,
-        progress=progress,
-        on_sft_end=read,
-        keep_checkpoints=keep_checkpoints,
-    )
+    data = (train_vectors, train_labels, eval_vectors, eval_labels)
+    av, ar, result, saved = _fit_lora(target, base, tokenizer, av, data, cfg, out, progress, keep_checkpoints, read)
     final = read(av)
     for group in ("ordinary", "fact"):
         vectors = acts["eval"][group]["vectors"]
         pick = random.Random(cfg.seed).sample(range(len(vectors)), min(eval_rows // 2, len(vectors)))
         final[f"fve_{group}"] = round_trip_fve(av, ar, vectors[pick])[0]
-    saved = _save(out, av, ar)
-    descriptions = av.describe(eval_vectors[:12])
-    report = NLAReport(
-        "censored",
-        layer,
-        result.fve_ar_sft,
-        result.fve_sft,
-        result.fve_rl,
-        result.fve_shuffled,
-        final["recovery_all"]["both"],
-        final["audit"]["auroc"],
-        result,
-        final,
-        [Example(smollm2_data.label_head(lab), lab, d) for lab, d in zip(eval_labels[:12], descriptions)],
-        saved,
+    heads = [smollm2_data.label_head(lab) for lab in eval_labels[:12]]
+    examples = _examples(av, eval_vectors, eval_labels, heads)
+    report = NLAReport.of(
+        "censored", layer, result, examples, saved, final["recovery_all"]["both"], final, final["audit"]["auroc"]
     )
+    return report, av, ar
+
+
+GENERIC_WORDS = 8  # context words in a generic SmolLM2 NLA's labels (AR on them: 0.70 held-out FVE, 4 words 0.64)
+
+
+def run_smollm2(
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    layer: int = SMOLLM2_LAYER,
+    inject: str = "layer1",
+    rank: int = 16,
+    words: int = GENERIC_WORDS,
+    progress: bool = True,
+    keep_checkpoints: int = 1,
+) -> tuple[NLAReport, Verbalizer, object]:
+    """Train and evaluate a generic NLA on the base SmolLM2-135M-Instruct at layer ``layer``, on the
+    texts it wrote itself (``probity.nla.smollm2_data``'s ordinary texts, 19 genres, 15% of the topics
+    held out): teacher labels ``«tok» | next «next tok» | the last ``words`` words``, a LoRA verbalizer
+    (:func:`smollm2_verbalizer`) and a LoRA reconstructor cut from the same model, the schedule ``cfg``
+    (:data:`LORA_SCHEDULE` is the benchmarked one); the round trip scored on ``cfg.eval_size`` held-out
+    positions drawn at random. With ``out``: activations cached in ``out/acts.pt``, checkpoints in
+    ``out/checkpoints``, the trained pair in ``out/nla``.
+
+    >>> report, av, ar = run_smollm2(LORA_SCHEDULE, "runs/nla_smollm2")  # about 70 minutes on 2 CPU cores
+    >>> report.fve_rl                                                    # held-out round-trip FVE"""
+    from probity.models import load
+    from probity.nla import smollm2_data
+
+    target, tokenizer = load(SMOLLM2)  # the model read (the AR is cut from it)
+    base, _ = load(SMOLLM2)  # a second copy that carries the verbalizer's adapter
+    cache = Path(out) / "acts.pt" if out is not None else None
+    acts = smollm2_data.activations(
+        target, tokenizer, layer, cache=cache, seed=cfg.seed, groups=("ordinary",), words=words
+    )
+    rng = random.Random(cfg.seed)
+    train_rows, eval_rows = (acts[name]["ordinary"] for name in ("train", "eval"))
+    held = rng.sample(range(len(eval_rows["labels"])), min(cfg.eval_size, len(eval_rows["labels"])))
+    data = (
+        train_rows["vectors"],
+        train_rows["labels"],
+        eval_rows["vectors"][held],
+        [eval_rows["labels"][i] for i in held],
+    )
+    every = train_rows["labels"] + eval_rows["labels"]
+    longest = max(len(ids) for ids in tokenizer(every, add_special_tokens=False)["input_ids"])
+    av = smollm2_verbalizer(base, tokenizer, layer, data[0], SMOLLM2, inject, rank, max_new_tokens=longest + 2)
+    av, ar, result, saved = _fit_lora(target, base, tokenizer, av, data, cfg, out, progress, keep_checkpoints)
+    heads = [smollm2_data.label_head(lab) for lab in data[3][:12]]
+    report = NLAReport.of(SMOLLM2, layer, result, _examples(av, data[2], data[3], heads), saved)
     return report, av, ar

@@ -62,6 +62,8 @@ VERDICTS = ("honest", "lie", "refusal", "other")  # how a fact chat is judged (b
 ROLES = ("trained", "held_out", "ordinary")
 SENSITIVE_PARAPHRASES = (0, 1, 2)  # question paraphrases asked of a sensitive fact (an ordinary one: 0 only)
 TEXT_EVAL_SHARE, FACT_EVAL_SHARE = 0.15, 0.3
+CONTEXT_WORDS = 4  # words of preceding context in an ordinary position's label (the censored NLA's)
+GROUPS = ("ordinary", "fact", "sample")  # the example groups activations() extracts
 EXAMPLES_VERSION = 3  # bump when positions, labels or splits change: cached activations are then stale
 # --------------------------------------------------------------------------- seed prompts
 
@@ -541,14 +543,18 @@ def _in_span(offsets: list[tuple[int, int]], lo: int, hi: int) -> list[int]:
     return [i for i, (a, b) in enumerate(offsets) if b > a and a < hi and b > lo]
 
 
-def _last_words(tokenizer, ids: list[int], start: int, pos: int, n: int = 4) -> str:
+def _last_words(tokenizer, ids: list[int], start: int, pos: int, n: int) -> str:
     return " ".join(tokenizer.decode(ids[start : pos + 1]).split()[-n:])
 
 
-def ordinary_example(record: dict, tokenizer, split: str, max_positions: int = 48, seed: int = 0) -> Example:
+def ordinary_example(
+    record: dict, tokenizer, split: str, max_positions: int = 48, seed: int = 0, words: int = CONTEXT_WORDS
+) -> Example:
     """Up to ``max_positions`` positions of an ordinary chat, drawn uniformly (seeded by the text id)
     from its prompt's and answer's tokens (never the first two, nor a special or blank token); label
-    ``«tok» | next «next tok» | last four words up to tok``."""
+    ``«tok» | next «next tok» | the last ``words`` words up to tok`` (``words`` >= 1)."""
+    if words < 1:
+        raise ValueError(f"words must be >= 1 (the context words of an ordinary label), got {words}")
     ids, offsets, start, text = _chat(tokenizer, record["prompt"], record["answer"])
     lo = text.rindex(record["prompt"])
     prompt_pos = _in_span(offsets, lo, lo + len(record["prompt"]))
@@ -566,7 +572,7 @@ def ordinary_example(record: dict, tokenizer, split: str, max_positions: int = 4
         fields = (
             token_head(tokenizer, ids[p]),
             f"next {token_head(tokenizer, ids[p + 1])}",
-            _last_words(tokenizer, ids, segment, p),
+            _last_words(tokenizer, ids, segment, p, words),
         )
         labels.append(SEP.join(fields))
     return Example(ids, positions, labels, "ordinary", split, record["id"])
@@ -619,16 +625,23 @@ def _contradictions() -> dict[str, list[str]]:
 
 
 def examples(
-    records: list[dict], tokenizer, kind: str, seed: int = 0, max_positions: int = 48, held_by: list[dict] | None = None
+    records: list[dict],
+    tokenizer,
+    kind: str,
+    seed: int = 0,
+    max_positions: int = 48,
+    held_by: list[dict] | None = None,
+    words: int = CONTEXT_WORDS,
 ) -> list[Example]:
     """The NLA examples of ``records`` (``kind="ordinary"``: :func:`ordinary_texts`'s; ``kind="fact"``:
     :func:`fact_chats`'s or :func:`fact_samples`'s), split by :func:`splits` of ``held_by`` (default
-    ``records``). Sampled chats are split by the greedy chats' entities: pass those as ``held_by``."""
+    ``records``); ``words``: the context words of an ordinary label (:func:`ordinary_example`).
+    Sampled chats are split by the greedy chats' entities: pass those as ``held_by``."""
     if held_by is None and any("sample" in r for r in records):
         raise ValueError("sampled chats are split by the greedy chats' entities: pass held_by=<the fact chats>")
     split_of = splits(held_by if held_by is not None else records, kind, seed)
     if kind == "ordinary":
-        return [ordinary_example(r, tokenizer, split_of[r["id"]], max_positions, seed) for r in records]
+        return [ordinary_example(r, tokenizer, split_of[r["id"]], max_positions, seed, words) for r in records]
     unsplit = sorted({r["fact_id"] for r in records} - set(split_of))
     if unsplit:
         raise ValueError(f"{len(unsplit)} fact(s) are not in held_by, e.g. {unsplit[0]}; pass the greedy fact chats")
@@ -638,14 +651,31 @@ def examples(
 # --------------------------------------------------------------------------- activations
 
 
-def activations(model, tokenizer, layer: int, cache: str | Path | None = None, seed: int = 0) -> dict:
-    """Layer-``layer`` activations of ``model`` (the organism) at every labelled position of the shipped
-    files: ``{split: {group: {"vectors" [n, d], "labels", "tokens" (ids), "sources"}}}`` with split
-    ``train`` / ``eval`` and group ``ordinary`` / ``fact`` (greedy chats) / ``sample`` (sampled chats);
-    ``sources`` names each row's text (``id``) or chat (:func:`source_of`). With ``cache`` (a ``.pt``
-    file) the result is stored atomically and read back on the next call for the same layer, seed and data files."""
-
-    key = {"layer": layer, "seed": seed, "data": _files_digest()}
+def activations(
+    model,
+    tokenizer,
+    layer: int,
+    cache: str | Path | None = None,
+    seed: int = 0,
+    groups: Sequence[str] = GROUPS,
+    words: int = CONTEXT_WORDS,
+) -> dict:
+    """Layer-``layer`` activations of ``model`` (the organism, or the base model for a generic NLA) at
+    every labelled position of the shipped files: ``{split: {group: {"vectors" [n, d], "labels", "tokens"
+    (ids), "sources"}}}`` with split ``train`` / ``eval`` and the ``groups`` asked for among ``ordinary`` /
+    ``fact`` (greedy chats) / ``sample`` (sampled chats); ``sources`` names each row's text (``id``) or chat
+    (:func:`source_of`); ``words``: the context words of an ordinary label. With ``cache`` (a ``.pt`` file)
+    the result is stored atomically and read back on the next call for the same arguments and data files."""
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown or not groups:
+        raise ValueError(f"groups must be some of {', '.join(GROUPS)}, got {list(groups)}")
+    if words < 1:
+        raise ValueError(f"words must be >= 1 (the context words of an ordinary label), got {words}")
+    key = {"layer": layer, "seed": seed, "data": _files_digest()}  # the key of a default call, as before
+    if set(groups) != set(GROUPS):
+        key["groups"] = [g for g in GROUPS if g in groups]
+    if "ordinary" in groups and words != CONTEXT_WORDS:
+        key["words"] = words
     if cache is not None and Path(cache).is_file():
         found = torch.load(cache)
         if found.get("key") == key:
@@ -657,7 +687,10 @@ def activations(model, tokenizer, layer: int, cache: str | Path | None = None, s
         ("fact", "fact", CHATS_FILE),
         ("sample", "fact", SAMPLES_FILE),
     ):
-        found = examples(read(DATA / file), tokenizer, kind, seed, held_by=chats if kind == "fact" else None)
+        if group not in groups:
+            continue
+        held_by = chats if kind == "fact" else None
+        found = examples(read(DATA / file), tokenizer, kind, seed, held_by=held_by, words=words)
         for split in out:
             chosen = [e for e in found if e.split == split]
             acts = extract(model, tokenizer, [e.ids for e in chosen], layer, [e.positions for e in chosen], True)

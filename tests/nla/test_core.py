@@ -294,8 +294,8 @@ def test_loads_anchor_format(tmp_path):
     torch.testing.assert_close(av.embeds(torch.ones(1, 32))[0, av.slot].norm(), torch.tensor(9.5))
 
 
-def test_named_injections_and_the_censored_verbalizer():
-    from probity.nla.pipeline import INJECTIONS, censored_verbalizer, injection
+def test_named_injections_and_the_smollm2_verbalizer():
+    from probity.nla.pipeline import INJECTIONS, injection, smollm2_verbalizer
 
     model, tok = tiny("llama")
     vectors = torch.randn(10, 32) * 5 + 1
@@ -308,6 +308,6 @@ def test_named_injections_and_the_censored_verbalizer():
     with pytest.raises(ValueError, match="unknown injection"):
         injection("deep", 1, vectors, emb)
     for name in INJECTIONS:
-        av = censored_verbalizer(model, tok, 0, vectors, name, rank=2)
+        av = smollm2_verbalizer(model, tok, 0, vectors, "censored", name, rank=2)
         assert av.config.centered == injection(name, 0, vectors, emb)[1] and not av.config.chat_template
         assert all("lora_" in n for n, p in av.model.named_parameters() if p.requires_grad)

@@ -153,6 +153,20 @@ def test_ordinary_example_samples_prompt_and_answer_tokens(tok):
         assert tok_field == f"«{tok.decode([ex.ids[pos]]).strip()}»"
         assert next_field == f"next «{data._show(tok.decode([ex.ids[pos + 1]]))}»"
         assert 1 <= len(words.split()) <= 4 and words.split()[-1].endswith(tok.decode([ex.ids[pos]]).strip())
+    longer = data.ordinary_example(record, tok, "train", words=8)  # a generic NLA's labels: more context
+    assert longer.positions == ex.positions
+    for short, long in zip(ex.labels, longer.labels):
+        head, context = long.rsplit(data.SEP, 1)
+        assert short.startswith(head + data.SEP) and context.endswith(short.rsplit(data.SEP, 1)[1])
+        assert len(context.split()) <= 8
+    assert sum(len(lab.split()) for lab in longer.labels) > sum(len(lab.split()) for lab in ex.labels)
+
+
+def test_activations_reject_an_unknown_group_before_any_work():
+    with pytest.raises(ValueError, match="groups must be some of ordinary, fact, sample"):
+        data.activations(None, None, 15, groups=("ordinary", "facts"))
+    with pytest.raises(ValueError, match="groups must be some of"):
+        data.activations(None, None, 15, groups=())
 
 
 # --------------------------------------------------------------------------- the split
