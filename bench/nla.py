@@ -14,6 +14,7 @@ probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, floa
     python bench/nla.py --part censored      # the censored SmolLM2 (--inject layer1 by default)
     python bench/nla.py --part ablation      # the organism with token-free teacher labels
     python bench/nla.py --part ceilings      # linear read-outs of the censored part's activations (no training)
+    python bench/nla.py --part ceilings --layers 4,8,20   # the same at other layers of the organism
     python bench/nla.py --part generic       # a generic NLA on the base SmolLM2 over its own texts
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
@@ -48,7 +49,15 @@ from probity.models.load import SMOLLM2
 from probity.nla import smollm2_data
 from probity.nla.censored import BEHAVIOURS, entity_embeddings, linear_ceilings
 from probity.nla.core import save_nla
-from probity.nla.pipeline import GENERIC_WORDS, INJECTIONS, LORA_SCHEDULE, run_censored, run_organism, run_smollm2
+from probity.nla.pipeline import (
+    GENERIC_WORDS,
+    INJECTIONS,
+    LORA_SCHEDULE,
+    SMOLLM2_LAYER,
+    run_censored,
+    run_organism,
+    run_smollm2,
+)
 from probity.nla.training import TrainConfig
 from probity.report import save, to_jsonable, write_json
 
@@ -264,11 +273,14 @@ def censored_part(
     return row
 
 
-def generic_part(out: Path, inject: str, words: int) -> dict:
-    """Issue 14's generic SmolLM2 NLA: ``run_smollm2`` on the censored part's schedule, its held-out round
-    trip after SFT and after GRPO against the AR on teacher labels and the shuffled-pairs control."""
+def generic_part(out: Path, inject: str, words: int, rl_steps: int) -> dict:
+    """Issue 14's generic SmolLM2 NLA: ``run_smollm2`` on the censored part's schedule with ``rl_steps`` GRPO
+    steps, its held-out round trip after SFT and after GRPO against the AR on teacher labels and the
+    shuffled-pairs control. ``minutes`` is this call's wall time (a resumed run counts only its own part;
+    ``training_minutes`` is the training loop's, summed over resumes)."""
+    schedule = dataclasses.replace(LORA_SCHEDULE, rl_steps=rl_steps)
     t0 = time.perf_counter()
-    report, _, _ = run_smollm2(LORA_SCHEDULE, out=out, inject=inject, words=words)
+    report, _, _ = run_smollm2(schedule, out=out, inject=inject, words=words)
     minutes = (time.perf_counter() - t0) / 60
     save(report, out, title="A generic NLA on SmolLM2-135M-Instruct")
     row = {
@@ -277,11 +289,12 @@ def generic_part(out: Path, inject: str, words: int) -> dict:
         "fve_rl": report.fve_rl,
         "fve_shuffled": report.fve_shuffled,
         "minutes": minutes,
+        "training_minutes": report.training.seconds / 60,
         "inject": inject,
         "words": words,
         "layer": report.layer,
         "curve": to_jsonable(report.training.curve),
-        "config": to_jsonable(LORA_SCHEDULE),
+        "config": to_jsonable(schedule),
         "examples": to_jsonable(report.examples),
         "targets": GENERIC_TARGETS,
     }
@@ -295,20 +308,24 @@ def generic_part(out: Path, inject: str, words: int) -> dict:
     return row
 
 
-def ceilings_part(out: Path, layer: int = 15) -> dict:
-    """Linear read-outs of the censored organism's layer-``layer`` activations (cached in ``out/acts.pt`` by
-    the censored part, else extracted there): ``censored.linear_ceilings`` with the base model's input
-    embeddings as the entities' vectors."""
+def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
+    """Linear read-outs of the censored organism's layer-``layer`` activations: ``censored.linear_ceilings``
+    with the base model's input embeddings as the entities' vectors. At the NLA's layer the censored part's
+    cache (``out/acts.pt``) serves, else the fact and sampled chats are extracted into ``out/chats-layerK.pt``."""
     from probity.organisms import censored
 
     target, tokenizer = censored.load()
-    acts = smollm2_data.activations(target, tokenizer, layer, cache=out / "acts.pt")
+    if layer == SMOLLM2_LAYER:
+        acts = smollm2_data.activations(target, tokenizer, layer, cache=out / "acts.pt")
+    else:
+        cache = out / f"chats-layer{layer}.pt"
+        acts = smollm2_data.activations(target, tokenizer, layer, cache=cache, groups=("fact", "sample"))
     records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
     base, _ = load(SMOLLM2)
     embeddings = base.get_input_embeddings().weight.detach().float()
     vectors = entity_embeddings(sorted({r["entity"] for r in records.values()}), embeddings, tokenizer)
     found = linear_ceilings(acts, records, vectors)
-    table = Table("linear read-out (held-out entities)", "measured", "chance")
+    table = Table(f"linear read-out at layer {layer} (held-out entities)", "measured", "chance")
     table.add_row("lie vs truthful within the topic, AUROC", f"{found['lie_probe']['auroc']:.3f}", "0.5")
     table.add_row("  at the value's closing token", f"{found['lie_probe_value']['auroc']:.3f}", "0.5")
     readout = found["entity_readout"]
@@ -354,6 +371,18 @@ def main() -> None:
         help="censored part: stop after AV-SFT and write censored_smollm2_sft_only (a quick comparison; never shipped)",
     )
     ap.add_argument(
+        "--layers",
+        type=lambda text: [int(k) for k in text.split(",")],
+        default=[SMOLLM2_LAYER],
+        help="ceilings part: the organism's layers to read, comma-separated (default: the NLA's, 15)",
+    )
+    ap.add_argument(
+        "--rl-steps",
+        type=int,
+        default=LORA_SCHEDULE.rl_steps,
+        help="generic part: GRPO steps (another count than the schedule's writes nla.json smollm2_rlN)",
+    )
+    ap.add_argument(
         "--words",
         type=int,
         default=GENERIC_WORDS,
@@ -367,8 +396,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.part == "generic" and (args.ship or args.sft_only or args.no_balance or args.emphasis_weight != 1):
         ap.error("--ship, --sft-only, --no-balance and --emphasis-weight are for the censored part")
-    if args.part != "generic" and args.words != GENERIC_WORDS:
-        ap.error("--words is for the generic part")
+    if args.part != "generic" and (args.words != GENERIC_WORDS or args.rl_steps != LORA_SCHEDULE.rl_steps):
+        ap.error("--words and --rl-steps are for the generic part")
+    if args.rl_steps < 1:
+        ap.error(f"--rl-steps must be >= 1, got {args.rl_steps}")
+    if args.part != "ceilings" and args.layers != [SMOLLM2_LAYER]:
+        ap.error("--layers is for the ceilings part")
     if args.words < 1:
         ap.error(f"--words must be >= 1, got {args.words}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -397,9 +430,18 @@ def main() -> None:
         )
         merge({key: found})
     if args.part == "ceilings":
-        merge({"censored_linear_ceilings": ceilings_part(args.out / f"censored-{args.inject}")})
+        folder = args.out / f"censored-{args.inject}"
+        found = {layer: ceilings_part(folder, layer) for layer in args.layers}
+        if SMOLLM2_LAYER in found:  # the references beside the NLA's readings
+            merge({"censored_linear_ceilings": found[SMOLLM2_LAYER]})
+        others = {str(layer): row for layer, row in found.items() if layer != SMOLLM2_LAYER}
+        if others:  # other layers: is the NLA's layer the one to read?
+            results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+            merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "generic":
-        merge({"smollm2": generic_part(args.out / f"generic-{args.inject}-w{args.words}", args.inject, args.words)})
+        folder = args.out / f"generic-{args.inject}-w{args.words}"
+        key = "smollm2" if args.rl_steps == LORA_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}"
+        merge({key: generic_part(folder, args.inject, args.words, args.rl_steps)})
     console.print(f"[green]wrote[/green] {RESULT}")
 
 
