@@ -155,10 +155,8 @@ def train(
                 "least 2 (whole texts are held out for the held-out FVE)",
                 "--texts",
             )
-    with usage_errors("--layer"):
-        lay = check_layer(layer, config, model)
-    if (censored or own_texts) and layer in (None, -1):
-        lay = SMOLLM2_LAYER  # the block the benchmarked and shipped SmolLM2 NLAs read
+    with usage_errors("--layer"):  # the LoRA runs on SmolLM2 read the block their benchmarks and adapters use
+        lay = check_layer(layer, config, model, default=SMOLLM2_LAYER if censored or own_texts else None)
     keep = keep_checkpoints or (1 if real else 2)
     rank = _join_launcher()
     if real and not censored and not own_texts:

@@ -300,10 +300,11 @@ def estimate(
 AUTO_LAYER = -1  # as a layer: auto (the default, about 2/3 up); the old `nla train --layer` default
 
 
-def check_layer(layer: int | None, config, name: str) -> int | None:
-    """``layer`` (None or -1: the default, about 2/3 up) checked against the depth in ``config``; returns
-    the block index to use (None when ``config`` is None: the depth is known only once the model loads)."""
-    layer = None if layer == AUTO_LAYER else layer
+def check_layer(layer: int | None, config, name: str, default: int | None = None) -> int | None:
+    """``layer`` (None or -1: the default, ``default`` when given, else about 2/3 up) checked against the
+    depth in ``config``; returns the block index to use (None when ``config`` is None and no ``default``:
+    the depth is known only once the model loads)."""
+    layer = default if layer in (None, AUTO_LAYER) else layer
     if config is None:
         if layer is not None and layer < 0:
             raise ValueError(f"layer must be a block index >= 0, got {layer}; leave it out for auto")
@@ -312,7 +313,7 @@ def check_layer(layer: int | None, config, name: str) -> int | None:
     if layer is not None and not 0 <= layer < n:
         raise ValueError(
             f"layer {layer} is out of range: {name} has blocks 0..{n - 1}; "
-            f"leave it out for auto (block {layer_for(n)}, about 2/3 up)"
+            f"leave it out for auto (block {f'{layer_for(n)}, about 2/3 up' if default is None else default})"
         )
     return layer_for(n) if layer is None else layer
 
@@ -548,10 +549,8 @@ def smollm2_verbalizer(
     return av.fit_center(vectors) if centre else av
 
 
-def _fit_lora(
-    target, base, tokenizer, av: Verbalizer, data: tuple, cfg: TrainConfig, out, progress, keep, on_sft_end=None
-):
-    """Train the LoRA pair of a SmolLM2 run (``av`` on ``base``, the AR cut from ``target``) on
+def _fit_lora(target, tokenizer, av: Verbalizer, data: tuple, cfg: TrainConfig, out, progress, keep, on_sft_end=None):
+    """Train the LoRA pair of a SmolLM2 run (``av``, the AR cut from ``target``) on
     ``data`` = (train vectors ``[n, d]``, train labels, held-out vectors ``[m, d]``, held-out labels) and save
     it to ``out/nla``: (av, ar, :class:`TrainResult`, the saved folder or None)."""
     av, ar, result = train(
@@ -606,7 +605,7 @@ def run_censored(
         return readings(av, acts["eval"]["fact"], records, seed=cfg.seed, samples=acts["eval"]["sample"])
 
     data = (train_vectors, train_labels, eval_vectors, eval_labels)
-    av, ar, result, saved = _fit_lora(target, base, tokenizer, av, data, cfg, out, progress, keep_checkpoints, read)
+    av, ar, result, saved = _fit_lora(target, tokenizer, av, data, cfg, out, progress, keep_checkpoints, read)
     final = read(av)
     for group in ("ordinary", "fact"):
         vectors = acts["eval"][group]["vectors"]
@@ -664,7 +663,7 @@ def run_smollm2(
     every = train_rows["labels"] + eval_rows["labels"]
     longest = max(len(ids) for ids in tokenizer(every, add_special_tokens=False)["input_ids"])
     av = smollm2_verbalizer(base, tokenizer, layer, data[0], SMOLLM2, inject, rank, max_new_tokens=longest + 2)
-    av, ar, result, saved = _fit_lora(target, base, tokenizer, av, data, cfg, out, progress, keep_checkpoints)
+    av, ar, result, saved = _fit_lora(target, tokenizer, av, data, cfg, out, progress, keep_checkpoints)
     heads = [smollm2_data.label_head(lab) for lab in data[3][:12]]
     report = NLAReport.of(SMOLLM2, layer, result, _examples(av, data[2], data[3], heads), saved)
     return report, av, ar

@@ -669,8 +669,6 @@ def activations(
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown or not groups:
         raise ValueError(f"groups must be some of {', '.join(GROUPS)}, got {list(groups)}")
-    if words < 1:
-        raise ValueError(f"words must be >= 1 (the context words of an ordinary label), got {words}")
     key = {"layer": layer, "seed": seed, "data": _files_digest()}  # the key of a default call, as before
     if set(groups) != set(GROUPS):
         key["groups"] = [g for g in GROUPS if g in groups]
