@@ -165,6 +165,33 @@ def test_token_logprobs_equal_the_full_forward():
         av.next_logprobs(acts, prefixes[:2])
 
 
+@pytest.mark.parametrize("inject_layer", [0, 1])
+def test_bucketed_logprobs_equal_one_padded_forward(inject_layer):
+    model, tok = tiny("qwen3")
+    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt=PROMPT, inject_layer=inject_layer)
+    torch.manual_seed(0)
+    acts = torch.randn(7, 32)
+    seqs = [[5, 6, 7, 8, 9], [8], [9, 10], [11, 12, 13], [4], [6, 7, 8, 9, 10, 11, 12], [5, 5]]  # ragged, unsorted
+
+    def run(bucket):
+        av.model.zero_grad()
+        logp, mask = av.token_logprobs(acts, seqs, bucket=bucket)
+        (logp * torch.arange(1.0, 8.0)[:, None]).sum().backward()  # row weights: a row out of place changes grads
+        grads = [p.grad.clone() for p in av.model.parameters() if p.grad is not None]
+        return logp.detach(), mask, grads
+
+    plain_logp, plain_mask, plain_grads = run(0)
+    assert plain_logp.shape == (7, 7) and plain_mask.sum(1).tolist() == [len(s) for s in seqs]
+    for bucket in (1, 2, 3):
+        logp, mask, grads = run(bucket)
+        assert torch.equal(mask, plain_mask)
+        torch.testing.assert_close(logp, plain_logp, atol=1e-5, rtol=1e-5)
+        for got, want in zip(grads, plain_grads, strict=True):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="bucket must be >= 0"):
+        av.token_logprobs(acts, seqs, bucket=-1)
+
+
 @pytest.mark.parametrize("base", ["", "tiny-qwen3"])
 def test_centred_lora_verbalizer_trains_only_the_adapter_and_round_trips(tmp_path, base):
     model, tok = tiny("qwen3")
