@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -46,10 +47,11 @@ from rich.table import Table
 
 from probity.models import load
 from probity.models.load import SMOLLM2
-from probity.nla import smollm2_data
+from probity.nla import fve, smollm2_data
 from probity.nla.censored import BEHAVIOURS, entity_embeddings, linear_ceilings
 from probity.nla.core import save_nla
 from probity.nla.pipeline import (
+    GENERIC_SCHEDULE,
     GENERIC_WORDS,
     INJECTIONS,
     LORA_SCHEDULE,
@@ -60,6 +62,7 @@ from probity.nla.pipeline import (
 )
 from probity.nla.training import TrainConfig
 from probity.report import save, to_jsonable, write_json
+from probity.report.metrics import bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "nla.json"
@@ -273,21 +276,49 @@ def censored_part(
     return row
 
 
+WIDE_ROWS = 1024  # held-out positions of the generic run's interval (the training loop scores 128)
+
+
+def held_out_interval(av, ar, cache: Path, words: int, rows: int = WIDE_ROWS, seed: int = 1) -> dict:
+    """The round trip and the AR on teacher labels over ``rows`` held-out positions of the generic run
+    (activations from its ``cache``), each as (estimate, low, high): a 95% interval from resampling whole
+    held-out texts, so positions of one text are not counted as independent evidence."""
+    acts = smollm2_data.activations(None, None, av.config.layer, cache=cache, groups=("ordinary",), words=words)
+    held = acts["eval"]["ordinary"]
+    pick = sorted(random.Random(seed).sample(range(len(held["labels"])), min(rows, len(held["labels"]))))
+    vectors = held["vectors"][pick]  # [rows, d]
+    with torch.no_grad():
+        round_trip = ar.predict(av.describe(vectors))  # [rows, d]
+        teacher = ar.predict([held["labels"][i] for i in pick])  # [rows, d]
+    texts = {}
+    for row, i in enumerate(pick):
+        texts.setdefault(held["sources"][i], []).append(row)
+    groups = list(texts.values())
+    return {
+        "positions": len(pick),
+        "texts": len(groups),
+        "round_trip": bootstrap(groups, lambda items: fve(round_trip[items], vectors[items])),
+        "ar_on_teacher_labels": bootstrap(groups, lambda items: fve(teacher[items], vectors[items])),
+    }
+
+
 def generic_part(out: Path, inject: str, words: int, rl_steps: int) -> dict:
-    """Issue 14's generic SmolLM2 NLA: ``run_smollm2`` on the censored part's schedule with ``rl_steps`` GRPO
-    steps, its held-out round trip after SFT and after GRPO against the AR on teacher labels and the
-    shuffled-pairs control. ``minutes`` is this call's wall time (a resumed run counts only its own part;
+    """Issue 14's generic SmolLM2 NLA: ``run_smollm2`` on ``GENERIC_SCHEDULE`` with ``rl_steps`` GRPO steps,
+    its held-out round trip after SFT and after GRPO against the AR on teacher labels and the shuffled-pairs
+    control. ``minutes`` is this call's wall time (a resumed run counts only its own part;
     ``training_minutes`` is the training loop's, summed over resumes)."""
-    schedule = dataclasses.replace(LORA_SCHEDULE, rl_steps=rl_steps)
+    schedule = dataclasses.replace(GENERIC_SCHEDULE, rl_steps=rl_steps)
     t0 = time.perf_counter()
-    report, _, _ = run_smollm2(schedule, out=out, inject=inject, words=words)
+    report, av, ar = run_smollm2(schedule, out=out, inject=inject, words=words)
     minutes = (time.perf_counter() - t0) / 60
+    wide = held_out_interval(av, ar, out / "acts.pt", words)
     save(report, out, title="A generic NLA on SmolLM2-135M-Instruct")
     row = {
         "fve_ar_sft": report.fve_ar_sft,
         "fve_sft": report.fve_sft,
         "fve_rl": report.fve_rl,
         "fve_shuffled": report.fve_shuffled,
+        "held_out_interval": wide,
         "minutes": minutes,
         "training_minutes": report.training.seconds / 60,
         "inject": inject,
@@ -300,6 +331,8 @@ def generic_part(out: Path, inject: str, words: int, rl_steps: int) -> dict:
     }
     table = Table("held-out ordinary text", "FVE", "target")
     table.add_row("round trip after GRPO", f"{report.fve_rl:.3f}", ">= 0.5, above the two below")
+    est, low, high = wide["round_trip"]
+    table.add_row(f"the same on {wide['positions']} positions", f"{est:.3f} [{low:.3f}, {high:.3f}]", "")
     table.add_row("round trip after AV-SFT", f"{report.fve_sft:.3f}", "")
     table.add_row("AR-SFT on teacher labels", f"{report.fve_ar_sft:.3f}", "")
     table.add_row("AR on shuffled pairs", f"{report.fve_shuffled:.3f}", "<= 0.05")
@@ -379,7 +412,7 @@ def main() -> None:
     ap.add_argument(
         "--rl-steps",
         type=int,
-        default=LORA_SCHEDULE.rl_steps,
+        default=GENERIC_SCHEDULE.rl_steps,
         help="generic part: GRPO steps (another count than the schedule's writes nla.json smollm2_rlN)",
     )
     ap.add_argument(
@@ -396,7 +429,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.part == "generic" and (args.ship or args.sft_only or args.no_balance or args.emphasis_weight != 1):
         ap.error("--ship, --sft-only, --no-balance and --emphasis-weight are for the censored part")
-    if args.part != "generic" and (args.words != GENERIC_WORDS or args.rl_steps != LORA_SCHEDULE.rl_steps):
+    if args.part != "generic" and (args.words != GENERIC_WORDS or args.rl_steps != GENERIC_SCHEDULE.rl_steps):
         ap.error("--words and --rl-steps are for the generic part")
     if args.rl_steps < 1:
         ap.error(f"--rl-steps must be >= 1, got {args.rl_steps}")
@@ -440,7 +473,7 @@ def main() -> None:
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "generic":
         folder = args.out / f"generic-{args.inject}-w{args.words}"
-        key = "smollm2" if args.rl_steps == LORA_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}"
+        key = "smollm2" if args.rl_steps == GENERIC_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}"
         merge({key: generic_part(folder, args.inject, args.words, args.rl_steps)})
     console.print(f"[green]wrote[/green] {RESULT}")
 

@@ -87,6 +87,7 @@ def train(
     from probity.models.load import SMOLLM2, is_real
     from probity.nla.labellers import OpenAILabeller
     from probity.nla.pipeline import (
+        GENERIC_SCHEDULE,
         INJECTIONS,
         LORA_SCHEDULE,
         SMOLLM2_LAYER,
@@ -162,11 +163,12 @@ def train(
     if real and not censored and not own_texts:
         note(estimate(model, config, lay, cfg, keep, out, corpus).line())
     if censored or own_texts:
+        bench, minutes = (LORA_SCHEDULE, "60-75") if censored else (GENERIC_SCHEDULE, "about 86")
         note(
             f"LoRA adapters on SmolLM2 ({'the censored organism' if censored else 'its own texts'}): "
             f"{sft_steps} AR-SFT + {sft_steps} AV-SFT + {steps} GRPO steps of {batch_size}; the benchmarked "
-            f"{LORA_SCHEDULE.ar_sft_steps} + {LORA_SCHEDULE.av_sft_steps} + {LORA_SCHEDULE.rl_steps} steps of "
-            f"{LORA_SCHEDULE.batch_size} take 60-75 minutes on 2 CPU cores"
+            f"{bench.ar_sft_steps} + {bench.av_sft_steps} + {bench.rl_steps} steps of "
+            f"{bench.batch_size} take {minutes} minutes on 2 CPU cores"
         )
     loaded = {}
     if config is None or (organism and model != "censored_tiny"):  # a registered name, or a trained organism folder

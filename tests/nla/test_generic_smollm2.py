@@ -97,7 +97,7 @@ def _route(tmp_path, monkeypatch, *extra: str) -> dict:
     args = ["train", "--model", SMOLLM2, "--steps", "3", "--sft-steps", "5", "--out", str(tmp_path / "r"), *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    return seen
+    return seen | {"output": " ".join(result.output.split())}
 
 
 def test_train_model_smollm2_runs_the_generic_recipe_at_layer_15(tmp_path, monkeypatch):
@@ -107,6 +107,10 @@ def test_train_model_smollm2_runs_the_generic_recipe_at_layer_15(tmp_path, monke
     assert (cfg.ar_sft_steps, cfg.av_sft_steps, cfg.rl_steps) == (5, 5, 3)
     assert (cfg.lr_av, cfg.lora_rank) == (pipeline.LORA_SCHEDULE.lr_av, pipeline.LORA_SCHEDULE.lora_rank)
     assert seen["kwargs"] == {"layer": pipeline.SMOLLM2_LAYER, "inject": "layer1", "keep_checkpoints": 1}
+    bench = pipeline.GENERIC_SCHEDULE  # the note compares the steps asked for with the generic benchmark's
+    steps = f"{bench.ar_sft_steps} + {bench.av_sft_steps} + {bench.rl_steps} steps of {bench.batch_size}"
+    assert f"the benchmarked {steps} take about 86 minutes" in seen["output"]
+    assert bench.rl_steps != pipeline.LORA_SCHEDULE.rl_steps
     seen = _route(tmp_path, monkeypatch, "--inject", "same", "--layer", "7")
     assert (seen["kwargs"]["layer"], seen["kwargs"]["inject"]) == (7, "same")
 
