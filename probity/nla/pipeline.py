@@ -620,7 +620,7 @@ def run_censored(
 
 
 GENERIC_SCHEDULE = dataclasses.replace(LORA_SCHEDULE, rl_steps=400)  # the generic run's GRPO climbs for longer
-# (held-out round trip 0.38 / 0.47 / 0.52 after 100 / 300 / 400 GRPO steps; 86 minutes on 2 CPU cores)
+# (held-out round trip 0.36 / 0.47 / 0.52 after 100 / 300 / 400 GRPO steps of one run; 86 minutes on 2 CPU cores)
 GENERIC_WORDS = 8  # context words in a generic SmolLM2 NLA's labels (AR on them: 0.70 held-out FVE, 4 words 0.64)
 
 
