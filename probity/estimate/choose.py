@@ -30,9 +30,10 @@ blend's samples beat it (from about 5e9 at 64, 2.2e11 at 128); below its cost th
 K <= 3 and sampling, as before.
 
 FLOPs are exact, not modelled: kprop's count (probity's ``count_flops``) is a cubic polynomial in
-the width for a fixed depth, activation and bias pattern, a quartic for K=4 repeated (checked: the
-cubic from widths 5-8 predicts 9, 13 and 64 to the FLOP, the quartic from 5-9 predicts 16, 32, 64 and
-128), so it is counted on four (five) width-5.. networks of the same depth and extended; blend is
+the width for a fixed depth, activation and bias pattern, a quartic for K=4 repeated, on each residue
+class of the width mod ``SYMMETRIC_PARTS`` (4; the row blocks of ``propagate.symmetric_product``), so
+it is counted on four (five) networks of that class from width 8 and extended, and counted directly
+below 8 (checked against a direct count at every width 4-40 and at 63, 64, 100, 128); blend is
 that plus a per-sample cost counted the same way (to one FLOP: its gate's multiplication by zero);
 Monte Carlo is ``mc_flops_per_sample`` times N.
 
@@ -56,7 +57,7 @@ import torch
 from probity.estimate.bench import memory_limit, memory_needed
 from probity.estimate.estimators import blend, count_flops, mc_flops_per_sample
 from probity.estimate.mlp import RandomMLP, check_mlp
-from probity.estimate.propagate import LayerMeans, kprop
+from probity.estimate.propagate import SYMMETRIC_PARTS, LayerMeans, kprop
 from probity.estimate.sampling import monte_carlo
 
 # Measured frontier (bench/results/estimate.json, seed means, 3 significant figures; a test keeps them equal).
@@ -83,7 +84,6 @@ BLEND_MSE = {  # samples N -> MSE/Var per width
     100000: (3.83e-06, 5.52e-06, 4.44e-06, 6.22e-06, 3.69e-06),
 }
 _BLEND_GATE = 64  # blend trusts its samples only from max(64, width) of them (estimators._MIN_SAMPLES)
-_FIT_WIDTHS = (5, 6, 7, 8, 9)  # the first four determine a cubic FLOP polynomial exactly, all five a quartic
 
 
 @dataclass
@@ -160,27 +160,36 @@ def expected_blend(width: int, n_samples: int) -> float:
     return min(value, expected_kprop(width, BLEND_ORDER, BLEND_VARIANT))
 
 
+def _count(what: tuple, width: int, hidden_layers: int, activation: str, bias: bool) -> float:
+    """FLOPs of ``what`` counted on one width-``width`` network (``what`` as in ``method_flops``; N = 1 for "mc")."""
+    mlp = RandomMLP(width, hidden_layers, activation, bias=bias, seed=0)
+    with torch.no_grad():
+        if what[0] == "kprop":
+            return count_flops(kprop, mlp, what[1], what[2])[1]
+        if what[0] == "blend":
+            return count_flops(blend, mlp, what[1], BLEND_ORDER, BLEND_VARIANT)[1]
+        return mc_flops_per_sample(mlp)
+
+
 @functools.lru_cache(maxsize=64)
-def _flop_polynomial(what: tuple, hidden_layers: int, activation: str, bias: bool) -> tuple[float, ...]:
+def _flop_polynomial(what: tuple, hidden_layers: int, activation: str, bias: bool, residue: int) -> tuple[float, ...]:
     """Coefficients (highest power first) of a FLOP count that is a polynomial in the width, cubic (quartic
-    for K=4), counted on width-5..8 (5..9) networks: ``("kprop", K, variant)``, ``("blend", N)`` or ``("mc",)``."""
+    for K=4), on the widths = ``residue`` mod p, p = ``SYMMETRIC_PARTS``: counted on networks of widths
+    2p + residue + p i, i = 0..degree. ``symmetric_product`` splits the rows into p blocks from width 2p
+    on, so its count is a polynomial on each residue class of the width mod p, not across them."""
     degree = 4 if what[:2] == ("kprop", 4) else 3
-    widths = _FIT_WIDTHS[: degree + 1]
-    counts = []
-    for w in widths:
-        mlp = RandomMLP(w, hidden_layers, activation, bias=bias, seed=0)
-        with torch.no_grad():
-            if what[0] == "kprop":
-                counts.append(count_flops(kprop, mlp, what[1], what[2])[1])
-            elif what[0] == "blend":
-                counts.append(count_flops(blend, mlp, what[1], BLEND_ORDER, BLEND_VARIANT)[1])
-            else:
-                counts.append(mc_flops_per_sample(mlp))
+    widths = [2 * SYMMETRIC_PARTS + residue + SYMMETRIC_PARTS * i for i in range(degree + 1)]
+    counts = [_count(what, w, hidden_layers, activation, bias) for w in widths]
     vander = torch.tensor([[float(w) ** p for p in range(degree, -1, -1)] for w in widths], dtype=torch.float64)
     return tuple(torch.linalg.solve(vander, torch.tensor(counts, dtype=torch.float64)).tolist())
 
 
-def _at(coeffs, width: int) -> float:
+def _flops_at(what: tuple, width: int, hidden_layers: int, activation: str, bias: bool) -> float:
+    """FLOPs of ``what`` at ``width``: counted directly below 2 ``SYMMETRIC_PARTS``, else the polynomial
+    of its residue class."""
+    if width < 2 * SYMMETRIC_PARTS:
+        return _count(what, width, hidden_layers, activation, bias)
+    coeffs = _flop_polynomial(what, hidden_layers, activation, bias, width % SYMMETRIC_PARTS)
     return sum(c * width**p for p, c in enumerate(reversed(coeffs)))
 
 
@@ -189,11 +198,11 @@ def method_flops(width: int, hidden_layers: int, what: tuple, activation: str = 
     hidden layers: ``("kprop", K, variant)``, ``("mc", N)`` or ``("blend", N)`` (N >= max(64, width),
     where blend's cost is affine in N)."""
     if what[0] == "kprop":
-        return round(_at(_flop_polynomial(what, hidden_layers, activation, bias), width))
+        return round(_flops_at(what, width, hidden_layers, activation, bias))
     if what[0] == "mc":
-        return round(what[1] * _at(_flop_polynomial(("mc",), hidden_layers, activation, bias), width))
-    at_gate = _at(_flop_polynomial(("blend", _BLEND_GATE), hidden_layers, activation, bias), width)
-    per = _at(_flop_polynomial(("blend", _BLEND_GATE + 1), hidden_layers, activation, bias), width) - at_gate
+        return round(what[1] * _flops_at(("mc",), width, hidden_layers, activation, bias))
+    at_gate = _flops_at(("blend", _BLEND_GATE), width, hidden_layers, activation, bias)
+    per = _flops_at(("blend", _BLEND_GATE + 1), width, hidden_layers, activation, bias) - at_gate
     return round(at_gate + (what[1] - _BLEND_GATE) * per)
 
 

@@ -47,7 +47,14 @@ Orders and variants (issue 16 measured each against ARC's reference code on the 
   diagonal. Both variants track k4(z)_iiii and P (pair slice), and carry the diagonal fourth
   cumulant sources kw_s of each earlier layer s through the composite maps X_s = W diag(c1) ... W:
   k4(z)_iiii += sum_s (X_s^4 kw_s)_i, P += sum_s X_s^2 diag(kw_s) X_s^2^T. The rank grows with depth,
-  so the cost is O(H^2 n^3) in all (about 110 n^3 simple, 300 n^3 augment at H = 4).
+  so the cost is O(H^2 n^3) in all (about 84 n^3 simple, 280 n^3 augment at H = 4, n = 128).
+  Three identities keep it there, each exact (tests hold the results equal to the plain products):
+  (1) the star of layer s is Sym(3 X_s diag(c2) x ...) and its slab Sym(... x X_s x X_s), so those
+  factors are the moved source map X_s times a scale (``_State.ties``), never moved on their own, and
+  in M = k3_iij the products with X_s^T are summed before one product; (2) the stars' k != l sum is
+  (WG)^2 - W^2 Q with Q_kj = G_kj^2 t_j, which folds into the pairs: one product W^2 (pairs - Q - Q^T)
+  serves k4_iiii and P; (3) the symmetric products (W C W^T and the pair slices) make only their
+  upper row blocks (``symmetric_product``).
 
   ``simple`` ("lean") keeps, at each nonlinear step:
 
@@ -110,6 +117,9 @@ from probity.estimate.mlp import RandomMLP, check_mlp
 ORDERS = (1, 2, 3, 4)
 VARIANTS = ("simple", "augment")
 K4_VARIANTS = VARIANTS + ("repeated",)  # K=4 only: the repeated-index slices of k4, O(n^4) (kprop4)
+# Row blocks of ``symmetric_product``: 4 makes 5/8 of a plain product's FLOPs. 8 (9/16) saves 1 n^3
+# more of K=3 simple's 84 n^3 but ran 30-50% slower at widths 64-128 on 2 CPU cores (smaller products).
+SYMMETRIC_PARTS = 4
 
 
 @dataclass
@@ -195,6 +205,8 @@ class _State:
     [width] the row norms sum_a W_ia^2 of the last W.
     K=3: ``blocks``, the third cumulant sum_r Sym(A[:, r] x B[:, r] x C[:, r]) as a list of
     (A, B, C or None = B), each [width, rank]; ``P`` [width, width] (zero diagonal);
+    ``ties`` (one per block): None, or (slot, s, scale) when factor ``slot`` (0 = A, 1 = B) of that
+    block is X_s diag(scale) (scale None: X_s), X_s the map of ``sources[s]``;
     ``sources`` the carried diagonal k4 sources [(X [width, width], kw [width])] and ``sources_P``
     [width, width] their pair slice; augment: ``T`` = (U, V) [width, rank] with
     k4(z)_ijkk ~ sum_x U_ix U_jx V_kx and ``T_star`` its star-like part.
@@ -209,6 +221,7 @@ class _State:
     p: torch.Tensor | None = None
     r: torch.Tensor | None = None
     blocks: list | None = None
+    ties: list = field(default_factory=list)
     P: torch.Tensor | None = None
     sources: list = field(default_factory=list)
     sources_P: torch.Tensor | None = None
@@ -225,7 +238,7 @@ def _input_state(mlp: RandomMLP, trunc: _Truncation, diag_only: bool = False) ->
     w, b = mlp.weights[0], mlp.biases[0]
     n = w.shape[0]
     mean = b.clone() if b is not None else w.new_zeros(n)  # [width]
-    cov = (w * w).sum(1) if (trunc.order == 1 or diag_only) else w @ w.T  # [width] or [width, width]
+    cov = (w * w).sum(1) if (trunc.order == 1 or diag_only) else symmetric_product(w, w)  # [width] or [width, width]
     out = _State(mean, cov)
     if trunc.augment or trunc.order == 3:
         out.k4 = w.new_zeros(n)
@@ -239,6 +252,23 @@ def _input_state(mlp: RandomMLP, trunc: _Truncation, diag_only: bool = False) ->
     return out
 
 
+def symmetric_product(L: torch.Tensor, R: torch.Tensor, parts: int = SYMMETRIC_PARTS) -> torch.Tensor:
+    """L @ R.T [rows, rows] for L, R [rows, k] whose product is known to be symmetric (W C W^T,
+    W^2 R W^2^T): the rows in ``parts`` blocks, each multiplied only from its diagonal block on
+    ((parts + 1) / (2 parts) of the FLOPs, like BLAS's syrk), the rest mirrored. ``parts=1`` is
+    the plain product; a test holds the two equal."""
+    n = L.shape[0]
+    if parts <= 1 or n < 2 * parts:
+        return L @ R.T
+    edges = [n * i // parts for i in range(parts + 1)]
+    upper = [L[a:b] @ R[a:].T for a, b in zip(edges, edges[1:])]  # [block rows, n - a]: diagonal block on
+    rows = []
+    for i, (a, b) in enumerate(zip(edges, edges[1:])):
+        mirrored = [upper[j][:, a - edges[j] : b - edges[j]].T for j in range(i)]  # blocks left of the diagonal
+        rows.append(torch.cat(mirrored + [upper[i]], 1))
+    return torch.cat(rows, 0)
+
+
 def _diag(cov: torch.Tensor) -> torch.Tensor:
     """Per-neuron variances [width] from a covariance [width, width] or its stored diagonal [width]."""
     return cov if cov.ndim == 1 else torch.diagonal(cov)
@@ -249,14 +279,31 @@ def third_diagonal(blocks: list) -> torch.Tensor:
     return sum((A * B * (B if C is None else C)).sum(1) for A, B, C in blocks)
 
 
-def third_pair_slice(blocks: list, n: int, like: torch.Tensor) -> torch.Tensor:
-    """M [width, width] with M[i, j] = k3_iij of sum_r Sym(A_r x B_r x C_r) (zero blocks: zeros)."""
+def third_pair_slice(
+    blocks: list, n: int, like: torch.Tensor, ties: list | None = None, sources: list | None = None
+) -> torch.Tensor:
+    """M [width, width] with M[i, j] = k3_iij of sum_r Sym(A_r x B_r x C_r) (zero blocks: zeros):
+    a sum of products coef (X o Y) Z^T over each block's factors. With ``ties`` and ``sources`` (as
+    in ``_State``), the products whose right factor Z is tied to a source map X_s are summed first,
+    (X o Y o scale) X_s^T: a layer's star and slab share X_s, so one product serves both. Without
+    them, every product is made on its own (the plain algorithm; a test holds the two equal)."""
     out = like.new_zeros(n, n)
-    for A, B, C in blocks:
-        if C is None:
-            out = out + (2.0 / 3.0) * (A * B) @ B.T + (1.0 / 3.0) * (B * B) @ A.T
+    on_source = {}  # s -> [width, width], the summed left factors of the products with X_s^T
+    for block, tie in zip(blocks, ties or [None] * len(blocks), strict=True):
+        A, B, C = block
+        if C is None:  # Sym(A x B x B)
+            terms = ((2.0 / 3.0, A * B, 1), (1.0 / 3.0, B * B, 0))
         else:
-            out = out + ((A * B) @ C.T + (A * C) @ B.T + (B * C) @ A.T) / 3.0
+            terms = ((1.0 / 3.0, A * B, 2), (1.0 / 3.0, A * C, 1), (1.0 / 3.0, B * C, 0))
+        for coef, left, slot in terms:
+            if tie is not None and sources is not None and tie[0] == slot:
+                _, src, scale = tie
+                left = coef * left if scale is None else coef * left * scale
+                on_source[src] = on_source[src] + left if src in on_source else left
+            else:
+                out = out + coef * left @ block[slot].T
+    for src, left in on_source.items():
+        out = out + left @ sources[src][0].T
     return out
 
 
@@ -324,7 +371,7 @@ def _nonlinear(s: _State, activation: str, trunc: _Truncation, terms: int, mean_
         M = s.r[:, None] * s.m[None, :]
         P = s.p * torch.outer(s.r, s.r)
     elif trunc.order == 3:
-        M = third_pair_slice(s.blocks, n, S)
+        M = third_pair_slice(s.blocks, n, S, s.ties, s.sources)
         P = s.P
     if M is not None:
         shift = 0.5 * c[2][:, None] * c[1][None, :] * M  # (c2_i c1_j k3_iij + c1_i c2_j k3_ijj)/2
@@ -342,6 +389,7 @@ def _nonlinear(s: _State, activation: str, trunc: _Truncation, terms: int, mean_
         out.trace_terms = _trace_terms(s, c, d2, mean, M, P, off)
     if trunc.order == 3:
         out.blocks, out.fresh = _third_factors(s, c, d2, activation, var, M, edge, trunc, off)
+        out.ties = s.ties
         out.quartic = _quartic_terms(s, c, d2, activation, M, trunc, off)
     return out
 
@@ -450,7 +498,7 @@ def _third_factors(s: _State, c, d2, activation: str, var, M, edge, trunc: _Trun
         k3_diag = k3_diag - (ea * eb * eb).sum(1)
     slab = slab * off + torch.diag(k3_diag / 3)
     c1 = c[1][:, None]
-    blocks = [(c1 * A, c1 * B, None if C is None else c1 * C) for A, B, C in s.blocks]
+    blocks = [(c1 * A, c1 * B, None if C is None else c1 * C) for A, B, C in s.blocks]  # ties carry over
     return blocks, {"G": G, "star": star, "slab": slab, "b1": b1, "c2": c[2]}
 
 
@@ -465,7 +513,8 @@ def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, trunc: _Truncati
     if trunc.order == 1:
         cov = w2 @ a.cov
     else:
-        cov = ((w @ a.cov) * w).sum(1) if diag_only else w @ a.cov @ w.T
+        WC = w @ a.cov  # [width, width]
+        cov = (WC * w).sum(1) if diag_only else symmetric_product(WC, w)
     out = _State(mean, cov)
     if a.k3 is not None:
         out.k3 = (w2 * w) @ a.k3
@@ -474,6 +523,7 @@ def _linear(a: _State, w: torch.Tensor, b: torch.Tensor | None, trunc: _Truncati
     if a.trace_terms is not None:
         _linear_traces(a, w, w2, out)
     if a.blocks is not None:
+        out.sources = [(w @ X, kw) for X, kw in a.sources] + [(w, a.k4)]  # X_s' = W X_s; this layer's is W
         _linear_third(a, w, out)
         _linear_fourth(a, w, w2, out, diag_only)
     return out
@@ -493,19 +543,40 @@ def _linear_traces(a: _State, w, w2, out: _State) -> None:
 
 
 def _linear_third(a: _State, w, out: _State) -> None:
-    """K=3: move every k3 block by W and add the fresh ones (star, slab, B1)."""
+    """K=3: move every k3 block by W and add the fresh ones (star, slab, B1). A factor tied to a
+    source map (``_State.ties``) is that map, already moved in ``out.sources``, times its scale."""
     f = a.fresh
     WG = w @ f["G"]
-    moved = [(w @ A, w @ B, None if C is None else w @ C) for A, B, C in a.blocks]
+    moved = [_move_block(block, tie, w, out.sources) for block, tie in zip(a.blocks, a.ties, strict=True)]
+    s = len(a.sources)  # index of this layer's source (W, k4(a)) in out.sources
     if f["star"] is None:
-        fresh = [(w * (3 * f["c2"])[None, :], WG, None)]  # Sym(3 c2_m e_m x G_m x G_m)
+        scale = 3 * f["c2"]
+        fresh = [(w * scale[None, :], WG, None)]  # Sym(3 c2_m e_m x G_m x G_m)
+        ties = [(0, s, scale)]
     else:
         fresh = [(3 * w, WG, w @ f["star"])]  # Sym(3 e_m x G_m x C*_m)
+        ties = [(0, s, 3.0)]
     fresh.append((3 * (w @ f["slab"].T), w, None))  # Sym(3 slab_.j x e_j x e_j)
+    ties.append((1, s, None))
     if f["b1"] is not None:
         fresh.append((w @ f["b1"][0], w @ f["b1"][1], None))
+        ties.append(None)
     out.blocks = moved + fresh
+    out.ties = a.ties + ties
     out.fresh = {"WG": WG, "moved": moved}
+
+
+def _move_block(block: tuple, tie, w: torch.Tensor, sources: list) -> tuple:
+    """W on every factor of one k3 block (A, B, C), each [width, rank]; a tied factor is taken from
+    the moved source map instead of a product with W."""
+    moved = []
+    for slot, F in enumerate(block):
+        if tie is not None and tie[0] == slot:
+            X, scale = sources[tie[1]][0], tie[2]
+            moved.append(X if scale is None else X * scale)
+        else:
+            moved.append(None if F is None else w @ F)
+    return tuple(moved)
 
 
 def _linear_fourth(a: _State, w, w2, out: _State, diag_only: bool) -> None:
@@ -514,14 +585,17 @@ def _linear_fourth(a: _State, w, w2, out: _State, diag_only: bool) -> None:
     out.fresh = None
     n = w.shape[0]
     off = 1 - torch.eye(n, dtype=w.dtype)
-    sources = [(w @ X, kw) for X, kw in a.sources]
+    sources = out.sources[:-1]  # the carried ones, moved by W
     for X, kw in sources:
         out.k4 = out.k4 + ((X * X) ** 2) @ kw
-    out.sources = sources + [(w, a.k4)]
-    XP = w2 @ q["pairs"]  # [width, width]: sum_b W_ib^2 pairs_bk
-    Y = WG * WG - w2 @ (G * G)  # [width, width]: sum over ordered k != l of W_ik W_il G_kj G_lj
+    # Pairs and stars: 3 sum_{a!=b} W_ia^2 W_ib^2 pairs_ab + 6 sum_j W_ij^2 t_j sum_{k!=l} W_ik W_il G_kj G_lj.
+    # The stars' k != l is (WG)_ij^2 minus its k = l part sum_k W_ik^2 Q_kj, Q_kj = G_kj^2 t_j, which
+    # joins the pairs: R = pairs - Q - Q^T, so one product w2 @ R serves both k4 and P.
     Xt = w2 * q["t"][None, :]  # [width, width]: W_ij^2 t_j
-    out.k4 = out.k4 + 3 * (XP * w2).sum(1) + 6 * (Xt * Y).sum(1)
+    WG2 = WG * WG  # [width, width]: (sum_k W_ik G_kj)^2
+    Q = G * G * q["t"][None, :]  # [width, width]
+    XR = w2 @ (q["pairs"] - Q - Q.T)  # [width, width]
+    out.k4 = out.k4 + 3 * (XR * w2).sum(1) + 6 * (Xt * WG2).sum(1)
     out.k4 = out.k4 + 4 * ((w @ q["r31"].T) * w2 * w).sum(1)  # 4 sum_{j!=k} W_ij^3 W_ik k4(a)_jjjk
     star_u, star_v = [WG], [Xt]  # star-like part of T': sum_x U_ix U_jx V_kx
     extra_P = 0.0
@@ -556,12 +630,13 @@ def _linear_fourth(a: _State, w, w2, out: _State, diag_only: bool) -> None:
             extra_P = extra_P + x + x.T
     if diag_only:
         return
-    star = Xt @ Y.T
-    fresh_P = (w2 * a.k4[None, :]) @ w2.T  # pair slice of this layer's new diagonal source
-    carried_P = sum(((X * X) * kw[None, :]) @ (X * X).T for X, kw in sources) * off if sources else 0.0
-    P = XP @ w2.T + fresh_P + star + star.T + extra_P + carried_P
+    star = Xt @ WG2.T
+    fresh_P = symmetric_product(w2 * a.k4[None, :], w2)  # pair slice of this layer's new diagonal source
+    carried_P = sum(symmetric_product((X * X) * kw[None, :], X * X) for X, kw in sources) * off if sources else 0.0
+    P = symmetric_product(XR, w2) + fresh_P + star + star.T + extra_P + carried_P
     out.P = P * off
     out.sources_P = carried_P + fresh_P * off
     if "k3_211" in q:
         out.T_star = (torch.cat(star_u, 1), torch.cat(star_v, 1))
+        XP = w2 @ q["pairs"]  # [width, width]: sum_b W_ib^2 pairs_bk
         out.T = (torch.cat([w] + star_u, 1), torch.cat([XP + w2 * a.k4[None, :]] + star_v, 1))
