@@ -44,7 +44,9 @@ def test_a_budget_cuts_the_chunks_and_not_the_numbers(paren, monkeypatch, one_th
     bounded._cache = free._cache  # the same clean cache, so the estimate is the one computed above
     got = bounded.losses(hyps["1b"])[0]
     assert max(sizes) == 10 and sum(sizes) == 100
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # float32 losses near 10: chunks of 10 rows instead of 64 change the products' summation order, which moved
+    # 3 of 100 losses by 1.9e-6 (2e-7 relative) on a fresh clone; neighbouring rows differ by 1.5 (median)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_a_whole_scrub_under_a_budget_equals_the_unbounded_one(paren, monkeypatch, one_thread):
