@@ -25,7 +25,7 @@ figures:
   above 128: n^-3, as from 64 to 128, against K=3 augment's measured n^-3.1 from 128 to 256); above
   10^5 samples blend's error is taken to fall as 1/N like sampling's.
 
-So at 4 hidden layers K=4 repeated wins from its cost (7.3e8 FLOPs at width 64, 1.07e10 at 128) until
+So at 4 hidden layers K=4 repeated wins from its cost (5.8e8 FLOPs at width 64, 8.2e9 at 128) until
 blend's samples beat it (from about 5e9 at 64, 2.2e11 at 128); below its cost the choice is among
 K <= 3 and sampling, as before.
 

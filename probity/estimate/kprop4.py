@@ -67,9 +67,12 @@ reading the (i, i, k, l) entries gives, with G_a = W F_a W^T [n, n] per a and g_
           + sum_a W_ka W_la g_ai                         (pair on 3, 4)
           + 2 sum_a W_ia W_ka (G_a)_il + 2 sum_a W_ia W_la (G_a)_ik   (pairs 13, 23 and 14, 24)
 
-and at the last layer k4(z)_iiii = R_iii = 6 sum_a W_ia^2 g_ai. Cost per layer: G 4 n^4, the three sums
-2 n^4 each (10 n^4), plus 6 n^4 for the dense k3 and O(n^3) per diagram in the nonlinear step; the last
-layer's diagonals 4 n^4.
+and at the last layer k4(z)_iiii = R_iii = 6 sum_a W_ia^2 g_ai. Cost per layer, plainly: G 4 n^4, the three
+sums 2 n^4 each (10 n^4), plus 6 n^4 for the dense k3 and O(n^3) per diagram in the nonlinear step; the last
+layer's diagonals 4 n^4. G_a, the first two sums and the moved k3 (per leading index) are symmetric in their
+last two indices, so G_a and W k3_a W^T are ``symmetric_product``s and the first two sums and k3's last
+product run on the pairs k <= l only: 7.25 n^4 for k4 and 4.25 n^4 for k3 (34.6 n^4 in all at n=64 with 4
+hidden layers, from 43.5; the plain forms stay as ``_transport_`` and the tests' dense reference).
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ import torch
 
 from probity.estimate.gauss import derivative_expectations
 from probity.estimate.mlp import RandomMLP, check_mlp
-from probity.estimate.propagate import LayerMeans, _perturbative
+from probity.estimate.propagate import LayerMeans, _perturbative, symmetric_product
 
 BUDGETS = {"simple": 3, "augment": 4, "repeated": 3}  # the largest diagram cost kept, per variant
 LETTERS = "ijkl"  # einsum letter of each group
@@ -390,16 +393,39 @@ def _coincidences(n: int, dtype: torch.dtype) -> torch.Tensor:
 
 def _repeated_transport(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """R [n, n, n], R[i, k, l] = k4(z)_iikl for z = W a, from the repeated slices t [n, n, n] of a
-    k4(a) with no distinct slice (t[a, c, d] = k4(a)_aacd): the four sums of the module docstring,
-    10 n^4 FLOPs."""
+    k4(a) with no distinct slice (t[a, c, d] = k4(a)_aacd): the four sums of the module docstring.
+    G_a and the first two sums are symmetric in (k, l), so G_a is a ``symmetric_product`` and the two
+    sums are made on the pairs k <= l only: 7.25 n^4 FLOPs where the plain sums make 10 n^4."""
     n = w.shape[0]
     f = t / _coincidences(n, t.dtype)  # [a, c, d]: F_acd = T_acd / m
-    g = w @ f @ w.T  # [a, k, l] = (W F_a W^T)_kl
-    r = ((w * w) @ g.reshape(n, n * n)).view(n, n, n)  # [i, k, l]: sum_a W_ia^2 G_a,kl
-    ww = (w.T[:, :, None] * w.T[:, None, :]).reshape(n, n * n)  # [a, (k, l)] = W_ka W_la
-    r += (torch.diagonal(g, dim1=1, dim2=2).T @ ww).view(n, n, n)  # sum_a W_ka W_la G_a,ii
+    g = symmetric_product(torch.matmul(w, f), w)  # [a, k, l] = (W F_a W^T)_kl
+    lo, hi = torch.triu_indices(n, n, device=w.device)  # the pairs (k, l), k <= l
+    ww = w.T[:, lo] * w.T[:, hi]  # [a, (k <= l)] = W_ka W_la
+    r = (w * w) @ g[:, lo, hi] + torch.diagonal(g, dim1=1, dim2=2).T @ ww  # [i, (k <= l)]: the first two sums
     cross = w @ (g.transpose(0, 1) * w[:, :, None])  # [i, k, l] = sum_a W_ka W_ia G_a,il
-    return r + 2 * (cross + cross.transpose(1, 2))
+    return _unpack_pairs(r, lo, hi) + 2 * (cross + cross.transpose(1, 2))
+
+
+def _unpack_pairs(
+    packed: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[n, n, n] symmetric in its last two indices from its entries [n, pairs] on the index pairs (lo, hi),
+    lo <= hi; written into ``out`` when given."""
+    n = packed.shape[0]
+    out = packed.new_empty(n, n, n) if out is None else out
+    out[:, lo, hi] = packed
+    out[:, hi, lo] = packed
+    return out
+
+
+def _symmetric_transport_(k3: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """W on every index of a symmetric k3 [n, n, n], in place: Y_a = W k3_a W^T by ``symmetric_product``,
+    then W on the first index over the pairs j <= k only; 4.25 n^4 FLOPs where ``_transport_`` (the plain
+    form, tested equal) makes 6 n^4, with two [n]^3 temporaries where it has none."""
+    n = w.shape[0]
+    lo, hi = torch.triu_indices(n, n, device=w.device)  # the pairs (j, k), j <= k
+    packed = symmetric_product(torch.matmul(w, k3), w)[:, lo, hi]  # [a, (j <= k)]: (W k3_a W^T)_jk
+    return _unpack_pairs(w @ packed, lo, hi, out=k3)  # [i, j, k]
 
 
 def _repeated_diagonal(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -461,5 +487,5 @@ def _linear(a: _Cumulants, w: torch.Tensor, b: torch.Tensor | None, diag_only: b
         return _Cumulants(mean, cov, _transport_diagonal_(a.k3, w), k4)
     cov = w @ a.cov @ w.T  # [n, n]
     if a.k4r is not None:
-        return _Cumulants(mean, cov, _transport_(a.k3, w), k4r=_repeated_transport(a.k4r, w))
+        return _Cumulants(mean, cov, _symmetric_transport_(a.k3, w), k4r=_repeated_transport(a.k4r, w))
     return _Cumulants(mean, cov, _transport_(a.k3, w), _transport_(a.k4, w))

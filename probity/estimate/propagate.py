@@ -253,20 +253,20 @@ def _input_state(mlp: RandomMLP, trunc: _Truncation, diag_only: bool = False) ->
 
 
 def symmetric_product(L: torch.Tensor, R: torch.Tensor, parts: int = SYMMETRIC_PARTS) -> torch.Tensor:
-    """L @ R.T [rows, rows] for L, R [rows, k] whose product is known to be symmetric (W C W^T,
-    W^2 R W^2^T): the rows in ``parts`` blocks, each multiplied only from its diagonal block on
-    ((parts + 1) / (2 parts) of the FLOPs, like BLAS's syrk), the rest mirrored. ``parts=1`` is
-    the plain product; a test holds the two equal."""
-    n = L.shape[0]
+    """L @ R^T [..., rows, rows] for L [..., rows, k] and R [rows, k] (or [..., rows, k]) whose product
+    is known to be symmetric (W C W^T, W^2 R W^2^T, per leading index): the rows in ``parts`` blocks,
+    each multiplied only from its diagonal block on ((parts + 1) / (2 parts) of the FLOPs, like BLAS's
+    syrk), the rest mirrored. ``parts=1`` is the plain product; a test holds the two equal."""
+    n = L.shape[-2]
     if parts <= 1 or n < 2 * parts:
-        return L @ R.T
+        return L @ R.transpose(-1, -2)
     edges = [n * i // parts for i in range(parts + 1)]
-    upper = [L[a:b] @ R[a:].T for a, b in zip(edges, edges[1:])]  # [block rows, n - a]: diagonal block on
-    rows = []
-    for i, (a, b) in enumerate(zip(edges, edges[1:])):
-        mirrored = [upper[j][:, a - edges[j] : b - edges[j]].T for j in range(i)]  # blocks left of the diagonal
-        rows.append(torch.cat(mirrored + [upper[i]], 1))
-    return torch.cat(rows, 0)
+    out = L.new_empty(L.shape[:-1] + (n,))
+    for a, b in zip(edges, edges[1:]):
+        block = L[..., a:b, :] @ R[..., a:, :].transpose(-1, -2)  # [..., b - a, n - a]: from the diagonal block on
+        out[..., a:b, a:] = block
+        out[..., b:, a:b] = block[..., b - a :].transpose(-1, -2)  # its mirror below the diagonal block
+    return out
 
 
 def _diag(cov: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from probity.estimate.kprop4 import (
     _propagate,
     _repeated_diagonal,
     _repeated_transport,
+    _symmetric_transport_,
     _transport_,
     diagrams,
 )
@@ -190,7 +191,7 @@ def _repeated_pieces(n: int, seed: int) -> list[torch.Tensor]:
     return [x211 + x211.transpose(1, 2), x22 + x22.T, x31, diag]
 
 
-@pytest.mark.parametrize("n", [5, 8])
+@pytest.mark.parametrize("n", [5, 8, 13])
 def test_repeated_transport_is_the_dense_one(n):
     """W on every index of a k4 with no distinct slice, read on its repeated slices: the O(n^4) sums over
     coinciding position pairs (``_repeated_transport``, ``_repeated_diagonal``) equal the dense
@@ -204,6 +205,20 @@ def test_repeated_transport_is_the_dense_one(n):
     scale = z.abs().max()
     assert ((_repeated_transport(t, w) - torch.einsum("iikl->ikl", z)).abs().max() / scale) < 1e-12
     assert ((_repeated_diagonal(t, w) - torch.einsum("iiii->i", z)).abs().max() / scale) < 1e-12
+
+
+@pytest.mark.parametrize("n", [5, 8, 13])
+def test_symmetric_k3_transport_is_the_plain_one(n):
+    """W on every index of a symmetric k3 through symmetric products and the pairs j <= k
+    (``_symmetric_transport_``) equals the plain transport, one mode at a time, and writes into its input."""
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, n, n, generator=g, dtype=torch.float64)
+    k3 = sum(x.permute(p) for p in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]) / 6
+    w = torch.randn(n, n, generator=g, dtype=torch.float64) / n**0.5
+    want = _transport_(k3.clone(), w)
+    got = _symmetric_transport_(k3, w)
+    assert got.data_ptr() == k3.data_ptr()
+    assert (got - want).abs().max() / want.abs().max() < 1e-12
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
