@@ -175,11 +175,14 @@ class Node:
 
 
 def _label(value, default: str, what: str) -> str:
-    """A name from a YAML/JSON scalar (a number such as 1.0 reads as its text); ``default`` for null."""
+    """A name from a YAML/JSON scalar (a number such as 1.0 reads as its text); ``default`` for null. It
+    must be printable text on one line: it appears in every error about its node."""
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise HypothesisError(f"{what} must be a string, got {value!r}")
+    if not str(value).isprintable():
+        raise HypothesisError(f"{what} must be printable text on one line, got {value!r}")
     return str(value)
 
 
