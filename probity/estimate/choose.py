@@ -2,16 +2,16 @@
 
 The rule. Every method that fits the budget is a candidate:
 
-- kprop at each (order, variant) of the measured frontier, ``KPROP_MSE`` (K <= 3) and ``K4_MSE`` (K=4
-  repeated), if its FLOPs fit. The dense K=4 variants are not candidates: O(n^5) FLOPs and x-MC below 1
-  (0.57 at width 64, 0.98 at 128), so Monte Carlo is as accurate for what they cost;
+- kprop at each (order, variant) of the measured frontier, ``KPROP_MSE`` (K <= 3 and K=4 repeated), if
+  its FLOPs fit. The dense K=4 variant is not a candidate: O(n^5) FLOPs and x-MC below 1
+  (0.57 at width 64, 0.97 at 128), so Monte Carlo is as accurate for what it costs;
 - plain Monte Carlo with N = floor(budget / FLOPs per sample) samples, if N >= 2;
 - ``blend`` (kprop K=2 augment plus N control-variate samples) with the most samples that fit, if
   N >= max(64, width): below that its empirical-Bayes gate keeps kprop's estimate, so it costs more
   than kprop K=2 augment for the same answer.
 
 With ``max_bytes`` a method whose estimated peak memory (``bench.memory_needed``) exceeds it is left
-out (K=4 repeated keeps a dozen [n]^3 tensors: 1.5 GB measured at width 256, about 12 GB at 512).
+out (K=4 repeated keeps a dozen [n]^3 tensors: 1.3 GB measured at width 256, about 12 GB at 512).
 Each candidate gets an expected MSE/Var at the output and the lowest wins (ties: the cheaper). The
 figures:
 
@@ -19,15 +19,14 @@ figures:
 - kprop and blend: the seed means measured by ``bench/estimate.py`` (``bench/results/estimate.json``:
   ReLU, He init, 4 hidden layers, widths 16-256, 5 seeds, 10^7-sample ground truth), interpolated
   linearly in (log width, log MSE/Var) between measured widths and, for blend, in (log N, log MSE/Var)
-  between its measured budgets 10-10^5. K=4 repeated: the seed means of ``bench/results/estimate_k4.json``
-  (same networks and truths; widths 16 and 32 on seeds 0-1, 64 on 0-4, 128 on 0-2), interpolated the
-  same way. Outside the measured widths the nearest two widths' slope is extended (for K=4 repeated
-  above 128: n^-3, as from 64 to 128, against K=3 augment's measured n^-3.1 from 128 to 256); above
-  10^5 samples blend's error is taken to fall as 1/N like sampling's.
+  between its measured budgets 10-10^5. Outside the measured widths the nearest two widths' slope is
+  extended; above 10^5 samples blend's error is taken to fall as 1/N like sampling's. At width 256 K=4
+  repeated's figure (4.2e-8) is below its 10^7-sample truth's own noise (1e-7 of the variance, which
+  the bench subtracts), so it rests on that subtraction.
 
-So at 4 hidden layers K=4 repeated wins from its cost (5.8e8 FLOPs at width 64, 8.2e9 at 128) until
-blend's samples beat it (from about 5e9 at 64, 2.2e11 at 128); below its cost the choice is among
-K <= 3 and sampling, as before.
+So at 4 hidden layers K=4 repeated wins from its cost (5.8e8 FLOPs at width 64, 8.2e9 at 128, 1.2e11
+at 256) until blend's samples beat it (from about 5e9 at 64, 2.5e11 at 128, 1e13 at 256); below its
+cost the choice is among K <= 3 and sampling.
 
 FLOPs are exact, not modelled: kprop's count (probity's ``count_flops``) is a cubic polynomial in
 the width for a fixed depth, activation and bias pattern, a quartic for K=4 repeated, on each residue
@@ -71,10 +70,8 @@ KPROP_MSE = {
     (2, "augment"): (0.00164, 0.00101, 0.000159, 4.14e-05, 1.11e-05),
     (3, "simple"): (0.00182, 0.000109, 1.53e-05, 2.65e-06, 3.91e-07),
     (3, "augment"): (0.00203, 9.8e-05, 9.9e-06, 1.63e-06, 1.91e-07),
+    (4, "repeated"): (0.00212, 6.21e-05, 5.14e-06, 6.26e-07, 4.25e-08),
 }
-# K=4 repeated (bench/results/estimate_k4.json, seed means; a test keeps them equal); no width-256 truth yet.
-K4_WIDTHS = (16, 32, 64, 128)
-K4_MSE = {(4, "repeated"): (0.000285, 7.58e-05, 5.14e-06, 6.47e-07)}
 BLEND_ORDER, BLEND_VARIANT = 2, "augment"  # the kprop inside blend in the measured frontier
 BLEND_MSE = {  # samples N -> MSE/Var per width
     10: (0.00164, 0.00101, 0.000159, 4.14e-05, 1.11e-05),
@@ -145,8 +142,6 @@ def _interp(x: float, xs, ys) -> float:
 
 def expected_kprop(width: int, order: int, variant: str) -> float:
     """Expected MSE/Var of kprop (``order``, ``variant``) at ``width`` from the measured frontier."""
-    if order == 4:
-        return _interp(width, K4_WIDTHS, K4_MSE[(order, variant)])
     return _interp(width, FRONTIER_WIDTHS, KPROP_MSE[(order, variant)])
 
 
@@ -211,12 +206,10 @@ def _check_budget(budget) -> None:
         raise ValueError(f"budget must be a positive number of FLOPs, e.g. 1e9; got {budget!r}")
 
 
-def _extrapolation(width: int, hidden_layers: int, activation: str, k4: bool) -> str:
+def _extrapolation(width: int, hidden_layers: int, activation: str) -> str:
     reasons = []
     if not FRONTIER_WIDTHS[0] <= width <= FRONTIER_WIDTHS[-1]:
         reasons.append(f"width {width} outside the measured {FRONTIER_WIDTHS[0]}-{FRONTIER_WIDTHS[-1]}")
-    if k4 and not K4_WIDTHS[0] <= width <= K4_WIDTHS[-1]:
-        reasons.append(f"K=4 repeated at width {width}, outside its measured {K4_WIDTHS[0]}-{K4_WIDTHS[-1]}")
     if hidden_layers != FRONTIER_HIDDEN_LAYERS:
         reasons.append(f"{hidden_layers} hidden layers, not the measured {FRONTIER_HIDDEN_LAYERS}")
     if activation != FRONTIER_ACTIVATION:
@@ -246,7 +239,7 @@ def plan(
     if hidden_layers < 1:
         raise ValueError("a budget plan needs hidden_layers >= 1 (with none the network is linear: E[out] = 0)")
     options = []
-    for order, variant in [*KPROP_MSE, *K4_MSE]:
+    for order, variant in KPROP_MSE:
         flops = method_flops(width, hidden_layers, ("kprop", order, variant), activation, bias)
         if flops <= budget:
             options.append(Option("kprop", order, variant, 0, flops, expected_kprop(width, order, variant)))
@@ -286,7 +279,7 @@ def plan(
         width,
         hidden_layers,
         activation,
-        _extrapolation(width, hidden_layers, activation, options[0].order == 4),
+        _extrapolation(width, hidden_layers, activation),
         options,
     )
 
