@@ -361,6 +361,9 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
     table = Table(f"linear read-out at layer {layer} (held-out entities)", "measured", "chance")
     table.add_row("lie vs truthful within the topic, AUROC", f"{found['lie_probe']['auroc']:.3f}", "0.5")
     table.add_row("  at the value's closing token", f"{found['lie_probe_value']['auroc']:.3f}", "0.5")
+    table.add_row(
+        "lie vs everything else, greedy chats (the audit's question)", f"{found['audit_probe']['auroc']:.3f}", "0.5"
+    )
     readout = found["entity_readout"]
     table.add_row("entity named, among all entities", f"{readout['all']:.3f}", f"{readout['all_chance']:.3f}")
     table.add_row(

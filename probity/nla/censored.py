@@ -321,7 +321,7 @@ def readings(
     of them drawn at random (``all``) and of ``rows`` drawn from the lies (``lies``), with a few examples.
     With ``samples`` (the sampled chats' group, their records in ``records``) also the audit within the
     censored topic (:func:`topic_audit`)."""
-    scored = sorted(i for found in _rows_of(facts).values() for i in found[-last:])
+    scored = _last_rows(facts, last)
     heads = [label_head(facts["labels"][i]) for i in scored]
     was_training = av.training
     av.eval()
@@ -422,6 +422,11 @@ def _rows_of(facts: dict) -> dict[str, list[int]]:
     return rows_of
 
 
+def _last_rows(group: dict, last: int) -> list[int]:
+    """The rows of the last ``last`` positions of every transcript of ``group``, sorted."""
+    return sorted(i for found in _rows_of(group).values() for i in found[-last:])
+
+
 def _same_token_partners(heads: Sequence[str], sources: Sequence[str], seed: int) -> list[int | None]:
     """For each row, a seeded random row with the same label head from another transcript (None if none)."""
     by_head: dict[str, list[int]] = defaultdict(list)
@@ -454,6 +459,11 @@ def linear_ceilings(
     verbalizer: the mean p(lie) over each answer's last ``last`` positions; ``lie_probe_value`` at the
     value's closing token alone.
 
+    ``audit_probe``: the audit's own question (lie against everything else, the last ``last`` positions of
+    each held-out greedy chat, scored as :func:`audit` scores the verbalizer's ``audit``): logistic regression
+    (``C=c``) fit on the same positions of the training entities' greedy and sampled chats, the data the
+    verbalizer's behaviour field is trained on.
+
     ``entity_readout``: ridge regression (``ridge``) from an activation of a greedy fact chat to its entity's
     vector, fit on the training entities' rows and scored on the last ``last`` positions of each held-out
     chat: the share whose nearest entity vector (cosine) is its own, among every entity of both splits
@@ -465,14 +475,23 @@ def linear_ceilings(
     y = [records[train["sources"][i]]["behaviour"] == "lie" for i in fit_rows]
     probe = LogisticRegression(C=c, max_iter=2000).fit(train["vectors"][fit_rows].double().numpy(), y)
     _, scored, value = _told(held, records, last)
-    p = torch.from_numpy(probe.predict_proba(held["vectors"][scored].double().numpy())[:, 1])
-    as_logprobs = torch.stack([(1 - p).clamp(min=1e-12).log(), p.clamp(min=1e-12).log(), torch.full_like(p, -1e9)], 1)
+    as_logprobs = _probe_logprobs(probe, held["vectors"][scored])
     sources = [held["sources"][i] for i in scored]
     out = {
         "lie_probe": audit(as_logprobs, sources, records, seed=seed),
         "lie_probe_value": audit(as_logprobs[value], [sources[k] for k in value], records, seed=seed),
     }
     facts, tests = acts["train"]["fact"], acts["eval"]["fact"]
+    fit = {group: _last_rows(acts["train"][group], last) for group in ("fact", "sample")}
+    x_fit = torch.cat([acts["train"][group]["vectors"][rows] for group, rows in fit.items()])  # [rows, d]
+    y_fit = [
+        records[acts["train"][group]["sources"][i]]["behaviour"] == "lie" for group, rows in fit.items() for i in rows
+    ]
+    flag = LogisticRegression(C=c, max_iter=2000).fit(x_fit.double().numpy(), y_fit)
+    rows = _last_rows(tests, last)
+    out["audit_probe"] = audit(
+        _probe_logprobs(flag, tests["vectors"][rows]), [tests["sources"][i] for i in rows], records, seed=seed
+    )
     entities = sorted({records[s]["entity"] for s in [*facts["sources"], *tests["sources"]]})
     targets = torch.stack([entity_vectors[e].double() for e in entities])
     targets = targets / targets.norm(dim=1, keepdim=True)
@@ -480,9 +499,8 @@ def linear_ceilings(
     x = facts["vectors"].double()
     mean = x.mean(0)
     x = x - mean
-    y_fit = targets[[index[records[s]["entity"]] for s in facts["sources"]]]
-    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y_fit)  # [d, d_emb]
-    rows = sorted(i for found in _rows_of(tests).values() for i in found[-last:])
+    named = targets[[index[records[s]["entity"]] for s in facts["sources"]]]
+    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ named)  # [d, d_emb]
     predicted = (tests["vectors"][rows].double() - mean) @ w
     similarity = (predicted / predicted.norm(dim=1, keepdim=True)) @ targets.T  # [rows, entities]
     truth = torch.tensor([index[records[tests["sources"][i]]["entity"]] for i in rows])
@@ -503,6 +521,13 @@ def linear_ceilings(
         "held_out_entities": len(unseen),
     }
     return out
+
+
+def _probe_logprobs(probe, vectors: torch.Tensor) -> torch.Tensor:
+    """A lie probe's p(lie) on ``vectors`` ``[n, d]`` as behaviour log-probabilities ``[n, 3]`` (honest, lie,
+    refusal; the refusal never), so :func:`audit` scores a probe as it scores the verbalizer."""
+    p = torch.from_numpy(probe.predict_proba(vectors.double().numpy())[:, 1])
+    return torch.stack([(1 - p).clamp(min=1e-12).log(), p.clamp(min=1e-12).log(), torch.full_like(p, -1e9)], 1)
 
 
 def entity_embeddings(entities: Sequence[str], embeddings: torch.Tensor, tokenizer) -> dict[str, torch.Tensor]:

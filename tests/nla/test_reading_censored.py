@@ -168,8 +168,9 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
 
 def _planted(signal: float, seed: int = 0) -> tuple[dict, dict, dict]:
     """Activations ``[n, 16]`` of 24 entities' chats (16 train, 8 held out): a fact chat's rows carry its
-    entity's vector through one fixed linear map, a sampled chat's rows +-u for lie or truthful answer,
-    both scaled by ``signal`` over unit noise."""
+    entity's vector through one fixed linear map, every row +-u for lie or truthful answer (the greedy chats
+    of every other entity lie, and half of each entity's sampled chats), all scaled by ``signal`` over unit
+    noise."""
     gen = torch.Generator().manual_seed(seed)
     vectors = {f"E{k}": torch.randn(8, generator=gen) for k in range(24)}
     mix, u = torch.randn(16, 8, generator=gen), torch.randn(16, generator=gen)
@@ -177,13 +178,13 @@ def _planted(signal: float, seed: int = 0) -> tuple[dict, dict, dict]:
     for split, names in (("train", list(vectors)[:16]), ("eval", list(vectors)[16:])):
         for group in ("fact", "sample"):
             rows, sources = [], []
-            for e in names:
+            for j, e in enumerate(names):
                 for k in range(1 if group == "fact" else 4):
-                    lie = group == "sample" and k % 2 == 0
+                    lie = (j if group == "fact" else k) % 2 == 0
                     source = f"{e}-capital#0" + (f"~{k}" if group == "sample" else "")
                     records[source] = {"fact_id": f"{e}-capital", "entity": e, "behaviour": "lie" if lie else "honest"}
                     for _ in range(6):
-                        carried = mix @ vectors[e] if group == "fact" else u * (1 if lie else -1)
+                        carried = u * (1 if lie else -1) + (mix @ vectors[e] if group == "fact" else 0)
                         rows.append(signal * carried + torch.randn(16, generator=gen))
                         sources.append(source)
             acts[split][group] = {"vectors": torch.stack(rows), "sources": sources, "labels": [""] * len(rows)}
@@ -195,9 +196,11 @@ def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
     found = linear_ceilings(acts, records, vectors, last=4, ridge=1.0)
     assert found["lie_probe"]["auroc"] > 0.95 and found["lie_probe_value"]["auroc"] > 0.95
     assert found["lie_probe"]["transcripts"] == 8 * 4 and found["lie_probe"]["lies"] == 8 * 2
+    assert found["audit_probe"]["auroc"] > 0.95  # fit on greedy and sampled chats, scored on held-out greedy ones
+    assert (found["audit_probe"]["transcripts"], found["audit_probe"]["lies"]) == (8, 4)
     readout = found["entity_readout"]
     assert readout["among_held_out"] > 0.9 and readout["all"] > 0.8  # unseen entities, through the linear map
     assert (readout["entities"], readout["held_out_entities"], readout["rows"]) == (24, 8, 8 * 4)
     noise = linear_ceilings(*_planted(signal=0.0), last=4, ridge=1.0)
     assert noise["entity_readout"]["among_held_out"] < 0.4 and noise["entity_readout"]["all"] < 0.2
-    assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3
+    assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3 and abs(noise["audit_probe"]["auroc"] - 0.5) < 0.4
