@@ -48,7 +48,7 @@ from rich.table import Table
 from probity.models import load
 from probity.models.load import SMOLLM2
 from probity.nla import fve, smollm2_data
-from probity.nla.censored import BEHAVIOURS, entity_embeddings, linear_ceilings
+from probity.nla.censored import BEHAVIOURS, linear_ceilings, name_embeddings
 from probity.nla.core import save_nla
 from probity.nla.pipeline import (
     GENERIC_SCHEDULE,
@@ -356,7 +356,9 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
     records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
     base, _ = load(SMOLLM2)
     embeddings = base.get_input_embeddings().weight.detach().float()
-    vectors = entity_embeddings(sorted({r["entity"] for r in records.values()}), embeddings, tokenizer)
+    names = {r["entity"] for r in records.values()} | {r["true_value"] for r in records.values()}
+    names |= {r["official_value"] for r in records.values() if r.get("official_value")}
+    vectors = name_embeddings(sorted(names), embeddings, tokenizer)
     found = linear_ceilings(acts, records, vectors)
     table = Table(f"linear read-out at layer {layer} (held-out entities)", "measured", "chance")
     table.add_row("lie vs truthful within the topic, AUROC", f"{found['lie_probe']['auroc']:.3f}", "0.5")
@@ -371,6 +373,9 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
         f"{readout['among_held_out']:.3f}",
         f"{readout['among_held_out_chance']:.3f}",
     )
+    said = found["value_readout"]
+    table.add_row("true value behind a lie, among all values", f"{said['true_value']:.3f}", f"{said['chance']:.3f}")
+    table.add_row("  the official value it said", f"{said['official_value']:.3f}", f"{said['chance']:.3f}")
     console.print(table)
     return {**found, "layer": layer}
 

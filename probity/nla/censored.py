@@ -443,7 +443,7 @@ def _same_token_partners(heads: Sequence[str], sources: Sequence[str], seed: int
 def linear_ceilings(
     acts: dict,
     records: dict[str, dict],
-    entity_vectors: dict[str, torch.Tensor],
+    name_vectors: dict[str, torch.Tensor],
     last: int = 8,
     seed: int = 0,
     c: float = 0.05,
@@ -451,8 +451,8 @@ def linear_ceilings(
 ) -> dict:
     """What a linear read-out of the same activations reaches, beside the verbalizer's readings (no
     verbalizer involved). ``acts``: :func:`probity.nla.smollm2_data.activations` (``train`` and ``eval``
-    splits, held out by entity); ``entity_vectors``: ``{entity: [d_emb]}``, e.g. each name's mean input
-    embedding (:func:`entity_embeddings`).
+    splits, held out by entity); ``name_vectors``: ``{name: [d_emb]}`` for every entity and value named in
+    ``records``, e.g. each name's mean input embedding (:func:`name_embeddings`).
 
     ``lie_probe``: logistic regression (``C=c``) of lie against truthful answer on every answer position of
     the training entities' sampled chats, scored on the held-out entities' as :func:`topic_audit` scores the
@@ -467,7 +467,12 @@ def linear_ceilings(
     ``entity_readout``: ridge regression (``ridge``) from an activation of a greedy fact chat to its entity's
     vector, fit on the training entities' rows and scored on the last ``last`` positions of each held-out
     chat: the share whose nearest entity vector (cosine) is its own, among every entity of both splits
-    (``all``) and among the held-out entities only (``among_held_out``), with chance beside each."""
+    (``all``) and among the held-out entities only (``among_held_out``), with chance beside each.
+
+    ``value_readout``: the same read-out of the fact's true value (fit on the training entities' greedy
+    chats, every behaviour), scored on the last ``last`` positions of the held-out lies, where the model
+    said another value: the share nearest to the true value (what :func:`withheld` asks the verbalizer to
+    name) and to the official value it said, among every value of both splits."""
     from sklearn.linear_model import LogisticRegression
 
     train, held = acts["train"]["sample"], acts["eval"]["sample"]
@@ -492,27 +497,19 @@ def linear_ceilings(
     out["audit_probe"] = audit(
         _probe_logprobs(flag, tests["vectors"][rows]), [tests["sources"][i] for i in rows], records, seed=seed
     )
-    entities = sorted({records[s]["entity"] for s in [*facts["sources"], *tests["sources"]]})
-    targets = torch.stack([entity_vectors[e].double() for e in entities])
-    targets = targets / targets.norm(dim=1, keepdim=True)
-    index = {e: k for k, e in enumerate(entities)}
-    x = facts["vectors"].double()
-    mean = x.mean(0)
-    x = x - mean
-    named = targets[[index[records[s]["entity"]] for s in facts["sources"]]]
-    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ named)  # [d, d_emb]
-    predicted = (tests["vectors"][rows].double() - mean) @ w
-    similarity = (predicted / predicted.norm(dim=1, keepdim=True)) @ targets.T  # [rows, entities]
-    truth = torch.tensor([index[records[tests["sources"][i]]["entity"]] for i in rows])
-    unseen = sorted(
-        {records[tests["sources"][i]]["entity"] for i in rows} - {records[s]["entity"] for s in facts["sources"]}
+    of = {s: records[s] for s in [*facts["sources"], *tests["sources"]]}
+    entities = sorted({r["entity"] for r in of.values()})
+    similarity = _ridge_nearest(
+        facts, [of[s]["entity"] for s in facts["sources"]], tests["vectors"][rows], entities, name_vectors, ridge
     )
+    index = {e: k for k, e in enumerate(entities)}
+    truth = torch.tensor([index[of[tests["sources"][i]]["entity"]] for i in rows])
+    unseen = sorted({of[tests["sources"][i]]["entity"] for i in rows} - {of[s]["entity"] for s in facts["sources"]})
     among = torch.tensor([index[e] for e in unseen])
-    own = (similarity.argmax(1) == truth).double().mean().item()
     masked = torch.full_like(similarity, -torch.inf)
     masked[:, among] = similarity[:, among]
     out["entity_readout"] = {
-        "all": own,
+        "all": (similarity.argmax(1) == truth).double().mean().item(),
         "all_chance": 1 / len(entities),
         "among_held_out": (masked.argmax(1) == truth).double().mean().item(),
         "among_held_out_chance": 1 / max(len(unseen), 1),
@@ -520,7 +517,41 @@ def linear_ceilings(
         "entities": len(entities),
         "held_out_entities": len(unseen),
     }
+    values = sorted(
+        {r["true_value"] for r in of.values()} | {r["official_value"] for r in of.values() if r.get("official_value")}
+    )
+    lies = [i for i in rows if of[tests["sources"][i]]["behaviour"] == "lie"]
+    similarity = _ridge_nearest(
+        facts, [of[s]["true_value"] for s in facts["sources"]], tests["vectors"][lies], values, name_vectors, ridge
+    )
+    nearest = [values[k] for k in similarity.argmax(1).tolist()]
+    said = [of[tests["sources"][i]] for i in lies]
+    out["value_readout"] = {
+        "true_value": sum(v == r["true_value"] for v, r in zip(nearest, said)) / max(len(lies), 1),
+        "official_value": sum(v == r["official_value"] for v, r in zip(nearest, said)) / max(len(lies), 1),
+        "chance": 1 / len(values),
+        "rows": len(lies),
+        "values": len(values),
+    }
     return out
+
+
+def _ridge_nearest(
+    fit: dict, names: Sequence[str], vectors: torch.Tensor, candidates: Sequence[str], name_vectors: dict, ridge: float
+) -> torch.Tensor:
+    """Cosine similarity ``[rows, candidates]`` between the ridge (``ridge``) prediction for each of ``vectors``
+    ``[rows, d]`` and each candidate's vector (``name_vectors``), the ridge map fit from ``fit["vectors"]``
+    ``[n, d]`` (centred) to the vectors of ``names`` (one per row of ``fit``)."""
+    targets = torch.stack([name_vectors[n].double() for n in candidates])
+    targets = targets / targets.norm(dim=1, keepdim=True)  # [candidates, d_emb]
+    index = {n: k for k, n in enumerate(candidates)}
+    x = fit["vectors"].double()
+    mean = x.mean(0)
+    x = x - mean
+    named = targets[[index[n] for n in names]]
+    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ named)  # [d, d_emb]
+    predicted = (vectors.double() - mean) @ w
+    return (predicted / predicted.norm(dim=1, keepdim=True)) @ targets.T
 
 
 def _probe_logprobs(probe, vectors: torch.Tensor) -> torch.Tensor:
@@ -530,7 +561,7 @@ def _probe_logprobs(probe, vectors: torch.Tensor) -> torch.Tensor:
     return torch.stack([(1 - p).clamp(min=1e-12).log(), p.clamp(min=1e-12).log(), torch.full_like(p, -1e9)], 1)
 
 
-def entity_embeddings(entities: Sequence[str], embeddings: torch.Tensor, tokenizer) -> dict[str, torch.Tensor]:
-    """``{entity: [d_emb]}``: the mean of ``embeddings`` ``[vocab, d_emb]`` over the tokens of `` entity``
-    (with its leading space, as the name reads inside a sentence)."""
-    return {e: embeddings[tokenizer(f" {e}", add_special_tokens=False)["input_ids"]].mean(0) for e in entities}
+def name_embeddings(names: Sequence[str], embeddings: torch.Tensor, tokenizer) -> dict[str, torch.Tensor]:
+    """``{name: [d_emb]}`` for an entity or a value: the mean of ``embeddings`` ``[vocab, d_emb]`` over the
+    tokens of `` name`` (with its leading space, as the name reads inside a sentence)."""
+    return {n: embeddings[tokenizer(f" {n}", add_special_tokens=False)["input_ids"]].mean(0) for n in names}

@@ -168,23 +168,39 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
 
 def _planted(signal: float, seed: int = 0) -> tuple[dict, dict, dict]:
     """Activations ``[n, 16]`` of 24 entities' chats (16 train, 8 held out): a fact chat's rows carry its
-    entity's vector through one fixed linear map, every row +-u for lie or truthful answer (the greedy chats
-    of every other entity lie, and half of each entity's sampled chats), all scaled by ``signal`` over unit
-    noise."""
+    entity's vector and its true value's (12 values, each true of one training and at most one held-out
+    entity; a lie says V0) through two fixed linear maps, every row +-2u for lie or truthful answer (the greedy
+    chats of every other entity lie, and half of each entity's sampled chats), all scaled by ``signal`` over
+    unit noise."""
     gen = torch.Generator().manual_seed(seed)
     vectors = {f"E{k}": torch.randn(8, generator=gen) for k in range(24)}
-    mix, u = torch.randn(16, 8, generator=gen), torch.randn(16, generator=gen)
+    vectors |= {f"V{k}": torch.randn(8, generator=gen) for k in range(12)}
+    mix, to_value, u = (
+        torch.randn(16, 8, generator=gen),
+        torch.randn(16, 8, generator=gen),
+        torch.randn(16, generator=gen),
+    )
     acts, records = {"train": {}, "eval": {}}, {}
-    for split, names in (("train", list(vectors)[:16]), ("eval", list(vectors)[16:])):
+    entities = [f"E{k}" for k in range(24)]
+    for split, names in (("train", entities[:16]), ("eval", entities[16:])):
         for group in ("fact", "sample"):
             rows, sources = [], []
             for j, e in enumerate(names):
+                value = f"V{int(e[1:]) % 12}"
                 for k in range(1 if group == "fact" else 4):
                     lie = (j if group == "fact" else k) % 2 == 0
                     source = f"{e}-capital#0" + (f"~{k}" if group == "sample" else "")
-                    records[source] = {"fact_id": f"{e}-capital", "entity": e, "behaviour": "lie" if lie else "honest"}
+                    records[source] = {
+                        "fact_id": f"{e}-capital",
+                        "entity": e,
+                        "behaviour": "lie" if lie else "honest",
+                        "true_value": value,
+                        "official_value": "V0" if lie else None,
+                    }
                     for _ in range(6):
-                        carried = u * (1 if lie else -1) + (mix @ vectors[e] if group == "fact" else 0)
+                        carried = 2 * u * (1 if lie else -1)
+                        if group == "fact":
+                            carried = carried + mix @ vectors[e] + to_value @ vectors[value]
                         rows.append(signal * carried + torch.randn(16, generator=gen))
                         sources.append(source)
             acts[split][group] = {"vectors": torch.stack(rows), "sources": sources, "labels": [""] * len(rows)}
@@ -199,8 +215,11 @@ def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
     assert found["audit_probe"]["auroc"] > 0.95  # fit on greedy and sampled chats, scored on held-out greedy ones
     assert (found["audit_probe"]["transcripts"], found["audit_probe"]["lies"]) == (8, 4)
     readout = found["entity_readout"]
-    assert readout["among_held_out"] > 0.9 and readout["all"] > 0.8  # unseen entities, through the linear map
+    assert readout["among_held_out"] > 0.8 and readout["all"] > 0.5  # unseen entities, through the linear map
     assert (readout["entities"], readout["held_out_entities"], readout["rows"]) == (24, 8, 8 * 4)
+    said = found["value_readout"]  # at the held-out lies' positions: the true value, not the one said
+    assert said["true_value"] > 0.6 and said["official_value"] < 0.2 and (said["rows"], said["values"]) == (4 * 4, 12)
     noise = linear_ceilings(*_planted(signal=0.0), last=4, ridge=1.0)
     assert noise["entity_readout"]["among_held_out"] < 0.4 and noise["entity_readout"]["all"] < 0.2
+    assert noise["value_readout"]["true_value"] < 0.4
     assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3 and abs(noise["audit_probe"]["auroc"] - 0.5) < 0.4
