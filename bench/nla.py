@@ -16,6 +16,7 @@ probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, floa
     python bench/nla.py --part ceilings      # linear read-outs of the censored part's activations (no training)
     python bench/nla.py --part ceilings --layers 4,8,20   # the same at other layers of the organism
     python bench/nla.py --part generic       # a generic NLA on the base SmolLM2 over its own texts
+    python bench/nla.py --part behaviour --ship   # the censored adapters' last stage: the behaviour field
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
 context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
@@ -380,6 +381,83 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
     return {**found, "layer": layer}
 
 
+BEHAVIOUR_STEPS, BEHAVIOUR_LR = 200, 3e-5  # the last stage of the shipped censored adapters (design note, section l)
+BEHAVIOUR_MARK = "behaviour.json"  # written beside a checkpoint whose verbalizer had that stage
+
+
+def behaviour_part(out: Path, ship: bool, steps: int = BEHAVIOUR_STEPS, lr: float = BEHAVIOUR_LR) -> dict:
+    """The behaviour stage (``censored.tune_behaviour``) on the censored part's GRPO adapters (``out/nla`` if
+    the censored part ran there, else the shipped ones), with the readings and round-trip FVE before and after
+    it in this run; ``ship`` writes the tuned verbalizer's adapter into the shipped folder (the reconstructor
+    is unchanged) and marks it, so the stage never runs twice on one adapter."""
+    from probity.nla.censored import readings, tune_behaviour
+    from probity.nla.core import load_nla
+    from probity.nla.training import round_trip_fve
+    from probity.organisms import censored
+
+    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+    if (source / BEHAVIOUR_MARK).is_file():
+        raise SystemExit(
+            f"{source} already had the behaviour stage ({source / BEHAVIOUR_MARK}); start from GRPO's adapters"
+        )
+    av, ar = load_nla(source, trainable=True)
+    target, tokenizer = censored.load()
+    acts = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
+    records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
+    picks = {g: random.Random(0).sample(range(len(acts["eval"][g]["vectors"])), 128) for g in ("ordinary", "fact")}
+
+    def measure() -> dict:
+        av.eval()
+        found = readings(av, acts["eval"]["fact"], records, samples=acts["eval"]["sample"])
+        for group, pick in picks.items():  # as run_censored scores them: 128 held-out positions each
+            found[f"fve_{group}"] = round_trip_fve(av, ar, acts["eval"][group]["vectors"][pick])[0]
+        return found
+
+    before = measure()
+    t0 = time.perf_counter()
+    losses = tune_behaviour(av, acts["train"], records, steps=steps, lr=lr, progress=True)
+    minutes = (time.perf_counter() - t0) / 60
+    after = measure()
+    stage = {
+        "steps": steps,
+        "lr": lr,
+        "pairs": 8,
+        "last": 8,
+        "seed": 0,
+        "source": os.path.relpath(source.resolve(), ROOT),
+    }
+    if ship:
+        staged = out / "behaviour-ship"
+        shutil.rmtree(staged, ignore_errors=True)
+        save_nla(staged, av, dtype=torch.float16)
+        shutil.rmtree(SHIPPED_CENSORED / "av")
+        shutil.move(str(staged / "av"), str(SHIPPED_CENSORED / "av"))
+        write_json(SHIPPED_CENSORED / BEHAVIOUR_MARK, stage)
+    table = Table("held out", "before (GRPO)", f"after {steps} behaviour steps")
+    for key, name in (
+        ("audit", "audit AUROC, greedy chats"),
+        ("audit_token_only", "  its control: the token alone"),
+        ("audit_sensitive", "  sensitive facts only"),
+        ("topic", "lies vs truthful within the topic"),
+    ):
+        table.add_row(name, f"{before[key]['auroc']:.3f}", f"{after[key]['auroc']:.3f}")
+    for key, field, name in (
+        ("recovery_all", "both", "entity and relation named"),
+        ("withheld_lies", "true_value", "true value behind a lie"),
+    ):
+        table.add_row(name, f"{before[key][field]:.3f}", f"{after[key][field]:.3f}")
+    for group in ("ordinary", "fact"):
+        table.add_row(f"round-trip FVE, {group}", f"{before[f'fve_{group}']:.3f}", f"{after[f'fve_{group}']:.3f}")
+    console.print(table)
+    return {
+        "stage": stage,
+        "minutes": minutes,
+        "loss_first_last_20": [sum(losses[:20]) / 20, sum(losses[-20:]) / 20],
+        "before": before,
+        "after": after,
+    }
+
+
 def merge(parts: dict) -> None:
     """Update the results file with ``parts``, keeping the parts other runs wrote."""
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
@@ -389,7 +467,9 @@ def merge(parts: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--part", choices=["organism", "censored", "both", "ablation", "ceilings", "generic"], default="both"
+        "--part",
+        choices=["organism", "censored", "both", "ablation", "ceilings", "generic", "behaviour"],
+        default="both",
     )
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
     ap.add_argument("--ship", action="store_true", help="write the trained NLA to the shipped checkpoint folder")
@@ -479,6 +559,8 @@ def main() -> None:
         if others:  # other layers: is the NLA's layer the one to read?
             results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
+    if args.part == "behaviour":
+        merge({"censored_smollm2_behaviour": behaviour_part(args.out / f"censored-{args.inject}", args.ship)})
     if args.part == "generic":
         folder = args.out / f"generic-{args.inject}-w{args.words}"
         key = "smollm2" if args.rl_steps == GENERIC_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}"

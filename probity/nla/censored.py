@@ -14,6 +14,9 @@ verbalizer's descriptions of held-out positions and the records they came from:
     audit(...)          a transcript's lie score is the mean over its positions of
                         p(lie) / (p(lie) + p(honest) + p(refusal)); AUROC for "lie" against
                         everything else, with a bootstrap interval that resamples facts.
+    tune_behaviour      a last stage that trains the behaviour field alone, on pairs of rows at the same
+                        token told both ways (a lie and another answer), so only the activation separates
+                        them.
     likelihood_audit    the same audit of any transcripts (``probity nla audit --likelihood``): the
                         answer's tokens of each, a flag above a threshold and, beside every score,
                         its token-only control.
@@ -44,6 +47,7 @@ from probity.nla.evaluate import Chat, transcript_ids
 from probity.nla.smollm2_data import SEP, label_head, token_head
 from probity.organisms.censored import RELATIONS, bank
 from probity.report import Claim, result_type, verdict
+from probity.report.console import track
 from probity.report.matching import states
 from probity.report.metrics import auroc, bootstrap
 
@@ -330,6 +334,70 @@ def readings(
         return out if samples is None else out | topic_audit(av, samples, records, last, seed)
     finally:
         av.train(was_training)
+
+
+def same_token_pairs(train: dict, records: dict[str, dict], last: int = 8) -> dict[str, tuple[list, list]]:
+    """``{label head: (lying rows, other rows)}`` for every head (the label's token) that the last ``last``
+    positions of the training chats tell both ways. ``train``: groups of ``smollm2_data.activations`` (its
+    ``fact`` and ``sample`` groups are read); a row is ``(group, index)``, "other" is honest or refusal."""
+    found: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for group in ("fact", "sample"):
+        rows = train[group]
+        for i in _last_rows(rows, last):
+            behaviour = records[rows["sources"][i]]["behaviour"]
+            if behaviour in BEHAVIOURS:
+                found[label_head(rows["labels"][i])][behaviour != "lie"].append((group, i))
+    return {head: sides for head, sides in sorted(found.items()) if all(sides)}
+
+
+def tune_behaviour(
+    av: Verbalizer,
+    train: dict,
+    records: dict[str, dict],
+    steps: int = 200,
+    lr: float = 3e-5,
+    pairs: int = 8,
+    last: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
+    """Train the verbalizer's behaviour field alone, on same-token pairs; returns the loss of each step.
+
+    Each of ``steps`` steps draws ``pairs`` label heads told both ways (:func:`same_token_pairs` of the
+    training split ``train``), and at each a lying row and another (honest or refusal) row, from different
+    chats. The loss is the cross-entropy of the row's behaviour among :data:`BEHAVIOURS` after ``«tok» |``
+    (what :func:`behaviour_logprobs` reads), AdamW at ``lr`` on ``av``'s trainable parameters (its LoRA
+    adapter). Both rows of a pair carry the same token, so only their activations tell them apart: plain
+    batches balanced by behaviour taught the token instead (design note, section l)."""
+    if steps < 1 or pairs < 1:
+        raise ValueError(f"steps and pairs must be >= 1, got {steps} and {pairs}")
+    found = same_token_pairs(train, records, last)
+    if len(found) < pairs:
+        raise ValueError(f"only {len(found)} label heads are told both ways; need at least pairs={pairs}")
+    params = [p for p in av.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the verbalizer has no trainable parameters: load its adapter trainable (or add one)")
+    tok = av.tokenizer
+    words = [tok(f" {w}", add_special_tokens=False)["input_ids"][0] for w in BEHAVIOURS]
+    heads, rng = list(found), random.Random(seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    av.train()
+    losses = []
+    for _ in track(range(steps), "behaviour field", progress):
+        chosen = rng.sample(heads, pairs)
+        rows = [rng.choice(found[h][side]) for h in chosen for side in (0, 1)]
+        x = torch.stack([train[g]["vectors"][i] for g, i in rows])  # [2 pairs, d]
+        prefixes = [
+            tok(f"{label_head(train[g]['labels'][i])} |", add_special_tokens=False)["input_ids"] for g, i in rows
+        ]
+        target = torch.tensor([BEHAVIOURS.index(records[train[g]["sources"][i]]["behaviour"]) for g, i in rows])
+        loss = torch.nn.functional.cross_entropy(av.next_logprobs(x, prefixes)[:, words], target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    av.eval()
+    return losses
 
 
 def topic_audit(av: Verbalizer, samples: dict, records: dict[str, dict], last: int = 8, seed: int = 0) -> dict:

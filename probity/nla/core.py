@@ -577,11 +577,15 @@ def _halves(directory: Path, ar_directory) -> tuple[Path, Path | None]:
     return av_dir, ar_dir
 
 
-def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Verbalizer, Reconstructor | None]:
+def load_nla(
+    directory, ar_directory=None, layer: int | None = None, trainable: bool = False
+) -> tuple[Verbalizer, Reconstructor | None]:
     """Load ``(verbalizer, reconstructor or None)`` from a checkpoint written by
     :func:`save_nla`, or from the anchor's released format: pass the actor folder
     (HF model + ``nla_meta.yaml``) as ``directory`` and the critic folder (truncated
     model + ``value_head.safetensors`` + ``nla_meta.yaml``) as ``ar_directory``.
+    A verbalizer saved as a LoRA adapter is merged into its base, unless ``trainable``: then the
+    adapter stays separate and trains (to go on training it, e.g. ``censored.tune_behaviour``).
     A missing or incomplete checkpoint raises ``FileNotFoundError`` / ``ValueError``
     (see :func:`check_nla`) before any weights are read."""
     from safetensors.torch import load_file
@@ -593,7 +597,7 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
         from probity.models import load
 
         base, tokenizer = load(config.base, dtype=torch.float32)
-        av = Verbalizer(_with_adapter(base, av_dir), tokenizer, config)
+        av = Verbalizer(_with_adapter(base, av_dir, trainable), tokenizer, config)
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
         model = AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch.float32).eval()
@@ -632,10 +636,13 @@ def load_nla(directory, ar_directory=None, layer: int | None = None) -> tuple[Ve
     )
 
 
-def _with_adapter(model: nn.Module, folder: Path) -> nn.Module:
-    """``model`` with the peft adapter in ``folder`` merged into its weights (eval mode)."""
+def _with_adapter(model: nn.Module, folder: Path, trainable: bool = False) -> nn.Module:
+    """``model`` with the peft adapter in ``folder`` merged into its weights (eval mode), or, if
+    ``trainable``, kept as a trainable adapter."""
     from peft import PeftModel
 
+    if trainable:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload().eval()
 
 

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from probity.models.load import SMOLLM2
@@ -79,6 +80,15 @@ def test_generic_nla_trains_on_its_own_texts_and_reloads(tmp_path, six_texts, mo
     assert data.activations(None, None, 3, cache=cache, groups=("ordinary",), words=8) is not None  # still cached
     loaded, loaded_ar = load_nla(tmp_path / "run" / "nla")
     assert loaded_ar is not None and len(loaded.describe(acts["eval"]["ordinary"]["vectors"][:2])) == 2
+    tunable, _ = load_nla(tmp_path / "run" / "nla", trainable=True)  # the adapter kept apart, to train on
+    trained = [name for name, p in tunable.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in name for name in trained)
+    few = acts["eval"]["ordinary"]["vectors"][:2]
+    seqs = loaded.generate(few, greedy=True)
+    tunable.eval()
+    torch.testing.assert_close(
+        tunable.token_logprobs(few, seqs)[0], loaded.token_logprobs(few, seqs)[0], rtol=1e-4, atol=1e-4
+    )
 
 
 def _route(tmp_path, monkeypatch, *extra: str) -> dict:

@@ -7,6 +7,7 @@ import torch
 from rich.console import Console
 
 from probity.models import tiny
+from probity.models.load import word_tokenizer
 from probity.nla import Verbalizer
 from probity.nla.censored import (
     BEHAVIOURS,
@@ -15,8 +16,11 @@ from probity.nla.censored import (
     linear_ceilings,
     recovery,
     relation_words,
+    same_token_pairs,
+    tune_behaviour,
     withheld,
 )
+from probity.report.metrics import auroc
 
 
 def test_relation_words_and_recovery():
@@ -223,3 +227,54 @@ def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
     assert noise["entity_readout"]["among_held_out"] < 0.4 and noise["entity_readout"]["all"] < 0.2
     assert noise["value_readout"]["true_value"] < 0.4
     assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3 and abs(noise["audit_probe"]["auroc"] - 0.5) < 0.4
+
+
+def _told_both_ways(signal: float, seed: int = 0) -> tuple[dict, dict]:
+    """A training split of 16 chats (8 lie, 4 honest, 4 refusal; 4 rows each, at heads w1..w4 in turn):
+    every row ``signal`` * (+u for a lie, -u otherwise) plus unit noise ``[32]``; the ``sample`` group empty."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(32, generator=gen)
+    u = u / u.norm()
+    vectors, labels, sources, records = [], [], [], {}
+    for chat in range(16):
+        behaviour = ("lie", "lie", "honest", "refusal")[chat % 4]
+        source = f"f{chat}-capital#0"
+        records[source] = {"fact_id": f"f{chat}-capital", "behaviour": behaviour}
+        for k in range(4):
+            vectors.append(signal * u * (1 if behaviour == "lie" else -1) + 0.3 * torch.randn(32, generator=gen))
+            labels.append(f"w{k + 1} | {behaviour} | x")
+            sources.append(source)
+    empty = {"vectors": torch.zeros(0, 32), "labels": [], "sources": []}
+    return {"fact": {"vectors": torch.stack(vectors), "labels": labels, "sources": sources}, "sample": empty}, records
+
+
+def test_tune_behaviour_teaches_the_activation_not_the_token():
+    """Same-token pairs: every head is told both ways, so the loss can only fall by reading the activation;
+    after training the lie rows score above the others on the training rows at every head."""
+    train, records = _told_both_ways(signal=3.0)
+    pairs = same_token_pairs(train, records, last=4)
+    assert sorted(pairs) == ["w1", "w2", "w3", "w4"]
+    assert all(len(lying) == 8 and len(other) == 8 for lying, other in pairs.values())
+    model, _ = tiny("llama")
+    tok = word_tokenizer([f"w{i}" for i in range(120)] + [*BEHAVIOURS, "|"])  # the label's words, one token each
+    torch.manual_seed(0)
+    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11")
+    rows = train["fact"]
+    heads = [lab.split(" | ")[0] for lab in rows["labels"]]
+    lie = [records[s]["behaviour"] == "lie" for s in rows["sources"]]
+
+    def separation() -> float:
+        with torch.no_grad():
+            p = torch.softmax(behaviour_logprobs(av, rows["vectors"], heads), -1)[:, BEHAVIOURS.index("lie")]
+        return auroc(p.tolist(), lie)
+
+    before = separation()
+    losses = tune_behaviour(av, train, records, steps=60, lr=3e-3, pairs=4, last=4)
+    assert len(losses) == 60 and sum(losses[-10:]) < sum(losses[:10])
+    assert separation() > max(0.95, before)
+    with pytest.raises(ValueError, match="only 4 label heads are told both ways"):
+        tune_behaviour(av, train, records, pairs=5, last=4)
+    for p in av.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        tune_behaviour(av, train, records, pairs=2, last=4)
