@@ -354,7 +354,7 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
     else:
         cache = out / f"chats-layer{layer}.pt"
         acts = smollm2_data.activations(target, tokenizer, layer, cache=cache, groups=("fact", "sample"))
-    records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
+    records = smollm2_data.all_chat_records()
     base, _ = load(SMOLLM2)
     embeddings = base.get_input_embeddings().weight.detach().float()
     names = {r["entity"] for r in records.values()} | {r["true_value"] for r in records.values()}
@@ -392,7 +392,7 @@ def behaviour_part(out: Path, ship: bool, steps: int = BEHAVIOUR_STEPS, lr: floa
     is unchanged) and marks it, so the stage never runs twice on one adapter."""
     from probity.nla.censored import readings, tune_behaviour
     from probity.nla.core import load_nla
-    from probity.nla.training import round_trip_fve
+    from probity.nla.pipeline import censored_fve
     from probity.organisms import censored
 
     source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
@@ -403,29 +403,20 @@ def behaviour_part(out: Path, ship: bool, steps: int = BEHAVIOUR_STEPS, lr: floa
     av, ar = load_nla(source, trainable=True)
     target, tokenizer = censored.load()
     acts = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
-    records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
-    picks = {g: random.Random(0).sample(range(len(acts["eval"][g]["vectors"])), 128) for g in ("ordinary", "fact")}
+    records = smollm2_data.all_chat_records()
 
-    def measure() -> dict:
+    def measure() -> dict:  # as run_censored reports them (128 held-out positions of each group for FVE)
         av.eval()
         found = readings(av, acts["eval"]["fact"], records, samples=acts["eval"]["sample"])
-        for group, pick in picks.items():  # as run_censored scores them: 128 held-out positions each
-            found[f"fve_{group}"] = round_trip_fve(av, ar, acts["eval"][group]["vectors"][pick])[0]
-        return found
+        return found | censored_fve(av, ar, acts["eval"])
 
     before = measure()
+    settings = {"steps": steps, "lr": lr, "pairs": 8, "last": 8, "seed": 0}
     t0 = time.perf_counter()
-    losses = tune_behaviour(av, acts["train"], records, steps=steps, lr=lr, progress=True)
+    losses = tune_behaviour(av, acts["train"], records, progress=True, **settings)
     minutes = (time.perf_counter() - t0) / 60
     after = measure()
-    stage = {
-        "steps": steps,
-        "lr": lr,
-        "pairs": 8,
-        "last": 8,
-        "seed": 0,
-        "source": os.path.relpath(source.resolve(), ROOT),
-    }
+    stage = settings | {"source": os.path.relpath(source.resolve(), ROOT)}
     if ship:
         staged = out / "behaviour-ship"
         shutil.rmtree(staged, ignore_errors=True)

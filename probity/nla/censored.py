@@ -108,15 +108,21 @@ def behaviour_logprobs(av: Verbalizer, acts: torch.Tensor, heads: Sequence[str],
     for the ``acts`` ``[n, d]``): one forward per row, each word being one token."""
     if len(heads) != len(acts):
         raise ValueError(f"need one label head per activation: {len(heads)} vs {len(acts)}")
+    batches = range(0, len(acts), batch_size)
+    return torch.cat(
+        [_behaviour_readout(av, acts[lo : lo + batch_size], heads[lo : lo + batch_size]) for lo in batches]
+    )
+
+
+def _behaviour_readout(av: Verbalizer, acts: torch.Tensor, heads: Sequence[str]) -> torch.Tensor:
+    """:func:`behaviour_logprobs` of one batch ``acts`` ``[n, d]`` in one forward, with gradients (what
+    :func:`tune_behaviour` trains)."""
     tok = av.tokenizer
     words = [tok(f" {w}", add_special_tokens=False)["input_ids"] for w in BEHAVIOURS]
     if any(len(w) != 1 for w in words):
         raise ValueError(f"this tokenizer splits a behaviour word into several tokens: {words}")
-    out = []
-    for lo in range(0, len(acts), batch_size):
-        prefixes = [tok(f"{h} |", add_special_tokens=False)["input_ids"] for h in heads[lo : lo + batch_size]]
-        out.append(av.next_logprobs(acts[lo : lo + batch_size], prefixes)[:, [w[0] for w in words]])
-    return torch.cat(out)
+    prefixes = [tok(f"{h} |", add_special_tokens=False)["input_ids"] for h in heads]
+    return av.next_logprobs(acts, prefixes)[:, [w[0] for w in words]]
 
 
 def transcript_scores(logprobs: torch.Tensor, sources: Sequence[str], behaviour: str = "lie") -> dict[str, float]:
@@ -377,8 +383,6 @@ def tune_behaviour(
     params = [p for p in av.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the verbalizer has no trainable parameters: load its adapter trainable (or add one)")
-    tok = av.tokenizer
-    words = [tok(f" {w}", add_special_tokens=False)["input_ids"][0] for w in BEHAVIOURS]
     heads, rng = list(found), random.Random(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     av.train()
@@ -387,11 +391,9 @@ def tune_behaviour(
         chosen = rng.sample(heads, pairs)
         rows = [rng.choice(found[h][side]) for h in chosen for side in (0, 1)]
         x = torch.stack([train[g]["vectors"][i] for g, i in rows])  # [2 pairs, d]
-        prefixes = [
-            tok(f"{label_head(train[g]['labels'][i])} |", add_special_tokens=False)["input_ids"] for g, i in rows
-        ]
+        row_heads = [label_head(train[g]["labels"][i]) for g, i in rows]
         target = torch.tensor([BEHAVIOURS.index(records[train[g]["sources"][i]]["behaviour"]) for g, i in rows])
-        loss = torch.nn.functional.cross_entropy(av.next_logprobs(x, prefixes)[:, words], target)
+        loss = torch.nn.functional.cross_entropy(_behaviour_readout(av, x, row_heads), target)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -17,7 +17,7 @@ from pathlib import Path
 from probity.models.load import SMOLLM2
 from probity.nla.core import Verbalizer, extract, save_nla
 from probity.nla.labellers import ContextLabeller, Labeller, samples_for
-from probity.nla.training import TrainConfig, TrainResult, rank_and_size, train
+from probity.nla.training import TrainConfig, TrainResult, rank_and_size, round_trip_fve, train
 from probity.report import Claim, result_type
 
 # A small built-in corpus for real models: varied registers, so activations differ.
@@ -589,7 +589,6 @@ def run_censored(
     from probity.models import load
     from probity.nla import smollm2_data
     from probity.nla.censored import readings
-    from probity.nla.training import round_trip_fve
     from probity.organisms import censored
 
     target, tokenizer = censored.load()
@@ -599,24 +598,32 @@ def run_censored(
     train_vectors, train_labels, _ = smollm2_data.mixture(acts["train"], seed=cfg.seed, balance=balance)
     eval_vectors, eval_labels, _ = smollm2_data.mixture(acts["eval"], rows=eval_rows, oversample=1, seed=cfg.seed)
     av = smollm2_verbalizer(base, tokenizer, layer, train_vectors, "censored", inject, rank)
-    records = smollm2_data.chat_records() | smollm2_data.chat_records(smollm2_data.DATA / smollm2_data.SAMPLES_FILE)
+    records = smollm2_data.all_chat_records()
 
     def read(av: Verbalizer) -> dict:
         return readings(av, acts["eval"]["fact"], records, seed=cfg.seed, samples=acts["eval"]["sample"])
 
     data = (train_vectors, train_labels, eval_vectors, eval_labels)
     av, ar, result, saved = _fit_lora(target, tokenizer, av, data, cfg, out, progress, keep_checkpoints, read)
-    final = read(av)
-    for group in ("ordinary", "fact"):
-        vectors = acts["eval"][group]["vectors"]
-        pick = random.Random(cfg.seed).sample(range(len(vectors)), min(eval_rows // 2, len(vectors)))
-        final[f"fve_{group}"] = round_trip_fve(av, ar, vectors[pick])[0]
+    final = read(av) | censored_fve(av, ar, acts["eval"], eval_rows // 2, cfg.seed)
     heads = [smollm2_data.label_head(lab) for lab in eval_labels[:12]]
     examples = _examples(av, eval_vectors, eval_labels, heads)
     report = NLAReport.of(
         "censored", layer, result, examples, saved, final["recovery_all"]["both"], final, final["audit"]["auroc"]
     )
     return report, av, ar
+
+
+def censored_fve(av: Verbalizer, ar, held: dict, rows: int = 128, seed: int = 0) -> dict[str, float]:
+    """``{"fve_ordinary", "fve_fact"}``: the round trip on ``rows`` seeded positions of each of the held-out
+    split's ``held`` ordinary and fact-chat groups (``smollm2_data.activations``), as :func:`run_censored`
+    reports them."""
+    out = {}
+    for group in ("ordinary", "fact"):
+        vectors = held[group]["vectors"]
+        pick = random.Random(seed).sample(range(len(vectors)), min(rows, len(vectors)))
+        out[f"fve_{group}"] = round_trip_fve(av, ar, vectors[pick])[0]
+    return out
 
 
 GENERIC_SCHEDULE = dataclasses.replace(LORA_SCHEDULE, rl_steps=400)  # the generic run's GRPO climbs for longer

@@ -761,6 +761,11 @@ def chat_records(path: str | Path = DATA / CHATS_FILE) -> dict[str, dict]:
     return {source_of(r): r for r in read(path)}
 
 
+def all_chat_records() -> dict[str, dict]:
+    """:func:`chat_records` of the shipped greedy fact chats and sampled chats together."""
+    return chat_records() | chat_records(DATA / SAMPLES_FILE)
+
+
 def read(path: str | Path) -> list[dict]:
     """The records of a JSONL file."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
