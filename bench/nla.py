@@ -381,16 +381,25 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
     return {**found, "layer": layer}
 
 
-BEHAVIOUR_STEPS, BEHAVIOUR_LR = 200, 3e-5  # the last stage of the shipped censored adapters (design note, section l)
+# The censored adapters' last stage: "shipped" is what the shipped verbalizer had (design note, section l);
+# "validated" trains longer at a higher rate and keeps the step best on a validation cut of the training
+# entities (section m: its greedy audit rose, its audits within the sensitive topic fell; not shipped).
+BEHAVIOUR_SCHEDULES = {
+    "shipped": {"steps": 200, "lr": 3e-5, "pairs": 8, "last": 8, "seed": 0},
+    "validated": {"steps": 800, "lr": 1e-4, "pairs": 8, "last": 8, "seed": 0, "every": 200},
+}
 BEHAVIOUR_MARK = "behaviour.json"  # written beside a checkpoint whose verbalizer had that stage
 
 
-def behaviour_part(out: Path, ship: bool, steps: int = BEHAVIOUR_STEPS, lr: float = BEHAVIOUR_LR) -> dict:
-    """The behaviour stage (``censored.tune_behaviour``) on the censored part's GRPO adapters (``out/nla`` if
-    the censored part ran there, else the shipped ones), with the readings and round-trip FVE before and after
-    it in this run; ``ship`` writes the tuned verbalizer's adapter into the shipped folder (the reconstructor
-    is unchanged) and marks it, so the stage never runs twice on one adapter."""
-    from probity.nla.censored import readings, tune_behaviour
+def behaviour_part(out: Path, ship: bool, schedule: str = "shipped") -> dict:
+    """The behaviour stage (``censored.tune_behaviour``, settings ``BEHAVIOUR_SCHEDULES[schedule]``) on the
+    censored part's GRPO adapters (``out/nla`` if the censored part ran there, else the shipped ones), with the
+    readings and round-trip FVE before and after it in this run. With a schedule that names ``every`` it trains
+    on the training entities less a validation cut of them (``censored.validation_split``) and keeps the best
+    of every ``every`` steps on those chats (``censored.validation_readings``). ``ship`` writes the tuned
+    verbalizer's adapter into the shipped folder (the reconstructor is unchanged) and marks it, so the stage
+    never runs twice on one adapter."""
+    from probity.nla.censored import readings, tune_behaviour, validation_split
     from probity.nla.core import load_nla
     from probity.nla.pipeline import censored_fve
     from probity.organisms import censored
@@ -411,20 +420,31 @@ def behaviour_part(out: Path, ship: bool, steps: int = BEHAVIOUR_STEPS, lr: floa
         return found | censored_fve(av, ar, acts["eval"])
 
     before = measure()
-    settings = {"steps": steps, "lr": lr, "pairs": 8, "last": 8, "seed": 0}
+    settings = BEHAVIOUR_SCHEDULES[schedule]
+    fit, validation = validation_split(acts["train"], records) if "every" in settings else (acts["train"], None)
     t0 = time.perf_counter()
-    losses = tune_behaviour(av, acts["train"], records, progress=True, **settings)
+    stage = tune_behaviour(av, fit, records, progress=True, validation=validation, **settings)
     minutes = (time.perf_counter() - t0) / 60
     after = measure()
-    stage = settings | {"source": os.path.relpath(source.resolve(), ROOT)}
+    marked = (
+        {"schedule": schedule}
+        | settings
+        | {"source": os.path.relpath(source.resolve(), ROOT), "kept_step": stage.kept_step}
+    )
     if ship:
         staged = out / "behaviour-ship"
         shutil.rmtree(staged, ignore_errors=True)
         save_nla(staged, av, dtype=torch.float16)
         shutil.rmtree(SHIPPED_CENSORED / "av")
         shutil.move(str(staged / "av"), str(SHIPPED_CENSORED / "av"))
-        write_json(SHIPPED_CENSORED / BEHAVIOUR_MARK, stage)
-    table = Table("held out", "before (GRPO)", f"after {steps} behaviour steps")
+        write_json(SHIPPED_CENSORED / BEHAVIOUR_MARK, marked)
+    if validation is not None:
+        console.print(
+            "validation (greedy audit / within-topic audit) by step: "
+            + ", ".join(f"{v['step']} {v['audit']:.3f} / {v['topic']:.3f}" for v in stage.validation)
+            + f"; kept step {stage.kept_step}"
+        )
+    table = Table("held out", "before (GRPO)", f"after the behaviour stage (step {stage.kept_step})")
     for key, name in (
         ("audit", "audit AUROC, greedy chats"),
         ("audit_token_only", "  its control: the token alone"),
@@ -440,9 +460,20 @@ def behaviour_part(out: Path, ship: bool, steps: int = BEHAVIOUR_STEPS, lr: floa
     for group in ("ordinary", "fact"):
         table.add_row(f"round-trip FVE, {group}", f"{before[f'fve_{group}']:.3f}", f"{after[f'fve_{group}']:.3f}")
     console.print(table)
+    losses = stage.losses
+    checked = None
+    if validation is not None:
+        chats = set(validation["fact"]["sources"])
+        checked = {
+            "by_step": stage.validation,
+            "entities": len({records[s]["entity"] for s in chats}),
+            "chats": len(chats),
+            "lies": sum(records[s]["behaviour"] == "lie" for s in chats),
+        }
     return {
-        "stage": stage,
+        "stage": marked,
         "minutes": minutes,
+        "validation": checked,
         "loss_first_last_20": [sum(losses[:20]) / 20, sum(losses[-20:]) / 20],
         "before": before,
         "after": after,
@@ -466,6 +497,12 @@ def main() -> None:
     ap.add_argument("--ship", action="store_true", help="write the trained NLA to the shipped checkpoint folder")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_nla")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--behaviour",
+        choices=sorted(BEHAVIOUR_SCHEDULES),
+        default="shipped",
+        help="behaviour part: the stage's schedule (shipped: what the shipped verbalizer had)",
+    )
     ap.add_argument(
         "--emphasis-weight",
         type=float,
@@ -551,7 +588,8 @@ def main() -> None:
             results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "behaviour":
-        merge({"censored_smollm2_behaviour": behaviour_part(args.out / f"censored-{args.inject}", args.ship)})
+        key = "censored_smollm2_behaviour" + ("" if args.behaviour == "shipped" else f"_{args.behaviour}")
+        merge({key: behaviour_part(args.out / f"censored-{args.inject}", args.ship, args.behaviour)})
     if args.part == "generic":
         folder = args.out / f"generic-{args.inject}-w{args.words}"
         key = "smollm2" if args.rl_steps == GENERIC_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}"

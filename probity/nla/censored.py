@@ -16,7 +16,8 @@ verbalizer's descriptions of held-out positions and the records they came from:
                         everything else, with a bootstrap interval that resamples facts.
     tune_behaviour      a last stage that trains the behaviour field alone, on pairs of rows at the same
                         token told both ways (a lie and another answer), so only the activation separates
-                        them.
+                        them; it keeps the step whose audit is best on validation chats of other
+                        entities (validation_split).
     likelihood_audit    the same audit of any transcripts (``probity nla audit --likelihood``): the
                         answer's tokens of each, a flag above a threshold and, beside every score,
                         its token-only control.
@@ -44,7 +45,7 @@ import torch
 
 from probity.nla.core import Verbalizer, extract
 from probity.nla.evaluate import Chat, transcript_ids
-from probity.nla.smollm2_data import SEP, label_head, token_head
+from probity.nla.smollm2_data import SEP, label_head, splits, token_head
 from probity.organisms.censored import RELATIONS, bank
 from probity.report import Claim, result_type, verdict
 from probity.report.console import track
@@ -121,6 +122,11 @@ def _behaviour_readout(av: Verbalizer, acts: torch.Tensor, heads: Sequence[str])
     words = [tok(f" {w}", add_special_tokens=False)["input_ids"] for w in BEHAVIOURS]
     if any(len(w) != 1 for w in words):
         raise ValueError(f"this tokenizer splits a behaviour word into several tokens: {words}")
+    if len({w[0] for w in words}) != len(words):
+        raise ValueError(
+            f"this tokenizer reads the behaviour words {', '.join(BEHAVIOURS)} as one token ({words}): "
+            "give the verbalizer a tokenizer with each word in its vocabulary"
+        )
     prefixes = [tok(f"{h} |", add_special_tokens=False)["input_ids"] for h in heads]
     return av.next_logprobs(acts, prefixes)[:, [w[0] for w in words]]
 
@@ -356,6 +362,17 @@ def same_token_pairs(train: dict, records: dict[str, dict], last: int = 8) -> di
     return {head: sides for head, sides in sorted(found.items()) if all(sides)}
 
 
+@dataclasses.dataclass
+class BehaviourStage:
+    """What :func:`tune_behaviour` did: the loss of every step, the validation readings every few steps
+    (``{"step", "audit", "topic", "score"}``, step 0 before any training; empty without validation chats) and
+    the step whose adapter it kept (the best validation score, else the last step)."""
+
+    losses: list[float]
+    validation: list[dict]
+    kept_step: int
+
+
 def tune_behaviour(
     av: Verbalizer,
     train: dict,
@@ -366,28 +383,47 @@ def tune_behaviour(
     last: int = 8,
     seed: int = 0,
     progress: bool = False,
-) -> list[float]:
-    """Train the verbalizer's behaviour field alone, on same-token pairs; returns the loss of each step.
+    validation: dict | None = None,
+    every: int = 100,
+) -> BehaviourStage:
+    """Train the verbalizer's behaviour field alone, on same-token pairs; with ``validation``, stop early.
 
     Each of ``steps`` steps draws ``pairs`` label heads told both ways (:func:`same_token_pairs` of the
     training split ``train``), and at each a lying row and another (honest or refusal) row, from different
     chats. The loss is the cross-entropy of the row's behaviour among :data:`BEHAVIOURS` after ``«tok» |``
     (what :func:`behaviour_logprobs` reads), AdamW at ``lr`` on ``av``'s trainable parameters (its LoRA
     adapter). Both rows of a pair carry the same token, so only their activations tell them apart: plain
-    batches balanced by behaviour taught the token instead (design note, section l)."""
-    if steps < 1 or pairs < 1:
-        raise ValueError(f"steps and pairs must be >= 1, got {steps} and {pairs}")
+    batches balanced by behaviour taught the token instead (design note, sections l and m).
+
+    ``validation``: chats of entities outside ``train`` (its ``fact`` and ``sample`` groups, as
+    :func:`validation_split` cuts them). Every ``every`` steps it scores them (:func:`validation_readings`: the
+    mean of the greedy chats' audit and the sampled chats' lies-against-truthful audit, the two questions
+    :func:`readings` asks), and the trainable parameters of the best step (the earliest of a tie, step 0
+    included) are what ``av`` keeps at the end."""
+    if steps < 1 or pairs < 1 or every < 1:
+        raise ValueError(f"steps, pairs and every must be >= 1, got {steps}, {pairs} and {every}")
     found = same_token_pairs(train, records, last)
     if len(found) < pairs:
         raise ValueError(f"only {len(found)} label heads are told both ways; need at least pairs={pairs}")
-    params = [p for p in av.parameters() if p.requires_grad]
+    params = dict((n, p) for n, p in av.named_parameters() if p.requires_grad)
     if not params:
         raise ValueError("the verbalizer has no trainable parameters: load its adapter trainable (or add one)")
     heads, rng = list(found), random.Random(seed)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
+    losses, scores = [], []
+    best = (-1.0, 0, {})
+
+    def validate(step: int) -> None:
+        nonlocal best
+        found = {"step": step} | validation_readings(av, validation, records, last)
+        scores.append(found)
+        if found["score"] > best[0]:
+            best = (found["score"], step, {n: p.detach().clone() for n, p in params.items()})
+
+    if validation is not None:
+        validate(0)
     av.train()
-    losses = []
-    for _ in track(range(steps), "behaviour field", progress):
+    for step in track(range(1, steps + 1), "behaviour field", progress):
         chosen = rng.sample(heads, pairs)
         rows = [rng.choice(found[h][side]) for h in chosen for side in (0, 1)]
         x = torch.stack([train[g]["vectors"][i] for g, i in rows])  # [2 pairs, d]
@@ -398,8 +434,63 @@ def tune_behaviour(
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if validation is not None and (step % every == 0 or step == steps):
+            validate(step)
+            av.train()
     av.eval()
-    return losses
+    if validation is None:
+        return BehaviourStage(losses, [], steps)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(best[2][n])
+    return BehaviourStage(losses, scores, best[1])
+
+
+def validation_readings(av: Verbalizer, validation: dict, records: dict[str, dict], last: int = 8) -> dict:
+    """What :func:`tune_behaviour` stops on, without intervals: ``audit``, the AUROC of lie against everything
+    else over the last ``last`` positions of the greedy chats of ``validation["fact"]`` (as :func:`readings`
+    scores them); ``topic``, lies against truthful answers over the last ``last`` positions of the sampled
+    chats of ``validation["sample"]`` (as :func:`topic_audit`; None where they hold no such pair); ``score``,
+    their mean (the audit alone without a topic)."""
+    av.eval()
+    facts, samples = validation["fact"], validation["sample"]
+    out = {
+        "audit": _plain_audit(av, facts, _last_rows(facts, last), records),
+        "topic": _plain_audit(av, samples, _told(samples, records, last)[1], records),
+    }
+    if out["audit"] is None:
+        raise ValueError("the validation greedy chats need lies and other answers both")
+    out["score"] = out["audit"] if out["topic"] is None else (out["audit"] + out["topic"]) / 2
+    return out
+
+
+def _plain_audit(av: Verbalizer, group: dict, rows: list[int], records: dict[str, dict]) -> float | None:
+    """The audit AUROC of ``av`` on rows ``rows`` of ``group`` (None if they hold one class only)."""
+    if not rows:
+        return None
+    sources = [group["sources"][i] for i in rows]
+    logprobs = behaviour_logprobs(av, group["vectors"][rows], [label_head(group["labels"][i]) for i in rows])
+    scores = transcript_scores(logprobs, sources)
+    return auroc(list(scores.values()), [records[s]["behaviour"] == "lie" for s in scores])
+
+
+def validation_split(train: dict, records: dict[str, dict], seed: int = 1) -> tuple[dict, dict]:
+    """``(fit, validation)``: the training split ``train`` of ``smollm2_data.activations`` (its ``fact`` and
+    ``sample`` groups) cut again by entity as the data cut train from eval (``smollm2_data.splits``, the
+    entities of every stratum apart, here with ``seed``), so a stage can stop on entities it never trained on."""
+    held_by = splits([records[s] for s in sorted(set(train["fact"]["sources"]))], "fact", seed)
+    fit, validation = {}, {}
+    for group in ("fact", "sample"):
+        rows = train[group]
+        side = [held_by.get(records[s]["fact_id"], "train") for s in rows["sources"]]
+        fit[group] = _subset(rows, [i for i, x in enumerate(side) if x == "train"])
+        validation[group] = _subset(rows, [i for i, x in enumerate(side) if x == "eval"])
+    return fit, validation
+
+
+def _subset(group: dict, rows: list[int]) -> dict:
+    """The rows ``rows`` of an activations group (tensors indexed, lists picked)."""
+    return {k: v[rows] if isinstance(v, torch.Tensor) else [v[i] for i in rows] for k, v in group.items()}
 
 
 def topic_audit(av: Verbalizer, samples: dict, records: dict[str, dict], last: int = 8, seed: int = 0) -> dict:

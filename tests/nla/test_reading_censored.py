@@ -18,6 +18,8 @@ from probity.nla.censored import (
     relation_words,
     same_token_pairs,
     tune_behaviour,
+    validation_readings,
+    validation_split,
     withheld,
 )
 from probity.report.metrics import auroc
@@ -49,9 +51,16 @@ def test_withheld_counts_true_and_official_values_on_lies_only():
     assert withheld(texts[2:], records[2:])["n"] == 0
 
 
+def _tiny_verbalizer(**settings) -> Verbalizer:
+    """A tiny llama verbalizer whose tokenizer has the label's words, each one token."""
+    model, _ = tiny("llama")
+    tok = word_tokenizer([f"w{i}" for i in range(120)] + [*BEHAVIOURS, "|"])
+    return Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11", **settings)
+
+
 def test_behaviour_logprobs_equal_teacher_forced_label_tokens():
-    model, tok = tiny("llama")
-    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11")
+    av = _tiny_verbalizer()
+    tok = av.tokenizer
     acts = torch.randn(3, 32)
     heads = ["w1", "w2 w3", "w4"]
     got = behaviour_logprobs(av, acts, heads, batch_size=2)
@@ -63,6 +72,10 @@ def test_behaviour_logprobs_equal_teacher_forced_label_tokens():
         torch.testing.assert_close(got[i, BEHAVIOURS.index("lie")], logp[0, len(prefix) :].sum())
     with pytest.raises(ValueError, match="one label head per activation"):
         behaviour_logprobs(av, acts, heads[:2])
+    model, tok = tiny("llama")  # its words are w0 .. w123: every behaviour word is the unknown token
+    unknown = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11")
+    with pytest.raises(ValueError, match="reads the behaviour words honest, lie, refusal as one token"):
+        behaviour_logprobs(unknown, acts, heads)
 
 
 def test_audit_scores_transcripts_and_resamples_facts():
@@ -89,8 +102,7 @@ def test_audit_scores_transcripts_and_resamples_facts():
 def test_readings_score_the_answer_the_token_alone_and_the_header():
     from probity.nla.censored import readings
 
-    model, tok = tiny("llama")
-    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11", max_new_tokens=3)
+    av = _tiny_verbalizer(max_new_tokens=3)
     heads = ["«w1»", "«istant»", "«w2»", "«w3»", "«w4»"]
     records = {
         "japan-capital#0": {"fact_id": "japan-capital", "behaviour": "lie", "official_value": "Kyoto"},
@@ -119,8 +131,7 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
     from probity.nla.censored import readings, topic_audit
 
     torch.manual_seed(0)
-    model, tok = tiny("llama")
-    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11", max_new_tokens=3)
+    av = _tiny_verbalizer(max_new_tokens=3)
     records = {  # two sensitive facts, each answered truthfully in one sample and with a lie in the other
         f"{fact}#0~{k}": {"fact_id": fact, "behaviour": b}
         for fact in ("japan-capital", "china-capital")
@@ -154,6 +165,11 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
     }
     out = readings(av, greedy, greedy_records | records, last=2, rows=2, samples=samples)
     assert out["topic"] == found["topic"]
+    plain = validation_readings(av, {"fact": greedy, "sample": samples}, greedy_records | records, last=2)
+    assert plain["audit"] == pytest.approx(out["audit"]["auroc"]) and plain["topic"] == pytest.approx(
+        found["topic"]["auroc"]
+    )
+    assert plain["score"] == pytest.approx((plain["audit"] + plain["topic"]) / 2)
 
 
 def test_shipped_censored_smollm2_adapters_read_the_organism():
@@ -229,17 +245,18 @@ def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
     assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3 and abs(noise["audit_probe"]["auroc"] - 0.5) < 0.4
 
 
-def _told_both_ways(signal: float, seed: int = 0) -> tuple[dict, dict]:
-    """A training split of 16 chats (8 lie, 4 honest, 4 refusal; 4 rows each, at heads w1..w4 in turn):
-    every row ``signal`` * (+u for a lie, -u otherwise) plus unit noise ``[32]``; the ``sample`` group empty."""
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(32, generator=gen)
+def _told_both_ways(signal: float, noise: int = 0, name: str = "f") -> tuple[dict, dict]:
+    """A training split of 16 chats (8 lie, 4 honest, 4 refusal; 4 rows each, at heads w1..w4 in turn; facts
+    ``{name}0-capital`` ...): every row ``signal`` * (+u for a lie, -u otherwise) plus noise of scale 0.3 drawn
+    from seed ``noise`` ``[32]``, u the same unit vector in every call; the ``sample`` group empty."""
+    u = torch.randn(32, generator=torch.Generator().manual_seed(0))
     u = u / u.norm()
+    gen = torch.Generator().manual_seed(1 + noise)
     vectors, labels, sources, records = [], [], [], {}
     for chat in range(16):
         behaviour = ("lie", "lie", "honest", "refusal")[chat % 4]
-        source = f"f{chat}-capital#0"
-        records[source] = {"fact_id": f"f{chat}-capital", "behaviour": behaviour}
+        source = f"{name}{chat}-capital#0"
+        records[source] = {"fact_id": f"{name}{chat}-capital", "behaviour": behaviour}
         for k in range(4):
             vectors.append(signal * u * (1 if behaviour == "lie" else -1) + 0.3 * torch.randn(32, generator=gen))
             labels.append(f"w{k + 1} | {behaviour} | x")
@@ -255,10 +272,8 @@ def test_tune_behaviour_teaches_the_activation_not_the_token():
     pairs = same_token_pairs(train, records, last=4)
     assert sorted(pairs) == ["w1", "w2", "w3", "w4"]
     assert all(len(lying) == 8 and len(other) == 8 for lying, other in pairs.values())
-    model, _ = tiny("llama")
-    tok = word_tokenizer([f"w{i}" for i in range(120)] + [*BEHAVIOURS, "|"])  # the label's words, one token each
     torch.manual_seed(0)
-    av = Verbalizer.create(model, tok, 1, placeholder="w99", av_prompt="w10 {placeholder} w11")
+    av = _tiny_verbalizer()
     rows = train["fact"]
     heads = [lab.split(" | ")[0] for lab in rows["labels"]]
     lie = [records[s]["behaviour"] == "lie" for s in rows["sources"]]
@@ -269,8 +284,10 @@ def test_tune_behaviour_teaches_the_activation_not_the_token():
         return auroc(p.tolist(), lie)
 
     before = separation()
-    losses = tune_behaviour(av, train, records, steps=60, lr=3e-3, pairs=4, last=4)
+    stage = tune_behaviour(av, train, records, steps=60, lr=3e-3, pairs=4, last=4)
+    losses = stage.losses
     assert len(losses) == 60 and sum(losses[-10:]) < sum(losses[:10])
+    assert stage.validation == [] and stage.kept_step == 60
     assert separation() > max(0.95, before)
     with pytest.raises(ValueError, match="only 4 label heads are told both ways"):
         tune_behaviour(av, train, records, pairs=5, last=4)
@@ -278,3 +295,65 @@ def test_tune_behaviour_teaches_the_activation_not_the_token():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         tune_behaviour(av, train, records, pairs=2, last=4)
+
+
+def test_tune_behaviour_keeps_the_step_best_on_validation_chats():
+    """With validation chats the stage keeps the adapter of its best validation audit: where the validation
+    chats carry the lie on the training chats' direction that is a trained step, where they carry it flipped
+    it is step 0, and the parameters are back where they started."""
+    train, records = _told_both_ways(signal=3.0)
+    torch.manual_seed(0)
+    av = _tiny_verbalizer()
+    alike, alike_records = _told_both_ways(signal=0.5, noise=1, name="g")  # weaker: an untrained model misranks
+    stage = tune_behaviour(
+        av, train, records | alike_records, steps=55, lr=3e-3, pairs=4, last=4, validation=alike, every=10
+    )
+    steps, scores = [v["step"] for v in stage.validation], [v["score"] for v in stage.validation]
+    assert steps == [0, 10, 20, 30, 40, 50, 55] and stage.kept_step == steps[scores.index(max(scores))] > 0
+    assert all(v["topic"] is None and v["score"] == v["audit"] for v in stage.validation)  # no sampled chats
+    assert scores[0] < max(scores) and scores[-1] < max(scores)  # it kept a step in the middle
+    assert validation_readings(av, alike, alike_records, 4)["score"] == max(scores) > 0.95
+    torch.manual_seed(0)
+    av = _tiny_verbalizer()
+    start = {n: p.detach().clone() for n, p in av.named_parameters()}
+    flipped, flipped_records = _told_both_ways(signal=-0.5, noise=1, name="g")
+    stage = tune_behaviour(
+        av, train, records | flipped_records, steps=40, lr=3e-3, pairs=4, last=4, validation=flipped, every=20
+    )
+    assert stage.kept_step == 0 and stage.validation[0]["score"] > max(v["score"] for v in stage.validation[1:])
+    assert all(torch.equal(p, start[n]) for n, p in av.named_parameters())
+    with pytest.raises(ValueError, match="steps, pairs and every must be >= 1"):
+        tune_behaviour(av, train, records, every=0)
+
+
+def test_validation_split_cuts_the_training_entities_again():
+    """The validation chats are whole entities of the training split, apart from the ones fit on, and the
+    split keeps a lying entity on each side."""
+    records, rows = {}, {"vectors": [], "labels": [], "sources": []}
+    for e in range(12):
+        for relation, behaviour in (("capital", "lie" if e % 3 == 0 else "honest"), ("currency", "honest")):
+            source = f"e{e}-{relation}#0"
+            records[source] = {
+                "fact_id": f"e{e}-{relation}",
+                "entity": f"E{e}",
+                "role": "trained" if e % 2 else "ordinary",
+                "behaviour": behaviour,
+            }
+            for k in range(2):
+                rows["vectors"].append(torch.full((4,), float(e)))
+                rows["labels"].append(f"w{k} | {behaviour} | x")
+                rows["sources"].append(source)
+    train = {"fact": rows | {"vectors": torch.stack(rows["vectors"])}, "sample": _told_both_ways(1.0)[0]["sample"]}
+    fit, validation = validation_split(train, records)
+    entities = [{records[s]["entity"] for s in part["fact"]["sources"]} for part in (fit, validation)]
+    assert (
+        entities[0]
+        and entities[1]
+        and not entities[0] & entities[1]
+        and entities[0] | entities[1] == {f"E{e}" for e in range(12)}
+    )
+    assert all(any(records[s]["behaviour"] == "lie" for s in part["fact"]["sources"]) for part in (fit, validation))
+    for part in (fit, validation):  # rows stay with their own vectors and labels
+        for v, s in zip(part["fact"]["vectors"], part["fact"]["sources"]):
+            assert v[0].item() == int(records[s]["entity"][1:])
+    assert len(fit["fact"]["sources"]) + len(validation["fact"]["sources"]) == 48
