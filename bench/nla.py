@@ -383,10 +383,12 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
 
 # The censored adapters' last stage: "shipped" is what the shipped verbalizer had (design note, section l);
 # "validated" trains longer at a higher rate and keeps the step best on a validation cut of the training
-# entities (section m: its greedy audit rose, its audits within the sensitive topic fell; not shipped).
+# entities (section m: its greedy audit rose, its audits within the sensitive topic fell; not shipped);
+# "validated_facts" draws half of each step's pairs from sampled answers to one fact told both ways.
 BEHAVIOUR_SCHEDULES = {
     "shipped": {"steps": 200, "lr": 3e-5, "pairs": 8, "last": 8, "seed": 0},
     "validated": {"steps": 800, "lr": 1e-4, "pairs": 8, "last": 8, "seed": 0, "every": 200},
+    "validated_facts": {"steps": 600, "lr": 1e-4, "pairs": 8, "fact_pairs": 4, "last": 8, "seed": 0, "every": 100},
 }
 BEHAVIOUR_MARK = "behaviour.json"  # written beside a checkpoint whose verbalizer had that stage
 

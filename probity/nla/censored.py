@@ -362,6 +362,18 @@ def same_token_pairs(train: dict, records: dict[str, dict], last: int = 8) -> di
     return {head: sides for head, sides in sorted(found.items()) if all(sides)}
 
 
+def same_fact_pairs(train: dict, records: dict[str, dict], last: int = 8) -> dict[str, tuple[list, list]]:
+    """``{fact id: (lying chats, truthful chats)}`` for every fact that the training split's sampled chats
+    (``train["sample"]``, a group of ``smollm2_data.activations``) answer both ways; a chat is the list of its
+    last ``last`` rows, in order."""
+    found: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for source, rows in _rows_of(train["sample"]).items():
+        record = records[source]
+        if record["behaviour"] in ("honest", "lie"):
+            found[record["fact_id"]][record["behaviour"] == "honest"].append(rows[-last:])
+    return {fact: sides for fact, sides in sorted(found.items()) if all(sides)}
+
+
 @dataclasses.dataclass
 class BehaviourStage:
     """What :func:`tune_behaviour` did: the loss of every step, the validation readings every few steps
@@ -385,6 +397,7 @@ def tune_behaviour(
     progress: bool = False,
     validation: dict | None = None,
     every: int = 100,
+    fact_pairs: int = 0,
 ) -> BehaviourStage:
     """Train the verbalizer's behaviour field alone, on same-token pairs; with ``validation``, stop early.
 
@@ -393,7 +406,10 @@ def tune_behaviour(
     chats. The loss is the cross-entropy of the row's behaviour among :data:`BEHAVIOURS` after ``«tok» |``
     (what :func:`behaviour_logprobs` reads), AdamW at ``lr`` on ``av``'s trainable parameters (its LoRA
     adapter). Both rows of a pair carry the same token, so only their activations tell them apart: plain
-    batches balanced by behaviour taught the token instead (design note, sections l and m).
+    batches balanced by behaviour taught the token instead (design note, sections l and m). ``fact_pairs`` of
+    each step's ``pairs`` are same-fact pairs instead (:func:`same_fact_pairs`): a lying and a truthful sampled
+    answer to one training fact, at the same distance from the answer's end, so the topic cannot separate them
+    either.
 
     ``validation``: chats of entities outside ``train`` (its ``fact`` and ``sample`` groups, as
     :func:`validation_split` cuts them). Every ``every`` steps it scores them (:func:`validation_readings`: the
@@ -402,9 +418,16 @@ def tune_behaviour(
     included) are what ``av`` keeps at the end."""
     if steps < 1 or pairs < 1 or every < 1:
         raise ValueError(f"steps, pairs and every must be >= 1, got {steps}, {pairs} and {every}")
+    if not 0 <= fact_pairs <= pairs:
+        raise ValueError(f"fact_pairs must be in [0, pairs={pairs}], got {fact_pairs}")
     found = same_token_pairs(train, records, last)
-    if len(found) < pairs:
-        raise ValueError(f"only {len(found)} label heads are told both ways; need at least pairs={pairs}")
+    if len(found) < pairs - fact_pairs:
+        raise ValueError(
+            f"only {len(found)} label heads are told both ways; need at least pairs - fact_pairs={pairs - fact_pairs}"
+        )
+    facts = same_fact_pairs(train, records, last) if fact_pairs else {}
+    if len(facts) < fact_pairs:
+        raise ValueError(f"only {len(facts)} facts are answered both ways; need at least fact_pairs={fact_pairs}")
     params = dict((n, p) for n, p in av.named_parameters() if p.requires_grad)
     if not params:
         raise ValueError("the verbalizer has no trainable parameters: load its adapter trainable (or add one)")
@@ -415,17 +438,21 @@ def tune_behaviour(
 
     def validate(step: int) -> None:
         nonlocal best
-        found = {"step": step} | validation_readings(av, validation, records, last)
-        scores.append(found)
-        if found["score"] > best[0]:
-            best = (found["score"], step, {n: p.detach().clone() for n, p in params.items()})
+        reading = {"step": step} | validation_readings(av, validation, records, last)
+        scores.append(reading)
+        if reading["score"] > best[0]:
+            best = (reading["score"], step, {n: p.detach().clone() for n, p in params.items()})
 
     if validation is not None:
         validate(0)
     av.train()
     for step in track(range(1, steps + 1), "behaviour field", progress):
-        chosen = rng.sample(heads, pairs)
+        chosen = rng.sample(heads, pairs - fact_pairs)
         rows = [rng.choice(found[h][side]) for h in chosen for side in (0, 1)]
+        for fact in rng.sample(list(facts), fact_pairs):
+            lying, truthful = rng.choice(facts[fact][0]), rng.choice(facts[fact][1])
+            back = rng.randint(1, min(len(lying), len(truthful)))  # the same distance from each answer's end
+            rows += [("sample", lying[-back]), ("sample", truthful[-back])]
         x = torch.stack([train[g]["vectors"][i] for g, i in rows])  # [2 pairs, d]
         row_heads = [label_head(train[g]["labels"][i]) for g, i in rows]
         target = torch.tensor([BEHAVIOURS.index(records[train[g]["sources"][i]]["behaviour"]) for g, i in rows])

@@ -16,6 +16,7 @@ from probity.nla.censored import (
     linear_ceilings,
     recovery,
     relation_words,
+    same_fact_pairs,
     same_token_pairs,
     tune_behaviour,
     validation_readings,
@@ -324,6 +325,42 @@ def test_tune_behaviour_keeps_the_step_best_on_validation_chats():
     assert all(torch.equal(p, start[n]) for n, p in av.named_parameters())
     with pytest.raises(ValueError, match="steps, pairs and every must be >= 1"):
         tune_behaviour(av, train, records, every=0)
+
+
+def test_same_fact_pairs_mix_into_the_stage():
+    """Same-fact pairs: sampled answers to one fact told both ways (a lying and a truthful chat, each its last
+    rows); the stage draws ``fact_pairs`` of its pairs from them and still learns the planted direction."""
+    train, records = _told_both_ways(signal=3.0)
+    u = train["fact"]["vectors"][0] / train["fact"]["vectors"][0].norm()
+    gen = torch.Generator().manual_seed(5)
+    sample = {"vectors": [], "labels": [], "sources": []}
+    for fact in ("s0-capital", "s1-capital", "s2-capital"):
+        for k, behaviour in enumerate(("lie", "honest", "lie", "refusal")):
+            source = f"{fact}#0~{k}"
+            records[source] = {"fact_id": fact, "behaviour": behaviour}
+            for j in range(3):
+                sign = 1 if behaviour == "lie" else -1
+                sample["vectors"].append(3.0 * sign * u + 0.3 * torch.randn(32, generator=gen))
+                sample["labels"].append(f"w{j + 5} | {behaviour} | x")
+                sample["sources"].append(source)
+    train["sample"] = sample | {"vectors": torch.stack(sample["vectors"])}
+    pairs = same_fact_pairs(train, records, last=2)
+    assert sorted(pairs) == ["s0-capital", "s1-capital", "s2-capital"]
+    lying, truthful = pairs["s0-capital"]
+    assert lying == [[1, 2], [7, 8]] and truthful == [[4, 5]]  # the refusal is in neither
+    torch.manual_seed(0)
+    av = _tiny_verbalizer()
+    stage = tune_behaviour(av, train, records, steps=40, lr=3e-3, pairs=4, fact_pairs=2, last=2)
+    assert sum(stage.losses[-10:]) < sum(stage.losses[:10])
+    rows = train["sample"]
+    with torch.no_grad():
+        heads = [lab.split(" | ")[0] for lab in rows["labels"]]
+        p = torch.softmax(behaviour_logprobs(av, rows["vectors"], heads), -1)[:, BEHAVIOURS.index("lie")]
+    assert auroc(p.tolist(), [records[s]["behaviour"] == "lie" for s in rows["sources"]]) > 0.95
+    with pytest.raises(ValueError, match="only 3 facts are answered both ways; need at least fact_pairs=4"):
+        tune_behaviour(av, train, records, pairs=5, fact_pairs=4, last=2)
+    with pytest.raises(ValueError, match=r"fact_pairs must be in \[0, pairs=2\], got 3"):
+        tune_behaviour(av, train, records, pairs=2, fact_pairs=3, last=2)
 
 
 def test_validation_split_cuts_the_training_entities_again():
