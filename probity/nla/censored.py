@@ -16,8 +16,9 @@ verbalizer's descriptions of held-out positions and the records they came from:
                         everything else, with a bootstrap interval that resamples facts.
     tune_behaviour      a last stage that trains the behaviour field alone, on pairs of rows at the same
                         token told both ways (a lie and another answer), so only the activation separates
-                        them; it keeps the step whose audit is best on validation chats of other
-                        entities (validation_split).
+                        them (optionally also pairs of sampled answers to one fact told both ways);
+                        given validation chats of other entities (validation_split) it keeps the step
+                        that reads them best.
     likelihood_audit    the same audit of any transcripts (``probity nla audit --likelihood``): the
                         answer's tokens of each, a flag above a threshold and, beside every score,
                         its token-only control.
