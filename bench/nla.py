@@ -17,6 +17,7 @@ probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, floa
     python bench/nla.py --part ceilings --layers 4,8,20   # the same at other layers of the organism
     python bench/nla.py --part generic       # a generic NLA on the base SmolLM2 over its own texts
     python bench/nla.py --part behaviour --ship   # the censored adapters' last stage: the behaviour field
+    python bench/nla.py --part behaviour --behaviour validated_facts   # a variant that stops on validation entities
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
 context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
