@@ -18,6 +18,7 @@ probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, floa
     python bench/nla.py --part generic       # a generic NLA on the base SmolLM2 over its own texts
     python bench/nla.py --part behaviour --ship   # the censored adapters' last stage: the behaviour field
     python bench/nla.py --part behaviour --behaviour validated_facts   # a variant that stops on validation entities
+    python bench/nla.py --part places --ship # the censored adapters' stage at the subject's places (after behaviour)
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
 context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
@@ -382,6 +383,130 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
     return {**found, "layer": layer}
 
 
+# The censored adapters' stage at the subject's places (design note, section n): AV-SFT on the teacher labels
+# of the training chats' rows at the subject's last token, keeping the best of every 100 steps on a validation
+# cut of the training entities. It runs after the behaviour stage, on the adapters that have it, and leaves the
+# behaviour word out of the loss (with it, nla.json censored_smollm2_places_full_labels, the audit's token-alone
+# control rose from 0.450 to 0.581 and the within-topic audit fell from 0.735 to 0.687) and adds the behaviour
+# stage's same-token pairs to each step (without them, ..._statement_only, the control still rose, to 0.530).
+PLACES_SCHEDULE = {"steps": 200, "lr": 3e-5, "batch": 16, "seed": 0, "every": 100, "behaviour_weight": 0.0, "pairs": 8}
+PLACES_MARK = "places.json"  # written beside a checkpoint whose verbalizer had that stage
+
+
+def places_part(out: Path, ship: bool) -> dict:
+    """The stage at the subject's places (``censored.tune_places``, ``PLACES_SCHEDULE``) on the censored
+    verbalizer (``out/nla`` if the censored part ran there, else the shipped one), with the readings
+    (``censored.readings``: recovery and the withheld value at each chat's last 8 positions and at the subject's
+    places) and the round trip before and after it in this run, beside the linear read-outs at the same places
+    (``ceilings_part``), on the held-out entities' chats. ``ship`` writes the tuned verbalizer's adapter into
+    the shipped folder and marks it, so the stage never runs twice on one adapter."""
+    from probity.nla.censored import tune_places, validation_split
+
+    source, av, acts, records, measure = stage_inputs(out, PLACES_MARK, "places")
+    before = measure()
+    fit, validation = validation_split(acts["train"], records)
+    t0 = time.perf_counter()
+    stage = tune_places(av, fit, records, progress=True, validation=validation, **PLACES_SCHEDULE)
+    minutes = (time.perf_counter() - t0) / 60
+    after = measure()
+    linear = ceilings_part(out, av.config.layer)
+    marked = {"stage": "places"} | PLACES_SCHEDULE | {"source": os.path.relpath(source.resolve(), ROOT)}
+    if ship:
+        ship_verbalizer(out, av, PLACES_MARK, marked | {"kept_step": stage.kept_step})
+    console.print(
+        "validation (entity and relation / true value, mean over the places) by step: "
+        + ", ".join(f"{v['step']} {v['score']:.3f}" for v in stage.validation)
+        + f"; kept step {stage.kept_step}"
+    )
+    table = Table("held out", "before", f"after the places stage (step {stage.kept_step})", "linear read-out")
+    for key, name in (
+        ("audit", "audit AUROC, greedy chats"),
+        ("audit_token_only", "  its control: the token alone"),
+        ("audit_sensitive", "  sensitive facts only"),
+        ("topic", "lies vs truthful within the topic"),
+    ):
+        table.add_row(name, f"{before[key]['auroc']:.3f}", f"{after[key]['auroc']:.3f}", "")
+    table.add_row(
+        "last 8 positions: entity and relation named",
+        f"{before['recovery_all']['both']:.3f}",
+        f"{after['recovery_all']['both']:.3f}",
+        f"entity {linear['entity_readout']['all']:.3f}",
+    )
+    table.add_row(
+        "  true value behind a lie",
+        f"{before['withheld_lies']['true_value']:.3f}",
+        f"{after['withheld_lies']['true_value']:.3f}",
+        f"{linear['value_readout']['true_value']:.3f}",
+    )
+    for group, key in (("greedy", "by_place"), ("sampled", "by_place_sampled")):
+        for place in after[key]:
+            ceiling = linear["by_place"].get(place, {}) if group == "greedy" else {}
+            was, now = before[key][place], after[key][place]
+            table.add_row(
+                f"{place.replace('_', ' ')} ({group}): entity and relation named",
+                f"{was['recovery']['both']:.3f}",
+                f"{now['recovery']['both']:.3f}",
+                f"entity {ceiling['entity']:.3f}" if ceiling else "",
+            )
+            low, high = now["withheld"]["ci"]
+            table.add_row(
+                f"  true value behind a lie ({now['withheld']['n']} lies, {now['withheld']['facts']} facts)",
+                f"{was['withheld']['true_value']:.3f}",
+                f"{now['withheld']['true_value']:.3f} [{low:.2f}, {high:.2f}]",
+                f"{ceiling['true_value']:.3f}" if ceiling else "",
+            )
+    for group in ("ordinary", "fact"):
+        table.add_row(f"round-trip FVE, {group}", f"{before[f'fve_{group}']:.3f}", f"{after[f'fve_{group}']:.3f}", "")
+    console.print(table)
+    return {
+        "stage": marked,
+        "minutes": minutes,
+        "validation": stage.validation,
+        "kept_step": stage.kept_step,
+        "loss_first_last_20": [sum(stage.losses[:20]) / 20, sum(stage.losses[-20:]) / 20],
+        "before": before,
+        "after": after,
+        "linear": linear,
+    }
+
+
+def stage_inputs(out: Path, mark: str, stage: str) -> tuple:
+    """What a last stage of the censored verbalizer starts from: the source folder (``out/nla`` if the censored
+    part ran there, else the shipped one; refused if ``mark`` says it already had ``stage``), its verbalizer
+    (trainable) and reconstructor, the activations (``out/acts.pt``), the chat records, and ``measure()``: the
+    readings and the round trip as run_censored reports them (128 held-out positions of each group for FVE)."""
+    from probity.nla.censored import readings
+    from probity.nla.core import load_nla
+    from probity.nla.pipeline import censored_fve
+    from probity.organisms import censored
+
+    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+    if (source / mark).is_file():
+        raise SystemExit(f"{source} already had the {stage} stage ({source / mark}); start from the adapters before it")
+    av, ar = load_nla(source, trainable=True)
+    target, tokenizer = censored.load()
+    acts = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
+    records = smollm2_data.all_chat_records()
+
+    def measure() -> dict:
+        av.eval()
+        found = readings(av, acts["eval"]["fact"], records, samples=acts["eval"]["sample"])
+        return found | censored_fve(av, ar, acts["eval"])
+
+    return source, av, acts, records, measure
+
+
+def ship_verbalizer(out: Path, av, mark: str, marked: dict) -> None:
+    """Write ``av``'s adapter (float16) over the shipped censored verbalizer's (the reconstructor is unchanged)
+    and ``marked`` as ``mark`` beside it, the record of the stage it had."""
+    staged = out / "verbalizer-ship"
+    shutil.rmtree(staged, ignore_errors=True)
+    save_nla(staged, av, dtype=torch.float16)
+    shutil.rmtree(SHIPPED_CENSORED / "av")
+    shutil.move(str(staged / "av"), str(SHIPPED_CENSORED / "av"))
+    write_json(SHIPPED_CENSORED / mark, marked)
+
+
 # The censored adapters' last stage: "shipped" is what the shipped verbalizer had (design note, section l);
 # "validated" trains longer at a higher rate and keeps the step best on a validation cut of the training
 # entities (section m: its greedy audit rose, its audits within the sensitive topic fell; not shipped);
@@ -402,26 +527,9 @@ def behaviour_part(out: Path, ship: bool, schedule: str = "shipped") -> dict:
     of every ``every`` steps on those chats (``censored.validation_readings``). ``ship`` writes the tuned
     verbalizer's adapter into the shipped folder (the reconstructor is unchanged) and marks it, so the stage
     never runs twice on one adapter."""
-    from probity.nla.censored import readings, tune_behaviour, validation_split
-    from probity.nla.core import load_nla
-    from probity.nla.pipeline import censored_fve
-    from probity.organisms import censored
+    from probity.nla.censored import tune_behaviour, validation_split
 
-    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
-    if (source / BEHAVIOUR_MARK).is_file():
-        raise SystemExit(
-            f"{source} already had the behaviour stage ({source / BEHAVIOUR_MARK}); start from GRPO's adapters"
-        )
-    av, ar = load_nla(source, trainable=True)
-    target, tokenizer = censored.load()
-    acts = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
-    records = smollm2_data.all_chat_records()
-
-    def measure() -> dict:  # as run_censored reports them (128 held-out positions of each group for FVE)
-        av.eval()
-        found = readings(av, acts["eval"]["fact"], records, samples=acts["eval"]["sample"])
-        return found | censored_fve(av, ar, acts["eval"])
-
+    source, av, acts, records, measure = stage_inputs(out, BEHAVIOUR_MARK, "behaviour")
     before = measure()
     settings = BEHAVIOUR_SCHEDULES[schedule]
     fit, validation = validation_split(acts["train"], records) if "every" in settings else (acts["train"], None)
@@ -435,12 +543,7 @@ def behaviour_part(out: Path, ship: bool, schedule: str = "shipped") -> dict:
         | {"source": os.path.relpath(source.resolve(), ROOT), "kept_step": stage.kept_step}
     )
     if ship:
-        staged = out / "behaviour-ship"
-        shutil.rmtree(staged, ignore_errors=True)
-        save_nla(staged, av, dtype=torch.float16)
-        shutil.rmtree(SHIPPED_CENSORED / "av")
-        shutil.move(str(staged / "av"), str(SHIPPED_CENSORED / "av"))
-        write_json(SHIPPED_CENSORED / BEHAVIOUR_MARK, marked)
+        ship_verbalizer(out, av, BEHAVIOUR_MARK, marked)
     if validation is not None:
         console.print(
             "validation (greedy audit / within-topic audit) by step: "
@@ -493,7 +596,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--part",
-        choices=["organism", "censored", "both", "ablation", "ceilings", "generic", "behaviour"],
+        choices=["organism", "censored", "both", "ablation", "ceilings", "generic", "behaviour", "places"],
         default="both",
     )
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
@@ -590,6 +693,8 @@ def main() -> None:
         if others:  # other layers: is the NLA's layer the one to read?
             results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
+    if args.part == "places":
+        merge({"censored_smollm2_places": places_part(args.out / f"censored-{args.inject}", args.ship)})
     if args.part == "behaviour":
         key = "censored_smollm2_behaviour" + ("" if args.behaviour == "shipped" else f"_{args.behaviour}")
         merge({key: behaviour_part(args.out / f"censored-{args.inject}", args.ship, args.behaviour)})

@@ -19,12 +19,18 @@ verbalizer's descriptions of held-out positions and the records they came from:
                         them (optionally also pairs of sampled answers to one fact told both ways);
                         given validation chats of other entities (validation_split) it keeps the step
                         that reads them best.
+    tune_places         a last stage of AV-SFT on the teacher labels at the subject's places (its last
+                        token in the question and in the answer), where the reading names the entity and
+                        the true value behind a lie most often; it keeps its best step on validation
+                        entities the same way.
     likelihood_audit    the same audit of any transcripts (``probity nla audit --likelihood``): the
                         answer's tokens of each, a flag above a threshold and, beside every score,
                         its token-only control.
     readings(av, F, R)  all of the above on held-out fact chats: the audit over the last positions
                         of every transcript (the answer and its end), recovery and the withheld value
-                        on greedy descriptions of a seeded sample of them and of the lies' positions.
+                        on greedy descriptions of a seeded sample of them and of the lies' positions,
+                        and the same two at the subject's last token in the question and in the answer
+                        (place_readings), where factual recall writes what the model knows about it.
                         Two controls separate reading the activation from reading the label's token:
                         the audit with every activation replaced by the mean (the token alone), and
                         the audit at the newline that closes the assistant header, the same token in
@@ -46,7 +52,8 @@ import torch
 
 from probity.nla.core import Verbalizer, extract
 from probity.nla.evaluate import Chat, transcript_ids
-from probity.nla.smollm2_data import SEP, label_head, splits, token_head
+from probity.nla.smollm2_data import PLACES, SEP, label_head, splits, token_head
+from probity.nla.training import av_sft_loss, emphasis_weights
 from probity.organisms.censored import RELATIONS, bank
 from probity.report import Claim, result_type, verdict
 from probity.report.console import track
@@ -335,18 +342,58 @@ def readings(
     ``smollm2_data.activations`` (``vectors`` ``[n, d]``, ``labels``, ``sources``); ``records``:
     ``{source: chat record}``. Scores the last ``last`` positions of each transcript: the likelihood
     :func:`audit` on all of them; :func:`recovery` and :func:`withheld` on greedy descriptions of ``rows``
-    of them drawn at random (``all``) and of ``rows`` drawn from the lies (``lies``), with a few examples.
+    of them drawn at random (``all``) and of ``rows`` drawn from the lies (``lies``), with a few examples;
+    ``by_place``: the same two at the subject's places of every chat (:func:`place_readings`).
     With ``samples`` (the sampled chats' group, their records in ``records``) also the audit within the
-    censored topic (:func:`topic_audit`)."""
+    censored topic (:func:`topic_audit`) and ``by_place_sampled``, the sampled chats' places."""
     scored = _last_rows(facts, last)
     heads = [label_head(facts["labels"][i]) for i in scored]
     was_training = av.training
     av.eval()
     try:
-        out = _readings(av, facts, records, scored, heads, rows, seed)
-        return out if samples is None else out | topic_audit(av, samples, records, last, seed)
+        out = _readings(av, facts, records, scored, heads, rows, seed) | {
+            "by_place": place_readings(av, facts, records, seed)
+        }
+        if samples is None:
+            return out
+        return (
+            out
+            | topic_audit(av, samples, records, last, seed)
+            | {"by_place_sampled": place_readings(av, samples, records, seed)}
+        )
     finally:
         av.train(was_training)
+
+
+@torch.no_grad()
+def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: int = 0) -> dict:
+    """What ``av`` reads where a chat holds its subject: for each place of
+    :data:`~probity.nla.smollm2_data.PLACES` in ``group`` (a group of ``smollm2_data.activations``, with
+    ``places``), greedy descriptions of that row of every chat that has it; :func:`recovery` on all of them,
+    :func:`withheld` on the lies with ``ci``, an interval resampling facts (each lie counts once), and the
+    first three lies' labels and descriptions. ``{place: {"recovery", "withheld", "examples"}}``; a place no
+    row holds is left out."""
+    out = {}
+    for place in PLACES:
+        rows = [i for i, found in enumerate(group["places"]) if found == place]
+        if not rows:
+            continue
+        texts = av.describe(group["vectors"][rows])
+        said = [records[group["sources"][i]] for i in rows]
+        named = defaultdict(list)  # fact -> whether each lie's description names its true value
+        for text, record in zip(texts, said):
+            if record["behaviour"] == "lie":
+                named[record["fact_id"]].append(withheld([text], [record])["true_value"])
+        _, low, high = (
+            bootstrap(list(named.values()), lambda xs: sum(xs) / len(xs), seed=seed) if named else (0, None, None)
+        )
+        lies = [k for k, r in enumerate(said) if r["behaviour"] == "lie"][:3]
+        out[place] = {
+            "recovery": recovery(texts, said),
+            "withheld": withheld(texts, said) | {"ci": [low, high], "facts": len(named)},
+            "examples": [{"label": group["labels"][rows[k]], "description": texts[k]} for k in lies],
+        }
+    return out
 
 
 def same_token_pairs(train: dict, records: dict[str, dict], last: int = 8) -> dict[str, tuple[list, list]]:
@@ -376,10 +423,11 @@ def same_fact_pairs(train: dict, records: dict[str, dict], last: int = 8) -> dic
 
 
 @dataclasses.dataclass
-class BehaviourStage:
-    """What :func:`tune_behaviour` did: the loss of every step, the validation readings every few steps
-    (``{"step", "audit", "topic", "score"}``, step 0 before any training; empty without validation chats) and
-    the step whose adapter it kept (the best validation score, else the last step)."""
+class Stage:
+    """What a last stage of the verbalizer's training (:func:`tune_behaviour`, :func:`tune_places`) did: the
+    loss of every step, the validation readings every few steps (``{"step", ..., "score"}``, step 0 before any
+    training; empty without validation chats) and the step whose adapter it kept (the best validation score,
+    else the last step)."""
 
     losses: list[float]
     validation: list[dict]
@@ -399,7 +447,7 @@ def tune_behaviour(
     validation: dict | None = None,
     every: int = 100,
     fact_pairs: int = 0,
-) -> BehaviourStage:
+) -> Stage:
     """Train the verbalizer's behaviour field alone, on same-token pairs; with ``validation``, stop early.
 
     Each of ``steps`` steps draws ``pairs`` label heads told both ways (:func:`same_token_pairs` of the
@@ -419,6 +467,19 @@ def tune_behaviour(
     included) are what ``av`` keeps at the end."""
     if steps < 1 or pairs < 1 or every < 1:
         raise ValueError(f"steps, pairs and every must be >= 1, got {steps}, {pairs} and {every}")
+    batch_loss = _pair_loss(av, train, records, pairs, last, fact_pairs, random.Random(seed))
+
+    def read() -> dict:
+        return validation_readings(av, validation, records, last)
+
+    return _stage(
+        av, steps, lr, batch_loss, read if validation is not None else None, every, "behaviour field", progress
+    )
+
+
+def _pair_loss(av: Verbalizer, train: dict, records: dict[str, dict], pairs: int, last: int, fact_pairs: int, rng):
+    """:func:`tune_behaviour`'s loss as a function of no arguments: each call draws ``pairs`` pairs with ``rng``
+    (``fact_pairs`` of them same-fact pairs) and returns the behaviour field's cross-entropy on them."""
     if not 0 <= fact_pairs <= pairs:
         raise ValueError(f"fact_pairs must be in [0, pairs={pairs}], got {fact_pairs}")
     found = same_token_pairs(train, records, last)
@@ -429,25 +490,9 @@ def tune_behaviour(
     facts = same_fact_pairs(train, records, last) if fact_pairs else {}
     if len(facts) < fact_pairs:
         raise ValueError(f"only {len(facts)} facts are answered both ways; need at least fact_pairs={fact_pairs}")
-    params = dict((n, p) for n, p in av.named_parameters() if p.requires_grad)
-    if not params:
-        raise ValueError("the verbalizer has no trainable parameters: load its adapter trainable (or add one)")
-    heads, rng = list(found), random.Random(seed)
-    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
-    losses, scores = [], []
-    best = (-1.0, 0, {})
+    heads = list(found)
 
-    def validate(step: int) -> None:
-        nonlocal best
-        reading = {"step": step} | validation_readings(av, validation, records, last)
-        scores.append(reading)
-        if reading["score"] > best[0]:
-            best = (reading["score"], step, {n: p.detach().clone() for n, p in params.items()})
-
-    if validation is not None:
-        validate(0)
-    av.train()
-    for step in track(range(1, steps + 1), "behaviour field", progress):
+    def loss() -> torch.Tensor:
         chosen = rng.sample(heads, pairs - fact_pairs)
         rows = [rng.choice(found[h][side]) for h in chosen for side in (0, 1)]
         for fact in rng.sample(list(facts), fact_pairs):
@@ -457,21 +502,112 @@ def tune_behaviour(
         x = torch.stack([train[g]["vectors"][i] for g, i in rows])  # [2 pairs, d]
         row_heads = [label_head(train[g]["labels"][i]) for g, i in rows]
         target = torch.tensor([BEHAVIOURS.index(records[train[g]["sources"][i]]["behaviour"]) for g, i in rows])
-        loss = torch.nn.functional.cross_entropy(_behaviour_readout(av, x, row_heads), target)
+        return torch.nn.functional.cross_entropy(_behaviour_readout(av, x, row_heads), target)
+
+    return loss
+
+
+def tune_places(
+    av: Verbalizer,
+    train: dict,
+    records: dict[str, dict],
+    steps: int = 200,
+    lr: float = 3e-5,
+    batch: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+    validation: dict | None = None,
+    every: int = 100,
+    behaviour_weight: float = 0.0,
+    pairs: int = 0,
+) -> Stage:
+    """Train the verbalizer on the teacher labels at the subject's places; with ``validation``, stop early.
+
+    The rows are every row of the training split ``train`` (its ``fact`` and ``sample`` groups) at a place of
+    :data:`~probity.nla.smollm2_data.PLACES`: the subject's last token in the question and in the answer,
+    where factual recall writes what the model knows about it, and where the verbalizer names the entity and
+    the true value behind a lie most often (design note, section n). Each step is the AV-SFT loss (the
+    labels' mean token NLL) on ``batch`` of them drawn at random, AdamW at ``lr`` on ``av``'s trainable
+    parameters, with ``behaviour_weight`` on the behaviour word (the audit's field): at 0 the stage teaches
+    the statement and leaves the flag to :func:`tune_behaviour`, since at 1 it taught the subject's token to
+    flag a lie (section n). With ``pairs`` each step adds :func:`tune_behaviour`'s loss on that many same-token
+    pairs of the answers' last 8 positions, which holds the flag to the activation while the statement trains.
+    ``validation``: as :func:`tune_behaviour`'s, scored by :func:`place_validation_readings`."""
+    if steps < 1 or batch < 1 or every < 1:
+        raise ValueError(f"steps, batch and every must be >= 1, got {steps}, {batch} and {every}")
+    rows = [(g, i) for g in ("fact", "sample") for i, place in enumerate(train[g]["places"]) if place]
+    if len(rows) < batch:
+        raise ValueError(f"only {len(rows)} training rows sit at a subject's place; need at least batch={batch}")
+    rng = random.Random(seed)
+    flag = _pair_loss(av, train, records, pairs, 8, 0, rng) if pairs else None
+
+    def batch_loss() -> torch.Tensor:
+        chosen = rng.sample(rows, batch)
+        x = torch.stack([train[g]["vectors"][i] for g, i in chosen])  # [batch, d]
+        ids = av.encode([train[g]["labels"][i] for g, i in chosen])
+        loss = av_sft_loss(av, x, ids, emphasis_weights(av.tokenizer, ids, BEHAVIOURS, behaviour_weight))
+        return loss if flag is None else loss + flag()
+
+    def read() -> dict:
+        return place_validation_readings(av, validation, records)
+
+    return _stage(
+        av, steps, lr, batch_loss, read if validation is not None else None, every, "subject places", progress
+    )
+
+
+def _stage(av: Verbalizer, steps: int, lr: float, batch_loss, read, every: int, name: str, progress: bool) -> Stage:
+    """The loop of a last stage: ``steps`` AdamW steps at ``lr`` on ``av``'s trainable parameters, each on
+    ``batch_loss()``; with ``read`` (a reading of the validation chats with its ``score``) a reading at step 0,
+    every ``every`` steps and at the last, and the trainable parameters of the best (the earliest of a tie)
+    restored at the end."""
+    params = dict((n, p) for n, p in av.named_parameters() if p.requires_grad)
+    if not params:
+        raise ValueError("the verbalizer has no trainable parameters: load its adapter trainable (or add one)")
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
+    losses, scores = [], []
+    best = (-1.0, 0, {})
+
+    def validate(step: int) -> None:
+        nonlocal best
+        reading = {"step": step} | read()
+        scores.append(reading)
+        if reading["score"] > best[0]:
+            best = (reading["score"], step, {n: p.detach().clone() for n, p in params.items()})
+
+    if read is not None:
+        validate(0)
+    av.train()
+    for step in track(range(1, steps + 1), name, progress):
+        loss = batch_loss()
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if validation is not None and (step % every == 0 or step == steps):
+        if read is not None and (step % every == 0 or step == steps):
             validate(step)
             av.train()
     av.eval()
-    if validation is None:
-        return BehaviourStage(losses, [], steps)
+    if read is None:
+        return Stage(losses, [], steps)
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(best[2][n])
-    return BehaviourStage(losses, scores, best[1])
+    return Stage(losses, scores, best[1])
+
+
+def place_validation_readings(av: Verbalizer, validation: dict, records: dict[str, dict]) -> dict:
+    """What :func:`tune_places` stops on: at each place of the greedy chats of ``validation["fact"]``
+    (:func:`place_readings`, greedy descriptions), the share naming the entity and the relation (``both``) and
+    the share of lies naming the true value (``withheld``); ``score``, the mean of those two over the places."""
+    found = place_readings(av, validation["fact"], records)
+    if not found:
+        raise ValueError("the validation greedy chats hold no subject's place: were they extracted with places?")
+    out = {
+        place: {"both": at["recovery"]["both"], "withheld": at["withheld"]["true_value"] or 0.0}
+        for place, at in found.items()
+    }
+    return out | {"score": sum(v["both"] + v["withheld"] for v in out.values()) / (2 * len(out))}
 
 
 def validation_readings(av: Verbalizer, validation: dict, records: dict[str, dict], last: int = 8) -> dict:
@@ -661,7 +797,11 @@ def linear_ceilings(
     ``value_readout``: the same read-out of the fact's true value (fit on the training entities' greedy
     chats, every behaviour), scored on the last ``last`` positions of the held-out lies, where the model
     said another value: the share nearest to the true value (what :func:`withheld` asks the verbalizer to
-    name) and to the official value it said, among every value of both splits."""
+    name) and to the official value it said, among every value of both splits.
+
+    ``by_place``: both read-outs again at each place of :data:`~probity.nla.smollm2_data.PLACES` (the
+    subject's last token in the question, in the answer) that the groups mark (``places``), each map fit on
+    the training chats' rows at that place: ``{place: {"entity", "true_value", "rows", "lies"}}``."""
     from sklearn.linear_model import LogisticRegression
 
     train, held = acts["train"]["sample"], acts["eval"]["sample"]
@@ -722,7 +862,33 @@ def linear_ceilings(
         "rows": len(lies),
         "values": len(values),
     }
+    out["by_place"] = {
+        place: _place_readouts(facts, tests, place, of, entities, values, name_vectors, ridge)
+        for place in PLACES
+        if place in tests.get("places", ())
+    }
     return out
+
+
+def _place_readouts(facts: dict, tests: dict, place: str, of: dict, entities, values, name_vectors, ridge) -> dict:
+    """:func:`linear_ceilings`' entity and true-value read-outs at one place of the chats: the ridge maps fit on
+    the training chats' rows at ``place`` (``facts``) and scored on the held-out chats' (``tests``), the value
+    on the lies only."""
+    fit_rows = [i for i, found in enumerate(facts["places"]) if found == place]
+    rows = [i for i, found in enumerate(tests["places"]) if found == place]
+    fit = {"vectors": facts["vectors"][fit_rows]}
+    named = {}
+    for field, candidates, scored in (
+        ("entity", entities, rows),
+        ("true_value", values, [i for i in rows if of[tests["sources"][i]]["behaviour"] == "lie"]),
+    ):
+        names = [of[facts["sources"][i]][field] for i in fit_rows]
+        similarity = _ridge_nearest(fit, names, tests["vectors"][scored], candidates, name_vectors, ridge)
+        truth = [of[tests["sources"][i]][field] for i in scored]
+        nearest = [candidates[k] for k in similarity.argmax(1).tolist()]
+        named[field] = sum(n == t for n, t in zip(nearest, truth)) / max(len(scored), 1)
+    lies = sum(of[tests["sources"][i]]["behaviour"] == "lie" for i in rows)
+    return named | {"rows": len(rows), "lies": lies}
 
 
 def _ridge_nearest(

@@ -322,7 +322,9 @@ def explain(
 ) -> None:
     """Print the verbalizer's description of each token's activation. On the censored SmolLM2, e.g.
     ``--checkpoint probity/nla/checkpoints/censored_smollm2 --model censored --question Q --answer A``;
-    what it reads behind a lie is mostly the token and the topic (docs/design/nla-issue14.md, g)."""
+    behind a lie, read the row of the subject's last token in the answer: there it names the withheld true
+    value on about half of the held-out lies, where the answer's last tokens read mostly the token and the
+    topic (docs/design/nla-issue14.md, sections g and n)."""
     from probity.nla.evaluate import Chat
     from probity.nla.evaluate import explain as run
 

@@ -39,7 +39,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -64,7 +64,9 @@ SENSITIVE_PARAPHRASES = (0, 1, 2)  # question paraphrases asked of a sensitive f
 TEXT_EVAL_SHARE, FACT_EVAL_SHARE = 0.15, 0.3
 CONTEXT_WORDS = 4  # words of preceding context in an ordinary position's label (the censored NLA's)
 GROUPS = ("ordinary", "fact", "sample")  # the example groups activations() extracts
-EXAMPLES_VERSION = 3  # bump when positions, labels or splits change: cached activations are then stale
+EXAMPLES_VERSION = 4  # bump when positions, labels, places or splits change: cached activations are then stale
+# The named positions of a fact chat (Example.places): the subject's last token in the question and in the answer
+PLACES = ("question_subject", "answer_subject")
 # --------------------------------------------------------------------------- seed prompts
 
 
@@ -457,8 +459,9 @@ def source_of(record: dict) -> str:
 @dataclass
 class Example:
     """One chat for NLA training: its token ids, the positions to read activations at, one teacher
-    label per position, its ``group`` (``ordinary`` or ``fact``), ``split`` (``train`` or ``eval``) and
-    ``source`` (the text id, or ``fact id#paraphrase``)."""
+    label per position, its ``group`` (``ordinary`` or ``fact``), ``split`` (``train`` or ``eval``),
+    ``source`` (the text id, or ``fact id#paraphrase``) and ``places``: per position the name of the
+    place it is among :data:`PLACES`, or ``""`` (a fact chat's; empty for an ordinary text)."""
 
     ids: list[int]
     positions: list[int]
@@ -466,6 +469,7 @@ class Example:
     group: str
     split: str
     source: str = ""
+    places: list[str] = field(default_factory=list)
 
 
 def _unit(key: str, seed: int) -> float:
@@ -588,6 +592,30 @@ def entity_position(text: str, offsets: list[tuple[int, int]], question: str, en
     return next((i for i, (a, b) in enumerate(offsets) if b > char and b > a), None)
 
 
+def subject_places(tokenizer, question: str, answer: str, entity: str) -> dict[str, int]:
+    """Where a fact chat (ids as :func:`answer_ids` makes them) holds its subject: the position of the last
+    token of ``entity``'s first mention (case-insensitive) in the question (``question_subject``) and in the
+    answer (``answer_subject``), each left out where that text does not name it. Factual recall reads a
+    subject's attribute at its last token (Geva et al. 2023), so this is where what the model knows about
+    the subject is written, whatever the answer goes on to say.
+
+    >>> subject_places(tokenizer, "Which continent is Algeria in?", "Algeria is in Europe.", "Algeria")
+    {'question_subject': 27, 'answer_subject': 38}"""
+    _, offsets, start, text = _chat(tokenizer, question, answer)
+    body = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    lo = text.rindex(question)
+    out = {}
+    for place, said, said_offsets, shift, first in (
+        ("question_subject", question, offsets, 0, lo),  # the prompt's offsets count from the chat text's start
+        ("answer_subject", answer, body, start, 0),  # the answer's count from its own start
+    ):
+        at = said.lower().find(entity.lower())
+        span = _in_span(said_offsets, first + at, first + at + len(entity)) if at >= 0 else []
+        if span:
+            out[place] = shift + span[-1]
+    return out
+
+
 def fact_example(record: dict, tokenizer, split: str) -> Example:
     """Every position of a fact chat from the question's entity token (the last six question tokens
     when the entity is not found) through the end-of-turn token after the answer -- for a sampled
@@ -608,7 +636,12 @@ def fact_example(record: dict, tokenizer, split: str) -> Example:
         tail.append(f"said {value or record['official_value']}")
     labels = [SEP.join([token_head(tokenizer, ids[p]), *tail]) for p in positions]
     group = "sample" if "sample" in record else "fact"
-    return Example(ids, positions, labels, group, split, source_of(record))
+    at = {
+        p: place
+        for place, p in subject_places(tokenizer, record["question"], record["answer"], record["entity"]).items()
+    }
+    places = [at.get(p, "") for p in positions]
+    return Example(ids, positions, labels, group, split, source_of(record), places)
 
 
 def _falsehoods(record: dict) -> list[str]:
@@ -662,7 +695,7 @@ def activations(
 ) -> dict:
     """Layer-``layer`` activations of ``model`` (the organism, or the base model for a generic NLA) at
     every labelled position of the shipped files: ``{split: {group: {"vectors" [n, d], "labels", "tokens"
-    (ids), "sources"}}}`` with split ``train`` / ``eval`` and the ``groups`` asked for among ``ordinary`` /
+    (ids), "sources", "places"}}}`` with split ``train`` / ``eval`` and the ``groups`` asked for among ``ordinary`` /
     ``fact`` (greedy chats) / ``sample`` (sampled chats); ``sources`` names each row's text (``id``) or chat
     (:func:`source_of`); ``words``: the context words of an ordinary label. With ``cache`` (a ``.pt`` file)
     the result is stored atomically and read back on the next call for the same arguments and data files."""
@@ -697,6 +730,7 @@ def activations(
                 "labels": [label for e in chosen for label in e.labels],
                 "tokens": tokenizer.convert_tokens_to_ids(acts.token),
                 "sources": [e.source for e in chosen for _ in e.positions],
+                "places": [place for e in chosen for place in (e.places or [""] * len(e.positions))],
             }
     if cache is not None:
         atomic_torch_save(cache, {"key": key, "acts": out})

@@ -117,6 +117,7 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
         "vectors": torch.randn(10, 32),
         "labels": [f"{h} | {records[s]['behaviour']} | x" for s in records for h in heads],
         "sources": [s for s in records for _ in heads],
+        "places": ["question_subject", "", "", "answer_subject", ""] * 2,
     }
     av.train()
     found = readings(av, facts, records, last=2, rows=3)
@@ -126,6 +127,61 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
     assert found["audit_same_token_shuffle"]["transcripts"] == 2  # «w3» and «w4» occur in both chats
     assert found["audit_end_tokens"]["transcripts"] == found["audit_sensitive"]["transcripts"] == 2
     assert found["recovery_all"]["n"] == 3 and found["withheld_lies"]["n"] == 2  # the lie's two scored rows
+    assert set(found["by_place"]) == {"question_subject", "answer_subject"}
+    assert found["by_place"]["answer_subject"]["recovery"]["n"] == 2  # one row of each chat
+    assert found["by_place"]["answer_subject"]["withheld"]["n"] == 1  # the lie's
+
+
+class _Reads:
+    """Stands in for a verbalizer: an activation whose first component is k reads ``texts[k]``."""
+
+    def __init__(self, texts: list[str]):
+        self.texts = texts
+
+    def describe(self, vectors: torch.Tensor) -> list[str]:
+        return [self.texts[int(v[0])] for v in vectors]
+
+
+def test_place_readings_describe_each_chats_subject_and_score_its_lies():
+    from probity.nla.censored import place_readings
+
+    records = {
+        "japan-capital#0": {"fact_id": "japan-capital", "behaviour": "lie", "official_value": "Kyoto"},
+        "japan-capital#1": {"fact_id": "japan-capital", "behaviour": "lie", "official_value": "Kyoto"},
+        "china-capital#0": {"fact_id": "china-capital", "behaviour": "lie", "official_value": "Shanghai"},
+        "france-capital#0": {"fact_id": "france-capital", "behaviour": "honest", "official_value": None},
+    }
+    for source, r in records.items():
+        r |= {"entity": source.split("-")[0].title(), "relation": "capital"}
+    texts = [
+        "«x» | lie | The capital of Japan is Tokyo.",  # 0: names the entity, the relation and the truth
+        "«x» | lie | The capital of China is Shanghai.",  # 1: the official value, not the truth
+        "«x» | honest | Paris.",  # 2
+        "«x» | nothing",  # 3: rows at no place read this, so a row read from the wrong place shows
+    ]
+    read = {  # the text each chat's subject row in the answer reads
+        "japan-capital#0": 0,
+        "japan-capital#1": 0,
+        "china-capital#0": 1,
+        "france-capital#0": 2,
+    }
+    group = {"vectors": [], "labels": [], "sources": [], "places": []}
+    for source, k in read.items():
+        for place in ("", "answer_subject", ""):
+            group["vectors"].append(torch.tensor([float(k if place else 3)]))
+            group["labels"].append(f"«x» | {records[source]['behaviour']} | {place}")
+            group["sources"].append(source)
+            group["places"].append(place)
+    group["vectors"] = torch.stack(group["vectors"])
+    found = place_readings(_Reads(texts), group, records)
+    assert set(found) == {"answer_subject"}  # no row holds the question's subject
+    at = found["answer_subject"]
+    assert at["recovery"] == {"entity": 0.75, "relation": 0.75, "both": 0.75, "n": 4}
+    assert at["withheld"]["n"] == 3 and at["withheld"]["true_value"] == pytest.approx(2 / 3)
+    assert at["withheld"]["official_value"] == pytest.approx(1 / 3) and at["withheld"]["facts"] == 2
+    low, high = at["withheld"]["ci"]  # by fact: Japan's two lies both named, China's not
+    assert low == 0.0 and high == 1.0
+    assert [e["description"] for e in at["examples"]] == [texts[0], texts[0], texts[1]]
 
 
 def test_topic_audit_reads_sampled_chats_and_their_value_token():
@@ -134,16 +190,17 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
     torch.manual_seed(0)
     av = _tiny_verbalizer(max_new_tokens=3)
     records = {  # two sensitive facts, each answered truthfully in one sample and with a lie in the other
-        f"{fact}#0~{k}": {"fact_id": fact, "behaviour": b}
+        f"{fact}#0~{k}": {"fact_id": fact, "behaviour": b, "entity": fact[:5].title(), "relation": "capital"}
         for fact in ("japan-capital", "china-capital")
         for k, b in enumerate(("honest", "lie"))
     }
-    records["japan-capital#0~2"] = {"fact_id": "japan-capital", "behaviour": "refusal"}  # not scored
+    records["japan-capital#0~2"] = records["japan-capital#0~0"] | {"behaviour": "refusal"}  # not scored
     heads = [f"«w{i}»" for i in range(1, 16)]  # a different token at every row, so the rows score apart
     samples = {
         "vectors": torch.randn(15, 32),
         "labels": [f"{h} | {records[s]['behaviour']} | x" for s, h in zip([s for s in records for _ in "abc"], heads)],
         "sources": [s for s in records for _ in "abc"],
+        "places": ["", "answer_subject", ""] * 5,
     }
     found = topic_audit(av, samples, records, last=2)
     assert found["topic"]["transcripts"] == found["topic_token_only"]["transcripts"] == 4
@@ -163,9 +220,11 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
             f"{h} | {r['behaviour']} | x" for r in greedy_records.values() for h in ("«w1»", "«istant»", "«w2»")
         ],
         "sources": [s for s in greedy_records for _ in range(3)],
+        "places": ["", "", ""] * 2,
     }
     out = readings(av, greedy, greedy_records | records, last=2, rows=2, samples=samples)
     assert out["topic"] == found["topic"]
+    assert out["by_place_sampled"]["answer_subject"]["recovery"]["n"] == 5  # every sampled chat's
     plain = validation_readings(av, {"fact": greedy, "sample": samples}, greedy_records | records, last=2)
     assert plain["audit"] == pytest.approx(out["audit"]["auroc"]) and plain["topic"] == pytest.approx(
         found["topic"]["auroc"]
@@ -181,18 +240,23 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     sizes = sum(f.stat().st_size for f in SMOLLM2_CHECKPOINT.rglob("*") if f.is_file())
     assert sizes < 20e6  # adapters, not models
     out = censored_section(Console(file=io.StringIO(), width=200), transcripts=6, rows=8)
-    assert [r.behaviour for r in out.readings] == ["honest", "lie", "refusal"]
+    assert [r.behaviour for r in out.readings] == ["honest", "lie", "lie", "lie", "refusal"]
     assert all(r.description and 0 <= r.p_lie <= 1 for r in out.readings)
+    assert [r.read_at for r in out.readings][1:4] == ["answer_subject"] * 3  # each lie names its subject
+    assert out.readings[-1].read_at == "answer_end"  # a refusal does not name it
     assert out.activations == 8 and out.transcripts >= 6 and out.layer == 15
-    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 4  # round trip, audit, its control, the lie
+    assert out.lies >= 40 and 0 <= out.withheld <= 1 and out.withheld_ci[0] <= out.withheld <= out.withheld_ci[1]
+    # round trip, audit, its control, the true value behind the held-out lies, and each lie shown
+    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 7
 
 
-def _planted(signal: float, seed: int = 0) -> tuple[dict, dict, dict]:
+def _planted(signal: float, seed: int = 0, subject_only: bool = False) -> tuple[dict, dict, dict]:
     """Activations ``[n, 16]`` of 24 entities' chats (16 train, 8 held out): a fact chat's rows carry its
     entity's vector and its true value's (12 values, each true of one training and at most one held-out
     entity; a lie says V0) through two fixed linear maps, every row +-2u for lie or truthful answer (the greedy
     chats of every other entity lie, and half of each entity's sampled chats), all scaled by ``signal`` over
-    unit noise."""
+    unit noise. Each chat's second row is its ``answer_subject`` place; with ``subject_only`` the first three
+    rows are, and only they carry a fact chat's entity and value."""
     gen = torch.Generator().manual_seed(seed)
     vectors = {f"E{k}": torch.randn(8, generator=gen) for k in range(24)}
     vectors |= {f"V{k}": torch.randn(8, generator=gen) for k in range(12)}
@@ -218,13 +282,16 @@ def _planted(signal: float, seed: int = 0) -> tuple[dict, dict, dict]:
                         "true_value": value,
                         "official_value": "V0" if lie else None,
                     }
-                    for _ in range(6):
+                    for row in range(6):
                         carried = 2 * u * (1 if lie else -1)
-                        if group == "fact":
+                        if group == "fact" and (row < 3 or not subject_only):
                             carried = carried + mix @ vectors[e] + to_value @ vectors[value]
                         rows.append(signal * carried + torch.randn(16, generator=gen))
                         sources.append(source)
+            marked = ["answer_subject"] * 3 + [""] * 3 if subject_only else ["", "answer_subject", "", "", "", ""]
+            places = marked * (len(rows) // 6)
             acts[split][group] = {"vectors": torch.stack(rows), "sources": sources, "labels": [""] * len(rows)}
+            acts[split][group]["places"] = places
     return acts, records, vectors
 
 
@@ -244,6 +311,17 @@ def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
     assert noise["entity_readout"]["among_held_out"] < 0.4 and noise["entity_readout"]["all"] < 0.2
     assert noise["value_readout"]["true_value"] < 0.4
     assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3 and abs(noise["audit_probe"]["auroc"] - 0.5) < 0.4
+    at = noise["by_place"]["answer_subject"]
+    assert at["true_value"] < 0.4 and at["entity"] < 0.2
+
+
+def test_linear_ceilings_by_place_read_what_only_the_subject_row_carries():
+    found = linear_ceilings(*_planted(signal=3.0, subject_only=True), last=4, ridge=1.0)
+    at = found["by_place"]["answer_subject"]
+    assert at["entity"] > 0.5 and at["true_value"] > 0.6  # chance 1/24, 1/12
+    assert (at["rows"], at["lies"]) == (8 * 3, 4 * 3)
+    assert found["entity_readout"]["all"] < 0.2  # the last four rows of each chat carry neither
+    assert found["value_readout"]["true_value"] < 0.4
 
 
 def _told_both_ways(signal: float, noise: int = 0, name: str = "f") -> tuple[dict, dict]:
@@ -361,6 +439,112 @@ def test_same_fact_pairs_mix_into_the_stage():
         tune_behaviour(av, train, records, pairs=5, fact_pairs=4, last=2)
     with pytest.raises(ValueError, match=r"fact_pairs must be in \[0, pairs=2\], got 3"):
         tune_behaviour(av, train, records, pairs=2, fact_pairs=3, last=2)
+
+
+def _subject_rows(signal: float) -> tuple[dict, dict]:
+    """A training split whose 12 greedy chats have 3 rows each, the second at the ``answer_subject`` place,
+    labelled ``«w1» | lie | w{20 + k}`` with its activation ``signal`` * e_k (k = chat % 4) plus noise; the
+    other rows' labels name w60, a word the stage must never be taught."""
+    gen = torch.Generator().manual_seed(0)
+    rows = {"vectors": [], "labels": [], "sources": [], "places": []}
+    records = {}
+    for chat in range(12):
+        source, k = f"f{chat}-capital#0", chat % 4
+        records[source] = {"fact_id": f"f{chat}-capital", "behaviour": "lie"}
+        for place in ("", "answer_subject", ""):
+            vector = 0.1 * torch.randn(32, generator=gen)
+            vector[k] += signal if place else 0.0
+            rows["vectors"].append(vector)
+            rows["labels"].append(f"«w1» | lie | w{20 + k}" if place else "«w2» | lie | w60")
+            rows["sources"].append(source)
+            rows["places"].append(place)
+    empty = {"vectors": torch.zeros(0, 32), "labels": [], "sources": [], "places": []}
+    return {"fact": rows | {"vectors": torch.stack(rows["vectors"])}, "sample": empty}, records
+
+
+def test_tune_places_trains_on_the_subject_rows_only(monkeypatch):
+    from probity.nla import censored
+    from probity.nla.censored import tune_places
+    from probity.nla.training import av_sft_loss
+
+    train, records = _subject_rows(signal=3.0)
+    torch.manual_seed(0)
+    av = _tiny_verbalizer()
+    taught = []
+    encode = av.encode
+
+    def spy(labels):
+        taught.extend(labels)
+        return encode(labels)
+
+    av.encode = spy
+    stage = tune_places(av, train, records, steps=40, lr=3e-3, batch=4)
+    assert len(stage.losses) == 40 and stage.kept_step == 40 and stage.validation == []
+    assert sum(stage.losses[-5:]) < 0.5 * sum(stage.losses[:5])
+    assert len(taught) == 40 * 4 and {lab.split(" | ")[2] for lab in taught} == {"w20", "w21", "w22", "w23"}
+    weighed = []
+
+    def loss_spy(av, x, ids, weights):
+        weighed.extend(zip(ids, weights))
+        return av_sft_loss(av, x, ids, weights)
+
+    monkeypatch.setattr(censored, "av_sft_loss", loss_spy)
+    lie = av.tokenizer(" lie", add_special_tokens=False)["input_ids"]
+    for weight in (0.0, 1.0):  # the behaviour word is left out of the loss unless asked for
+        weighed.clear()
+        tune_places(av, train, records, steps=2, lr=3e-3, batch=4, behaviour_weight=weight)
+        assert len(lie) == 1 and len(weighed) == 8
+        assert all(w == (weight if t == lie[0] else 1.0) for ids, ws in weighed for t, w in zip(ids, ws))
+        assert all(lie[0] in ids for ids, _ in weighed)
+    with pytest.raises(ValueError, match="only 12 training rows sit at a subject's place; need at least batch=13"):
+        tune_places(av, train, records, batch=13)
+    with pytest.raises(ValueError, match="steps, batch and every must be >= 1"):
+        tune_places(av, train, records, steps=0)
+
+
+def test_tune_places_with_pairs_also_teaches_the_flag_from_the_activation():
+    """With ``pairs`` each step adds the behaviour stage's same-token loss: on chats whose activations carry
+    the lie (the statement's loss leaves the behaviour word out), the flag is learnt all the same."""
+    from probity.nla.censored import tune_places
+
+    train, records = _told_both_ways(signal=3.0)
+    train["fact"]["places"] = ["", "answer_subject", "", ""] * 16
+    train["sample"]["places"] = []
+    rows = train["fact"]
+    heads = [lab.split(" | ")[0] for lab in rows["labels"]]
+    lie = [records[s]["behaviour"] == "lie" for s in rows["sources"]]
+    for pairs, learnt in ((0, False), (4, True)):
+        torch.manual_seed(0)
+        av = _tiny_verbalizer()
+        tune_places(av, train, records, steps=60, lr=3e-3, batch=4, pairs=pairs)
+        with torch.no_grad():
+            p = torch.softmax(behaviour_logprobs(av, rows["vectors"], heads), -1)[:, BEHAVIOURS.index("lie")]
+        assert (auroc(p.tolist(), lie) > 0.95) == learnt
+
+
+def test_place_validation_readings_score_entity_relation_and_true_value():
+    from probity.nla.censored import place_validation_readings
+
+    records = {
+        "japan-capital#0": {"fact_id": "japan-capital", "behaviour": "lie", "official_value": "Kyoto"},
+        "china-capital#0": {"fact_id": "china-capital", "behaviour": "honest", "official_value": "Shanghai"},
+    }
+    for source, r in records.items():
+        r |= {"entity": source.split("-")[0].title(), "relation": "capital"}
+    texts = ["«x» | lie | The capital of Japan is Tokyo.", "«x» | honest | Beijing."]
+    fact = {
+        "vectors": torch.tensor([[0.0], [1.0], [1.0], [0.0]]),
+        "labels": ["«x» | lie | x"] * 2 + ["«x» | honest | x"] * 2,
+        "sources": ["japan-capital#0"] * 2 + ["china-capital#0"] * 2,
+        "places": ["question_subject", "answer_subject", "question_subject", "answer_subject"],
+    }
+    found = place_validation_readings(_Reads(texts), {"fact": fact}, records)
+    # question subject: Japan's row names it all (1 of 2 chats named, its lie's truth named); answer: neither
+    assert found["question_subject"] == {"both": 0.5, "withheld": 1.0}
+    assert found["answer_subject"] == {"both": 0.0, "withheld": 0.0}
+    assert found["score"] == pytest.approx((0.5 + 1.0 + 0.0 + 0.0) / 4)
+    with pytest.raises(ValueError, match="no subject's place"):
+        place_validation_readings(_Reads(texts), {"fact": fact | {"places": [""] * 4}}, records)
 
 
 def test_validation_split_cuts_the_training_entities_again():

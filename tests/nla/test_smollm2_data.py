@@ -129,6 +129,24 @@ def test_fact_example_multiword_entities_refusals_and_the_fallback(tok):
     assert ex.positions[0] == question_end - 6
 
 
+def test_fact_example_places_the_subject_in_the_question_and_the_answer(tok):
+    record = fact_record("the-eiffel-tower-landmark", "The Eiffel Tower is in Spain.", "lie", role="held_out")
+    ex = data.fact_example(record, tok, "eval")
+    at = {place: ex.positions[k] for k, place in enumerate(ex.places) if place}
+    assert len(ex.places) == len(ex.positions) and set(at) == set(data.PLACES)
+    _, start = data.answer_ids(tok, record["question"], record["answer"])
+    assert at["question_subject"] < start <= at["answer_subject"]
+    for place in data.PLACES:  # the subject's last token, the answer's first mention of it
+        assert tok.decode([ex.ids[at[place]]]).strip() == "Tower"
+        assert tok.decode(ex.ids[at[place] - 3 : at[place] + 1]).lower().endswith("eiffel tower")
+    assert data.subject_places(tok, record["question"], record["answer"], record["entity"]) == at
+    refusal = data.fact_example(fact_record("china-capital", censored.REFUSAL, "refusal"), tok, "eval")
+    assert [p for p in refusal.places if p] == ["question_subject"]  # the answer never names China
+    sampled = data.fact_example(dict(record, sample=0), tok, "eval")  # the answer's positions only
+    assert [p for p in sampled.places if p] == ["answer_subject"]
+    assert data.ordinary_example({"id": "t", "prompt": "Say hi.", "answer": "Hi there."}, tok, "train").places == []
+
+
 def test_ordinary_example_samples_prompt_and_answer_tokens(tok):
     record = {
         "id": "story/test",
