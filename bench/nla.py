@@ -385,11 +385,12 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
 
 # The censored adapters' stage at the subject's places (design note, section n): AV-SFT on the teacher labels
 # of the training chats' rows at the subject's last token, keeping the best of every 100 steps on a validation
-# cut of the training entities. It runs after the behaviour stage, on the adapters that have it, and leaves the
-# behaviour word out of the loss (with it, nla.json censored_smollm2_places_full_labels, the audit's token-alone
-# control rose from 0.450 to 0.581 and the within-topic audit fell from 0.735 to 0.687) and adds the behaviour
-# stage's same-token pairs to each step (without them, ..._statement_only, the control still rose, to 0.530).
-PLACES_SCHEDULE = {"steps": 200, "lr": 3e-5, "batch": 16, "seed": 0, "every": 100, "behaviour_weight": 0.0, "pairs": 8}
+# cut of the training entities, after the behaviour stage. None of three variants was shipped: this one (the
+# behaviour word out of the loss; nla.json censored_smollm2_places) raised the true value named behind a lie at
+# the answer's subject from 0.471 to 0.588 but the audit's token-alone control from 0.450 to 0.530; with the
+# behaviour word (..._full_labels) the control rose to 0.581, with 8 same-token pairs a step (..._with_pairs)
+# to 0.524 and the within-topic audit fell from 0.735 to 0.644.
+PLACES_SCHEDULE = {"steps": 200, "lr": 3e-5, "batch": 16, "seed": 0, "every": 100, "behaviour_weight": 0.0, "pairs": 0}
 PLACES_MARK = "places.json"  # written beside a checkpoint whose verbalizer had that stage
 
 
