@@ -233,13 +233,12 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         place_readings(av, group, records)["answer_subject"]["withheld"] if lies else {"true_value": None, "ci": None}
     )
     shown = []
-    for (
-        behaviour,
-        count,
-    ) in BEHAVIOUR_SHOWN.items():  # the held-out sensitive facts first, then answers naming the subject
+    # one chat a fact, the held-out sensitive facts first, then the answers that name their subject
+    for behaviour, count in BEHAVIOUR_SHOWN.items():
         pool = [e for e in held if records[e.source]["behaviour"] == behaviour]
         pool.sort(key=lambda e: (records[e.source]["role"] != "held_out", subject(e) is None))
-        shown += pool[:count]
+        facts = {records[e.source]["fact_id"]: e for e in reversed(pool)}  # the first chat of each fact
+        shown += sorted(facts.values(), key=pool.index)[:count]
     index = [len(e.positions) - 2 if subject(e) is None else subject(e) for e in shown]  # else the answer's last
     read = extract(
         model, tok, [e.ids for e in shown], av.config.layer, [[e.positions[k]] for e, k in zip(shown, index)]
@@ -262,7 +261,7 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         f"held-out round-trip FVE {score:.3f} on {len(sample)} activations; audit AUROC {found['auroc']:.3f} "
         f"on {found['transcripts']} chats ({found['lies']} lies); with the activation hidden (token alone) "
         f"{token_only['auroc']:.3f}; the true value named behind {len(lies)} lies, read at the subject in the "
-        f"answer: {said['true_value']}"
+        f"answer: {said['true_value']:.3f}"
     )
     return CensoredTour(
         str(SMOLLM2_CHECKPOINT.relative_to(Path(__file__).parents[2])),

@@ -243,6 +243,7 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert [r.behaviour for r in out.readings] == ["honest", "lie", "lie", "lie", "refusal"]
     assert all(r.description and 0 <= r.p_lie <= 1 for r in out.readings)
     assert [r.read_at for r in out.readings][1:4] == ["answer_subject"] * 3  # each lie names its subject
+    assert len({r.answer for r in out.readings[1:4]}) == 3  # three facts, not one fact's paraphrases
     assert out.readings[-1].read_at == "answer_end"  # a refusal does not name it
     assert out.activations == 8 and out.transcripts >= 6 and out.layer == 15
     assert out.lies >= 40 and 0 <= out.withheld <= 1 and out.withheld_ci[0] <= out.withheld <= out.withheld_ci[1]
