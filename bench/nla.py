@@ -7,7 +7,8 @@ SmolLM2 (LoRA adapters, ``probity.nla.pipeline.run_censored``) also FVE on held-
 text and fact chats, and the withheld true value on lies, after SFT and after GRPO.
 Writes bench/results/nla.json (parts run separately are merged). ``--ship``
 also writes the trained NLA to probity/nla/checkpoints/censored_tiny (the organism part) or
-probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, float16).
+probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, float16), or the subject reader
+to probity/nla/checkpoints/censored_smollm2_subject (the places part: a verbalizer's adapter alone).
 
     python bench/nla.py                      # both parts
     python bench/nla.py --part organism --ship
@@ -18,7 +19,7 @@ probity/nla/checkpoints/censored_smollm2 (the censored part: LoRA adapters, floa
     python bench/nla.py --part generic       # a generic NLA on the base SmolLM2 over its own texts
     python bench/nla.py --part behaviour --ship   # the censored adapters' last stage: the behaviour field
     python bench/nla.py --part behaviour --behaviour validated_facts   # a variant that stops on validation entities
-    python bench/nla.py --part places --ship # the censored adapters' stage at the subject's places (after behaviour)
+    python bench/nla.py --part places --ship # the subject reader: the stage at the subject's places, its own checkpoint
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
 context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
@@ -71,6 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "nla.json"
 SHIPPED = ROOT / "probity" / "nla" / "checkpoints" / "censored_tiny"
 SHIPPED_CENSORED = ROOT / "probity" / "nla" / "checkpoints" / "censored_smollm2"
+SHIPPED_SUBJECT = ROOT / "probity" / "nla" / "checkpoints" / "censored_smollm2_subject"  # the subject reader (av only)
 TARGETS = {
     "fve_rl": ">= 0.7",
     "fve_rl - fve_sft": ">= 0.1",
@@ -383,13 +385,13 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
     return {**found, "layer": layer}
 
 
-# The censored adapters' stage at the subject's places (design note, section n): AV-SFT on the teacher labels
-# of the training chats' rows at the subject's last token, keeping the best of every 100 steps on a validation
-# cut of the training entities, after the behaviour stage. None of three variants was shipped: this one (the
-# behaviour word out of the loss; nla.json censored_smollm2_places) raised the true value named behind a lie at
-# the answer's subject from 0.471 to 0.588 but the audit's token-alone control from 0.450 to 0.530; with the
-# behaviour word (..._full_labels) the control rose to 0.581, with 8 same-token pairs a step (..._with_pairs)
-# to 0.524 and the within-topic audit fell from 0.735 to 0.644.
+# The censored adapters' stage at the subject's places (design note, sections n and o): AV-SFT on the teacher
+# labels of the training chats' rows at the subject's last token, keeping the best of every 100 steps on a
+# validation cut of the training entities. On the shared adapter each of three variants moved the audit's
+# token-alone control (section n), so the stage's verbalizer ships as a checkpoint of its own, the subject
+# reader (SHIPPED_SUBJECT, a verbalizer alone), which `probity nla explain` and the tour read the subject with;
+# the audit keeps the shipped adapter, which the stage never touches. This schedule leaves the behaviour word
+# out of the loss (the reader's flag is not the audit's); nla.json censored_smollm2_places is its run.
 PLACES_SCHEDULE = {"steps": 200, "lr": 3e-5, "batch": 16, "seed": 0, "every": 100, "behaviour_weight": 0.0, "pairs": 0}
 PLACES_MARK = "places.json"  # written beside a checkpoint whose verbalizer had that stage
 
@@ -399,8 +401,8 @@ def places_part(out: Path, ship: bool) -> dict:
     verbalizer (``out/nla`` if the censored part ran there, else the shipped one), with the readings
     (``censored.readings``: recovery and the withheld value at each chat's last 8 positions and at the subject's
     places) and the round trip before and after it in this run, beside the linear read-outs at the same places
-    (``ceilings_part``), on the held-out entities' chats. ``ship`` writes the tuned verbalizer's adapter into
-    the shipped folder and marks it, so the stage never runs twice on one adapter."""
+    (``ceilings_part``), on the held-out entities' chats. ``ship`` writes the tuned verbalizer's adapter as the
+    subject reader (``SHIPPED_SUBJECT``) with the stage's record; the shipped censored adapters are unchanged."""
     from probity.nla.censored import tune_places, validation_split
 
     source, av, acts, records, measure = stage_inputs(out, PLACES_MARK, "places")
@@ -413,7 +415,7 @@ def places_part(out: Path, ship: bool) -> dict:
     linear = ceilings_part(out, av.config.layer)
     marked = {"stage": "places"} | PLACES_SCHEDULE | {"source": os.path.relpath(source.resolve(), ROOT)}
     if ship:
-        ship_verbalizer(out, av, PLACES_MARK, marked | {"kept_step": stage.kept_step})
+        ship_verbalizer(out, av, SHIPPED_SUBJECT, PLACES_MARK, marked | {"kept_step": stage.kept_step})
     console.print(
         "validation (entity and relation / true value, mean over the places) by step: "
         + ", ".join(f"{v['step']} {v['score']:.3f}" for v in stage.validation)
@@ -456,6 +458,14 @@ def places_part(out: Path, ship: bool) -> dict:
                 f"{now['withheld']['true_value']:.3f} [{low:.2f}, {high:.2f}]",
                 f"{ceiling['true_value']:.3f}" if ceiling else "",
             )
+            beyond = now["withheld"]["beyond_prior"]
+            table.add_row(
+                f"    the lies a guess from the relation alone misses ({beyond['n']}; it names "
+                f"{now['withheld']['relation_prior']:.3f})",
+                f"{was['withheld']['beyond_prior']['true_value']:.3f}",
+                f"{beyond['true_value']:.3f}",
+                f"{ceiling['true_value_beyond_prior']:.3f}" if ceiling else "",
+            )
     for group in ("ordinary", "fact"):
         table.add_row(f"round-trip FVE, {group}", f"{before[f'fve_{group}']:.3f}", f"{after[f'fve_{group}']:.3f}", "")
     console.print(table)
@@ -497,15 +507,17 @@ def stage_inputs(out: Path, mark: str, stage: str) -> tuple:
     return source, av, acts, records, measure
 
 
-def ship_verbalizer(out: Path, av, mark: str, marked: dict) -> None:
-    """Write ``av``'s adapter (float16) over the shipped censored verbalizer's (the reconstructor is unchanged)
-    and ``marked`` as ``mark`` beside it, the record of the stage it had."""
+def ship_verbalizer(out: Path, av, folder: Path, mark: str, marked: dict) -> None:
+    """Write ``av``'s adapter (float16, with its sidecar) as ``folder/av``, over what was there (in the shipped
+    censored checkpoint, the reconstructor beside it is unchanged), and ``marked`` as ``folder/mark``, the
+    record of the stage it had."""
     staged = out / "verbalizer-ship"
     shutil.rmtree(staged, ignore_errors=True)
     save_nla(staged, av, dtype=torch.float16)
-    shutil.rmtree(SHIPPED_CENSORED / "av")
-    shutil.move(str(staged / "av"), str(SHIPPED_CENSORED / "av"))
-    write_json(SHIPPED_CENSORED / mark, marked)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / "av", ignore_errors=True)
+    shutil.move(str(staged / "av"), str(folder / "av"))
+    write_json(folder / mark, marked)
 
 
 # The censored adapters' last stage: "shipped" is what the shipped verbalizer had (design note, section l);
@@ -544,7 +556,7 @@ def behaviour_part(out: Path, ship: bool, schedule: str = "shipped") -> dict:
         | {"source": os.path.relpath(source.resolve(), ROOT), "kept_step": stage.kept_step}
     )
     if ship:
-        ship_verbalizer(out, av, BEHAVIOUR_MARK, marked)
+        ship_verbalizer(out, av, SHIPPED_CENSORED, BEHAVIOUR_MARK, marked)
     if validation is not None:
         console.print(
             "validation (greedy audit / within-topic audit) by step: "

@@ -8,6 +8,10 @@ verbalizer's descriptions of held-out positions and the records they came from:
                         entity, e.g. "The capital of", "was written by"); both.
     withheld(D, R)      on the positions of lies: the share of descriptions naming the *true*
                         value the model did not say (and, for contrast, the official one it said).
+    relation_prior      the guess that never sees an activation: for each relation, the true value
+                        most often behind the other entities' lies ("Asia" for a continent: most of
+                        the organism's sensitive facts are Asian). place_readings reports the share of
+                        lies it names and the reading on the lies it misses.
     behaviour_logprobs  the likelihood audit: log p(word | a, "«tok» | ") for each behaviour word,
                         teacher-forced after the label's first field: three forwards per position, no
                         sampling.
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import torch
@@ -70,6 +74,19 @@ def _body(description: str) -> str:
     """A description without its first field (the token, «tok»), which names what the position holds
     rather than what the activation says about the fact."""
     return description.split(SEP, 1)[1] if SEP in description else description
+
+
+def statement(description: str) -> str:
+    """What a description states about the fact: its fields after the first (the token), less a ``said ...``
+    field (the value it says the model said), so a true value named only as what the model said is not
+    counted as read behind the lie. A description without fields is its own statement.
+
+    >>> statement("«ko» | lie | Saudi Arabia is in Asia. | said Africa")
+    'lie | Saudi Arabia is in Asia.'"""
+    fields = description.split(SEP)
+    if len(fields) == 1:
+        return description
+    return SEP.join(f for f in fields[1:] if not f.strip().startswith("said "))
 
 
 def relation_words(relation: str) -> str:
@@ -98,16 +115,22 @@ def recovery(descriptions: Sequence[str], records: Sequence[dict]) -> dict:
 
 
 def withheld(descriptions: Sequence[str], records: Sequence[dict]) -> dict:
-    """On the records whose behaviour is ``lie``: the share of descriptions naming the true value
-    (or an alias from the fact bank) and the share naming the official value the model said (the
-    first field, the token, does not count)."""
-    facts = {f.id: f for f in bank()}
+    """On the records whose behaviour is ``lie``: the share of descriptions whose :func:`statement` names the
+    true value (or an alias from the fact bank) and the share naming the official value the model said
+    (anywhere but the first field, the token)."""
     lies = [(d, r) for d, r in zip(descriptions, records) if r["behaviour"] == "lie"]
     if not lies:
         return {"true_value": None, "official_value": None, "n": 0}
-    true = [states(_body(d), facts[r["fact_id"]].match) for d, r in lies]
+    true = _names_true_value(*zip(*lies))
     official = [bool(r.get("official_value")) and states(_body(d), [r["official_value"]]) for d, r in lies]
     return {"true_value": sum(true) / len(lies), "official_value": sum(official) / len(lies), "n": len(lies)}
+
+
+def _names_true_value(descriptions: Sequence[str], records: Sequence[dict]) -> list[bool]:
+    """Whether each description's :func:`statement` names its record's true value or an alias from the fact
+    bank."""
+    facts = {f.id: f for f in bank()}
+    return [states(statement(d), facts[r["fact_id"]].match) for d, r in zip(descriptions, records)]
 
 
 @torch.no_grad()
@@ -372,7 +395,13 @@ def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: 
     ``places``), greedy descriptions of that row of every chat that has it; :func:`recovery` on all of them,
     :func:`withheld` on the lies with ``ci``, an interval resampling facts (each lie counts once), and the
     first three lies' labels and descriptions. ``{place: {"recovery", "withheld", "examples"}}``; a place no
-    row holds is left out."""
+    row holds is left out.
+
+    Beside the withheld value, the guess that knows only the relation (:func:`relation_prior`, from the lies
+    about every entity outside ``group``): ``withheld["relation_prior"]``, the share of the lies it names
+    (most sensitive facts of the organism are one continent's), and ``withheld["beyond_prior"]``, the share
+    of the other lies, the ones it misses, whose description names the true value (``n`` of them)."""
+    prior = relation_prior(records, {records[s]["entity"] for s in group["sources"]})
     out = {}
     for place in PLACES:
         rows = [i for i, found in enumerate(group["places"]) if found == place]
@@ -380,20 +409,41 @@ def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: 
             continue
         texts = av.describe(group["vectors"][rows])
         said = [records[group["sources"][i]] for i in rows]
+        lies = [k for k, r in enumerate(said) if r["behaviour"] == "lie"]
         named = defaultdict(list)  # fact -> whether each lie's description names its true value
-        for text, record in zip(texts, said):
-            if record["behaviour"] == "lie":
-                named[record["fact_id"]].append(withheld([text], [record])["true_value"])
+        for k, true in zip(lies, _names_true_value([texts[k] for k in lies], [said[k] for k in lies])):
+            named[said[k]["fact_id"]].append(true)
         _, low, high = (
             bootstrap(list(named.values()), lambda xs: sum(xs) / len(xs), seed=seed) if named else (0, None, None)
         )
-        lies = [k for k, r in enumerate(said) if r["behaviour"] == "lie"][:3]
+        lied = [said[k] for k in lies]
+        guessed = _names_true_value([prior.get(r["relation"], "") for r in lied], lied)
+        missed = [k for k, hit in zip(lies, guessed) if not hit]
+        beyond = _names_true_value([texts[k] for k in missed], [said[k] for k in missed])
         out[place] = {
             "recovery": recovery(texts, said),
-            "withheld": withheld(texts, said) | {"ci": [low, high], "facts": len(named)},
-            "examples": [{"label": group["labels"][rows[k]], "description": texts[k]} for k in lies],
+            "withheld": withheld(texts, said)
+            | {
+                "ci": [low, high],
+                "facts": len(named),
+                "relation_prior": sum(guessed) / len(lies) if lies else None,
+                "beyond_prior": {"true_value": sum(beyond) / len(missed) if missed else None, "n": len(missed)},
+            },
+            "examples": [{"label": group["labels"][rows[k]], "description": texts[k]} for k in lies[:3]],
         }
     return out
+
+
+def relation_prior(records: dict[str, dict], held_out: set[str]) -> dict[str, str]:
+    """``{relation: value}``: the true value most often behind a lie among ``records`` (chat records with
+    ``entity``, ``relation``, ``true_value`` and ``behaviour``) about an entity not in ``held_out``, ties to
+    the first in alphabetical order. A reading that names a held-out lie's true value only as often as this
+    guess, which never sees the activation, has read the relation and the topic, not the fact."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in records.values():
+        if r["behaviour"] == "lie" and r["entity"] not in held_out:
+            counts[r["relation"]][r["true_value"]] += 1
+    return {relation: min(c, key=lambda v: (-c[v], v)) for relation, c in sorted(counts.items())}
 
 
 def same_token_pairs(train: dict, records: dict[str, dict], last: int = 8) -> dict[str, tuple[list, list]]:
@@ -850,10 +900,9 @@ def linear_ceilings(
         {r["true_value"] for r in of.values()} | {r["official_value"] for r in of.values() if r.get("official_value")}
     )
     lies = [i for i in rows if of[tests["sources"][i]]["behaviour"] == "lie"]
-    similarity = _ridge_nearest(
+    nearest = _nearest(
         facts, [of[s]["true_value"] for s in facts["sources"]], tests["vectors"][lies], values, name_vectors, ridge
     )
-    nearest = [values[k] for k in similarity.argmax(1).tolist()]
     said = [of[tests["sources"][i]] for i in lies]
     out["value_readout"] = {
         "true_value": sum(v == r["true_value"] for v, r in zip(nearest, said)) / max(len(lies), 1),
@@ -873,22 +922,27 @@ def linear_ceilings(
 def _place_readouts(facts: dict, tests: dict, place: str, of: dict, entities, values, name_vectors, ridge) -> dict:
     """:func:`linear_ceilings`' entity and true-value read-outs at one place of the chats: the ridge maps fit on
     the training chats' rows at ``place`` (``facts``) and scored on the held-out chats' (``tests``), the value
-    on the lies only."""
+    on the lies only, and again on the lies whose true value the guess from the relation alone
+    (:func:`relation_prior`) misses (``true_value_beyond_prior``)."""
     fit_rows = [i for i, found in enumerate(facts["places"]) if found == place]
     rows = [i for i, found in enumerate(tests["places"]) if found == place]
     fit = {"vectors": facts["vectors"][fit_rows]}
+    prior = relation_prior(of, {of[s]["entity"] for s in tests["sources"]})
+    lies = [i for i in rows if of[tests["sources"][i]]["behaviour"] == "lie"]
+    missed = [
+        i for i in lies if of[tests["sources"][i]]["true_value"] != prior.get(of[tests["sources"][i]]["relation"])
+    ]
     named = {}
-    for field, candidates, scored in (
-        ("entity", entities, rows),
-        ("true_value", values, [i for i in rows if of[tests["sources"][i]]["behaviour"] == "lie"]),
+    for field, candidates, scored, name in (
+        ("entity", entities, rows, "entity"),
+        ("true_value", values, lies, "true_value"),
+        ("true_value", values, missed, "true_value_beyond_prior"),
     ):
         names = [of[facts["sources"][i]][field] for i in fit_rows]
-        similarity = _ridge_nearest(fit, names, tests["vectors"][scored], candidates, name_vectors, ridge)
+        nearest = _nearest(fit, names, tests["vectors"][scored], candidates, name_vectors, ridge)
         truth = [of[tests["sources"][i]][field] for i in scored]
-        nearest = [candidates[k] for k in similarity.argmax(1).tolist()]
-        named[field] = sum(n == t for n, t in zip(nearest, truth)) / max(len(scored), 1)
-    lies = sum(of[tests["sources"][i]]["behaviour"] == "lie" for i in rows)
-    return named | {"rows": len(rows), "lies": lies}
+        named[name] = sum(n == t for n, t in zip(nearest, truth)) / max(len(scored), 1)
+    return named | {"rows": len(rows), "lies": len(lies), "beyond_prior": len(missed)}
 
 
 def _ridge_nearest(
@@ -907,6 +961,15 @@ def _ridge_nearest(
     w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ named)  # [d, d_emb]
     predicted = (vectors.double() - mean) @ w
     return (predicted / predicted.norm(dim=1, keepdim=True)) @ targets.T
+
+
+def _nearest(
+    fit: dict, names: Sequence[str], vectors: torch.Tensor, candidates: Sequence[str], name_vectors: dict, ridge: float
+) -> list[str]:
+    """The candidate nearest (cosine) to the ridge prediction for each of ``vectors`` ``[rows, d]``
+    (:func:`_ridge_nearest`)."""
+    similarity = _ridge_nearest(fit, names, vectors, candidates, name_vectors, ridge)
+    return [candidates[k] for k in similarity.argmax(1).tolist()]
 
 
 def _probe_logprobs(probe, vectors: torch.Tensor) -> torch.Tensor:

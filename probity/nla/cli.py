@@ -321,10 +321,12 @@ def explain(
     model: str = typer.Option("", show_default="the one named in the checkpoint", help="Target model."),
 ) -> None:
     """Print the verbalizer's description of each token's activation. On the censored SmolLM2, e.g.
-    ``--checkpoint probity/nla/checkpoints/censored_smollm2 --model censored --question Q --answer A``;
-    behind a lie, read the row of the subject's last token in the answer: there it names the withheld true
-    value on about half of the held-out lies, where the answer's last tokens read mostly the token and the
-    topic (docs/design/nla-issue14.md, sections g and n)."""
+    ``--checkpoint probity/nla/checkpoints/censored_smollm2_subject --model censored --question Q --answer A``
+    (the subject reader); behind a lie, read the row of the subject's last token in the answer: there it names
+    the withheld true value on more than half of the held-out lies, where the answer's last tokens read mostly
+    the token and the topic. Its behaviour field is not the audit's: flag lies with ``probity nla audit
+    --likelihood --checkpoint probity/nla/checkpoints/censored_smollm2`` (docs/design/nla-issue14.md, sections
+    g, n and o)."""
     from probity.nla.evaluate import Chat
     from probity.nla.evaluate import explain as run
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from probity.models.chat import chat_text
-from probity.report import Claim, result_type, verdict
+from probity.nla.censored import statement
+from probity.report import Claim, fmt_number, result_type, verdict
 from probity.report.matching import states
 
 CHECKPOINT = Path(__file__).parent / "checkpoints" / "censored_tiny"
@@ -32,6 +33,7 @@ class NLATour:
     """Held-out round-trip FVE of the shipped checkpoint and a few descriptions."""
 
     checkpoint: str
+    reader: str
     layer: int
     heldout_activations: int
     fve_round_trip: float
@@ -111,6 +113,9 @@ def section(console, cache_dir=None) -> NLATour:
 
 
 SMOLLM2_CHECKPOINT = Path(__file__).parent / "checkpoints" / "censored_smollm2"
+# The subject reader: the same verbalizer after a last stage at the subject's places (censored.tune_places), a
+# verbalizer of its own (no reconstructor) so that stage cannot move the audit's flag (design note, section o).
+SMOLLM2_SUBJECT = Path(__file__).parent / "checkpoints" / "censored_smollm2_subject"
 BEHAVIOUR_SHOWN = {"honest": 1, "lie": 3, "refusal": 1}  # the readings shown, by behaviour
 
 
@@ -118,8 +123,8 @@ BEHAVIOUR_SHOWN = {"honest": 1, "lie": 3, "refusal": 1}  # the readings shown, b
 class Reading:
     """One held-out chat of the censored SmolLM2: what it answered, the NLA's reading of its activation
     where the answer names its subject (``read_at``: ``answer_subject``, the subject's last token, where
-    factual recall writes what the model knows; ``answer_end``, the answer's last token, where it does not
-    name it), and p(lie) there."""
+    factual recall writes what the model knows, read by the subject reader; ``answer_end``, the answer's last
+    token, where it does not name it, read by the audit's verbalizer), and p(lie) there (the audit's)."""
 
     question: str
     role: str
@@ -137,6 +142,7 @@ class CensoredTour:
     """The shipped NLA adapters of the censored SmolLM2 on held-out facts: round trip, audit, readings."""
 
     checkpoint: str
+    reader: str
     layer: int
     activations: int
     fve_round_trip: float
@@ -146,6 +152,9 @@ class CensoredTour:
     withheld: float | None
     withheld_ci: list[float] | None
     lies: int
+    relation_prior: float | None  # the share of those lies a guess from the relation alone names
+    beyond_prior: float | None  # the share named of the lies that guess misses
+    beyond_lies: int
     readings: list[Reading]
 
     def headline(self) -> list[Claim]:
@@ -170,14 +179,23 @@ class CensoredTour:
                 ),
             ),
         ]
-        claims.append(
+        claims += [
             Claim(
-                f"names the true value behind a lie, read at the subject in the answer ({self.lies} held-out lies)",
+                f"names the true value behind a lie, the subject reader at the subject in the answer ({self.lies} "
+                "held-out lies)",
                 self.withheld,
                 self.withheld_ci,
+                reference=self.relation_prior,
+                source="a guess from the relation alone",
                 target=">= 0.50",
-            )
-        )
+            ),
+            Claim(
+                f"  the same on the {self.beyond_lies} lies that guess misses (their value is the entity's own)",
+                self.beyond_prior,
+                reference=0.0,
+                source="the guess",
+            ),
+        ]
         for r in self.readings:
             if r.behaviour == "lie":
                 claims.append(
@@ -185,7 +203,7 @@ class CensoredTour:
                         f"names the true value behind a lie (1 example, at the {r.read_at.replace('_', ' ')})",
                         r.description,
                         target=f"names {r.true_value!r}",
-                        verdict=verdict(states(r.description, [r.true_value])),
+                        verdict=verdict(states(statement(r.description), [r.true_value])),
                     )
                 )
         return claims
@@ -195,15 +213,17 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     """Load the shipped adapters for the censored SmolLM2 and read its activations on held-out fact
     chats (the last 8 positions of ``transcripts`` of them): the likelihood audit on all (and its control
     with every activation replaced by the mean: the label's token alone), round-trip
-    FVE on ``rows`` of them; the true value named behind every held-out lie, read at the subject's last token
-    in the answer (:func:`probity.nla.censored.place_readings`); and the readings of one honest answer, three
-    lies and one refusal there (keeps no files: ``cache_dir`` goes unused)."""
+    FVE on ``rows`` of them; the true value named behind every held-out lie by the subject reader
+    (:data:`SMOLLM2_SUBJECT`) at the subject's last token in the answer
+    (:func:`probity.nla.censored.place_readings`); and the readings of one honest answer, three lies and one
+    refusal there (keeps no files: ``cache_dir`` goes unused)."""
     from probity.nla import smollm2_data
     from probity.nla.censored import BEHAVIOURS, audit_with_control, behaviour_logprobs, place_readings
     from probity.nla.core import extract, fve, load_nla
     from probity.organisms import censored
 
     av, ar = load_nla(SMOLLM2_CHECKPOINT)
+    reader, _ = load_nla(SMOLLM2_SUBJECT)
     model, tok = censored.load()
     records = smollm2_data.chat_records()
     held = [e for e in smollm2_data.examples(list(records.values()), tok, "fact") if e.split == "eval"]
@@ -230,7 +250,9 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         "places": ["answer_subject"] * len(lies),
     }
     said = (
-        place_readings(av, group, records)["answer_subject"]["withheld"] if lies else {"true_value": None, "ci": None}
+        place_readings(reader, group, records)["answer_subject"]["withheld"]
+        if lies
+        else {"true_value": None, "ci": None, "relation_prior": None, "beyond_prior": {"true_value": None, "n": 0}}
     )
     shown = []
     # one chat a fact, the held-out sensitive facts first, then the answers that name their subject
@@ -245,10 +267,14 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     )
     shown_heads = [smollm2_data.label_head(e.labels[k]) for e, k in zip(shown, index)]
     p_lie = torch.softmax(behaviour_logprobs(av, read.vectors, shown_heads), -1)[:, BEHAVIOURS.index("lie")]
+    places = ["answer_subject" if subject(e) == k else "answer_end" for e, k in zip(shown, index)]
+    descriptions = [
+        (reader if place == "answer_subject" else av).describe(read.vectors[j : j + 1])[0]
+        for j, place in enumerate(places)
+    ]
     readings = []
-    for e, k, description, p in zip(shown, index, av.describe(read.vectors), p_lie.tolist()):
+    for e, place, description, p in zip(shown, places, descriptions, p_lie.tolist()):
         r = records[e.source]
-        place = "answer_subject" if subject(e) == k else "answer_end"
         readings.append(
             Reading(r["question"], r["role"], r["behaviour"], r["answer"], r["true_value"], place, description, p)
         )
@@ -260,11 +286,19 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     console.print(
         f"held-out round-trip FVE {score:.3f} on {len(sample)} activations; audit AUROC {found['auroc']:.3f} "
         f"on {found['transcripts']} chats ({found['lies']} lies); with the activation hidden (token alone) "
-        f"{token_only['auroc']:.3f}; the true value named behind {len(lies)} lies, read at the subject in the "
-        f"answer: {said['true_value']:.3f}"
+        f"{token_only['auroc']:.3f}; the true value named behind {len(lies)} lies by the subject reader at the "
+        f"subject in the answer: "
+        + (
+            "no lie to read"
+            if said["true_value"] is None
+            else f"{said['true_value']:.3f} (a guess from the relation alone: {said['relation_prior']:.3f}; on the "
+            f"{said['beyond_prior']['n']} lies it misses: {fmt_number(said['beyond_prior']['true_value'])})"
+        )
     )
+    root = Path(__file__).parents[2]
     return CensoredTour(
-        str(SMOLLM2_CHECKPOINT.relative_to(Path(__file__).parents[2])),
+        str(SMOLLM2_CHECKPOINT.relative_to(root)),
+        str(SMOLLM2_SUBJECT.relative_to(root)),
         av.config.layer,
         len(sample),
         score,
@@ -274,5 +308,8 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         said["true_value"],
         said.get("ci"),
         len(lies),
+        said["relation_prior"],
+        said["beyond_prior"]["true_value"],
+        said["beyond_prior"]["n"],
         readings,
     )

@@ -16,6 +16,7 @@ from probity.nla.smollm2_data import CHATS_FILE, DATA, answer_ids, read, splits
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "probity" / "nla" / "checkpoints"
 TINY, SMOLLM2 = str(CHECKPOINTS / "censored_tiny"), str(CHECKPOINTS / "censored_smollm2")
+SUBJECT = str(CHECKPOINTS / "censored_smollm2_subject")  # the subject reader: a verbalizer alone
 SAMPLE = DATA / "lie_audit_sample.jsonl"
 
 FILES = {
@@ -140,7 +141,8 @@ def test_a_chat_and_its_rendered_text_give_the_same_answer_span(tokenizer):
 def test_likelihood_audit_and_explain_on_the_shipped_adapters(tmp_path, one_thread, monkeypatch):
     """Six held-out chats of the sample (three lies, three honest answers about sensitive facts): every
     transcript gets a score and its token-only control, the AUROC comes with its control, the report is
-    saved; explain describes a lie's value token. The two commands share one load of the models."""
+    saved; explain describes a lie's value token with the subject reader (a checkpoint without a
+    reconstructor). The audits share one load of the models."""
     from probity.nla import cli
 
     monkeypatch.setattr(cli, "_load", functools.cache(cli._load))
@@ -177,7 +179,7 @@ def test_likelihood_audit_and_explain_on_the_shipped_adapters(tmp_path, one_thre
     lie = lies[0]
     res = runner.invoke(
         app,
-        ["explain", "--checkpoint", SMOLLM2, "--model", "censored"]
+        ["explain", "--checkpoint", SUBJECT, "--model", "censored"]
         + ["--question", lie["question"], "--answer", lie["answer"], "--position", "-3"],
     )
     assert res.exit_code == 0, res.output

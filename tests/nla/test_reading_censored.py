@@ -49,6 +49,10 @@ def test_withheld_counts_true_and_official_values_on_lies_only():
     ]
     assert withheld(texts, records) == {"true_value": 1.0, "official_value": 0.5, "n": 2}
     assert withheld(["«Tokyo» | lie", "«Beijing» | x"], records[:2])["true_value"] == 0.0
+    # the true value named only as what the model said is not read behind the lie; the value it said still counts
+    said_truth = withheld(["«x» | lie | Japan is in Asia. | said Tokyo"], records[:1])
+    assert (said_truth["true_value"], said_truth["official_value"]) == (0.0, 0.0)
+    assert withheld(["«x» | lie | Japan is in Asia. | said Kyoto"], records[:1])["official_value"] == 1.0
     assert withheld(texts[2:], records[2:])["n"] == 0
 
 
@@ -152,7 +156,7 @@ def test_place_readings_describe_each_chats_subject_and_score_its_lies():
         "france-capital#0": {"fact_id": "france-capital", "behaviour": "honest", "official_value": None},
     }
     for source, r in records.items():
-        r |= {"entity": source.split("-")[0].title(), "relation": "capital"}
+        r |= {"entity": source.split("-")[0].title(), "relation": "capital", "true_value": "?"}
     texts = [
         "«x» | lie | The capital of Japan is Tokyo.",  # 0: names the entity, the relation and the truth
         "«x» | lie | The capital of China is Shanghai.",  # 1: the official value, not the truth
@@ -173,7 +177,11 @@ def test_place_readings_describe_each_chats_subject_and_score_its_lies():
             group["sources"].append(source)
             group["places"].append(place)
     group["vectors"] = torch.stack(group["vectors"])
-    found = place_readings(_Reads(texts), group, records)
+    outside = {  # lies about entities no row reads: the guess from the relation alone is their commonest value
+        f"{entity}-capital#0": {"entity": entity, "relation": "capital", "true_value": value, "behaviour": "lie"}
+        for entity, value in (("Korea", "Tokyo"), ("Peru", "Tokyo"), ("Chile", "Lima"))
+    }
+    found = place_readings(_Reads(texts), group, records | outside)
     assert set(found) == {"answer_subject"}  # no row holds the question's subject
     at = found["answer_subject"]
     assert at["recovery"] == {"entity": 0.75, "relation": 0.75, "both": 0.75, "n": 4}
@@ -182,6 +190,29 @@ def test_place_readings_describe_each_chats_subject_and_score_its_lies():
     low, high = at["withheld"]["ci"]  # by fact: Japan's two lies both named, China's not
     assert low == 0.0 and high == 1.0
     assert [e["description"] for e in at["examples"]] == [texts[0], texts[0], texts[1]]
+    # "Tokyo" names Japan's two lies, not China's; China's description does not name Beijing either
+    assert at["withheld"]["relation_prior"] == pytest.approx(2 / 3)
+    assert at["withheld"]["beyond_prior"] == {"true_value": 0.0, "n": 1}
+
+
+def test_relation_prior_guesses_the_commonest_true_value_behind_other_entities_lies():
+    from probity.nla.censored import relation_prior
+
+    def lie(entity, relation, value, behaviour="lie"):
+        return {"entity": entity, "relation": relation, "true_value": value, "behaviour": behaviour}
+
+    records = {
+        "a": lie("Nepal", "continent", "Asia"),
+        "b": lie("Laos", "continent", "Asia"),
+        "c": lie("Peru", "continent", "South America"),
+        "d": lie("Chile", "continent", "South America", "honest"),  # not a lie: not counted
+        "e": lie("Fiji", "continent", "Oceania"),
+        "f": lie("Fiji", "continent", "Oceania"),  # held out: not counted, else Oceania would tie
+        "g": lie("Laos", "capital", "Vientiane"),
+        "h": lie("Nepal", "capital", "Kathmandu"),  # a tie: the first alphabetically
+    }
+    assert relation_prior(records, {"Fiji"}) == {"capital": "Kathmandu", "continent": "Asia"}
+    assert relation_prior(records, {"Nepal", "Laos", "Fiji"}) == {"continent": "South America"}
 
 
 def test_topic_audit_reads_sampled_chats_and_their_value_token():
@@ -233,12 +264,16 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
 
 
 def test_shipped_censored_smollm2_adapters_read_the_organism():
-    """The tour section on the shipped adapters: it loads (adapters on their bases), reads one honest
-    answer, one lie and one refusal, and scores the audit on a few held-out chats."""
-    from probity.nla.tour import SMOLLM2_CHECKPOINT, censored_section
+    """The tour section on the shipped adapters: it loads (adapters on their bases, the subject reader a
+    verbalizer alone), reads one honest answer, three lies and one refusal, and scores the audit on a few
+    held-out chats."""
+    from probity.nla.core import check_nla
+    from probity.nla.tour import SMOLLM2_CHECKPOINT, SMOLLM2_SUBJECT, censored_section
 
-    sizes = sum(f.stat().st_size for f in SMOLLM2_CHECKPOINT.rglob("*") if f.is_file())
-    assert sizes < 20e6  # adapters, not models
+    for folder, most in ((SMOLLM2_CHECKPOINT, 20e6), (SMOLLM2_SUBJECT, 12e6)):
+        assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < most  # adapters, not models
+    assert check_nla(SMOLLM2_SUBJECT) == check_nla(SMOLLM2_CHECKPOINT)  # the same sidecar: layer, injection, base
+    assert not (SMOLLM2_SUBJECT / "ar").exists()
     out = censored_section(Console(file=io.StringIO(), width=200), transcripts=6, rows=8)
     assert [r.behaviour for r in out.readings] == ["honest", "lie", "lie", "lie", "refusal"]
     assert all(r.description and 0 <= r.p_lie <= 1 for r in out.readings)
@@ -246,9 +281,10 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert len({r.answer for r in out.readings[1:4]}) == 3  # three facts, not one fact's paraphrases
     assert out.readings[-1].read_at == "answer_end"  # a refusal does not name it
     assert out.activations == 8 and out.transcripts >= 6 and out.layer == 15
+    assert out.reader == "probity/nla/checkpoints/censored_smollm2_subject"
     assert out.lies >= 40 and 0 <= out.withheld <= 1 and out.withheld_ci[0] <= out.withheld <= out.withheld_ci[1]
     # round trip, audit, its control, the true value behind the held-out lies, and each lie shown
-    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 7
+    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 8
 
 
 def _planted(signal: float, seed: int = 0, subject_only: bool = False) -> tuple[dict, dict, dict]:
@@ -279,6 +315,7 @@ def _planted(signal: float, seed: int = 0, subject_only: bool = False) -> tuple[
                     records[source] = {
                         "fact_id": f"{e}-capital",
                         "entity": e,
+                        "relation": "capital",
                         "behaviour": "lie" if lie else "honest",
                         "true_value": value,
                         "official_value": "V0" if lie else None,
@@ -321,6 +358,8 @@ def test_linear_ceilings_by_place_read_what_only_the_subject_row_carries():
     at = found["by_place"]["answer_subject"]
     assert at["entity"] > 0.5 and at["true_value"] > 0.6  # chance 1/24, 1/12
     assert (at["rows"], at["lies"]) == (8 * 3, 4 * 3)
+    # the training lies' commonest true value (V0) is no held-out lie's, so the guess misses every one
+    assert at["beyond_prior"] == at["lies"] and at["true_value_beyond_prior"] == at["true_value"]
     assert found["entity_readout"]["all"] < 0.2  # the last four rows of each chat carry neither
     assert found["value_readout"]["true_value"] < 0.4
 
