@@ -33,7 +33,6 @@ class NLATour:
     """Held-out round-trip FVE of the shipped checkpoint and a few descriptions."""
 
     checkpoint: str
-    reader: str
     layer: int
     heldout_activations: int
     fve_round_trip: float
@@ -190,7 +189,7 @@ class CensoredTour:
                 target=">= 0.50",
             ),
             Claim(
-                f"  the same on the {self.beyond_lies} lies that guess misses (their value is the entity's own)",
+                f"  the same on the {self.beyond_lies} lies that guess misses",
                 self.beyond_prior,
                 reference=0.0,
                 source="the guess",
