@@ -405,7 +405,7 @@ def places_part(out: Path, ship: bool) -> dict:
     subject reader (``SHIPPED_SUBJECT``) with the stage's record; the shipped censored adapters are unchanged."""
     from probity.nla.censored import tune_places, validation_split
 
-    source, av, acts, records, measure = stage_inputs(out, PLACES_MARK, "places")
+    source, av, acts, records, measure = stage_inputs(out, None, "places")  # its mark goes to SHIPPED_SUBJECT
     before = measure()
     fit, validation = validation_split(acts["train"], records)
     t0 = time.perf_counter()
@@ -481,9 +481,10 @@ def places_part(out: Path, ship: bool) -> dict:
     }
 
 
-def stage_inputs(out: Path, mark: str, stage: str) -> tuple:
+def stage_inputs(out: Path, mark: str | None, stage: str) -> tuple:
     """What a last stage of the censored verbalizer starts from: the source folder (``out/nla`` if the censored
-    part ran there, else the shipped one; refused if ``mark`` says it already had ``stage``), its verbalizer
+    part ran there, else the shipped one; refused if ``mark``, where given, says it already had ``stage``; a
+    stage that ships elsewhere gives none), its verbalizer
     (trainable) and reconstructor, the activations (``out/acts.pt``), the chat records, and ``measure()``: the
     readings and the round trip as run_censored reports them (128 held-out positions of each group for FVE)."""
     from probity.nla.censored import readings
@@ -492,7 +493,7 @@ def stage_inputs(out: Path, mark: str, stage: str) -> tuple:
     from probity.organisms import censored
 
     source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
-    if (source / mark).is_file():
+    if mark is not None and (source / mark).is_file():
         raise SystemExit(f"{source} already had the {stage} stage ({source / mark}); start from the adapters before it")
     av, ar = load_nla(source, trainable=True)
     target, tokenizer = censored.load()

@@ -410,16 +410,16 @@ def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: 
         texts = av.describe(group["vectors"][rows])
         said = [records[group["sources"][i]] for i in rows]
         lies = [k for k, r in enumerate(said) if r["behaviour"] == "lie"]
-        named = defaultdict(list)  # fact -> whether each lie's description names its true value
-        for k, true in zip(lies, _names_true_value([texts[k] for k in lies], [said[k] for k in lies])):
-            named[said[k]["fact_id"]].append(true)
+        lied = [said[k] for k in lies]
+        true = _names_true_value([texts[k] for k in lies], lied)  # whether each lie's description names it
+        named = defaultdict(list)  # fact -> those of its lies
+        for record, hit in zip(lied, true):
+            named[record["fact_id"]].append(hit)
         _, low, high = (
             bootstrap(list(named.values()), lambda xs: sum(xs) / len(xs), seed=seed) if named else (0, None, None)
         )
-        lied = [said[k] for k in lies]
         guessed = _names_true_value([prior.get(r["relation"], "") for r in lied], lied)
-        missed = [k for k, hit in zip(lies, guessed) if not hit]
-        beyond = _names_true_value([texts[k] for k in missed], [said[k] for k in missed])
+        beyond = [hit for hit, guess in zip(true, guessed) if not guess]  # the lies the guess misses
         out[place] = {
             "recovery": recovery(texts, said),
             "withheld": withheld(texts, said)
@@ -427,7 +427,7 @@ def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: 
                 "ci": [low, high],
                 "facts": len(named),
                 "relation_prior": sum(guessed) / len(lies) if lies else None,
-                "beyond_prior": {"true_value": sum(beyond) / len(missed) if missed else None, "n": len(missed)},
+                "beyond_prior": {"true_value": sum(beyond) / len(beyond) if beyond else None, "n": len(beyond)},
             },
             "examples": [{"label": group["labels"][rows[k]], "description": texts[k]} for k in lies[:3]],
         }
@@ -932,17 +932,20 @@ def _place_readouts(facts: dict, tests: dict, place: str, of: dict, entities, va
     missed = [
         i for i in lies if of[tests["sources"][i]]["true_value"] != prior.get(of[tests["sources"][i]]["relation"])
     ]
-    named = {}
-    for field, candidates, scored, name in (
-        ("entity", entities, rows, "entity"),
-        ("true_value", values, lies, "true_value"),
-        ("true_value", values, missed, "true_value_beyond_prior"),
-    ):
+    hits = {}  # field -> whether each scored row's nearest candidate is its own
+    for field, candidates, scored in (("entity", entities, rows), ("true_value", values, lies)):
         names = [of[facts["sources"][i]][field] for i in fit_rows]
         nearest = _nearest(fit, names, tests["vectors"][scored], candidates, name_vectors, ridge)
-        truth = [of[tests["sources"][i]][field] for i in scored]
-        named[name] = sum(n == t for n, t in zip(nearest, truth)) / max(len(scored), 1)
-    return named | {"rows": len(rows), "lies": len(lies), "beyond_prior": len(missed)}
+        hits[field] = {i: n == of[tests["sources"][i]][field] for i, n in zip(scored, nearest)}
+    beyond = [hits["true_value"][i] for i in missed]
+    return {
+        "entity": sum(hits["entity"].values()) / max(len(rows), 1),
+        "true_value": sum(hits["true_value"].values()) / max(len(lies), 1),
+        "true_value_beyond_prior": sum(beyond) / max(len(beyond), 1),
+        "rows": len(rows),
+        "lies": len(lies),
+        "beyond_prior": len(missed),
+    }
 
 
 def _ridge_nearest(
