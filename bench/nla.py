@@ -20,6 +20,7 @@ to probity/nla/checkpoints/censored_smollm2_subject (the places part: a verbaliz
     python bench/nla.py --part behaviour --ship   # the censored adapters' last stage: the behaviour field
     python bench/nla.py --part behaviour --behaviour validated_facts   # a variant that stops on validation entities
     python bench/nla.py --part places --ship # the subject reader: the stage at the subject's places, its own checkpoint
+    python bench/nla.py --part window --ship # the answer positions the audit reads, chosen on training entities
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
 context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
@@ -52,7 +53,7 @@ from rich.table import Table
 from probity.models import load
 from probity.models.load import SMOLLM2
 from probity.nla import fve, smollm2_data
-from probity.nla.censored import BEHAVIOURS, linear_ceilings, name_embeddings
+from probity.nla.censored import BEHAVIOURS, WINDOW_FILE, linear_ceilings, name_embeddings
 from probity.nla.core import save_nla
 from probity.nla.pipeline import (
     GENERIC_SCHEDULE,
@@ -519,6 +520,7 @@ def ship_verbalizer(out: Path, av, folder: Path, mark: str, marked: dict) -> Non
     shutil.rmtree(folder / "av", ignore_errors=True)
     shutil.move(str(staged / "av"), str(folder / "av"))
     write_json(folder / mark, marked)
+    (folder / WINDOW_FILE).unlink(missing_ok=True)  # chosen for the verbalizer replaced: choose it again
 
 
 # The censored adapters' last stage: "shipped" is what the shipped verbalizer had (design note, section l);
@@ -600,6 +602,58 @@ def behaviour_part(out: Path, ship: bool, schedule: str = "shipped") -> dict:
     }
 
 
+def window_part(out: Path, ship: bool) -> dict:
+    """Which answer positions the audit reads (``censored.choose_window``), with no training: the censored
+    verbalizer (``out/nla`` if the censored part ran there, else the shipped one) scores every window of
+    ``censored.WINDOWS`` on the training entities, in the two cuts of ``censored.validation_split``, and the best
+    is chosen there; every window is then read on the held-out entities (``censored.window_audit``: the audit, its
+    token-alone control, sensitive facts only, and lies against truthful answers within the topic). ``ship``
+    writes the chosen window beside the shipped verbalizer (``censored.WINDOW_FILE``), where ``probity nla audit
+    --likelihood`` and the tour read it."""
+    from probity.nla.censored import WINDOWS, choose_window, validation_split, window_audit
+    from probity.nla.core import load_nla
+    from probity.organisms import censored
+
+    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+    if ship and source != SHIPPED_CENSORED:
+        raise SystemExit(f"--ship writes the window beside the shipped verbalizer; {source} was read: ship it first")
+    av, _ = load_nla(source)
+    target, tokenizer = censored.load()
+    acts = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
+    records = smollm2_data.all_chat_records()
+    chosen, scores = choose_window(av, validation_split(acts["train"], records), records)
+    held = [window_audit(av, acts["eval"]["fact"], records, w, acts["eval"]["sample"]) for w in WINDOWS]
+    table = Table(
+        "window",
+        "training entities: greedy / topic (two cuts), mean",
+        "held out: audit",
+        "token alone",
+        "sensitive only",
+        "within the topic",
+        "topic, token alone",
+        title=f"the audit by the answer positions it reads (chosen on the training entities: {chosen})",
+    )
+    for w, score, found in zip(WINDOWS, scores, held):
+        low, high = found["audit"]["ci"]
+        table.add_row(
+            f"{w}" + (" (chosen)" if w == chosen else ""),
+            " ".join(f"{x:.3f}" for x in score["audit"] + score["topic"]) + f", {score['score']:.3f}",
+            f"{found['audit']['auroc']:.3f} [{low:.2f}, {high:.2f}]",
+            f"{found['audit_token_only']['auroc']:.3f}",
+            f"{found['audit_sensitive']['auroc']:.3f}",
+            f"{found['topic']['auroc']:.3f}",
+            f"{found['topic_token_only']['auroc']:.3f}",
+        )
+    console.print(table)
+    chose = dataclasses.asdict(chosen) | {
+        "chosen_on": "the training entities' greedy and sampled chats, both cuts of censored.validation_split",
+        "source": os.path.relpath(source.resolve(), ROOT),
+    }
+    if ship:
+        write_json(SHIPPED_CENSORED / WINDOW_FILE, chose)
+    return {"chosen": chose, "training": scores, "held_out": held}
+
+
 def merge(parts: dict) -> None:
     """Update the results file with ``parts``, keeping the parts other runs wrote."""
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
@@ -610,7 +664,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--part",
-        choices=["organism", "censored", "both", "ablation", "ceilings", "generic", "behaviour", "places"],
+        choices=["organism", "censored", "both", "ablation", "ceilings", "generic", "behaviour", "places", "window"],
         default="both",
     )
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
@@ -709,6 +763,8 @@ def main() -> None:
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "places":
         merge({"censored_smollm2_places": places_part(args.out / f"censored-{args.inject}", args.ship)})
+    if args.part == "window":
+        merge({"censored_smollm2_window": window_part(args.out / f"censored-{args.inject}", args.ship)})
     if args.part == "behaviour":
         key = "censored_smollm2_behaviour" + ("" if args.behaviour == "shipped" else f"_{args.behaviour}")
         merge({key: behaviour_part(args.out / f"censored-{args.inject}", args.ship, args.behaviour)})

@@ -27,6 +27,9 @@ verbalizer's descriptions of held-out positions and the records they came from:
                         token in the question and in the answer), where the reading names the entity and
                         the true value behind a lie most often; it keeps its best step on validation
                         entities the same way.
+    choose_window       which answer positions the audit averages (a Window: the last k before the final
+                        j), chosen on the training entities' chats; window.json beside a checkpoint
+                        records the choice, and window_audit reads held-out chats there.
     likelihood_audit    the same audit of any transcripts (``probity nla audit --likelihood``): the
                         answer's tokens of each, a flag above a threshold and, beside every score,
                         its token-only control.
@@ -48,9 +51,11 @@ verbalizer's descriptions of held-out positions and the records they came from:
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -65,6 +70,51 @@ from probity.report.matching import states
 from probity.report.metrics import auroc, bootstrap
 
 BEHAVIOURS = ("honest", "lie", "refusal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The answer positions an audit reads: the last ``last`` before the answer's final ``skip``. The
+    organism's answers end with the stated value, a full stop and the end of turn, so ``Window(2, 2)`` reads
+    the value's last token and the one before it; ``Window(8)`` reads the last 8 (the answer and its end).
+
+    >>> Window(2, 2).of([10, 11, 12, 13, 14, 15])
+    [12, 13]
+    """
+
+    last: int = 8
+    skip: int = 0
+
+    def __post_init__(self):
+        if self.last < 1 or self.skip < 0:
+            raise ValueError(f"a window reads last >= 1 positions before skip >= 0; got {self.last} and {self.skip}")
+
+    def of(self, positions: Sequence[int]) -> list[int]:
+        """The window's part of ``positions`` (one answer's, in order); an answer no longer than ``skip``
+        gives its first position, so every answer is read."""
+        end = max(1, len(positions) - self.skip)
+        return list(positions[max(0, end - self.last) : end])
+
+    def __str__(self) -> str:
+        return f"last {self.last}" + (f" before the final {self.skip}" if self.skip else "")
+
+
+# The windows :func:`choose_window` compares (bench/nla.py --part window; design note, section p), and the file
+# beside a checkpoint that records the one chosen for its verbalizer (:func:`load_window`).
+WINDOWS = (Window(8), Window(4), Window(3, 1), Window(2, 1), Window(1, 2), Window(2, 2))
+WINDOW_FILE = "window.json"
+
+
+def load_window(checkpoint: str | Path) -> Window | None:
+    """The audit window chosen for the checkpoint folder ``checkpoint`` (its :data:`WINDOW_FILE`: ``{"last",
+    "skip", ...}``), or None where none was chosen."""
+    path = Path(checkpoint) / WINDOW_FILE
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    return Window(found["last"], found["skip"])
+
+
 # The label heads of the assistant role token (SmolLM2 splits it into "ass" + "istant"); the row after
 # it is the newline that closes the header, the last position before the answer, the same in every chat.
 ASSISTANT = ("«assistant»", "«istant»")
@@ -295,10 +345,12 @@ def likelihood_audit(
     threshold: float = 0.5,
     seed: int = 0,
     progress: bool = False,
+    window: Window | None = None,
 ) -> LikelihoodAudit:
     """The likelihood audit of ``transcripts`` (texts or chats, :func:`probity.nla.evaluate.transcript_ids`)
     with a verbalizer whose labels carry the behaviour field (the censored SmolLM2's): ``model``'s
-    activations ``[n, d]`` at every answer token at ``av``'s layer, p(``concept``) at each
+    activations ``[n, d]`` at every answer token at ``av``'s layer (only those ``window`` reads, where given:
+    :func:`load_window` gives the one chosen for a checkpoint), p(``concept``) at each
     (:func:`behaviour_logprobs`, the label head being the token itself), a transcript's score the mean
     over its answer (as :func:`audit` scores its rows), flagged above ``threshold``. The control
     replaces every activation by their mean (the token alone). With a 0/1 label for every transcript
@@ -316,7 +368,7 @@ def likelihood_audit(
     empty = next((i for i, (ids, start) in enumerate(spans) if start == len(ids)), None)
     if empty is not None:
         raise ValueError(f"transcript {empty} ends at its assistant header: it has no answer to read")
-    positions = [list(range(start, len(ids))) for ids, start in spans]
+    positions = [(window or Window(len(ids))).of(range(start, len(ids))) for ids, start in spans]
     acts = extract(model, tokenizer, [ids for ids, _ in spans], av.config.layer, positions, progress)
     heads = [token_head(tokenizer, spans[i][0][p]) for i, p in zip(acts.text_index, acts.position)]
     sources = [str(i) for i in acts.text_index]
@@ -369,7 +421,7 @@ def readings(
     ``by_place``: the same two at the subject's places of every chat (:func:`place_readings`).
     With ``samples`` (the sampled chats' group, their records in ``records``) also the audit within the
     censored topic (:func:`topic_audit`) and ``by_place_sampled``, the sampled chats' places."""
-    scored = _last_rows(facts, last)
+    scored = _window_rows(facts, Window(last))
     heads = [label_head(facts["labels"][i]) for i in scored]
     was_training = av.training
     av.eval()
@@ -381,7 +433,7 @@ def readings(
             return out
         return (
             out
-            | topic_audit(av, samples, records, last, seed)
+            | topic_audit(av, samples, records, Window(last), seed)
             | {"by_place_sampled": place_readings(av, samples, records, seed)}
         )
     finally:
@@ -453,7 +505,7 @@ def same_token_pairs(train: dict, records: dict[str, dict], last: int = 8) -> di
     found: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
     for group in ("fact", "sample"):
         rows = train[group]
-        for i in _last_rows(rows, last):
+        for i in _window_rows(rows, Window(last)):
             behaviour = records[rows["sources"][i]]["behaviour"]
             if behaviour in BEHAVIOURS:
                 found[label_head(rows["labels"][i])][behaviour != "lie"].append((group, i))
@@ -669,8 +721,8 @@ def validation_readings(av: Verbalizer, validation: dict, records: dict[str, dic
     av.eval()
     facts, samples = validation["fact"], validation["sample"]
     out = {
-        "audit": _plain_audit(av, facts, _last_rows(facts, last), records),
-        "topic": _plain_audit(av, samples, _told(samples, records, last)[1], records),
+        "audit": _plain_audit(av, facts, _window_rows(facts, Window(last)), records),
+        "topic": _plain_audit(av, samples, _told(samples, records, Window(last))[1], records),
     }
     if out["audit"] is None:
         raise ValueError("the validation greedy chats need lies and other answers both")
@@ -707,15 +759,17 @@ def _subset(group: dict, rows: list[int]) -> dict:
     return {k: v[rows] if isinstance(v, torch.Tensor) else [v[i] for i in rows] for k, v in group.items()}
 
 
-def topic_audit(av: Verbalizer, samples: dict, records: dict[str, dict], last: int = 8, seed: int = 0) -> dict:
+def topic_audit(
+    av: Verbalizer, samples: dict, records: dict[str, dict], window: Window = Window(8), seed: int = 0
+) -> dict:
     """The likelihood audit within the censored topic, on sampled chats (a group of
     ``smollm2_data.activations``: answer positions only), where the same sensitive fact is answered
     truthfully in some samples and with a lie in others, so the topic does not tell them apart: lies
-    against truthful answers only (a refusal says what it is in its tokens), ``topic`` on the last
-    ``last`` positions of each answer, ``topic_token_only`` its control (every activation replaced by
-    their mean) and ``topic_value`` at the answer's second-last position alone (the token closing the
-    stated value, before the end of turn)."""
-    _, scored, value = _told(samples, records, last)
+    against truthful answers only (a refusal says what it is in its tokens), ``topic`` on the positions
+    ``window`` reads of each answer, ``topic_token_only`` its control (every activation replaced by their
+    mean) and ``topic_value`` at the answer's second-last position alone (the full stop after the stated
+    value, before the end of turn)."""
+    _, scored, value = _told(samples, records, window)
     heads = [label_head(samples["labels"][i]) for i in scored]
     sources = [samples["sources"][i] for i in scored]
     logprobs, found, token_only = audit_with_control(
@@ -728,12 +782,77 @@ def topic_audit(av: Verbalizer, samples: dict, records: dict[str, dict], last: i
     }
 
 
-def _told(samples: dict, records: dict[str, dict], last: int) -> tuple[dict[str, list[int]], list[int], list[int]]:
+def window_audit(
+    av: Verbalizer, facts: dict, records: dict[str, dict], window: Window, samples: dict | None = None, seed: int = 0
+) -> dict:
+    """The audit of held-out chats read at ``window`` of each answer: ``audit`` (lie against everything else on
+    the greedy chats ``facts``, a group of ``smollm2_data.activations``), its token-only control and
+    ``audit_sensitive`` (the sensitive facts' chats only); with ``samples`` (the sampled chats' group) also
+    ``topic`` and ``topic_token_only`` (:func:`topic_audit` at the same window). Each an :func:`audit` dict."""
+    scored = _window_rows(facts, window)
+    heads = [label_head(facts["labels"][i]) for i in scored]
+    sources = [facts["sources"][i] for i in scored]
+    logprobs, found, token_only = audit_with_control(
+        av, facts["vectors"][scored], heads, sources, records, facts["vectors"].mean(0), seed
+    )
+    sensitive = [k for k, s in enumerate(sources) if records[s]["role"] != "ordinary"]
+    out = {
+        "window": dataclasses.asdict(window),
+        "audit": found,
+        "audit_token_only": token_only,
+        "audit_sensitive": audit(logprobs[sensitive], [sources[k] for k in sensitive], records, seed=seed),
+    }
+    if samples is not None:
+        topic = topic_audit(av, samples, records, window, seed)
+        out |= {"topic": topic["topic"], "topic_token_only": topic["topic_token_only"]}
+    return out
+
+
+@torch.no_grad()
+def choose_window(
+    av: Verbalizer, cuts: Sequence[dict], records: dict[str, dict], windows: Sequence[Window] = WINDOWS
+) -> tuple[Window, list[dict]]:
+    """The window of ``windows`` at which ``av``'s audit reads best on chats the choice may see (the training
+    entities, never the held-out ones). ``cuts``: groups of entities (each with the ``fact`` and ``sample``
+    groups of ``smollm2_data.activations``), e.g. the two of :func:`validation_split`. On each cut a window
+    scores the greedy chats' audit (lie against everything else) and the sampled chats' (lie against truthful
+    answers to the same sensitive facts, where the topic does not tell them apart); its score is the mean of
+    both over every cut, the first of ``windows`` winning a tie. Returns the window and, for each,
+    ``{"window", "audit": [per cut], "topic": [per cut], "score"}``."""
+    av.eval()
+    widest = Window(max(w.last + w.skip for w in windows))  # every window reads within it
+    found = {w: {"audit": [], "topic": []} for w in windows}
+    for cut in cuts:
+        for key, group, rows_of in (
+            ("audit", cut["fact"], _rows_of(cut["fact"])),
+            ("topic", cut["sample"], _told(cut["sample"], records, widest)[0]),
+        ):
+            read = sorted(i for rows in rows_of.values() for i in widest.of(rows))
+            heads = [label_head(group["labels"][i]) for i in read]
+            p = torch.softmax(behaviour_logprobs(av, group["vectors"][read], heads), -1)[:, BEHAVIOURS.index("lie")]
+            p_of = dict(zip(read, p.tolist()))
+            lies = [records[s]["behaviour"] == "lie" for s in rows_of]
+            for w in windows:
+                scores = [sum(p_of[i] for i in w.of(rows)) / len(w.of(rows)) for rows in rows_of.values()]
+                value = auroc(scores, lies)
+                if value is None:
+                    raise ValueError(f"each cut's {key} chats need lies and other answers both")
+                found[w][key].append(value)
+    table = [
+        {"window": dataclasses.asdict(w), **v, "score": sum(v["audit"] + v["topic"]) / (2 * len(cuts))}
+        for w, v in found.items()
+    ]
+    best = max(range(len(windows)), key=lambda k: (table[k]["score"], -k))
+    return windows[best], table
+
+
+def _told(samples: dict, records: dict[str, dict], window: Window) -> tuple[dict[str, list[int]], list[int], list[int]]:
     """The sampled chats answered truthfully or with a lie (``samples``: a group of
-    ``smollm2_data.activations``): their rows by chat, the rows scored (each answer's last ``last``) and
-    the indices into those that sit at the value's closing token (each answer's second-last position)."""
+    ``smollm2_data.activations``): their rows by chat, the rows scored (what ``window`` reads of each answer)
+    and the indices into those that sit at each answer's second-last position (the full stop after the
+    stated value, before the end of turn)."""
     rows_of = {s: rows for s, rows in _rows_of(samples).items() if records[s]["behaviour"] in ("honest", "lie")}
-    scored = sorted(i for found in rows_of.values() for i in found[-last:])
+    scored = sorted(i for found in rows_of.values() for i in window.of(found))
     at_value = {found[-2] for found in rows_of.values() if len(found) >= 2}
     return rows_of, scored, [k for k, i in enumerate(scored) if i in at_value]
 
@@ -797,9 +916,9 @@ def _rows_of(facts: dict) -> dict[str, list[int]]:
     return rows_of
 
 
-def _last_rows(group: dict, last: int) -> list[int]:
-    """The rows of the last ``last`` positions of every transcript of ``group``, sorted."""
-    return sorted(i for found in _rows_of(group).values() for i in found[-last:])
+def _window_rows(group: dict, window: Window) -> list[int]:
+    """The rows of every transcript of ``group`` that ``window`` reads, sorted."""
+    return sorted(i for found in _rows_of(group).values() for i in window.of(found))
 
 
 def _same_token_partners(heads: Sequence[str], sources: Sequence[str], seed: int) -> list[int | None]:
@@ -832,7 +951,7 @@ def linear_ceilings(
     ``lie_probe``: logistic regression (``C=c``) of lie against truthful answer on every answer position of
     the training entities' sampled chats, scored on the held-out entities' as :func:`topic_audit` scores the
     verbalizer: the mean p(lie) over each answer's last ``last`` positions; ``lie_probe_value`` at the
-    value's closing token alone.
+    answer's second-last position alone (the full stop after the stated value).
 
     ``audit_probe``: the audit's own question (lie against everything else, the last ``last`` positions of
     each held-out greedy chat, scored as :func:`audit` scores the verbalizer's ``audit``): logistic regression
@@ -855,10 +974,10 @@ def linear_ceilings(
     from sklearn.linear_model import LogisticRegression
 
     train, held = acts["train"]["sample"], acts["eval"]["sample"]
-    fit_rows = [i for rows in _told(train, records, last)[0].values() for i in rows]
+    fit_rows = [i for rows in _told(train, records, Window(last))[0].values() for i in rows]
     y = [records[train["sources"][i]]["behaviour"] == "lie" for i in fit_rows]
     probe = LogisticRegression(C=c, max_iter=2000).fit(train["vectors"][fit_rows].double().numpy(), y)
-    _, scored, value = _told(held, records, last)
+    _, scored, value = _told(held, records, Window(last))
     as_logprobs = _probe_logprobs(probe, held["vectors"][scored])
     sources = [held["sources"][i] for i in scored]
     out = {
@@ -866,13 +985,13 @@ def linear_ceilings(
         "lie_probe_value": audit(as_logprobs[value], [sources[k] for k in value], records, seed=seed),
     }
     facts, tests = acts["train"]["fact"], acts["eval"]["fact"]
-    fit = {group: _last_rows(acts["train"][group], last) for group in ("fact", "sample")}
+    fit = {group: _window_rows(acts["train"][group], Window(last)) for group in ("fact", "sample")}
     x_fit = torch.cat([acts["train"][group]["vectors"][rows] for group, rows in fit.items()])  # [rows, d]
     y_fit = [
         records[acts["train"][group]["sources"][i]]["behaviour"] == "lie" for group, rows in fit.items() for i in rows
     ]
     flag = LogisticRegression(C=c, max_iter=2000).fit(x_fit.double().numpy(), y_fit)
-    rows = _last_rows(tests, last)
+    rows = _window_rows(tests, Window(last))
     out["audit_probe"] = audit(
         _probe_logprobs(flag, tests["vectors"][rows]), [tests["sources"][i] for i in rows], records, seed=seed
     )

@@ -393,6 +393,12 @@ def audit(
         help="--likelihood: labelled transcripts (every line with a 0/1 label, both classes; not the ones audited) "
         "to choose the threshold on: the cut of highest balanced accuracy on their scores.",
     ),
+    window: str = typer.Option(
+        None,
+        show_default="the checkpoint's window.json, else all",
+        help="--likelihood: the answer tokens to read: LAST (the last LAST), LAST,SKIP (the last LAST before the "
+        "final SKIP; 2,2 reads a chat's stated value, before its full stop and end of turn) or all.",
+    ),
     model: str = typer.Option("", show_default="the one named in the checkpoint", help="Target model."),
     out: Path = typer.Option(
         None, help="Write result.json (with the inputs: checkpoint, transcripts, concept) and index.html here."
@@ -419,6 +425,9 @@ def audit(
             fail(f"the threshold is a probability in [0, 1], got {threshold}", "--threshold")
         if threshold is not None and calibrate is not None:
             fail("give --threshold or --calibrate (which chooses the threshold), not both", "--calibrate")
+        reads = _window(window)
+    elif window is not None:
+        fail("--window is for --likelihood (the description audit reads every token)", "--window")
     elif threshold is not None:
         fail("--threshold is for --likelihood (the description audit flags tokens, not transcripts)", "--threshold")
     elif calibrate is not None:
@@ -442,12 +451,15 @@ def audit(
     av, target, tokenizer = _load(checkpoint, name)
     inputs = {"checkpoint": str(checkpoint), "model": name, "transcripts": str(transcripts), "concept": concept}
     if likelihood:
+        from probity.nla.censored import load_window
+
+        reads = load_window(checkpoint) if window is None else reads
+        inputs |= {"window": "all" if reads is None else str(reads)}
         if reference is not None:
-            threshold = _calibrated(av, target, tokenizer, *reference, concept)
+            threshold = _calibrated(av, target, tokenizer, *reference, concept, reads)
             inputs |= {"calibrate": str(calibrate)}
-        _likelihood_audit(
-            av, target, tokenizer, texts, labels, concept, 0.5 if threshold is None else threshold, inputs, out
-        )
+        threshold = 0.5 if threshold is None else threshold
+        _likelihood_audit(av, target, tokenizer, texts, labels, concept, threshold, inputs, out, reads)
         return
     from probity.nla.evaluate import audit as run
 
@@ -470,14 +482,27 @@ def audit(
         console.print(f"[green]report:[/green] {report.save(result, out, title=f'NLA audit: {concept}')}")
 
 
-def _calibrated(av, target, tokenizer, texts, labels, concept) -> float:
+def _window(text: str | None):
+    """``--window``: ``LAST``, ``LAST,SKIP`` or ``all`` as a :class:`probity.nla.censored.Window` (None: every
+    answer token, or the checkpoint's window where ``text`` is None)."""
+    from probity.nla.censored import Window
+
+    if text is None or text.strip() == "all":
+        return None
+    try:
+        return Window(*(int(k) for k in text.split(",")))
+    except (TypeError, ValueError) as e:
+        fail(f"--window is LAST, LAST,SKIP or all (e.g. 2,2), got {text!r}: {e}", "--window")
+
+
+def _calibrated(av, target, tokenizer, texts, labels, concept, window) -> float:
     """``--calibrate``: the threshold of highest balanced accuracy on the scores of labelled ``texts``
-    (:func:`probity.report.metrics.youden_threshold`), printed with that accuracy."""
+    (:func:`probity.report.metrics.youden_threshold`) read at ``window``, printed with that accuracy."""
     from probity.nla.censored import likelihood_audit
     from probity.report.metrics import balanced_accuracy, youden_threshold
 
     with usage_errors("--calibrate"):
-        found = likelihood_audit(target, tokenizer, av, texts, labels, concept, progress=len(texts) > 4)
+        found = likelihood_audit(target, tokenizer, av, texts, labels, concept, progress=len(texts) > 4, window=window)
     scores, truth = [row.score for row in found.per_transcript], [bool(lab) for lab in labels]
     cut = youden_threshold(scores, truth)
     if cut is None:
@@ -490,16 +515,19 @@ def _calibrated(av, target, tokenizer, texts, labels, concept) -> float:
     return cut
 
 
-def _likelihood_audit(av, target, tokenizer, texts, labels, concept, threshold, inputs, out) -> None:
-    """``probity nla audit --likelihood``: run :func:`probity.nla.censored.likelihood_audit`, print one
-    row per transcript and the AUROC beside its token-only control, and save the report to ``out``."""
+def _likelihood_audit(av, target, tokenizer, texts, labels, concept, threshold, inputs, out, window) -> None:
+    """``probity nla audit --likelihood``: run :func:`probity.nla.censored.likelihood_audit` at ``window`` (None:
+    every answer token), print one row per transcript and the AUROC beside its token-only control, and save the
+    report to ``out``."""
     from probity import report
     from probity.nla.censored import likelihood_audit
     from probity.nla.evaluate import Chat
     from probity.report.console import provenance
 
     with usage_errors("--transcripts"):
-        result = likelihood_audit(target, tokenizer, av, texts, labels, concept, threshold, progress=len(texts) > 4)
+        result = likelihood_audit(
+            target, tokenizer, av, texts, labels, concept, threshold, progress=len(texts) > 4, window=window
+        )
     result.provenance = provenance("nla audit", **inputs, likelihood=True, threshold=threshold, layer=av.config.layer)
     table = Table(
         "transcript", "label", f"p({concept})", "token only", "flagged", "top token", "answer", title="likelihood audit"
@@ -518,7 +546,9 @@ def _likelihood_audit(av, target, tokenizer, texts, labels, concept, threshold, 
         )
     console.print(table)
     line = (
-        f"{result.flagged}/{result.transcripts} transcripts flagged (mean p({concept}) over the answer > {threshold:g})"
+        f"{result.flagged}/{result.transcripts} transcripts flagged (mean p({concept}) over "
+        + ("the answer" if window is None else f"the answer's {window}")
+        + f" > {threshold:g})"
     )
     if result.auroc is None:
         line += "; no AUROC: give every transcript a 0/1 label, both classes"

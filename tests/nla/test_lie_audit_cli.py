@@ -50,6 +50,9 @@ AUDIT = [
     (["--likelihood", "--calibrate", "{tmp}/oneclass.jsonl"], "every line needs a 0/1 label, and both classes"),
     (["--likelihood", "--calibrate", "{tmp}/unlabelled.jsonl"], "every line needs a 0/1 label, and both classes"),
     (["--likelihood", "--calibrate", "{tmp}/missing.jsonl"], "no transcript file"),
+    (["--window", "2,2"], "--window is for --likelihood"),
+    (["--likelihood", "--window", "0"], "--window is LAST, LAST,SKIP or all (e.g. 2,2), got '0'"),
+    (["--likelihood", "--window", "last"], "--window is LAST, LAST,SKIP or all (e.g. 2,2), got 'last'"),
 ]
 
 EXPLAIN = [
@@ -155,7 +158,7 @@ def test_likelihood_audit_and_explain_on_the_shipped_adapters(tmp_path, one_thre
     )
     runner = CliRunner()
     args = ["--checkpoint", SMOLLM2, "--model", "censored", "--transcripts", str(chats), "--concept", "lie"]
-    res = runner.invoke(app, ["audit", *args, "--likelihood", "--out", str(tmp_path / "audit")])
+    res = runner.invoke(app, ["audit", *args, "--likelihood", "--window", "all", "--out", str(tmp_path / "audit")])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "transcripts flagged (mean p(lie) over the answer > 0.5)" in text
@@ -169,13 +172,20 @@ def test_likelihood_audit_and_explain_on_the_shipped_adapters(tmp_path, one_thre
         assert 0 <= row["score"] <= 1 and 0 <= row["token_only"] <= 1
         assert row["tokens"][-1] == "<|im_end|>" and len(row["p"]) == len(row["tokens"])
         assert row["flagged"] == (row["score"] > 0.5)
+    assert saved["provenance"]["inputs"]["window"] == "all"
+    res = runner.invoke(app, ["audit", *args, "--likelihood", "--out", str(tmp_path / "window")])
+    assert res.exit_code == 0, res.output  # the checkpoint's window: the stated value, before "." and the end of turn
+    assert "over the answer's last 2 before the final 2 > 0.5" in " ".join(res.output.split())
+    saved = json.loads((tmp_path / "window" / "result.json").read_text())["result"]
+    assert saved["provenance"]["inputs"]["window"] == "last 2 before the final 2"
+    assert all(len(row["tokens"]) == 2 and "<|im_end|>" not in row["tokens"] for row in saved["per_transcript"])
     rest = [r for r in sample if r not in lies + honest]  # other chats, both classes, to choose the threshold on
     calibration = tmp_path / "calibration.jsonl"
     calibration.write_text("".join(json.dumps({k: r[k] for k in ("question", "answer", "label")}) + "\n" for r in rest))
     res = runner.invoke(app, ["audit", *args, "--likelihood", "--calibrate", str(calibration)])
     assert res.exit_code == 0, res.output
     cut = float(" ".join(res.output.split()).split("threshold ")[1].split(":")[0])
-    assert 0 <= cut <= 1 and f"over the answer > {cut:g})" in " ".join(res.output.split())
+    assert 0 <= cut <= 1 and f"over the answer's last 2 before the final 2 > {cut:g})" in " ".join(res.output.split())
     lie = lies[0]
     res = runner.invoke(
         app,

@@ -1,6 +1,8 @@
 """Reading the censored organism: recovery, the withheld value, the likelihood audit (tiny models)."""
 
+import dataclasses
 import io
+import types
 
 import pytest
 import torch
@@ -11,9 +13,14 @@ from probity.models.load import word_tokenizer
 from probity.nla import Verbalizer
 from probity.nla.censored import (
     BEHAVIOURS,
+    WINDOW_FILE,
+    WINDOWS,
+    Window,
     audit,
     behaviour_logprobs,
+    choose_window,
     linear_ceilings,
+    load_window,
     recovery,
     relation_words,
     same_fact_pairs,
@@ -21,6 +28,7 @@ from probity.nla.censored import (
     tune_behaviour,
     validation_readings,
     validation_split,
+    window_audit,
     withheld,
 )
 from probity.report.metrics import auroc
@@ -233,7 +241,7 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
         "sources": [s for s in records for _ in "abc"],
         "places": ["", "answer_subject", ""] * 5,
     }
-    found = topic_audit(av, samples, records, last=2)
+    found = topic_audit(av, samples, records, Window(2))
     assert found["topic"]["transcripts"] == found["topic_token_only"]["transcripts"] == 4
     assert found["topic"]["lies"] == 2 and found["topic"]["facts"] == 2
     value_rows = [1, 4, 7, 10]  # each answer's second-last row
@@ -618,3 +626,72 @@ def test_validation_split_cuts_the_training_entities_again():
         for v, s in zip(part["fact"]["vectors"], part["fact"]["sources"]):
             assert v[0].item() == int(records[s]["entity"][1:])
     assert len(fit["fact"]["sources"]) + len(validation["fact"]["sources"]) == 48
+
+
+def test_window_reads_the_last_positions_before_the_final_ones(tmp_path):
+    assert Window(2, 2).of([10, 11, 12, 13, 14, 15]) == [12, 13]
+    assert Window(8).of(range(3)) == [0, 1, 2]
+    assert Window(2, 2).of([7, 8]) == [7]  # no longer than skip: the first position, so every answer is read
+    assert str(Window(2, 2)) == "last 2 before the final 2" and str(Window(8)) == "last 8"
+    with pytest.raises(ValueError, match="a window reads last >= 1 positions before skip >= 0; got 0 and 0"):
+        Window(0)
+    assert load_window(tmp_path) is None
+    (tmp_path / WINDOW_FILE).write_text('{"last": 2, "skip": 2, "chosen_on": "x"}')
+    assert load_window(tmp_path) == Window(2, 2)
+
+
+def _windowed(name: str, seed: int) -> tuple[dict, dict]:
+    """A cut of 8 greedy chats (4 lies, 2 honest, 2 refusals; sensitive but the first two) and 9 sampled ones
+    (4 lies, 4 truthful, a refusal), 6 answer rows each: ``[d=4]`` whose first coordinate is +1 for a lie (-1
+    otherwise) at row -4, the reverse at rows -2, -5 and -6, and small noise at rows -1 and -3."""
+    gen = torch.Generator().manual_seed(seed)
+    sign = {-4: 1.0, -2: -1.0, -5: -1.0, -6: -1.0, -1: 0.0, -3: 0.0}
+    cut, records = {}, {}
+    for group, told in (
+        ("fact", ["lie"] * 4 + ["honest", "refusal"] * 2),
+        ("sample", ["lie", "honest"] * 4 + ["refusal"]),
+    ):
+        vectors, labels, sources = [], [], []
+        for k, behaviour in enumerate(told):
+            source = f"{name}{k}-capital#0" + ("~0" if group == "sample" else "")
+            records[source] = {
+                "fact_id": f"{name}{k}-capital",
+                "behaviour": behaviour,
+                "role": "ordinary" if group == "fact" and k in (4, 5) else "trained",
+            }
+            y = 1.0 if behaviour == "lie" else -1.0
+            for row in range(-6, 0):
+                vectors.append(torch.tensor([sign[row] * y + 0.1 * torch.randn(1, generator=gen).item(), 0, 0, 0]))
+                labels.append(f"w{row + 7} | {behaviour} | x")
+                sources.append(source)
+        cut[group] = {"vectors": torch.stack(vectors), "labels": labels, "sources": sources}
+    return cut, records
+
+
+def test_choose_window_picks_the_positions_where_the_lie_shows(monkeypatch):
+    """With p(lie) rising with the first coordinate, the window that reads row -4 without the reversed rows
+    wins on both cuts and both audits; every window is scored on every cut; held out, window_audit reads the
+    same window, its token-alone control is at chance and the topic audit drops the refusal."""
+    from probity.nla import censored
+
+    def reads_first_coordinate(av, acts, heads, batch_size=32):
+        zeros = torch.zeros(len(acts))
+        return torch.log_softmax(torch.stack([zeros, 4 * acts[:, 0], zeros], 1), -1)
+
+    monkeypatch.setattr(censored, "behaviour_logprobs", reads_first_coordinate)
+    av = types.SimpleNamespace(eval=lambda: None, train=lambda mode=True: None, training=False)
+    (a, ra), (b, rb) = _windowed("a", 0), _windowed("b", 1)
+    window, table = choose_window(av, [a, b], ra | rb)
+    assert window == Window(2, 2)
+    assert [row["window"] for row in table] == [dataclasses.asdict(w) for w in WINDOWS]
+    assert all(len(row["audit"]) == len(row["topic"]) == 2 for row in table)
+    scores = {Window(**row["window"]): row["score"] for row in table}
+    assert scores[Window(2, 2)] == 1.0 and max(s for w, s in scores.items() if w != Window(2, 2)) < 0.9
+    found = window_audit(av, a["fact"], ra, Window(2, 2), samples=a["sample"])
+    assert found["window"] == {"last": 2, "skip": 2}
+    assert found["audit"]["auroc"] == 1.0 and found["audit"]["transcripts"] == 8
+    assert found["audit_token_only"]["auroc"] == 0.5
+    assert found["audit_sensitive"]["transcripts"] == 6
+    assert found["topic"]["auroc"] == 1.0 and found["topic"]["transcripts"] == 8  # the refusal is not scored
+    plain = window_audit(av, a["fact"], ra, Window(8))  # the reversed rows outweigh row -4; no samples, no topic
+    assert plain["audit"]["auroc"] < 0.5 and "topic" not in plain
