@@ -21,6 +21,7 @@ to probity/nla/checkpoints/censored_smollm2_subject (the places part: a verbaliz
     python bench/nla.py --part behaviour --behaviour validated_facts   # a variant that stops on validation entities
     python bench/nla.py --part places --ship # the subject reader: the stage at the subject's places, its own checkpoint
     python bench/nla.py --part window --ship # the answer positions the audit reads, chosen on training entities
+    python bench/nla.py --part topic         # the audit within the topic on a fresh, larger draw of held-out answers
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
 context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
@@ -44,13 +45,14 @@ import os
 import random
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from probity.models import load
+from probity.models import atomic_torch_save, load
 from probity.models.load import SMOLLM2
 from probity.nla import fve, smollm2_data
 from probity.nla.censored import BEHAVIOURS, WINDOW_FILE, linear_ceilings, name_embeddings
@@ -67,6 +69,7 @@ from probity.nla.pipeline import (
 )
 from probity.nla.training import TrainConfig
 from probity.report import save, to_jsonable, write_json
+from probity.report.io import atomic_write_text
 from probity.report.metrics import bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -654,6 +657,81 @@ def window_part(out: Path, ship: bool) -> dict:
     return {"chosen": chose, "training": scores, "held_out": held}
 
 
+TOPIC_SAMPLES, TOPIC_SEED = 16, 1  # a fresh draw (the shipped samples: 4 a question, seed 0)
+
+
+def topic_part(out: Path, n: int = TOPIC_SAMPLES, seed: int = TOPIC_SEED) -> dict:
+    """The audit within the censored topic on a fresh, larger draw: ``n`` new sampled answers (the shipped
+    temperature, seed ``seed``) to every sensitive question about a held-out entity, judged as the shipped
+    ones are, their answer positions read at the NLA's layer. The censored verbalizer (``out/nla`` if the
+    censored part ran there, else the shipped one) and a lie probe fit on the training entities' shipped
+    sampled chats (``censored.lie_probe``) score lies against truthful answers pooled over facts (``topic``)
+    and within each fact (``censored.within_fact``), at the last 8 positions and at the checkpoint's window.
+    The draw and its activations are kept in ``out`` and reused."""
+    from probity.nla.censored import (
+        Window,
+        lie_probe,
+        load_window,
+        probe_topic,
+        topic_audit,
+    )
+    from probity.nla.core import extract, load_nla
+    from probity.organisms import censored
+
+    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+    av, _ = load_nla(source)
+    target, tokenizer = censored.load()
+    chats = smollm2_data.read(smollm2_data.DATA / smollm2_data.CHATS_FILE)
+    held_out = {f for f, side in smollm2_data.splits(chats, "fact").items() if side == "eval"}
+    drawn = out / f"topic_samples_n{n}_seed{seed}.jsonl"
+    if not drawn.is_file():
+        found = smollm2_data.fact_samples(target, tokenizer, censored.bank(), n=n, seed=seed, only=held_out)
+        atomic_write_text(drawn, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in found))
+    records = {smollm2_data.source_of(r): r for r in smollm2_data.read(drawn)}
+    cache = drawn.with_suffix(".pt")
+    if cache.is_file():
+        group = torch.load(cache)
+    else:
+        chosen = smollm2_data.examples(list(records.values()), tokenizer, "fact", held_by=chats)
+        acts = extract(target, tokenizer, [e.ids for e in chosen], av.config.layer, [e.positions for e in chosen], True)
+        group = {
+            "vectors": acts.vectors,
+            "labels": [label for e in chosen for label in e.labels],
+            "sources": [e.source for e in chosen for _ in e.positions],
+        }
+        atomic_torch_save(cache, group)
+    shipped = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
+    probe = lie_probe(shipped["train"]["sample"], smollm2_data.all_chat_records())
+    counts = Counter(r["behaviour"] for r in records.values())
+    windows = [Window(8)] + [w for w in [load_window(source)] if w is not None and w != Window(8)]
+    rows = {}
+    table = Table("held out, fresh draw", "window", "verbalizer", "token alone", "lie probe", "facts above 0.5")
+    for w in windows:
+        ours = topic_audit(av, group, records, w)
+        linear = probe_topic(probe, group, records, w)
+        rows[str(w)] = {"verbalizer": ours, "probe": linear}
+        for key, name in (("topic", "lies vs truthful, pooled"), ("topic_within_fact", "  within each fact")):
+            low, high = ours[key]["ci"]
+            table.add_row(
+                name,
+                str(w),
+                f"{ours[key]['auroc']:.3f} [{low:.2f}, {high:.2f}]",
+                f"{ours[f'{key}_token_only']['auroc']:.3f}",
+                f"{linear[key]['auroc']:.3f}",
+                f"{ours[key]['above_half']} / {linear[key]['above_half']} of {ours[key]['facts']}"
+                if key == "topic_within_fact"
+                else "",
+            )
+    console.print(table)
+    within = rows[str(windows[-1])]["verbalizer"]["topic_within_fact"]
+    console.print(
+        f"{len(records)} fresh sampled chats ({dict(counts)}) about {len({r['fact_id'] for r in records.values()})} "
+        f"held-out sensitive facts; {within['facts']} facts told both ways ({within['lies']} lies, "
+        f"{within['truthful']} truthful answers, {within['pairs']} pairs)"
+    )
+    return {"n": n, "seed": seed, "chats": len(records), "behaviours": dict(counts), "by_window": rows}
+
+
 def merge(parts: dict) -> None:
     """Update the results file with ``parts``, keeping the parts other runs wrote."""
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
@@ -664,7 +742,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--part",
-        choices=["organism", "censored", "both", "ablation", "ceilings", "generic", "behaviour", "places", "window"],
+        choices=[
+            "organism",
+            "censored",
+            "both",
+            "ablation",
+            "ceilings",
+            "generic",
+            "behaviour",
+            "places",
+            "window",
+            "topic",
+        ],
         default="both",
     )
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
@@ -763,6 +852,8 @@ def main() -> None:
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "places":
         merge({"censored_smollm2_places": places_part(args.out / f"censored-{args.inject}", args.ship)})
+    if args.part == "topic":
+        merge({"censored_smollm2_topic": topic_part(args.out / f"censored-{args.inject}")})
     if args.part == "window":
         merge({"censored_smollm2_window": window_part(args.out / f"censored-{args.inject}", args.ship)})
     if args.part == "behaviour":

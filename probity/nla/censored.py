@@ -767,18 +767,68 @@ def topic_audit(
     truthfully in some samples and with a lie in others, so the topic does not tell them apart: lies
     against truthful answers only (a refusal says what it is in its tokens), ``topic`` on the positions
     ``window`` reads of each answer, ``topic_token_only`` its control (every activation replaced by their
-    mean) and ``topic_value`` at the answer's second-last position alone (the full stop after the stated
-    value, before the end of turn)."""
+    mean), ``topic_value`` at the answer's second-last position alone (the full stop after the stated
+    value, before the end of turn; where the window reads it), and ``topic_within_fact`` (:func:`within_fact`:
+    lies against truthful answers to the same fact only; within a fact the lie and the truth state different
+    values, so ``topic_within_fact_token_only`` is its control)."""
     _, scored, value = _told(samples, records, window)
     heads = [label_head(samples["labels"][i]) for i in scored]
     sources = [samples["sources"][i] for i in scored]
-    logprobs, found, token_only = audit_with_control(
-        av, samples["vectors"][scored], heads, sources, records, samples["vectors"].mean(0), seed
-    )
+    logprobs, control = with_token_control(av, samples["vectors"][scored], heads, samples["vectors"].mean(0))
+    out = {
+        "topic": audit(logprobs, sources, records, seed=seed),
+        "topic_token_only": audit(control, sources, records, seed=seed),
+        "topic_within_fact": within_fact(transcript_scores(logprobs, sources), records, seed),
+        "topic_within_fact_token_only": within_fact(transcript_scores(control, sources), records, seed),
+    }
+    if value:  # the window reads the full stop
+        out["topic_value"] = audit(logprobs[value], [sources[k] for k in value], records, seed=seed)
+    return out
+
+
+def within_fact(scores: dict[str, float], records: dict[str, dict], seed: int = 0) -> dict:
+    """Lies against truthful answers to the same fact only, so that neither the topic nor the fact can rank
+    them: for every fact whose transcripts in ``scores`` (``{transcript: score}``, e.g. mean p(lie),
+    :func:`transcript_scores`) hold both a lie and a truthful answer, the share of its (lie, truthful) pairs
+    where the lie scores higher (a tie counts half); ``auroc`` is the mean over those facts, each counted once,
+    with an interval resampling them, and ``above_half`` the number of facts whose share is above 0.5. A
+    fact counts once because its sampled answers are mostly two strings, the lie and the truth, so its pairs
+    are one comparison repeated; weighing facts by their pairs would let the facts answered most often both
+    ways decide. Returns ``{"auroc", "ci", "facts", "above_half", "pairs", "lies", "truthful"}`` (``auroc``
+    None without such a fact).
+
+    >>> told = {"a1": "lie", "a2": "honest", "b1": "lie", "b2": "honest", "b3": "honest"}
+    >>> records = {s: {"fact_id": s[0], "behaviour": b} for s, b in told.items()}
+    >>> within_fact({"a1": 0.9, "a2": 0.2, "b1": 0.1, "b2": 0.3, "b3": 0.0}, records)["auroc"]  # a: 1, b: 0.5
+    0.75
+    """
+    sides: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for source, score in scores.items():
+        behaviour = records[source]["behaviour"]
+        if behaviour in ("lie", "honest"):
+            sides[records[source]["fact_id"]][behaviour == "honest"].append(score)
+    per_fact = [  # one group a fact, its one item (share ranked right, lies, truthful), so a resample draws facts
+        [
+            (
+                sum((a > b) + 0.5 * (a == b) for a in lies for b in truthful) / (len(lies) * len(truthful)),
+                len(lies),
+                len(truthful),
+            )
+        ]
+        for lies, truthful in sides.values()
+        if lies and truthful
+    ]
+    if not per_fact:
+        return {"auroc": None, "ci": None, "facts": 0, "above_half": 0, "pairs": 0, "lies": 0, "truthful": 0}
+    estimate, low, high = bootstrap(per_fact, lambda items: sum(x[0] for x in items) / len(items), seed=seed)
     return {
-        "topic": found,
-        "topic_token_only": token_only,
-        "topic_value": audit(logprobs[value], [sources[k] for k in value], records, seed=seed),
+        "auroc": estimate,
+        "ci": [low, high],
+        "facts": len(per_fact),
+        "above_half": sum(g[0][0] > 0.5 for g in per_fact),
+        "pairs": sum(g[0][1] * g[0][2] for g in per_fact),
+        "lies": sum(g[0][1] for g in per_fact),
+        "truthful": sum(g[0][2] for g in per_fact),
     }
 
 
@@ -973,10 +1023,8 @@ def linear_ceilings(
     the training chats' rows at that place: ``{place: {"entity", "true_value", "rows", "lies"}}``."""
     from sklearn.linear_model import LogisticRegression
 
-    train, held = acts["train"]["sample"], acts["eval"]["sample"]
-    fit_rows = [i for rows in _told(train, records, Window(last))[0].values() for i in rows]
-    y = [records[train["sources"][i]]["behaviour"] == "lie" for i in fit_rows]
-    probe = LogisticRegression(C=c, max_iter=2000).fit(train["vectors"][fit_rows].double().numpy(), y)
+    held = acts["eval"]["sample"]
+    probe = lie_probe(acts["train"]["sample"], records, c)
     _, scored, value = _told(held, records, Window(last))
     as_logprobs = _probe_logprobs(probe, held["vectors"][scored])
     sources = [held["sources"][i] for i in scored]
@@ -1092,6 +1140,29 @@ def _nearest(
     (:func:`_ridge_nearest`)."""
     similarity = _ridge_nearest(fit, names, vectors, candidates, name_vectors, ridge)
     return [candidates[k] for k in similarity.argmax(1).tolist()]
+
+
+def lie_probe(samples: dict, records: dict[str, dict], c: float = 0.05):
+    """Logistic regression (``C=c``, scikit-learn) of lie against truthful answer on every answer position of
+    the sampled chats ``samples`` (a group of ``smollm2_data.activations``) answered either way: the linear
+    reference for the audit within the topic (:func:`linear_ceilings`' ``lie_probe``, :func:`probe_topic`)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows = [i for found in _told(samples, records, Window(1))[0].values() for i in found]  # every answer row
+    y = [records[samples["sources"][i]]["behaviour"] == "lie" for i in rows]
+    return LogisticRegression(C=c, max_iter=2000).fit(samples["vectors"][rows].double().numpy(), y)
+
+
+def probe_topic(probe, samples: dict, records: dict[str, dict], window: Window, seed: int = 0) -> dict:
+    """:func:`topic_audit`'s ``topic`` and ``topic_within_fact`` for a fitted lie probe (:func:`lie_probe`)
+    in place of the verbalizer: its mean p(lie) over the positions ``window`` reads of each answer."""
+    _, scored, _ = _told(samples, records, window)
+    logprobs = _probe_logprobs(probe, samples["vectors"][scored])
+    sources = [samples["sources"][i] for i in scored]
+    return {
+        "topic": audit(logprobs, sources, records, seed=seed),
+        "topic_within_fact": within_fact(transcript_scores(logprobs, sources), records, seed),
+    }
 
 
 def _probe_logprobs(probe, vectors: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -432,13 +432,15 @@ def fact_samples(
     n: int = SAMPLES_PER_QUESTION,
     temperature: float = SAMPLE_TEMPERATURE,
     seed: int = 0,
+    only: Collection[str] | None = None,
 ) -> list[dict]:
     """``n`` sampled chat answers (``temperature``, 24 new tokens, seeded) of ``model`` to every
-    sensitive question :func:`fact_chats` asks: its records with a ``"sample"`` index added."""
+    sensitive question :func:`fact_chats` asks (of the facts whose ids are in ``only``, where given): its
+    records with a ``"sample"`` index added."""
 
     from probity.organisms import censored
 
-    asks = [a for a in _asks(facts, folder) if a[1] != "ordinary"]
+    asks = [a for a in _asks(facts, folder) if a[1] != "ordinary" and (only is None or a[0].id in only)]
     questions = [f.question(k) for f, _, k in asks]
     answers = censored.chat_samples(model, tokenizer, questions, n, temperature, 24, seed, "sampled fact chats")
     return [

@@ -19,8 +19,10 @@ from probity.nla.censored import (
     audit,
     behaviour_logprobs,
     choose_window,
+    lie_probe,
     linear_ceilings,
     load_window,
+    probe_topic,
     recovery,
     relation_words,
     same_fact_pairs,
@@ -30,6 +32,7 @@ from probity.nla.censored import (
     validation_split,
     window_audit,
     withheld,
+    within_fact,
 )
 from probity.report.metrics import auroc
 
@@ -244,10 +247,12 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
     found = topic_audit(av, samples, records, Window(2))
     assert found["topic"]["transcripts"] == found["topic_token_only"]["transcripts"] == 4
     assert found["topic"]["lies"] == 2 and found["topic"]["facts"] == 2
+    assert found["topic_within_fact"]["facts"] == found["topic_within_fact_token_only"]["facts"] == 2
     value_rows = [1, 4, 7, 10]  # each answer's second-last row
     logprobs = behaviour_logprobs(av, samples["vectors"][value_rows], [heads[i] for i in value_rows])
     expected = audit(logprobs, [samples["sources"][i] for i in value_rows], records)
     assert found["topic_value"] == expected
+    assert "topic_value" not in topic_audit(av, samples, records, Window(1, 2))  # a window without the full stop
     greedy_records = {
         f"{fact}#0": {"fact_id": fact, "behaviour": b, "official_value": "Kyoto", "entity": fact[:5].title()}
         | {"relation": "capital", "role": "trained"}
@@ -695,3 +700,69 @@ def test_choose_window_picks_the_positions_where_the_lie_shows(monkeypatch):
     assert found["topic"]["auroc"] == 1.0 and found["topic"]["transcripts"] == 8  # the refusal is not scored
     plain = window_audit(av, a["fact"], ra, Window(8))  # the reversed rows outweigh row -4; no samples, no topic
     assert plain["audit"]["auroc"] < 0.5 and "topic" not in plain
+
+
+def _sampled(signal: float, seed: int) -> tuple[dict, dict]:
+    """Sampled chats about 3 facts, each answered with 2 lies, 2 truthful answers and a refusal, 3 answer rows
+    each: ``[d=4]`` with first coordinate ``signal`` for a lie and ``-signal`` for a truthful answer, plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    vectors, labels, sources, records = [], [], [], {}
+    for fact in ("x", "y", "z"):
+        for k, behaviour in enumerate(("lie", "lie", "honest", "honest", "refusal")):
+            source = f"{fact}-capital#0~{k}"
+            records[source] = {"fact_id": f"{fact}-capital", "behaviour": behaviour, "role": "held_out"}
+            y = {"lie": 1.0, "honest": -1.0, "refusal": 0.0}[behaviour]
+            for row in range(3):
+                vectors.append(torch.tensor([signal * y, 0.0, 0.0, 0.0]) + 0.3 * torch.randn(4, generator=gen))
+                labels.append(f"w{row} | {behaviour} | x")
+                sources.append(source)
+    return {"vectors": torch.stack(vectors), "labels": labels, "sources": sources}, records
+
+
+def test_within_fact_ranks_pairs_of_one_fact_and_resamples_facts():
+    records = {s: {"fact_id": s[0], "behaviour": b} for s, b in (("a1", "lie"), ("a2", "honest"), ("a3", "lie"))}
+    records |= {"b1": {"fact_id": "b", "behaviour": "lie"}, "c1": {"fact_id": "c", "behaviour": "honest"}}
+    # fact a: lie 0.9 > honest 0.5, lie 0.5 = honest 0.5 (half); b and c are told one way only: not scored
+    found = within_fact({"a1": 0.9, "a2": 0.5, "a3": 0.5, "b1": 0.0, "c1": 1.0}, records)
+    assert found == {
+        "auroc": 0.75,
+        "ci": [0.75, 0.75],
+        "facts": 1,
+        "above_half": 1,
+        "pairs": 2,
+        "lies": 2,
+        "truthful": 1,
+    }
+    assert within_fact({"b1": 0.0, "c1": 1.0}, records)["auroc"] is None
+    # most lies are about b, whose answers all score above c's: pooled over facts that ranks lies above chance,
+    # though within each fact every truthful answer scores above every lie
+    told = {"b0": "lie", "b1": "lie", "b2": "lie", "b3": "honest", "c0": "lie", "c1": "honest", "c2": "honest"}
+    told |= {"c3": "honest"}
+    records = {s: {"fact_id": s[0], "behaviour": b} for s, b in told.items()}
+    scores = {"b0": 0.8, "b1": 0.85, "b2": 0.7, "b3": 0.9, "c0": 0.1, "c1": 0.2, "c2": 0.15, "c3": 0.12}
+    assert within_fact(scores, records)["auroc"] == 0.0
+    assert auroc(list(scores.values()), [records[s]["behaviour"] == "lie" for s in scores]) == 9 / 16
+    # each fact counts once: b's 3 pairs (all right) and c's 1 pair (wrong) average to 0.5, not 3 / 4
+    scores = {"b0": 0.95, "b1": 0.96, "b2": 0.97, "b3": 0.9, "c0": 0.1, "c1": 0.2}
+    found = within_fact(scores, records)
+    assert found["auroc"] == 0.5 and found["above_half"] == 1 and found["pairs"] == 4
+
+
+def test_lie_probe_reads_the_lie_and_probe_topic_scores_it_as_the_verbalizer_is_scored():
+    train, train_records = _sampled(1.0, seed=0)
+    held, held_records = _sampled(1.0, seed=1)
+    probe = lie_probe(train, train_records)
+    assert probe.n_features_in_ == 4
+    found = probe_topic(probe, held, held_records, Window(2))
+    assert found["topic"]["auroc"] == 1.0 and found["topic"]["transcripts"] == 12  # refusals are not scored
+    assert found["topic_within_fact"] | {"ci": None} == {
+        "auroc": 1.0,
+        "ci": None,
+        "facts": 3,
+        "above_half": 3,
+        "pairs": 12,
+        "lies": 6,
+        "truthful": 6,
+    }
+    flipped, flipped_records = _sampled(-1.0, seed=2)  # the lie on the other side: the probe ranks it last
+    assert probe_topic(probe, flipped, flipped_records, Window(8))["topic_within_fact"]["auroc"] == 0.0

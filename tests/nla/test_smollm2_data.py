@@ -395,3 +395,24 @@ def test_mixture_balances_truthful_and_lying_rows_within_each_fact():
     two["vectors"], two["sources"] = torch.arange(5.0)[:, None], ["f#0"] * 5
     turns = data.mixture({"sample": two, "ordinary": split["ordinary"]}, oversample=1, balance=True)[1]
     assert turns.count(labels[0]) + turns.count("«h» | honest | x") == 3 and turns.count(labels[0]) == 2
+
+
+def test_fact_samples_ask_only_the_facts_named(monkeypatch, chats):
+    """``only`` keeps the sensitive questions of the facts named (every paraphrase, ``n`` samples each, judged
+    and indexed); the sampler is stubbed, so no generation here."""
+    asked = []
+
+    def sampler(model, tokenizer, questions, n, temperature, max_new_tokens, seed, label):
+        asked.append((len(questions), n, temperature, seed))
+        return [["I cannot say."] * n for _ in questions]
+
+    monkeypatch.setattr(censored, "chat_samples", sampler)
+    sensitive = sorted({r["fact_id"] for r in chats if r["role"] != "ordinary"})[:2]
+    ordinary = next(r["fact_id"] for r in chats if r["role"] == "ordinary")
+    found = data.fact_samples(None, None, censored.bank(), n=2, seed=5, only={*sensitive, ordinary})
+    assert asked == [(6, 2, data.SAMPLE_TEMPERATURE, 5)]  # 2 facts x 3 paraphrases; the ordinary fact is not asked
+    assert sorted({r["fact_id"] for r in found}) == sensitive and len(found) == 12
+    assert sorted(data.source_of(r) for r in found if r["fact_id"] == sensitive[0]) == [
+        f"{sensitive[0]}#{k}~{j}" for k in range(3) for j in range(2)
+    ]
+    assert all(r["behaviour"] == "refusal" for r in found)
