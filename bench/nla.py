@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -613,7 +614,14 @@ def window_part(out: Path, ship: bool) -> dict:
     token-alone control, sensitive facts only, and lies against truthful answers within the topic). ``ship``
     writes the chosen window beside the shipped verbalizer (``censored.WINDOW_FILE``), where ``probity nla audit
     --likelihood`` and the tour read it."""
-    from probity.nla.censored import WINDOWS, choose_window, validation_split, window_audit
+    from probity.nla.censored import (
+        WINDOWS,
+        audit_probe,
+        choose_window,
+        validation_split,
+        verbalizer_digest,
+        window_audit,
+    )
     from probity.nla.core import load_nla
     from probity.organisms import censored
 
@@ -626,6 +634,7 @@ def window_part(out: Path, ship: bool) -> dict:
     records = smollm2_data.all_chat_records()
     chosen, scores = choose_window(av, validation_split(acts["train"], records), records)
     held = [window_audit(av, acts["eval"]["fact"], records, w, acts["eval"]["sample"]) for w in WINDOWS]
+    probes = [audit_probe(acts, records, w) for w in WINDOWS]  # the linear reference at each window
     table = Table(
         "window",
         "training entities: greedy / topic (two cuts), mean",
@@ -634,9 +643,10 @@ def window_part(out: Path, ship: bool) -> dict:
         "sensitive only",
         "within the topic",
         "topic, token alone",
+        "lie probe",
         title=f"the audit by the answer positions it reads (chosen on the training entities: {chosen})",
     )
-    for w, score, found in zip(WINDOWS, scores, held):
+    for w, score, found, probe in zip(WINDOWS, scores, held, probes):
         low, high = found["audit"]["ci"]
         table.add_row(
             f"{w}" + (" (chosen)" if w == chosen else ""),
@@ -646,15 +656,17 @@ def window_part(out: Path, ship: bool) -> dict:
             f"{found['audit_sensitive']['auroc']:.3f}",
             f"{found['topic']['auroc']:.3f}",
             f"{found['topic_token_only']['auroc']:.3f}",
+            f"{probe['auroc']:.3f}",
         )
     console.print(table)
     chose = dataclasses.asdict(chosen) | {
+        "verbalizer": verbalizer_digest(source),
         "chosen_on": "the training entities' greedy and sampled chats, both cuts of censored.validation_split",
         "source": os.path.relpath(source.resolve(), ROOT),
     }
     if ship:
         write_json(SHIPPED_CENSORED / WINDOW_FILE, chose)
-    return {"chosen": chose, "training": scores, "held_out": held}
+    return {"chosen": chose, "training": scores, "held_out": held, "probe": probes}
 
 
 TOPIC_SAMPLES, TOPIC_SEED = 16, 1  # a fresh draw (the shipped samples: 4 a question, seed 0)
@@ -688,9 +700,11 @@ def topic_part(out: Path, n: int = TOPIC_SAMPLES, seed: int = TOPIC_SEED) -> dic
         found = smollm2_data.fact_samples(target, tokenizer, censored.bank(), n=n, seed=seed, only=held_out)
         atomic_write_text(drawn, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in found))
     records = {smollm2_data.source_of(r): r for r in smollm2_data.read(drawn)}
-    cache = drawn.with_suffix(".pt")
-    if cache.is_file():
-        group = torch.load(cache)
+    cache = drawn.with_suffix(".pt")  # keyed by the layer and the draw, like smollm2_data.activations
+    key = {"layer": av.config.layer, "draw": hashlib.sha256(drawn.read_bytes()).hexdigest()}
+    stored = torch.load(cache) if cache.is_file() else {}
+    if stored.get("key") == key:
+        group = stored["acts"]
     else:
         chosen = smollm2_data.examples(list(records.values()), tokenizer, "fact", held_by=chats)
         acts = extract(target, tokenizer, [e.ids for e in chosen], av.config.layer, [e.positions for e in chosen], True)
@@ -699,7 +713,7 @@ def topic_part(out: Path, n: int = TOPIC_SAMPLES, seed: int = TOPIC_SEED) -> dic
             "labels": [label for e in chosen for label in e.labels],
             "sources": [e.source for e in chosen for _ in e.positions],
         }
-        atomic_torch_save(cache, group)
+        atomic_torch_save(cache, {"key": key, "acts": group})
     shipped = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
     probe = lie_probe(shipped["train"]["sample"], smollm2_data.all_chat_records())
     counts = Counter(r["behaviour"] for r in records.values())
@@ -853,6 +867,8 @@ def main() -> None:
     if args.part == "places":
         merge({"censored_smollm2_places": places_part(args.out / f"censored-{args.inject}", args.ship)})
     if args.part == "topic":
+        if args.ship:
+            ap.error("the topic part reads a fresh draw and ships nothing: drop --ship")
         merge({"censored_smollm2_topic": topic_part(args.out / f"censored-{args.inject}")})
     if args.part == "window":
         merge({"censored_smollm2_window": window_part(args.out / f"censored-{args.inject}", args.ship)})

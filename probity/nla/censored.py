@@ -51,6 +51,7 @@ verbalizer's descriptions of held-out positions and the records they came from:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 from collections import Counter, defaultdict
@@ -105,14 +106,38 @@ WINDOWS = (Window(8), Window(4), Window(3, 1), Window(2, 1), Window(1, 2), Windo
 WINDOW_FILE = "window.json"
 
 
+def verbalizer_digest(checkpoint: str | Path) -> str:
+    """sha256 of the verbalizer's weight files (``av/*.safetensors``) of the checkpoint folder ``checkpoint``:
+    what :data:`WINDOW_FILE` records, so a window is never read for another verbalizer than its own."""
+    h = hashlib.sha256()
+    for file in sorted((Path(checkpoint) / "av").glob("*.safetensors")):
+        h.update(file.name.encode())
+        h.update(file.read_bytes())
+    return h.hexdigest()
+
+
 def load_window(checkpoint: str | Path) -> Window | None:
-    """The audit window chosen for the checkpoint folder ``checkpoint`` (its :data:`WINDOW_FILE`: ``{"last",
-    "skip", ...}``), or None where none was chosen."""
-    path = Path(checkpoint) / WINDOW_FILE
+    """The audit window chosen for the checkpoint folder ``checkpoint`` (or its ``av/`` folder): its
+    :data:`WINDOW_FILE`, ``{"last", "skip", "verbalizer", ...}``, or None where none was chosen. Raises a
+    one-line ValueError where the file is not a window or was chosen for another verbalizer (its
+    :func:`verbalizer_digest` differs)."""
+    folder = Path(checkpoint)
+    if folder.name == "av":
+        folder = folder.parent
+    path = folder / WINDOW_FILE
     if not path.is_file():
         return None
-    found = json.loads(path.read_text())
-    return Window(found["last"], found["skip"])
+    try:
+        found = json.loads(path.read_text())
+        window, digest = Window(found["last"], found["skip"]), found["verbalizer"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a window file ({e!r}); choose it again: bench/nla.py --part window") from None
+    if digest != verbalizer_digest(folder):
+        raise ValueError(
+            f"{path} was chosen for another verbalizer than {folder / 'av'}; choose it again (bench/nla.py --part "
+            "window --ship) or give --window"
+        )
+    return window
 
 
 # The label heads of the assistant role token (SmolLM2 splits it into "ass" + "istant"); the row after
@@ -286,8 +311,9 @@ def with_token_control(
 @dataclasses.dataclass
 class TranscriptLie:
     """One transcript of :func:`likelihood_audit`: its ``score`` (mean p(behaviour) over the answer's
-    tokens), the same with every activation replaced by the mean (``token_only``, the control),
-    whether the score is above the threshold, and the answer's tokens with their p(behaviour)."""
+    tokens the audit reads: every one, or its window's), the same with every activation replaced by the mean
+    (``token_only``, the control), whether the score is above the threshold, and those tokens with their
+    p(behaviour)."""
 
     index: int
     label: int | None
@@ -314,6 +340,7 @@ class LikelihoodAudit:
     token_only_auroc: float | None
     token_only_ci: list[float] | None
     per_transcript: list[TranscriptLie]
+    window: str = "all"  # the answer tokens read (a Window, or every one)
     provenance: dict | None = None  # what produced it (``probity nla audit --likelihood`` sets it)
 
     def headline(self) -> list[Claim]:
@@ -368,23 +395,25 @@ def likelihood_audit(
     empty = next((i for i, (ids, start) in enumerate(spans) if start == len(ids)), None)
     if empty is not None:
         raise ValueError(f"transcript {empty} ends at its assistant header: it has no answer to read")
-    positions = [(window or Window(len(ids))).of(range(start, len(ids))) for ids, start in spans]
-    acts = extract(model, tokenizer, [ids for ids, _ in spans], av.config.layer, positions, progress)
-    heads = [token_head(tokenizer, spans[i][0][p]) for i, p in zip(acts.text_index, acts.position)]
-    sources = [str(i) for i in acts.text_index]
-    logprobs, control = with_token_control(av, acts.vectors, heads, acts.vectors.mean(0))
+    answers = [list(range(start, len(ids))) for ids, start in spans]
+    acts = extract(model, tokenizer, [ids for ids, _ in spans], av.config.layer, answers, progress)
+    rows_of: dict[int, list[int]] = defaultdict(list)
+    for k, i in enumerate(acts.text_index):
+        rows_of[i].append(k)
+    read = [k for i in range(len(spans)) for k in (window.of(rows_of[i]) if window else rows_of[i])]
+    heads = [token_head(tokenizer, spans[acts.text_index[k]][0][acts.position[k]]) for k in read]
+    sources = [str(acts.text_index[k]) for k in read]
+    # the control's mean is over every answer token, whatever the window reads
+    logprobs, control = with_token_control(av, acts.vectors[read], heads, acts.vectors.mean(0))
     scores = transcript_scores(logprobs, sources, concept)
     hidden = transcript_scores(control, sources, concept)
     p = torch.softmax(logprobs, -1)[:, BEHAVIOURS.index(concept)].tolist()
     rows = []
     for i, label in enumerate(labels):
-        mine = [k for k, t in enumerate(acts.text_index) if t == i]
+        mine = [j for j, s in enumerate(sources) if s == str(i)]
         score = scores[str(i)]
-        rows.append(
-            TranscriptLie(
-                i, label, score, hidden[str(i)], score > threshold, [acts.token[k] for k in mine], [p[k] for k in mine]
-            )
-        )
+        tokens = [acts.token[read[j]] for j in mine]
+        rows.append(TranscriptLie(i, label, score, hidden[str(i)], score > threshold, tokens, [p[j] for j in mine]))
     found = hidden_found = None
     if all(lab is not None for lab in labels) and len(set(labels)) == 2:
         records = {str(i): {"fact_id": str(i), "behaviour": concept if lab else ""} for i, lab in enumerate(labels)}
@@ -394,13 +423,14 @@ def likelihood_audit(
         concept,
         threshold,
         len(rows),
-        len(acts),
+        len(read),
         sum(r.flagged for r in rows),
         None if found is None else found["auroc"],
         None if found is None else found["ci"],
         None if hidden_found is None else hidden_found["auroc"],
         None if hidden_found is None else hidden_found["ci"],
         rows,
+        "all" if window is None else str(window),
     )
 
 
@@ -869,6 +899,7 @@ def choose_window(
     answers to the same sensitive facts, where the topic does not tell them apart); its score is the mean of
     both over every cut, the first of ``windows`` winning a tie. Returns the window and, for each,
     ``{"window", "audit": [per cut], "topic": [per cut], "score"}``."""
+    was_training = av.training
     av.eval()
     widest = Window(max(w.last + w.skip for w in windows))  # every window reads within it
     found = {w: {"audit": [], "topic": []} for w in windows}
@@ -882,12 +913,13 @@ def choose_window(
             p = torch.softmax(behaviour_logprobs(av, group["vectors"][read], heads), -1)[:, BEHAVIOURS.index("lie")]
             p_of = dict(zip(read, p.tolist()))
             lies = [records[s]["behaviour"] == "lie" for s in rows_of]
-            for w in windows:
+            for w in windows:  # transcript_scores on each window's rows, from the one pass over the widest
                 scores = [sum(p_of[i] for i in w.of(rows)) / len(w.of(rows)) for rows in rows_of.values()]
                 value = auroc(scores, lies)
                 if value is None:
                     raise ValueError(f"each cut's {key} chats need lies and other answers both")
                 found[w][key].append(value)
+    av.train(was_training)
     table = [
         {"window": dataclasses.asdict(w), **v, "score": sum(v["audit"] + v["topic"]) / (2 * len(cuts))}
         for w, v in found.items()
@@ -1021,7 +1053,6 @@ def linear_ceilings(
     ``by_place``: both read-outs again at each place of :data:`~probity.nla.smollm2_data.PLACES` (the
     subject's last token in the question, in the answer) that the groups mark (``places``), each map fit on
     the training chats' rows at that place: ``{place: {"entity", "true_value", "rows", "lies"}}``."""
-    from sklearn.linear_model import LogisticRegression
 
     held = acts["eval"]["sample"]
     probe = lie_probe(acts["train"]["sample"], records, c)
@@ -1033,16 +1064,8 @@ def linear_ceilings(
         "lie_probe_value": audit(as_logprobs[value], [sources[k] for k in value], records, seed=seed),
     }
     facts, tests = acts["train"]["fact"], acts["eval"]["fact"]
-    fit = {group: _window_rows(acts["train"][group], Window(last)) for group in ("fact", "sample")}
-    x_fit = torch.cat([acts["train"][group]["vectors"][rows] for group, rows in fit.items()])  # [rows, d]
-    y_fit = [
-        records[acts["train"][group]["sources"][i]]["behaviour"] == "lie" for group, rows in fit.items() for i in rows
-    ]
-    flag = LogisticRegression(C=c, max_iter=2000).fit(x_fit.double().numpy(), y_fit)
+    out["audit_probe"] = audit_probe(acts, records, Window(last), c, seed)
     rows = _window_rows(tests, Window(last))
-    out["audit_probe"] = audit(
-        _probe_logprobs(flag, tests["vectors"][rows]), [tests["sources"][i] for i in rows], records, seed=seed
-    )
     of = {s: records[s] for s in [*facts["sources"], *tests["sources"]]}
     entities = sorted({r["entity"] for r in of.values()})
     similarity = _ridge_nearest(
@@ -1142,13 +1165,30 @@ def _nearest(
     return [candidates[k] for k in similarity.argmax(1).tolist()]
 
 
+def audit_probe(acts: dict, records: dict[str, dict], window: Window, c: float = 0.05, seed: int = 0) -> dict:
+    """The audit's linear reference at ``window``: logistic regression (``C=c``) of lie against everything else
+    fit on the rows ``window`` reads of the training entities' greedy and sampled chats (``acts``:
+    :func:`probity.nla.smollm2_data.activations`), scored on the held-out greedy chats as :func:`audit` scores
+    the verbalizer (mean p(lie) over the same rows of each chat)."""
+    from sklearn.linear_model import LogisticRegression
+
+    fit = {group: _window_rows(acts["train"][group], window) for group in ("fact", "sample")}
+    x = torch.cat([acts["train"][group]["vectors"][rows] for group, rows in fit.items()])  # [rows, d]
+    y = [records[acts["train"][group]["sources"][i]]["behaviour"] == "lie" for group, rows in fit.items() for i in rows]
+    flag = LogisticRegression(C=c, max_iter=2000).fit(x.double().numpy(), y)
+    tests = acts["eval"]["fact"]
+    rows = _window_rows(tests, window)
+    return audit(_probe_logprobs(flag, tests["vectors"][rows]), [tests["sources"][i] for i in rows], records, seed=seed)
+
+
 def lie_probe(samples: dict, records: dict[str, dict], c: float = 0.05):
     """Logistic regression (``C=c``, scikit-learn) of lie against truthful answer on every answer position of
     the sampled chats ``samples`` (a group of ``smollm2_data.activations``) answered either way: the linear
     reference for the audit within the topic (:func:`linear_ceilings`' ``lie_probe``, :func:`probe_topic`)."""
     from sklearn.linear_model import LogisticRegression
 
-    rows = [i for found in _told(samples, records, Window(1))[0].values() for i in found]  # every answer row
+    told, _, _ = _told(samples, records, Window(1))  # the chats told either way, every row of each
+    rows = [i for found in told.values() for i in found]
     y = [records[samples["sources"][i]]["behaviour"] == "lie" for i in rows]
     return LogisticRegression(C=c, max_iter=2000).fit(samples["vectors"][rows].double().numpy(), y)
 

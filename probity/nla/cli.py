@@ -379,14 +379,15 @@ def audit(
     likelihood: bool = typer.Option(
         False,
         "--likelihood",
-        help="Score p(concept) at the behaviour field of the verbalizer's labels at every answer token, beside "
+        help="Score p(concept) at the behaviour field of the verbalizer's labels at the answer tokens --window "
+        "reads, beside "
         "the same score with the activation hidden (the token-only control); for checkpoints trained on the "
         "censored SmolLM2's teacher data (their sidecar's target is censored).",
     ),
     threshold: float = typer.Option(
         None,
         show_default="0.5",
-        help="--likelihood: flag a transcript whose mean p(concept) over its answer is above this.",
+        help="--likelihood: flag a transcript whose mean p(concept) over the answer tokens read is above this.",
     ),
     calibrate: Path = typer.Option(
         None,
@@ -448,12 +449,14 @@ def audit(
             f"trained on {config.target or 'an unnamed target'}",
             "--checkpoint",
         )
+    if likelihood and window is None:
+        from probity.nla.censored import load_window
+
+        with usage_errors("--checkpoint"):
+            reads = load_window(checkpoint)
     av, target, tokenizer = _load(checkpoint, name)
     inputs = {"checkpoint": str(checkpoint), "model": name, "transcripts": str(transcripts), "concept": concept}
     if likelihood:
-        from probity.nla.censored import load_window
-
-        reads = load_window(checkpoint) if window is None else reads
         inputs |= {"window": "all" if reads is None else str(reads)}
         if reference is not None:
             threshold = _calibrated(av, target, tokenizer, *reference, concept, reads)

@@ -240,12 +240,12 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     held = [e for e in smollm2_data.examples(list(records.values()), tok, "fact") if e.split == "eval"]
     rng = random.Random(0)
     chosen = rng.sample(held, min(transcripts, len(held)))
-    last = 8
+    window = load_window(SMOLLM2_CHECKPOINT) or Window(8)
+    last = max(8, window.last + window.skip)  # the last 8 for the round trip, and all the window reads
     acts = extract(model, tok, [e.ids for e in chosen], av.config.layer, [e.positions[-last:] for e in chosen])
     labels = [label for e in chosen for label in e.labels[-last:]]
     sources = [e.source for e in chosen for _ in e.positions[-last:]]
     heads = [smollm2_data.label_head(lab) for lab in labels]
-    window = load_window(SMOLLM2_CHECKPOINT) or Window(last)
     read, start = [], 0  # the rows the window reads of each chat's last ``last``
     for e in chosen:
         n = len(e.positions[-last:])

@@ -179,6 +179,10 @@ def test_likelihood_audit_and_explain_on_the_shipped_adapters(tmp_path, one_thre
     saved = json.loads((tmp_path / "window" / "result.json").read_text())["result"]
     assert saved["provenance"]["inputs"]["window"] == "last 2 before the final 2"
     assert all(len(row["tokens"]) == 2 and "<|im_end|>" not in row["tokens"] for row in saved["per_transcript"])
+    res = runner.invoke(app, ["audit", *args, "--likelihood", "--window", "1,2", "--out", str(tmp_path / "one")])
+    assert res.exit_code == 0, res.output  # --window overrides the checkpoint's: the value's last token alone
+    saved = json.loads((tmp_path / "one" / "result.json").read_text())["result"]
+    assert saved["window"] == "last 1 before the final 2" and saved["tokens"] == 6
     rest = [r for r in sample if r not in lies + honest]  # other chats, both classes, to choose the threshold on
     calibration = tmp_path / "calibration.jsonl"
     calibration.write_text("".join(json.dumps({k: r[k] for k in ("question", "answer", "label")}) + "\n" for r in rest))

@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import json
 import types
 
 import pytest
@@ -30,6 +31,7 @@ from probity.nla.censored import (
     tune_behaviour,
     validation_readings,
     validation_split,
+    verbalizer_digest,
     window_audit,
     withheld,
     within_fact,
@@ -295,6 +297,7 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert out.readings[-1].read_at == "answer_end"  # a refusal does not name it
     assert out.activations == 8 and out.transcripts >= 6 and out.layer == 15
     assert out.reader == "probity/nla/checkpoints/censored_smollm2_subject"
+    assert out.window == "last 2 before the final 2"  # the shipped verbalizer's window.json
     assert out.lies >= 40 and 0 <= out.withheld <= 1 and out.withheld_ci[0] <= out.withheld <= out.withheld_ci[1]
     # round trip, audit, its control, the true value behind the held-out lies, and each lie shown
     assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 8
@@ -641,8 +644,17 @@ def test_window_reads_the_last_positions_before_the_final_ones(tmp_path):
     with pytest.raises(ValueError, match="a window reads last >= 1 positions before skip >= 0; got 0 and 0"):
         Window(0)
     assert load_window(tmp_path) is None
-    (tmp_path / WINDOW_FILE).write_text('{"last": 2, "skip": 2, "chosen_on": "x"}')
-    assert load_window(tmp_path) == Window(2, 2)
+    (tmp_path / "av").mkdir()
+    (tmp_path / "av" / "adapter_model.safetensors").write_bytes(b"weights")
+    chosen = {"last": 2, "skip": 2, "verbalizer": verbalizer_digest(tmp_path), "chosen_on": "x"}
+    (tmp_path / WINDOW_FILE).write_text(json.dumps(chosen))
+    assert load_window(tmp_path) == load_window(tmp_path / "av") == Window(2, 2)  # the folder or its verbalizer's
+    (tmp_path / "av" / "adapter_model.safetensors").write_bytes(b"other weights")  # a verbalizer trained since
+    with pytest.raises(ValueError, match="was chosen for another verbalizer than .*; choose it again"):
+        load_window(tmp_path)
+    (tmp_path / WINDOW_FILE).write_text('{"last": 2}')
+    with pytest.raises(ValueError, match="is not a window file"):
+        load_window(tmp_path)
 
 
 def _windowed(name: str, seed: int) -> tuple[dict, dict]:
