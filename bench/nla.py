@@ -486,6 +486,11 @@ def places_part(out: Path, ship: bool) -> dict:
     }
 
 
+def censored_source(out: Path) -> Path:
+    """The censored NLA a part reads: ``out/nla`` if the censored part ran there, else the shipped one."""
+    return out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+
+
 def stage_inputs(out: Path, mark: str | None, stage: str) -> tuple:
     """What a last stage of the censored verbalizer starts from: the source folder (``out/nla`` if the censored
     part ran there, else the shipped one; refused if ``mark``, where given, says it already had ``stage``; a
@@ -497,7 +502,7 @@ def stage_inputs(out: Path, mark: str | None, stage: str) -> tuple:
     from probity.nla.pipeline import censored_fve
     from probity.organisms import censored
 
-    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+    source = censored_source(out)
     if mark is not None and (source / mark).is_file():
         raise SystemExit(f"{source} already had the {stage} stage ({source / mark}); start from the adapters before it")
     av, ar = load_nla(source, trainable=True)
@@ -625,7 +630,7 @@ def window_part(out: Path, ship: bool) -> dict:
     from probity.nla.core import load_nla
     from probity.organisms import censored
 
-    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+    source = censored_source(out)
     if ship and source != SHIPPED_CENSORED:
         raise SystemExit(f"--ship writes the window beside the shipped verbalizer; {source} was read: ship it first")
     av, _ = load_nla(source)
@@ -687,10 +692,10 @@ def topic_part(out: Path, n: int = TOPIC_SAMPLES, seed: int = TOPIC_SEED) -> dic
         probe_topic,
         topic_audit,
     )
-    from probity.nla.core import extract, load_nla
+    from probity.nla.core import load_nla
     from probity.organisms import censored
 
-    source = out / "nla" if (out / "nla").is_dir() else SHIPPED_CENSORED
+    source = censored_source(out)
     av, _ = load_nla(source)
     target, tokenizer = censored.load()
     chats = smollm2_data.read(smollm2_data.DATA / smollm2_data.CHATS_FILE)
@@ -707,12 +712,7 @@ def topic_part(out: Path, n: int = TOPIC_SAMPLES, seed: int = TOPIC_SEED) -> dic
         group = stored["acts"]
     else:
         chosen = smollm2_data.examples(list(records.values()), tokenizer, "fact", held_by=chats)
-        acts = extract(target, tokenizer, [e.ids for e in chosen], av.config.layer, [e.positions for e in chosen], True)
-        group = {
-            "vectors": acts.vectors,
-            "labels": [label for e in chosen for label in e.labels],
-            "sources": [e.source for e in chosen for _ in e.positions],
-        }
+        group = smollm2_data.read_examples(target, tokenizer, av.config.layer, chosen)
         atomic_torch_save(cache, {"key": key, "acts": group})
     shipped = smollm2_data.activations(target, tokenizer, av.config.layer, cache=out / "acts.pt")
     probe = lie_probe(shipped["train"]["sample"], smollm2_data.all_chat_records())

@@ -871,17 +871,7 @@ def window_audit(
     ``topic`` and ``topic_token_only`` (:func:`topic_audit` at the same window). Each an :func:`audit` dict."""
     scored = _window_rows(facts, window)
     heads = [label_head(facts["labels"][i]) for i in scored]
-    sources = [facts["sources"][i] for i in scored]
-    logprobs, found, token_only = audit_with_control(
-        av, facts["vectors"][scored], heads, sources, records, facts["vectors"].mean(0), seed
-    )
-    sensitive = [k for k, s in enumerate(sources) if records[s]["role"] != "ordinary"]
-    out = {
-        "window": dataclasses.asdict(window),
-        "audit": found,
-        "audit_token_only": token_only,
-        "audit_sensitive": audit(logprobs[sensitive], [sources[k] for k in sensitive], records, seed=seed),
-    }
+    out = {"window": dataclasses.asdict(window)} | _flag_audits(av, facts, records, scored, heads, seed)[1]
     if samples is not None:
         topic = topic_audit(av, samples, records, window, seed)
         out |= {"topic": topic["topic"], "topic_token_only": topic["topic_token_only"]}
@@ -939,27 +929,35 @@ def _told(samples: dict, records: dict[str, dict], window: Window) -> tuple[dict
     return rows_of, scored, [k for k, i in enumerate(scored) if i in at_value]
 
 
+def _flag_audits(
+    av: Verbalizer, facts: dict, records: dict[str, dict], scored: list[int], heads: Sequence[str], seed: int
+) -> tuple[torch.Tensor, dict]:
+    """The audit of rows ``scored`` (label heads ``heads``) of the greedy chats ``facts``: their behaviour
+    log-probabilities ``[n, 3]`` and ``{"audit", "audit_token_only", "audit_sensitive"}`` (the token-only
+    control's mean is every row of ``facts``; sensitive: the sensitive facts' chats only)."""
+    sources = [facts["sources"][i] for i in scored]
+    logprobs, found, token_only = audit_with_control(
+        av, facts["vectors"][scored], heads, sources, records, facts["vectors"].mean(0), seed
+    )
+    sensitive = [k for k, s in enumerate(sources) if records[s]["role"] != "ordinary"]
+    return logprobs, {
+        "audit": found,
+        "audit_token_only": token_only,
+        "audit_sensitive": audit(logprobs[sensitive], [sources[k] for k in sensitive], records, seed=seed),
+    }
+
+
 def _readings(av, facts, records, scored, heads, rows, seed) -> dict:
     """:func:`readings` with the rows chosen and ``av`` in eval mode."""
     sources = [facts["sources"][i] for i in scored]
     # controls that separate reading the activation from reading the label's token: the token alone
-    # (every activation replaced by the mean one), and the activation of another chat at the same token
-    logprobs, audit_all, token_only = audit_with_control(
-        av, facts["vectors"][scored], heads, sources, records, facts["vectors"].mean(0), seed
-    )
-
-    def on(keep: list[int]) -> dict:  # the audit on rows ``keep`` of ``scored``
-        return audit(logprobs[keep], [sources[k] for k in keep], records, seed=seed)
-
+    # (every activation replaced by the mean one, in _flag_audits), and the activation of another chat at
+    # the same token
+    logprobs, out = _flag_audits(av, facts, records, scored, heads, seed)
     everything = list(range(len(scored)))
-    sensitive = [k for k in everything if records[sources[k]]["role"] != "ordinary"]
     last_two = {i for found in _rows_of(facts).values() for i in found[-2:]}  # the final "." and end of turn
-    out = {
-        "audit": audit_all,
-        "audit_sensitive": on(sensitive),
-        "audit_end_tokens": on([k for k in everything if scored[k] in last_two]),
-        "audit_token_only": token_only,
-    }
+    end_tokens = [k for k in everything if scored[k] in last_two]
+    out["audit_end_tokens"] = audit(logprobs[end_tokens], [sources[k] for k in end_tokens], records, seed=seed)
     partner = _same_token_partners(heads, sources, seed)
     kept = [k for k in everything if partner[k] is not None]
     swapped = behaviour_logprobs(av, facts["vectors"][[scored[partner[k]] for k in kept]], [heads[k] for k in kept])

@@ -725,18 +725,23 @@ def activations(
         held_by = chats if kind == "fact" else None
         found = examples(read(DATA / file), tokenizer, kind, seed, held_by=held_by, words=words)
         for split in out:
-            chosen = [e for e in found if e.split == split]
-            acts = extract(model, tokenizer, [e.ids for e in chosen], layer, [e.positions for e in chosen], True)
-            out[split][group] = {
-                "vectors": acts.vectors,
-                "labels": [label for e in chosen for label in e.labels],
-                "tokens": tokenizer.convert_tokens_to_ids(acts.token),
-                "sources": [e.source for e in chosen for _ in e.positions],
-                "places": [place for e in chosen for place in (e.places or [""] * len(e.positions))],
-            }
+            out[split][group] = read_examples(model, tokenizer, layer, [e for e in found if e.split == split])
     if cache is not None:
         atomic_torch_save(cache, {"key": key, "acts": out})
     return out
+
+
+def read_examples(model, tokenizer, layer: int, chosen: Sequence[Example]) -> dict:
+    """Layer-``layer`` activations of ``model`` at every position of the examples ``chosen``, as one group of
+    :func:`activations`: ``{"vectors" [n, d], "labels", "tokens" (ids), "sources", "places"}``."""
+    acts = extract(model, tokenizer, [e.ids for e in chosen], layer, [e.positions for e in chosen], True)
+    return {
+        "vectors": acts.vectors,
+        "labels": [label for e in chosen for label in e.labels],
+        "tokens": tokenizer.convert_tokens_to_ids(acts.token),
+        "sources": [e.source for e in chosen for _ in e.positions],
+        "places": [place for e in chosen for place in (e.places or [""] * len(e.positions))],
+    }
 
 
 def _files_digest() -> str:
