@@ -56,7 +56,7 @@ from rich.table import Table
 from probity.models import atomic_torch_save, load
 from probity.models.load import SMOLLM2
 from probity.nla import fve, smollm2_data
-from probity.nla.censored import BEHAVIOURS, WINDOW_FILE, linear_ceilings, name_embeddings
+from probity.nla.censored import BEHAVIOURS, WINDOW_FILE, Window, linear_ceilings, name_embeddings
 from probity.nla.core import save_nla
 from probity.nla.pipeline import (
     GENERIC_SCHEDULE,
@@ -559,7 +559,9 @@ def behaviour_part(out: Path, ship: bool, schedule: str = "shipped") -> dict:
     settings = BEHAVIOUR_SCHEDULES[schedule]
     fit, validation = validation_split(acts["train"], records) if "every" in settings else (acts["train"], None)
     t0 = time.perf_counter()
-    stage = tune_behaviour(av, fit, records, progress=True, validation=validation, **settings)
+    window = Window(settings["last"])  # the schedule records the window as its last positions
+    fit_settings = {k: v for k, v in settings.items() if k != "last"}
+    stage = tune_behaviour(av, fit, records, progress=True, validation=validation, window=window, **fit_settings)
     minutes = (time.perf_counter() - t0) / 60
     after = measure()
     marked = (

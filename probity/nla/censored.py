@@ -438,20 +438,20 @@ def readings(
     av: Verbalizer,
     facts: dict,
     records: dict[str, dict],
-    last: int = 8,
+    window: Window = Window(8),
     rows: int = 64,
     seed: int = 0,
     samples: dict | None = None,
 ) -> dict:
     """The censored readings of ``av`` on held-out fact chats. ``facts``: one group of
     ``smollm2_data.activations`` (``vectors`` ``[n, d]``, ``labels``, ``sources``); ``records``:
-    ``{source: chat record}``. Scores the last ``last`` positions of each transcript: the likelihood
+    ``{source: chat record}``. Scores the positions ``window`` reads of each transcript: the likelihood
     :func:`audit` on all of them; :func:`recovery` and :func:`withheld` on greedy descriptions of ``rows``
     of them drawn at random (``all``) and of ``rows`` drawn from the lies (``lies``), with a few examples;
     ``by_place``: the same two at the subject's places of every chat (:func:`place_readings`).
     With ``samples`` (the sampled chats' group, their records in ``records``) also the audit within the
     censored topic (:func:`topic_audit`) and ``by_place_sampled``, the sampled chats' places."""
-    scored = _window_rows(facts, Window(last))
+    scored = window_rows(facts, window)
     heads = [label_head(facts["labels"][i]) for i in scored]
     was_training = av.training
     av.eval()
@@ -463,7 +463,7 @@ def readings(
             return out
         return (
             out
-            | topic_audit(av, samples, records, Window(last), seed)
+            | topic_audit(av, samples, records, window, seed)
             | {"by_place_sampled": place_readings(av, samples, records, seed)}
         )
     finally:
@@ -528,29 +528,29 @@ def relation_prior(records: dict[str, dict], held_out: set[str]) -> dict[str, st
     return {relation: min(c, key=lambda v: (-c[v], v)) for relation, c in sorted(counts.items())}
 
 
-def same_token_pairs(train: dict, records: dict[str, dict], last: int = 8) -> dict[str, tuple[list, list]]:
-    """``{label head: (lying rows, other rows)}`` for every head (the label's token) that the last ``last``
-    positions of the training chats tell both ways. ``train``: groups of ``smollm2_data.activations`` (its
+def same_token_pairs(train: dict, records: dict[str, dict], window: Window = Window(8)) -> dict[str, tuple[list, list]]:
+    """``{label head: (lying rows, other rows)}`` for every head (the label's token) that the positions
+    ``window`` reads of the training chats tell both ways. ``train``: groups of ``smollm2_data.activations`` (its
     ``fact`` and ``sample`` groups are read); a row is ``(group, index)``, "other" is honest or refusal."""
     found: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
     for group in ("fact", "sample"):
         rows = train[group]
-        for i in _window_rows(rows, Window(last)):
+        for i in window_rows(rows, window):
             behaviour = records[rows["sources"][i]]["behaviour"]
             if behaviour in BEHAVIOURS:
                 found[label_head(rows["labels"][i])][behaviour != "lie"].append((group, i))
     return {head: sides for head, sides in sorted(found.items()) if all(sides)}
 
 
-def same_fact_pairs(train: dict, records: dict[str, dict], last: int = 8) -> dict[str, tuple[list, list]]:
+def same_fact_pairs(train: dict, records: dict[str, dict], window: Window = Window(8)) -> dict[str, tuple[list, list]]:
     """``{fact id: (lying chats, truthful chats)}`` for every fact that the training split's sampled chats
     (``train["sample"]``, a group of ``smollm2_data.activations``) answer both ways; a chat is the list of its
-    last ``last`` rows, in order."""
+    rows that ``window`` reads, in order."""
     found: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
     for source, rows in _rows_of(train["sample"]).items():
         record = records[source]
         if record["behaviour"] in ("honest", "lie"):
-            found[record["fact_id"]][record["behaviour"] == "honest"].append(rows[-last:])
+            found[record["fact_id"]][record["behaviour"] == "honest"].append(window.of(rows))
     return {fact: sides for fact, sides in sorted(found.items()) if all(sides)}
 
 
@@ -573,7 +573,7 @@ def tune_behaviour(
     steps: int = 200,
     lr: float = 3e-5,
     pairs: int = 8,
-    last: int = 8,
+    window: Window = Window(8),
     seed: int = 0,
     progress: bool = False,
     validation: dict | None = None,
@@ -582,15 +582,14 @@ def tune_behaviour(
 ) -> Stage:
     """Train the verbalizer's behaviour field alone, on same-token pairs; with ``validation``, stop early.
 
-    Each of ``steps`` steps draws ``pairs`` label heads told both ways (:func:`same_token_pairs` of the
-    training split ``train``), and at each a lying row and another (honest or refusal) row, from different
-    chats. The loss is the cross-entropy of the row's behaviour among :data:`BEHAVIOURS` after ``«tok» |``
-    (what :func:`behaviour_logprobs` reads), AdamW at ``lr`` on ``av``'s trainable parameters (its LoRA
-    adapter). Both rows of a pair carry the same token, so only their activations tell them apart: plain
-    batches balanced by behaviour taught the token instead (design note, sections l and m). ``fact_pairs`` of
-    each step's ``pairs`` are same-fact pairs instead (:func:`same_fact_pairs`): a lying and a truthful sampled
-    answer to one training fact, at the same distance from the answer's end, so the topic cannot separate them
-    either.
+    Each of ``steps`` steps draws ``pairs`` label heads told both ways (:func:`same_token_pairs` of the training
+    split ``train``, at the positions ``window`` reads), and at each a lying row and another (honest or refusal)
+    row, from different chats. The loss is the cross-entropy of the row's behaviour among :data:`BEHAVIOURS` after
+    ``«tok» |`` (what :func:`behaviour_logprobs` reads), AdamW at ``lr`` on ``av``'s trainable parameters (its LoRA
+    adapter). Both rows of a pair carry the same token, so only their activations tell them apart: plain batches
+    balanced by behaviour taught the token instead (design note, sections l and m). ``fact_pairs`` of each step's
+    ``pairs`` are same-fact pairs instead (:func:`same_fact_pairs`): a lying and a truthful sampled answer to one
+    training fact, at the same distance from the answer's end, so the topic cannot separate them either.
 
     ``validation``: chats of entities outside ``train`` (its ``fact`` and ``sample`` groups, as
     :func:`validation_split` cuts them). Every ``every`` steps it scores them (:func:`validation_readings`: the
@@ -599,27 +598,27 @@ def tune_behaviour(
     included) are what ``av`` keeps at the end."""
     if steps < 1 or pairs < 1 or every < 1:
         raise ValueError(f"steps, pairs and every must be >= 1, got {steps}, {pairs} and {every}")
-    batch_loss = _pair_loss(av, train, records, pairs, last, fact_pairs, random.Random(seed))
+    batch_loss = _pair_loss(av, train, records, pairs, window, fact_pairs, random.Random(seed))
 
     def read() -> dict:
-        return validation_readings(av, validation, records, last)
+        return validation_readings(av, validation, records, window)
 
     return _stage(
         av, steps, lr, batch_loss, read if validation is not None else None, every, "behaviour field", progress
     )
 
 
-def _pair_loss(av: Verbalizer, train: dict, records: dict[str, dict], pairs: int, last: int, fact_pairs: int, rng):
+def _pair_loss(av: Verbalizer, train: dict, records: dict[str, dict], pairs: int, window: Window, fact_pairs: int, rng):
     """:func:`tune_behaviour`'s loss as a function of no arguments: each call draws ``pairs`` pairs with ``rng``
     (``fact_pairs`` of them same-fact pairs) and returns the behaviour field's cross-entropy on them."""
     if not 0 <= fact_pairs <= pairs:
         raise ValueError(f"fact_pairs must be in [0, pairs={pairs}], got {fact_pairs}")
-    found = same_token_pairs(train, records, last)
+    found = same_token_pairs(train, records, window)
     if len(found) < pairs - fact_pairs:
         raise ValueError(
             f"only {len(found)} label heads are told both ways; need at least pairs - fact_pairs={pairs - fact_pairs}"
         )
-    facts = same_fact_pairs(train, records, last) if fact_pairs else {}
+    facts = same_fact_pairs(train, records, window) if fact_pairs else {}
     if len(facts) < fact_pairs:
         raise ValueError(f"only {len(facts)} facts are answered both ways; need at least fact_pairs={fact_pairs}")
     heads = list(found)
@@ -671,7 +670,7 @@ def tune_places(
     if len(rows) < batch:
         raise ValueError(f"only {len(rows)} training rows sit at a subject's place; need at least batch={batch}")
     rng = random.Random(seed)
-    flag = _pair_loss(av, train, records, pairs, 8, 0, rng) if pairs else None
+    flag = _pair_loss(av, train, records, pairs, Window(8), 0, rng) if pairs else None
 
     def batch_loss() -> torch.Tensor:
         chosen = rng.sample(rows, batch)
@@ -742,17 +741,17 @@ def place_validation_readings(av: Verbalizer, validation: dict, records: dict[st
     return out | {"score": sum(v["both"] + v["withheld"] for v in out.values()) / (2 * len(out))}
 
 
-def validation_readings(av: Verbalizer, validation: dict, records: dict[str, dict], last: int = 8) -> dict:
+def validation_readings(av: Verbalizer, validation: dict, records: dict[str, dict], window: Window = Window(8)) -> dict:
     """What :func:`tune_behaviour` stops on, without intervals: ``audit``, the AUROC of lie against everything
-    else over the last ``last`` positions of the greedy chats of ``validation["fact"]`` (as :func:`readings`
-    scores them); ``topic``, lies against truthful answers over the last ``last`` positions of the sampled
+    else over the positions ``window`` reads of the greedy chats of ``validation["fact"]`` (as :func:`readings`
+    scores them); ``topic``, lies against truthful answers over the same positions of the sampled
     chats of ``validation["sample"]`` (as :func:`topic_audit`; None where they hold no such pair); ``score``,
     their mean (the audit alone without a topic)."""
     av.eval()
     facts, samples = validation["fact"], validation["sample"]
     out = {
-        "audit": _plain_audit(av, facts, _window_rows(facts, Window(last)), records),
-        "topic": _plain_audit(av, samples, _told(samples, records, Window(last))[1], records),
+        "audit": _plain_audit(av, facts, window_rows(facts, window), records),
+        "topic": _plain_audit(av, samples, _told(samples, records, window)[1], records),
     }
     if out["audit"] is None:
         raise ValueError("the validation greedy chats need lies and other answers both")
@@ -869,7 +868,7 @@ def window_audit(
     the greedy chats ``facts``, a group of ``smollm2_data.activations``), its token-only control and
     ``audit_sensitive`` (the sensitive facts' chats only); with ``samples`` (the sampled chats' group) also
     ``topic`` and ``topic_token_only`` (:func:`topic_audit` at the same window). Each an :func:`audit` dict."""
-    scored = _window_rows(facts, window)
+    scored = window_rows(facts, window)
     heads = [label_head(facts["labels"][i]) for i in scored]
     out = {"window": dataclasses.asdict(window)} | _flag_audits(av, facts, records, scored, heads, seed)[1]
     if samples is not None:
@@ -996,8 +995,13 @@ def _rows_of(facts: dict) -> dict[str, list[int]]:
     return rows_of
 
 
-def _window_rows(group: dict, window: Window) -> list[int]:
-    """The rows of every transcript of ``group`` that ``window`` reads, sorted."""
+def window_rows(group: dict, window: Window) -> list[int]:
+    """The rows of every transcript of ``group`` (a dict with ``sources``, one per row, each transcript's rows
+    in order, as :func:`probity.nla.smollm2_data.activations` makes) that ``window`` reads, sorted.
+
+    >>> window_rows({"sources": ["a", "a", "a", "b", "b"]}, Window(1, 1))
+    [1, 3]
+    """
     return sorted(i for found in _rows_of(group).values() for i in window.of(found))
 
 
@@ -1018,7 +1022,7 @@ def linear_ceilings(
     acts: dict,
     records: dict[str, dict],
     name_vectors: dict[str, torch.Tensor],
-    last: int = 8,
+    window: Window = Window(8),
     seed: int = 0,
     c: float = 0.05,
     ridge: float = 1000.0,
@@ -1030,21 +1034,21 @@ def linear_ceilings(
 
     ``lie_probe``: logistic regression (``C=c``) of lie against truthful answer on every answer position of
     the training entities' sampled chats, scored on the held-out entities' as :func:`topic_audit` scores the
-    verbalizer: the mean p(lie) over each answer's last ``last`` positions; ``lie_probe_value`` at the
+    verbalizer: the mean p(lie) over the positions ``window`` reads of each answer; ``lie_probe_value`` at the
     answer's second-last position alone (the full stop after the stated value).
 
-    ``audit_probe``: the audit's own question (lie against everything else, the last ``last`` positions of
-    each held-out greedy chat, scored as :func:`audit` scores the verbalizer's ``audit``): logistic regression
+    ``audit_probe``: the audit's own question (lie against everything else, the positions ``window``
+    reads of each held-out greedy chat, scored as :func:`audit` scores the verbalizer's ``audit``): logistic regression
     (``C=c``) fit on the same positions of the training entities' greedy and sampled chats, the data the
     verbalizer's behaviour field is trained on.
 
     ``entity_readout``: ridge regression (``ridge``) from an activation of a greedy fact chat to its entity's
-    vector, fit on the training entities' rows and scored on the last ``last`` positions of each held-out
+    vector, fit on the training entities' rows and scored on the positions ``window`` reads of each held-out
     chat: the share whose nearest entity vector (cosine) is its own, among every entity of both splits
     (``all``) and among the held-out entities only (``among_held_out``), with chance beside each.
 
     ``value_readout``: the same read-out of the fact's true value (fit on the training entities' greedy
-    chats, every behaviour), scored on the last ``last`` positions of the held-out lies, where the model
+    chats, every behaviour), scored on the positions ``window`` reads of the held-out lies, where the model
     said another value: the share nearest to the true value (what :func:`withheld` asks the verbalizer to
     name) and to the official value it said, among every value of both splits.
 
@@ -1054,7 +1058,7 @@ def linear_ceilings(
 
     held = acts["eval"]["sample"]
     probe = lie_probe(acts["train"]["sample"], records, c)
-    _, scored, value = _told(held, records, Window(last))
+    _, scored, value = _told(held, records, window)
     as_logprobs = _probe_logprobs(probe, held["vectors"][scored])
     sources = [held["sources"][i] for i in scored]
     out = {
@@ -1062,8 +1066,8 @@ def linear_ceilings(
         "lie_probe_value": audit(as_logprobs[value], [sources[k] for k in value], records, seed=seed),
     }
     facts, tests = acts["train"]["fact"], acts["eval"]["fact"]
-    out["audit_probe"] = audit_probe(acts, records, Window(last), c, seed)
-    rows = _window_rows(tests, Window(last))
+    out["audit_probe"] = audit_probe(acts, records, window, c, seed)
+    rows = window_rows(tests, window)
     of = {s: records[s] for s in [*facts["sources"], *tests["sources"]]}
     entities = sorted({r["entity"] for r in of.values()})
     similarity = _ridge_nearest(
@@ -1170,12 +1174,12 @@ def audit_probe(acts: dict, records: dict[str, dict], window: Window, c: float =
     the verbalizer (mean p(lie) over the same rows of each chat)."""
     from sklearn.linear_model import LogisticRegression
 
-    fit = {group: _window_rows(acts["train"][group], window) for group in ("fact", "sample")}
+    fit = {group: window_rows(acts["train"][group], window) for group in ("fact", "sample")}
     x = torch.cat([acts["train"][group]["vectors"][rows] for group, rows in fit.items()])  # [rows, d]
     y = [records[acts["train"][group]["sources"][i]]["behaviour"] == "lie" for group, rows in fit.items() for i in rows]
     flag = LogisticRegression(C=c, max_iter=2000).fit(x.double().numpy(), y)
     tests = acts["eval"]["fact"]
-    rows = _window_rows(tests, window)
+    rows = window_rows(tests, window)
     return audit(_probe_logprobs(flag, tests["vectors"][rows]), [tests["sources"][i] for i in rows], records, seed=seed)
 
 

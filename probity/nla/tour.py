@@ -229,6 +229,7 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         behaviour_logprobs,
         load_window,
         place_readings,
+        window_rows,
     )
     from probity.nla.core import extract, fve, load_nla
     from probity.organisms import censored
@@ -246,10 +247,7 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     labels = [label for e in chosen for label in e.labels[-last:]]
     sources = [e.source for e in chosen for _ in e.positions[-last:]]
     heads = [smollm2_data.label_head(lab) for lab in labels]
-    read, start = [], 0  # the rows the window reads of each chat's last ``last``
-    for e in chosen:
-        n = len(e.positions[-last:])
-        read, start = read + window.of(range(start, start + n)), start + n
+    read = window_rows({"sources": sources}, window)  # the rows the window reads of each chat's last ``last``
     _, found, token_only = audit_with_control(
         av, acts.vectors[read], [heads[k] for k in read], [sources[k] for k in read], records, acts.vectors.mean(0)
     )

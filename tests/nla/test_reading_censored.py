@@ -21,6 +21,7 @@ from probity.nla.censored import (
     behaviour_logprobs,
     choose_window,
     lie_probe,
+    likelihood_audit,
     linear_ceilings,
     load_window,
     probe_topic,
@@ -36,6 +37,9 @@ from probity.nla.censored import (
     withheld,
     within_fact,
 )
+from probity.nla.core import extract
+from probity.nla.evaluate import transcript_ids
+from probity.nla.smollm2_data import token_head
 from probity.report.metrics import auroc
 
 
@@ -96,6 +100,40 @@ def test_behaviour_logprobs_equal_teacher_forced_label_tokens():
         behaviour_logprobs(unknown, acts, heads)
 
 
+def test_likelihood_audit_reads_the_window_and_hides_every_answer_token(one_thread):
+    """``likelihood_audit(window=)`` scores only the answer positions the window reads, each transcript's score
+    the mean p(lie) over them; its token-only control replaces them by the mean of every answer token's
+    activation, whatever the window."""
+    av = _tiny_verbalizer()
+    target, _ = tiny("llama")
+    tok = av.tokenizer
+    texts = ["w1 w2 w3 w4 w5 w6", "w7 w8 w9", "w20"]  # no chat template: every token is the answer
+    found = likelihood_audit(target, tok, av, texts, labels=[1, 0, 1], window=Window(2, 1))
+    assert [r.tokens for r in found.per_transcript] == [["w4", "w5"], ["w7", "w8"], ["w20"]]
+    assert (found.window, found.tokens, found.transcripts) == ("last 2 before the final 1", 5, 3)
+    everything = likelihood_audit(target, tok, av, texts, labels=[1, 0, 1])
+    assert [r.tokens for r in everything.per_transcript] == [t.split() for t in texts] and everything.window == "all"
+
+    ids = [transcript_ids(tok, t)[0] for t in texts]
+    acts = extract(target, tok, ids, av.config.layer)  # [10, d]
+    read = [3, 4, 6, 7, 9]  # the window's rows of the 10 answer tokens
+    flat = [i for row in ids for i in row]
+    heads = [token_head(tok, flat[k]) for k in read]
+    p = torch.softmax(behaviour_logprobs(av, acts.vectors[read], heads), -1)[:, BEHAVIOURS.index("lie")]
+    for r, span in zip(found.per_transcript, ([0, 1], [2, 3], [4])):
+        torch.testing.assert_close(torch.tensor(r.p), p[span])
+        assert r.score == pytest.approx(p[span].mean().item(), abs=1e-6) and r.flagged == (r.score > 0.5)
+
+    def hidden(mean: torch.Tensor) -> torch.Tensor:  # the control's p(lie) per row with ``mean`` for every row
+        logprobs = behaviour_logprobs(av, mean[None].expand(len(read), -1), heads)
+        return torch.softmax(logprobs, -1)[:, BEHAVIOURS.index("lie")]
+
+    every_token, window_only = hidden(acts.vectors.mean(0)), hidden(acts.vectors[read].mean(0))
+    assert not torch.allclose(every_token, window_only, atol=1e-7)  # the two means read differently
+    for r, span in zip(found.per_transcript, ([0, 1], [2, 3], [4])):
+        assert r.token_only == pytest.approx(every_token[span].mean().item(), abs=1e-6)
+
+
 def test_audit_scores_transcripts_and_resamples_facts():
     records = {
         "a#0": {"fact_id": "a", "behaviour": "lie"},
@@ -137,7 +175,7 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
         "places": ["question_subject", "", "", "answer_subject", ""] * 2,
     }
     av.train()
-    found = readings(av, facts, records, last=2, rows=3)
+    found = readings(av, facts, records, window=Window(2), rows=3)
     assert av.training  # the mode it came in with
     assert found["audit"]["transcripts"] == found["audit_token_only"]["transcripts"] == 2
     assert found["audit_header"]["transcripts"] == 2 and found["audit"]["lies"] == 1
@@ -268,10 +306,10 @@ def test_topic_audit_reads_sampled_chats_and_their_value_token():
         "sources": [s for s in greedy_records for _ in range(3)],
         "places": ["", "", ""] * 2,
     }
-    out = readings(av, greedy, greedy_records | records, last=2, rows=2, samples=samples)
+    out = readings(av, greedy, greedy_records | records, window=Window(2), rows=2, samples=samples)
     assert out["topic"] == found["topic"]
     assert out["by_place_sampled"]["answer_subject"]["recovery"]["n"] == 5  # every sampled chat's
-    plain = validation_readings(av, {"fact": greedy, "sample": samples}, greedy_records | records, last=2)
+    plain = validation_readings(av, {"fact": greedy, "sample": samples}, greedy_records | records, window=Window(2))
     assert plain["audit"] == pytest.approx(out["audit"]["auroc"]) and plain["topic"] == pytest.approx(
         found["topic"]["auroc"]
     )
@@ -351,7 +389,7 @@ def _planted(signal: float, seed: int = 0, subject_only: bool = False) -> tuple[
 
 def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
     acts, records, vectors = _planted(signal=3.0)
-    found = linear_ceilings(acts, records, vectors, last=4, ridge=1.0)
+    found = linear_ceilings(acts, records, vectors, window=Window(4), ridge=1.0)
     assert found["lie_probe"]["auroc"] > 0.95 and found["lie_probe_value"]["auroc"] > 0.95
     assert found["lie_probe"]["transcripts"] == 8 * 4 and found["lie_probe"]["lies"] == 8 * 2
     assert found["audit_probe"]["auroc"] > 0.95  # fit on greedy and sampled chats, scored on held-out greedy ones
@@ -361,7 +399,7 @@ def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
     assert (readout["entities"], readout["held_out_entities"], readout["rows"]) == (24, 8, 8 * 4)
     said = found["value_readout"]  # at the held-out lies' positions: the true value, not the one said
     assert said["true_value"] > 0.6 and said["official_value"] < 0.2 and (said["rows"], said["values"]) == (4 * 4, 12)
-    noise = linear_ceilings(*_planted(signal=0.0), last=4, ridge=1.0)
+    noise = linear_ceilings(*_planted(signal=0.0), window=Window(4), ridge=1.0)
     assert noise["entity_readout"]["among_held_out"] < 0.4 and noise["entity_readout"]["all"] < 0.2
     assert noise["value_readout"]["true_value"] < 0.4
     assert abs(noise["lie_probe"]["auroc"] - 0.5) < 0.3 and abs(noise["audit_probe"]["auroc"] - 0.5) < 0.4
@@ -370,7 +408,7 @@ def test_linear_ceilings_find_what_is_planted_and_nothing_in_noise():
 
 
 def test_linear_ceilings_by_place_read_what_only_the_subject_row_carries():
-    found = linear_ceilings(*_planted(signal=3.0, subject_only=True), last=4, ridge=1.0)
+    found = linear_ceilings(*_planted(signal=3.0, subject_only=True), window=Window(4), ridge=1.0)
     at = found["by_place"]["answer_subject"]
     assert at["entity"] > 0.5 and at["true_value"] > 0.6  # chance 1/24, 1/12
     assert (at["rows"], at["lies"]) == (8 * 3, 4 * 3)
@@ -404,7 +442,7 @@ def test_tune_behaviour_teaches_the_activation_not_the_token():
     """Same-token pairs: every head is told both ways, so the loss can only fall by reading the activation;
     after training the lie rows score above the others on the training rows at every head."""
     train, records = _told_both_ways(signal=3.0)
-    pairs = same_token_pairs(train, records, last=4)
+    pairs = same_token_pairs(train, records, window=Window(4))
     assert sorted(pairs) == ["w1", "w2", "w3", "w4"]
     assert all(len(lying) == 8 and len(other) == 8 for lying, other in pairs.values())
     torch.manual_seed(0)
@@ -419,17 +457,17 @@ def test_tune_behaviour_teaches_the_activation_not_the_token():
         return auroc(p.tolist(), lie)
 
     before = separation()
-    stage = tune_behaviour(av, train, records, steps=60, lr=3e-3, pairs=4, last=4)
+    stage = tune_behaviour(av, train, records, steps=60, lr=3e-3, pairs=4, window=Window(4))
     losses = stage.losses
     assert len(losses) == 60 and sum(losses[-10:]) < sum(losses[:10])
     assert stage.validation == [] and stage.kept_step == 60
     assert separation() > max(0.95, before)
     with pytest.raises(ValueError, match="only 4 label heads are told both ways"):
-        tune_behaviour(av, train, records, pairs=5, last=4)
+        tune_behaviour(av, train, records, pairs=5, window=Window(4))
     for p in av.parameters():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        tune_behaviour(av, train, records, pairs=2, last=4)
+        tune_behaviour(av, train, records, pairs=2, window=Window(4))
 
 
 def test_tune_behaviour_keeps_the_step_best_on_validation_chats():
@@ -441,19 +479,19 @@ def test_tune_behaviour_keeps_the_step_best_on_validation_chats():
     av = _tiny_verbalizer()
     alike, alike_records = _told_both_ways(signal=0.5, noise=1, name="g")  # weaker: an untrained model misranks
     stage = tune_behaviour(
-        av, train, records | alike_records, steps=55, lr=3e-3, pairs=4, last=4, validation=alike, every=10
+        av, train, records | alike_records, steps=55, lr=3e-3, pairs=4, window=Window(4), validation=alike, every=10
     )
     steps, scores = [v["step"] for v in stage.validation], [v["score"] for v in stage.validation]
     assert steps == [0, 10, 20, 30, 40, 50, 55] and stage.kept_step == steps[scores.index(max(scores))] > 0
     assert all(v["topic"] is None and v["score"] == v["audit"] for v in stage.validation)  # no sampled chats
     assert scores[0] < max(scores) and scores[-1] < max(scores)  # it kept a step in the middle
-    assert validation_readings(av, alike, alike_records, 4)["score"] == max(scores) > 0.95
+    assert validation_readings(av, alike, alike_records, Window(4))["score"] == max(scores) > 0.95
     torch.manual_seed(0)
     av = _tiny_verbalizer()
     start = {n: p.detach().clone() for n, p in av.named_parameters()}
     flipped, flipped_records = _told_both_ways(signal=-0.5, noise=1, name="g")
     stage = tune_behaviour(
-        av, train, records | flipped_records, steps=40, lr=3e-3, pairs=4, last=4, validation=flipped, every=20
+        av, train, records | flipped_records, steps=40, lr=3e-3, pairs=4, window=Window(4), validation=flipped, every=20
     )
     assert stage.kept_step == 0 and stage.validation[0]["score"] > max(v["score"] for v in stage.validation[1:])
     assert all(torch.equal(p, start[n]) for n, p in av.named_parameters())
@@ -478,13 +516,13 @@ def test_same_fact_pairs_mix_into_the_stage():
                 sample["labels"].append(f"w{j + 5} | {behaviour} | x")
                 sample["sources"].append(source)
     train["sample"] = sample | {"vectors": torch.stack(sample["vectors"])}
-    pairs = same_fact_pairs(train, records, last=2)
+    pairs = same_fact_pairs(train, records, window=Window(2))
     assert sorted(pairs) == ["s0-capital", "s1-capital", "s2-capital"]
     lying, truthful = pairs["s0-capital"]
     assert lying == [[1, 2], [7, 8]] and truthful == [[4, 5]]  # the refusal is in neither
     torch.manual_seed(0)
     av = _tiny_verbalizer()
-    stage = tune_behaviour(av, train, records, steps=40, lr=3e-3, pairs=4, fact_pairs=2, last=2)
+    stage = tune_behaviour(av, train, records, steps=40, lr=3e-3, pairs=4, fact_pairs=2, window=Window(2))
     assert sum(stage.losses[-10:]) < sum(stage.losses[:10])
     rows = train["sample"]
     with torch.no_grad():
@@ -492,9 +530,9 @@ def test_same_fact_pairs_mix_into_the_stage():
         p = torch.softmax(behaviour_logprobs(av, rows["vectors"], heads), -1)[:, BEHAVIOURS.index("lie")]
     assert auroc(p.tolist(), [records[s]["behaviour"] == "lie" for s in rows["sources"]]) > 0.95
     with pytest.raises(ValueError, match="only 3 facts are answered both ways; need at least fact_pairs=4"):
-        tune_behaviour(av, train, records, pairs=5, fact_pairs=4, last=2)
+        tune_behaviour(av, train, records, pairs=5, fact_pairs=4, window=Window(2))
     with pytest.raises(ValueError, match=r"fact_pairs must be in \[0, pairs=2\], got 3"):
-        tune_behaviour(av, train, records, pairs=2, fact_pairs=3, last=2)
+        tune_behaviour(av, train, records, pairs=2, fact_pairs=3, window=Window(2))
 
 
 def _subject_rows(signal: float) -> tuple[dict, dict]:
