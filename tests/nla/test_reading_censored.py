@@ -190,11 +190,17 @@ def test_readings_score_the_answer_the_token_alone_and_the_header():
 class _Reads:
     """Stands in for a verbalizer: an activation whose first component is k reads ``texts[k]``."""
 
-    def __init__(self, texts: list[str]):
-        self.texts = texts
+    def __init__(self, texts: list[str], tokenizer=None):
+        self.texts, self.tokenizer, self.training = texts, tokenizer, False
 
-    def describe(self, vectors: torch.Tensor) -> list[str]:
+    def describe(self, vectors: torch.Tensor, batch_size: int | None = None) -> list[str]:
         return [self.texts[int(v[0])] for v in vectors]
+
+    def eval(self):
+        self.training = False
+
+    def train(self, mode: bool = True):
+        self.training = mode
 
 
 def test_place_readings_describe_each_chats_subject_and_score_its_lies():
@@ -244,6 +250,55 @@ def test_place_readings_describe_each_chats_subject_and_score_its_lies():
     # "Tokyo" names Japan's two lies, not China's; China's description does not name Beijing either
     assert at["withheld"]["relation_prior"] == pytest.approx(2 / 3)
     assert at["withheld"]["beyond_prior"] == {"true_value": 0.0, "n": 1}
+
+
+def test_span_readings_read_every_answer_row_and_control_with_another_chats_span():
+    from probity.nla.censored import answer_rows, span_readings
+
+    records = {
+        "japan-capital#0": {"entity": "Japan", "relation": "capital", "behaviour": "lie", "official_value": "Kyoto"},
+        "china-capital#0": {"entity": "China", "relation": "capital", "behaviour": "lie", "official_value": "Xian"},
+        "france-capital#0": {"entity": "France", "relation": "capital", "behaviour": "honest"},
+        "peru-language#0": {"entity": "Peru", "relation": "language", "behaviour": "honest"},
+    }
+    for source, r in records.items():
+        r |= {"fact_id": source.split("#")[0], "true_value": "?"}
+    texts = [
+        "«q» | lie | The capital of Japan is Tokyo. China France Peru Beijing",  # 0: the question's rows only
+        "«a» | lie | The capital of Japan is Kyoto.",  # 1: entity and relation in one; the value it said
+        "«b» | honest | Tokyo is big.",  # 2: the true value behind Japan's lie
+        "«c» | lie | China.",  # 3: the entity alone
+        "«d» | honest | The capital of Spain is Madrid.",  # 4: the relation alone
+        "«e» | honest | The capital of Italy is Rome.",  # 5
+        "«p» | honest | nothing",  # 6
+    ]
+    answers = {"japan-capital#0": [1, 2], "china-capital#0": [3, 4], "france-capital#0": [5], "peru-language#0": [6]}
+    group = {"vectors": [], "labels": [], "sources": []}
+    for source, read in answers.items():  # the subject, the header's «istant» and newline, then the answer
+        for head, k in [("«x»", 0), ("«istant»", 0), ("«\\n»", 0)] + [("«y»", k) for k in read]:
+            group["vectors"].append(torch.tensor([float(k)]))
+            group["labels"].append(f"{head} | {records[source]['behaviour']} | label")
+            group["sources"].append(source)
+    group["vectors"] = torch.stack(group["vectors"])
+    assert answer_rows(group) == {
+        "japan-capital#0": [3, 4],
+        "china-capital#0": [8, 9],
+        "france-capital#0": [13],
+        "peru-language#0": [17],
+    }
+    tok = word_tokenizer(["Japan", "China", "France", "Peru"])
+    found = span_readings(_Reads(texts, tok), group, records)
+    own = found["own"]
+    assert (own["entity"], own["relation"], own["both"], own["both_in_one"]) == (0.5, 0.75, 0.5, 0.25)
+    assert own["true_value"] == 0.5 and own["lies"] == 2 and own["chats"] == 4 and own["true_value_ci"] == [0.0, 1.0]
+    # Peru has no other chat about its relation; every other chat's partner span names the relation, no entity
+    control = found["control"]
+    assert control["chats"] == 3 and control["relation"] == 1.0 and control["entity"] == control["true_value"] == 0.0
+    assert found["both_by_behaviour"] == {"lie": {"both": 1.0, "chats": 2}, "honest": {"both": 0.0, "chats": 2}}
+    assert found["both_by_name_tokens"] == {"1": {"both": 0.5, "chats": 4}} and found["rows"] == 6
+    group["labels"][1] = "«y» | lie | label"  # Japan's chat loses its header
+    with pytest.raises(ValueError, match="'japan-capital#0' has no assistant header"):
+        answer_rows(group)
 
 
 def test_relation_prior_guesses_the_commonest_true_value_behind_other_entities_lies():
