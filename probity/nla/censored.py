@@ -535,7 +535,7 @@ def answer_rows(group: dict) -> dict[str, list[int]]:
 
 def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: int = 0, progress: bool = False) -> dict:
     """What ``av`` reads over each chat's whole answer (:func:`answer_rows` of ``group``, fact chats of
-    ``smollm2_data.activations``): greedy descriptions of every answer row, and per chat whether some
+    ``smollm2_data.activations``, ``vectors`` ``[n, d]``): greedy descriptions of every answer row, and per chat whether some
     description names the entity, some the relation's wording (:func:`recovery`, the token field never
     counts), both across the span (``both``) and both in one description (``both_in_one``); on the lies,
     whether some description's :func:`statement` names the true value (:func:`withheld`). A reading of many

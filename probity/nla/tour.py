@@ -156,6 +156,8 @@ class CensoredTour:
     beyond_prior: float | None  # the share named of the lies that guess misses
     beyond_lies: int
     readings: list[Reading]
+    span: dict  # censored.span_readings' "own" summary by the subject reader over the chats' answers
+    span_control: dict  # the same against another chat's answer about the same relation
 
     def headline(self) -> list[Claim]:
         """Round trip against the paper's anchor, the likelihood audit against issue 14's target, and
@@ -200,6 +202,26 @@ class CensoredTour:
                 source="the guess",
             ),
         ]
+        control = "another chat's answer about the same relation"
+        claims += [
+            Claim(
+                f"names entity and relation in some description of the answer, the subject reader "
+                f"({self.span['chats']} held-out chats)",
+                self.span["both"],
+                self.span.get("both_ci"),
+                reference=self.span_control["both"],
+                source=control,
+                target=">= 0.90",
+            ),
+            Claim(
+                f"  names the true value behind a lie there ({self.span['lies']} lies)",
+                self.span["true_value"],
+                self.span.get("true_value_ci"),
+                reference=self.span_control["true_value"],
+                source=control,
+                target=">= 0.50",
+            ),
+        ]
         for r in self.readings:
             if r.behaviour == "lie":
                 claims.append(
@@ -215,12 +237,13 @@ class CensoredTour:
 
 def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int = 64) -> CensoredTour:
     """Load the shipped adapters for the censored SmolLM2 and read its activations on held-out fact
-    chats (the last 8 positions of ``transcripts`` of them): the likelihood audit at the window chosen for
+    chats (every position of ``transcripts`` of them): the likelihood audit at the window chosen for
     the checkpoint (:func:`probity.nla.censored.load_window`; else the last 8), with its control (every
-    activation replaced by the mean: the label's token alone); round-trip FVE on ``rows`` of them; the true
-    value named behind every held-out lie by the subject reader (:data:`SMOLLM2_SUBJECT`) at the subject's
-    last token in the answer (:func:`probity.nla.censored.place_readings`); and the readings of one honest
-    answer, three lies and one refusal there (keeps no files: ``cache_dir`` goes unused)."""
+    activation replaced by the mean of each chat's last 8: the label's token alone); round-trip FVE on ``rows``
+    of those last 8; what the subject reader (:data:`SMOLLM2_SUBJECT`) names over each chat's answer
+    (:func:`probity.nla.censored.span_readings`); the true value it names behind every held-out lie at the
+    subject's last token in the answer (:func:`probity.nla.censored.place_readings`); and the readings of one
+    honest answer, three lies and one refusal there (keeps no files: ``cache_dir`` goes unused)."""
     from probity.nla import smollm2_data
     from probity.nla.censored import (
         BEHAVIOURS,
@@ -229,6 +252,7 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         behaviour_logprobs,
         load_window,
         place_readings,
+        span_readings,
         window_rows,
     )
     from probity.nla.core import extract, fve, load_nla
@@ -242,16 +266,25 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     rng = random.Random(0)
     chosen = rng.sample(held, min(transcripts, len(held)))
     window = load_window(SMOLLM2_CHECKPOINT) or Window(8)
-    last = max(8, window.last + window.skip)  # the last 8 for the round trip, and all the window reads
-    acts = extract(model, tok, [e.ids for e in chosen], av.config.layer, [e.positions[-last:] for e in chosen])
-    labels = [label for e in chosen for label in e.labels[-last:]]
-    sources = [e.source for e in chosen for _ in e.positions[-last:]]
-    heads = [smollm2_data.label_head(lab) for lab in labels]
-    read = window_rows({"sources": sources}, window)  # the rows the window reads of each chat's last ``last``
+    acts = extract(model, tok, [e.ids for e in chosen], av.config.layer, [e.positions for e in chosen])
+    group = {  # every row of the chosen chats, from the question's subject to the end of turn
+        "vectors": acts.vectors,
+        "labels": [label for e in chosen for label in e.labels],
+        "sources": [e.source for e in chosen for _ in e.positions],
+    }
+    heads = [smollm2_data.label_head(lab) for lab in group["labels"]]
+    ends = window_rows(group, Window(8))  # each chat's last 8: the round trip's rows and the control's mean
+    read = window_rows(group, window)
     _, found, token_only = audit_with_control(
-        av, acts.vectors[read], [heads[k] for k in read], [sources[k] for k in read], records, acts.vectors.mean(0)
+        av,
+        acts.vectors[read],
+        [heads[k] for k in read],
+        [group["sources"][k] for k in read],
+        records,
+        acts.vectors[ends].mean(0),
     )
-    sample = rng.sample(range(len(acts)), min(rows, len(acts)))
+    span = span_readings(reader, group, records)  # every answer row, read by the subject reader
+    sample = [ends[k] for k in rng.sample(range(len(ends)), min(rows, len(ends)))]
     score = fve(ar.predict(av.describe(acts.vectors[sample])), acts.vectors[sample])
 
     def subject(e) -> int | None:  # the index into e.positions of the subject's last token in the answer
@@ -310,6 +343,9 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
             else f"{said['true_value']:.3f} (a guess from the relation alone: {said['relation_prior']:.3f}; on the "
             f"{said['beyond_prior']['n']} lies it misses: {fmt_number(said['beyond_prior']['true_value'])})"
         )
+        + f"; over each chat's answer, entity and relation named on {span['own']['both']:.3f} of "
+        f"{span['own']['chats']} chats (another chat's answer: {span['control']['both']:.3f}), the true value "
+        f"behind a lie on {fmt_number(span['own']['true_value'])} of {span['own']['lies']}"
     )
     root = Path(__file__).parents[2]
     return CensoredTour(
@@ -329,4 +365,6 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         said["beyond_prior"]["true_value"],
         said["beyond_prior"]["n"],
         readings,
+        span["own"],
+        span["control"],
     )

@@ -392,8 +392,12 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert out.reader == "probity/nla/checkpoints/censored_smollm2_subject"
     assert out.window == "last 2 before the final 2"  # the shipped verbalizer's window.json
     assert out.lies >= 40 and 0 <= out.withheld <= 1 and out.withheld_ci[0] <= out.withheld <= out.withheld_ci[1]
-    # round trip, audit, its control, the true value behind the held-out lies, and each lie shown
-    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 8
+    # the subject reader over each chosen chat's answer, and its control: another chat's answer
+    assert out.span["chats"] == 6 and 0 <= out.span["both"] <= 1 and out.span_control["chats"] <= 6
+    assert out.span["entity"] >= out.span["both"] >= out.span["both_in_one"]
+    # round trip, audit, its control, the true value behind the held-out lies, the answers' reading (recovery and
+    # the true value), and each lie shown
+    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 10
 
 
 def _planted(signal: float, seed: int = 0, subject_only: bool = False) -> tuple[dict, dict, dict]:
