@@ -216,12 +216,16 @@ def censored_part(
         row = {key: found[key] for key in keep} | {
             "recovery_all": found["recovery_all"],
             "withheld_lies": found["withheld_lies"],
+            "by_place": {
+                place: {k: v for k, v in at.items() if k != "examples"} for place, at in found["by_place"].items()
+            },
             "fve_sft": report.fve_sft,
             "fve_ordinary": found["fve_ordinary"],
             "fve_fact": found["fve_fact"],
             "minutes": minutes,
             "balance": balance,
             "emphasis_weight": emphasis_weight,
+            "inject": inject,
         }
         console.print_json(data=to_jsonable(row))
         return row
@@ -753,8 +757,9 @@ def span_part(out: Path) -> dict:
     """Recovery and the withheld value over each held-out greedy chat's whole answer
     (``censored.span_readings``): every answer position described by the censored verbalizer (``out/nla`` if
     the censored part ran there, else the shipped one) and by the subject reader (``SHIPPED_SUBJECT``), each
-    chat scored by what some description of its span names, beside the same score against another chat's
-    span about the same relation (the control). No training."""
+    chat scored by what some description of its span names (``own``), on the chats whose answer spells the
+    entity (``states_subject``), without the rows that spell it (``without_mention``), and against another
+    chat's span about the same relation (``control``). No training."""
     from probity.nla.censored import span_readings
     from probity.nla.core import load_nla
     from probity.organisms import censored
@@ -768,27 +773,37 @@ def span_part(out: Path) -> dict:
         found[name] = span_readings(av, acts["eval"]["fact"], records, progress=True) | {
             "source": os.path.relpath(source.resolve(), ROOT)
         }
-    table = Table("held-out greedy chats, over the answer", *found, "control (another chat's span)", "target")
+    table = Table("held-out greedy chats, over the answer", "reading", *found, "target")
     rows = (
         ("both", "entity and relation named", ">= 0.9"),
         ("entity", "  the entity", ""),
-        ("relation", "  the relation", ""),
         ("both_in_one", "  both in one description", ""),
         ("true_value", "true value behind a lie", ">= 0.5"),
     )
     for key, name, target_value in rows:
-        cells = []
-        for reading in found.values():
-            ci = reading["own"].get(f"{key}_ci")
-            cells.append(f"{reading['own'][key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
-        control = " / ".join(f"{reading['control'][key]:.3f}" for reading in found.values())
-        table.add_row(name, *cells, control, target_value)
-    for kind in ("behaviour", "name_tokens"):
-        for k in found["verbalizer"][f"both_by_{kind}"]:
-            cells = [
-                f"{r[f'both_by_{kind}'][k]['both']:.3f} ({r[f'both_by_{kind}'][k]['chats']})" for r in found.values()
-            ]
-            table.add_row(f"  both, {kind.replace('_', ' ')} {k}", *cells, "", "")
+        for reading in ("own", "states_subject", "without_mention", "control"):
+            cells = []
+            for found_by in found.values():
+                summary = found_by[reading]
+                ci = summary.get(f"{key}_ci")
+                value = summary.get(key)
+                cells.append(
+                    "-"
+                    if value is None
+                    else f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None else "")
+                )
+            table.add_row(name if reading == "own" else "", reading.replace("_", " "), *cells, target_value)
+    beyond = [f["own"]["beyond_prior"] for f in found.values()]
+    table.add_row(
+        "  on the lies a guess from the relation alone misses",
+        f"own ({beyond[0]['n']} lies; the guess names {found['verbalizer']['own']['relation_prior']:.3f})",
+        *[f"{b['true_value']:.3f}" for b in beyond],
+        "",
+    )
+    for kind in ("by_behaviour", "by_name_tokens"):
+        for k in found["verbalizer"][kind]:
+            cells = [f"{r[kind][k]['both']:.3f} ({r[kind][k]['chats']})" for r in found.values()]
+            table.add_row(f"  both, {kind.replace('_', ' ')} {k}", "own", *cells, "")
     console.print(table)
     return found
 
@@ -842,7 +857,8 @@ def main() -> None:
     ap.add_argument(
         "--sft-only",
         action="store_true",
-        help="censored part: stop after AV-SFT and write censored_smollm2_sft_only (a quick comparison; never shipped)",
+        help="censored part: stop after AV-SFT and write censored_smollm2_sft_only (suffixed _INJECT for another "
+        "--inject; a quick comparison; never shipped)",
     )
     ap.add_argument(
         "--layers",
@@ -893,7 +909,12 @@ def main() -> None:
     if args.part in ("censored", "both"):
         if args.sft_only and args.ship:
             ap.error("--sft-only trains no GRPO and is never shipped: drop --ship")
+        if args.ship and args.inject != ap.get_default("inject"):
+            ap.error(
+                f"--ship writes the shipped adapters, trained with --inject {ap.get_default('inject')}: drop --ship"
+            )
         key = "censored_smollm2_sft_only" if args.sft_only else "censored_smollm2"
+        key += "" if args.inject == ap.get_default("inject") else f"_{args.inject}"  # another injection: its own row
         found = censored_part(
             args.out / f"censored-{args.inject}",
             args.inject,

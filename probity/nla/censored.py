@@ -180,9 +180,7 @@ def recovery(descriptions: Sequence[str], records: Sequence[dict]) -> dict:
     (case-insensitive, whole words; the first field, the token, does not count)."""
     if len(descriptions) != len(records) or not records:
         raise ValueError(f"need one record per description and at least one: {len(descriptions)} vs {len(records)}")
-    bodies = [_body(d) for d in descriptions]
-    entity = [states(d, [r["entity"]]) for d, r in zip(bodies, records)]
-    relation = [states(d, [relation_words(r["relation"])]) for d, r in zip(bodies, records)]
+    entity, relation = zip(*[_named(d, r) for d, r in zip(descriptions, records)])
     n = len(records)
     return {
         "entity": sum(entity) / n,
@@ -190,6 +188,12 @@ def recovery(descriptions: Sequence[str], records: Sequence[dict]) -> dict:
         "both": sum(e and r for e, r in zip(entity, relation)) / n,
         "n": n,
     }
+
+
+def _named(description: str, record: dict) -> tuple[bool, bool]:
+    """Whether ``description`` (less its token field) names ``record``'s entity, and its relation's wording."""
+    body = _body(description)
+    return states(body, [record["entity"]]), states(body, [relation_words(record["relation"])])
 
 
 def withheld(descriptions: Sequence[str], records: Sequence[dict]) -> dict:
@@ -497,52 +501,73 @@ def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: 
         lies = [k for k, r in enumerate(said) if r["behaviour"] == "lie"]
         lied = [said[k] for k in lies]
         true = _names_true_value([texts[k] for k in lies], lied)  # whether each lie's description names it
-        named = defaultdict(list)  # fact -> those of its lies
-        for record, hit in zip(lied, true):
-            named[record["fact_id"]].append(hit)
-        _, low, high = (
-            bootstrap(list(named.values()), lambda xs: sum(xs) / len(xs), seed=seed) if named else (0, None, None)
-        )
-        guessed = _names_true_value([prior.get(r["relation"], "") for r in lied], lied)
-        beyond = [hit for hit, guess in zip(true, guessed) if not guess]  # the lies the guess misses
         out[place] = {
             "recovery": recovery(texts, said),
             "withheld": withheld(texts, said)
-            | {
-                "ci": [low, high],
-                "facts": len(named),
-                "relation_prior": sum(guessed) / len(lies) if lies else None,
-                "beyond_prior": {"true_value": sum(beyond) / len(beyond) if beyond else None, "n": len(beyond)},
-            },
+            | {"ci": _fact_interval(true, lied, seed), "facts": len({r["fact_id"] for r in lied})}
+            | _beyond_prior(true, lied, prior),
             "examples": [{"label": group["labels"][rows[k]], "description": texts[k]} for k in lies[:3]],
         }
     return out
 
 
+def _header_newlines(group: dict) -> dict[str, int]:
+    """``{chat: the row of the newline that closes its assistant header}`` for the chats of ``group`` that have
+    one: the row after the :data:`ASSISTANT` head (SmolLM2's template, ``<|im_start|>assistant\\n``)."""
+    return {
+        group["sources"][i + 1]: i + 1 for i, lab in enumerate(group["labels"][:-1]) if label_head(lab) in ASSISTANT
+    }
+
+
 def answer_rows(group: dict) -> dict[str, list[int]]:
     """``{chat: its answer's rows, in order}`` for a group of fact chats of ``smollm2_data.activations`` (rows
-    from the question's subject to the end of turn): the rows after the newline that closes the assistant
-    header, the row after the last :data:`ASSISTANT` head."""
+    from the question's subject to the end of turn, SmolLM2's chat template): the rows after the newline that
+    closes the assistant header (:func:`_header_newlines`)."""
+    newline = _header_newlines(group)
     out = {}
     for source, rows in _rows_of(group).items():
-        heads = [label_head(group["labels"][i]) for i in rows]
-        at = max((k for k, head in enumerate(heads) if head in ASSISTANT), default=None)
-        if at is None or at + 2 >= len(rows):
+        answer = [i for i in rows if i > newline.get(source, rows[-1])]
+        if not answer:
             raise ValueError(f"chat {source!r} has no assistant header followed by an answer among its rows")
-        out[source] = rows[at + 2 :]
+        out[source] = answer
     return out
 
 
+def mention_rows(group: dict, rows: Sequence[int], name: str, tokenizer) -> list[int]:
+    """The rows among ``rows`` (one chat's, in order) whose tokens (``group["tokens"]``, ids) spell ``name``,
+    with or without a leading space, at every place they do (for "Angkor Wat is in Myanmar." and the name
+    "Angkor Wat": the rows of "Ang", "kor" and "Wat")."""
+    ids = [group["tokens"][i] for i in rows]
+    found = set()
+    for spelled in {f" {name}", name}:
+        want = tokenizer(spelled, add_special_tokens=False)["input_ids"]
+        for k in range(len(ids) - len(want) + 1):
+            if ids[k : k + len(want)] == want:
+                found.update(rows[k : k + len(want)])
+    return sorted(found)
+
+
 def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: int = 0, progress: bool = False) -> dict:
-    """What ``av`` reads over each chat's whole answer (:func:`answer_rows` of ``group``, fact chats of
-    ``smollm2_data.activations``, ``vectors`` ``[n, d]``): greedy descriptions of every answer row, and per chat whether some
-    description names the entity, some the relation's wording (:func:`recovery`, the token field never
-    counts), both across the span (``both``) and both in one description (``both_in_one``); on the lies,
-    whether some description's :func:`statement` names the true value (:func:`withheld`). A reading of many
-    activations gets many tries, so the control scores each chat against the descriptions of another chat
-    with the same relation about another entity (seeded): what the span's descriptions name of any fact of
-    that kind. Shares over chats, with ``ci`` (``both``, and the true value on lies) resampling facts, and
-    ``both`` by behaviour and by the entity name's length in tokens (``av``'s tokenizer)."""
+    """What ``av`` reads over each chat's whole answer: greedy descriptions of every answer row
+    (:func:`answer_rows` of ``group``, fact chats of ``smollm2_data.activations``: ``vectors`` ``[n, d]``,
+    ``labels``, ``tokens``, ``sources``), and per chat whether some description names the entity, some the
+    relation's wording (as :func:`recovery` matches them), both across the span (``both``) and both in one
+    description (``both_in_one``); on the lies, whether some description's :func:`statement` names the true
+    value (``true_value``, with :func:`_beyond_prior`'s guess from the relation alone beside it).
+
+    Three readings of the same descriptions, each a summary (shares over chats, ``both_ci`` and
+    ``true_value_ci`` resampling facts, ``chats``, ``lies``):
+
+    - ``own``: every chat's own span;
+    - ``without_mention``: the same span less the rows that spell the entity's name (:func:`mention_rows`),
+      so the entity cannot be read off its own tokens;
+    - ``control``: each chat against the span of another chat with the same relation about another entity
+      (seeded; chats without one are left out). A span gets many tries; this is what it names of any fact of
+      that kind, the chance level (its relation is named by construction).
+
+    Also ``states_subject``, the own reading on the chats whose answer spells the entity (a refusal does
+    not), and ``by_behaviour`` and ``by_name_tokens`` (the entity's length in ``av``'s tokens: 1, 2, 3+):
+    ``both`` and ``both_in_one`` of the own reading in each. ``rows``: the answer rows described."""
     spans = answer_rows(group)
     chats = sorted(spans)
     flat = [i for source in chats for i in spans[source]]
@@ -552,62 +577,93 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
         texts = describe(av, group["vectors"][flat], progress)
     finally:
         av.train(was_training)
-    said, at = {}, 0
-    for source in chats:
-        said[source], at = texts[at : at + len(spans[source])], at + len(spans[source])
+    said = dict(zip(flat, texts))  # row -> its description
+    mentions = {s: mention_rows(group, spans[s], records[s]["entity"], av.tokenizer) for s in chats}
     rng = random.Random(seed)
     partner = {}
     for source in chats:
         r = records[source]
         others = [o for o in chats if records[o]["relation"] == r["relation"] and records[o]["entity"] != r["entity"]]
         partner[source] = rng.choice(others) if others else None
+    prior = relation_prior(records, {records[s]["entity"] for s in chats})
 
-    def hits(descriptions: list[str], r: dict) -> dict:  # what some description of a span names of fact ``r``
-        entity = [states(_body(d), [r["entity"]]) for d in descriptions]
-        relation = [states(_body(d), [relation_words(r["relation"])]) for d in descriptions]
+    def hits(rows: Sequence[int], r: dict) -> dict:  # what some description of ``rows`` names of fact ``r``
+        named = [_named(said[i], r) for i in rows]
         out = {
-            "entity": any(entity),
-            "relation": any(relation),
-            "both": any(entity) and any(relation),
-            "both_in_one": any(e and w for e, w in zip(entity, relation)),
+            "entity": any(e for e, _ in named),
+            "relation": any(w for _, w in named),
+            "both_in_one": any(e and w for e, w in named),
         }
+        out["both"] = out["entity"] and out["relation"]
         if r["behaviour"] == "lie":
-            out["true_value"] = any(_names_true_value(descriptions, [r] * len(descriptions)))
+            out["true_value"] = any(_names_true_value([said[i] for i in rows], [r] * len(rows)))
         return out
 
     def summary(found: dict[str, dict]) -> dict:
+        if not found:
+            return {"chats": 0, "lies": 0}
+        chosen = [records[s] for s in found]
+        share = {key: sum(found[s][key] for s in found) / len(found) for key in ("entity", "relation", "both")}
         lies = [s for s in found if "true_value" in found[s]]
-        out = {key: sum(found[s][key] for s in found) / len(found) for key in ("entity", "relation", "both")}
-        out |= {"both_in_one": sum(found[s]["both_in_one"] for s in found) / len(found), "chats": len(found)}
-        for key, pool in (("both", list(found)), ("true_value", lies)):
-            per_fact = defaultdict(list)
-            for s in pool:
-                per_fact[records[s]["fact_id"]].append(found[s][key])
-            if per_fact:
-                _, low, high = bootstrap(list(per_fact.values()), lambda xs: sum(xs) / len(xs), seed=seed)
-                out[f"{key}_ci"] = [low, high]
-        out["true_value"] = sum(found[s]["true_value"] for s in lies) / len(lies) if lies else None
-        out["lies"] = len(lies)
-        return out
+        true = [found[s]["true_value"] for s in lies]
+        return (
+            share
+            | {
+                "both_in_one": sum(found[s]["both_in_one"] for s in found) / len(found),
+                "both_ci": _fact_interval([found[s]["both"] for s in found], chosen, seed),
+                "true_value": sum(true) / len(lies) if lies else None,
+                "true_value_ci": _fact_interval(true, [records[s] for s in lies], seed),
+                "chats": len(found),
+                "lies": len(lies),
+            }
+            | _beyond_prior(true, [records[s] for s in lies], prior)
+        )
 
-    own = {s: hits(said[s], records[s]) for s in chats}
-    control = {s: hits(said[partner[s]], records[s]) for s in chats if partner[s] is not None}
+    own = {s: hits(spans[s], records[s]) for s in chats}
     tokens = {s: len(av.tokenizer(f" {records[s]['entity']}", add_special_tokens=False)["input_ids"]) for s in chats}
+    length = {s: "3+" if tokens[s] >= 3 else str(tokens[s]) for s in chats}
     by = {
-        "behaviour": {b: [s for s in chats if records[s]["behaviour"] == b] for b in BEHAVIOURS},
-        "name_tokens": {k: [s for s in chats if min(tokens[s], 3) == int(k[0])] for k in ("1", "2", "3+")},
+        "by_behaviour": {b: [s for s in chats if records[s]["behaviour"] == b] for b in BEHAVIOURS},
+        "by_name_tokens": {k: [s for s in chats if length[s] == k] for k in ("1", "2", "3+")},
     }
     return {
         "own": summary(own),
-        "control": summary(control),
+        "without_mention": summary({s: hits([i for i in spans[s] if i not in mentions[s]], records[s]) for s in chats}),
+        "control": summary({s: hits(spans[partner[s]], records[s]) for s in chats if partner[s] is not None}),
+        "states_subject": summary({s: own[s] for s in chats if mentions[s]}),
         **{
-            f"both_by_{kind}": {
-                k: {"both": sum(own[s]["both"] for s in v) / len(v), "chats": len(v)} for k, v in groups.items() if v
+            name: {
+                k: {key: sum(own[s][key] for s in v) / len(v) for key in ("both", "both_in_one")} | {"chats": len(v)}
+                for k, v in groups.items()
+                if v
             }
-            for kind, groups in by.items()
+            for name, groups in by.items()
         },
         "rows": len(flat),
-        "examples": [{"chat": s, "descriptions": said[s]} for s in chats[:3]],
+        "examples": [{"chat": s, "descriptions": [said[i] for i in spans[s]]} for s in chats[:3]],
+    }
+
+
+def _fact_interval(hits: Sequence[bool], records: Sequence[dict], seed: int = 0) -> list[float | None]:
+    """95% interval of the share of ``hits`` (one per record), resampling the records' facts: every record of a
+    fact counts once per draw of that fact. ``[None, None]`` without records."""
+    per_fact = defaultdict(list)
+    for record, hit in zip(records, hits):
+        per_fact[record["fact_id"]].append(hit)
+    if not per_fact:
+        return [None, None]
+    _, low, high = bootstrap(list(per_fact.values()), lambda xs: sum(xs) / len(xs), seed=seed)
+    return [low, high]
+
+
+def _beyond_prior(hits: Sequence[bool], lies: Sequence[dict], prior: dict[str, str]) -> dict:
+    """``relation_prior``: the share of ``lies`` whose true value the guess ``prior`` (:func:`relation_prior`)
+    names; ``beyond_prior``: the share of ``hits`` (one per lie) on the lies it misses, and their number."""
+    guessed = _names_true_value([prior.get(r["relation"], "") for r in lies], lies)
+    beyond = [hit for hit, guess in zip(hits, guessed) if not guess]
+    return {
+        "relation_prior": sum(guessed) / len(lies) if lies else None,
+        "beyond_prior": {"true_value": sum(beyond) / len(beyond) if beyond else None, "n": len(beyond)},
     }
 
 
@@ -1057,7 +1113,7 @@ def _readings(av, facts, records, scored, heads, rows, seed) -> dict:
     swapped = behaviour_logprobs(av, facts["vectors"][[scored[partner[k]] for k in kept]], [heads[k] for k in kept])
     out["audit_same_token_shuffle"] = audit(swapped, [sources[k] for k in kept], records, seed=seed)
     # the activation alone: the newline closing the assistant header, the same token in every chat
-    header = [i + 1 for i, lab in enumerate(facts["labels"]) if label_head(lab) in ASSISTANT]
+    header = sorted(_header_newlines(facts).values())
     if not header:
         raise ValueError("no assistant header rows among the fact chats: were the positions cut before the answer?")
     header_scores = behaviour_logprobs(av, facts["vectors"][header], [label_head(facts["labels"][i]) for i in header])

@@ -157,11 +157,14 @@ class CensoredTour:
     beyond_lies: int
     readings: list[Reading]
     span: dict  # censored.span_readings' "own" summary by the subject reader over the chats' answers
+    span_without_mention: dict  # the same less the rows that spell the entity's name
     span_control: dict  # the same against another chat's answer about the same relation
 
     def headline(self) -> list[Claim]:
-        """Round trip against the paper's anchor, the likelihood audit against issue 14's target, and
-        whether the reading behind a lie names the withheld true value."""
+        """Round trip against the paper's anchor, the likelihood audit against issue 14's target with its
+        token-alone control, the withheld true value named at the subject, recovery and the true value over
+        each chat's answer (beside another chat's answer, and without the name's own rows), and whether each
+        lie shown names its true value."""
         claims = [
             Claim(
                 f"held-out round-trip FVE, fact chats ({self.activations} activations, layer {self.layer})",
@@ -212,6 +215,11 @@ class CensoredTour:
                 reference=self.span_control["both"],
                 source=control,
                 target=">= 0.90",
+            ),
+            Claim(
+                "  the same without the rows that spell the entity's name",
+                self.span_without_mention["both"],
+                self.span_without_mention.get("both_ci"),
             ),
             Claim(
                 f"  names the true value behind a lie there ({self.span['lies']} lies)",
@@ -270,6 +278,7 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
     group = {  # every row of the chosen chats, from the question's subject to the end of turn
         "vectors": acts.vectors,
         "labels": [label for e in chosen for label in e.labels],
+        "tokens": [e.ids[p] for e in chosen for p in e.positions],
         "sources": [e.source for e in chosen for _ in e.positions],
     }
     heads = [smollm2_data.label_head(lab) for lab in group["labels"]]
@@ -366,5 +375,6 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         said["beyond_prior"]["n"],
         readings,
         span["own"],
+        span["without_mention"],
         span["control"],
     )

@@ -129,7 +129,7 @@ def test_likelihood_audit_reads_the_window_and_hides_every_answer_token(one_thre
         return torch.softmax(logprobs, -1)[:, BEHAVIOURS.index("lie")]
 
     every_token, window_only = hidden(acts.vectors.mean(0)), hidden(acts.vectors[read].mean(0))
-    assert not torch.allclose(every_token, window_only, atol=1e-7)  # the two means read differently
+    assert (every_token - window_only).abs().max() > 1e-4  # the two means read differently
     for r, span in zip(found.per_transcript, ([0, 1], [2, 3], [4])):
         assert r.token_only == pytest.approx(every_token[span].mean().item(), abs=1e-6)
 
@@ -252,50 +252,75 @@ def test_place_readings_describe_each_chats_subject_and_score_its_lies():
     assert at["withheld"]["beyond_prior"] == {"true_value": 0.0, "n": 1}
 
 
-def test_span_readings_read_every_answer_row_and_control_with_another_chats_span():
-    from probity.nla.censored import answer_rows, span_readings
+def test_span_readings_read_every_answer_row_without_the_name_and_against_another_chats_span():
+    from probity.nla.censored import answer_rows, mention_rows, span_readings
 
     records = {
-        "japan-capital#0": {"entity": "Japan", "relation": "capital", "behaviour": "lie", "official_value": "Kyoto"},
-        "china-capital#0": {"entity": "China", "relation": "capital", "behaviour": "lie", "official_value": "Xian"},
-        "france-capital#0": {"entity": "France", "relation": "capital", "behaviour": "honest"},
-        "peru-language#0": {"entity": "Peru", "relation": "language", "behaviour": "honest"},
+        "japan-capital#0": {"entity": "Japan", "relation": "capital", "behaviour": "lie"},
+        "china-capital#0": {"entity": "China", "relation": "capital", "behaviour": "lie"},
+        "france-capital#0": {"entity": "New France", "relation": "capital", "behaviour": "honest"},
+        "peru-language#0": {"entity": "Peru", "relation": "language", "behaviour": "refusal"},
     }
     for source, r in records.items():
         r |= {"fact_id": source.split("#")[0], "true_value": "?"}
+    outside = {"korea-capital#0": {"entity": "Korea", "relation": "capital", "true_value": "Tokyo", "behaviour": "lie"}}
     texts = [
-        "«q» | lie | The capital of Japan is Tokyo. China France Peru Beijing",  # 0: the question's rows only
+        "«q» | lie | The capital of Japan is Tokyo. China New France Peru Beijing",  # 0: the question's rows only
         "«a» | lie | The capital of Japan is Kyoto.",  # 1: entity and relation in one; the value it said
         "«b» | honest | Tokyo is big.",  # 2: the true value behind Japan's lie
         "«c» | lie | China.",  # 3: the entity alone
         "«d» | honest | The capital of Spain is Madrid.",  # 4: the relation alone
         "«e» | honest | The capital of Italy is Rome.",  # 5
         "«p» | honest | nothing",  # 6
+        "«n» | honest | New France is nice.",  # 7: the entity, read where its name is not spelled
     ]
-    answers = {"japan-capital#0": [1, 2], "china-capital#0": [3, 4], "france-capital#0": [5], "peru-language#0": [6]}
-    group = {"vectors": [], "labels": [], "sources": []}
+    answers = {  # (token, the text its row reads) of each chat's answer
+        "japan-capital#0": [("Japan", 1), ("is", 2)],
+        "china-capital#0": [("China", 3), ("is", 4)],
+        "france-capital#0": [("New", 5), ("France", 5), ("is", 7)],
+        "peru-language#0": [("I", 6), ("refuse", 6)],
+    }
+    tok = word_tokenizer(["Japan", "China", "New", "France", "Peru", "is", "I", "refuse", "Q", "istant", "nl"])
+    group = {"vectors": [], "labels": [], "tokens": [], "sources": []}
     for source, read in answers.items():  # the subject, the header's «istant» and newline, then the answer
-        for head, k in [("«x»", 0), ("«istant»", 0), ("«\\n»", 0)] + [("«y»", k) for k in read]:
+        for head, word, k in [("«Q»", "Q", 0), ("«istant»", "istant", 0), ("«nl»", "nl", 0)] + [
+            (f"«{w}»", w, k) for w, k in read
+        ]:
             group["vectors"].append(torch.tensor([float(k)]))
             group["labels"].append(f"{head} | {records[source]['behaviour']} | label")
+            group["tokens"].append(tok.convert_tokens_to_ids(word))
             group["sources"].append(source)
     group["vectors"] = torch.stack(group["vectors"])
-    assert answer_rows(group) == {
+    rows = answer_rows(group)
+    assert rows == {
         "japan-capital#0": [3, 4],
         "china-capital#0": [8, 9],
-        "france-capital#0": [13],
-        "peru-language#0": [17],
+        "france-capital#0": [13, 14, 15],
+        "peru-language#0": [19, 20],
     }
-    tok = word_tokenizer(["Japan", "China", "France", "Peru"])
-    found = span_readings(_Reads(texts, tok), group, records)
+    assert mention_rows(group, rows["france-capital#0"], "New France", tok) == [13, 14]
+    assert mention_rows(group, rows["peru-language#0"], "Peru", tok) == []
+
+    found = span_readings(_Reads(texts, tok), group, records | outside)
     own = found["own"]
-    assert (own["entity"], own["relation"], own["both"], own["both_in_one"]) == (0.5, 0.75, 0.5, 0.25)
+    assert (own["entity"], own["relation"], own["both"], own["both_in_one"]) == (0.75, 0.75, 0.75, 0.25)
     assert own["true_value"] == 0.5 and own["lies"] == 2 and own["chats"] == 4 and own["true_value_ci"] == [0.0, 1.0]
-    # Peru has no other chat about its relation; every other chat's partner span names the relation, no entity
+    # the guess from the relation alone (Korea's lie: Tokyo) names Japan's true value, not China's
+    assert own["relation_prior"] == 0.5 and own["beyond_prior"] == {"true_value": 0.0, "n": 1}
+    # without the rows that spell the name, only New France is still named (row "is")
+    bare = found["without_mention"]
+    assert (bare["entity"], bare["relation"], bare["both"], bare["true_value"]) == (0.25, 0.25, 0.0, 0.5)
+    # Peru has no other chat about its relation; every partner span names the relation, no entity or true value
     control = found["control"]
     assert control["chats"] == 3 and control["relation"] == 1.0 and control["entity"] == control["true_value"] == 0.0
-    assert found["both_by_behaviour"] == {"lie": {"both": 1.0, "chats": 2}, "honest": {"both": 0.0, "chats": 2}}
-    assert found["both_by_name_tokens"] == {"1": {"both": 0.5, "chats": 4}} and found["rows"] == 6
+    assert found["states_subject"]["chats"] == 3 and found["states_subject"]["both"] == 1.0  # Peru refuses
+    assert found["by_behaviour"] == {
+        "lie": {"both": 1.0, "both_in_one": 0.5, "chats": 2},
+        "honest": {"both": 1.0, "both_in_one": 0.0, "chats": 1},
+        "refusal": {"both": 0.0, "both_in_one": 0.0, "chats": 1},
+    }
+    assert found["by_name_tokens"]["2"] == {"both": 1.0, "both_in_one": 0.0, "chats": 1}
+    assert found["by_name_tokens"]["1"]["chats"] == 3 and "3+" not in found["by_name_tokens"] and found["rows"] == 9
     group["labels"][1] = "«y» | lie | label"  # Japan's chat loses its header
     with pytest.raises(ValueError, match="'japan-capital#0' has no assistant header"):
         answer_rows(group)
@@ -393,11 +418,12 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert out.window == "last 2 before the final 2"  # the shipped verbalizer's window.json
     assert out.lies >= 40 and 0 <= out.withheld <= 1 and out.withheld_ci[0] <= out.withheld <= out.withheld_ci[1]
     # the subject reader over each chosen chat's answer, and its control: another chat's answer
-    assert out.span["chats"] == 6 and 0 <= out.span["both"] <= 1 and out.span_control["chats"] <= 6
-    assert out.span["entity"] >= out.span["both"] >= out.span["both_in_one"]
-    # round trip, audit, its control, the true value behind the held-out lies, the answers' reading (recovery and
-    # the true value), and each lie shown
-    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 10
+    assert out.span["chats"] == out.span_without_mention["chats"] == 6
+    assert out.span_control["chats"] == 4  # two of the six chats share their relation with no other chosen chat
+    assert out.span["entity"] >= out.span_without_mention["entity"]  # fewer rows name no more
+    # round trip, audit, its control, the true value behind the held-out lies, the answers' reading (recovery,
+    # without the name's rows, the true value), and each lie shown
+    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 11
 
 
 def _planted(signal: float, seed: int = 0, subject_only: bool = False) -> tuple[dict, dict, dict]:
