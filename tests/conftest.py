@@ -8,9 +8,12 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # read by torch at import and by the processes tests start
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS)
 
 
 @pytest.fixture
