@@ -23,6 +23,7 @@ to probity/nla/checkpoints/censored_smollm2_subject (the places part: a verbaliz
     python bench/nla.py --part window --ship # the answer positions the audit reads, chosen on training entities
     python bench/nla.py --part topic         # the audit within the topic on a fresh, larger draw of held-out answers
     python bench/nla.py --part span          # recovery and the withheld value over each held-out answer's positions
+    python bench/nla.py --part context       # does one activation give back the words before it? (long names)
 
 The generic part (``pipeline.run_smollm2``) reads the base SmolLM2 on the texts it wrote itself, with
 context labels (the token, the next token, the last ``--words`` words), on the censored part's schedule.
@@ -753,6 +754,19 @@ def topic_part(out: Path, n: int = TOPIC_SAMPLES, seed: int = TOPIC_SEED) -> dic
     return {"n": n, "seed": seed, "chats": len(records), "behaviours": dict(counts), "by_window": rows}
 
 
+def two_readers(out: Path):
+    """What the reading-only parts read: the censored part's activations (cached in ``out/acts.pt``), every chat
+    record, and ``(name, source, verbalizer)`` for the censored verbalizer (``censored_source``) and the subject
+    reader (``SHIPPED_SUBJECT``), each loaded when its turn comes."""
+    from probity.nla.core import load_nla
+    from probity.organisms import censored
+
+    target, tokenizer = censored.load()
+    acts = smollm2_data.activations(target, tokenizer, SMOLLM2_LAYER, cache=out / "acts.pt")
+    sources = (("verbalizer", censored_source(out)), ("subject_reader", SHIPPED_SUBJECT))
+    return acts, smollm2_data.all_chat_records(), ((name, s, load_nla(s)[0]) for name, s in sources)
+
+
 def span_part(out: Path) -> dict:
     """Recovery and the withheld value over each held-out greedy chat's whole answer
     (``censored.span_readings``): every answer position described by the censored verbalizer (``out/nla`` if
@@ -761,15 +775,10 @@ def span_part(out: Path) -> dict:
     entity (``states_subject``), without the rows that spell it (``without_mention``), and against another
     chat's span about the same relation (``control``). No training."""
     from probity.nla.censored import span_readings
-    from probity.nla.core import load_nla
-    from probity.organisms import censored
 
-    target, tokenizer = censored.load()
-    acts = smollm2_data.activations(target, tokenizer, SMOLLM2_LAYER, cache=out / "acts.pt")
-    records = smollm2_data.all_chat_records()
+    acts, records, readers = two_readers(out)
     found = {}
-    for name, source in (("verbalizer", censored_source(out)), ("subject_reader", SHIPPED_SUBJECT)):
-        av, _ = load_nla(source)
+    for name, source, av in readers:
         found[name] = span_readings(av, acts["eval"]["fact"], records, progress=True) | {
             "source": os.path.relpath(source.resolve(), ROOT)
         }
@@ -808,6 +817,38 @@ def span_part(out: Path) -> dict:
     return found
 
 
+def context_part(out: Path) -> dict:
+    """Why long names are rarely recovered: for the censored verbalizer and the subject reader, how much of the
+    text before a held-out ordinary position a description gives back (``censored.context_recall``: the last
+    word, the last two, all of the label's context words), and recovery at each subject's place by the
+    entity's length in tokens (``censored.place_readings``, ``by_name_tokens``). No training."""
+    from probity.nla.censored import context_recall, place_readings
+
+    acts, records, readers = two_readers(out)
+    found = {}
+    for name, source, av in readers:
+        places = place_readings(av, acts["eval"]["fact"], records)
+        found[name] = {
+            "context": context_recall(av, acts["eval"]["ordinary"]),
+            "by_name_tokens": {place: at["by_name_tokens"] for place, at in places.items()},
+            "source": os.path.relpath(source.resolve(), ROOT),
+        }
+    table = Table("held out", *found)
+    for kind in ("whole", "continues"):
+        for key in ("last_word", "last_two", "all"):
+            cells = [f"{f['context'][kind][key]:.3f} ({f['context'][kind]['n']})" for f in found.values()]
+            table.add_row(f"ordinary text, {kind} word's token: {key.replace('_', ' ')} given back", *cells)
+    for place in found["verbalizer"]["by_name_tokens"]:
+        for k, at in found["verbalizer"]["by_name_tokens"][place].items():
+            cells = [
+                f"{f['by_name_tokens'][place][k]['entity']:.3f} / {f['by_name_tokens'][place][k]['both']:.3f}"
+                for f in found.values()
+            ]
+            table.add_row(f"{place.replace('_', ' ')}, {k}-token names ({at['n']}): entity / and relation", *cells)
+    console.print(table)
+    return found
+
+
 def merge(parts: dict) -> None:
     """Update the results file with ``parts``, keeping the parts other runs wrote."""
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
@@ -830,6 +871,7 @@ def main() -> None:
             "window",
             "topic",
             "span",
+            "context",
         ],
         default="both",
     )
@@ -894,6 +936,9 @@ def main() -> None:
         ap.error("--layers is for the ceilings part")
     if args.words < 1:
         ap.error(f"--words must be >= 1, got {args.words}")
+    if args.ship and args.inject != ap.get_default("inject"):
+        ap.error(f"--ship writes the shipped adapters, trained with --inject {ap.get_default('inject')}: drop --ship")
+    injected = "" if args.inject == ap.get_default("inject") else f"_{args.inject}"  # another injection: its own row
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     if args.part in ("organism", "both"):
@@ -909,12 +954,7 @@ def main() -> None:
     if args.part in ("censored", "both"):
         if args.sft_only and args.ship:
             ap.error("--sft-only trains no GRPO and is never shipped: drop --ship")
-        if args.ship and args.inject != ap.get_default("inject"):
-            ap.error(
-                f"--ship writes the shipped adapters, trained with --inject {ap.get_default('inject')}: drop --ship"
-            )
-        key = "censored_smollm2_sft_only" if args.sft_only else "censored_smollm2"
-        key += "" if args.inject == ap.get_default("inject") else f"_{args.inject}"  # another injection: its own row
+        key = ("censored_smollm2_sft_only" if args.sft_only else "censored_smollm2") + injected
         found = censored_part(
             args.out / f"censored-{args.inject}",
             args.inject,
@@ -934,19 +974,21 @@ def main() -> None:
             results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "places":
-        merge({"censored_smollm2_places": places_part(args.out / f"censored-{args.inject}", args.ship)})
+        merge({"censored_smollm2_places" + injected: places_part(args.out / f"censored-{args.inject}", args.ship)})
     if args.part == "topic":
         if args.ship:
             ap.error("the topic part reads a fresh draw and ships nothing: drop --ship")
-        merge({"censored_smollm2_topic": topic_part(args.out / f"censored-{args.inject}")})
+        merge({"censored_smollm2_topic" + injected: topic_part(args.out / f"censored-{args.inject}")})
+    if args.part == "context":
+        merge({"censored_smollm2_context" + injected: context_part(args.out / f"censored-{args.inject}")})
     if args.part == "span":
         if args.ship:
             ap.error("the span part reads the shipped adapters and ships nothing: drop --ship")
-        merge({"censored_smollm2_span": span_part(args.out / f"censored-{args.inject}")})
+        merge({"censored_smollm2_span" + injected: span_part(args.out / f"censored-{args.inject}")})
     if args.part == "window":
-        merge({"censored_smollm2_window": window_part(args.out / f"censored-{args.inject}", args.ship)})
+        merge({"censored_smollm2_window" + injected: window_part(args.out / f"censored-{args.inject}", args.ship)})
     if args.part == "behaviour":
-        key = "censored_smollm2_behaviour" + ("" if args.behaviour == "shipped" else f"_{args.behaviour}")
+        key = "censored_smollm2_behaviour" + ("" if args.behaviour == "shipped" else f"_{args.behaviour}") + injected
         merge({key: behaviour_part(args.out / f"censored-{args.inject}", args.ship, args.behaviour)})
     if args.part == "generic":
         folder = args.out / f"generic-{args.inject}-w{args.words}"

@@ -57,6 +57,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -489,7 +490,10 @@ def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: 
     Beside the withheld value, the guess that knows only the relation (:func:`relation_prior`, from the lies
     about every entity outside ``group``): ``withheld["relation_prior"]``, the share of the lies it names
     (most sensitive facts of the organism are one continent's), and ``withheld["beyond_prior"]``, the share
-    of the other lies, the ones it misses, whose description names the true value (``n`` of them)."""
+    of the other lies, the ones it misses, whose description names the true value (``n`` of them).
+
+    ``by_name_tokens``: :func:`recovery` of the chats whose entity is 1, 2 or 3+ of ``av``'s tokens long
+    (:func:`name_length`): one activation at a long name's last token rarely gives the whole name back."""
     prior = relation_prior(records, {records[s]["entity"] for s in group["sources"]})
     out = {}
     for place in PLACES:
@@ -501,8 +505,14 @@ def place_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: 
         lies = [k for k, r in enumerate(said) if r["behaviour"] == "lie"]
         lied = [said[k] for k in lies]
         true = _names_true_value([texts[k] for k in lies], lied)  # whether each lie's description names it
+        length = [name_length(av.tokenizer, r["entity"]) for r in said]
         out[place] = {
             "recovery": recovery(texts, said),
+            "by_name_tokens": {
+                k: recovery([t for t, n in zip(texts, length) if n == k], [r for r, n in zip(said, length) if n == k])
+                for k in NAME_LENGTHS
+                if k in length
+            },
             "withheld": withheld(texts, said)
             | {"ci": _fact_interval(true, lied, seed), "facts": len({r["fact_id"] for r in lied})}
             | _beyond_prior(true, lied, prior),
@@ -620,11 +630,10 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
         )
 
     own = {s: hits(spans[s], records[s]) for s in chats}
-    tokens = {s: len(av.tokenizer(f" {records[s]['entity']}", add_special_tokens=False)["input_ids"]) for s in chats}
-    length = {s: "3+" if tokens[s] >= 3 else str(tokens[s]) for s in chats}
+    length = {s: name_length(av.tokenizer, records[s]["entity"]) for s in chats}
     by = {
         "by_behaviour": {b: [s for s in chats if records[s]["behaviour"] == b] for b in BEHAVIOURS},
-        "by_name_tokens": {k: [s for s in chats if length[s] == k] for k in ("1", "2", "3+")},
+        "by_name_tokens": {k: [s for s in chats if length[s] == k] for k in NAME_LENGTHS},
     }
     return {
         "own": summary(own),
@@ -642,6 +651,54 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
         "rows": len(flat),
         "examples": [{"chat": s, "descriptions": [said[i] for i in spans[s]]} for s in chats[:3]],
     }
+
+
+NAME_LENGTHS = ("1", "2", "3+")  # how readings split chats by their entity's length in tokens (:func:`name_length`)
+
+
+def name_length(tokenizer, name: str) -> str:
+    """How many tokens ``name`` takes after a space, as one of :data:`NAME_LENGTHS`.
+
+    >>> name_length(tokenizer, "Angkor Wat")  # " Ang" "kor" " Wat"
+    '3+'"""
+    n = len(tokenizer(f" {name}", add_special_tokens=False)["input_ids"])
+    return "3+" if n >= 3 else str(n)
+
+
+def context_recall(av: Verbalizer, group: dict, rows: int = 400) -> dict:
+    """How much of the text before a position one activation gives back, on ordinary text: greedy
+    descriptions of ``rows`` evenly spaced rows of ``group`` (an ``ordinary`` group of
+    ``smollm2_data.activations``: labels ``«tok» | next «tok'» | the last words up to tok``), and the share
+    whose last field ends with the label's last word (``last_word``), its last two (``last_two``) and holds
+    exactly its words (``all``), lower case, punctuation dropped. Split by the row's token: ``whole``, the
+    whole of its word, or ``continues`` one begun by earlier tokens (shorter than the label's last word, as
+    "kor" of "Angkor"), each with its ``n``.
+
+    A description that cannot give back the word before its token cannot spell a name of several tokens
+    from the name's last one: the reading the recovery of an entity at its subject needs."""
+    if rows < 1 or not group["labels"]:
+        raise ValueError(f"need rows >= 1 and an ordinary group with rows, got rows={rows}, {len(group['labels'])}")
+    step = max(1, len(group["labels"]) // rows)
+    chosen = list(range(0, len(group["labels"]), step))[:rows]
+    texts = describe(av, group["vectors"][chosen])
+
+    def words(field: str) -> list[str]:
+        return re.sub(r"[^\w ]", "", field.lower()).split()
+
+    found: dict[str, list[tuple[bool, bool, bool]]] = {"whole": [], "continues": []}
+    for i, text in zip(chosen, texts):
+        label = group["labels"][i]
+        want, got = words(label.split(SEP)[-1]), words(text.split(SEP)[-1]) if SEP in text else []
+        token = "".join(words(label_head(label).strip("«»")))
+        kind = "continues" if want and token and len(token) < len(want[-1]) else "whole"
+        found[kind].append((got[-1:] == want[-1:], got[-2:] == want[-2:], got == want))
+    out = {}
+    for kind, hits in found.items():
+        if hits:
+            n = len(hits)
+            out[kind] = {key: sum(h[k] for h in hits) / n for k, key in enumerate(("last_word", "last_two", "all"))}
+            out[kind]["n"] = n
+    return out | {"examples": [{"label": group["labels"][i], "description": t} for i, t in zip(chosen[:3], texts)]}
 
 
 def _fact_interval(hits: Sequence[bool], records: Sequence[dict], seed: int = 0) -> list[float | None]:

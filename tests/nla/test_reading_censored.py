@@ -238,10 +238,17 @@ def test_place_readings_describe_each_chats_subject_and_score_its_lies():
         f"{entity}-capital#0": {"entity": entity, "relation": "capital", "true_value": value, "behaviour": "lie"}
         for entity, value in (("Korea", "Tokyo"), ("Peru", "Tokyo"), ("Chile", "Lima"))
     }
-    found = place_readings(_Reads(texts), group, records | outside)
+    records["china-capital#0"]["entity"] = "Red China"  # a name of two tokens
+    texts[1] = texts[1].replace("China", "Red China")
+    tok = word_tokenizer(["Japan", "Red", "China", "France"])
+    found = place_readings(_Reads(texts, tok), group, records | outside)
     assert set(found) == {"answer_subject"}  # no row holds the question's subject
     at = found["answer_subject"]
     assert at["recovery"] == {"entity": 0.75, "relation": 0.75, "both": 0.75, "n": 4}
+    assert at["by_name_tokens"] == {
+        "1": {"entity": 2 / 3, "relation": 2 / 3, "both": 2 / 3, "n": 3},  # France's description names neither
+        "2": {"entity": 1.0, "relation": 1.0, "both": 1.0, "n": 1},
+    }
     assert at["withheld"]["n"] == 3 and at["withheld"]["true_value"] == pytest.approx(2 / 3)
     assert at["withheld"]["official_value"] == pytest.approx(1 / 3) and at["withheld"]["facts"] == 2
     low, high = at["withheld"]["ci"]  # by fact: Japan's two lies both named, China's not
@@ -250,6 +257,30 @@ def test_place_readings_describe_each_chats_subject_and_score_its_lies():
     # "Tokyo" names Japan's two lies, not China's; China's description does not name Beijing either
     assert at["withheld"]["relation_prior"] == pytest.approx(2 / 3)
     assert at["withheld"]["beyond_prior"] == {"true_value": 0.0, "n": 1}
+
+
+def test_context_recall_scores_the_words_before_each_token_by_whether_it_ends_a_longer_word():
+    from probity.nla.censored import context_recall, name_length
+
+    tok = word_tokenizer(["the", "red", "cat", "Ang", "kor", "Wat"])
+    assert [name_length(tok, n) for n in ("cat", "red cat", "Ang kor Wat")] == ["1", "2", "3+"]
+    rows = [  # the label, and the description its row reads
+        ("«cat» | next «sat» | the red cat", "«cat» | next «sat» | the red cat"),  # all three given back
+        ("«sat» | next «on» | red cat sat", "«sat» | next «on» | a black cat sat."),  # the last two
+        ("«kor» | next «Wat» | go to Angkor", "«kor» | next «Wat» | go to Seoul"),  # a longer word's end, missed
+        ("«ion» | next «is» | the nation", "«ion» | the nation"),  # a longer word's end, given back
+        ("«Wat» | next «is» | Angkor Wat", "no fields"),  # nothing
+    ]
+    group = {"vectors": torch.arange(5.0)[:, None], "labels": [label for label, _ in rows]}
+    reads = _Reads([d for _, d in rows], tok)
+    found = context_recall(reads, group, rows=5)
+    assert found["whole"] == {"last_word": 2 / 3, "last_two": 2 / 3, "all": 1 / 3, "n": 3}
+    assert found["continues"] == {"last_word": 0.5, "last_two": 0.5, "all": 0.5, "n": 2}
+    assert found["examples"][0]["description"] == rows[0][1]
+    two = context_recall(reads, group, rows=2)  # evenly spaced: rows 0 and 2
+    assert (two["whole"]["n"], two["continues"]["n"], two["whole"]["all"]) == (1, 1, 1.0)
+    with pytest.raises(ValueError, match="rows >= 1"):
+        context_recall(reads, group, rows=0)
 
 
 def test_span_readings_read_every_answer_row_without_the_name_and_against_another_chats_span():
