@@ -748,13 +748,14 @@ def test_place_validation_readings_score_entity_relation_and_true_value():
         "sources": ["japan-capital#0"] * 2 + ["china-capital#0"] * 2,
         "places": ["question_subject", "answer_subject", "question_subject", "answer_subject"],
     }
-    found = place_validation_readings(_Reads(texts), {"fact": fact}, records)
+    reads = _Reads(texts, word_tokenizer(["Japan", "China"]))
+    found = place_validation_readings(reads, {"fact": fact}, records)
     # question subject: Japan's row names it all (1 of 2 chats named, its lie's truth named); answer: neither
     assert found["question_subject"] == {"both": 0.5, "withheld": 1.0}
     assert found["answer_subject"] == {"both": 0.0, "withheld": 0.0}
     assert found["score"] == pytest.approx((0.5 + 1.0 + 0.0 + 0.0) / 4)
     with pytest.raises(ValueError, match="no subject's place"):
-        place_validation_readings(_Reads(texts), {"fact": fact | {"places": [""] * 4}}, records)
+        place_validation_readings(reads, {"fact": fact | {"places": [""] * 4}}, records)
 
 
 def test_validation_split_cuts_the_training_entities_again():
