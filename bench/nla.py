@@ -936,9 +936,10 @@ def main() -> None:
         ap.error("--layers is for the ceilings part")
     if args.words < 1:
         ap.error(f"--words must be >= 1, got {args.words}")
-    if args.ship and args.inject != ap.get_default("inject"):
-        ap.error(f"--ship writes the shipped adapters, trained with --inject {ap.get_default('inject')}: drop --ship")
-    injected = "" if args.inject == ap.get_default("inject") else f"_{args.inject}"  # another injection: its own row
+    shipped_injection = ap.get_default("inject")
+    if args.ship and args.inject != shipped_injection:
+        ap.error(f"--ship writes the shipped adapters, trained with --inject {shipped_injection}: drop --ship")
+    injected = "" if args.inject == shipped_injection else f"_{args.inject}"  # another injection: its own row
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     if args.part in ("organism", "both"):

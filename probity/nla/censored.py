@@ -682,7 +682,7 @@ def context_recall(av: Verbalizer, group: dict, rows: int = 400) -> dict:
     chosen = list(range(0, len(group["labels"]), step))[:rows]
     texts = describe(av, group["vectors"][chosen])
 
-    def words(field: str) -> list[str]:
+    def words(field: str) -> list[str]:  # whitespace words, as the labels count them (not matching.words' \w+ runs)
         return re.sub(r"[^\w ]", "", field.lower()).split()
 
     found: dict[str, list[tuple[bool, bool, bool]]] = {"whole": [], "continues": []}
