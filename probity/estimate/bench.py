@@ -314,7 +314,7 @@ class BenchResult:
                 )
                 label = method if method == "mc" else f"{method} K={order} {variant}"
                 ax.plot(*zip(*pts), marker=marker, linestyle="-" if len(pts) > 1 else "none", label=label)
-            mc = [s for s in rows if s.method == "mc"]
+            mc = [s for s in rows if s.method == "mc" and s.n_samples > 0]  # a damaged N of 0 draws no 1/N line
             if mc:
                 fps = mc[0].flops / mc[0].n_samples
                 xs = [min(s.flops for s in rows), max(s.flops for s in rows)]
