@@ -19,7 +19,8 @@ to probity/nla/checkpoints/censored_smollm2_subject (the places part: a verbaliz
     python bench/nla.py --part generic       # a generic NLA on the base SmolLM2 over its own texts
     python bench/nla.py --part behaviour --ship   # the censored adapters' last stage: the behaviour field
     python bench/nla.py --part behaviour --behaviour validated_facts   # a variant that stops on validation entities
-    python bench/nla.py --part places --ship # the subject reader: the stage at the subject's places, its own checkpoint
+    python bench/nla.py --part censored --sft-only --inject same --out runs/inject   # the subject reader's start
+    python bench/nla.py --part places --inject same --ship --out runs/inject   # the subject reader: its last stage
     python bench/nla.py --part window --ship # the answer positions the audit reads, chosen on training entities
     python bench/nla.py --part topic         # the audit within the topic on a fresh, larger draw of held-out answers
     python bench/nla.py --part span          # recovery and the withheld value over each held-out answer's positions
@@ -402,12 +403,14 @@ def ceilings_part(out: Path, layer: int = SMOLLM2_LAYER) -> dict:
 # token-alone control (section n), so the stage's verbalizer ships as a checkpoint of its own, the subject
 # reader (SHIPPED_SUBJECT, a verbalizer alone), which `probity nla explain` and the tour read the subject with;
 # the audit keeps the shipped adapter, which the stage never touches. This schedule leaves the behaviour word
-# out of the loss (the reader's flag is not the audit's); nla.json censored_smollm2_places is its run.
-PLACES_SCHEDULE = {"steps": 200, "lr": 3e-5, "batch": 16, "seed": 0, "every": 100, "behaviour_weight": 0.0, "pairs": 0}
+# out of the loss (the reader's flag is not the audit's). The shipped reader had it on a verbalizer injected at
+# the site it reads (--inject same, AV-SFT alone; section t): nla.json censored_smollm2_places_same is its run,
+# censored_smollm2_places the previous reader's (the shipped layer1 verbalizer, 200 steps).
+PLACES_SCHEDULE = {"steps": 400, "lr": 3e-5, "batch": 16, "seed": 0, "every": 100, "behaviour_weight": 0.0, "pairs": 0}
 PLACES_MARK = "places.json"  # written beside a checkpoint whose verbalizer had that stage
 
 
-def places_part(out: Path, ship: bool) -> dict:
+def places_part(out: Path, ship: bool, inject: str) -> dict:
     """The stage at the subject's places (``censored.tune_places``, ``PLACES_SCHEDULE``) on the censored
     verbalizer (``out/nla`` if the censored part ran there, else the shipped one), with the readings
     (``censored.readings``: recovery and the withheld value at each chat's last 8 positions and at the subject's
@@ -424,7 +427,9 @@ def places_part(out: Path, ship: bool) -> dict:
     minutes = (time.perf_counter() - t0) / 60
     after = measure()
     linear = ceilings_part(out, av.config.layer)
-    marked = {"stage": "places"} | PLACES_SCHEDULE | {"source": os.path.relpath(source.resolve(), ROOT)}
+    marked = (
+        {"stage": "places"} | PLACES_SCHEDULE | {"source": os.path.relpath(source.resolve(), ROOT), "inject": inject}
+    )
     if ship:
         ship_verbalizer(out, av, SHIPPED_SUBJECT, PLACES_MARK, marked | {"kept_step": stage.kept_step})
     console.print(
@@ -937,9 +942,15 @@ def main() -> None:
     if args.words < 1:
         ap.error(f"--words must be >= 1, got {args.words}")
     shipped_injection = ap.get_default("inject")
-    if args.ship and args.inject != shipped_injection:
+    if args.ship and args.inject != shipped_injection and args.part != "places":  # the reader is its own checkpoint
         ap.error(f"--ship writes the shipped adapters, trained with --inject {shipped_injection}: drop --ship")
     injected = "" if args.inject == shipped_injection else f"_{args.inject}"  # another injection: its own row
+    trained = args.out / f"censored-{args.inject}" / "nla"  # what the parts after the censored one read
+    if injected and args.part in ("behaviour", "places", "window", "topic", "span", "context") and not trained.is_dir():
+        ap.error(
+            f"--inject {args.inject}: no censored NLA in {trained} (else the shipped one, injected at "
+            f"{shipped_injection}, would be read); run --part censored --inject {args.inject} --out {args.out} first"
+        )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     if args.part in ("organism", "both"):
@@ -975,7 +986,8 @@ def main() -> None:
             results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "places":
-        merge({"censored_smollm2_places" + injected: places_part(args.out / f"censored-{args.inject}", args.ship)})
+        found = places_part(trained.parent, args.ship, args.inject)
+        merge({"censored_smollm2_places" + injected: found})
     if args.part == "topic":
         if args.ship:
             ap.error("the topic part reads a fresh draw and ships nothing: drop --ship")
@@ -993,7 +1005,7 @@ def main() -> None:
         merge({key: behaviour_part(args.out / f"censored-{args.inject}", args.ship, args.behaviour)})
     if args.part == "generic":
         folder = args.out / f"generic-{args.inject}-w{args.words}"
-        key = "smollm2" if args.rl_steps == GENERIC_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}"
+        key = ("smollm2" if args.rl_steps == GENERIC_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}") + injected
         merge({key: generic_part(folder, args.inject, args.words, args.rl_steps)})
     console.print(f"[green]wrote[/green] {RESULT}")
 

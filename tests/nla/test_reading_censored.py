@@ -436,7 +436,10 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
 
     for folder, most in ((SMOLLM2_CHECKPOINT, 20e6), (SMOLLM2_SUBJECT, 12e6)):
         assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < most  # adapters, not models
-    assert check_nla(SMOLLM2_SUBJECT) == check_nla(SMOLLM2_CHECKPOINT)  # the same sidecar: layer, injection, base
+    reader, audit = check_nla(SMOLLM2_SUBJECT), check_nla(SMOLLM2_CHECKPOINT)
+    assert dataclasses.replace(reader, inject_layer=audit.inject_layer) == audit  # the same layer, prompts, base
+    stage = json.loads((SMOLLM2_SUBJECT / "places.json").read_text())
+    assert reader.inject_layer == {"layer1": 1, "same": reader.layer + 1}[stage["inject"]]  # where it was trained
     assert not (SMOLLM2_SUBJECT / "ar").exists()
     out = censored_section(Console(file=io.StringIO(), width=200), transcripts=6, rows=8)
     assert [r.behaviour for r in out.readings] == ["honest", "lie", "lie", "lie", "refusal"]
