@@ -945,7 +945,8 @@ def main() -> None:
     if args.ship and args.inject != shipped_injection and args.part != "places":  # the reader is its own checkpoint
         ap.error(f"--ship writes the shipped adapters, trained with --inject {shipped_injection}: drop --ship")
     injected = "" if args.inject == shipped_injection else f"_{args.inject}"  # another injection: its own row
-    trained = args.out / f"censored-{args.inject}" / "nla"  # what the parts after the censored one read
+    censored_out = args.out / f"censored-{args.inject}"  # the censored part's folder; the parts after it read it
+    trained = censored_out / "nla"
     if injected and args.part in ("behaviour", "places", "window", "topic", "span", "context") and not trained.is_dir():
         ap.error(
             f"--inject {args.inject}: no censored NLA in {trained} (else the shipped one, injected at "
@@ -968,7 +969,7 @@ def main() -> None:
             ap.error("--sft-only trains no GRPO and is never shipped: drop --ship")
         key = ("censored_smollm2_sft_only" if args.sft_only else "censored_smollm2") + injected
         found = censored_part(
-            args.out / f"censored-{args.inject}",
+            censored_out,
             args.inject,
             args.ship,
             args.emphasis_weight,
@@ -977,8 +978,7 @@ def main() -> None:
         )
         merge({key: found})
     if args.part == "ceilings":
-        folder = args.out / f"censored-{args.inject}"
-        found = {layer: ceilings_part(folder, layer) for layer in args.layers}
+        found = {layer: ceilings_part(censored_out, layer) for layer in args.layers}
         if SMOLLM2_LAYER in found:  # the references beside the NLA's readings
             merge({"censored_linear_ceilings": found[SMOLLM2_LAYER]})
         others = {str(layer): row for layer, row in found.items() if layer != SMOLLM2_LAYER}
@@ -986,23 +986,23 @@ def main() -> None:
             results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "places":
-        found = places_part(trained.parent, args.ship, args.inject)
+        found = places_part(censored_out, args.ship, args.inject)
         merge({"censored_smollm2_places" + injected: found})
     if args.part == "topic":
         if args.ship:
             ap.error("the topic part reads a fresh draw and ships nothing: drop --ship")
-        merge({"censored_smollm2_topic" + injected: topic_part(args.out / f"censored-{args.inject}")})
+        merge({"censored_smollm2_topic" + injected: topic_part(censored_out)})
     if args.part == "context":
-        merge({"censored_smollm2_context" + injected: context_part(args.out / f"censored-{args.inject}")})
+        merge({"censored_smollm2_context" + injected: context_part(censored_out)})
     if args.part == "span":
         if args.ship:
             ap.error("the span part reads the shipped adapters and ships nothing: drop --ship")
-        merge({"censored_smollm2_span" + injected: span_part(args.out / f"censored-{args.inject}")})
+        merge({"censored_smollm2_span" + injected: span_part(censored_out)})
     if args.part == "window":
-        merge({"censored_smollm2_window" + injected: window_part(args.out / f"censored-{args.inject}", args.ship)})
+        merge({"censored_smollm2_window" + injected: window_part(censored_out, args.ship)})
     if args.part == "behaviour":
         key = "censored_smollm2_behaviour" + ("" if args.behaviour == "shipped" else f"_{args.behaviour}") + injected
-        merge({key: behaviour_part(args.out / f"censored-{args.inject}", args.ship, args.behaviour)})
+        merge({key: behaviour_part(censored_out, args.ship, args.behaviour)})
     if args.part == "generic":
         folder = args.out / f"generic-{args.inject}-w{args.words}"
         key = ("smollm2" if args.rl_steps == GENERIC_SCHEDULE.rl_steps else f"smollm2_rl{args.rl_steps}") + injected
