@@ -778,7 +778,8 @@ def span_part(out: Path) -> dict:
     the censored part ran there, else the shipped one) and by the subject reader (``SHIPPED_SUBJECT``), each
     chat scored by what some description of its span names (``own``), on the chats whose answer spells the
     entity (``states_subject``), without the rows that spell it (``without_mention``), and against another
-    chat's span about the same relation (``control``). No training."""
+    chat's span about the same relation (``control``), and over the transcript, the span and the question's
+    subject (``transcript``). No training."""
     from probity.nla.censored import span_readings
 
     acts, records, readers = two_readers(out)
@@ -795,7 +796,7 @@ def span_part(out: Path) -> dict:
         ("true_value", "true value behind a lie", ">= 0.5"),
     )
     for key, name, target_value in rows:
-        for reading in ("own", "states_subject", "without_mention", "control"):
+        for reading in ("own", "transcript", "states_subject", "without_mention", "control"):
             cells = []
             for found_by in found.values():
                 summary = found_by[reading]
@@ -814,10 +815,12 @@ def span_part(out: Path) -> dict:
         *[f"{b['true_value']:.3f}" for b in beyond],
         "",
     )
-    for kind in ("by_behaviour", "by_name_tokens"):
-        for k in found["verbalizer"][kind]:
-            cells = [f"{r[kind][k]['both']:.3f} ({r[kind][k]['chats']})" for r in found.values()]
-            table.add_row(f"  both, {kind.replace('_', ' ')} {k}", "own", *cells, "")
+    for reading in ("own", "transcript"):
+        for kind in ("by_behaviour", "by_name_tokens"):
+            for k in found["verbalizer"][kind]:
+                at = [r if reading == "own" else r[reading] for r in found.values()]
+                cells = [f"{r[kind][k]['both']:.3f} ({r[kind][k]['chats']})" for r in at]
+                table.add_row(f"  both, {kind.replace('_', ' ')} {k}", reading, *cells, "")
     console.print(table)
     return found
 

@@ -44,7 +44,8 @@ verbalizer's descriptions of held-out positions and the records they came from:
                         every chat and before the answer (the activation alone).
     span_readings       every position of each answer described, and what some description of the
                         span names (entity, relation, the true value behind a lie), against the
-                        descriptions of another chat's span about the same relation (the control).
+                        descriptions of another chat's span about the same relation (the control),
+                        and over the transcript: the span and the question's subject.
 
 >>> recovery(["«Tokyo» | honest | The capital of Japan is Tokyo."],
 ...          [{"entity": "Japan", "relation": "capital"}])
@@ -577,17 +578,28 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
 
     Also ``states_subject``, the own reading on the chats whose answer spells the entity (a refusal does
     not), and ``by_behaviour`` and ``by_name_tokens`` (the entity's length in ``av``'s tokens: 1, 2, 3+):
-    ``both`` and ``both_in_one`` of the own reading in each. ``rows``: the answer rows described."""
+    ``both`` and ``both_in_one`` of the own reading in each. ``rows``: the answer rows described.
+
+    ``transcript``: what an auditor holding the whole chat reads, the own span and the row at the question's
+    subject (``group``'s ``places``, where the question names it; ``question_rows`` of them), with its own
+    ``by_behaviour`` and ``by_name_tokens``. A refusal never states its subject, so no reading of the
+    answer alone names it; the question's subject is where the chat does."""
+    if len(group.get("places", [])) != len(group["labels"]):
+        raise ValueError("span_readings needs the group's places, one per row (smollm2_data.read_examples gives them)")
     spans = answer_rows(group)
     chats = sorted(spans)
     flat = [i for source in chats for i in spans[source]]
+    question = {  # chat -> its row at the question's subject
+        group["sources"][i]: i for i, place in enumerate(group["places"]) if place == "question_subject"
+    }
+    read = flat + [question[s] for s in chats if s in question]
     was_training = av.training
     av.eval()
     try:
-        texts = describe(av, group["vectors"][flat], progress)
+        texts = describe(av, group["vectors"][read], progress)
     finally:
         av.train(was_training)
-    said = dict(zip(flat, texts))  # row -> its description
+    said = dict(zip(read, texts))  # row -> its description
     mentions = {s: mention_rows(group, spans[s], records[s]["entity"], av.tokenizer) for s in chats}
     rng = random.Random(seed)
     partner = {}
@@ -630,25 +642,32 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
         )
 
     own = {s: hits(spans[s], records[s]) for s in chats}
+    transcript = {s: hits(spans[s] + ([question[s]] if s in question else []), records[s]) for s in chats}
     length = {s: name_length(av.tokenizer, records[s]["entity"]) for s in chats}
     by = {
         "by_behaviour": {b: [s for s in chats if records[s]["behaviour"] == b] for b in BEHAVIOURS},
         "by_name_tokens": {k: [s for s in chats if length[s] == k] for k in NAME_LENGTHS},
     }
+
+    def split(found: dict[str, dict]) -> dict:  # ``both`` and ``both_in_one`` of ``found`` in each group of ``by``
+        return {
+            name: {
+                k: {key: sum(found[s][key] for s in v) / len(v) for key in ("both", "both_in_one")} | {"chats": len(v)}
+                for k, v in groups.items()
+                if v
+            }
+            for name, groups in by.items()
+        }
+
     return {
         "own": summary(own),
         "without_mention": summary({s: hits([i for i in spans[s] if i not in mentions[s]], records[s]) for s in chats}),
         "control": summary({s: hits(spans[partner[s]], records[s]) for s in chats if partner[s] is not None}),
         "states_subject": summary({s: own[s] for s in chats if mentions[s]}),
-        **{
-            name: {
-                k: {key: sum(own[s][key] for s in v) / len(v) for key in ("both", "both_in_one")} | {"chats": len(v)}
-                for k, v in groups.items()
-                if v
-            }
-            for name, groups in by.items()
-        },
+        **split(own),
+        "transcript": summary(transcript) | split(transcript),
         "rows": len(flat),
+        "question_rows": len(read) - len(flat),
         "examples": [{"chat": s, "descriptions": [said[i] for i in spans[s]]} for s in chats[:3]],
     }
 

@@ -159,12 +159,13 @@ class CensoredTour:
     span: dict  # censored.span_readings' "own" summary by the subject reader over the chats' answers
     span_without_mention: dict  # the same less the rows that spell the entity's name
     span_control: dict  # the same against another chat's answer about the same relation
+    span_transcript: dict  # the same over the transcript, the answer and the question's subject (question_rows)
 
     def headline(self) -> list[Claim]:
         """Round trip against the paper's anchor, the likelihood audit against issue 14's target with its
         token-alone control, the withheld true value named at the subject, recovery and the true value over
-        each chat's answer (beside another chat's answer, and without the name's own rows), and whether each
-        lie shown names its true value."""
+        each chat's answer (beside another chat's answer, over the transcript, and without the name's own rows),
+        and whether each lie shown names its true value."""
         claims = [
             Claim(
                 f"held-out round-trip FVE, fact chats ({self.activations} activations, layer {self.layer})",
@@ -214,6 +215,12 @@ class CensoredTour:
                 self.span.get("both_ci"),
                 reference=self.span_control["both"],
                 source=control,
+                target=">= 0.90",
+            ),
+            Claim(
+                "  the same over the transcript: the answer and the question's subject (a refusal names it there)",
+                self.span_transcript["both"],
+                self.span_transcript.get("both_ci"),
                 target=">= 0.90",
             ),
             Claim(
@@ -280,6 +287,7 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         "labels": [label for e in chosen for label in e.labels],
         "tokens": [e.ids[p] for e in chosen for p in e.positions],
         "sources": [e.source for e in chosen for _ in e.positions],
+        "places": [place for e in chosen for place in e.places],
     }
     heads = [smollm2_data.label_head(lab) for lab in group["labels"]]
     ends = window_rows(group, Window(8))  # each chat's last 8: the round trip's rows and the control's mean
@@ -354,7 +362,8 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         )
         + f"; over each chat's answer, entity and relation named on {span['own']['both']:.3f} of "
         f"{span['own']['chats']} chats (another chat's answer: {span['control']['both']:.3f}), the true value "
-        f"behind a lie on {fmt_number(span['own']['true_value'])} of {span['own']['lies']}"
+        f"behind a lie on {fmt_number(span['own']['true_value'])} of {span['own']['lies']}; over the transcript "
+        f"(the answer and the question's subject) {span['transcript']['both']:.3f}"
     )
     root = Path(__file__).parents[2]
     return CensoredTour(
@@ -377,4 +386,5 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         span["own"],
         span["without_mention"],
         span["control"],
+        span["transcript"] | {"question_rows": span["question_rows"]},
     )

@@ -304,6 +304,7 @@ def test_span_readings_read_every_answer_row_without_the_name_and_against_anothe
         "«e» | honest | The capital of Italy is Rome.",  # 5
         "«p» | honest | nothing",  # 6
         "«n» | honest | New France is nice.",  # 7: the entity, read where its name is not spelled
+        "«Peru» | refusal | The main language of Peru is Spanish.",  # 8: Peru's question, where the refusal is read
     ]
     answers = {  # (token, the text its row reads) of each chat's answer
         "japan-capital#0": [("Japan", 1), ("is", 2)],
@@ -312,11 +313,13 @@ def test_span_readings_read_every_answer_row_without_the_name_and_against_anothe
         "peru-language#0": [("I", 6), ("refuse", 6)],
     }
     tok = word_tokenizer(["Japan", "China", "New", "France", "Peru", "is", "I", "refuse", "Q", "istant", "nl"])
-    group = {"vectors": [], "labels": [], "tokens": [], "sources": []}
+    group = {"vectors": [], "labels": [], "tokens": [], "sources": [], "places": []}
     for source, read in answers.items():  # the subject, the header's «istant» and newline, then the answer
-        for head, word, k in [("«Q»", "Q", 0), ("«istant»", "istant", 0), ("«nl»", "nl", 0)] + [
+        subject = 8 if source.startswith("peru") else 0
+        for head, word, k in [("«Q»", "Q", subject), ("«istant»", "istant", 0), ("«nl»", "nl", 0)] + [
             (f"«{w}»", w, k) for w, k in read
         ]:
+            group["places"].append("question_subject" if head == "«Q»" else "")
             group["vectors"].append(torch.tensor([float(k)]))
             group["labels"].append(f"{head} | {records[source]['behaviour']} | label")
             group["tokens"].append(tok.convert_tokens_to_ids(word))
@@ -352,6 +355,14 @@ def test_span_readings_read_every_answer_row_without_the_name_and_against_anothe
     }
     assert found["by_name_tokens"]["2"] == {"both": 1.0, "both_in_one": 0.0, "chats": 1}
     assert found["by_name_tokens"]["1"]["chats"] == 3 and "3+" not in found["by_name_tokens"] and found["rows"] == 9
+    # the transcript adds each question's subject: only Peru's names its own fact, so the refusal is read there
+    whole = found["transcript"]
+    assert (whole["both"], whole["chats"], found["question_rows"]) == (1.0, 4, 4)
+    assert whole["by_behaviour"]["refusal"] == {"both": 1.0, "both_in_one": 1.0, "chats": 1}
+    assert whole["true_value"] == 1.0  # China's question reads text 0, which names Beijing
+    group.pop("places")  # without places the transcript could not be read: refused, not read as the span
+    with pytest.raises(ValueError, match="needs the group's places"):
+        span_readings(_Reads(texts, tok), group, records | outside)
     group["labels"][1] = "«y» | lie | label"  # Japan's chat loses its header
     with pytest.raises(ValueError, match="'japan-capital#0' has no assistant header"):
         answer_rows(group)
@@ -455,9 +466,11 @@ def test_shipped_censored_smollm2_adapters_read_the_organism():
     assert out.span["chats"] == out.span_without_mention["chats"] == 6
     assert out.span_control["chats"] == 4  # two of the six chats share their relation with no other chosen chat
     assert out.span["entity"] >= out.span_without_mention["entity"]  # fewer rows name no more
+    assert out.span_transcript["both"] >= out.span["both"] and out.span_transcript["chats"] == 6  # more name no less
+    assert out.span_transcript["question_rows"] >= 5  # the chats' question subjects were read
     # round trip, audit, its control, the true value behind the held-out lies, the answers' reading (recovery,
-    # without the name's rows, the true value), and each lie shown
-    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 11
+    # over the transcript, without the name's rows, the true value), and each lie shown
+    assert 0 <= out.audit_token_only <= 1 and len(out.headline()) == 12
 
 
 def _planted(signal: float, seed: int = 0, subject_only: bool = False) -> tuple[dict, dict, dict]:
