@@ -581,8 +581,8 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
     ``both`` and ``both_in_one`` of the own reading in each. ``rows``: the answer rows described.
 
     ``transcript``: what an auditor holding the whole chat reads, the own span and the row at the question's
-    subject (``group``'s ``places``, where the question names it; ``question_rows`` of them), with its own
-    ``by_behaviour`` and ``by_name_tokens``. A refusal never states its subject, so no reading of the
+    subject (``group``'s ``places``, where the question names it; its ``question_rows`` of them), with its
+    own ``by_behaviour`` and ``by_name_tokens``. A refusal never states its subject, so no reading of the
     answer alone names it; the question's subject is where the chat does."""
     if len(group.get("places", [])) != len(group["labels"]):
         raise ValueError("span_readings needs the group's places, one per row (smollm2_data.read_examples gives them)")
@@ -665,9 +665,8 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
         "control": summary({s: hits(spans[partner[s]], records[s]) for s in chats if partner[s] is not None}),
         "states_subject": summary({s: own[s] for s in chats if mentions[s]}),
         **split(own),
-        "transcript": summary(transcript) | split(transcript),
+        "transcript": summary(transcript) | split(transcript) | {"question_rows": len(read) - len(flat)},
         "rows": len(flat),
-        "question_rows": len(read) - len(flat),
         "examples": [{"chat": s, "descriptions": [said[i] for i in spans[s]]} for s in chats[:3]],
     }
 

@@ -386,5 +386,5 @@ def censored_section(console, cache_dir=None, transcripts: int = 48, rows: int =
         span["own"],
         span["without_mention"],
         span["control"],
-        span["transcript"] | {"question_rows": span["question_rows"]},
+        span["transcript"],
     )

@@ -357,7 +357,7 @@ def test_span_readings_read_every_answer_row_without_the_name_and_against_anothe
     assert found["by_name_tokens"]["1"]["chats"] == 3 and "3+" not in found["by_name_tokens"] and found["rows"] == 9
     # the transcript adds each question's subject: only Peru's names its own fact, so the refusal is read there
     whole = found["transcript"]
-    assert (whole["both"], whole["chats"], found["question_rows"]) == (1.0, 4, 4)
+    assert (whole["both"], whole["chats"], whole["question_rows"]) == (1.0, 4, 4)
     assert whole["by_behaviour"]["refusal"] == {"both": 1.0, "both_in_one": 1.0, "chats": 1}
     assert whole["true_value"] == 1.0  # China's question reads text 0, which names Beijing
     group.pop("places")  # without places the transcript could not be read: refused, not read as the span
