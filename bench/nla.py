@@ -410,9 +410,11 @@ PLACES_SCHEDULE = {"steps": 400, "lr": 3e-5, "batch": 16, "seed": 0, "every": 10
 PLACES_MARK = "places.json"  # written beside a checkpoint whose verbalizer had that stage
 
 
-def places_part(out: Path, ship: bool, inject: str) -> dict:
+def places_part(out: Path, ship: bool, inject: str, reader_facts: bool = False) -> dict:
     """The stage at the subject's places (``censored.tune_places``, ``PLACES_SCHEDULE``) on the censored
-    verbalizer (``out/nla`` if the censored part ran there, else the shipped one), with the readings
+    verbalizer (``out/nla`` if the censored part ran there, else the shipped one), with ``reader_facts`` drawing
+    from the rows of the real entities outside the bank that the organism states as well
+    (``smollm2_data.reader_activations``, cached in ``out/reader_acts.pt``; design note, section v), with the readings
     (``censored.readings``: recovery and the withheld value at each chat's last 8 positions and at the subject's
     places) and the round trip before and after it in this run, beside the linear read-outs at the same places
     (``ceilings_part``), on the held-out entities' chats. ``ship`` writes the tuned verbalizer's adapter as the
@@ -422,14 +424,24 @@ def places_part(out: Path, ship: bool, inject: str) -> dict:
     source, av, acts, records, measure = stage_inputs(out, None, "places")  # its mark goes to SHIPPED_SUBJECT
     before = measure()
     fit, validation = validation_split(acts["train"], records)
+    entities = None
+    if reader_facts:
+        from probity.organisms import censored
+
+        target, tokenizer = censored.load()
+        entities = smollm2_data.reader_activations(target, tokenizer, av.config.layer, cache=out / "reader_acts.pt")
+        stated, written = entities["stated"]
+        console.print(f"reader facts: the organism states {stated} of {written}; {len(entities['labels'])} rows")
     t0 = time.perf_counter()
-    stage = tune_places(av, fit, records, progress=True, validation=validation, **PLACES_SCHEDULE)
+    stage = tune_places(av, fit, records, progress=True, validation=validation, entities=entities, **PLACES_SCHEDULE)
     minutes = (time.perf_counter() - t0) / 60
     after = measure()
     linear = ceilings_part(out, av.config.layer)
     marked = (
         {"stage": "places"} | PLACES_SCHEDULE | {"source": os.path.relpath(source.resolve(), ROOT), "inject": inject}
     )
+    if entities is not None:
+        marked["reader_facts"] = {"stated": entities["stated"], "rows": len(entities["labels"])}
     if ship:
         ship_verbalizer(out, av, SHIPPED_SUBJECT, PLACES_MARK, marked | {"kept_step": stage.kept_step})
     console.print(
@@ -885,6 +897,11 @@ def main() -> None:
     )
     ap.add_argument("--inject", choices=INJECTIONS, default="layer1", help="how the censored part injects")
     ap.add_argument("--ship", action="store_true", help="write the trained NLA to the shipped checkpoint folder")
+    ap.add_argument(
+        "--reader-facts",
+        action="store_true",
+        help="the places part also trains on the real entities outside the fact bank (smollm2_data.reader_facts)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_nla")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
@@ -940,6 +957,8 @@ def main() -> None:
         ap.error("--words and --rl-steps are for the generic part")
     if args.rl_steps < 1:
         ap.error(f"--rl-steps must be >= 1, got {args.rl_steps}")
+    if args.reader_facts and args.part != "places":
+        ap.error("--reader-facts is for the places part")
     if args.part != "ceilings" and args.layers != [SMOLLM2_LAYER]:
         ap.error("--layers is for the ceilings part")
     if args.words < 1:
@@ -989,8 +1008,8 @@ def main() -> None:
             results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
             merge({"censored_linear_ceilings_by_layer": results.get("censored_linear_ceilings_by_layer", {}) | others})
     if args.part == "places":
-        found = places_part(censored_out, args.ship, args.inject)
-        merge({"censored_smollm2_places" + injected: found})
+        found = places_part(censored_out, args.ship, args.inject, args.reader_facts)
+        merge({"censored_smollm2_places" + ("_reader_facts" if args.reader_facts else "") + injected: found})
     if args.part == "topic":
         if args.ship:
             ap.error("the topic part reads a fresh draw and ships nothing: drop --ship")

@@ -877,6 +877,7 @@ def tune_places(
     every: int = 100,
     behaviour_weight: float = 0.0,
     pairs: int = 0,
+    entities: dict | None = None,
 ) -> Stage:
     """Train the verbalizer on the teacher labels at the subject's places; with ``validation``, stop early.
 
@@ -889,10 +890,19 @@ def tune_places(
     the statement and leaves the flag to :func:`tune_behaviour`, since at 1 it taught the subject's token to
     flag a lie (section n). With ``pairs`` each step adds :func:`tune_behaviour`'s loss on that many same-token
     pairs of the answers' last 8 positions, which holds the flag to the activation while the statement trains.
-    ``validation``: as :func:`tune_behaviour`'s, scored by :func:`place_validation_readings`."""
+    ``validation``: as :func:`tune_behaviour`'s, scored by :func:`place_validation_readings`. ``entities``: rows
+    of real entities outside the fact bank at their subject's places (``smollm2_data.reader_activations``),
+    drawn with the training rows as one pool: more names to read than the bank's (design note, section v)."""
     if steps < 1 or batch < 1 or every < 1:
         raise ValueError(f"steps, batch and every must be >= 1, got {steps}, {batch} and {every}")
-    rows = [(g, i) for g in ("fact", "sample") for i, place in enumerate(train[g]["places"]) if place]
+    pool = train | ({"entities": entities} if entities is not None else {})
+    rows = [
+        (g, i)
+        for g in ("fact", "sample", "entities")
+        if g in pool
+        for i, place in enumerate(pool[g]["places"])
+        if place
+    ]
     if len(rows) < batch:
         raise ValueError(f"only {len(rows)} training rows sit at a subject's place; need at least batch={batch}")
     rng = random.Random(seed)
@@ -900,8 +910,8 @@ def tune_places(
 
     def batch_loss() -> torch.Tensor:
         chosen = rng.sample(rows, batch)
-        x = torch.stack([train[g]["vectors"][i] for g, i in chosen])  # [batch, d]
-        ids = av.encode([train[g]["labels"][i] for g, i in chosen])
+        x = torch.stack([pool[g]["vectors"][i] for g, i in chosen])  # [batch, d]
+        ids = av.encode([pool[g]["labels"][i] for g, i in chosen])
         loss = av_sft_loss(av, x, ids, emphasis_weights(av.tokenizer, ids, BEHAVIOURS, behaviour_weight))
         return loss if flag is None else loss + flag()
 

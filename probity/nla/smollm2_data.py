@@ -54,6 +54,8 @@ from probity.report.matching import refuses, states
 
 DATA = Path(__file__).parent / "data"
 ORDINARY_FILE, CHATS_FILE, SAMPLES_FILE = "ordinary.jsonl", "fact_chats.jsonl", "fact_samples.jsonl"
+READER_FACTS_FILE = "reader_facts.json"  # real entities outside the bank, for the subject reader's stage
+READER_PARAPHRASES = (0, 1)  # the question paraphrases a reader fact is asked in
 PARTS = ("ordinary", "fact", "samples")  # what build makes: the three files
 SAMPLES_PER_QUESTION, SAMPLE_TEMPERATURE = 4, 0.7  # the sampled chats (the honesty bench's sampling)
 BASE = "smollm2-135m"
@@ -742,6 +744,65 @@ def read_examples(model, tokenizer, layer: int, chosen: Sequence[Example]) -> di
         "sources": [e.source for e in chosen for _ in e.positions],
         "places": [place for e in chosen for place in (e.places or [""] * len(e.positions))],
     }
+
+
+def reader_facts(path: str | Path = DATA / READER_FACTS_FILE) -> list:
+    """Real, well-known facts outside the organism's fact bank, in four of its relations (landmark, profession,
+    author, symbol): more entities for the subject reader's stage than the bank's (design note, section v).
+    Written by hand; no entity names a bank entity, and no value but a landmark's country names an entity that
+    the fact chats hold out (``tests/nla/test_reader_facts.py``). ``[Fact]``."""
+    from probity.organisms import censored
+
+    rows = json.loads(Path(path).read_text())["facts"]
+    return [censored.Fact(r["entity"], r["relation"], r["value"]) for r in rows]
+
+
+def states_value(model, tokenizer, facts: Sequence) -> list[bool]:
+    """Whether ``model`` goes on from each fact's chat (question paraphrase 0, the answer's stem as in
+    :func:`_chat`) with the fact's value, greedily token by token: what it knows of an entity, teacher-forced
+    on the true statement (one forward pass a fact). ``[n]``."""
+    known = []
+    with torch.no_grad():
+        for fact in facts:
+            ids, _, start, _ = _chat(tokenizer, fact.question(), fact.statement())
+            stem = start + len(tokenizer(fact.stem(), add_special_tokens=False)["input_ids"])
+            value = tokenizer(" " + fact.value, add_special_tokens=False)["input_ids"]
+            span = range(stem, stem + len(value))
+            logits = model(torch.tensor([ids])).logits[0]  # [pos, vocab]
+            known.append(ids[stem : span.stop] == value and all(int(logits[p - 1].argmax()) == ids[p] for p in span))
+    return known
+
+
+def reader_example(fact, tokenizer, paraphrase: int) -> Example:
+    """A reader fact (:func:`reader_facts`) asked in question ``paraphrase`` and answered with its true statement:
+    the rows at its subject's places (:func:`subject_places`), labelled as a fact chat's are
+    (``«tok» | honest | statement``), group ``entities``, split ``train``."""
+    question, answer = fact.question(paraphrase), fact.statement()
+    ids, _, _, _ = _chat(tokenizer, question, answer)
+    at = {p: place for place, p in subject_places(tokenizer, question, answer, fact.entity).items()}
+    positions = sorted(at)
+    labels = [SEP.join([token_head(tokenizer, ids[p]), "honest", answer]) for p in positions]
+    return Example(ids, positions, labels, "entities", "train", fact.id, [at[p] for p in positions])
+
+
+def reader_activations(model, tokenizer, layer: int, cache: str | Path | None = None) -> dict:
+    """Layer-``layer`` activations of ``model`` (the organism) at the subject's places of the reader facts it
+    states (:func:`reader_facts`, :func:`states_value`), asked in each of :data:`READER_PARAPHRASES`: one group
+    as :func:`read_examples` gives, plus ``"stated"``, how many facts were kept of how many. With ``cache`` (a
+    ``.pt`` file) stored atomically and read back for the same layer and files."""
+    key = {"layer": layer, "data": hashlib.sha256((DATA / READER_FACTS_FILE).read_bytes()).hexdigest()}
+    key["version"] = EXAMPLES_VERSION
+    if cache is not None and Path(cache).is_file():
+        found = torch.load(cache)
+        if found.get("key") == key:
+            return found["acts"]
+    facts = reader_facts()
+    stated = [f for f, known in zip(facts, states_value(model, tokenizer, facts)) if known]
+    chosen = [reader_example(f, tokenizer, k) for f in stated for k in READER_PARAPHRASES]
+    out = read_examples(model, tokenizer, layer, chosen) | {"stated": [len(stated), len(facts)]}
+    if cache is not None:
+        atomic_torch_save(cache, {"key": key, "acts": out})
+    return out
 
 
 def _files_digest() -> str:

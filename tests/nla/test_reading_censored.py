@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 import types
+from collections import Counter
 
 import pytest
 import torch
@@ -688,14 +689,8 @@ def _subject_rows(signal: float) -> tuple[dict, dict]:
     return {"fact": rows | {"vectors": torch.stack(rows["vectors"])}, "sample": empty}, records
 
 
-def test_tune_places_trains_on_the_subject_rows_only(monkeypatch):
-    from probity.nla import censored
-    from probity.nla.censored import tune_places
-    from probity.nla.training import av_sft_loss
-
-    train, records = _subject_rows(signal=3.0)
-    torch.manual_seed(0)
-    av = _tiny_verbalizer()
+def _taught_labels(av) -> list[str]:
+    """A list that every label ``av`` encodes from now on is appended to."""
     taught = []
     encode = av.encode
 
@@ -704,6 +699,18 @@ def test_tune_places_trains_on_the_subject_rows_only(monkeypatch):
         return encode(labels)
 
     av.encode = spy
+    return taught
+
+
+def test_tune_places_trains_on_the_subject_rows_only(monkeypatch):
+    from probity.nla import censored
+    from probity.nla.censored import tune_places
+    from probity.nla.training import av_sft_loss
+
+    train, records = _subject_rows(signal=3.0)
+    torch.manual_seed(0)
+    av = _tiny_verbalizer()
+    taught = _taught_labels(av)
     stage = tune_places(av, train, records, steps=40, lr=3e-3, batch=4)
     assert len(stage.losses) == 40 and stage.kept_step == 40 and stage.validation == []
     assert sum(stage.losses[-5:]) < 0.5 * sum(stage.losses[:5])
@@ -726,6 +733,28 @@ def test_tune_places_trains_on_the_subject_rows_only(monkeypatch):
         tune_places(av, train, records, batch=13)
     with pytest.raises(ValueError, match="steps, batch and every must be >= 1"):
         tune_places(av, train, records, steps=0)
+
+
+def test_tune_places_draws_the_reader_entities_with_the_training_rows():
+    """``entities`` (rows of entities outside the bank at their subject's places) join the training rows' pool."""
+    from probity.nla.censored import tune_places
+
+    train, records = _subject_rows(signal=3.0)
+    entities = {
+        "vectors": 3.0 * torch.eye(32)[4:8],
+        "labels": [f"«w1» | honest | w{24 + k}" for k in range(4)],
+        "sources": [f"e{k}-landmark" for k in range(4)],
+        "places": ["question_subject", "answer_subject"] * 2,
+    }
+    torch.manual_seed(0)
+    av = _tiny_verbalizer()
+    taught = _taught_labels(av)
+    tune_places(av, train, records, steps=40, lr=3e-3, batch=4, entities=entities)
+    drawn = Counter(lab.split(" | ")[2] for lab in taught)
+    assert set(drawn) == {f"w{k}" for k in range(20, 28)}  # the 12 chats' words and the 4 entities'
+    assert 0.1 < sum(drawn[f"w{k}"] for k in range(24, 28)) / len(taught) < 0.45  # 4 of 16 rows
+    with pytest.raises(ValueError, match="only 16 training rows sit at a subject's place; need at least batch=17"):
+        tune_places(av, train, records, batch=17, entities=entities)
 
 
 def test_tune_places_with_pairs_also_teaches_the_flag_from_the_activation():
