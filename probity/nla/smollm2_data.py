@@ -711,23 +711,34 @@ def activations(
         key["groups"] = [g for g in GROUPS if g in groups]
     if "ordinary" in groups and words != CONTEXT_WORDS:
         key["words"] = words
+
+    def make() -> dict:
+        out: dict = {"train": {}, "eval": {}}
+        chats = read(DATA / CHATS_FILE)
+        for group, kind, file in (
+            ("ordinary", "ordinary", ORDINARY_FILE),
+            ("fact", "fact", CHATS_FILE),
+            ("sample", "fact", SAMPLES_FILE),
+        ):
+            if group not in groups:
+                continue
+            held_by = chats if kind == "fact" else None
+            found = examples(read(DATA / file), tokenizer, kind, seed, held_by=held_by, words=words)
+            for split in out:
+                out[split][group] = read_examples(model, tokenizer, layer, [e for e in found if e.split == split])
+        return out
+
+    return _cached(cache, key, make)
+
+
+def _cached(cache: str | Path | None, key: dict, make) -> dict:
+    """``make()``, or with ``cache`` (a ``.pt`` file) what it stored for the same ``key``: written atomically
+    beside ``key`` after ``make()``, read back while the key is the same."""
     if cache is not None and Path(cache).is_file():
         found = torch.load(cache)
         if found.get("key") == key:
             return found["acts"]
-    out: dict = {"train": {}, "eval": {}}
-    chats = read(DATA / CHATS_FILE)
-    for group, kind, file in (
-        ("ordinary", "ordinary", ORDINARY_FILE),
-        ("fact", "fact", CHATS_FILE),
-        ("sample", "fact", SAMPLES_FILE),
-    ):
-        if group not in groups:
-            continue
-        held_by = chats if kind == "fact" else None
-        found = examples(read(DATA / file), tokenizer, kind, seed, held_by=held_by, words=words)
-        for split in out:
-            out[split][group] = read_examples(model, tokenizer, layer, [e for e in found if e.split == split])
+    out = make()
     if cache is not None:
         atomic_torch_save(cache, {"key": key, "acts": out})
     return out
@@ -790,19 +801,16 @@ def reader_activations(model, tokenizer, layer: int, cache: str | Path | None = 
     states (:func:`reader_facts`, :func:`states_value`), asked in each of :data:`READER_PARAPHRASES`: one group
     as :func:`read_examples` gives, plus ``"stated"``, how many facts were kept of how many. With ``cache`` (a
     ``.pt`` file) stored atomically and read back for the same layer and files."""
-    key = {"layer": layer, "data": hashlib.sha256((DATA / READER_FACTS_FILE).read_bytes()).hexdigest()}
-    key["version"] = EXAMPLES_VERSION
-    if cache is not None and Path(cache).is_file():
-        found = torch.load(cache)
-        if found.get("key") == key:
-            return found["acts"]
-    facts = reader_facts()
-    stated = [f for f, known in zip(facts, states_value(model, tokenizer, facts)) if known]
-    chosen = [reader_example(f, tokenizer, k) for f in stated for k in READER_PARAPHRASES]
-    out = read_examples(model, tokenizer, layer, chosen) | {"stated": [len(stated), len(facts)]}
-    if cache is not None:
-        atomic_torch_save(cache, {"key": key, "acts": out})
-    return out
+    digest = hashlib.sha256((DATA / READER_FACTS_FILE).read_bytes()).hexdigest()
+    key = {"layer": layer, "data": digest, "version": EXAMPLES_VERSION}
+
+    def make() -> dict:
+        facts = reader_facts()
+        stated = [f for f, known in zip(facts, states_value(model, tokenizer, facts)) if known]
+        chosen = [reader_example(f, tokenizer, k) for f in stated for k in READER_PARAPHRASES]
+        return read_examples(model, tokenizer, layer, chosen) | {"stated": [len(stated), len(facts)]}
+
+    return _cached(cache, key, make)
 
 
 def _files_digest() -> str:

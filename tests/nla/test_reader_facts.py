@@ -2,7 +2,6 @@
 may also train on (``smollm2_data.reader_facts``), checked against the bank and the held-out split, their
 examples, and the check that the organism states a fact's value."""
 
-import re
 from collections import Counter
 from types import SimpleNamespace
 
@@ -11,6 +10,7 @@ import torch
 
 from probity.nla import smollm2_data as data
 from probity.organisms import censored
+from probity.report.matching import states
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,6 @@ def tok():
 def _bare(name: str) -> str:
     name = name.lower()
     return name[4:] if name.startswith("the ") else name
-
-
-def _within(a: str, b: str) -> bool:
-    """Whether name ``a`` is in name ``b`` as whole words."""
-    return re.search(rf"(?<!\w){re.escape(a)}(?!\w)", b) is not None
 
 
 def _held_out_entities() -> set[str]:
@@ -51,12 +46,12 @@ def test_reader_facts_are_new_entities_that_leak_no_held_out_name():
     bank = {_bare(f.entity) for f in censored.bank()}
     for f in facts:
         name = _bare(f.entity)
-        assert not [b for b in bank if b == name or (len(b) >= 5 and (_within(b, name) or _within(name, b)))], f
+        assert not [b for b in bank if b == name or (len(b) >= 5 and (states(name, [b]) or states(b, [name])))], f
     held = _held_out_entities()
     assert len(held) > 50
     for f in facts:  # a landmark's country is what the bank's own training facts state
         if f.relation != "landmark":
-            assert not [h for h in held if len(h) >= 5 and _within(h, _bare(f.value))], f
+            assert not [h for h in held if len(h) >= 5 and states(_bare(f.value), [h])], f
 
 
 def test_reader_example_reads_the_subject_in_the_question_and_the_answer(tok):
