@@ -173,6 +173,22 @@ def test_a_damaged_result_renders_or_fails_in_one_line_naming_the_field(tmp_path
         assert any(str(key) in err for key in path if isinstance(key, str)), (path, err)
 
 
+@pytest.mark.parametrize("flops", [0, -1.0])
+def test_the_error_figure_leaves_out_a_damaged_flop_count(flops):
+    """A summary row whose FLOP count is not positive (a damaged result.json) is left off the log-log figure;
+    the 1/N line is drawn from the rows left (hypothesis once found a zero there dividing by zero)."""
+    import dataclasses
+
+    result = _results()["bench"]
+    mc = next(i for i, s in enumerate(result.summary) if s.method == "mc")
+    summary = list(result.summary)
+    summary[1 - mc] = dataclasses.replace(summary[1 - mc], flops=flops)
+    figures = dataclasses.replace(result, summary=summary).figures()
+    assert list(figures) == ["error vs FLOPs"]
+    lines = figures["error vs FLOPs"].axes[0].get_lines()
+    assert all(min(line.get_xdata()) > 0 for line in lines) and len(lines) == 2  # mc and its 1/N line
+
+
 def test_an_older_bench_result_still_loads(tmp_path):
     """The ground-truth rule (100x the largest budget) is checked before a run, not when a result is read:
     a result of an older, looser config (10^6 ground-truth samples, budgets up to 10^5) still loads."""

@@ -305,7 +305,8 @@ class BenchResult:
             return {}
         fig, axes = plt.subplots(1, len(widths), figsize=(4.2 * len(widths), 3.8), squeeze=False)
         for ax, width in zip(axes[0], widths):
-            rows = [s for s in self.summary if s.width == width and s.mse_over_var > 0]
+            # log axes: a damaged non-positive FLOP count or error draws nothing
+            rows = [s for s in self.summary if s.width == width and s.mse_over_var > 0 and s.flops > 0]
             for (method, variant, order), marker in _series(rows):
                 pts = sorted(
                     (s.flops, s.mse_over_var)
