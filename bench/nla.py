@@ -421,17 +421,15 @@ def places_part(out: Path, ship: bool, inject: str, reader_facts: bool = False) 
     subject reader (``SHIPPED_SUBJECT``) with the stage's record; the shipped censored adapters are unchanged."""
     from probity.nla.censored import tune_places, validation_split
 
-    source, av, acts, records, measure = stage_inputs(out, None, "places")  # its mark goes to SHIPPED_SUBJECT
+    source, av, acts, records, measure, organism = stage_inputs(out, None, "places")  # mark: SHIPPED_SUBJECT
     before = measure()
     fit, validation = validation_split(acts["train"], records)
     entities = None
     if reader_facts:
-        from probity.organisms import censored
-
-        target, tokenizer = censored.load()
-        entities = smollm2_data.reader_activations(target, tokenizer, av.config.layer, cache=out / "reader_acts.pt")
+        entities = smollm2_data.reader_activations(*organism, av.config.layer, cache=out / "reader_acts.pt")
         stated, written = entities["stated"]
         console.print(f"reader facts: the organism states {stated} of {written}; {len(entities['labels'])} rows")
+    del organism  # the stage reads only activations
     t0 = time.perf_counter()
     stage = tune_places(av, fit, records, progress=True, validation=validation, entities=entities, **PLACES_SCHEDULE)
     minutes = (time.perf_counter() - t0) / 60
@@ -517,9 +515,9 @@ def censored_source(out: Path) -> Path:
 def stage_inputs(out: Path, mark: str | None, stage: str) -> tuple:
     """What a last stage of the censored verbalizer starts from: the source folder (``out/nla`` if the censored
     part ran there, else the shipped one; refused if ``mark``, where given, says it already had ``stage``; a
-    stage that ships elsewhere gives none), its verbalizer
-    (trainable) and reconstructor, the activations (``out/acts.pt``), the chat records, and ``measure()``: the
-    readings and the round trip as run_censored reports them (128 held-out positions of each group for FVE)."""
+    stage that ships elsewhere gives none), its verbalizer (trainable), the activations (``out/acts.pt``), the
+    chat records, ``measure()``: the readings and the round trip through its reconstructor as run_censored
+    reports them (128 held-out positions of each group for FVE), and the organism ``(model, tokenizer)``."""
     from probity.nla.censored import readings
     from probity.nla.core import load_nla
     from probity.nla.pipeline import censored_fve
@@ -538,7 +536,7 @@ def stage_inputs(out: Path, mark: str | None, stage: str) -> tuple:
         found = readings(av, acts["eval"]["fact"], records, samples=acts["eval"]["sample"])
         return found | censored_fve(av, ar, acts["eval"])
 
-    return source, av, acts, records, measure
+    return source, av, acts, records, measure, (target, tokenizer)
 
 
 def ship_verbalizer(out: Path, av, folder: Path, mark: str, marked: dict) -> None:
@@ -577,7 +575,7 @@ def behaviour_part(out: Path, ship: bool, schedule: str = "shipped") -> dict:
     never runs twice on one adapter."""
     from probity.nla.censored import tune_behaviour, validation_split
 
-    source, av, acts, records, measure = stage_inputs(out, BEHAVIOUR_MARK, "behaviour")
+    source, av, acts, records, measure, _ = stage_inputs(out, BEHAVIOUR_MARK, "behaviour")
     before = measure()
     settings = BEHAVIOUR_SCHEDULES[schedule]
     fit, validation = validation_split(acts["train"], records) if "every" in settings else (acts["train"], None)

@@ -592,7 +592,8 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
     question = {  # chat -> its row at the question's subject
         group["sources"][i]: i for i, place in enumerate(group["places"]) if place == "question_subject"
     }
-    read = flat + [question[s] for s in chats if s in question]
+    asked = {s: [question[s]] if s in question else [] for s in chats}  # its row at the question's subject, if any
+    read = flat + [i for s in chats for i in asked[s]]
     was_training = av.training
     av.eval()
     try:
@@ -642,7 +643,7 @@ def span_readings(av: Verbalizer, group: dict, records: dict[str, dict], seed: i
         )
 
     own = {s: hits(spans[s], records[s]) for s in chats}
-    transcript = {s: hits(spans[s] + ([question[s]] if s in question else []), records[s]) for s in chats}
+    transcript = {s: hits(spans[s] + asked[s], records[s]) for s in chats}
     length = {s: name_length(av.tokenizer, records[s]["entity"]) for s in chats}
     by = {
         "by_behaviour": {b: [s for s in chats if records[s]["behaviour"] == b] for b in BEHAVIOURS},
