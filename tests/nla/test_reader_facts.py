@@ -30,13 +30,16 @@ def _bare(name: str) -> str:
 
 
 def _held_out_entities() -> set[str]:
-    """The entities the fact chats hold out: the eval split's, and the validation cut's of the train split."""
-    chats = data.read(data.DATA / data.CHATS_FILE)
-    split = data.splits(chats, "fact")
-    train = [r for r in chats if split[r["fact_id"]] == "train"]
-    validation = data.splits(train, "fact", seed=1)
-    held = {r["entity"] for r in chats if split[r["fact_id"]] == "eval"}
-    return {_bare(e) for e in held | {r["entity"] for r in train if validation[r["fact_id"]] == "eval"}}
+    """The entities the fact chats hold out: the eval split's, and the validation cut's of the train split
+    (``censored.validation_split``, on the train chats' sources alone)."""
+    from probity.nla.censored import validation_split
+
+    records = data.chat_records()
+    split = data.splits(list(records.values()), "fact")
+    train = [s for s, r in records.items() if split[r["fact_id"]] == "train"]
+    _, validation = validation_split({"fact": {"sources": train}, "sample": {"sources": []}}, records)
+    held = {r["entity"] for r in records.values() if split[r["fact_id"]] == "eval"}
+    return {_bare(e) for e in held | {records[s]["entity"] for s in validation["fact"]["sources"]}}
 
 
 def test_reader_facts_are_new_entities_that_leak_no_held_out_name():
